@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every BPF map weft pins, with its key and value layout: the one place they are defined.
+ *
+ * Rules for this file:
+ *  - fixed-width types only, padding spelled out, a _Static_assert on every size;
+ *  - addresses in network byte order, ports in host byte order unless a field says otherwise;
+ *  - a layout change is a new map version (a new map name suffix) and a migration, never an
+ *    in-place edit of a pinned map.
+ *
+ * Mirrors (keep in step): reconciler/src/bpf/maps.rs (the Rust side, built from the skeleton's
+ * generated types; a test checks sizes against the object's BTF).
+ */
+#ifndef WEFT_MAPS_H
+#define WEFT_MAPS_H
+
+#include <linux/types.h>
+
+/* ---- Conntrack ---------------------------------------------------------------------------- */
+
+/*
+ * A flow is stored once, under its normalised tuple: (addr_a, port_a) <= (addr_b, port_b)
+ * compared as (address, port). ICMP echo uses the identifier as both ports.
+ */
+struct weft_ct4_key {
+	__u32 addr_a;
+	__u32 addr_b;
+	__u16 port_a;
+	__u16 port_b;
+	__u8 proto;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct weft_ct4_key) == 16, "weft_ct4_key");
+
+enum weft_ct_type {
+	WEFT_CT_NORMAL = 0,
+	WEFT_CT_NAT_FWD = 1, /* pre-NAT tuple; points at the reverse entry (services) */
+	WEFT_CT_NAT_REV = 2, /* post-NAT tuple; carries the original destination (services) */
+};
+
+/* weft_ct4_value.flags */
+#define WEFT_CT_F_B_ORIGINATED 0x01 /* the first packet came from side b */
+#define WEFT_CT_F_MIDFLOW 0x02      /* created from a TCP packet that was not a SYN */
+
+/* weft_ct_leg.tcp_flags: what the side sent */
+#define WEFT_CT_LEG_SYN 0x01
+#define WEFT_CT_LEG_ACK 0x02
+#define WEFT_CT_LEG_FIN 0x04
+#define WEFT_CT_LEG_RST 0x08
+
+/*
+ * One side of a flow. approved_by is the policy ruleset of that side's endpoint that allowed the
+ * flow (its egress ruleset if it originated the flow, its ingress ruleset if it answered). A
+ * packet whose endpoint side is approved by the endpoint's current ruleset skips policy; a
+ * policy change gives the endpoint a new ruleset id, so its flows are judged again, once.
+ */
+struct weft_ct_leg {
+	__u32 approved_by;
+	__u8 tcp_flags;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct weft_ct_leg) == 8, "weft_ct_leg");
+
+struct weft_ct4_value {
+	__u64 created_ns;   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 last_seen_ns; /* ditto; the garbage collector compares it with the timeouts */
+	__u8 type;          /* enum weft_ct_type */
+	__u8 flags;         /* WEFT_CT_F_* */
+	__u8 pad0[6];
+	struct weft_ct_leg leg_a;
+	struct weft_ct_leg leg_b;
+	/* Service NAT (later issues); zero for WEFT_CT_NORMAL. */
+	struct weft_ct4_key nat_rev_key; /* NAT_FWD: the reverse entry's key */
+	__u32 nat_orig_daddr;            /* NAT_REV: frontend address replies are rewritten to */
+	__u16 nat_orig_dport;
+	__u16 pad1;
+	__u32 nat_orig_saddr; /* NAT_REV with SNAT: the client's original address */
+	__u16 nat_orig_sport;
+	__u16 pad2;
+	__u32 tun_addr; /* VXLAN: the node the flow is tunnelled to or from */
+	__u32 pad3;
+};
+_Static_assert(sizeof(struct weft_ct4_value) == 80, "weft_ct4_value");
+
+/* ---- Interfaces ---------------------------------------------------------------------------- */
+
+/* weft_iface_value.flags */
+#define WEFT_IFACE_F_WORKLOAD 0x01 /* host side of a workload's veth */
+
+struct weft_iface_value {
+	__u32 flags;       /* WEFT_IFACE_F_* */
+	__u32 ruleset_in;  /* policy for traffic to the endpoint; 0 = none loaded: drop */
+	__u32 ruleset_out; /* policy for traffic from the endpoint; 0 = none loaded: drop */
+	__u32 pad;
+	char name[16]; /* for logs and dumps only */
+};
+_Static_assert(sizeof(struct weft_iface_value) == 32, "weft_iface_value");
+
+/* ---- Routes -------------------------------------------------------------------------------- */
+
+/* weft_route_value.flags */
+#define WEFT_RT_F_LOCAL_HOST 0x01     /* an address of this host */
+#define WEFT_RT_F_LOCAL_WORKLOAD 0x02 /* a workload on this host, behind ifindex */
+#define WEFT_RT_F_REMOTE_WORKLOAD 0x04 /* a workload on another host, at next_hop */
+#define WEFT_RT_F_IN_POOL 0x08        /* inside an IPPool */
+#define WEFT_RT_F_NAT_OUTGOING 0x10   /* inside an IPPool with natOutgoing */
+
+struct weft_route4_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+_Static_assert(sizeof(struct weft_route4_key) == 8, "weft_route4_key");
+
+struct weft_route_value {
+	__u32 flags;    /* WEFT_RT_F_* */
+	__u32 ifindex;  /* LOCAL_WORKLOAD: the host-side interface */
+	__u32 next_hop; /* REMOTE_WORKLOAD: the node's address */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
+
+/* ---- Policy classifier --------------------------------------------------------------------- */
+/*
+ * Each endpoint direction's ordered tiers, policies, rules and profiles are compiled in
+ * userspace into a ruleset: a classifier that answers in a fixed number of lookups whatever the
+ * number of rules.
+ *   1. weft_pol4_addr: (ruleset, remote address) -> address class (LPM on the address);
+ *   2. weft_pol4_ctx, only when the ruleset has WEFT_RS_F_CTX: (ruleset, local address,
+ *      protocol, remote port) -> context class (LPM on the remote port);
+ *   3. weft_pol_vrdct: (ruleset, address class, context class, protocol, local port or ICMP
+ *      type/code) -> verdict (LPM on protocol and port).
+ * Rulesets are named by a 32-bit id; a changed policy is written under a new id and switched
+ * to by one update of the interface entry, so no packet ever sees half a policy.
+ * Every LPM prefix covers the fixed fields entirely; only the last field is matched by prefix.
+ */
+
+/* weft_pol_class.flags: properties of the whole ruleset, present on every stage-1 entry */
+#define WEFT_RS_F_CTX 0x01 /* rules look at the local address or the remote port */
+
+struct weft_pol4_addr_key {
+	__u32 prefixlen; /* 32 + address prefix length */
+	__u32 ruleset;
+	__u32 addr; /* remote address */
+};
+_Static_assert(sizeof(struct weft_pol4_addr_key) == 12, "weft_pol4_addr_key");
+
+struct weft_pol_class {
+	__u32 class;
+	__u32 flags; /* WEFT_RS_F_* */
+};
+_Static_assert(sizeof(struct weft_pol_class) == 8, "weft_pol_class");
+
+struct weft_pol4_ctx_key {
+	__u32 prefixlen; /* 32 + 32 + 8 + remote port prefix length (0..16) */
+	__u32 ruleset;
+	__u32 local_addr;
+	__u8 proto;
+	__u8 rport[2]; /* big-endian: the LPM compares bytes most significant first */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct weft_pol4_ctx_key) == 16, "weft_pol4_ctx_key");
+
+struct weft_pol_vrdct_key {
+	__u32 prefixlen; /* 32 + 32 + 16 + (protocol, port) prefix length (0..24) */
+	__u32 ruleset;
+	__u32 aclass;
+	__u16 cclass;
+	__u8 proto;
+	__u8 lport[2]; /* big-endian; ICMP: type, code */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct weft_pol_vrdct_key) == 20, "weft_pol_vrdct_key");
+
+/* weft_pol_verdict.action */
+#define WEFT_ACT_DENY 0
+#define WEFT_ACT_ALLOW 1
+
+/* weft_pol_verdict.flags */
+#define WEFT_VERDICT_F_LOG 0x01 /* a Log rule matched before the deciding rule */
+
+struct weft_pol_verdict {
+	__u8 action; /* WEFT_ACT_* */
+	__u8 flags;  /* WEFT_VERDICT_F_* */
+	__u16 pad;
+	__u32 rule_id; /* the deciding rule, for counters and `weft dump policy` */
+};
+_Static_assert(sizeof(struct weft_pol_verdict) == 8, "weft_pol_verdict");
+
+/* ---- Counters ------------------------------------------------------------------------------ */
+
+/* weft_counters_key.hook */
+#define WEFT_HOOK_FROM_WEP 0 /* tc ingress of a workload interface */
+#define WEFT_HOOK_TO_WEP 1   /* tc egress of a workload interface */
+
+struct weft_counters_key {
+	__u32 ifindex;
+	__u32 hook;
+};
+_Static_assert(sizeof(struct weft_counters_key) == 8, "weft_counters_key");
+
+#define WEFT_COUNTERS_MAX 32 /* > WEFT_REASON_MAX in weft_reasons.h */
+
+struct weft_counters {
+	__u64 packets[WEFT_COUNTERS_MAX]; /* indexed by enum weft_reason */
+};
+_Static_assert(sizeof(struct weft_counters) == 256, "weft_counters");
+
+#endif /* WEFT_MAPS_H */

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Why a packet was accepted or dropped: the index into struct weft_counters.packets.
+ *
+ * Mirrors (keep in step, append only, never renumber: counters are pinned):
+ *   reconciler/src/bpf/reasons.rs  (names shown by `weft dump counters`)
+ */
+#ifndef WEFT_REASONS_H
+#define WEFT_REASONS_H
+
+enum weft_reason {
+	WEFT_REASON_ACCEPT_POLICY = 0,    /* new flow allowed by policy */
+	WEFT_REASON_ACCEPT_CT = 1,        /* packet of a known flow */
+	WEFT_REASON_ACCEPT_RELATED = 2,   /* ICMP error about a known flow */
+	WEFT_REASON_ACCEPT_ARP = 3,       /* ARP: the host answers it */
+	WEFT_REASON_DROP_POLICY = 4,      /* denied by policy, tier end or profile end */
+	WEFT_REASON_DROP_SHORT = 5,       /* truncated Ethernet, IP or L4 header */
+	WEFT_REASON_DROP_BAD_IP = 6,      /* IPv4 header fails sanity checks */
+	WEFT_REASON_DROP_FRAGMENT = 7,    /* non-first IPv4 fragment: ports unknown */
+	WEFT_REASON_DROP_SPOOFED = 8,     /* source address is not the workload's */
+	WEFT_REASON_DROP_ETHERTYPE = 9,   /* neither IPv4 nor ARP */
+	WEFT_REASON_DROP_EP_TO_HOST = 10, /* DefaultEndpointToHostAction: Drop */
+	WEFT_REASON_DROP_NO_IFACE = 11,   /* program on an interface weft has no entry for */
+	WEFT_REASON_DROP_CT_FULL = 12,    /* conntrack entry could not be created */
+	WEFT_REASON_DROP_IPV6 = 13,       /* IPv6 is not programmed yet */
+	WEFT_REASON_MAX = 14,
+};
+
+#endif /* WEFT_REASONS_H */

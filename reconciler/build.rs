@@ -1,0 +1,49 @@
+//! Compiles the BPF programs in bpf-src/ with clang and generates their Rust skeletons.
+//! The clang binary is `$WEFT_CLANG`, else `clang-16`, else `clang`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libbpf_cargo::SkeletonBuilder;
+
+/// Entry programs, one per hook family: `bpf-src/<name>.bpf.c` becomes the skeleton `<name>.skel.rs`.
+const PROGRAMS: &[&str] = &["weft_wep"];
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf-src");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let clang = clang();
+    println!("cargo:rerun-if-env-changed=WEFT_CLANG");
+    println!("cargo:rerun-if-changed={}", root.display());
+    for name in PROGRAMS {
+        let src = root.join(format!("{name}.bpf.c"));
+        let obj = out.join(format!("{name}.bpf.o"));
+        SkeletonBuilder::new()
+            .source(&src)
+            .obj(&obj)
+            .clang(&clang)
+            .clang_args::<_, std::ffi::OsString>([
+                "-I/usr/include/x86_64-linux-gnu".into(),
+                format!("-I{}", root.join("include").display()).into(),
+                "-O2".into(),
+                "-g".into(),
+                "-Wall".into(),
+                "-Werror".into(),
+            ])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+    }
+}
+
+fn clang() -> PathBuf {
+    if let Some(c) = env::var_os("WEFT_CLANG") {
+        return c.into();
+    }
+    for c in ["clang-16", "clang"] {
+        if Command::new(c).arg("--version").output().is_ok() {
+            return c.into();
+        }
+    }
+    panic!("no clang found: install clang-16 (apt-get install clang-16) or set WEFT_CLANG");
+}
