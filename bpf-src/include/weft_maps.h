@@ -123,24 +123,27 @@ _Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
 /*
  * Each endpoint direction's ordered tiers, policies, rules and profiles are compiled in
  * userspace into a ruleset: a classifier that answers in a fixed number of lookups whatever the
- * number of rules.
- *   1. weft_pol4_addr: (ruleset, remote address) -> address class (LPM on the address);
+ * number of rules. A flow is described from the endpoint's point of view, in the flow's own
+ * direction: the peer address (the source for ingress, the destination for egress), the local
+ * address, the protocol, the originator's port (sport) and the responder's port (dport; for
+ * ICMP the first packet's type and code).
+ *   1. weft_pol4_addr: (ruleset, peer address) -> address class (LPM on the address);
  *   2. weft_pol4_ctx, only when the ruleset has WEFT_RS_F_CTX: (ruleset, local address,
- *      protocol, remote port) -> context class (LPM on the remote port);
- *   3. weft_pol_vrdct: (ruleset, address class, context class, protocol, local port or ICMP
- *      type/code) -> verdict (LPM on protocol and port).
+ *      protocol, sport) -> context class (LPM on sport);
+ *   3. weft_pol_vrdct: (ruleset, address class, context class, protocol, dport) -> verdict
+ *      (LPM on protocol and dport).
  * Rulesets are named by a 32-bit id; a changed policy is written under a new id and switched
  * to by one update of the interface entry, so no packet ever sees half a policy.
- * Every LPM prefix covers the fixed fields entirely; only the last field is matched by prefix.
+ * Every LPM prefix covers the fixed fields entirely; only the last fields are matched by prefix.
  */
 
 /* weft_pol_class.flags: properties of the whole ruleset, present on every stage-1 entry */
-#define WEFT_RS_F_CTX 0x01 /* rules look at the local address or the remote port */
+#define WEFT_RS_F_CTX 0x01 /* rules look at the local address or the source port */
 
 struct weft_pol4_addr_key {
 	__u32 prefixlen; /* 32 + address prefix length */
 	__u32 ruleset;
-	__u32 addr; /* remote address */
+	__u32 addr; /* peer address */
 };
 _Static_assert(sizeof(struct weft_pol4_addr_key) == 12, "weft_pol4_addr_key");
 
@@ -151,22 +154,22 @@ struct weft_pol_class {
 _Static_assert(sizeof(struct weft_pol_class) == 8, "weft_pol_class");
 
 struct weft_pol4_ctx_key {
-	__u32 prefixlen; /* 32 + 32 + 8 + remote port prefix length (0..16) */
+	__u32 prefixlen; /* 32 + (local address, protocol, sport) prefix length (0..56) */
 	__u32 ruleset;
 	__u32 local_addr;
 	__u8 proto;
-	__u8 rport[2]; /* big-endian: the LPM compares bytes most significant first */
+	__u8 sport[2]; /* big-endian: the LPM compares bytes most significant first */
 	__u8 pad;
 };
 _Static_assert(sizeof(struct weft_pol4_ctx_key) == 16, "weft_pol4_ctx_key");
 
 struct weft_pol_vrdct_key {
-	__u32 prefixlen; /* 32 + 32 + 16 + (protocol, port) prefix length (0..24) */
+	__u32 prefixlen; /* 32 + 32 + 16 + (protocol, dport) prefix length (0..24) */
 	__u32 ruleset;
 	__u32 aclass;
 	__u16 cclass;
 	__u8 proto;
-	__u8 lport[2]; /* big-endian; ICMP: type, code */
+	__u8 dport[2]; /* big-endian; ICMP: type, code */
 	__u8 pad[3];
 };
 _Static_assert(sizeof(struct weft_pol_vrdct_key) == 20, "weft_pol_vrdct_key");

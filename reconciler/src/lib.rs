@@ -1,3 +1,3 @@
-pub mod skel {
-    include!(concat!(env!("OUT_DIR"), "/weft_wep.skel.rs"));
-}
+//! weft: a file-driven eBPF dataplane. See docs/design.md for the flow from files to kernel.
+
+pub mod policy;

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-interface, per-hook packet counters by reason (weft_reasons.h). */
+#ifndef WEFT_COUNTERS_H
+#define WEFT_COUNTERS_H
+
+#include "weft_bpf.h"
+
+WEFT_INLINE void weft_count(__u32 ifindex, __u32 hook, __u32 reason)
+{
+	struct weft_counters_key k = { .ifindex = ifindex, .hook = hook };
+	struct weft_counters *c = bpf_map_lookup_elem(&weft_ctrs, &k);
+
+	if (!c) {
+		struct weft_counters zero = {};
+
+		bpf_map_update_elem(&weft_ctrs, &k, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&weft_ctrs, &k);
+		if (!c)
+			return;
+	}
+	if (reason < WEFT_COUNTERS_MAX)
+		c->packets[reason] += 1;
+}
+
+#endif /* WEFT_COUNTERS_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The map objects. Their layouts are in weft_maps.h; the sizes here are placeholders: the loader
+ * sets every max_entries from FelixConfiguration (BPFMapSize*) before load, and reuses the maps
+ * pinned under weft's bpffs root, so every program shares one instance of each.
+ */
+#ifndef WEFT_DEFS_MAPS_H
+#define WEFT_DEFS_MAPS_H
+
+#include "weft_bpf.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 512000);
+	__type(key, struct weft_ct4_key);
+	__type(value, struct weft_ct4_value);
+} weft_ct4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1000);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct weft_iface_value);
+} weft_iface SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_route4_key);
+	__type(value, struct weft_route_value);
+} weft_rt4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_pol4_addr_key);
+	__type(value, struct weft_pol_class);
+} weft_pol4_addr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_pol4_ctx_key);
+	__type(value, __u32); /* context class */
+} weft_pol4_ctx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_pol_vrdct_key);
+	__type(value, struct weft_pol_verdict);
+} weft_pol_vrdct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2000);
+	__type(key, struct weft_counters_key);
+	__type(value, struct weft_counters);
+} weft_ctrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* rule id */
+	__type(value, __u64); /* packets that a rule decided */
+} weft_rule_ctrs SEC(".maps");
+
+#endif /* WEFT_DEFS_MAPS_H */
