@@ -33,6 +33,19 @@ fn main() {
             ])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+        // The object's identity: a loaded program carries it in .rodata, so `weft diff` can
+        // tell a program built from other sources.
+        let bytes = std::fs::read(&obj).expect("reading the BPF object");
+        let id = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        std::fs::write(
+            out.join(format!("{name}.id.rs")),
+            format!(
+                "/// FNV-1a of the BPF object's bytes.\npub const OBJECT_ID: u64 = {id:#018x};\n"
+            ),
+        )
+        .expect("writing the object id");
     }
 }
 

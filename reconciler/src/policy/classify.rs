@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::flat::{FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet, Verdict, PROTO_PORT_MAX};
+use super::flat::{FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, Verdict, PROTO_PORT_MAX};
 use super::lpm::{self, Prefix};
 
 /// The bits of the (protocol, port) space.
@@ -52,7 +52,10 @@ pub enum CompileError {
 pub fn compile(spec: &RulesetSpec) -> Result<Compiled, CompileError> {
     let addr = address_classes(spec);
     let ctx = context_classes(spec)?;
-    let mut out = Compiled { flags: if ctx.needed { RS_F_CTX } else { 0 }, ..Default::default() };
+    let mut out = Compiled {
+        flags: if ctx.needed { RS_F_CTX } else { 0 },
+        ..Default::default()
+    };
     out.addr = addr.entries;
     out.ctx = ctx.entries;
     for (aclass, rules) in addr.classes.iter().enumerate() {
@@ -112,7 +115,9 @@ fn address_classes(spec: &RulesetSpec) -> AddrClasses {
     let mut have_neg = vec![0u32; spec.rules.len()];
     let mut set_depth = vec![0u32; spec.sets.len()];
     let active_of = |r: usize, hp: &[u32], hn: &[u32]| hp[r] == need_pos[r] && hn[r] == 0;
-    let mut active: BTreeSet<usize> = (0..spec.rules.len()).filter(|&r| need_pos[r] == 0).collect();
+    let mut active: BTreeSet<usize> = (0..spec.rules.len())
+        .filter(|&r| need_pos[r] == 0)
+        .collect();
     let mut hash: u64 = active.iter().fold(0, |h, &r| h ^ rule_hash(r));
 
     let mut class_of_hash: HashMap<u64, u32> = HashMap::new();
@@ -122,11 +127,11 @@ fn address_classes(spec: &RulesetSpec) -> AddrClasses {
     let mut stack: Vec<(Net4, u32, Vec<usize>)> = Vec::new();
 
     let leave = |stack: &mut Vec<(Net4, u32, Vec<usize>)>,
-                     active: &mut BTreeSet<usize>,
-                     hash: &mut u64,
-                     have_pos: &mut Vec<u32>,
-                     have_neg: &mut Vec<u32>,
-                     set_depth: &mut Vec<u32>| {
+                 active: &mut BTreeSet<usize>,
+                 hash: &mut u64,
+                 have_pos: &mut Vec<u32>,
+                 have_neg: &mut Vec<u32>,
+                 set_depth: &mut Vec<u32>| {
         let (_, _, sets) = stack.pop().expect("non-empty path");
         for s in sets {
             set_depth[s] -= 1;
@@ -154,7 +159,14 @@ fn address_classes(spec: &RulesetSpec) -> AddrClasses {
 
     for node in nodes {
         while stack.last().is_some_and(|(top, _, _)| !top.contains(&node)) {
-            leave(&mut stack, &mut active, &mut hash, &mut have_pos, &mut have_neg, &mut set_depth);
+            leave(
+                &mut stack,
+                &mut active,
+                &mut hash,
+                &mut have_pos,
+                &mut have_neg,
+                &mut set_depth,
+            );
         }
         let mut entered = Vec::new();
         for &s in &node_sets[&node] {
@@ -201,9 +213,18 @@ struct CtxClasses {
 }
 
 fn context_classes(spec: &RulesetSpec) -> Result<CtxClasses, CompileError> {
-    let sensitive: Vec<(usize, &FlatRule)> = spec.rules.iter().enumerate().filter(|(_, r)| !r.ctx_free()).collect();
+    let sensitive: Vec<(usize, &FlatRule)> = spec
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.ctx_free())
+        .collect();
     if sensitive.is_empty() {
-        return Ok(CtxClasses { needed: false, classes: vec![BTreeSet::new()], entries: Vec::new() });
+        return Ok(CtxClasses {
+            needed: false,
+            classes: vec![BTreeSet::new()],
+            entries: Vec::new(),
+        });
     }
     let mut class_of: HashMap<BTreeSet<usize>, u16> = HashMap::new();
     let mut classes: Vec<BTreeSet<usize>> = Vec::new();
@@ -248,7 +269,11 @@ fn context_classes(spec: &RulesetSpec) -> Result<CtxClasses, CompileError> {
             entries.push((addr, p));
         }
     }
-    Ok(CtxClasses { needed: true, classes, entries })
+    Ok(CtxClasses {
+        needed: true,
+        classes,
+        entries,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -292,7 +317,9 @@ fn paint(spec: &RulesetSpec, rules: &[&FlatRule]) -> Vec<Prefix<Verdict>> {
             for &(lo, hi) in r.dport.spans() {
                 let (a, b) = seg_range(lo, hi);
                 for k in a..b {
-                    let Cell::Open { log } = cells[k] else { continue };
+                    let Cell::Open { log } = cells[k] else {
+                        continue;
+                    };
                     if passed[k] {
                         continue;
                     }
@@ -314,7 +341,11 @@ fn paint(spec: &RulesetSpec, rules: &[&FlatRule]) -> Vec<Prefix<Verdict>> {
             for k in 0..n {
                 if let Cell::Open { log } = cells[k] {
                     if !passed[k] {
-                        cells[k] = Cell::Decided(Verdict { allow: false, log, rule_id: *id });
+                        cells[k] = Cell::Decided(Verdict {
+                            allow: false,
+                            log,
+                            rule_id: *id,
+                        });
                     }
                 }
             }
@@ -324,7 +355,11 @@ fn paint(spec: &RulesetSpec, rules: &[&FlatRule]) -> Vec<Prefix<Verdict>> {
     for (k, cell) in cells.into_iter().enumerate() {
         let v = match cell {
             Cell::Decided(v) => v,
-            Cell::Open { log } => Verdict { allow: false, log, rule_id: spec.default_rule },
+            Cell::Open { log } => Verdict {
+                allow: false,
+                log,
+                rule_id: spec.default_rule,
+            },
         };
         if steps.last().map(|s| s.1) != Some(v) {
             steps.push((cuts[k], v));
@@ -345,7 +380,12 @@ pub fn lookup(c: &Compiled, spec_locals: &[u32], flow: &super::flat::Flow) -> Op
     if c.flags & RS_F_CTX != 0 {
         let local = spec_locals.get(flow.local).copied().unwrap_or(OTHER_LOCAL);
         let find = |addr: u32| {
-            let in_addr: Vec<Prefix<u16>> = c.ctx.iter().filter(|(a, _)| *a == addr).map(|(_, p)| *p).collect();
+            let in_addr: Vec<Prefix<u16>> = c
+                .ctx
+                .iter()
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, p)| *p)
+                .collect();
             lpm::lookup(PROTO_PORT_BITS, &in_addr, flow.sport)
         };
         cclass = find(local).or_else(|| find(OTHER_LOCAL)).unwrap_or(0);
@@ -361,11 +401,25 @@ pub fn lookup(c: &Compiled, spec_locals: &[u32], flow: &super::flat::Flow) -> Op
 
 #[cfg(test)]
 mod tests {
-    use super::super::flat::{proto_port, AddrTerm, Flow};
+    use super::super::flat::{proto_port, AddrTerm, Flow, SpanSet};
     use super::*;
 
-    fn rule(id: u32, action: FlatAction, group: usize, peer: Vec<AddrTerm>, dport: SpanSet) -> FlatRule {
-        FlatRule { id, action, group, peer, local: vec![true; 3], sport: SpanSet::full(), dport }
+    fn rule(
+        id: u32,
+        action: FlatAction,
+        group: usize,
+        peer: Vec<AddrTerm>,
+        dport: SpanSet,
+    ) -> FlatRule {
+        FlatRule {
+            id,
+            action,
+            group,
+            peer,
+            local: vec![true; 3],
+            sport: SpanSet::full(),
+            dport,
+        }
     }
 
     fn tcp(lo: u16, hi: u16) -> SpanSet {
@@ -375,13 +429,22 @@ mod tests {
     fn check_all(spec: &RulesetSpec, flows: &[Flow]) -> Compiled {
         let c = compile(spec).expect("compiles");
         for f in flows {
-            assert_eq!(lookup(&c, &spec.locals, f), Some(spec.evaluate(f)), "flow {f:?} in {spec:#?}\n{c:#?}");
+            assert_eq!(
+                lookup(&c, &spec.locals, f),
+                Some(spec.evaluate(f)),
+                "flow {f:?} in {spec:#?}\n{c:#?}"
+            );
         }
         c
     }
 
     fn flow(peer: u32, proto: u8, dport: u16) -> Flow {
-        Flow { peer, local: 0, sport: proto_port(proto, 40000), dport: proto_port(proto, dport) }
+        Flow {
+            peer,
+            local: 0,
+            sport: proto_port(proto, 40000),
+            dport: proto_port(proto, dport),
+        }
     }
 
     #[test]
@@ -389,13 +452,27 @@ mod tests {
         let spec = RulesetSpec {
             sets: vec![vec![Net4::new(0x0a00_0000, 8)]],
             locals: vec![0x0a41_0002],
-            rules: vec![rule(1, FlatAction::Allow, 0, vec![AddrTerm { set: 0, member: true }], tcp(80, 80))],
+            rules: vec![rule(
+                1,
+                FlatAction::Allow,
+                0,
+                vec![AddrTerm {
+                    set: 0,
+                    member: true,
+                }],
+                tcp(80, 80),
+            )],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
         };
         let c = check_all(
             &spec,
-            &[flow(0x0a01_0203, 6, 80), flow(0x0a01_0203, 6, 81), flow(0x0b01_0203, 6, 80), flow(0x0a01_0203, 17, 80)],
+            &[
+                flow(0x0a01_0203, 6, 80),
+                flow(0x0a01_0203, 6, 81),
+                flow(0x0b01_0203, 6, 80),
+                flow(0x0a01_0203, 17, 80),
+            ],
         );
         assert_eq!(c.addr.len(), 2, "{c:?}");
         assert_eq!(c.flags, 0);
@@ -404,11 +481,32 @@ mod tests {
     #[test]
     fn pass_skips_to_the_next_group_and_profiles_decide() {
         let spec = RulesetSpec {
-            sets: vec![vec![Net4::new(0x0a00_0000, 8)], vec![Net4::new(0x0a01_0000, 16)]],
+            sets: vec![
+                vec![Net4::new(0x0a00_0000, 8)],
+                vec![Net4::new(0x0a01_0000, 16)],
+            ],
             locals: vec![1],
             rules: vec![
-                rule(1, FlatAction::Pass, 0, vec![AddrTerm { set: 1, member: true }], SpanSet::full()),
-                rule(2, FlatAction::Deny, 0, vec![AddrTerm { set: 0, member: true }], SpanSet::full()),
+                rule(
+                    1,
+                    FlatAction::Pass,
+                    0,
+                    vec![AddrTerm {
+                        set: 1,
+                        member: true,
+                    }],
+                    SpanSet::full(),
+                ),
+                rule(
+                    2,
+                    FlatAction::Deny,
+                    0,
+                    vec![AddrTerm {
+                        set: 0,
+                        member: true,
+                    }],
+                    SpanSet::full(),
+                ),
                 rule(3, FlatAction::Allow, 1, vec![], tcp(1, 65535)),
             ],
             groups: vec![GroupEnd::Deny(100), GroupEnd::Pass],
@@ -417,11 +515,11 @@ mod tests {
         check_all(
             &spec,
             &[
-                flow(0x0a01_0001, 6, 443),  // passed, then profile allows
-                flow(0x0a02_0001, 6, 443),  // denied in tier
-                flow(0x0b00_0001, 6, 443),  // tier end deny
-                flow(0x0a01_0001, 6, 0),    // passed, profile does not match port 0: default
-                flow(0x0a01_0001, 17, 53),  // passed, profile does not match udp
+                flow(0x0a01_0001, 6, 443), // passed, then profile allows
+                flow(0x0a02_0001, 6, 443), // denied in tier
+                flow(0x0b00_0001, 6, 443), // tier end deny
+                flow(0x0a01_0001, 6, 0),   // passed, profile does not match port 0: default
+                flow(0x0a01_0001, 17, 53), // passed, profile does not match udp
             ],
         );
     }
@@ -429,7 +527,10 @@ mod tests {
     #[test]
     fn not_nets_and_log_flags() {
         let spec = RulesetSpec {
-            sets: vec![vec![Net4::new(0x0a00_0000, 8)], vec![Net4::new(0x0a0a_0000, 16)]],
+            sets: vec![
+                vec![Net4::new(0x0a00_0000, 8)],
+                vec![Net4::new(0x0a0a_0000, 16)],
+            ],
             locals: vec![1],
             rules: vec![
                 rule(1, FlatAction::Log, 0, vec![], SpanSet::full()),
@@ -437,14 +538,30 @@ mod tests {
                     2,
                     FlatAction::Allow,
                     0,
-                    vec![AddrTerm { set: 0, member: true }, AddrTerm { set: 1, member: false }],
+                    vec![
+                        AddrTerm {
+                            set: 0,
+                            member: true,
+                        },
+                        AddrTerm {
+                            set: 1,
+                            member: false,
+                        },
+                    ],
                     SpanSet::full(),
                 ),
             ],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
         };
-        let c = check_all(&spec, &[flow(0x0a01_0001, 6, 1), flow(0x0a0a_0001, 6, 1), flow(0x0c00_0001, 1, 0x0800)]);
+        let c = check_all(
+            &spec,
+            &[
+                flow(0x0a01_0001, 6, 1),
+                flow(0x0a0a_0001, 6, 1),
+                flow(0x0c00_0001, 1, 0x0800),
+            ],
+        );
         assert!(c.verdicts.iter().all(|(_, _, p)| p.value.log));
     }
 
@@ -465,7 +582,12 @@ mod tests {
         for local in 0..3 {
             for sport in [80u16, 1023, 1024, 5000] {
                 for dport in [22u16, 80] {
-                    flows.push(Flow { peer: 5, local, sport: proto_port(6, sport), dport: proto_port(6, dport) });
+                    flows.push(Flow {
+                        peer: 5,
+                        local,
+                        sport: proto_port(6, sport),
+                        dport: proto_port(6, dport),
+                    });
                 }
             }
         }
@@ -489,26 +611,51 @@ mod tests {
             let sets: Vec<Vec<Net4>> = (0..nsets)
                 .map(|_| {
                     (0..1 + rnd(3))
-                        .map(|_| Net4::new(addrs[rnd(8) as usize], [8u8, 12, 16, 24, 28, 32][rnd(6) as usize]))
+                        .map(|_| {
+                            Net4::new(
+                                addrs[rnd(8) as usize],
+                                [8u8, 12, 16, 24, 28, 32][rnd(6) as usize],
+                            )
+                        })
                         .collect()
                 })
                 .collect();
             let ngroups = 1 + rnd(3) as usize;
-            let groups: Vec<GroupEnd> =
-                (0..ngroups).map(|g| if rnd(3) == 0 { GroupEnd::Pass } else { GroupEnd::Deny(100 + g as u32) }).collect();
+            let groups: Vec<GroupEnd> = (0..ngroups)
+                .map(|g| {
+                    if rnd(3) == 0 {
+                        GroupEnd::Pass
+                    } else {
+                        GroupEnd::Deny(100 + g as u32)
+                    }
+                })
+                .collect();
             let mut rules = Vec::new();
             for g in 0..ngroups {
                 for _ in 0..rnd(5) {
-                    let action = [FlatAction::Allow, FlatAction::Deny, FlatAction::Pass, FlatAction::Log][rnd(4) as usize];
-                    let peer = (0..rnd(3)).map(|_| AddrTerm { set: rnd(nsets as u64) as usize, member: rnd(3) != 0 }).collect();
+                    let action = [
+                        FlatAction::Allow,
+                        FlatAction::Deny,
+                        FlatAction::Pass,
+                        FlatAction::Log,
+                    ][rnd(4) as usize];
+                    let peer = (0..rnd(3))
+                        .map(|_| AddrTerm {
+                            set: rnd(nsets as u64) as usize,
+                            member: rnd(3) != 0,
+                        })
+                        .collect();
                     let proto = [6u8, 17, 1][rnd(3) as usize];
                     let lo = rnd(100) as u16;
                     let hi = lo + rnd(50) as u16;
                     let dport = match rnd(4) {
                         0 => SpanSet::full(),
                         1 => tcp(lo, hi),
-                        2 => SpanSet::from_spans([(proto_port(proto, 0), proto_port(proto, 65535))]),
-                        _ => SpanSet::from_spans([(proto_port(proto, lo), proto_port(proto, hi))]).complement(),
+                        2 => {
+                            SpanSet::from_spans([(proto_port(proto, 0), proto_port(proto, 65535))])
+                        }
+                        _ => SpanSet::from_spans([(proto_port(proto, lo), proto_port(proto, hi))])
+                            .complement(),
                     };
                     let mut r = rule(rules.len() as u32 + 1, action, g, peer, dport);
                     if rnd(5) == 0 {
@@ -520,7 +667,13 @@ mod tests {
                     rules.push(r);
                 }
             }
-            let spec = RulesetSpec { sets, locals: vec![7, 9], rules, groups, default_rule: 999 };
+            let spec = RulesetSpec {
+                sets,
+                locals: vec![7, 9],
+                rules,
+                groups,
+                default_rule: 999,
+            };
             let mut flows = Vec::new();
             for _ in 0..60 {
                 let base = addrs[rnd(8) as usize];

@@ -112,7 +112,10 @@ pub struct Net4 {
 
 impl Net4 {
     pub fn new(addr: u32, len: u8) -> Self {
-        Net4 { addr: addr & Self::mask(len), len }
+        Net4 {
+            addr: addr & Self::mask(len),
+            len,
+        }
     }
 
     pub fn host(addr: u32) -> Self {
@@ -246,7 +249,11 @@ impl RulesetSpec {
                 }
                 match r.action {
                     FlatAction::Allow | FlatAction::Deny => {
-                        decided = Some(Verdict { allow: r.action == FlatAction::Allow, log, rule_id: r.id })
+                        decided = Some(Verdict {
+                            allow: r.action == FlatAction::Allow,
+                            log,
+                            rule_id: r.id,
+                        })
                     }
                     FlatAction::Pass => passed = true,
                     FlatAction::Log => log = true,
@@ -257,16 +264,26 @@ impl RulesetSpec {
             }
             if !passed {
                 if let GroupEnd::Deny(id) = self.groups[group] {
-                    return Verdict { allow: false, log, rule_id: id };
+                    return Verdict {
+                        allow: false,
+                        log,
+                        rule_id: id,
+                    };
                 }
             }
             group += 1;
         }
-        Verdict { allow: false, log, rule_id: self.default_rule }
+        Verdict {
+            allow: false,
+            log,
+            rule_id: self.default_rule,
+        }
     }
 
     pub fn matches(&self, r: &FlatRule, flow: &Flow) -> bool {
-        r.peer.iter().all(|t| self.sets[t.set].iter().any(|n| n.contains_addr(flow.peer)) == t.member)
+        r.peer
+            .iter()
+            .all(|t| self.sets[t.set].iter().any(|n| n.contains_addr(flow.peer)) == t.member)
             && r.local[flow.local]
             && r.sport.contains(flow.sport)
             && r.dport.contains(flow.dport)

@@ -22,7 +22,10 @@ pub struct Prefix<V> {
 /// every segment with its value, sorted by start, beginning at 0. A lookup of `x` among the
 /// returned prefixes by longest match yields the value of the segment containing `x`.
 pub fn encode<V: Copy + Eq + Hash>(bits: u8, steps: &[(u64, V)]) -> Vec<Prefix<V>> {
-    assert!(bits <= 63 && !steps.is_empty() && steps[0].0 == 0, "a step function starts at 0");
+    assert!(
+        bits <= 63 && !steps.is_empty() && steps[0].0 == 0,
+        "a step function starts at 0"
+    );
     debug_assert!(steps.windows(2).all(|w| w[0].0 < w[1].0));
     let mut out = Vec::new();
     encode_node(bits, steps, 0, 0, None, &mut out);
@@ -39,13 +42,17 @@ fn encode_node<V: Copy + Eq + Hash>(
 ) {
     let size = 1u64 << (bits - len);
     let end = base + size; // exclusive
-    // Segments overlapping [base, end): from the one containing base to the last starting before end.
+                           // Segments overlapping [base, end): from the one containing base to the last starting before end.
     let first = steps.partition_point(|s| s.0 <= base) - 1;
     let last = steps.partition_point(|s| s.0 < end) - 1;
     if first == last {
         let v = steps[first].1;
         if inherited != Some(v) {
-            out.push(Prefix { base, len, value: v });
+            out.push(Prefix {
+                base,
+                len,
+                value: v,
+            });
         }
         return;
     }
@@ -54,7 +61,11 @@ fn encode_node<V: Copy + Eq + Hash>(
     let mut cover: HashMap<V, u64> = HashMap::new();
     for i in first..=last {
         let lo = steps[i].0.max(base);
-        let hi = if i + 1 < steps.len() { steps[i + 1].0.min(end) } else { end };
+        let hi = if i + 1 < steps.len() {
+            steps[i + 1].0.min(end)
+        } else {
+            end
+        };
         *cover.entry(steps[i].1).or_default() += hi - lo;
     }
     let mut best = steps[first].1;
@@ -69,7 +80,11 @@ fn encode_node<V: Copy + Eq + Hash>(
         }
     }
     if inherited != Some(best) {
-        out.push(Prefix { base, len, value: best });
+        out.push(Prefix {
+            base,
+            len,
+            value: best,
+        });
     }
     let half = size / 2;
     encode_node(bits, steps, base, len + 1, Some(best), out);
@@ -101,7 +116,11 @@ mod tests {
         points.push(max - 1);
         for x in points {
             let want = steps[steps.partition_point(|s| s.0 <= x) - 1].1;
-            assert_eq!(lookup(bits, &prefixes, x), Some(want), "x={x} prefixes={prefixes:?}");
+            assert_eq!(
+                lookup(bits, &prefixes, x),
+                Some(want),
+                "x={x} prefixes={prefixes:?}"
+            );
         }
         prefixes
     }
@@ -125,8 +144,27 @@ mod tests {
 
     #[test]
     fn arbitrary_ranges_round_trip() {
-        check(16, &[(0, 0), (1000, 1), (2001, 0), (3000, 2), (3001, 3), (60000, 0)]);
-        check(24, &[(0, 5), (6 << 16, 1), ((6 << 16) + 80, 2), ((6 << 16) + 81, 1), (7 << 16, 5)]);
+        check(
+            16,
+            &[
+                (0, 0),
+                (1000, 1),
+                (2001, 0),
+                (3000, 2),
+                (3001, 3),
+                (60000, 0),
+            ],
+        );
+        check(
+            24,
+            &[
+                (0, 5),
+                (6 << 16, 1),
+                ((6 << 16) + 80, 2),
+                ((6 << 16) + 81, 1),
+                (7 << 16, 5),
+            ],
+        );
     }
 
     #[test]
@@ -144,7 +182,10 @@ mod tests {
             starts.push(0);
             starts.sort();
             starts.dedup();
-            let steps: Vec<(u64, u32)> = starts.into_iter().map(|s| (s, (next() % 3) as u32)).collect();
+            let steps: Vec<(u64, u32)> = starts
+                .into_iter()
+                .map(|s| (s, (next() % 3) as u32))
+                .collect();
             check(16, &steps);
         }
     }

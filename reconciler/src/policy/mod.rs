@@ -7,3 +7,4 @@
 pub mod classify;
 pub mod flat;
 pub mod lpm;
+pub mod tables;

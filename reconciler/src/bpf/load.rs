@@ -1,0 +1,312 @@
+//! Loading the BPF objects: open the embedded object, fill in its settings (.rodata) and map
+//! sizes, reuse the maps already pinned (so every load shares one conntrack and one set of
+//! policy tables), let the verifier check it, and pin what is new.
+
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
+
+use super::maps::{MapDef, MapSizes};
+use super::skel::wep::{self, WeftWepSkelBuilder};
+use super::{BpfError, Pins};
+
+/// DefaultEndpointToHostAction (Calico's default: Drop).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum EpToHost {
+    #[default]
+    Drop,
+    Return,
+    Accept,
+}
+
+impl EpToHost {
+    fn code(self) -> u8 {
+        match self {
+            EpToHost::Drop => 0,
+            EpToHost::Return => 1,
+            EpToHost::Accept => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => EpToHost::Drop,
+            1 => EpToHost::Return,
+            2 => EpToHost::Accept,
+            _ => return None,
+        })
+    }
+}
+
+/// The settings compiled into the workload programs' .rodata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WepSettings {
+    pub ep_to_host: EpToHost,
+}
+
+/// What a loaded program is: which build of which object, with which settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramIdentity {
+    pub object_id: u64,
+    pub settings: WepSettings,
+}
+
+impl ProgramIdentity {
+    /// The identity of programs this weft would load with `settings`.
+    pub fn current(settings: WepSettings) -> Self {
+        ProgramIdentity {
+            object_id: wep::OBJECT_ID,
+            settings,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "object {:#018x} ep-to-host={:?}",
+            self.object_id, self.settings.ep_to_host
+        )
+        .to_lowercase()
+    }
+}
+
+/// The programs of the workload object.
+pub const WEP_PROGRAMS: &[&str] = &["weft_from_wep", "weft_to_wep"];
+
+/// The map definitions of the embedded objects, without loading anything into the kernel.
+pub fn object_map_defs() -> Result<Vec<MapDef>, BpfError> {
+    let mut storage = MaybeUninit::uninit();
+    let open = WeftWepSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|source| BpfError::Open {
+            object: "weft_wep",
+            source,
+        })?;
+    Ok(open
+        .open_object()
+        .maps()
+        .filter(|m| !m.name().to_string_lossy().contains('.'))
+        .map(|m| MapDef {
+            name: m.name().to_string_lossy().into_owned(),
+            map_type: format!("{:?}", m.map_type()).to_lowercase(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+            flags: m.map_flags(),
+        })
+        .collect())
+}
+
+/// The definition of a pinned map, read from the kernel.
+pub fn pinned_map_def(pins: &Pins, name: &str) -> Result<Option<MapDef>, BpfError> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let m = MapHandle::from_pinned_path(&path).map_err(|source| BpfError::Map {
+        name: name.into(),
+        source,
+    })?;
+    let info = m.info().map_err(|source| BpfError::Map {
+        name: name.into(),
+        source,
+    })?;
+    Ok(Some(MapDef {
+        name: name.into(),
+        map_type: format!("{:?}", m.map_type()).to_lowercase(),
+        key_size: m.key_size(),
+        value_size: m.value_size(),
+        max_entries: m.max_entries(),
+        flags: info.info.map_flags,
+    }))
+}
+
+/// Programs just loaded, by name; their file descriptors keep them alive until pinned or
+/// attached.
+pub struct Loaded {
+    pub programs: BTreeMap<String, ProgramHandle>,
+}
+
+/// Loads the workload object. Maps already pinned are reused (they must have the shape `sizes`
+/// asks for: the plan replaces any that do not); new ones are pinned.
+pub fn load_wep(pins: &Pins, sizes: &MapSizes, settings: WepSettings) -> Result<Loaded, BpfError> {
+    pins.ensure()?;
+    crate::bpf::load::route_libbpf_log();
+    let mut storage = MaybeUninit::uninit();
+    let mut open = WeftWepSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|source| BpfError::Open {
+            object: "weft_wep",
+            source,
+        })?;
+    {
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("weft_wep has .rodata");
+        rodata.weft_object_id = wep::OBJECT_ID;
+        rodata.weft_ep_to_host_action = settings.ep_to_host.code();
+    }
+    let mut fresh = Vec::new();
+    for mut m in open.open_object_mut().maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        if name.contains('.') {
+            continue;
+        }
+        let want = sizes.max_entries(&name).unwrap_or(m.max_entries());
+        let err = |source| BpfError::Map {
+            name: name.clone(),
+            source,
+        };
+        m.set_max_entries(want).map_err(err)?;
+        match pinned_map_def(pins, &name)? {
+            Some(pinned) => {
+                let wanted = MapDef {
+                    name: name.clone(),
+                    map_type: format!("{:?}", m.map_type()).to_lowercase(),
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: want,
+                    flags: m.map_flags(),
+                };
+                if pinned != wanted {
+                    return Err(BpfError::MapIncompatible {
+                        name,
+                        pinned: pinned.shape(),
+                        wanted: wanted.shape(),
+                    });
+                }
+                m.reuse_pinned_map(pins.map(&name)).map_err(err)?;
+            }
+            None => fresh.push(name),
+        }
+    }
+    let mut skel = open.load().map_err(|source| BpfError::Load {
+        object: "weft_wep",
+        source,
+    })?;
+    for name in &fresh {
+        let path = pins.map(name);
+        let mut pinned = false;
+        for mut m in libbpf_rs::skel::Skel::object_mut(&mut skel).maps_mut() {
+            if m.name().to_string_lossy() == name.as_str() {
+                m.pin(&path).map_err(|source| BpfError::Map {
+                    name: name.clone(),
+                    source,
+                })?;
+                pinned = true;
+            }
+        }
+        debug_assert!(pinned, "{name} is in the object");
+    }
+    let mut programs = BTreeMap::new();
+    for p in libbpf_rs::skel::Skel::object(&skel).progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        let handle = ProgramHandle::try_from(&p).map_err(|source| BpfError::Program {
+            name: name.clone(),
+            source,
+        })?;
+        programs.insert(name, handle);
+    }
+    Ok(Loaded { programs })
+}
+
+/// Reads back which object and settings a loaded program was built from, through its .rodata.
+pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>, BpfError> {
+    for id in prog_map_ids(prog).map_err(|source| BpfError::Query {
+        what: "program maps".into(),
+        source,
+    })? {
+        let Ok(m) = MapHandle::from_map_id(id) else {
+            continue;
+        };
+        if !m.name().to_string_lossy().ends_with(".rodata") {
+            continue;
+        }
+        let value = m
+            .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                name: m.name().to_string_lossy().into_owned(),
+                source,
+            })?;
+        let Some(bytes) = value else { continue };
+        // The rodata layout is the generated struct's; read it field by field from the bytes.
+        let mut rodata = std::mem::MaybeUninit::<wep::types::rodata>::zeroed();
+        if bytes.len() < std::mem::size_of::<wep::types::rodata>() {
+            continue;
+        }
+        // SAFETY: rodata is repr(C) of integers; bytes holds at least its size.
+        let rodata = unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                rodata.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of::<wep::types::rodata>(),
+            );
+            rodata.assume_init()
+        };
+        let Some(ep_to_host) = EpToHost::from_code(rodata.weft_ep_to_host_action) else {
+            continue;
+        };
+        return Ok(Some(ProgramIdentity {
+            object_id: rodata.weft_object_id,
+            settings: WepSettings { ep_to_host },
+        }));
+    }
+    Ok(None)
+}
+
+/// The ids of the maps a program uses (`bpftool prog show` lists them as map_ids).
+fn prog_map_ids(prog: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a zeroed bpf_prog_info of the size passed.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+            prog.as_raw_fd(),
+            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = info.nr_map_ids;
+    let mut ids = vec![0u32; n as usize];
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info {
+        nr_map_ids: n,
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: map_ids points at n writable u32s.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+            prog.as_raw_fd(),
+            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    ids.truncate(info.nr_map_ids.min(n) as usize);
+    Ok(ids)
+}
+
+/// Routes libbpf's messages (the verifier's log above all: a rejection reaches Rust only as
+/// "Permission denied") to stderr through tracing, once.
+pub fn route_libbpf_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((
+            libbpf_rs::PrintLevel::Warn,
+            |level, msg: String| match level {
+                libbpf_rs::PrintLevel::Warn => eprint!("libbpf: {msg}"),
+                _ => eprint!("libbpf: {msg}"),
+            },
+        )));
+    });
+}
