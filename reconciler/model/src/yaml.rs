@@ -1,0 +1,746 @@
+//! Where things are in a YAML file. yaml_serde reports a line and column for its own errors
+//! (syntax, wrong types, unknown or missing fields) but exposes no positions for values that
+//! deserialized fine. We get those the way yaml_serde itself does: deserialize the document again
+//! with a seed that walks a path and returns an error when it reaches the node; yaml_serde stamps
+//! the error with the node's start. No extra dependency, and valid input pays only for one cheap
+//! header pass per document (which also yields the document's own start, by the same trick).
+
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+
+/// A line and column, both counted from 1 (columns in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One step of a path into a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A path into a document, printed as `spec.ingress[0].source.nets[1]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Path(pub Vec<Seg>);
+
+impl Path {
+    pub fn root() -> Path {
+        Path(Vec::new())
+    }
+
+    pub fn key(&self, k: &str) -> Path {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(k.to_string()));
+        p
+    }
+
+    pub fn index(&self, i: usize) -> Path {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(i));
+        p
+    }
+
+    /// `self` followed by `rest`.
+    pub fn join(&self, rest: &Path) -> Path {
+        let mut p = self.clone();
+        p.0.extend(rest.0.iter().cloned());
+        p
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The message yaml_serde puts in errors raised by our own seeds.
+const FOUND: &str = "weft: position probe";
+
+fn pos_of(e: &serde_yaml::Error) -> Option<Pos> {
+    e.location().map(|l| Pos {
+        line: l.line(),
+        column: l.column(),
+    })
+}
+
+/// The position of the node at `path` in document `doc` of `text`. If the path leads nowhere
+/// (a key that is absent, an index past the end) the position of the deepest node that exists
+/// is returned, which is where the missing thing belongs.
+pub fn locate(text: &str, doc: usize, path: &Path) -> Option<Pos> {
+    let de = serde_yaml::Deserializer::from_str(text).nth(doc)?;
+    match Probe(&path.0).deserialize(de) {
+        Ok(()) => None,
+        Err(e) => pos_of(&e),
+    }
+}
+
+struct Probe<'p>(&'p [Seg]);
+
+impl<'de> DeserializeSeed<'de> for Probe<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.0.split_first() {
+            // Every visit method of `Found` fails, so yaml_serde reports this node's start.
+            None => d.deserialize_any(Found),
+            Some((Seg::Key(k), rest)) => d.deserialize_map(KeyWalker { key: k, rest }),
+            Some((Seg::Index(i), rest)) => d.deserialize_seq(IndexWalker { index: *i, rest }),
+        }
+    }
+}
+
+struct Found;
+
+impl Visitor<'_> for Found {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(FOUND)
+    }
+}
+
+struct KeyWalker<'p> {
+    key: &'p str,
+    rest: &'p [Seg],
+}
+
+impl<'de> Visitor<'de> for KeyWalker<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(FOUND)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Loose>()? {
+            if matches!(&key, Loose::Str(k) if k == self.key) {
+                return map.next_value_seed(Probe(self.rest));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        // Not there: fail here, so the position is the mapping's.
+        Err(de::Error::custom(FOUND))
+    }
+}
+
+struct IndexWalker<'p> {
+    index: usize,
+    rest: &'p [Seg],
+}
+
+impl<'de> Visitor<'de> for IndexWalker<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(FOUND)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for _ in 0..self.index {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Err(de::Error::custom(FOUND));
+            }
+        }
+        match seq.next_element_seed(Probe(self.rest))? {
+            Some(()) => Ok(()),
+            None => Err(de::Error::custom(FOUND)),
+        }
+    }
+}
+
+/// A scalar read as text whatever its YAML type; anything else is consumed and forgotten. Used
+/// to read apiVersion, kind and names before we know which type to deserialize into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loose {
+    Str(String),
+    Null,
+    Other,
+}
+
+impl Loose {
+    fn into_string(self) -> Option<String> {
+        match self {
+            Loose::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("anything")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Loose, E> {
+                Ok(Loose::Str(s.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Loose, E> {
+                Ok(Loose::Str(n.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Loose, E> {
+                Ok(Loose::Str(n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Loose, E> {
+                Ok(Loose::Str(n.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Loose, E> {
+                Ok(Loose::Str(b.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose, D::Error> {
+                Loose::deserialize(d)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_enum<A: de::EnumAccess<'de>>(self, e: A) -> Result<Loose, A::Error> {
+                let (_, v): (IgnoredAny, _) = e.variant()?;
+                de::VariantAccess::newtype_variant::<IgnoredAny>(v)?;
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What the header pass learns about a resource before its type is known.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Header {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    /// The entries of `items`, for `kind: List`.
+    pub items: Option<Vec<Header>>,
+    /// False if the document (or list item) is not a mapping at all.
+    pub is_mapping: bool,
+}
+
+impl<'de> de::Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Header, D::Error> {
+        d.deserialize_any(HeaderVisitor)
+    }
+}
+
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = Header;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a resource")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+        let mut h = Header {
+            is_mapping: true,
+            ..Header::default()
+        };
+        while let Some(key) = map.next_key::<Loose>()? {
+            match key.into_string().as_deref() {
+                Some("apiVersion") => h.api_version = map.next_value::<Loose>()?.into_string(),
+                Some("kind") => h.kind = map.next_value::<Loose>()?.into_string(),
+                Some("metadata") => {
+                    let m = map.next_value::<MetaHeader>()?;
+                    h.name = m.name;
+                    h.namespace = m.namespace;
+                }
+                Some("items") => h.items = Some(map.next_value::<ItemHeaders>()?.0),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(h)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Header, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Header::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Header, E> {
+        Ok(Header::default())
+    }
+}
+
+#[derive(Default)]
+struct MetaHeader {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+impl<'de> de::Deserialize<'de> for MetaHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MetaHeader, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaHeader;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("metadata")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaHeader, A::Error> {
+                let mut m = MetaHeader::default();
+                while let Some(key) = map.next_key::<Loose>()? {
+                    match key.into_string().as_deref() {
+                        Some("name") => m.name = map.next_value::<Loose>()?.into_string(),
+                        Some("namespace") => m.namespace = map.next_value::<Loose>()?.into_string(),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(m)
+            }
+        }
+        // Anything that is not a mapping is left for the typed pass to complain about.
+        match Loose::deserialize_with_map(d, V) {
+            Ok(m) => Ok(m),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ItemHeaders(Vec<Header>);
+
+impl<'de> de::Deserialize<'de> for ItemHeaders {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ItemHeaders, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ItemHeaders;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of resources")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ItemHeaders, A::Error> {
+                let mut items = Vec::new();
+                while let Some(h) = seq.next_element::<Header>()? {
+                    items.push(h);
+                }
+                Ok(ItemHeaders(items))
+            }
+        }
+        Loose::deserialize_with_seq(d, V)
+    }
+}
+
+impl Loose {
+    /// Runs `v` if the node is a mapping; any other node is consumed and yields the default.
+    fn deserialize_with_map<'de, D, V>(d: D, v: V) -> Result<V::Value, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Visitor<'de>,
+        V::Value: Default,
+    {
+        d.deserialize_any(OrDefault(v))
+    }
+
+    fn deserialize_with_seq<'de, D, V>(d: D, v: V) -> Result<V::Value, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Visitor<'de>,
+        V::Value: Default,
+    {
+        d.deserialize_any(OrDefault(v))
+    }
+}
+
+/// Delegates mappings and sequences to the inner visitor and turns every other node into the
+/// default value, so that the header pass never fails on content.
+struct OrDefault<V>(V);
+
+impl<'de, V> Visitor<'de> for OrDefault<V>
+where
+    V: Visitor<'de>,
+    V::Value: Default,
+{
+    type Value = V::Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.0.visit_seq(seq)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        Ok(V::Value::default())
+    }
+}
+
+/// One document of a file, as the header pass saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocHeader {
+    /// Nothing but comments, or an explicit null.
+    Empty,
+    /// A node starting at `start`.
+    Node { start: Pos, header: Header },
+}
+
+/// A YAML error with its position and a message without the position in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+/// Reads every document's header and start. Stops at the first syntax error, because the YAML
+/// parser cannot find its way past one; the documents before it are still returned.
+pub fn scan_headers(text: &str) -> (Vec<DocHeader>, Option<YamlError>) {
+    let mut docs = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let cell = RefCell::new(None);
+        match HeaderSeed(&cell).deserialize(de) {
+            Ok(()) => docs.push(DocHeader::Empty),
+            Err(e) => match (cell.into_inner(), pos_of(&e)) {
+                (Some(header), Some(start)) => docs.push(DocHeader::Node { start, header }),
+                _ => return (docs, Some(yaml_error(&e))),
+            },
+        }
+    }
+    (docs, None)
+}
+
+/// Reads the header of the node it is given, keeps it in the cell, then fails so that yaml_serde
+/// tells us where the node starts. Empty documents succeed and leave the cell empty.
+struct HeaderSeed<'c>(&'c RefCell<Option<Header>>);
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a resource")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        *self.0.borrow_mut() = Some(HeaderVisitor.visit_map(map)?);
+        Err(de::Error::custom(FOUND))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        *self.0.borrow_mut() = Some(HeaderVisitor.visit_seq(seq)?);
+        Err(de::Error::custom(FOUND))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        *self.0.borrow_mut() = Some(Header::default());
+        Err(de::Error::custom(FOUND))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.visit_str("")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.visit_str("")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.visit_str("")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.visit_str("")
+    }
+}
+
+/// Splits a yaml_serde error into its position and its message without "at line L column C".
+pub fn yaml_error(e: &serde_yaml::Error) -> YamlError {
+    let pos = pos_of(e);
+    let mut message = e.to_string();
+    if let Some(p) = pos {
+        let suffix = format!(" at line {} column {}", p.line, p.column);
+        if let Some(at) = message.find(&suffix) {
+            message.replace_range(at..at + suffix.len(), "");
+        }
+    }
+    YamlError {
+        pos,
+        message: improve_message(&message),
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`, ..." lists every field, which for
+/// FelixConfiguration is almost two hundred names. Suggest the closest one instead when the list
+/// is long.
+fn improve_message(message: &str) -> String {
+    let Some(rest) = message
+        .find("unknown field `")
+        .map(|at| &message[at + "unknown field `".len()..])
+    else {
+        return message.to_string();
+    };
+    let Some(end) = rest.find('`') else {
+        return message.to_string();
+    };
+    let field = &rest[..end];
+    let prefix = &message[..message.find("unknown field `").unwrap_or(0)];
+    let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
+    let best = expected
+        .iter()
+        .map(|cand| {
+            (
+                edit_distance(&field.to_lowercase(), &cand.to_lowercase()),
+                *cand,
+            )
+        })
+        .min();
+    let mut out = format!("{prefix}unknown field `{field}`");
+    match best {
+        Some((d, cand)) if d <= 2.max(field.len() / 4) => {
+            out.push_str(&format!("; did you mean `{cand}`?"))
+        }
+        _ if !expected.is_empty() && expected.len() <= 12 => out.push_str(&format!(
+            "; write one of {}",
+            expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => out.push_str("; see the schema for the fields this resource has"),
+    }
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The deserializer of document `doc` of `text`, parsed afresh.
+pub fn nth_document(text: &str, doc: usize) -> Option<serde_yaml::Deserializer<'_>> {
+    serde_yaml::Deserializer::from_str(text).nth(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: usize, column: usize) -> Option<Pos> {
+        Some(Pos { line, column })
+    }
+
+    fn path(s: &[&str]) -> Path {
+        Path(
+            s.iter()
+                .map(|seg| match seg.parse::<usize>() {
+                    Ok(n) => Seg::Index(n),
+                    Err(_) => Seg::Key(seg.to_string()),
+                })
+                .collect(),
+        )
+    }
+
+    const TWO_DOCS: &str = "\
+# leading comment
+apiVersion: v1
+kind: A
+spec:
+  ingress:
+    - action: Allow
+      source:
+        nets: [10.0.0.0/8, \"10.0.0.300/8\"]
+    - action: Deny
+      source:
+        nets:
+          - 1.2.3.4
+          - 5.6.7.8
+---
+apiVersion: v1
+kind: B
+spec:
+  selector: app == 'x'
+  list:
+  - a: 1
+  - {b: 2, c: 3}
+";
+
+    #[test]
+    fn locate_finds_nested_nodes_in_every_document() {
+        assert_eq!(locate(TWO_DOCS, 0, &path(&[])), p(2, 1));
+        assert_eq!(locate(TWO_DOCS, 0, &path(&["kind"])), p(3, 7));
+        assert_eq!(
+            locate(TWO_DOCS, 0, &path(&["spec", "ingress", "0"])),
+            p(6, 7)
+        );
+        assert_eq!(
+            locate(
+                TWO_DOCS,
+                0,
+                &path(&["spec", "ingress", "0", "source", "nets", "1"])
+            ),
+            p(8, 28)
+        );
+        assert_eq!(
+            locate(
+                TWO_DOCS,
+                0,
+                &path(&["spec", "ingress", "1", "source", "nets", "1"])
+            ),
+            p(13, 13)
+        );
+        assert_eq!(locate(TWO_DOCS, 1, &path(&[])), p(15, 1));
+        assert_eq!(locate(TWO_DOCS, 1, &path(&["spec", "selector"])), p(18, 13));
+        assert_eq!(
+            locate(TWO_DOCS, 1, &path(&["spec", "list", "1", "c"])),
+            p(21, 15)
+        );
+    }
+
+    #[test]
+    fn locate_falls_back_to_the_nearest_existing_node() {
+        // A missing key points at the mapping that should hold it.
+        assert_eq!(locate(TWO_DOCS, 1, &path(&["spec", "tier"])), p(18, 3));
+        // An index past the end points at the sequence.
+        assert_eq!(locate(TWO_DOCS, 1, &path(&["spec", "list", "5"])), p(20, 3));
+        assert_eq!(locate(TWO_DOCS, 7, &path(&[])), None);
+    }
+
+    #[test]
+    fn headers_and_document_starts() {
+        let text = "---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- kind: Namespace\n  metadata: {name: a}\n- 42\n---\n  kind: Tier\n  metadata:\n    name: t\n    namespace: 7\n---\nnull\n---\n- 1\n";
+        let (docs, err) = scan_headers(text);
+        assert_eq!(err, None);
+        assert_eq!(docs.len(), 5);
+        assert_eq!(docs[0], DocHeader::Empty);
+        let DocHeader::Node { start, header } = &docs[1] else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(*start, Pos { line: 4, column: 1 });
+        assert_eq!(header.kind.as_deref(), Some("List"));
+        let items = header.items.as_ref().unwrap();
+        assert_eq!(items[0].kind.as_deref(), Some("Namespace"));
+        assert_eq!(items[0].name.as_deref(), Some("a"));
+        assert!(!items[1].is_mapping);
+        let DocHeader::Node { start, header } = &docs[2] else {
+            panic!()
+        };
+        assert_eq!(
+            *start,
+            Pos {
+                line: 11,
+                column: 3
+            }
+        );
+        assert_eq!(header.namespace.as_deref(), Some("7"));
+        assert_eq!(docs[3], DocHeader::Empty);
+        let DocHeader::Node { header, .. } = &docs[4] else {
+            panic!()
+        };
+        assert!(!header.is_mapping);
+    }
+
+    #[test]
+    fn syntax_errors_stop_the_scan_with_a_position() {
+        let text = "kind: A\n---\nkind: B\n  bad: indentation\n---\nkind: C\n";
+        let (docs, err) = scan_headers(text);
+        assert_eq!(docs.len(), 1);
+        let err = err.unwrap();
+        assert_eq!(err.pos, p(4, 6));
+        assert!(!err.message.contains("line 4 column 6"), "{}", err.message);
+        assert!(
+            err.message.contains("mapping values are not allowed"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn unknown_field_messages_suggest_the_nearest_field() {
+        assert_eq!(
+            improve_message("spec: unknown field `selectr`, expected one of `tier`, `order`, `selector`, `types`"),
+            "spec: unknown field `selectr`; did you mean `selector`?"
+        );
+        assert_eq!(
+            improve_message("spec: unknown field `zzz`, expected `a` or `b`"),
+            "spec: unknown field `zzz`; write one of `a`, `b`"
+        );
+        assert_eq!(
+            improve_message("missing field `name`"),
+            "missing field `name`"
+        );
+    }
+
+    #[test]
+    fn paths_print_like_kubectl() {
+        assert_eq!(
+            path(&["spec", "ingress", "0", "source", "nets", "1"]).to_string(),
+            "spec.ingress[0].source.nets[1]"
+        );
+        assert_eq!(Path::root().key("items").index(2).to_string(), "items[2]");
+    }
+}
