@@ -58,6 +58,11 @@ WEFT_INLINE void weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct 
 		};
 		__u32 *cc = bpf_map_lookup_elem(&weft_pol4_ctx, &ck);
 
+		if (!cc) {
+			/* Not one of the endpoint's addresses: the entries for any other (0). */
+			ck.local_addr = 0;
+			cc = bpf_map_lookup_elem(&weft_pol4_ctx, &ck);
+		}
 		if (cc)
 			vk.cclass = *cc;
 	}
