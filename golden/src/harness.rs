@@ -7,11 +7,17 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 use weft::bpf::load::{self, WepSettings};
 use weft::bpf::maps::{
-    self, Ct4Key, Ct4Value, Entries, IfaceValue, MapSizes, Plain, Route4Key, RouteValue,
+    self, Ct4Key, Ct4Value, Entries, IfaceValue, MapSizes, Plain, PolAddrKey, PolClass, PolCtxKey,
+    PolVerdict, PolVerdictKey, Route4Key, RouteValue,
 };
+use weft::bpf::reasons::REASONS;
+use weft::bpf::skel::floor::WeftFloorSkelBuilder;
 use weft::bpf::testrun::{test_run, TestRun};
 use weft::bpf::Pins;
 use weft::policy::flat::RulesetSpec;
@@ -38,6 +44,19 @@ impl Harness {
     }
 
     pub fn load_with(test: &str, settings: WepSettings) -> Option<Harness> {
+        // Small maps: tests create many harnesses.
+        let sizes = MapSizes {
+            conntrack: 4096,
+            if_state: 64,
+            route: 1024,
+            ip_sets: 65536,
+        };
+        Self::load_sized(test, settings, &sizes)
+    }
+
+    /// Loads with map sizes of the caller's choosing (benchmarks want production sizes, so
+    /// that conntrack inserts do not evict).
+    pub fn load_sized(test: &str, settings: WepSettings, sizes: &MapSizes) -> Option<Harness> {
         if !crate::kernel::available(test) {
             return None;
         }
@@ -47,14 +66,7 @@ impl Harness {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let pins = Pins::new(root);
-        // Small maps: tests create many harnesses.
-        let sizes = MapSizes {
-            conntrack: 4096,
-            if_state: 64,
-            route: 1024,
-            ip_sets: 65536,
-        };
-        let loaded = load::load_wep(&pins, &sizes, settings)
+        let loaded = load::load_wep(&pins, sizes, settings)
             .unwrap_or_else(|e| panic!("{test}: loading weft_wep: {e}"));
         Some(Harness {
             pins,
@@ -144,6 +156,83 @@ impl Harness {
             .collect()
     }
 
+    /// The conntrack entry under `key`, if any.
+    pub fn ct_get(&self, key: &Ct4Key) -> Option<Ct4Value> {
+        let v = self
+            .map(maps::CT4)
+            .lookup(key.as_bytes(), MapFlags::ANY)
+            .expect("conntrack lookup")?;
+        Ct4Value::from_bytes(&v)
+    }
+
+    /// Every non-zero reason counter of a hook, by name (`weft dump counters`), so a test can
+    /// say both what was counted and that nothing else was.
+    pub fn reasons(&self, ifindex: u32, hook: u32) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, self.counter(ifindex, hook, i)))
+            .filter(|(_, n)| *n != 0)
+            .collect()
+    }
+
+    /// The verdict ruleset `ruleset` gives a flow, found by the same three LPM lookups as
+    /// weft_policy4 (bpf-src/include/policy.h) made through the map syscalls: what the program
+    /// saw, including the Log flag that no counter records.
+    pub fn verdict(&self, ruleset: u32, flow: &Flow4) -> Option<PolVerdict> {
+        let ak = PolAddrKey {
+            prefixlen: 64,
+            ruleset,
+            addr: maps::addr_be(flow.peer),
+        };
+        let class = self
+            .map(maps::POL4_ADDR)
+            .lookup(ak.as_bytes(), MapFlags::ANY)
+            .expect("address class lookup")
+            .and_then(|v| PolClass::from_bytes(&v))?;
+        let mut cclass = 0u16;
+        if class.flags & weft::policy::classify::RS_F_CTX != 0 {
+            let ck = PolCtxKey {
+                prefixlen: 32 + 56,
+                ruleset,
+                local_addr: maps::addr_be(flow.local),
+                proto: flow.proto,
+                sport: flow.sport.to_be_bytes(),
+                pad: 0,
+            };
+            let ctx = self.map(maps::POL4_CTX);
+            let mut found = ctx
+                .lookup(ck.as_bytes(), MapFlags::ANY)
+                .expect("context class lookup");
+            if found.is_none() {
+                // Not one of the endpoint's addresses: the entries for any other.
+                let other = PolCtxKey {
+                    local_addr: weft::policy::classify::OTHER_LOCAL,
+                    ..ck
+                };
+                found = ctx
+                    .lookup(other.as_bytes(), MapFlags::ANY)
+                    .expect("context class lookup");
+            }
+            if let Some(v) = found {
+                cclass = u32::from_bytes(&v).expect("context class") as u16;
+            }
+        }
+        let vk = PolVerdictKey {
+            prefixlen: 32 + 32 + 16 + 24,
+            ruleset,
+            aclass: class.class,
+            cclass,
+            proto: flow.proto,
+            dport: flow.dport.to_be_bytes(),
+            pad: [0; 3],
+        };
+        self.map(maps::POL_VERDICT)
+            .lookup(vk.as_bytes(), MapFlags::ANY)
+            .expect("verdict lookup")
+            .and_then(|v| PolVerdict::from_bytes(&v))
+    }
+
     /// A reason counter of a hook, summed over CPUs.
     pub fn counter(&self, ifindex: u32, hook: u32, reason: usize) -> u64 {
         let k = maps::CountersKey { ifindex, hook };
@@ -169,6 +258,73 @@ impl Harness {
             return 0;
         };
         per_cpu.iter().filter_map(|v| u64::from_bytes(v)).sum()
+    }
+}
+
+/// A flow as a ruleset sees it (struct weft_flow4): from the endpoint, in the flow's direction.
+#[derive(Clone, Copy, Debug)]
+pub struct Flow4 {
+    pub peer: Ipv4Addr,
+    pub local: Ipv4Addr,
+    pub proto: u8,
+    /// The originator's port (0 for ICMP).
+    pub sport: u16,
+    /// The responder's port; ICMP: type << 8 | code.
+    pub dport: u16,
+}
+
+/// The conntrack key of a packet's tuple, normalised as weft_maps.h defines it ((addr_a,
+/// port_a) <= (addr_b, port_b), each address compared as the map stores it), and whether the
+/// packet's source is side a. Written from that definition, not from conntrack.h, so a test
+/// that compares the two checks the program.
+pub fn ct4_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) -> (Ct4Key, bool) {
+    let (s, d) = (maps::addr_be(src), maps::addr_be(dst));
+    let src_is_a = (s, sport) <= (d, dport);
+    let ((addr_a, port_a), (addr_b, port_b)) = if src_is_a {
+        ((s, sport), (d, dport))
+    } else {
+        ((d, dport), (s, sport))
+    };
+    let key = Ct4Key {
+        addr_a,
+        addr_b,
+        port_a,
+        port_b,
+        proto,
+        pad: [0; 3],
+    };
+    (key, src_is_a)
+}
+
+/// The benchmark floor, bpf-src/weft_floor.bpf.c: weft's parsing and nothing else. It has no
+/// maps, so nothing is pinned.
+pub struct Floor {
+    prog: ProgramHandle,
+}
+
+impl Floor {
+    /// Loads the floor, or returns None (after saying why) where the kernel cannot.
+    pub fn load(test: &str) -> Option<Floor> {
+        if !crate::kernel::available(test) {
+            return None;
+        }
+        load::route_libbpf_log();
+        let mut storage = MaybeUninit::uninit();
+        let open = WeftFloorSkelBuilder::default()
+            .open(&mut storage)
+            .unwrap_or_else(|e| panic!("{test}: opening weft_floor: {e}"));
+        let skel = open
+            .load()
+            .unwrap_or_else(|e| panic!("{test}: loading weft_floor: {e}"));
+        // The handle holds its own file descriptor: the program outlives the skeleton.
+        let prog = ProgramHandle::try_from(&skel.progs.weft_floor)
+            .unwrap_or_else(|e| panic!("{test}: weft_floor handle: {e}"));
+        Some(Floor { prog })
+    }
+
+    pub fn run_repeat(&self, packet: &[u8], repeat: u32) -> TestRun {
+        test_run(self.prog.as_fd(), packet, IFINDEX, repeat)
+            .unwrap_or_else(|e| panic!("test run of weft_floor: {e}"))
     }
 }
 

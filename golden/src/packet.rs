@@ -34,9 +34,7 @@ fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 /// An IPv4 packet (no Ethernet) with `options` (padded to 4 bytes) and `l4` as payload.
 pub fn ipv4_raw(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
-        opts.push(0);
-    }
+    opts.resize(opts.len().div_ceil(4) * 4, 0);
     let ihl = 5 + opts.len() / 4;
     let total = ihl * 4 + l4.len();
     let mut h = vec![0x40 | ihl as u8, 0];
@@ -162,3 +160,17 @@ pub fn ipv6_udp() -> Vec<u8> {
     p.extend_from_slice(&udp_hdr(1, 2, &[]));
     eth(0x86dd, &p)
 }
+
+/// `frame` (Ethernet, IPv4) with its fragment field set to `frag_off` (flags and offset in
+/// 8-byte units, as on the wire) and the header checksum recomputed.
+pub fn with_frag_off(mut frame: Vec<u8>, frag_off: u16) -> Vec<u8> {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    frame[20..22].copy_from_slice(&frag_off.to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
+/// The IP fragment field's more-fragments flag.
+pub const IP_MF: u16 = 0x2000;
