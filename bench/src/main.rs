@@ -1,1 +1,332 @@
-fn main(){}
+//! weft's benchmarks: commands that print figures for people, not timed tests (figures want a
+//! release build and a quiet machine, and a threshold in CI would only be noise).
+//!
+//! `weft-bench packet`: what the workload program costs per packet, through BPF_PROG_TEST_RUN
+//! with the kernel's own clock, beside the floor (`weft_floor`: the same parsing, then pass).
+//! The object and its maps are loaded under a private bpffs root with production map sizes,
+//! exactly as the packet tests load them.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use weft::bpf::load::WepSettings;
+use weft::bpf::maps::{self, MapSizes};
+use weft::bpf::reasons;
+use weft::policy::flat::{
+    proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
+};
+use weft_golden::harness::{Floor, Harness, DROP, IFINDEX, PASS};
+use weft_golden::packet::{self, TCP_ACK, TCP_SYN};
+
+const COMMAND: &str = "cargo run --release -p weft-bench -- packet";
+
+/// Runs of each measurement; each figure is their median.
+const RUNS: usize = 5;
+/// BPF_PROG_TEST_RUN repeat for the cases where every run takes the same path.
+const REPEAT: u32 = 1_000_000;
+/// Single runs (repeat 1) per measurement of a new allowed flow, each with its own source port.
+const SINGLES: u16 = 10_000;
+/// The first source port of those flows; RUNS * SINGLES ports above it are used, none twice.
+const FIRST_PORT: u16 = 10_000;
+/// Source ports of the established and the denied flow, outside those.
+const ESTABLISHED_PORT: u16 = 61_000;
+const DENIED_PORT: u16 = 61_001;
+
+/// The workload's address, and the peer its flows go to.
+const WL: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["packet"] => packet(),
+        _ => {
+            eprintln!("usage: weft-bench packet\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A small but realistic egress policy that needs all three classifier lookups (the source
+/// port rule makes it use the context stage): SSH denied, web to 10/8, DNS to 192.168/16 from
+/// unprivileged ports, everything else denied at the end of the tier.
+fn egress_policy() -> RulesetSpec {
+    let rule = |id, action, peer: Vec<AddrTerm>, sport, dport| FlatRule {
+        id,
+        action,
+        group: 0,
+        peer,
+        local: vec![true, true],
+        sport,
+        dport,
+    };
+    let one = |proto, port| {
+        let v = proto_port(proto, port);
+        SpanSet::from_spans([(v, v)])
+    };
+    let in_set = |set| vec![AddrTerm { set, member: true }];
+    RulesetSpec {
+        sets: vec![
+            vec![Net4::new(u32::from(Ipv4Addr::new(10, 0, 0, 0)), 8)],
+            vec![Net4::new(u32::from(Ipv4Addr::new(192, 168, 0, 0)), 16)],
+        ],
+        locals: vec![u32::from(WL)],
+        rules: vec![
+            rule(1, FlatAction::Deny, vec![], SpanSet::full(), one(6, 22)),
+            rule(
+                2,
+                FlatAction::Allow,
+                in_set(0),
+                SpanSet::full(),
+                one(6, 80).union(&one(6, 443)),
+            ),
+            rule(
+                3,
+                FlatAction::Allow,
+                in_set(1),
+                SpanSet::from_spans([(proto_port(17, 1024), proto_port(17, u16::MAX))]),
+                one(17, 53),
+            ),
+        ],
+        groups: vec![GroupEnd::Deny(9)],
+        default_rule: 10,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One row of the table.
+struct Row {
+    case: &'static str,
+    method: String,
+    ns: f64,
+    floor_ns: f64,
+}
+
+fn packet() -> ExitCode {
+    let Some(h) = Harness::load_sized("weft-bench", WepSettings::default(), &MapSizes::default())
+    else {
+        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+        return ExitCode::FAILURE;
+    };
+    let floor = Floor::load("weft-bench").expect("checked by the harness's load");
+    h.route(WL, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
+    let ingress = h.ruleset(&RulesetSpec {
+        groups: vec![GroupEnd::Deny(20)],
+        ..Default::default()
+    });
+    let egress = h.ruleset(&egress_policy());
+    h.iface(IFINDEX, ingress, egress);
+    let from = maps::HOOK_FROM_WEP;
+    let count = |reason| h.counter(IFINDEX, from, reason);
+
+    // Each measurement checks that its packets took the path it names, so a change that sends
+    // them elsewhere shows as an error rather than as a faster figure.
+    let repeated = |run: &dyn Fn() -> (i32, u32), want: i32, what: &str| -> f64 {
+        median(
+            (0..RUNS)
+                .map(|_| {
+                    let (rc, ns) = run();
+                    assert_eq!(rc, want, "{what}: verdict");
+                    f64::from(ns)
+                })
+                .collect(),
+        )
+    };
+
+    // (a) The floor, on the established flow's packet.
+    let ack = packet::tcp(WL, ESTABLISHED_PORT, PEER, 80, TCP_ACK);
+    let floor_repeat = repeated(
+        &|| {
+            let r = floor.run_repeat(&ack, REPEAT);
+            (r.retval, r.duration_ns)
+        },
+        PASS,
+        "floor",
+    );
+
+    // (b) An established flow: its SYN made the entry and approved the workload's leg.
+    assert_eq!(
+        h.run(
+            "weft_from_wep",
+            &packet::tcp(WL, ESTABLISHED_PORT, PEER, 80, TCP_SYN)
+        )
+        .retval,
+        PASS
+    );
+    let before = count(reasons::ACCEPT_CT);
+    let established = repeated(
+        &|| {
+            let r = h.run_repeat("weft_from_wep", &ack, REPEAT);
+            (r.retval, r.duration_ns)
+        },
+        PASS,
+        "established flow",
+    );
+    assert_eq!(
+        count(reasons::ACCEPT_CT) - before,
+        RUNS as u64 * u64::from(REPEAT),
+        "established flow: every packet passed on conntrack"
+    );
+
+    // (c) A new flow the policy denies: all three lookups, then the end of the tier.
+    let denied_syn = packet::tcp(WL, DENIED_PORT, PEER, 8080, TCP_SYN);
+    let before = count(reasons::DROP_POLICY);
+    let denied = repeated(
+        &|| {
+            let r = h.run_repeat("weft_from_wep", &denied_syn, REPEAT);
+            (r.retval, r.duration_ns)
+        },
+        DROP,
+        "denied flow",
+    );
+    assert_eq!(
+        count(reasons::DROP_POLICY) - before,
+        RUNS as u64 * u64::from(REPEAT)
+    );
+    assert_eq!(h.rule_hits(9), RUNS as u64 * u64::from(REPEAT));
+
+    // (d) New flows the policy allows, each inserting its conntrack entry. Repeating one
+    // packet would make every run after the first an established flow, so each run is a
+    // single packet of its own flow, and the figure is the mean of the kernel's durations.
+    // The floor is measured the same way on the same packets beside it.
+    const _: () =
+        assert!(FIRST_PORT as usize + RUNS * SINGLES as usize <= ESTABLISHED_PORT as usize);
+    let syns: Vec<Vec<Vec<u8>>> = (0..RUNS as u16)
+        .map(|run| {
+            (0..SINGLES)
+                .map(|i| packet::tcp(WL, FIRST_PORT + run * SINGLES + i, PEER, 80, TCP_SYN))
+                .collect()
+        })
+        .collect();
+    let mean_single = |run: &dyn Fn(&[u8]) -> (i32, u32), want: i32, batch: &[Vec<u8>]| {
+        let total: u64 = batch
+            .iter()
+            .map(|p| {
+                let (rc, ns) = run(p);
+                assert_eq!(rc, want);
+                u64::from(ns)
+            })
+            .sum();
+        total as f64 / batch.len() as f64
+    };
+    // And the denied flow of (c) the same way, to tell the insert's cost from what single runs
+    // cost any path (a cold cache, the clock read around one packet).
+    let denied_syns: Vec<Vec<u8>> = (0..SINGLES)
+        .map(|i| packet::tcp(WL, FIRST_PORT + i, PEER, 8080, TCP_SYN))
+        .collect();
+    let flows_before = h.ct().len();
+    let mut floor_singles = Vec::new();
+    let mut denied_singles = Vec::new();
+    let mut inserts = Vec::new();
+    for batch in &syns {
+        denied_singles.push(mean_single(
+            &|p| {
+                let r = h.run("weft_from_wep", p);
+                (r.retval, r.duration_ns)
+            },
+            DROP,
+            &denied_syns,
+        ));
+        floor_singles.push(mean_single(
+            &|p| {
+                let r = floor.run_repeat(p, 1);
+                (r.retval, r.duration_ns)
+            },
+            PASS,
+            batch,
+        ));
+        inserts.push(mean_single(
+            &|p| {
+                let r = h.run("weft_from_wep", p);
+                (r.retval, r.duration_ns)
+            },
+            PASS,
+            batch,
+        ));
+    }
+    assert_eq!(
+        h.ct().len() - flows_before,
+        RUNS * usize::from(SINGLES),
+        "every allowed SYN inserted an entry"
+    );
+    let floor_single = median(floor_singles);
+    let denied_single = median(denied_singles);
+    let insert = median(inserts);
+
+    let repeat = format!("repeat {REPEAT}");
+    let singles = format!("mean of {SINGLES} runs of 1");
+    let rows = [
+        Row {
+            case: "(a) floor: parse, pass",
+            method: repeat.clone(),
+            ns: floor_repeat,
+            floor_ns: floor_repeat,
+        },
+        Row {
+            case: "(b) established flow (TCP ACK)",
+            method: repeat.clone(),
+            ns: established,
+            floor_ns: floor_repeat,
+        },
+        Row {
+            case: "(c) new flow, denied by policy",
+            method: repeat,
+            ns: denied,
+            floor_ns: floor_repeat,
+        },
+        Row {
+            case: "(a) floor: parse, pass",
+            method: singles.clone(),
+            ns: floor_single,
+            floor_ns: floor_single,
+        },
+        Row {
+            case: "(c) new flow, denied by policy",
+            method: singles.clone(),
+            ns: denied_single,
+            floor_ns: floor_single,
+        },
+        Row {
+            case: "(d) new flow, allowed, CT insert",
+            method: singles,
+            ns: insert,
+            floor_ns: floor_single,
+        },
+    ];
+    print_table(&rows);
+    ExitCode::SUCCESS
+}
+
+fn print_table(rows: &[Row]) {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let kernel = read("/proc/sys/kernel/osrelease");
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    println!("weft_from_wep through BPF_PROG_TEST_RUN: kernel-reported ns per packet, median of {RUNS} runs");
+    println!("$ {COMMAND}");
+    println!("kernel {}, {cpu}", kernel.trim());
+    println!();
+    println!(
+        "{:<34} {:<28} {:>10} {:>8} {:>10}",
+        "case", "method", "ns/packet", "x floor", "+ns floor"
+    );
+    for r in rows {
+        println!(
+            "{:<34} {:<28} {:>10.1} {:>8.2} {:>10.1}",
+            r.case,
+            r.method,
+            r.ns,
+            r.ns / r.floor_ns,
+            r.ns - r.floor_ns
+        );
+    }
+}
