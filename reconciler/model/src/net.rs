@@ -128,6 +128,12 @@ impl fmt::Display for Cidr {
     }
 }
 
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl FromStr for Cidr {
     type Err = String;
 
@@ -297,6 +303,15 @@ impl fmt::Display for PortMatch {
             PortMatch::Range { lo, hi } if lo == hi => write!(f, "{lo}"),
             PortMatch::Range { lo, hi } => write!(f, "{lo}:{hi}"),
             PortMatch::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Serialize for PortMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PortMatch::Range { lo, hi } if lo == hi => s.serialize_u16(*lo),
+            m => s.collect_str(m),
         }
     }
 }

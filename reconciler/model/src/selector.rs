@@ -125,6 +125,19 @@ impl Selector {
         }
     }
 
+    /// `key not in { values }`: also matches entities without the label.
+    pub fn label_not_in<I: IntoIterator<Item = S>, S: Into<String>>(
+        key: &str,
+        values: I,
+    ) -> Selector {
+        Selector {
+            root: Node::NotIn(
+                key.to_string(),
+                values.into_iter().map(Into::into).collect(),
+            ),
+        }
+    }
+
     /// True for the selector that matches everything (`all()` or empty).
     pub fn is_all(&self) -> bool {
         self.root == Node::All

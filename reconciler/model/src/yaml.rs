@@ -581,6 +581,72 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Where each of the `n` items of the sequence at `path` starts. Probing each item would parse
+/// the document once per item, which is quadratic in the length of `kind: List` files that
+/// `kubectl get -o yaml` writes. So the items of a block sequence are found by scanning lines
+/// for the dash column of the first item; the scan is trusted only if it finds exactly `n`
+/// items and agrees with a probe of the last one, and each item is probed otherwise.
+pub fn sequence_item_positions(text: &str, doc: usize, path: &Path, n: usize) -> Vec<Option<Pos>> {
+    let probe = |i: usize| locate(text, doc, &path.index(i));
+    if n == 0 {
+        return Vec::new();
+    }
+    let (Some(first), last) = (probe(0), probe(n - 1)) else {
+        return (0..n).map(probe).collect();
+    };
+    match scan_block_sequence(text, first, n) {
+        Some(found) if found.len() == n && found.last().copied() == last => {
+            found.into_iter().map(Some).collect()
+        }
+        _ => (0..n).map(probe).collect(),
+    }
+}
+
+/// Finds item starts of the block sequence whose first item's content starts at `first`.
+/// Returns None where the layout is not the plain `- key: value` form this understands.
+fn scan_block_sequence(text: &str, first: Pos, n: usize) -> Option<Vec<Pos>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let line: Vec<char> = lines.get(first.line - 1)?.chars().collect();
+    // Left of the content: spaces, then the dash, then only spaces back to the margin.
+    let mut dash = first.column.checked_sub(2)?;
+    while line.get(dash) == Some(&' ') {
+        dash = dash.checked_sub(1)?;
+    }
+    if line.get(dash) != Some(&'-') || line[..dash].iter().any(|c| *c != ' ') {
+        return None;
+    }
+    let mut found = vec![first];
+    for (i, text_line) in lines.iter().enumerate().skip(first.line) {
+        if found.len() == n {
+            break;
+        }
+        let chars: Vec<char> = text_line.chars().collect();
+        let indent = chars.iter().take_while(|c| **c == ' ').count();
+        match chars.get(indent) {
+            None | Some('#') => continue,
+            _ if indent < dash => break,
+            Some('-') if indent == dash && chars.get(indent + 1).is_none_or(|c| *c == ' ') => {
+                let content = indent
+                    + 1
+                    + chars[indent + 1..]
+                        .iter()
+                        .take_while(|c| **c == ' ')
+                        .count();
+                match chars.get(content) {
+                    None | Some('#') => return None,
+                    _ => found.push(Pos {
+                        line: i + 1,
+                        column: content + 1,
+                    }),
+                }
+            }
+            _ if indent == dash => break,
+            _ => {}
+        }
+    }
+    Some(found)
+}
+
 /// The deserializer of document `doc` of `text`, parsed afresh.
 pub fn nth_document(text: &str, doc: usize) -> Option<serde_yaml::Deserializer<'_>> {
     serde_yaml::Deserializer::from_str(text).nth(doc)
@@ -732,6 +798,32 @@ spec:
         assert_eq!(
             improve_message("missing field `name`"),
             "missing field `name`"
+        );
+    }
+
+    #[test]
+    fn item_positions_of_block_and_flow_sequences() {
+        let block =
+            "items:\n- a: 1\n  # comment\n\n  b: |\n    - not an item\n-   c: 2\n- d: 3\nnext: x\n";
+        assert_eq!(
+            sequence_item_positions(block, 0, &path(&["items"]), 3),
+            vec![p(2, 3), p(7, 5), p(8, 3)]
+        );
+        let indented = "top:\n  items:\n    - {a: 1}\n    - b: 2\n";
+        assert_eq!(
+            sequence_item_positions(indented, 0, &path(&["top", "items"]), 2),
+            vec![p(3, 7), p(4, 7)]
+        );
+        // Layouts the scan does not understand fall back to probing each item.
+        let flow = "items: [{a: 1}, {b: 2}, {c: 3}]\n";
+        assert_eq!(
+            sequence_item_positions(flow, 0, &path(&["items"]), 3),
+            vec![p(1, 9), p(1, 17), p(1, 25)]
+        );
+        let lone_dash = "items:\n-\n  a: 1\n-\n  b: 2\n";
+        assert_eq!(
+            sequence_item_positions(lone_dash, 0, &path(&["items"]), 2),
+            vec![p(3, 3), p(5, 3)]
         );
     }
 

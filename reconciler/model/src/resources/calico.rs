@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::meta::{Condition, ObjectMeta, PolicyType};
-use crate::net::IntOrString;
+use crate::net::{self, Cidr, IntOrString};
 
 /// Declares a resource document: apiVersion and kind (constants in the schema), metadata, and
 /// the given fields.
@@ -46,6 +46,9 @@ resource!(
     /// An interface of a workload (a container or VM) on some host; weft programs the host side
     /// of it.
     WorkloadEndpoint, "projectcalico.org/v3", "WorkloadEndpoint", {
+    #[serde(skip)]
+    #[schemars(skip)]
+    parsed: super::Parsed<Vec<Cidr>>,
     #[serde(default)]
     pub spec: WorkloadEndpointSpec,
 });
@@ -161,6 +164,9 @@ pub struct QosControls {
 resource!(
     /// One of the host's own interfaces (or all of them, with interfaceName "*").
     HostEndpoint, "projectcalico.org/v3", "HostEndpoint", {
+    #[serde(skip)]
+    #[schemars(skip)]
+    parsed: super::Parsed<Vec<Cidr>>,
     #[serde(default)]
     pub spec: HostEndpointSpec,
 });
@@ -425,6 +431,9 @@ pub struct ProfileSpec {
 resource!(
     /// Named networks of one namespace, selectable by labels in rules.
     NetworkSet, "projectcalico.org/v3", "NetworkSet", {
+    #[serde(skip)]
+    #[schemars(skip)]
+    parsed: super::Parsed<Vec<Cidr>>,
     #[serde(default)]
     pub spec: NetworkSetSpec,
 });
@@ -439,6 +448,9 @@ pub struct NetworkSetSpec {
 resource!(
     /// Named networks outside any namespace, selectable by labels in rules.
     GlobalNetworkSet, "projectcalico.org/v3", "GlobalNetworkSet", {
+    #[serde(skip)]
+    #[schemars(skip)]
+    parsed: super::Parsed<Vec<Cidr>>,
     #[serde(default)]
     pub spec: NetworkSetSpec,
 });
@@ -641,4 +653,147 @@ pub enum AssignmentMode {
 pub struct IpPoolStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The named ports of an endpoint as (name, protocol number, port), skipping entries that do
+/// not parse (validation reports them).
+fn named_ports<'a>(
+    ports: impl Iterator<Item = (&'a str, &'a IntOrString, i64)>,
+) -> Vec<(String, u8, u16)> {
+    ports
+        .filter(|(name, _, _)| !name.is_empty())
+        .filter_map(|(name, proto, port)| {
+            let proto = net::parse_protocol(proto).ok()?;
+            let port = u16::try_from(port).ok()?;
+            Some((name.to_string(), proto, port))
+        })
+        .collect()
+}
+
+impl WorkloadEndpoint {
+    /// The endpoint's namespace ("default" when unset).
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// `namespace/name`.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.namespace(), self.metadata.name)
+    }
+
+    /// The node the endpoint is on ("" when unset, which validation rejects).
+    pub fn node(&self) -> &str {
+        self.spec.node.as_deref().unwrap_or("")
+    }
+
+    /// The host-side interface ("" when unset, which validation rejects).
+    pub fn interface_name(&self) -> &str {
+        self.spec.interface_name.as_deref().unwrap_or("")
+    }
+
+    /// The endpoint's addresses, each a /32 or /128.
+    pub fn ip_networks(&self) -> &[Cidr] {
+        self.parsed.get_or_init(|| {
+            self.spec
+                .ip_networks
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+    }
+
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.spec
+            .mac
+            .as_deref()
+            .and_then(|m| net::parse_mac(m).ok())
+    }
+
+    pub fn profiles(&self) -> &[String] {
+        &self.spec.profiles
+    }
+
+    /// Declared named ports as (name, protocol, port).
+    pub fn named_ports(&self) -> Vec<(String, u8, u16)> {
+        named_ports(
+            self.spec
+                .ports
+                .iter()
+                .map(|p| (p.name.as_str(), &p.protocol, p.port)),
+        )
+    }
+}
+
+impl HostEndpoint {
+    pub fn node(&self) -> &str {
+        self.spec.node.as_deref().unwrap_or("")
+    }
+
+    /// An interface name, "*" for all of the host's interfaces, or None (then the interface
+    /// is the one that has one of the expected addresses).
+    pub fn interface_name(&self) -> Option<&str> {
+        self.spec
+            .interface_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The expected addresses, each as a /32 or /128.
+    pub fn expected_ips(&self) -> &[Cidr] {
+        self.parsed.get_or_init(|| {
+            self.spec
+                .expected_ips
+                .iter()
+                .filter_map(|s| s.parse::<std::net::IpAddr>().ok().map(Cidr::host))
+                .collect()
+        })
+    }
+
+    pub fn profiles(&self) -> &[String] {
+        &self.spec.profiles
+    }
+
+    pub fn named_ports(&self) -> Vec<(String, u8, u16)> {
+        named_ports(
+            self.spec
+                .ports
+                .iter()
+                .map(|p| (p.name.as_str(), &p.protocol, p.port)),
+        )
+    }
+}
+
+impl NetworkSet {
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn nets(&self) -> &[Cidr] {
+        self.parsed.get_or_init(|| {
+            self.spec
+                .nets
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+    }
+}
+
+impl GlobalNetworkSet {
+    pub fn nets(&self) -> &[Cidr] {
+        self.parsed.get_or_init(|| {
+            self.spec
+                .nets
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+    }
+}
+
+impl TierSpec {
+    /// True if packets no rule of the tier decided go on to the next tier.
+    pub fn default_action_is_pass(&self) -> bool {
+        self.default_action == Some(Action::Pass)
+    }
 }

@@ -254,7 +254,7 @@ felix_spec! {
     bpf_redirect_to_peer: String,
     /// TC (legacy clsact qdisc) or TCX (default where the kernel has it): how programs are
     /// attached to interfaces. Calico's Netkit is not supported by weft.
-    bpf_attach_type: BpfAttachType,
+    bpf_attach_type: BpfAttachOption,
     flow_logs_flush_interval: GoDuration,
     flow_logs_collector_debug_trace: bool,
     flow_logs_goldmane_server: String,
@@ -403,9 +403,9 @@ case_insensitive_enum! {
     }
 }
 
-/// How programs are attached to interfaces.
+/// How programs are attached to interfaces, as written (upstream's BPFAttachOption).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum BpfAttachType {
+pub enum BpfAttachOption {
     /// A clsact qdisc with a cls_bpf filter (`tc filter add ... bpf`).
     #[serde(rename = "TC")]
     Tc,
@@ -414,6 +414,15 @@ pub enum BpfAttachType {
     Tcx,
     /// Calico's netkit devices; accepted by the schema so Calico files load, rejected by weft.
     Netkit,
+}
+
+/// How weft attaches programs to interfaces: the attach options it supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BpfAttachType {
+    /// A clsact qdisc with a cls_bpf filter (`tc filter add ... bpf`).
+    Tc,
+    /// A bpf_link on the interface's TCX hook (kernel 6.6 and later).
+    Tcx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -732,7 +741,7 @@ impl FelixConfigurationSpec {
     /// TCX unless TC is asked for (Netkit is rejected by validation).
     pub fn bpf_attach_type(&self) -> BpfAttachType {
         match self.bpf_attach_type {
-            Some(BpfAttachType::Tc) => BpfAttachType::Tc,
+            Some(BpfAttachOption::Tc) => BpfAttachType::Tc,
             _ => BpfAttachType::Tcx,
         }
     }

@@ -1,0 +1,972 @@
+//! Reading a configuration directory into a `Config`.
+//!
+//! 1. Files: every `*.yaml`/`*.yml` under the directory, recursively, in byte order of the
+//!    relative path; names starting with '.' are skipped (a GitOps checkout's `.git`, a
+//!    ConfigMap mount's `..data`); symlinked files are followed, symlinked directories are not
+//!    (a mount's `..data` link is skipped by name anyway, and not following them rules out
+//!    loops).
+//! 2. Documents: a header pass reads apiVersion, kind and names and where each document starts;
+//!    then each document is deserialized into the type of its kind (`kind: List` items each
+//!    into their own type).
+//! 3. Resources: each is checked on its own (`validate`, `ir`), then against the others
+//!    (duplicates, references to profiles and tiers).
+//!
+//! Every problem of every step is collected; any problem means no `Config`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::config::{Config, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
+use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+use crate::ir;
+use crate::problems::{Problem, Problems};
+use crate::resources::calico::{
+    Action, EntityRule, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint,
+    IPPool, NetworkPolicy, NetworkSet, Node, Profile, ProfileSpec, Rule, Tier, WorkloadEndpoint,
+};
+use crate::resources::k8s::{EndpointSlice, KubernetesNetworkPolicy, Namespace, Service};
+use crate::resources::meta::ObjectMeta;
+use crate::selector::{NAMESPACE_LABEL_PREFIX, NAME_LABEL};
+use crate::validate;
+use crate::yaml::{self, DocHeader, Header, Path, Pos};
+
+/// Lists every kind with its Rust type and its `Config` field, for the code below that has to
+/// handle each kind alike.
+macro_rules! with_kinds {
+    ($m:ident) => {
+        $m! {
+            WorkloadEndpoint => WorkloadEndpoint, workload_endpoints;
+            HostEndpoint => HostEndpoint, host_endpoints;
+            NetworkPolicy => NetworkPolicy, network_policies;
+            GlobalNetworkPolicy => GlobalNetworkPolicy, global_network_policies;
+            Tier => Tier, tiers;
+            Profile => Profile, profiles;
+            NetworkSet => NetworkSet, network_sets;
+            GlobalNetworkSet => GlobalNetworkSet, global_network_sets;
+            FelixConfiguration => FelixConfiguration, felix_configurations;
+            Node => Node, nodes;
+            IPPool => IPPool, ip_pools;
+            KubernetesNetworkPolicy => KubernetesNetworkPolicy, k8s_network_policies;
+            Namespace => Namespace, namespaces;
+            Service => Service, services;
+            EndpointSlice => EndpointSlice, endpoint_slices;
+        }
+    };
+}
+
+macro_rules! any_resource {
+    ($($kind:ident => $ty:ident, $field:ident;)*) => {
+        /// A resource of any kind.
+        #[derive(Debug, Clone)]
+        enum AnyResource {
+            $($kind(Box<$ty>),)*
+        }
+
+        impl AnyResource {
+            fn metadata(&self) -> &ObjectMeta {
+                match self {
+                    $(AnyResource::$kind(r) => &r.metadata,)*
+                }
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                match self {
+                    $(AnyResource::$kind(r) => &mut r.metadata,)*
+                }
+            }
+        }
+
+        /// Deserializes a resource of a known kind.
+        fn parse_kind<'de, D: Deserializer<'de>>(kind: Kind, d: D) -> Result<AnyResource, D::Error> {
+            match kind {
+                $(Kind::$kind => $ty::deserialize(d).map(|r| AnyResource::$kind(Box::new(r))),)*
+            }
+        }
+
+        /// Moves a resource into its list of the configuration.
+        fn push(config: &mut Config, source: Source, value: AnyResource) {
+            match value {
+                $(AnyResource::$kind(value) => config.$field.push(Item { source, value: *value }),)*
+            }
+        }
+    };
+}
+
+with_kinds!(any_resource);
+
+/// Reads and checks every resource under `dir`.
+pub fn load_dir(dir: &FsPath) -> Result<Config, Diagnostics> {
+    let mut out = Out::default();
+    let paths = match find_files(dir) {
+        Ok(p) => p,
+        Err(d) => return Err(Diagnostics(vec![d])),
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => files.push(FileText { path, text }),
+                Err(e) => out.diags.push(Diagnostic {
+                    file: path,
+                    line: 1,
+                    column: 1,
+                    resource: None,
+                    message: format!(
+                        "the file is not UTF-8 text (byte {} is not); save it as UTF-8",
+                        e.utf8_error().valid_up_to()
+                    ),
+                }),
+            },
+            Err(e) => out.diags.push(Diagnostic {
+                file: path,
+                line: 1,
+                column: 1,
+                resource: None,
+                message: format!("cannot read the file: {e}"),
+            }),
+        }
+    }
+    for (i, f) in files.iter().enumerate() {
+        load_file(i, f, &mut out);
+    }
+    finish(&files, out)
+}
+
+/// Loads a set of in-memory files as if they were in a directory, in the order given. For
+/// tests and tools that hold YAML already.
+pub fn load_texts<P: Into<PathBuf>, T: Into<String>>(
+    texts: impl IntoIterator<Item = (P, T)>,
+) -> Result<Config, Diagnostics> {
+    let files: Vec<FileText> = texts
+        .into_iter()
+        .map(|(path, text)| FileText {
+            path: path.into(),
+            text: text.into(),
+        })
+        .collect();
+    let mut out = Out::default();
+    for (i, f) in files.iter().enumerate() {
+        load_file(i, f, &mut out);
+    }
+    finish(&files, out)
+}
+
+fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        resource: None,
+        message: format!("cannot read: {e}"),
+    }
+}
+
+/// The YAML files under `dir`, as `dir` joined with their relative path, in byte order of the
+/// relative path.
+fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let here = if rel.as_os_str().is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(&rel)
+        };
+        let entries = std::fs::read_dir(&here).map_err(|e| io_diag(&here, &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_diag(&here, &e))?;
+            let name = entry.file_name();
+            if name.as_bytes().first() == Some(&b'.') {
+                continue;
+            }
+            let rel_path = rel.join(&name);
+            let file_type = entry
+                .file_type()
+                .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
+            if file_type.is_dir() {
+                stack.push(rel_path);
+                continue;
+            }
+            let is_yaml = name.as_bytes().ends_with(b".yaml") || name.as_bytes().ends_with(b".yml");
+            if !is_yaml {
+                continue;
+            }
+            // Symlinks count if they lead to a file.
+            if file_type.is_symlink() && !dir.join(&rel_path).is_file() {
+                continue;
+            }
+            found.push(rel_path);
+        }
+    }
+    found.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
+}
+
+struct FileText {
+    path: PathBuf,
+    text: String,
+}
+
+/// Where a resource was read: file, document and, for `kind: List`, item.
+#[derive(Debug, Clone, Copy)]
+struct DocRef {
+    file: usize,
+    doc: usize,
+    item: Option<usize>,
+}
+
+impl DocRef {
+    /// `path` inside the resource, as a path inside the document.
+    fn doc_path(&self, path: &Path) -> Path {
+        match self.item {
+            Some(j) => Path::root().key("items").index(j).join(path),
+            None => path.clone(),
+        }
+    }
+}
+
+struct Loaded {
+    kind: Kind,
+    source: Source,
+    at: DocRef,
+    value: AnyResource,
+}
+
+#[derive(Default)]
+struct Out {
+    loaded: Vec<Loaded>,
+    diags: Vec<Diagnostic>,
+}
+
+/// What a header says a document (or list item) is.
+enum Class {
+    Resource(Kind),
+    List(Vec<Header>),
+}
+
+fn supported_kinds() -> String {
+    let mut by_api: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for k in Kind::ALL {
+        by_api
+            .entry(k.api_version())
+            .or_default()
+            .push(k.kind_name());
+    }
+    by_api.entry("v1").or_default().push("List");
+    let order = [
+        "projectcalico.org/v3",
+        "networking.k8s.io/v1",
+        "v1",
+        "discovery.k8s.io/v1",
+    ];
+    order
+        .iter()
+        .map(|api| format!("{api}: {}", by_api[api].join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Decides what a header is; the error says what is wrong and names the field at fault.
+fn classify(h: &Header, in_list: bool) -> Result<Class, (&'static str, String)> {
+    if !h.is_mapping {
+        return Err((
+            "",
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".to_string(),
+        ));
+    }
+    let Some(kind) = h.kind.as_deref() else {
+        return Err((
+            "",
+            format!(
+                "kind is missing; write one of the kinds weft reads ({})",
+                supported_kinds()
+            ),
+        ));
+    };
+    let Some(api) = h.api_version.as_deref() else {
+        let hint = match Kind::ALL.iter().find(|k| k.kind_name() == kind) {
+            Some(k) => format!(" such as apiVersion: {}", k.api_version()),
+            None => String::new(),
+        };
+        return Err((
+            "",
+            format!("apiVersion is missing; write it next to kind{hint}"),
+        ));
+    };
+    if kind == "List" {
+        if in_list {
+            return Err((
+                "kind",
+                "a List cannot be an item of a List; move its items up".into(),
+            ));
+        }
+        if api != "v1" {
+            return Err((
+                "apiVersion",
+                format!("a List has apiVersion v1, not {api:?}"),
+            ));
+        }
+        return match &h.items {
+            Some(items) => Ok(Class::List(items.clone())),
+            None => Err(("", "a List needs items: a sequence of resources".into())),
+        };
+    }
+    if let Some(k) = Kind::from_type(api, kind) {
+        return Ok(Class::Resource(k));
+    }
+    let apis: Vec<&str> = Kind::ALL
+        .iter()
+        .filter(|k| k.kind_name() == kind)
+        .map(|k| k.api_version())
+        .collect();
+    if apis.is_empty() {
+        Err((
+            "kind",
+            format!(
+                "kind {kind:?} is not one weft reads; the kinds are {}",
+                supported_kinds()
+            ),
+        ))
+    } else {
+        Err((
+            "apiVersion",
+            format!("{kind} has apiVersion {}, not {api:?}", apis.join(" or ")),
+        ))
+    }
+}
+
+/// The id a header names, if it names one (for messages about resources that did not load).
+fn header_id(kind: Kind, h: &Header) -> Option<ResourceId> {
+    Some(ResourceId {
+        kind,
+        namespace: kind
+            .is_namespaced()
+            .then(|| h.namespace.clone().unwrap_or_else(|| "default".into())),
+        name: h.name.clone()?,
+    })
+}
+
+fn pos_diag(
+    file: &FileText,
+    pos: Option<Pos>,
+    resource: Option<ResourceId>,
+    message: String,
+) -> Diagnostic {
+    let pos = pos.unwrap_or(Pos { line: 1, column: 1 });
+    Diagnostic {
+        file: file.path.clone(),
+        line: pos.line,
+        column: pos.column,
+        resource,
+        message,
+    }
+}
+
+fn source_of(file: &FileText, pos: Pos) -> Source {
+    Source {
+        file: file.path.clone(),
+        line: pos.line,
+        column: pos.column,
+    }
+}
+
+enum Pending {
+    One(Kind, Pos, Header),
+    List(Vec<Option<Kind>>, Vec<Header>),
+}
+
+fn load_file(index: usize, file: &FileText, out: &mut Out) {
+    let text = file.text.as_str();
+    let (docs, syntax) = yaml::scan_headers(text);
+    let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let DocHeader::Node { start, header } = doc else {
+            continue;
+        };
+        match classify(header, false) {
+            Ok(Class::Resource(kind)) => {
+                pending.insert(d, Pending::One(kind, *start, header.clone()));
+            }
+            Ok(Class::List(items)) => {
+                let mut kinds = Vec::new();
+                for (j, item) in items.iter().enumerate() {
+                    match classify(item, true) {
+                        Ok(Class::Resource(kind)) => kinds.push(Some(kind)),
+                        Ok(Class::List(_)) => unreachable!("lists are refused inside lists"),
+                        Err((field, message)) => {
+                            let mut path = Path::root().key("items").index(j);
+                            if !field.is_empty() {
+                                path = path.key(field);
+                            }
+                            let pos = yaml::locate(text, d, &path);
+                            out.diags.push(pos_diag(file, pos, None, message));
+                            kinds.push(None);
+                        }
+                    }
+                }
+                pending.insert(d, Pending::List(kinds, items));
+            }
+            Err((field, message)) => {
+                let pos = if field.is_empty() {
+                    Some(*start)
+                } else {
+                    yaml::locate(text, d, &Path::root().key(field))
+                };
+                out.diags.push(pos_diag(file, pos, None, message));
+            }
+        }
+    }
+    if let Some(e) = syntax {
+        out.diags.push(pos_diag(file, e.pos, None, e.message));
+    }
+    let Some(&last) = pending.keys().last() else {
+        return;
+    };
+    for (d, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        if d > last {
+            break;
+        }
+        match pending.remove(&d) {
+            None => {}
+            Some(Pending::One(kind, start, header)) => match parse_kind(kind, de) {
+                Ok(value) => out.loaded.push(Loaded {
+                    kind,
+                    source: source_of(file, start),
+                    at: DocRef {
+                        file: index,
+                        doc: d,
+                        item: None,
+                    },
+                    value,
+                }),
+                Err(e) => {
+                    let e = yaml::yaml_error(&e);
+                    out.diags.push(pos_diag(
+                        file,
+                        e.pos.or(Some(start)),
+                        header_id(kind, &header),
+                        e.message,
+                    ));
+                }
+            },
+            Some(Pending::List(kinds, headers)) => load_list(index, file, d, &kinds, &headers, out),
+        }
+    }
+}
+
+/// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
+/// error the document is read again from the item after it, until every item was tried.
+fn load_list(
+    index: usize,
+    file: &FileText,
+    doc: usize,
+    kinds: &[Option<Kind>],
+    headers: &[Header],
+    out: &mut Out,
+) {
+    let text = file.text.as_str();
+    let mut skip = 0;
+    let mut positions: Option<Vec<Option<Pos>>> = None;
+    while skip < kinds.len() {
+        let Some(de) = yaml::nth_document(text, doc) else {
+            return;
+        };
+        let current = Cell::new(None);
+        let items = RefCell::new(Vec::new());
+        let result = ListSeed {
+            kinds,
+            skip,
+            current: &current,
+            items: &items,
+        }
+        .deserialize(de);
+        let items = items.into_inner();
+        if positions.is_none() && !items.is_empty() {
+            positions = Some(yaml::sequence_item_positions(
+                text,
+                doc,
+                &Path::root().key("items"),
+                kinds.len(),
+            ));
+        }
+        for (j, kind, value) in items {
+            let pos = positions
+                .as_ref()
+                .and_then(|p| p.get(j).copied().flatten())
+                .unwrap_or(Pos { line: 1, column: 1 });
+            out.loaded.push(Loaded {
+                kind,
+                source: source_of(file, pos),
+                at: DocRef {
+                    file: index,
+                    doc,
+                    item: Some(j),
+                },
+                value,
+            });
+        }
+        match (result, current.get()) {
+            (Ok(()), _) => return,
+            (Err(e), failed) => {
+                let mut e = yaml::yaml_error(&e);
+                let id = failed.and_then(|j| header_id(kinds[j]?, &headers[j]));
+                // Paths in messages are relative to the resource, as for other documents.
+                if let Some(j) = failed {
+                    let item = format!("items[{j}]");
+                    if let Some(rest) = e.message.strip_prefix(&format!("{item}.")) {
+                        e.message = rest.to_string();
+                    } else if let Some(rest) = e.message.strip_prefix(&format!("{item}: ")) {
+                        e.message = rest.to_string();
+                    }
+                }
+                out.diags.push(pos_diag(file, e.pos, id, e.message));
+                match failed {
+                    Some(j) => skip = j + 1,
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Walks a List document and deserializes items `skip..` whose kind is known.
+struct ListSeed<'a> {
+    kinds: &'a [Option<Kind>],
+    skip: usize,
+    /// The item being deserialized, so that an error can be attributed to it.
+    current: &'a Cell<Option<usize>>,
+    items: &'a RefCell<Vec<(usize, Kind, AnyResource)>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a List")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<yaml::Loose>()? {
+            if key == yaml::Loose::Str("items".into()) {
+                map.next_value_seed(ItemsSeed {
+                    kinds: self.kinds,
+                    skip: self.skip,
+                    current: self.current,
+                    items: self.items,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ItemsSeed<'a> {
+    kinds: &'a [Option<Kind>],
+    skip: usize,
+    current: &'a Cell<Option<usize>>,
+    items: &'a RefCell<Vec<(usize, Kind, AnyResource)>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of resources")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut j = 0;
+        loop {
+            let kind = self.kinds.get(j).copied().flatten();
+            let more = match kind {
+                Some(kind) if j >= self.skip => {
+                    self.current.set(Some(j));
+                    match seq.next_element_seed(KindSeed(kind))? {
+                        Some(value) => {
+                            self.items.borrow_mut().push((j, kind, value));
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            j += 1;
+        }
+    }
+}
+
+struct KindSeed(Kind);
+
+impl<'de> DeserializeSeed<'de> for KindSeed {
+    type Value = AnyResource;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<AnyResource, D::Error> {
+        parse_kind(self.0, d)
+    }
+}
+
+/// Turns a problem in a resource into a diagnostic at the position of the value at fault.
+fn problem_diag(
+    files: &[FileText],
+    at: DocRef,
+    fallback: &Source,
+    id: &ResourceId,
+    problem: &Problem,
+) -> Diagnostic {
+    let file = &files[at.file];
+    let pos = yaml::locate(&file.text, at.doc, &at.doc_path(&problem.path)).unwrap_or(Pos {
+        line: fallback.line,
+        column: fallback.column,
+    });
+    let column = match &problem.inner {
+        Some((selector, col)) => column_in_scalar(&file.text, pos, selector, *col),
+        None => pos.column,
+    };
+    Diagnostic {
+        file: file.path.clone(),
+        line: pos.line,
+        column,
+        resource: Some(id.clone()),
+        message: problem.message.clone(),
+    }
+}
+
+/// When a scalar is written on one line exactly as its value (plain, or quoted without
+/// escapes), the column of its `col`-th character; otherwise the scalar's own column.
+fn column_in_scalar(text: &str, pos: Pos, value: &str, col: usize) -> usize {
+    let Some(line) = text.lines().nth(pos.line.saturating_sub(1)) else {
+        return pos.column;
+    };
+    let rest: String = line.chars().skip(pos.column.saturating_sub(1)).collect();
+    if value.contains('\n') {
+        return pos.column;
+    }
+    if rest.starts_with(value) && !value.is_empty() {
+        return pos.column + col - 1;
+    }
+    for quote in ['\'', '"'] {
+        if let Some(inner) = rest.strip_prefix(quote) {
+            if inner.starts_with(value) && inner[value.len()..].starts_with(quote) {
+                return pos.column + col;
+            }
+        }
+    }
+    pos.column
+}
+
+/// What checking one resource produced besides problems.
+#[derive(Default)]
+struct Checked {
+    policy: Option<ir::PolicyIr>,
+    profile_rules: Option<(Vec<ir::RuleIr>, Vec<ir::RuleIr>)>,
+}
+
+/// Checks one resource on its own, converting policies and profiles to IR on the way.
+fn check(l: &Loaded, id: &ResourceId, p: &mut Problems) -> Checked {
+    let meta = l.value.metadata();
+    let meta_path = Path::root().key("metadata");
+    validate::name(l.kind, &meta.name, p);
+    validate::labels(&meta.labels, &meta_path.key("labels"), p);
+    if let Some(ns) = &meta.namespace {
+        if l.kind.is_namespaced() {
+            validate::namespace_name(ns, &meta_path.key("namespace"), p);
+        } else {
+            p.at(
+                &meta_path.key("namespace"),
+                format!("a {} is not namespaced; remove metadata.namespace", l.kind),
+            );
+        }
+    }
+    let mut out = Checked::default();
+    match &l.value {
+        AnyResource::WorkloadEndpoint(w) => {
+            validate::workload_endpoint(w, p);
+        }
+        AnyResource::HostEndpoint(h) => {
+            validate::host_endpoint(h, p);
+        }
+        AnyResource::NetworkPolicy(np) => {
+            out.policy = Some(ir::network_policy(np, id.clone(), l.source.clone(), p));
+        }
+        AnyResource::GlobalNetworkPolicy(gnp) => {
+            out.policy = Some(ir::global_network_policy(
+                gnp,
+                id.clone(),
+                l.source.clone(),
+                p,
+            ));
+        }
+        AnyResource::KubernetesNetworkPolicy(knp) => {
+            out.policy = Some(ir::kubernetes_network_policy(
+                knp,
+                id.clone(),
+                l.source.clone(),
+                p,
+            ));
+        }
+        AnyResource::Tier(t) => validate::tier(t, p),
+        AnyResource::Profile(pr) => {
+            let path = Path::root().key("spec");
+            validate::labels(&pr.spec.labels_to_apply, &path.key("labelsToApply"), p);
+            out.profile_rules = Some((
+                ir::rules(&pr.spec.ingress, &path.key("ingress"), None, p),
+                ir::rules(&pr.spec.egress, &path.key("egress"), None, p),
+            ));
+        }
+        AnyResource::NetworkSet(s) => {
+            validate::network_set_nets(&s.spec.nets, p);
+        }
+        AnyResource::GlobalNetworkSet(s) => {
+            validate::network_set_nets(&s.spec.nets, p);
+        }
+        AnyResource::FelixConfiguration(fc) => validate::felix_configuration(fc, p),
+        AnyResource::Node(n) => validate::node(n, p),
+        AnyResource::IPPool(pool) => validate::ip_pool(pool, p),
+        AnyResource::Namespace(_) => {}
+        AnyResource::Service(s) => validate::service(s, p),
+        AnyResource::EndpointSlice(es) => validate::endpoint_slice(es, p),
+    }
+    out
+}
+
+fn allow_all_profile(name: &str, labels: BTreeMap<String, String>) -> Profile {
+    let allow = Rule {
+        action: Action::Allow,
+        ip_version: None,
+        protocol: None,
+        icmp: None,
+        not_protocol: None,
+        not_icmp: None,
+        source: EntityRule::default(),
+        destination: EntityRule::default(),
+        http: None,
+        metadata: None,
+    };
+    Profile {
+        api_version: Kind::Profile.api_version().into(),
+        kind: Kind::Profile.kind_name().into(),
+        metadata: ObjectMeta {
+            name: name.into(),
+            ..ObjectMeta::default()
+        },
+        spec: ProfileSpec {
+            ingress: vec![allow.clone()],
+            egress: vec![allow],
+            labels_to_apply: labels,
+        },
+    }
+}
+
+/// The profile Calico makes for a Kubernetes namespace: allow everything, and give the
+/// namespace's labels (prefixed `pcns.`) and its name to everything in it.
+fn namespace_profile(ns: &Namespace) -> Profile {
+    let mut labels: BTreeMap<String, String> = ns
+        .metadata
+        .labels
+        .iter()
+        .map(|(k, v)| (format!("{NAMESPACE_LABEL_PREFIX}{k}"), v.clone()))
+        .collect();
+    labels.insert(
+        format!("{NAMESPACE_LABEL_PREFIX}{NAME_LABEL}"),
+        ns.metadata.name.clone(),
+    );
+    allow_all_profile(
+        &format!("{NAMESPACE_PROFILE_PREFIX}{}", ns.metadata.name),
+        labels,
+    )
+}
+
+fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
+    let mut diags = std::mem::take(&mut out.diags);
+    let mut loaded = out.loaded;
+
+    // Namespaced kinds live in "default" unless they say otherwise.
+    for l in &mut loaded {
+        if l.kind.is_namespaced() {
+            let meta = l.value.metadata_mut();
+            meta.namespace.get_or_insert_with(|| "default".into());
+        }
+    }
+    let ids: Vec<ResourceId> = loaded
+        .iter()
+        .map(|l| ResourceId {
+            kind: l.kind,
+            namespace: l
+                .value
+                .metadata()
+                .namespace
+                .clone()
+                .filter(|_| l.kind.is_namespaced()),
+            name: l.value.metadata().name.clone(),
+        })
+        .collect();
+
+    // Each resource on its own.
+    let mut policies = Vec::new();
+    let mut profile_rules = BTreeMap::new();
+    for (l, id) in loaded.iter().zip(&ids) {
+        let mut p = Problems::default();
+        let checked = check(l, id, &mut p);
+        for problem in &p.0 {
+            diags.push(problem_diag(files, l.at, &l.source, id, problem));
+        }
+        if let Some(policy) = checked.policy {
+            policies.push(policy);
+        }
+        if let Some(rules) = checked.profile_rules {
+            profile_rules.insert(id.name.clone(), rules);
+        }
+    }
+
+    // Profiles weft makes: one per namespace, and the default-allow one.
+    let mut synthesized: Vec<(Source, Profile)> = loaded
+        .iter()
+        .filter_map(|l| match &l.value {
+            AnyResource::Namespace(ns) => Some((l.source.clone(), namespace_profile(ns))),
+            _ => None,
+        })
+        .collect();
+    synthesized.push((
+        Source::builtin(),
+        allow_all_profile(DEFAULT_ALLOW_PROFILE, BTreeMap::new()),
+    ));
+
+    // Duplicates: the first definition wins the report.
+    let mut first: BTreeMap<&ResourceId, &Source> = BTreeMap::new();
+    let synthesized_ids: Vec<ResourceId> = synthesized
+        .iter()
+        .map(|(_, p)| ResourceId {
+            kind: Kind::Profile,
+            namespace: None,
+            name: p.metadata.name.clone(),
+        })
+        .collect();
+    for (id, (source, _)) in synthesized_ids.iter().zip(&synthesized) {
+        first.insert(id, source);
+    }
+    for (l, id) in loaded.iter().zip(&ids) {
+        match first.get(id) {
+            None => {
+                first.insert(id, &l.source);
+            }
+            Some(prev) => {
+                let message = if **prev == Source::builtin() {
+                    format!("{id} is built in; choose another name")
+                } else if synthesized_ids.contains(id) {
+                    format!(
+                        "duplicate {id} (first defined at {prev}, made for the Namespace there); remove this Profile or rename it"
+                    )
+                } else {
+                    format!("duplicate {id} (first defined at {prev})")
+                };
+                diags.push(Diagnostic {
+                    file: l.source.file.clone(),
+                    line: l.source.line,
+                    column: l.source.column,
+                    resource: Some(id.clone()),
+                    message,
+                });
+            }
+        }
+    }
+
+    // References to profiles and tiers.
+    let profile_names: BTreeSet<&str> = synthesized
+        .iter()
+        .map(|(_, p)| p.metadata.name.as_str())
+        .chain(loaded.iter().filter_map(|l| match &l.value {
+            AnyResource::Profile(p) => Some(p.metadata.name.as_str()),
+            _ => None,
+        }))
+        .collect();
+    let tier_names: BTreeSet<&str> = std::iter::once("default")
+        .chain(loaded.iter().filter_map(|l| match &l.value {
+            AnyResource::Tier(t) => Some(t.metadata.name.as_str()),
+            _ => None,
+        }))
+        .collect();
+    for (l, id) in loaded.iter().zip(&ids) {
+        let mut p = Problems::default();
+        let profiles = match &l.value {
+            AnyResource::WorkloadEndpoint(w) => w.spec.profiles.as_slice(),
+            AnyResource::HostEndpoint(h) => h.spec.profiles.as_slice(),
+            _ => &[],
+        };
+        for (i, name) in profiles.iter().enumerate() {
+            if !profile_names.contains(name.as_str()) {
+                let hint = match name.strip_prefix(NAMESPACE_PROFILE_PREFIX) {
+                    Some(ns) => format!("define a Profile named {name} or a Namespace named {ns}"),
+                    None => format!("define a Profile named {name}"),
+                };
+                p.at(
+                    &Path::root().key("spec").key("profiles").index(i),
+                    format!("profile {name:?} does not exist; {hint}"),
+                );
+            }
+        }
+        let tier = match &l.value {
+            AnyResource::NetworkPolicy(np) => np.spec.tier.as_deref(),
+            AnyResource::GlobalNetworkPolicy(gnp) => gnp.spec.tier.as_deref(),
+            _ => None,
+        };
+        if let Some(tier) = tier {
+            if !tier_names.contains(tier) {
+                p.at(
+                    &Path::root().key("spec").key("tier"),
+                    format!("tier {tier:?} does not exist; define a Tier named {tier}"),
+                );
+            }
+        }
+        for problem in &p.0 {
+            diags.push(problem_diag(files, l.at, &l.source, id, problem));
+        }
+    }
+
+    if !diags.is_empty() {
+        let mut d = Diagnostics(diags);
+        d.sort();
+        return Err(d);
+    }
+
+    let mut config = Config {
+        policies,
+        ..Config::default()
+    };
+    for l in loaded {
+        push(&mut config, l.source, l.value);
+    }
+    config.synthesized_profiles = synthesized.len();
+    for (source, profile) in synthesized {
+        profile_rules.insert(
+            profile.metadata.name.clone(),
+            (vec![ir::allow_all_rule()], vec![ir::allow_all_rule()]),
+        );
+        config.profiles.push(Item {
+            source,
+            value: profile,
+        });
+    }
+    config.profile_rules = profile_rules;
+    Ok(config)
+}
