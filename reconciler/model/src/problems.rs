@@ -33,6 +33,24 @@ impl Problems {
         });
     }
 
+    /// Records that `parent.field` is missing, at the position of `parent`.
+    pub fn missing(&mut self, parent: &Path, field: &str, advice: &str) {
+        self.0.push(Problem {
+            path: parent.clone(),
+            message: format!("{}.{field} is missing; {advice}", parent),
+            inner: None,
+        });
+    }
+
+    /// Records a problem with the value at `path` whose message names what it is about itself.
+    pub fn at_unprefixed(&mut self, path: &Path, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.clone(),
+            message: message.into(),
+            inner: None,
+        });
+    }
+
     /// Parses an optional selector; an absent or empty one is None. `global()` is refused
     /// unless `allow_global` (only namespace selectors of rules may use it).
     pub fn selector(

@@ -206,15 +206,17 @@ pub(crate) fn workload_endpoint(
     let spec = &w.spec;
     let path = Path::root().key("spec");
     if spec.node.as_deref().is_none_or(str::is_empty) {
-        p.at(
+        p.missing(
             &path,
-            "spec.node is missing; write the name of the host the endpoint is on",
+            "node",
+            "write the name of the host the endpoint is on",
         );
     }
     match spec.interface_name.as_deref() {
-        None | Some("") => p.at(
+        None | Some("") => p.missing(
             &path,
-            "spec.interfaceName is missing; write the host-side interface's name, such as cali0123456789a",
+            "interfaceName",
+            "write the host-side interface's name, such as cali0123456789a",
         ),
         Some(name) => {
             if let Some(e) = net::interface_name_problem(name) {
@@ -312,15 +314,16 @@ pub(crate) fn host_endpoint(
     let spec = &h.spec;
     let path = Path::root().key("spec");
     if spec.node.as_deref().is_none_or(str::is_empty) {
-        p.at(
+        p.missing(
             &path,
-            "spec.node is missing; write the name of the host the interface is on",
+            "node",
+            "write the name of the host the interface is on",
         );
     }
     match spec.interface_name.as_deref() {
-        None | Some("") if spec.expected_ips.is_empty() => p.at(
+        None | Some("") if spec.expected_ips.is_empty() => p.at_unprefixed(
             &path,
-            "a HostEndpoint needs interfaceName or expectedIPs; write interfaceName: eth0 (or \"*\" for every interface)",
+            "a HostEndpoint needs spec.interfaceName or spec.expectedIPs; write interfaceName: eth0 (or \"*\" for every interface)",
         ),
         None | Some("") | Some("*") => {}
         Some(name) => {
@@ -665,9 +668,10 @@ pub(crate) fn service(s: &Service, p: &mut Problems) {
                     );
                 }
             }
-            _ if spec.ports.len() > 1 => p.at(
+            _ if spec.ports.len() > 1 => p.missing(
                 &pp,
-                "a service with several ports must name each of them; add name: to this port",
+                "name",
+                "a service with several ports must name each of them",
             ),
             _ => {}
         }
@@ -739,7 +743,11 @@ pub(crate) fn service(s: &Service, p: &mut Problems) {
     if spec.service_type == Some(ServiceType::ExternalName)
         && spec.external_name.as_deref().is_none_or(str::is_empty)
     {
-        p.at(&path, "an ExternalName service needs spec.externalName");
+        p.missing(
+            &path,
+            "externalName",
+            "an ExternalName service names the DNS name it stands for",
+        );
     }
     labels(&spec.selector, &path.key("selector"), p);
     if let Some(status) = &s.status {

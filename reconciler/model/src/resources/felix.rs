@@ -305,6 +305,26 @@ felix_spec! {
     bpf_maglev_max_services: i64,
 }
 
+/// Deserializes a string and converts it, failing inside the string's own deserialization so
+/// that the YAML error points at the value rather than at the mapping around it.
+pub(crate) fn deserialize_str_with<'de, D, T, F>(d: D, f: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct V<F>(F);
+    impl<T, F: FnOnce(&str) -> Result<T, String>> de::Visitor<'_> for V<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.0)(s).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(f))
+}
+
 /// Declares an enum that accepts its values in any letter case, as Calico does for the settings
 /// whose schema pattern starts with `(?i)`. It serializes to the canonical spelling.
 macro_rules! case_insensitive_enum {
@@ -340,18 +360,16 @@ macro_rules! case_insensitive_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                $name::ALL
-                    .iter()
-                    .find(|v| v.as_str().eq_ignore_ascii_case(&s))
-                    .copied()
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                        de::Error::custom(format!(
-                            "{s:?} is not a valid value; write one of {}",
-                            names.join(", ")
-                        ))
-                    })
+                deserialize_str_with(d, |s| {
+                    $name::ALL
+                        .iter()
+                        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+                        .copied()
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                            format!("{s:?} is not a valid value; write one of {}", names.join(", "))
+                        })
+                })
             }
         }
 
@@ -505,7 +523,7 @@ impl Serialize for GoDuration {
 
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
+        deserialize_str_with(d, str::parse)
     }
 }
 
@@ -593,9 +611,9 @@ impl Serialize for ConntrackTimeoutValue {
 
 impl<'de> Deserialize<'de> for ConntrackTimeoutValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ConntrackTimeout::parse(&s).map_err(de::Error::custom)?;
-        Ok(ConntrackTimeoutValue(s))
+        deserialize_str_with(d, |s| {
+            ConntrackTimeout::parse(s).map(|_| ConntrackTimeoutValue(s.to_string()))
+        })
     }
 }
 
