@@ -158,3 +158,116 @@ pub fn schemas() -> Vec<(String, String)> {
     out.push(("weft.json".into(), pretty(&any_schema())));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    fn checked_in() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+    }
+
+    #[test]
+    fn checked_in_schemas_are_current() {
+        let dir = checked_in();
+        let generated = schemas();
+        let mut stale = Vec::new();
+        for (name, json) in &generated {
+            match std::fs::read_to_string(dir.join(name)) {
+                Ok(on_disk) if on_disk == *json => {}
+                Ok(_) => stale.push(format!("{name} differs")),
+                Err(_) => stale.push(format!("{name} is missing")),
+            }
+        }
+        let names: BTreeSet<&str> = generated.iter().map(|(n, _)| n.as_str()).collect();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !names.contains(name.as_str()) {
+                stale.push(format!("{name} is no longer generated"));
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "schemas/ is stale: run `cargo run -p weft-model --example write-schemas` ({})",
+            stale.join(", ")
+        );
+    }
+
+    #[test]
+    fn every_kind_has_a_draft07_document_schema() {
+        let all = schemas();
+        assert_eq!(all.len(), Kind::ALL.len() + 1);
+        for kind in Kind::ALL {
+            let name = schema_file_name(kind);
+            let json = &all.iter().find(|(n, _)| *n == name).unwrap().1;
+            let v: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(
+                v["$schema"], "http://json-schema.org/draft-07/schema#",
+                "{name}"
+            );
+            assert_eq!(
+                v["properties"]["apiVersion"]["const"],
+                kind.api_version(),
+                "{name}"
+            );
+            assert_eq!(v["properties"]["kind"]["const"], kind.kind_name(), "{name}");
+            assert_eq!(v["additionalProperties"], false, "{name}");
+            let required: Vec<&str> = v["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            for field in ["apiVersion", "kind", "metadata"] {
+                assert!(required.contains(&field), "{name} does not require {field}");
+            }
+            // draft-07 keeps definitions under "definitions" and has no "$defs".
+            assert!(!json.contains("$defs"), "{name}");
+        }
+        let any: Value = serde_json::from_str(&all.last().unwrap().1).unwrap();
+        assert_eq!(all.last().unwrap().0, "weft.json");
+        assert_eq!(any["allOf"].as_array().unwrap().len(), Kind::ALL.len() + 1);
+        assert!(any["definitions"]["List"].is_object());
+    }
+
+    #[test]
+    fn schemas_use_upstream_spellings() {
+        let all: String = schemas().into_iter().map(|(_, j)| j).collect();
+        for field in [
+            "\"notICMP\"",
+            "\"containerID\"",
+            "\"ipv4Gateway\"",
+            "\"ipNATs\"",
+            "\"bpfMapSizeNATFrontend\"",
+            "\"bpfMapSizePerCpuConntrack\"",
+            "\"bpfConntrackMode\"",
+            "\"externalNodesList\"",
+            "\"wireguardKeepAlive\"",
+            "\"deviceRouteSourceAddressIPv6\"",
+            "\"floatingIPs\"",
+            "\"prometheusWireGuardMetricsEnabled\"",
+            "\"preDNAT\"",
+            "\"expectedIPs\"",
+            "\"clusterIPs\"",
+            "\"podCIDRs\"",
+        ] {
+            assert!(all.contains(field), "no field {field} in the schemas");
+        }
+        let felix: Value = serde_json::from_str(
+            &schemas()
+                .into_iter()
+                .find(|(n, _)| n == "felixconfiguration.json")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        // Every field of Calico's FelixConfigurationSpec.
+        let fields = felix["definitions"]["FelixConfigurationSpec"]["properties"]
+            .as_object()
+            .unwrap()
+            .len();
+        assert_eq!(fields, 188);
+    }
+}
