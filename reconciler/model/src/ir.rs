@@ -638,12 +638,13 @@ pub(crate) fn kubernetes_network_policy(
             &path.key("podSelector"),
             p,
         ));
+    // The API server's defaulting: Ingress, plus Egress when there are egress rules.
     let (ingress, egress) = match &spec.policy_types {
-        Some(t) => (
+        Some(t) if !t.is_empty() => (
             t.contains(&PolicyType::Ingress),
             t.contains(&PolicyType::Egress),
         ),
-        None => (true, !spec.egress.is_empty()),
+        _ => (true, !spec.egress.is_empty()),
     };
     let mut ingress_rules = Vec::new();
     for (i, r) in spec.ingress.iter().enumerate() {

@@ -16,7 +16,7 @@ pub mod resources;
 mod schema;
 pub mod selector;
 mod validate;
-pub mod yaml;
+mod yaml;
 
 pub use config::{Config, TierIr, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 pub use diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};

@@ -242,6 +242,9 @@ struct Loaded {
 struct Out {
     loaded: Vec<Loaded>,
     diags: Vec<Diagnostic>,
+    /// Resources whose documents did not deserialize, by kind and name: references to them
+    /// are not reported again as references to something missing.
+    unreadable: Vec<(Kind, String)>,
 }
 
 /// What a header says a document (or list item) is.
@@ -447,6 +450,9 @@ fn load_file(index: usize, file: &FileText, out: &mut Out) {
                 }),
                 Err(e) => {
                     let e = yaml::yaml_error(&e);
+                    if let Some(name) = &header.name {
+                        out.unreadable.push((kind, name.clone()));
+                    }
                     out.diags.push(pos_diag(
                         file,
                         e.pos.or(Some(start)),
@@ -516,6 +522,9 @@ fn load_list(
             (Err(e), failed) => {
                 let mut e = yaml::yaml_error(&e);
                 let id = failed.and_then(|j| header_id(kinds[j]?, &headers[j]));
+                if let Some(id) = &id {
+                    out.unreadable.push((id.kind, id.name.clone()));
+                }
                 // Paths in messages are relative to the resource, as for other documents.
                 if let Some(j) = failed {
                     let item = format!("items[{j}]");
@@ -800,6 +809,13 @@ fn namespace_profile(ns: &Namespace) -> Profile {
 fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
     let mut diags = std::mem::take(&mut out.diags);
     let mut loaded = out.loaded;
+    let unreadable = out.unreadable;
+    let unreadable_named = |kind: Kind| {
+        unreadable
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, name)| name.clone())
+    };
 
     // Namespaced kinds live in "default" unless they say otherwise.
     for l in &mut loaded {
@@ -892,19 +908,24 @@ fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
     }
 
     // References to profiles and tiers.
-    let profile_names: BTreeSet<&str> = synthesized
+    let profile_names: BTreeSet<String> = synthesized
         .iter()
-        .map(|(_, p)| p.metadata.name.as_str())
+        .map(|(_, p)| p.metadata.name.clone())
         .chain(loaded.iter().filter_map(|l| match &l.value {
-            AnyResource::Profile(p) => Some(p.metadata.name.as_str()),
+            AnyResource::Profile(p) => Some(p.metadata.name.clone()),
             _ => None,
         }))
+        .chain(unreadable_named(Kind::Profile))
+        .chain(
+            unreadable_named(Kind::Namespace).map(|ns| format!("{NAMESPACE_PROFILE_PREFIX}{ns}")),
+        )
         .collect();
-    let tier_names: BTreeSet<&str> = std::iter::once("default")
+    let tier_names: BTreeSet<String> = std::iter::once("default".to_string())
         .chain(loaded.iter().filter_map(|l| match &l.value {
-            AnyResource::Tier(t) => Some(t.metadata.name.as_str()),
+            AnyResource::Tier(t) => Some(t.metadata.name.clone()),
             _ => None,
         }))
+        .chain(unreadable_named(Kind::Tier))
         .collect();
     for (l, id) in loaded.iter().zip(&ids) {
         let mut p = Problems::default();
@@ -914,7 +935,7 @@ fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
             _ => &[],
         };
         for (i, name) in profiles.iter().enumerate() {
-            if !profile_names.contains(name.as_str()) {
+            if !profile_names.contains(name) {
                 let hint = match name.strip_prefix(NAMESPACE_PROFILE_PREFIX) {
                     Some(ns) => format!("define a Profile named {name} or a Namespace named {ns}"),
                     None => format!("define a Profile named {name}"),

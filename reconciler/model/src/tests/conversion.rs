@@ -689,3 +689,13 @@ fn accessors_the_dataplane_uses() {
     );
     assert_eq!(w.mac(), Some([2, 0, 0, 0, 0, 9]));
 }
+
+#[test]
+fn an_empty_kubernetes_policy_types_list_is_defaulted() {
+    let w = World::new(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: k, namespace: shop}\nspec:\n  podSelector: {}\n  policyTypes: []\n  egress: [{}]\n",
+    );
+    let p = w.policy("k");
+    assert_eq!(p.ingress.as_deref(), Some(&[][..]));
+    assert_eq!(egress(p).len(), 1);
+}

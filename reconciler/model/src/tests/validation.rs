@@ -582,3 +582,26 @@ fn endpoint_slices() {
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: api-1\n  labels: {kubernetes.io/service-name: api}\naddressType: IPv4\nendpoints: null\nports: null\n",
     )]);
 }
+
+#[test]
+fn references_to_unreadable_resources_are_not_reported_twice() {
+    let errs = load_err(&[
+        ("p.yaml", "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: mine}\nspec: {labelz: {}}\n"),
+        ("n.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\nspec: {finalisers: []}\n"),
+        ("t.yaml", "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: soon}\n"),
+        ("w.yaml", &wep(&format!("{WEP_OK}profiles: [mine, kns.shop]"))),
+        ("q.yaml", &gnp("tier: sec")),
+    ]);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].starts_with("n.yaml:4:8: Namespace shop: spec: unknown field `finalisers`; did you mean `finalizers`?"), "{}", errs[0]);
+    assert!(
+        errs[1].starts_with("p.yaml:4:8: Profile mine: spec: unknown field `labelz`"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("t.yaml:4:15: Tier sec: spec.order: invalid type"),
+        "{}",
+        errs[2]
+    );
+}
