@@ -1,10 +1,19 @@
 //! weft-model: the first, pure stage of weft. It reads a directory of YAML files (Calico
-//! `projectcalico.org/v3` resources and a few Kubernetes ones), checks them, and turns policy of
-//! every flavour into one IR. No kernel access and no network: the `weft` crate takes it from
-//! here (desired state, observation, plan, apply).
+//! `projectcalico.org/v3` resources and Kubernetes NetworkPolicy, Namespace, Service and
+//! EndpointSlice), checks them, and turns policy of every flavour into one IR. No kernel access
+//! and no network: the `weft` crate takes it from here (desired state, observation, plan,
+//! apply).
 //!
-//! Entry points: [`load_dir`] (files to [`Config`], or every problem as [`Diagnostics`]) and
-//! [`schemas`] (JSON Schemas for editors).
+//! - [`load_dir`]: files to a [`Config`], or every problem of the run as [`Diagnostics`]
+//!   (file:line:column, the resource, what to write instead). Nothing half-loads.
+//! - [`Config`]: every resource as an [`Item`] (value and [`Source`]) in load order; the
+//!   policies as [`PolicyIr`]; label lookups that fold in profiles and namespaces
+//!   ([`Config::endpoint_labels`] and friends); profile rules as IR
+//!   ([`Config::profile_rules`]); tiers in evaluation order ([`Config::tiers_in_order`]); a
+//!   node's settings ([`Config::felix_for_node`], whose accessors give Calico's defaults).
+//! - [`Selector`]: Calico's selector language, parsed with error columns and evaluated on a
+//!   label map.
+//! - [`schemas`]: draft-07 JSON Schemas of every kind, for editors.
 
 mod config;
 mod diag;

@@ -456,7 +456,7 @@ resource!(
 });
 
 resource!(
-    /// Dataplane settings: "default" for every node, "node.<name>" for one node.
+    /// Dataplane settings: `default` for every node, `node.<name>` for one node.
     FelixConfiguration, "projectcalico.org/v3", "FelixConfiguration", {
     #[serde(default)]
     pub spec: super::felix::FelixConfigurationSpec,

@@ -42,7 +42,7 @@ macro_rules! felix_spec {
 }
 
 felix_spec! {
-    /// Not supported by weft: name the configuration "default" or "node.<name>" instead.
+    /// Not supported by weft: name the configuration `default` or `node.<name>` instead.
     node_selector: String,
     use_internal_dataplane_driver: bool,
     dataplane_driver: String,
