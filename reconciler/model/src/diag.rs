@@ -194,9 +194,12 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
     /// Sorts by position (the order `Display` uses) and drops exact repeats.
+    /// Files compare by the bytes of their path, the order they are loaded in.
     pub fn sort(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
         self.0.sort_by(|a, b| {
-            (&a.file, a.line, a.column, &a.message).cmp(&(&b.file, b.line, b.column, &b.message))
+            let key = |d: &Diagnostic| (d.file.as_os_str().as_bytes().to_vec(), d.line, d.column);
+            key(a).cmp(&key(b)).then_with(|| a.message.cmp(&b.message))
         });
         self.0.dedup();
     }
@@ -257,12 +260,14 @@ mod tests {
         };
         let ds = Diagnostics(vec![
             at("b.yaml", 1, 1),
+            at("a/z.yaml", 1, 1),
             at("a.yaml", 9, 2),
             at("a.yaml", 9, 1),
         ]);
+        // By the bytes of the path, as files are loaded: '.' sorts before '/'.
         assert_eq!(
             ds.to_string(),
-            "a.yaml:9:1: m\na.yaml:9:2: m\nb.yaml:1:1: m"
+            "a.yaml:9:1: m\na.yaml:9:2: m\na/z.yaml:1:1: m\nb.yaml:1:1: m"
         );
     }
 
