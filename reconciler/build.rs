@@ -15,6 +15,14 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let clang = clang();
     println!("cargo:rerun-if-env-changed=WEFT_CLANG");
+    println!("cargo:rerun-if-env-changed=WEFT_BPF_CFLAGS");
+    // Extra clang flags, e.g. the kernel headers' include directory where they are not in
+    // /usr/include (the Nix build sets it).
+    let extra: Vec<std::ffi::OsString> = env::var("WEFT_BPF_CFLAGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(Into::into)
+        .collect();
     println!("cargo:rerun-if-changed={}", root.display());
     for name in PROGRAMS {
         let src = root.join(format!("{name}.bpf.c"));
@@ -23,14 +31,23 @@ fn main() {
             .source(&src)
             .obj(&obj)
             .clang(&clang)
-            .clang_args::<_, std::ffi::OsString>([
-                "-I/usr/include/x86_64-linux-gnu".into(),
-                format!("-I{}", root.join("include").display()).into(),
-                "-O2".into(),
-                "-g".into(),
-                "-Wall".into(),
-                "-Werror".into(),
-            ])
+            .clang_args::<_, std::ffi::OsString>(
+                [
+                    // Debian keeps asm/types.h under the multiarch directory.
+                    format!(
+                        "-I/usr/include/{}-linux-gnu",
+                        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default()
+                    )
+                    .into(),
+                    format!("-I{}", root.join("include").display()).into(),
+                    "-O2".into(),
+                    "-g".into(),
+                    "-Wall".into(),
+                    "-Werror".into(),
+                ]
+                .into_iter()
+                .chain(extra.iter().cloned()),
+            )
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
         // The object's identity: a loaded program carries it in .rodata, so `weft diff` can

@@ -1,4 +1,12 @@
 //! weft: a file-driven eBPF dataplane. See docs/design.md for the flow from files to kernel.
 
+pub mod apply;
 pub mod bpf;
+pub mod desired;
+pub mod facts;
+pub mod netlink;
+pub mod observe;
+pub mod plan;
 pub mod policy;
+pub mod run;
+pub mod state;

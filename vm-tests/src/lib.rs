@@ -1,0 +1,397 @@
+//! A real-kernel test bed: a "host" that is itself a network namespace with no link to the
+//! real network, workloads in namespaces of their own joined to it by veth pairs, weft run in
+//! the host namespace through `nsenter --net`, and real TCP, UDP and ICMP between them.
+//!
+//! Everything a test creates (namespaces, a private bpffs root, a config directory) is removed
+//! when its `Bed` is dropped, whatever the test's outcome.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+pub use weft_golden::kernel;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// How long a probe waits before calling a path closed. Namespaces on one machine answer in
+/// microseconds; a dropped packet never answers.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(cmd: &[&str]) -> Output {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Runs `f` on a thread that has joined this namespace (setns affects one thread only, and
+    /// a socket stays in the namespace it was created in).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = self.path();
+        thread::spawn(move || {
+            let f_ns =
+                std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread.
+            let rc = unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+    }
+
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A workload: a namespace with `eth0` whose peer `iface` is in the host namespace.
+pub struct Workload {
+    pub ns: Netns,
+    pub iface: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+/// The test bed: host namespace, an "outside" namespace behind the host's uplink (which gives
+/// the host a default route, as real hosts have, so proxy ARP answers for the workloads'
+/// gateway), workloads, a config directory and a private bpffs root.
+pub struct Bed {
+    pub host: Netns,
+    pub outside: Netns,
+    pub workloads: Vec<Workload>,
+    pub config: PathBuf,
+    pub bpffs: PathBuf,
+    pub node: String,
+}
+
+/// The host's address on its uplink.
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+impl Bed {
+    /// A host with an uplink; None (after saying why) where the kernel or privileges are
+    /// missing and the test may be skipped.
+    pub fn new(test: &str) -> Option<Bed> {
+        if !kernel::available(test) {
+            return None;
+        }
+        let host = Netns::new("wh");
+        let outside = Netns::new("wo");
+        host.ip(&[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up1",
+            "netns",
+            &outside.name,
+        ]);
+        host.ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "up0"]);
+        host.ip(&["link", "set", "up0", "up"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "up1"]);
+        outside.ip(&["link", "set", "up1", "up"]);
+        host.ip(&["route", "add", "default", "via", &OUTSIDE_IP.to_string()]);
+        let config = std::env::temp_dir().join(unique("weft-vm-config-"));
+        std::fs::create_dir_all(&config).expect("config dir");
+        let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("weft-vm-"));
+        Some(Bed {
+            host,
+            outside,
+            workloads: Vec::new(),
+            config,
+            bpffs,
+            node: "node-a".into(),
+        })
+    }
+
+    /// Adds a workload with address `ip`, its host-side interface named `iface`.
+    pub fn workload(&mut self, iface: &str, ip: Ipv4Addr) -> usize {
+        let ns = Netns::new("ww");
+        self.host.ip(&[
+            "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        self.host.ip(&["link", "set", iface, "up"]);
+        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&[
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ]);
+        let out = ns.ip(&["-br", "link", "show", "eth0"]);
+        let mac = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        self.workloads.push(Workload {
+            ns,
+            iface: iface.into(),
+            ip,
+            mac,
+        });
+        self.workloads.len() - 1
+    }
+
+    pub fn w(&self, i: usize) -> &Workload {
+        &self.workloads[i]
+    }
+
+    /// Writes `text` to `<config>/<name>` (creating directories), replacing it atomically as
+    /// editors and git do.
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.config.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("config subdir");
+        let tmp = path.with_extension("tmp~");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &path).expect("rename config");
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.config.join(name)).expect("remove config file");
+    }
+
+    /// A WorkloadEndpoint resource for workload `i`.
+    pub fn wep_yaml(
+        &self,
+        i: usize,
+        name: &str,
+        namespace: &str,
+        labels: &[(&str, &str)],
+        profiles: &[&str],
+    ) -> String {
+        let w = self.w(i);
+        let labels: String = labels
+            .iter()
+            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+            .collect();
+        let profiles: String = profiles.iter().map(|p| format!("    - {p}\n")).collect();
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n{labels}spec:\n  node: {node}\n  interfaceName: {iface}\n  mac: \"{mac}\"\n  ipNetworks:\n    - {ip}/32\n  profiles:\n{profiles}",
+            node = self.node,
+            iface = w.iface,
+            mac = w.mac,
+            ip = w.ip,
+        )
+    }
+
+    /// The weft binary built beside this test (`cargo build -p weft` first), or $WEFT_BIN.
+    pub fn weft_bin() -> PathBuf {
+        if let Ok(p) = std::env::var("WEFT_BIN") {
+            return p.into();
+        }
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> -> target/<profile>/weft
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("weft"))
+            .expect("target dir");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p weft` (or set WEFT_BIN)",
+            bin.display()
+        );
+        bin
+    }
+
+    /// Runs `weft <args>` in the host namespace with this bed's node name and bpffs root.
+    pub fn weft(&self, args: &[&str]) -> Output {
+        let bin = Self::weft_bin();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.host.path().display()))
+            .arg(&bin)
+            .args(args);
+        if matches!(
+            args.first(),
+            Some(&"apply") | Some(&"diff") | Some(&"teardown")
+        ) {
+            cmd.args(["--node", &self.node, "--bpffs"]).arg(&self.bpffs);
+        }
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running weft {args:?}: {e}"))
+    }
+
+    /// `weft apply <config>`, asserting success.
+    pub fn apply(&self) -> Output {
+        let out = self.weft(&["apply", self.config.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "weft apply failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `weft diff <config>`'s exit code and output.
+    pub fn diff(&self) -> (i32, String) {
+        let out = self.weft(&["diff", self.config.to_str().expect("utf-8 path")]);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = self.weft(&["teardown"]);
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.config);
+    }
+}
+
+/// A TCP server in `ns` on `port` that answers each connection with "ok\n" and closes.
+pub fn tcp_server(ns: &Netns, port: u16) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        tx.send(()).expect("ready");
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(b"ok\n");
+        }
+    });
+    rx.recv().expect("server ready");
+}
+
+/// A UDP server in `ns` on `port` that echoes every datagram.
+pub fn udp_server(ns: &Netns, port: u16) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        tx.send(()).expect("ready");
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    rx.recv().expect("server ready");
+}
+
+/// Whether a TCP connection from `ns` to `to:port` opens and delivers the server's greeting.
+pub fn tcp_ok(ns: &Netns, to: Ipv4Addr, port: u16) -> bool {
+    ns.run(move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT)
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));
+        let mut buf = [0u8; 3];
+        matches!(s.read_exact(&mut buf), Ok(()) if &buf == b"ok\n")
+    })
+}
+
+/// Whether a UDP datagram from `ns` to `to:port` is echoed back.
+pub fn udp_ok(ns: &Netns, to: Ipv4Addr, port: u16) -> bool {
+    ns.run(move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        s.set_read_timeout(Some(PROBE_TIMEOUT)).expect("timeout");
+        if s.send_to(b"weft", (to, port)).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.recv_from(&mut buf), Ok((4, _)))
+    })
+}
+
+/// Whether `ping -c1` from `ns` to `to` gets an answer.
+pub fn ping_ok(ns: &Netns, to: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ping",
+            "-c1",
+            "-W1",
+            &to.to_string(),
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

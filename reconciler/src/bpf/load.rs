@@ -233,18 +233,14 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 source,
             })?;
         let Some(bytes) = value else { continue };
-        // The rodata layout is the generated struct's; read it field by field from the bytes.
+        // The map holds the section as compiled (no tail padding); the generated struct may be
+        // padded: copy what there is into a zeroed struct.
         let mut rodata = std::mem::MaybeUninit::<wep::types::rodata>::zeroed();
-        if bytes.len() < std::mem::size_of::<wep::types::rodata>() {
-            continue;
-        }
-        // SAFETY: rodata is repr(C) of integers; bytes holds at least its size.
+        let n = bytes.len().min(std::mem::size_of::<wep::types::rodata>());
+        // SAFETY: rodata is repr(C) of integers, for which zero and any bytes are valid; n is
+        // within both buffers.
         let rodata = unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                rodata.as_mut_ptr().cast::<u8>(),
-                std::mem::size_of::<wep::types::rodata>(),
-            );
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), rodata.as_mut_ptr().cast::<u8>(), n);
             rodata.assume_init()
         };
         let Some(ep_to_host) = EpToHost::from_code(rodata.weft_ep_to_host_action) else {

@@ -2,7 +2,7 @@
 //! attaching their programs to interfaces.
 //!
 //! Everything weft pins lives under one bpffs root (default `/sys/fs/bpf/weft`):
-//! `maps/<name>`, `progs/<name>`, `links/<ifname>.<ingress|egress>`.
+//! `maps/<name>`, `progs/<name>`, `links/<ifname>:<ingress|egress>`.
 
 pub mod link;
 pub mod load;
@@ -58,10 +58,23 @@ impl Pins {
         self.root.join("links")
     }
 
+    /// The pin of the TCX link on `iface`'s `hook`: `links/<iface>:<hook>`. bpffs reserves dots
+    /// in names, so a dot in the interface name (a VLAN such as eth0.100) is written as ':',
+    /// which interface names never contain.
     pub fn link(&self, iface: &str, hook: Hook) -> PathBuf {
-        self.root
-            .join("links")
-            .join(format!("{iface}.{}", hook.as_str()))
+        self.links()
+            .join(format!("{}:{}", iface.replace('.', ":"), hook.as_str()))
+    }
+
+    /// The interface and hook a link pin's file name stands for.
+    pub fn parse_link_name(file: &str) -> Option<(String, Hook)> {
+        let (iface, hook) = file.rsplit_once(':')?;
+        let hook = match hook {
+            "ingress" => Hook::Ingress,
+            "egress" => Hook::Egress,
+            _ => return None,
+        };
+        Some((iface.replace(':', "."), hook))
     }
 
     /// Creates the directories, checking that the root is on a bpffs.

@@ -70,8 +70,7 @@ fn encode_node<V: Copy + Eq + Hash>(
     }
     let mut best = steps[first].1;
     let mut best_len = 0;
-    for i in first..=last {
-        let v = steps[i].1;
+    for &(_, v) in &steps[first..=last] {
         let c = cover[&v];
         // Ties go to the inherited value (no entry needed), then to the first segment's.
         if c > best_len || (c == best_len && Some(v) == inherited) {

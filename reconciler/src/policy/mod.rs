@@ -7,4 +7,5 @@
 pub mod classify;
 pub mod flat;
 pub mod lpm;
+pub mod resolve;
 pub mod tables;

@@ -1,0 +1,318 @@
+//! Runs a plan's operations against the kernel, in order, stopping at the first failure: the
+//! plan's order keeps endpoints protected at every step, so stopping early leaves a state that
+//! is incomplete but never open. "Already there" and "already gone" are success.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+use rtnetlink::packet_route::AddressFamily;
+
+use crate::bpf::link::{self, AttachMode};
+use crate::bpf::load;
+use crate::bpf::maps;
+use crate::bpf::{BpfError, Hook, Pins};
+use crate::facts::HostFacts;
+use crate::netlink::neigh::Neigh4;
+use crate::netlink::route::Route4;
+use crate::netlink::{sysctl, Netlink, NetlinkError};
+use crate::observe::read_entries;
+use crate::plan::Op;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{op}: {source}")]
+    Bpf { op: String, source: BpfError },
+    #[error("{op}: {source}")]
+    Netlink { op: String, source: NetlinkError },
+    #[error("{op}: interface {iface} does not exist")]
+    NoSuchLink { op: String, iface: String },
+}
+
+pub struct Applier<'a> {
+    pub pins: &'a Pins,
+    pub nl: &'a Netlink,
+    pub facts: &'a HostFacts,
+    /// Entries of replaced maps, written into their successors once loaded.
+    migrating: BTreeMap<String, maps::Entries>,
+}
+
+fn map_err(name: &str) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
+    move |source| BpfError::Map {
+        name: name.to_string(),
+        source,
+    }
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(pins: &'a Pins, nl: &'a Netlink, facts: &'a HostFacts) -> Self {
+        Applier {
+            pins,
+            nl,
+            facts,
+            migrating: BTreeMap::new(),
+        }
+    }
+
+    /// Runs `ops` in order; `progress` hears about each before it runs.
+    pub async fn run(
+        &mut self,
+        ops: &[Op],
+        mut progress: impl FnMut(usize, usize, &Op),
+    ) -> Result<(), ApplyError> {
+        for (i, op) in ops.iter().enumerate() {
+            progress(i + 1, ops.len(), op);
+            self.one(op).await?;
+        }
+        Ok(())
+    }
+
+    fn ifindex(&self, op: &Op, iface: &str) -> Result<u32, ApplyError> {
+        if let Some(&i) = self.facts.links.get(iface) {
+            return Ok(i);
+        }
+        // Names observed for interfaces that are gone read "if<N>".
+        iface
+            .strip_prefix("if")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApplyError::NoSuchLink {
+                op: op.describe(),
+                iface: iface.to_string(),
+            })
+    }
+
+    async fn one(&mut self, op: &Op) -> Result<(), ApplyError> {
+        let bpf = |source: BpfError| ApplyError::Bpf {
+            op: op.describe(),
+            source,
+        };
+        let net = |source: NetlinkError| ApplyError::Netlink {
+            op: op.describe(),
+            source,
+        };
+        match op {
+            Op::SetSysctl { dev, key, value } => sysctl::write(key, dev, value).map_err(net),
+            Op::ResetSysctl { dev, key } => {
+                if !self.facts.links.contains_key(dev) {
+                    return Ok(());
+                }
+                let v = sysctl::default_value(key).map_err(net)?;
+                sysctl::write(key, dev, &v).map_err(net)
+            }
+            Op::ReplaceMap { name, old, new } => {
+                if old.map_type == new.map_type
+                    && old.key_size == new.key_size
+                    && old.value_size == new.value_size
+                {
+                    let entries = read_entries(self.pins, name).map_err(bpf)?;
+                    self.migrating
+                        .insert(name.clone(), entries.into_iter().collect());
+                }
+                remove_pin(&self.pins.map(name)).map_err(bpf)
+            }
+            Op::LoadPrograms { identity, sizes } => {
+                let loaded = load::load_wep(self.pins, sizes, identity.settings).map_err(bpf)?;
+                for (name, new) in &loaded.programs {
+                    self.switch_program(name, new).map_err(bpf)?;
+                }
+                for (name, entries) in std::mem::take(&mut self.migrating) {
+                    let m = MapHandle::from_pinned_path(self.pins.map(&name))
+                        .map_err(map_err(&name))
+                        .map_err(bpf)?;
+                    for (k, v) in entries {
+                        // A smaller map keeps what fits; conntrack is an LRU and makes room.
+                        let _ = m.update(&k, &v, MapFlags::ANY);
+                    }
+                }
+                Ok(())
+            }
+            Op::WriteEntries { map, entries } => {
+                let m = MapHandle::from_pinned_path(self.pins.map(map))
+                    .map_err(map_err(map))
+                    .map_err(bpf)?;
+                for (k, v) in entries {
+                    m.update(k, v, MapFlags::ANY)
+                        .map_err(map_err(map))
+                        .map_err(bpf)?;
+                }
+                Ok(())
+            }
+            Op::DeleteEntries { map, keys } => {
+                let m = MapHandle::from_pinned_path(self.pins.map(map))
+                    .map_err(map_err(map))
+                    .map_err(bpf)?;
+                for k in keys {
+                    match m.delete(k) {
+                        Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
+                            return Err(bpf(map_err(map)(e)))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Op::Attach {
+                iface,
+                hook,
+                program,
+                mode,
+            } => {
+                let ifindex = self.ifindex(op, iface)?;
+                let prog = ProgramHandle::from_pinned_path(self.pins.prog(program))
+                    .map_err(|source| BpfError::Program {
+                        name: program.clone(),
+                        source,
+                    })
+                    .map_err(bpf)?;
+                let attach_err = |source| BpfError::Attach {
+                    program: program.clone(),
+                    iface: iface.clone(),
+                    hook: *hook,
+                    source,
+                };
+                match mode {
+                    AttachMode::Tcx => {
+                        let pin = self.pins.link(iface, *hook);
+                        if pin.exists() {
+                            match link::read_tcx(&pin) {
+                                Ok(l) if l.ifindex == ifindex && l.hook == Some(*hook) => {
+                                    return link::update_tcx(&pin, prog.as_fd())
+                                        .map_err(attach_err)
+                                        .map_err(bpf);
+                                }
+                                // Defunct (the interface was recreated) or not ours to reuse.
+                                _ => link::detach_tcx(&pin).map_err(attach_err).map_err(bpf)?,
+                            }
+                        }
+                        link::attach_tcx(prog.as_fd(), ifindex, *hook, &pin)
+                            .map_err(attach_err)
+                            .map_err(bpf)
+                    }
+                    AttachMode::Tc => link::attach_tc(prog.as_fd(), ifindex, *hook)
+                        .map_err(attach_err)
+                        .map_err(bpf),
+                }
+            }
+            Op::Detach { iface, hook, mode } => {
+                let detach_err = |source| BpfError::Detach {
+                    iface: iface.clone(),
+                    hook: *hook,
+                    source,
+                };
+                match mode {
+                    AttachMode::Tcx => link::detach_tcx(&self.pins.link(iface, *hook))
+                        .map_err(detach_err)
+                        .map_err(bpf),
+                    AttachMode::Tc => match self.facts.links.get(iface) {
+                        Some(&i) => link::detach_tc(i, *hook).map_err(detach_err).map_err(bpf),
+                        None => Ok(()),
+                    },
+                }
+            }
+            Op::RouteReplace { dst, dev } => {
+                let oif = self.ifindex(op, dev)?;
+                self.nl
+                    .route_replace(&Route4 { dst: *dst, oif })
+                    .await
+                    .map_err(net)
+            }
+            Op::RouteDelete { dst, dev } => {
+                let Ok(oif) = self.ifindex(op, dev) else {
+                    return Ok(());
+                };
+                self.nl
+                    .route_delete(&Route4 { dst: *dst, oif })
+                    .await
+                    .map_err(net)
+            }
+            Op::NeighReplace { dev, ip, lladdr } => {
+                let ifindex = self.ifindex(op, dev)?;
+                self.nl
+                    .neigh_replace(&Neigh4 {
+                        ifindex,
+                        ip: *ip,
+                        lladdr: *lladdr,
+                    })
+                    .await
+                    .map_err(net)
+            }
+            Op::NeighDelete { dev, ip } => {
+                let Ok(ifindex) = self.ifindex(op, dev) else {
+                    return Ok(());
+                };
+                self.nl
+                    .neigh_delete(neigh_message(ifindex, *ip))
+                    .await
+                    .map_err(net)
+            }
+            Op::UnpinProgram { name } => remove_pin(&self.pins.prog(name)).map_err(bpf),
+            Op::UnpinMap { name } => remove_pin(&self.pins.map(name)).map_err(bpf),
+        }
+    }
+
+    /// Moves every attachment of the pinned program `name` to `new`, in place, then pins `new`
+    /// under that name. Hooks never run without a program.
+    fn switch_program(&self, name: &str, new: &ProgramHandle) -> Result<(), BpfError> {
+        let path = self.pins.prog(name);
+        if let Ok(old) = ProgramHandle::from_pinned_path(&path) {
+            let old_id = old.id();
+            if let Ok(rd) = std::fs::read_dir(self.pins.links()) {
+                for e in rd.flatten() {
+                    let pin = e.path();
+                    if let Ok(l) = link::read_tcx(&pin) {
+                        if l.prog_id == old_id {
+                            link::update_tcx(&pin, new.as_fd()).map_err(|source| {
+                                BpfError::Attach {
+                                    program: name.to_string(),
+                                    iface: e.file_name().to_string_lossy().into_owned(),
+                                    hook: l.hook.unwrap_or(Hook::Ingress),
+                                    source,
+                                }
+                            })?;
+                        }
+                    }
+                }
+            }
+            for (iface, &ifindex) in &self.facts.links {
+                for hook in [Hook::Ingress, Hook::Egress] {
+                    if link::query_tc(ifindex, hook).ok().flatten() == Some(old_id) {
+                        link::attach_tc(new.as_fd(), ifindex, hook).map_err(|source| {
+                            BpfError::Attach {
+                                program: name.to_string(),
+                                iface: iface.clone(),
+                                hook,
+                                source,
+                            }
+                        })?;
+                    }
+                }
+            }
+            remove_pin(&path)?;
+        }
+        new.pin(&path).map_err(|source| BpfError::Program {
+            name: name.to_string(),
+            source,
+        })
+    }
+}
+
+fn remove_pin(path: &std::path::Path) -> Result<(), BpfError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BpfError::Pin {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn neigh_message(ifindex: u32, ip: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m
+}

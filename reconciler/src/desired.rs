@@ -1,0 +1,392 @@
+//! Desired state: a pure function of the configuration and the host's facts.
+//!
+//! For every workload endpoint of this node whose interface exists: its rulesets (compiled
+//! policy, shared between endpoints with identical policy), its entry in weft_iface, its
+//! addresses in weft_rt4, a /32 route through its interface, a permanent neighbour entry when
+//! its MAC is known, forwarding and proxy ARP on the interface, and the two programs on the
+//! interface's hooks. With no local endpoint weft wants nothing at all: no maps, no programs.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use weft_model::{Cidr, Config};
+
+use crate::bpf::link::AttachMode;
+use crate::bpf::load::{EpToHost, ProgramIdentity, WepSettings};
+use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
+use crate::bpf::Hook;
+use crate::facts::HostFacts;
+use crate::policy::classify::{self, CompileError};
+use crate::policy::flat::Net4;
+use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
+use crate::policy::tables;
+use crate::state::{
+    AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
+    WORKLOAD_SYSCTLS,
+};
+
+/// The dataplane settings FelixConfiguration chooses for this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub wep: WepSettings,
+    pub attach: AttachMode,
+    pub sizes: MapSizes,
+}
+
+impl Settings {
+    pub fn for_node(cfg: &Config, facts: &HostFacts) -> Settings {
+        let felix = cfg.felix_for_node(&facts.node);
+        let ep_to_host = match felix.default_endpoint_to_host_action() {
+            weft_model::EndpointToHostAction::Drop => EpToHost::Drop,
+            weft_model::EndpointToHostAction::Return => EpToHost::Return,
+            weft_model::EndpointToHostAction::Accept => EpToHost::Accept,
+        };
+        let attach = match felix.bpf_attach_type() {
+            weft_model::BpfAttachType::Tc => AttachMode::Tc,
+            weft_model::BpfAttachType::Tcx if facts.tcx => AttachMode::Tcx,
+            // TCX asked for (or defaulted to) on a kernel without it: fall back, as Calico does.
+            weft_model::BpfAttachType::Tcx => AttachMode::Tc,
+        };
+        let sizes = MapSizes {
+            conntrack: felix.bpf_map_size_conntrack(),
+            if_state: felix.bpf_map_size_if_state(),
+            route: felix.bpf_map_size_route(),
+            ip_sets: felix.bpf_map_size_ip_sets(),
+        };
+        Settings {
+            wep: WepSettings { ep_to_host },
+            attach,
+            sizes,
+        }
+    }
+}
+
+/// A local endpoint weft programs, for status and dumps.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointSummary {
+    pub name: String,
+    pub iface: String,
+    pub ifindex: u32,
+    pub addrs: Vec<Ipv4Addr>,
+    pub ruleset_ingress: u32,
+    pub ruleset_egress: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub state: HostState,
+    pub settings: Settings,
+    /// Things the user should know that do not stop the apply.
+    pub warnings: Vec<String>,
+    pub endpoints: Vec<EndpointSummary>,
+    /// Per (endpoint name, direction): its rules in evaluation order, with ids.
+    pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error("WorkloadEndpoints {a} and {b} both use interface {iface} on this node")]
+    SharedInterface { a: String, b: String, iface: String },
+    #[error("WorkloadEndpoints {a} and {b} both claim address {addr} on this node")]
+    SharedAddress {
+        a: String,
+        b: String,
+        addr: Ipv4Addr,
+    },
+    #[error("compiling {endpoint} {direction} policy: {source}")]
+    Compile {
+        endpoint: String,
+        direction: Direction,
+        source: CompileError,
+    },
+}
+
+/// Reading the validated resources: the values were checked by weft-model, so a value that
+/// does not parse here is skipped rather than reported twice.
+mod read {
+    use weft_model::net::{parse_mac, parse_protocol};
+    use weft_model::{Cidr, EndpointPort, IntOrString, WorkloadEndpoint, WorkloadEndpointPort};
+
+    pub fn cidrs(v: &[String]) -> Vec<Cidr> {
+        v.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+
+    fn port(name: &str, protocol: &IntOrString, port: i64) -> Option<(String, u8, u16)> {
+        Some((
+            name.to_string(),
+            parse_protocol(protocol).ok()?,
+            u16::try_from(port).ok()?,
+        ))
+    }
+
+    pub fn wep_ports(p: &[WorkloadEndpointPort]) -> Vec<(String, u8, u16)> {
+        p.iter()
+            .filter(|p| !p.name.is_empty())
+            .filter_map(|p| port(&p.name, &p.protocol, p.port))
+            .collect()
+    }
+
+    pub fn hep_ports(p: &[EndpointPort]) -> Vec<(String, u8, u16)> {
+        p.iter()
+            .filter_map(|p| port(&p.name, &p.protocol, p.port))
+            .collect()
+    }
+
+    pub fn mac(w: &WorkloadEndpoint) -> Option<[u8; 6]> {
+        w.spec.mac.as_deref().and_then(|m| parse_mac(m).ok())
+    }
+
+    pub fn name(w: &WorkloadEndpoint) -> String {
+        match &w.metadata.namespace {
+            Some(ns) => format!("{ns}/{}", w.metadata.name),
+            None => w.metadata.name.clone(),
+        }
+    }
+}
+
+fn v4_hosts(nets: &[Cidr]) -> Vec<Ipv4Addr> {
+    nets.iter()
+        .filter_map(|c| match c {
+            Cidr::V4 { addr, .. } => Some(*addr),
+            Cidr::V6 { .. } => None,
+        })
+        .collect()
+}
+
+fn net4(c: &Cidr) -> Option<Net4> {
+    match c {
+        Cidr::V4 { addr, len } => Some(Net4::new(u32::from(*addr), *len)),
+        Cidr::V6 { .. } => None,
+    }
+}
+
+/// Everything selectors can pick, across the whole fleet's configuration.
+pub fn entities(cfg: &Config) -> Vec<Entity> {
+    let mut out = Vec::new();
+    for w in &cfg.workload_endpoints {
+        out.push(Entity {
+            labels: cfg.endpoint_labels(&w.value),
+            nets: read::cidrs(&w.value.spec.ip_networks)
+                .iter()
+                .filter_map(net4)
+                .collect(),
+            named_ports: read::wep_ports(&w.value.spec.ports),
+        });
+    }
+    for h in &cfg.host_endpoints {
+        out.push(Entity {
+            labels: cfg.host_endpoint_labels(&h.value),
+            nets: read::cidrs(&h.value.spec.expected_ips)
+                .iter()
+                .filter_map(net4)
+                .collect(),
+            named_ports: read::hep_ports(&h.value.spec.ports),
+        });
+    }
+    for n in &cfg.network_sets {
+        out.push(Entity {
+            labels: cfg.network_set_labels(&n.value),
+            nets: read::cidrs(&n.value.spec.nets)
+                .iter()
+                .filter_map(net4)
+                .collect(),
+            named_ports: Vec::new(),
+        });
+    }
+    for n in &cfg.global_network_sets {
+        out.push(Entity {
+            labels: cfg.global_network_set_labels(&n.value),
+            nets: read::cidrs(&n.value.spec.nets)
+                .iter()
+                .filter_map(net4)
+                .collect(),
+            named_ports: Vec::new(),
+        });
+    }
+    out
+}
+
+pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
+    let settings = Settings::for_node(cfg, facts);
+    let mut d = Desired {
+        state: HostState::default(),
+        settings,
+        warnings: Vec::new(),
+        endpoints: Vec::new(),
+        rules: BTreeMap::new(),
+    };
+
+    // This node's endpoints whose interface exists.
+    let mut local = Vec::new();
+    let mut by_iface: BTreeMap<&str, String> = BTreeMap::new();
+    let mut by_addr: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for w in &cfg.workload_endpoints {
+        let wep = &w.value;
+        if wep.spec.node.as_deref() != Some(facts.node.as_str()) {
+            continue;
+        }
+        let name = read::name(wep);
+        let iface = wep.spec.interface_name.as_deref().unwrap_or_default();
+        if let Some(other) = by_iface.insert(iface, name.clone()) {
+            return Err(DesiredError::SharedInterface {
+                a: other,
+                b: name,
+                iface: iface.to_string(),
+            });
+        }
+        for a in v4_hosts(&read::cidrs(&wep.spec.ip_networks)) {
+            if let Some(other) = by_addr.insert(a, name.clone()) {
+                return Err(DesiredError::SharedAddress {
+                    a: other,
+                    b: name,
+                    addr: a,
+                });
+            }
+        }
+        match facts.links.get(iface) {
+            Some(&ifindex) => local.push((w, ifindex)),
+            None => d.warnings.push(format!(
+                "{}: WorkloadEndpoint {name}: interface {iface} does not exist on node {}; it is programmed once it appears",
+                w.source, facts.node
+            )),
+        }
+    }
+    if local.is_empty() {
+        return Ok(d);
+    }
+
+    let index = PolicyIndex::new(cfg, entities(cfg));
+    let mut entries: BTreeMap<&str, maps::Entries> = maps::RECONCILED
+        .iter()
+        .map(|m| (*m, maps::Entries::new()))
+        .collect();
+    let mut add = |map: &'static str, kv: (Vec<u8>, Vec<u8>)| {
+        entries
+            .get_mut(map)
+            .expect("reconciled map")
+            .insert(kv.0, kv.1);
+    };
+
+    for addr in &facts.host_addrs {
+        let k = Route4Key {
+            prefixlen: 32,
+            addr: maps::addr_be(*addr),
+        };
+        let v = RouteValue {
+            flags: maps::RT_F_LOCAL_HOST,
+            ifindex: 0,
+            next_hop: 0,
+            pad: 0,
+        };
+        add(maps::RT4, maps::entry(&k, &v));
+    }
+
+    for (w, ifindex) in local {
+        let wep = &w.value;
+        let name = read::name(wep);
+        let iface = wep.spec.interface_name.clone().unwrap_or_default();
+        let addrs = v4_hosts(&read::cidrs(&wep.spec.ip_networks));
+        let ep = Endpoint {
+            labels: cfg.endpoint_labels(wep),
+            addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
+            named_ports: read::wep_ports(&wep.spec.ports),
+            profiles: wep.spec.profiles.clone(),
+        };
+        let mut ids = BTreeMap::new();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let (spec, info) = index.ruleset(&ep, dir);
+            let compiled = classify::compile(&spec).map_err(|source| DesiredError::Compile {
+                endpoint: name.clone(),
+                direction: dir,
+                source,
+            })?;
+            let id = tables::ruleset_id(&compiled);
+            let e = tables::entries(id, &compiled);
+            for kv in e.addr {
+                add(maps::POL4_ADDR, kv);
+            }
+            for kv in e.ctx {
+                add(maps::POL4_CTX, kv);
+            }
+            for kv in e.verdict {
+                add(maps::POL_VERDICT, kv);
+            }
+            ids.insert(dir, id);
+            d.rules.insert((name.clone(), dir), info);
+        }
+        let iv = IfaceValue {
+            flags: maps::IFACE_F_WORKLOAD,
+            ruleset_in: ids[&Direction::Ingress],
+            ruleset_out: ids[&Direction::Egress],
+            pad: 0,
+            name: maps::c_name(&iface),
+        };
+        add(maps::IFACE, maps::entry(&ifindex, &iv));
+        for a in &addrs {
+            let k = Route4Key {
+                prefixlen: 32,
+                addr: maps::addr_be(*a),
+            };
+            let v = RouteValue {
+                flags: maps::RT_F_LOCAL_WORKLOAD,
+                ifindex,
+                next_hop: 0,
+                pad: 0,
+            };
+            add(maps::RT4, maps::entry(&k, &v));
+            d.state
+                .routes
+                .insert(Net4::host(u32::from(*a)), RouteState { dev: iface.clone() });
+            if let Some(mac) = read::mac(wep) {
+                d.state
+                    .neighbours
+                    .insert((iface.clone(), *a), NeighbourState { lladdr: mac });
+            }
+        }
+        d.state.links.insert(
+            iface.clone(),
+            LinkState {
+                sysctls: WORKLOAD_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+        d.state.attachments.insert(
+            (iface.clone(), Hook::Ingress),
+            AttachmentState {
+                program: "weft_from_wep".into(),
+                mode: settings.attach,
+            },
+        );
+        d.state.attachments.insert(
+            (iface.clone(), Hook::Egress),
+            AttachmentState {
+                program: "weft_to_wep".into(),
+                mode: settings.attach,
+            },
+        );
+        d.endpoints.push(EndpointSummary {
+            name,
+            iface,
+            ifindex,
+            addrs,
+            ruleset_ingress: ids[&Direction::Ingress],
+            ruleset_egress: ids[&Direction::Egress],
+        });
+    }
+
+    let identity = ProgramIdentity::current(settings.wep);
+    for p in crate::bpf::load::WEP_PROGRAMS {
+        d.state
+            .programs
+            .insert(p.to_string(), ProgramState { identity });
+    }
+    for def in maps::defs(&settings.sizes) {
+        let e = entries.remove(def.name.as_str());
+        d.state
+            .maps
+            .insert(def.name.clone(), MapState { def, entries: e });
+    }
+    Ok(d)
+}

@@ -1,0 +1,73 @@
+//! Facts about the host that desired state depends on but weft does not own: its node name,
+//! its interfaces and their indexes, its own addresses, what the kernel supports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use crate::netlink::{Netlink, NetlinkError};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The node name endpoints' spec.node is matched against.
+    pub node: String,
+    /// Every interface of the namespace: name -> ifindex.
+    pub links: BTreeMap<String, u32>,
+    /// The host's own IPv4 addresses (every interface's).
+    pub host_addrs: BTreeSet<Ipv4Addr>,
+    /// The kernel has TCX (6.6+).
+    pub tcx: bool,
+}
+
+impl HostFacts {
+    pub async fn gather(nl: &Netlink, node: String) -> Result<HostFacts, NetlinkError> {
+        let links = nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.index))
+            .collect();
+        let host_addrs = nl
+            .addresses_v4()
+            .await?
+            .into_iter()
+            .map(|(_, a, _)| a)
+            .collect();
+        Ok(HostFacts {
+            node,
+            links,
+            host_addrs,
+            tcx: crate::bpf::link::tcx_supported(),
+        })
+    }
+
+    /// The name of interface `index`, if it exists.
+    pub fn link_name(&self, index: u32) -> Option<&str> {
+        self.links
+            .iter()
+            .find(|(_, &i)| i == index)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// The node name: the flag if given, else $WEFT_NODENAME, else $NODENAME (Calico's), else the
+/// hostname.
+pub fn node_name(flag: Option<&str>) -> String {
+    if let Some(n) = flag {
+        return n.to_string();
+    }
+    for var in ["WEFT_NODENAME", "NODENAME"] {
+        if let Ok(n) = std::env::var(var) {
+            if !n.is_empty() {
+                return n;
+            }
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,203 @@
+//! Reads back from the kernel the state weft owns, in the same shape as desired state: pinned
+//! maps (with the entries of the maps that are desired state), pinned programs and what they
+//! were built from, attachments, weft's routes and neighbours, and the settings of the
+//! interfaces weft configures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+
+use crate::bpf::link::{self, AttachMode};
+use crate::bpf::load;
+use crate::bpf::maps::{self, Entries, IfaceValue, Plain};
+use crate::bpf::{BpfError, Hook, Pins};
+use crate::facts::HostFacts;
+use crate::netlink::{sysctl, Netlink, NetlinkError};
+use crate::state::{
+    AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
+    WORKLOAD_SYSCTLS,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn dir_names(dir: &std::path::Path) -> Result<Vec<String>, ObserveError> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ObserveError::Io {
+            path: dir.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Every entry of a pinned map.
+pub fn read_entries(pins: &Pins, name: &str) -> Result<Entries, BpfError> {
+    let m = MapHandle::from_pinned_path(pins.map(name)).map_err(|source| BpfError::Map {
+        name: name.into(),
+        source,
+    })?;
+    let mut out = Entries::new();
+    for k in m.keys() {
+        if let Some(v) = m
+            .lookup(&k, MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                name: name.into(),
+                source,
+            })?
+        {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// Observes weft's state. `scope` names interfaces whose settings matter even when they carry
+/// no weft mark yet (those desired state configures).
+pub async fn observe(
+    pins: &Pins,
+    nl: &Netlink,
+    facts: &HostFacts,
+    scope: &BTreeSet<String>,
+) -> Result<HostState, ObserveError> {
+    let mut st = HostState::default();
+
+    for name in dir_names(&pins.maps())? {
+        let Some(def) = load::pinned_map_def(pins, &name)? else {
+            continue;
+        };
+        let entries = if maps::RECONCILED.contains(&name.as_str()) {
+            Some(read_entries(pins, &name)?)
+        } else {
+            None
+        };
+        st.maps.insert(name, MapState { def, entries });
+    }
+
+    let mut prog_names: BTreeMap<u32, String> = BTreeMap::new();
+    for name in dir_names(&pins.progs())? {
+        let p = ProgramHandle::from_pinned_path(pins.prog(&name)).map_err(|source| {
+            BpfError::Program {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        prog_names.insert(p.id(), name.clone());
+        if let Some(identity) = load::program_identity(p.as_fd())? {
+            st.programs.insert(name, ProgramState { identity });
+        }
+    }
+    let prog_name = |id: u32| {
+        prog_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("prog id {id}"))
+    };
+
+    // Interfaces weft has marked: an entry in weft_iface, or a pinned link.
+    let mut ifaces: BTreeSet<String> = scope.clone();
+    if let Some(e) = st.maps.get(maps::IFACE).and_then(|m| m.entries.as_ref()) {
+        for (k, v) in e {
+            let (Some(ifindex), Some(v)) = (u32::from_bytes(k), IfaceValue::from_bytes(v)) else {
+                continue;
+            };
+            match facts.link_name(ifindex) {
+                Some(n) => ifaces.insert(n.to_string()),
+                None => ifaces.insert(maps::from_c_name(&v.name)),
+            };
+        }
+    }
+    for file in dir_names(&pins.links())? {
+        let Some((iface, hook)) = Pins::parse_link_name(&file) else {
+            continue;
+        };
+        let l = link::read_tcx(&pins.links().join(&file)).map_err(|source| BpfError::Query {
+            what: format!("link {file}"),
+            source,
+        })?;
+        let program = if l.ifindex == 0 {
+            "defunct (interface gone)".to_string()
+        } else {
+            prog_name(l.prog_id)
+        };
+        st.attachments.insert(
+            (iface.clone(), hook),
+            AttachmentState {
+                program,
+                mode: AttachMode::Tcx,
+            },
+        );
+        ifaces.insert(iface.to_string());
+    }
+    let clsact = nl.clsact_ifindexes().await?;
+    for iface in &ifaces {
+        let Some(&ifindex) = facts.links.get(iface) else {
+            continue;
+        };
+        let hooks = if clsact.contains(&ifindex) {
+            &[Hook::Ingress, Hook::Egress][..]
+        } else {
+            &[]
+        };
+        for &hook in hooks {
+            if let Some(id) = link::query_tc(ifindex, hook).map_err(|source| BpfError::Query {
+                what: format!("tc filters of {iface}"),
+                source,
+            })? {
+                st.attachments.insert(
+                    (iface.clone(), hook),
+                    AttachmentState {
+                        program: prog_name(id),
+                        mode: AttachMode::Tc,
+                    },
+                );
+            }
+        }
+        let mut sysctls = BTreeMap::new();
+        for (key, _) in WORKLOAD_SYSCTLS {
+            sysctls.insert(key.to_string(), sysctl::read(key, iface)?);
+        }
+        st.links.insert(iface.clone(), LinkState { sysctls });
+    }
+
+    let name_of = |i: u32| {
+        facts
+            .link_name(i)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("if{i}"))
+    };
+    for r in nl.routes_v4().await? {
+        st.routes.insert(
+            r.dst,
+            RouteState {
+                dev: name_of(r.oif),
+            },
+        );
+    }
+    for (n, _) in nl.neighbours_v4().await? {
+        st.neighbours.insert(
+            (name_of(n.ifindex), n.ip),
+            NeighbourState { lladdr: n.lladdr },
+        );
+    }
+    Ok(st)
+}

@@ -1,0 +1,393 @@
+//! The plan: a pure diff of observed and desired state into an ordered list of operations.
+//!
+//! The order keeps every endpoint protected throughout: settings and maps first, then programs,
+//! then map entries (a ruleset's entries before the interface entry that points at it), then
+//! attachments, and only then the routes that send traffic to a new workload. Removal runs the
+//! other way: routes first, then attachments, then entries and pins.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::bpf::link::AttachMode;
+use crate::bpf::load::ProgramIdentity;
+use crate::bpf::maps::{self, MapDef, MapSizes};
+use crate::bpf::Hook;
+use crate::policy::flat::Net4;
+use crate::state::{mac_string, HostState};
+
+/// One change to the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// `sysctl -w net.<key>=<value>` for one device.
+    SetSysctl {
+        dev: String,
+        key: String,
+        value: String,
+    },
+    /// Back to the namespace's default (`net.ipv4.conf.default.*`).
+    ResetSysctl {
+        dev: String,
+        key: String,
+    },
+    /// Unpin a map whose definition changed, keeping its entries for the new one where the
+    /// layout allows (a resize); the next LoadPrograms creates and pins the new map.
+    ReplaceMap {
+        name: String,
+        old: MapDef,
+        new: MapDef,
+    },
+    /// Load the programs (creating missing maps), pin them, and switch every attachment of
+    /// the old programs to the new ones in place.
+    LoadPrograms {
+        identity: ProgramIdentity,
+        #[serde(skip)]
+        sizes: MapSizes,
+    },
+    /// `bpftool map update` for each entry.
+    WriteEntries {
+        map: String,
+        #[serde(serialize_with = "ser_entries")]
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// `bpftool map delete` for each key.
+    DeleteEntries {
+        map: String,
+        #[serde(serialize_with = "ser_keys")]
+        keys: Vec<Vec<u8>>,
+    },
+    Attach {
+        iface: String,
+        hook: Hook,
+        program: String,
+        mode: AttachMode,
+    },
+    Detach {
+        iface: String,
+        hook: Hook,
+        mode: AttachMode,
+    },
+    /// `ip route replace <dst> dev <dev> scope link proto 87`.
+    RouteReplace {
+        #[serde(serialize_with = "ser_display")]
+        dst: Net4,
+        dev: String,
+    },
+    RouteDelete {
+        #[serde(serialize_with = "ser_display")]
+        dst: Net4,
+        dev: String,
+    },
+    /// `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent proto 87`.
+    NeighReplace {
+        dev: String,
+        ip: Ipv4Addr,
+        #[serde(serialize_with = "ser_mac")]
+        lladdr: [u8; 6],
+    },
+    NeighDelete {
+        dev: String,
+        ip: Ipv4Addr,
+    },
+    UnpinProgram {
+        name: String,
+    },
+    UnpinMap {
+        name: String,
+    },
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_mac<S: serde::Serializer>(v: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&mac_string(v))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    key: String,
+    value: String,
+}
+
+fn ser_entries<S: serde::Serializer>(v: &[(Vec<u8>, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|(k, v)| EntryJson {
+        key: hex(k),
+        value: hex(v),
+    }))
+}
+
+fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|k| hex(k)))
+}
+
+impl Op {
+    /// One line for people, in the words of the equivalent command.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::SetSysctl { dev, key, value } => format!(
+                "sysctl net.{}={value}",
+                key.replace("{dev}", dev).replace('/', ".")
+            ),
+            Op::ResetSysctl { dev, key } => format!(
+                "sysctl net.{} back to its default",
+                key.replace("{dev}", dev).replace('/', ".")
+            ),
+            Op::ReplaceMap { name, old, new } => {
+                format!("replace map {name} ({} -> {})", old.shape(), new.shape())
+            }
+            Op::LoadPrograms { identity, .. } => format!("load programs ({})", identity.describe()),
+            Op::WriteEntries { map, entries } => {
+                format!("write {} entries to {map}", entries.len())
+            }
+            Op::DeleteEntries { map, keys } => format!("delete {} entries from {map}", keys.len()),
+            Op::Attach {
+                iface,
+                hook,
+                program,
+                mode,
+            } => format!(
+                "attach {program} to {iface} {} ({})",
+                hook.as_str(),
+                mode.as_str()
+            ),
+            Op::Detach { iface, hook, mode } => {
+                format!("detach from {iface} {} ({})", hook.as_str(), mode.as_str())
+            }
+            Op::RouteReplace { dst, dev } => {
+                format!("ip route replace {dst} dev {dev} scope link proto 87")
+            }
+            Op::RouteDelete { dst, dev } => format!("ip route del {dst} dev {dev} proto 87"),
+            Op::NeighReplace { dev, ip, lladdr } => format!(
+                "ip neigh replace {ip} lladdr {} dev {dev} nud permanent proto 87",
+                mac_string(lladdr)
+            ),
+            Op::NeighDelete { dev, ip } => format!("ip neigh del {ip} dev {dev}"),
+            Op::UnpinProgram { name } => format!("unpin program {name}"),
+            Op::UnpinMap { name } => format!("unpin map {name}"),
+        }
+    }
+}
+
+/// The maps whose entries are written in this order: what a key points at goes in first.
+const WRITE_ORDER: &[&str] = &[
+    maps::POL4_ADDR,
+    maps::POL4_CTX,
+    maps::POL_VERDICT,
+    maps::RT4,
+    maps::IFACE,
+];
+
+/// Computes the operations that take the kernel from `observed` to `desired`.
+pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<Op> {
+    let mut ops = Vec::new();
+
+    // Interface settings weft wants.
+    for (dev, l) in &desired.links {
+        let have = observed.links.get(dev);
+        for (key, value) in &l.sysctls {
+            if have.and_then(|h| h.sysctls.get(key)) != Some(value) {
+                ops.push(Op::SetSysctl {
+                    dev: dev.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+
+    // Maps: missing or reshaped ones mean a (re)load of the programs that use them.
+    let mut reload = false;
+    let mut fresh_maps: BTreeSet<&str> = BTreeSet::new();
+    for (name, m) in &desired.maps {
+        match observed.maps.get(name) {
+            None => {
+                reload = true;
+                fresh_maps.insert(name);
+            }
+            Some(o) if o.def != m.def => {
+                ops.push(Op::ReplaceMap {
+                    name: name.clone(),
+                    old: o.def.clone(),
+                    new: m.def.clone(),
+                });
+                reload = true;
+                fresh_maps.insert(name);
+            }
+            Some(_) => {}
+        }
+    }
+    let identity = desired.programs.values().next().map(|p| p.identity);
+    for (name, p) in &desired.programs {
+        if observed.programs.get(name) != Some(p) {
+            reload = true;
+        }
+    }
+    if reload {
+        if let Some(identity) = identity {
+            ops.push(Op::LoadPrograms { identity, sizes });
+        }
+    }
+
+    // Entries, in an order that never lets a key point at something not there yet.
+    for map in WRITE_ORDER {
+        let Some(want) = desired.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
+            continue;
+        };
+        let have = if fresh_maps.contains(map) {
+            None
+        } else {
+            observed.maps.get(*map).and_then(|m| m.entries.as_ref())
+        };
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = want
+            .iter()
+            .filter(|(k, v)| have.and_then(|h| h.get(*k)) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !entries.is_empty() {
+            ops.push(Op::WriteEntries {
+                map: map.to_string(),
+                entries,
+            });
+        }
+    }
+
+    // Attachments: a changed mode attaches the new way before detaching the old.
+    for ((iface, hook), a) in &desired.attachments {
+        match observed.attachments.get(&(iface.clone(), *hook)) {
+            Some(o) if o == a => {}
+            Some(o) if o.mode == a.mode => ops.push(Op::Attach {
+                iface: iface.clone(),
+                hook: *hook,
+                program: a.program.clone(),
+                mode: a.mode,
+            }),
+            Some(o) => {
+                ops.push(Op::Attach {
+                    iface: iface.clone(),
+                    hook: *hook,
+                    program: a.program.clone(),
+                    mode: a.mode,
+                });
+                ops.push(Op::Detach {
+                    iface: iface.clone(),
+                    hook: *hook,
+                    mode: o.mode,
+                });
+            }
+            None => ops.push(Op::Attach {
+                iface: iface.clone(),
+                hook: *hook,
+                program: a.program.clone(),
+                mode: a.mode,
+            }),
+        }
+    }
+
+    for (dst, r) in &desired.routes {
+        if observed.routes.get(dst) != Some(r) {
+            ops.push(Op::RouteReplace {
+                dst: *dst,
+                dev: r.dev.clone(),
+            });
+        }
+    }
+    for ((dev, ip), n) in &desired.neighbours {
+        if observed.neighbours.get(&(dev.clone(), *ip)) != Some(n) {
+            ops.push(Op::NeighReplace {
+                dev: dev.clone(),
+                ip: *ip,
+                lladdr: n.lladdr,
+            });
+        }
+    }
+
+    // Removal, the other way round.
+    for (dst, r) in &observed.routes {
+        if !desired.routes.contains_key(dst) {
+            ops.push(Op::RouteDelete {
+                dst: *dst,
+                dev: r.dev.clone(),
+            });
+        }
+    }
+    for (dev, ip) in observed.neighbours.keys() {
+        if !desired.neighbours.contains_key(&(dev.clone(), *ip)) {
+            ops.push(Op::NeighDelete {
+                dev: dev.clone(),
+                ip: *ip,
+            });
+        }
+    }
+    for ((iface, hook), o) in &observed.attachments {
+        if !desired.attachments.contains_key(&(iface.clone(), *hook)) {
+            ops.push(Op::Detach {
+                iface: iface.clone(),
+                hook: *hook,
+                mode: o.mode,
+            });
+        }
+    }
+    for map in WRITE_ORDER.iter().rev() {
+        if fresh_maps.contains(map) {
+            continue;
+        }
+        let Some(have) = observed.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
+            continue;
+        };
+        let want = desired.maps.get(*map).and_then(|m| m.entries.as_ref());
+        let keys: Vec<Vec<u8>> = have
+            .keys()
+            .filter(|k| want.is_none_or(|w| !w.contains_key(*k)))
+            .cloned()
+            .collect();
+        if !keys.is_empty() && desired.maps.contains_key(*map) {
+            ops.push(Op::DeleteEntries {
+                map: map.to_string(),
+                keys,
+            });
+        }
+    }
+    for (dev, l) in &observed.links {
+        let want = desired.links.get(dev);
+        for key in l.sysctls.keys() {
+            if want.is_none_or(|w| !w.sysctls.contains_key(key)) {
+                ops.push(Op::ResetSysctl {
+                    dev: dev.clone(),
+                    key: key.clone(),
+                });
+            }
+        }
+    }
+    for name in observed.programs.keys() {
+        if !desired.programs.contains_key(name) {
+            ops.push(Op::UnpinProgram { name: name.clone() });
+        }
+    }
+    for name in observed.maps.keys() {
+        if !desired.maps.contains_key(name) {
+            ops.push(Op::UnpinMap { name: name.clone() });
+        }
+    }
+    ops
+}
+
+/// The unified diff of the two renderings, as `weft diff` prints it; empty when equal.
+pub fn render_diff(observed: &HostState, desired: &HostState, desired_label: &str) -> String {
+    let (a, b) = (observed.render(), desired.render());
+    if a == b {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header("live", desired_label)
+        .to_string()
+}

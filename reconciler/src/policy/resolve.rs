@@ -1,0 +1,550 @@
+//! From the policy IR to a `RulesetSpec` for one endpoint and direction: which tiers and
+//! policies select the endpoint, in Calico's order, and each rule reduced to conditions on the
+//! flow's peer address, local address, source port and destination port.
+//!
+//! Selectors become address sets: the addresses of every workload endpoint, host endpoint and
+//! network set whose labels the selector matches. Named ports on the endpoint's own side become
+//! its port numbers; on the peer's side a rule splits into one sub-rule per port value, each
+//! restricted to the peers that have that port (the same rule id, so counters and order hold).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use weft_model::{Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, RuleIr, Selector};
+
+use super::flat::{
+    proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
+};
+
+/// A flow direction as seen by the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something a selector can pick, with the addresses and named ports it stands for.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    pub labels: BTreeMap<String, String>,
+    pub nets: Vec<Net4>,
+    /// (name, protocol, port)
+    pub named_ports: Vec<(String, u8, u16)>,
+}
+
+/// A local endpoint as policy sees it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub labels: BTreeMap<String, String>,
+    /// Its own IPv4 addresses (host order).
+    pub addrs: Vec<u32>,
+    pub named_ports: Vec<(String, u8, u16)>,
+    pub profiles: Vec<String>,
+}
+
+/// What a rule id stands for, for counters and `weft dump policy`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleInfo {
+    pub id: u32,
+    /// e.g. "GlobalNetworkPolicy allow-dns", "tier security", "profile kns.default".
+    pub origin: String,
+    pub direction: Direction,
+    /// Index in its resource's rule list; None for tier ends and the default deny.
+    pub index: Option<usize>,
+    pub action: String,
+}
+
+/// Names rules stably: a hash of where they come from (never 0, which the programs read as
+/// "no verdict").
+pub fn rule_id(origin: &str, direction: Direction, index: Option<usize>) -> u32 {
+    let s = format!("{origin}\u{0}{direction}\u{0}{index:?}");
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Everything about the configuration that every endpoint's compilation shares.
+pub struct PolicyIndex<'c> {
+    pub config: &'c Config,
+    entities: Vec<Entity>,
+    /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
+    tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
+    sets: std::cell::RefCell<HashMap<String, Vec<Net4>>>,
+}
+
+fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
+    cidrs
+        .iter()
+        .filter_map(|c| match c {
+            Cidr::V4 { addr, len } => Some(Net4::new(u32::from(*addr), *len)),
+            Cidr::V6 { .. } => None,
+        })
+        .collect()
+}
+
+impl<'c> PolicyIndex<'c> {
+    pub fn new(config: &'c Config, entities: Vec<Entity>) -> Self {
+        let tiers = config
+            .tiers_in_order()
+            .into_iter()
+            .map(|t| {
+                let pols = config.policies_in_tier(&t.name);
+                (t.name, pols, t.default_action == Action::Pass)
+            })
+            .collect();
+        PolicyIndex {
+            config,
+            entities,
+            tiers,
+            sets: Default::default(),
+        }
+    }
+
+    /// The addresses of every entity `sel` selects.
+    fn selected(&self, sel: &Selector) -> Vec<Net4> {
+        let key = sel.to_string();
+        if let Some(v) = self.sets.borrow().get(&key) {
+            return v.clone();
+        }
+        let mut v: Vec<Net4> = self
+            .entities
+            .iter()
+            .filter(|e| sel.matches(&e.labels))
+            .flat_map(|e| e.nets.iter().copied())
+            .collect();
+        v.sort();
+        v.dedup();
+        self.sets.borrow_mut().insert(key, v.clone());
+        v
+    }
+
+    /// The addresses of entities `sel` selects that have named port `name` as (proto, port).
+    fn selected_with_port(
+        &self,
+        sel: Option<&Selector>,
+        name: &str,
+    ) -> BTreeMap<(u8, u16), Vec<Net4>> {
+        let mut out: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
+        for e in &self.entities {
+            if sel.is_some_and(|s| !s.matches(&e.labels)) {
+                continue;
+            }
+            for (n, proto, port) in &e.named_ports {
+                if n == name {
+                    out.entry((*proto, *port))
+                        .or_default()
+                        .extend(e.nets.iter().copied());
+                }
+            }
+        }
+        out
+    }
+
+    /// The ordered rules that decide `ep`'s flows in `dir`, and what each rule id stands for.
+    pub fn ruleset(&self, ep: &Endpoint, dir: Direction) -> (RulesetSpec, Vec<RuleInfo>) {
+        let mut b = Builder {
+            index: self,
+            ep,
+            dir,
+            spec: RulesetSpec::default(),
+            info: Vec::new(),
+            set_ids: HashMap::new(),
+        };
+        b.spec.locals = ep.addrs.clone();
+        for (tier, pols, pass) in &self.tiers {
+            let selecting: Vec<&&PolicyIr> = pols
+                .iter()
+                .filter(|p| match dir {
+                    Direction::Ingress => p.ingress.is_some(),
+                    Direction::Egress => p.egress.is_some(),
+                })
+                .filter(|p| p.selector.matches(&ep.labels))
+                .collect();
+            if selecting.is_empty() {
+                continue;
+            }
+            let group = b.spec.groups.len();
+            for p in selecting {
+                let rules = match dir {
+                    Direction::Ingress => p.ingress.as_deref().unwrap_or_default(),
+                    Direction::Egress => p.egress.as_deref().unwrap_or_default(),
+                };
+                let origin = format!("{} {}", p.id.kind, p.id.namespaced_name());
+                for r in rules {
+                    b.rule(&origin, r, group);
+                }
+            }
+            let end = if *pass {
+                GroupEnd::Pass
+            } else {
+                let origin = format!("tier {tier}");
+                let id = rule_id(&origin, dir, None);
+                b.info.push(RuleInfo {
+                    id,
+                    origin,
+                    direction: dir,
+                    index: None,
+                    action: "Deny (end of tier)".into(),
+                });
+                GroupEnd::Deny(id)
+            };
+            b.spec.groups.push(end);
+        }
+        for profile in &ep.profiles {
+            let Some((ingress, egress)) = self.config.profile_rules(profile) else {
+                continue;
+            };
+            let rules = match dir {
+                Direction::Ingress => ingress,
+                Direction::Egress => egress,
+            };
+            let group = b.spec.groups.len();
+            let origin = format!("Profile {profile}");
+            for r in &rules {
+                b.rule(&origin, r, group);
+            }
+            b.spec.groups.push(GroupEnd::Pass);
+        }
+        let origin = "no policy or profile allowed it".to_string();
+        let id = rule_id(&origin, dir, None);
+        b.info.push(RuleInfo {
+            id,
+            origin,
+            direction: dir,
+            index: None,
+            action: "Deny (default)".into(),
+        });
+        b.spec.default_rule = id;
+        (b.spec, b.info)
+    }
+}
+
+struct Builder<'a, 'c> {
+    index: &'a PolicyIndex<'c>,
+    ep: &'a Endpoint,
+    dir: Direction,
+    spec: RulesetSpec,
+    info: Vec<RuleInfo>,
+    set_ids: HashMap<Vec<Net4>, usize>,
+}
+
+/// The (protocol, port) spans of one protocol's port range.
+fn port_span(proto: u8, lo: u16, hi: u16) -> (u64, u64) {
+    (proto_port(proto, lo), proto_port(proto, hi))
+}
+
+fn proto_span(proto: u8) -> SpanSet {
+    SpanSet::from_spans([port_span(proto, 0, u16::MAX)])
+}
+
+/// Protocols a port number can belong to when the rule names none (validation requires one;
+/// Kubernetes defaults to TCP before it reaches here).
+const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
+
+impl Builder<'_, '_> {
+    fn set(&mut self, mut nets: Vec<Net4>) -> usize {
+        nets.sort();
+        nets.dedup();
+        if let Some(&i) = self.set_ids.get(&nets) {
+            return i;
+        }
+        self.spec.sets.push(nets.clone());
+        let i = self.spec.sets.len() - 1;
+        self.set_ids.insert(nets, i);
+        i
+    }
+
+    /// Numeric port spans of `ports` for the rule's protocol, and the named ones.
+    fn split_ports(ports: &[PortMatch], protocol: Option<u8>) -> (Vec<(u64, u64)>, Vec<String>) {
+        let protos: Vec<u8> = match protocol {
+            Some(p) => vec![p],
+            None => PORT_PROTOCOLS.to_vec(),
+        };
+        let mut spans = Vec::new();
+        let mut named = Vec::new();
+        for p in ports {
+            match p {
+                PortMatch::Range { lo, hi } => {
+                    spans.extend(protos.iter().map(|&pr| port_span(pr, *lo, *hi)))
+                }
+                PortMatch::Named(n) => named.push(n.clone()),
+            }
+        }
+        (spans, named)
+    }
+
+    /// The endpoint's own named port `name` as spans (restricted to `protocol` if given).
+    fn own_named(&self, name: &str, protocol: Option<u8>) -> Vec<(u64, u64)> {
+        self.ep
+            .named_ports
+            .iter()
+            .filter(|(n, p, _)| n == name && protocol.is_none_or(|pr| pr == *p))
+            .map(|(_, p, port)| port_span(*p, *port, *port))
+            .collect()
+    }
+
+    /// A port condition on the endpoint's own side (its named ports are known).
+    fn own_ports(&self, e: &EntityIr, protocol: Option<u8>) -> SpanSet {
+        let mut set = SpanSet::full();
+        if !e.ports.is_empty() {
+            let (mut spans, named) = Self::split_ports(&e.ports, protocol);
+            for n in named {
+                spans.extend(self.own_named(&n, protocol));
+            }
+            set = SpanSet::from_spans(spans);
+        }
+        if !e.not_ports.is_empty() {
+            let (mut spans, named) = Self::split_ports(&e.not_ports, protocol);
+            for n in named {
+                spans.extend(self.own_named(&n, protocol));
+            }
+            set = set.subtract(&SpanSet::from_spans(spans));
+        }
+        set
+    }
+
+    /// Whether the local side of the rule can match at each local address (then "other").
+    fn local_cond(&self, e: &EntityIr) -> Vec<bool> {
+        let nets = v4_nets(&e.nets);
+        let not_nets = v4_nets(&e.not_nets);
+        let sel = e
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&self.ep.labels));
+        let not_sel = e
+            .not_selector
+            .as_ref()
+            .is_none_or(|s| !s.matches(&self.ep.labels));
+        let mut out: Vec<bool> = self
+            .ep
+            .addrs
+            .iter()
+            .map(|&a| {
+                (e.nets.is_empty() || nets.iter().any(|n| n.contains_addr(a)))
+                    && !not_nets.iter().any(|n| n.contains_addr(a))
+                    && sel
+                    && not_sel
+            })
+            .collect();
+        // An address that is not the endpoint's is in no net and selected by nothing.
+        out.push(e.nets.is_empty() && e.selector.is_none());
+        out
+    }
+
+    /// Terms on the peer address from nets and selectors.
+    fn peer_terms(&mut self, e: &EntityIr) -> Vec<AddrTerm> {
+        let mut terms = Vec::new();
+        if !e.nets.is_empty() {
+            let s = self.set(v4_nets(&e.nets));
+            terms.push(AddrTerm {
+                set: s,
+                member: true,
+            });
+        }
+        if !e.not_nets.is_empty() {
+            let s = self.set(v4_nets(&e.not_nets));
+            terms.push(AddrTerm {
+                set: s,
+                member: false,
+            });
+        }
+        if let Some(sel) = &e.selector {
+            let nets = self.index.selected(sel);
+            let s = self.set(nets);
+            terms.push(AddrTerm {
+                set: s,
+                member: true,
+            });
+        }
+        if let Some(sel) = &e.not_selector {
+            let nets = self.index.selected(sel);
+            let s = self.set(nets);
+            terms.push(AddrTerm {
+                set: s,
+                member: false,
+            });
+        }
+        terms
+    }
+
+    /// Port alternatives on the peer's side: each is (extra peer terms, port spans); the rule
+    /// matches if any alternative does.
+    fn peer_ports(&mut self, e: &EntityIr, protocol: Option<u8>) -> Vec<(Vec<AddrTerm>, SpanSet)> {
+        let mut alts: Vec<(Vec<AddrTerm>, SpanSet)> = Vec::new();
+        if e.ports.is_empty() {
+            alts.push((Vec::new(), SpanSet::full()));
+        } else {
+            let (spans, named) = Self::split_ports(&e.ports, protocol);
+            if !spans.is_empty() {
+                alts.push((Vec::new(), SpanSet::from_spans(spans)));
+            }
+            for n in named {
+                for ((proto, port), nets) in self.index.selected_with_port(e.selector.as_ref(), &n)
+                {
+                    if protocol.is_some_and(|p| p != proto) {
+                        continue;
+                    }
+                    let s = self.set(nets);
+                    alts.push((
+                        vec![AddrTerm {
+                            set: s,
+                            member: true,
+                        }],
+                        SpanSet::from_spans([port_span(proto, port, port)]),
+                    ));
+                }
+            }
+        }
+        if !e.not_ports.is_empty() {
+            let (spans, named) = Self::split_ports(&e.not_ports, protocol);
+            let excluded = SpanSet::from_spans(spans);
+            let mut refined = Vec::new();
+            for (terms, set) in alts {
+                let base = set.subtract(&excluded);
+                // Named notPorts: a port value v is excluded only for peers that have it.
+                let mut values: Vec<((u8, u16), usize)> = Vec::new();
+                for n in &named {
+                    for ((proto, port), nets) in self.index.selected_with_port(None, n) {
+                        let s = self.set(nets);
+                        values.push(((proto, port), s));
+                    }
+                }
+                let all_values = SpanSet::from_spans(
+                    values
+                        .iter()
+                        .map(|((p, port), _)| port_span(*p, *port, *port)),
+                );
+                refined.push((terms.clone(), base.subtract(&all_values)));
+                for ((proto, port), s) in values {
+                    let one = SpanSet::from_spans([port_span(proto, port, port)]).intersect(&base);
+                    if !one.is_empty() {
+                        let mut t = terms.clone();
+                        t.push(AddrTerm {
+                            set: s,
+                            member: false,
+                        });
+                        refined.push((t, one));
+                    }
+                }
+            }
+            alts = refined;
+        }
+        alts
+    }
+
+    fn rule(&mut self, origin: &str, r: &RuleIr, group: usize) {
+        let id = rule_id(origin, self.dir, Some(r.index));
+        self.info.push(RuleInfo {
+            id,
+            origin: origin.to_string(),
+            direction: self.dir,
+            index: Some(r.index),
+            action: format!("{:?}", r.action),
+        });
+        if r.ip_version == Some(6) {
+            return;
+        }
+        let action = match r.action {
+            Action::Allow => FlatAction::Allow,
+            Action::Deny => FlatAction::Deny,
+            Action::Pass => FlatAction::Pass,
+            Action::Log => FlatAction::Log,
+        };
+        // The protocol and ICMP fields restrict the (protocol, dport) space.
+        let mut proto = SpanSet::full();
+        if let Some(p) = r.protocol {
+            proto = proto.intersect(&proto_span(p));
+        }
+        if let Some(p) = r.not_protocol {
+            proto = proto.subtract(&proto_span(p));
+        }
+        if r.protocol == Some(58) {
+            return; // ICMPv6 never matches IPv4 traffic
+        }
+        let icmp = |m: &weft_model::IcmpMatch| match m.code {
+            Some(c) => SpanSet::from_spans([port_span(
+                1,
+                u16::from(m.icmp_type) << 8 | u16::from(c),
+                u16::from(m.icmp_type) << 8 | u16::from(c),
+            )]),
+            None => SpanSet::from_spans([port_span(
+                1,
+                u16::from(m.icmp_type) << 8,
+                u16::from(m.icmp_type) << 8 | 0xff,
+            )]),
+        };
+        if let Some(m) = &r.icmp {
+            proto = proto.intersect(&icmp(m));
+        }
+        if let Some(m) = &r.not_icmp {
+            proto = proto.subtract(&icmp(m));
+        }
+
+        // The responder's port is the destination's, the originator's the source's, in both
+        // directions; which of source and destination is the peer depends on the direction.
+        let (peer, local, peer_is_source) = match self.dir {
+            Direction::Ingress => (&r.source, &r.destination, true),
+            Direction::Egress => (&r.destination, &r.source, false),
+        };
+        let base_terms = self.peer_terms(peer);
+        let local_ok = self.local_cond(local);
+        let local_ports = self.own_ports(local, r.protocol);
+        let peer_alts = self.peer_ports(peer, r.protocol);
+        for (extra, peer_ports) in peer_alts {
+            let (sport, dport) = if peer_is_source {
+                (peer_ports, local_ports.clone())
+            } else {
+                (local_ports.clone(), peer_ports)
+            };
+            let dport = dport.intersect(&proto);
+            if dport.is_empty() || sport.is_empty() {
+                continue;
+            }
+            let mut terms = base_terms.clone();
+            terms.extend(extra);
+            self.spec.rules.push(FlatRule {
+                id,
+                action,
+                group,
+                peer: terms,
+                local: local_ok.clone(),
+                sport,
+                dport,
+            });
+        }
+    }
+}
+
+/// The IPv4 addresses of an IR net list that are single hosts, for endpoints' own addresses.
+pub fn host_addrs(cidrs: &[Cidr]) -> Vec<Ipv4Addr> {
+    cidrs
+        .iter()
+        .filter_map(|c| match c {
+            Cidr::V4 { addr, .. } => Some(*addr),
+            Cidr::V6 { .. } => None,
+        })
+        .collect()
+}

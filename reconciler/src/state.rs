@@ -1,0 +1,175 @@
+//! The state weft manages on one host. Desired and observed state are the same types, so the
+//! plan is a diff of two values, and `weft diff` a diff of their renderings.
+//!
+//! Only what weft owns or sets appears here; ifindexes of interfaces weft does not create are
+//! facts (see `facts`), not state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::bpf::link::AttachMode;
+use crate::bpf::load::ProgramIdentity;
+use crate::bpf::maps::{self, Entries, MapDef};
+use crate::bpf::Hook;
+use crate::policy::flat::Net4;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// Interfaces weft configures, by name.
+    pub links: BTreeMap<String, LinkState>,
+    /// Addresses weft assigns (on devices it creates), as (device, address/len).
+    pub addresses: BTreeSet<(String, String)>,
+    /// Routes weft owns (protocol 87) in the main table, by destination.
+    pub routes: BTreeMap<Net4, RouteState>,
+    /// Neighbour entries weft owns (protocol 87), by (device, address).
+    pub neighbours: BTreeMap<(String, Ipv4Addr), NeighbourState>,
+    /// Programs pinned under `<root>/progs`, by name.
+    pub programs: BTreeMap<String, ProgramState>,
+    /// Programs on interface hooks, by (interface, hook).
+    pub attachments: BTreeMap<(String, Hook), AttachmentState>,
+    /// Maps pinned under `<root>/maps`, by name.
+    pub maps: BTreeMap<String, MapState>,
+}
+
+/// What weft sets on an interface: per-device sysctls (`sysctl net.ipv4.conf.<dev>.<key>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LinkState {
+    /// Keys are paths under /proc/sys/net with `{dev}` standing for the device name, e.g.
+    /// `ipv4/conf/{dev}/forwarding`.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// A route to a local workload: `ip route replace <dst> dev <dev> scope link proto 87`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteState {
+    pub dev: String,
+}
+
+/// A permanent neighbour entry: `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent
+/// proto 87`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NeighbourState {
+    pub lladdr: [u8; 6],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgramState {
+    pub identity: ProgramIdentity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachmentState {
+    /// The pinned program's name, or `prog id N` for one weft does not know.
+    pub program: String,
+    pub mode: AttachMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MapState {
+    pub def: MapDef,
+    /// The entries, for maps whose entries are desired state; None for maps the dataplane
+    /// fills (conntrack, counters).
+    #[serde(skip)]
+    pub entries: Option<Entries>,
+}
+
+/// The sysctl keys weft sets on a workload interface, with the values it sets.
+pub const WORKLOAD_SYSCTLS: &[(&str, &str)] = &[
+    // Routes to and from the workload go through the host.
+    ("ipv4/conf/{dev}/forwarding", "1"),
+    // The host answers ARP for the workload's default gateway (Calico's 169.254.1.1 scheme).
+    ("ipv4/conf/{dev}/proxy_arp", "1"),
+    // ... at once, not after the default random delay of up to 0.8 s.
+    ("ipv4/neigh/{dev}/proxy_delay", "0"),
+];
+
+pub fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl HostState {
+    /// A stable, line-per-object rendering grouped by kind of object: what `weft diff` diffs.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# links\n");
+        for (name, l) in &self.links {
+            for (k, v) in &l.sysctls {
+                let _ = writeln!(
+                    out,
+                    "link {name} sysctl {}={v}",
+                    k.replace("{dev}", name).replace('/', ".")
+                );
+            }
+        }
+        out.push_str("# addresses\n");
+        for (dev, a) in &self.addresses {
+            let _ = writeln!(out, "address {a} dev {dev}");
+        }
+        out.push_str("# routes\n");
+        for (dst, r) in &self.routes {
+            let _ = writeln!(out, "route {dst} dev {} scope link proto weft", r.dev);
+        }
+        out.push_str("# neighbours\n");
+        for ((dev, ip), n) in &self.neighbours {
+            let _ = writeln!(
+                out,
+                "neighbour {ip} dev {dev} lladdr {} permanent proto weft",
+                mac_string(&n.lladdr)
+            );
+        }
+        out.push_str("# programs\n");
+        for (name, p) in &self.programs {
+            let _ = writeln!(out, "program {name} {}", p.identity.describe());
+        }
+        for ((iface, hook), a) in &self.attachments {
+            let _ = writeln!(
+                out,
+                "attach {iface} {} {} ({})",
+                hook.as_str(),
+                a.program,
+                a.mode.as_str()
+            );
+        }
+        out.push_str("# maps\n");
+        for (name, m) in &self.maps {
+            let _ = writeln!(out, "map {name} {}", m.def.shape());
+            if let Some(entries) = &m.entries {
+                let mut lines: Vec<String> = entries
+                    .iter()
+                    .map(|(k, v)| maps::render(name, k, v))
+                    .collect();
+                lines.sort();
+                for l in lines {
+                    let _ = writeln!(out, "map {name} {l}");
+                }
+            }
+        }
+        out
+    }
+
+    /// How many objects of each kind, for summaries.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let entries: usize = self
+            .maps
+            .values()
+            .filter_map(|m| m.entries.as_ref())
+            .map(|e| e.len())
+            .sum();
+        BTreeMap::from([
+            ("links", self.links.len()),
+            ("addresses", self.addresses.len()),
+            ("routes", self.routes.len()),
+            ("neighbours", self.neighbours.len()),
+            ("programs", self.programs.len()),
+            ("attachments", self.attachments.len()),
+            ("maps", self.maps.len()),
+            ("map entries", entries),
+        ])
+    }
+}
