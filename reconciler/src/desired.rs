@@ -22,7 +22,7 @@ use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo}
 use crate::policy::tables;
 use crate::state::{
     AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
-    WORKLOAD_SYSCTLS,
+    RuleNames, WORKLOAD_SYSCTLS,
 };
 
 /// The dataplane settings FelixConfiguration chooses for this node.
@@ -81,6 +81,17 @@ pub struct Desired {
     pub endpoints: Vec<EndpointSummary>,
     /// Per (endpoint name, direction): its rules in evaluation order, with ids.
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
+}
+
+impl Desired {
+    /// What every rule id of the configuration stands for.
+    pub fn rule_names(&self) -> RuleNames {
+        self.rules
+            .values()
+            .flatten()
+            .map(|r| (r.id, r.describe()))
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,4 +400,214 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
             .insert(def.name.clone(), MapState { def, entries: e });
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::policy::flat::{proto_port, Flow};
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            node: "n1".into(),
+            links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
+            host_addrs: BTreeSet::new(),
+            tcx: true,
+        }
+    }
+
+    fn load(texts: &[&str]) -> Config {
+        weft_model::load_texts(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
+        )
+        .expect("valid")
+    }
+
+    fn wep(name: &str, node: &str, iface: &str, ip: &str, profiles: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
+        )
+    }
+
+    #[test]
+    fn only_this_nodes_endpoints_with_an_interface_are_programmed() {
+        let cfg = load(&[
+            &wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            &wep(
+                "b",
+                "n2",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+            &wep(
+                "c",
+                "n1",
+                "calic",
+                "10.0.0.3",
+                "projectcalico-default-allow",
+            ),
+        ]);
+        let d = desired(&cfg, &facts()).expect("desired");
+        let names: Vec<&str> = d.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["default/a"],
+            "b is on another node, c's interface is missing"
+        );
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert!(
+            d.warnings[0].contains("interface calic does not exist on node n1"),
+            "{:?}",
+            d.warnings
+        );
+        assert!(d.state.attachments.keys().all(|(i, _)| i == "calia"));
+    }
+
+    #[test]
+    fn no_local_endpoint_means_no_maps_and_no_programs() {
+        let cfg = load(&[&wep(
+            "b",
+            "n2",
+            "calib",
+            "10.0.0.2",
+            "projectcalico-default-allow",
+        )]);
+        let d = desired(&cfg, &facts()).expect("desired");
+        assert_eq!(d.state, HostState::default());
+    }
+
+    #[test]
+    fn two_endpoints_on_one_interface_is_an_error() {
+        let cfg = load(&[
+            &wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            &wep(
+                "b",
+                "n1",
+                "calia",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+        ]);
+        let e = desired(&cfg, &facts()).expect_err("shared interface");
+        assert_eq!(
+            e.to_string(),
+            "WorkloadEndpoints default/a and default/b both use interface calia on this node"
+        );
+    }
+
+    #[test]
+    fn identical_policy_shares_one_ruleset() {
+        let cfg = load(&[
+            &wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            &wep(
+                "b",
+                "n1",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+        ]);
+        let d = desired(&cfg, &facts()).expect("desired");
+        assert_eq!(
+            d.endpoints[0].ruleset_ingress,
+            d.endpoints[1].ruleset_ingress
+        );
+        assert_eq!(d.endpoints[0].ruleset_egress, d.endpoints[1].ruleset_egress);
+    }
+
+    /// Evaluates the ordered rules weft compiled for `ep` in `dir` on one TCP flow.
+    fn verdict(cfg: &Config, ep: &str, dir: Direction, peer: [u8; 4], port: u16) -> (bool, String) {
+        let index = PolicyIndex::new(cfg, entities(cfg));
+        let w = cfg
+            .workload_endpoints
+            .iter()
+            .find(|w| w.value.metadata.name == ep)
+            .expect("endpoint");
+        let e = Endpoint {
+            labels: cfg.endpoint_labels(&w.value),
+            addrs: v4_hosts(&read::cidrs(&w.value.spec.ip_networks))
+                .iter()
+                .map(|a| u32::from(*a))
+                .collect(),
+            named_ports: read::wep_ports(&w.value.spec.ports),
+            profiles: w.value.spec.profiles.clone(),
+        };
+        let (spec, info) = index.ruleset(&e, dir);
+        let v = spec.evaluate(&Flow {
+            peer: u32::from_be_bytes(peer),
+            local: 0,
+            sport: proto_port(6, 40000),
+            dport: proto_port(6, port),
+        });
+        let name = info
+            .iter()
+            .find(|i| i.id == v.rule_id)
+            .map(|i| i.describe())
+            .unwrap_or_default();
+        (v.allow, name)
+    }
+
+    #[test]
+    fn profiles_decide_when_no_policy_selects_and_tiers_end_in_deny_when_one_does() {
+        let k8s_policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  ingress:\n    - ports: [{port: 80}]\n";
+        let cfg = load(&[
+            &wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            &wep(
+                "b",
+                "n1",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+            k8s_policy,
+        ]);
+        assert!(verdict(&cfg, "a", Direction::Ingress, [10, 0, 0, 2], 80).0);
+        let (allow, rule) = verdict(&cfg, "a", Direction::Ingress, [10, 0, 0, 2], 81);
+        assert!(!allow && rule == "end of tier default ingress", "{rule}");
+        // b is selected by nothing: its profile allows.
+        let (allow, rule) = verdict(&cfg, "b", Direction::Ingress, [10, 0, 0, 1], 81);
+        assert!(
+            allow && rule.starts_with("Profile projectcalico-default-allow"),
+            "{rule}"
+        );
+        // a's egress is not selected (the policy has no egress type): the profile allows.
+        assert!(verdict(&cfg, "a", Direction::Egress, [10, 0, 0, 2], 443).0);
+    }
+
+    #[test]
+    fn without_profiles_everything_is_denied_by_default() {
+        let cfg = load(&["apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: a, namespace: default}\nspec:\n  node: n1\n  interfaceName: calia\n  ipNetworks: [10.0.0.1]\n"]);
+        let (allow, rule) = verdict(&cfg, "a", Direction::Ingress, [10, 0, 0, 2], 80);
+        assert!(!allow && rule.starts_with("default deny"), "{rule}");
+    }
 }

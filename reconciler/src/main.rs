@@ -197,7 +197,8 @@ async fn diff(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> Exi
                 weft::plan::render_diff(
                     &planned.observed,
                     &planned.desired.state,
-                    &dir.display().to_string()
+                    &dir.display().to_string(),
+                    &planned.desired.rule_names()
                 )
             );
             if verbose {
@@ -226,7 +227,10 @@ async fn converge(
     h.refresh_facts().await?;
     let after = h.observe(desired).await?;
     if after != *desired {
-        eprintln!("{}", weft::plan::render_diff(&after, desired, label));
+        eprintln!(
+            "{}",
+            weft::plan::render_diff(&after, desired, label, &Default::default())
+        );
     }
     Ok(after)
 }

@@ -15,7 +15,7 @@ use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, MapDef, MapSizes};
 use crate::bpf::Hook;
 use crate::policy::flat::Net4;
-use crate::state::{mac_string, HostState};
+use crate::state::{mac_string, HostState, RuleNames};
 
 /// One change to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -380,8 +380,13 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
 }
 
 /// The unified diff of the two renderings, as `weft diff` prints it; empty when equal.
-pub fn render_diff(observed: &HostState, desired: &HostState, desired_label: &str) -> String {
-    let (a, b) = (observed.render(), desired.render());
+pub fn render_diff(
+    observed: &HostState,
+    desired: &HostState,
+    desired_label: &str,
+    rules: &RuleNames,
+) -> String {
+    let (a, b) = (observed.render(rules), desired.render(rules));
     if a == b {
         return String::new();
     }
@@ -390,4 +395,229 @@ pub fn render_diff(observed: &HostState, desired: &HostState, desired_label: &st
         .context_radius(2)
         .header("live", desired_label)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::desired::desired;
+    use crate::facts::HostFacts;
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            node: "n1".into(),
+            links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
+            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
+            tcx: true,
+        }
+    }
+
+    fn wep(name: &str, iface: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: n1\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [projectcalico-default-allow]\n"
+        )
+    }
+
+    const DENY_A: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-a}\nspec:\n  selector: app == 'a'\n  ingress:\n    - action: Deny\n";
+
+    fn state(files: &[&str]) -> HostState {
+        let cfg = weft_model::load_texts(
+            files
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
+        )
+        .expect("valid");
+        desired(&cfg, &facts()).expect("desired").state
+    }
+
+    fn position(ops: &[Op], f: impl Fn(&Op) -> bool) -> usize {
+        ops.iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no such op in {ops:#?}"))
+    }
+
+    #[test]
+    fn nothing_to_do_when_equal_or_both_empty() {
+        assert!(plan(
+            &HostState::default(),
+            &HostState::default(),
+            MapSizes::default()
+        )
+        .is_empty());
+        let s = state(&[&wep("a", "calia", "10.0.0.1")]);
+        assert!(plan(&s, &s, MapSizes::default()).is_empty());
+    }
+
+    #[test]
+    fn a_new_endpoint_is_protected_before_it_is_routed() {
+        let s = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let ops = plan(&s, &HostState::default(), MapSizes::default());
+        let sysctl = position(&ops, |o| matches!(o, Op::SetSysctl { .. }));
+        let load = position(&ops, |o| matches!(o, Op::LoadPrograms { .. }));
+        let policy = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::POL_VERDICT),
+        );
+        let iface = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::IFACE),
+        );
+        let attach = position(&ops, |o| matches!(o, Op::Attach { .. }));
+        let route = position(&ops, |o| matches!(o, Op::RouteReplace { .. }));
+        assert!(
+            sysctl < load && load < policy && policy < iface && iface < attach && attach < route,
+            "{ops:#?}"
+        );
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, Op::Attach { .. }))
+                .count(),
+            2,
+            "both hooks"
+        );
+    }
+
+    #[test]
+    fn a_policy_change_writes_the_new_ruleset_before_switching_and_deletes_the_old_after() {
+        let before = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let after = state(&[&wep("a", "calia", "10.0.0.1"), DENY_A]);
+        let ops = plan(&after, &before, MapSizes::default());
+        let new_verdicts = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::POL_VERDICT),
+        );
+        let switch = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::IFACE),
+        );
+        let old = position(
+            &ops,
+            |o| matches!(o, Op::DeleteEntries { map, .. } if map == maps::POL_VERDICT),
+        );
+        assert!(new_verdicts < switch && switch < old, "{ops:#?}");
+        assert!(
+            !ops.iter().any(|o| matches!(
+                o,
+                Op::LoadPrograms { .. } | Op::Attach { .. } | Op::Detach { .. }
+            )),
+            "programs untouched: {ops:#?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_endpoint_is_unrouted_before_it_is_unprotected() {
+        let before = state(&[
+            &wep("a", "calia", "10.0.0.1"),
+            &wep("b", "calib", "10.0.0.2"),
+        ]);
+        let after = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let ops = plan(&after, &before, MapSizes::default());
+        let route = position(
+            &ops,
+            |o| matches!(o, Op::RouteDelete { dev, .. } if dev == "calib"),
+        );
+        let detach = position(
+            &ops,
+            |o| matches!(o, Op::Detach { iface, .. } if iface == "calib"),
+        );
+        let entries = position(
+            &ops,
+            |o| matches!(o, Op::DeleteEntries { map, .. } if map == maps::IFACE),
+        );
+        let sysctl = position(
+            &ops,
+            |o| matches!(o, Op::ResetSysctl { dev, .. } if dev == "calib"),
+        );
+        assert!(
+            route < detach && detach < entries && entries < sysctl,
+            "{ops:#?}"
+        );
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::UnpinMap { .. } | Op::UnpinProgram { .. })),
+            "a still needs them: {ops:#?}"
+        );
+    }
+
+    #[test]
+    fn the_last_endpoint_leaving_removes_programs_and_maps() {
+        let before = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let ops = plan(&HostState::default(), &before, MapSizes::default());
+        assert!(ops.iter().any(|o| matches!(o, Op::UnpinProgram { .. })));
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, Op::UnpinMap { .. }))
+                .count(),
+            before.maps.len()
+        );
+        assert!(
+            !ops.iter().any(|o| matches!(o, Op::DeleteEntries { .. })),
+            "unpinned maps need no emptying: {ops:#?}"
+        );
+    }
+
+    #[test]
+    fn a_resized_map_is_replaced_and_refilled() {
+        let before = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let felix = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfMapSizeRoute: 1024\n";
+        let cfg = weft_model::load_texts([
+            ("a.yaml", wep("a", "calia", "10.0.0.1")),
+            ("f.yaml", felix.to_string()),
+        ])
+        .expect("valid");
+        let d = desired(&cfg, &facts()).expect("desired");
+        let ops = plan(&d.state, &before, d.settings.sizes);
+        let replace = position(
+            &ops,
+            |o| matches!(o, Op::ReplaceMap { name, new, .. } if name == maps::RT4 && new.max_entries == 1024),
+        );
+        let load = position(&ops, |o| matches!(o, Op::LoadPrograms { .. }));
+        let refill = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::RT4),
+        );
+        assert!(replace < load && load < refill, "{ops:#?}");
+    }
+
+    #[test]
+    fn switching_attach_mode_attaches_the_new_way_first() {
+        let tcx = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let felix = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfAttachType: TC\n";
+        let tc = state(&[&wep("a", "calia", "10.0.0.1"), felix]);
+        let ops = plan(&tc, &tcx, MapSizes::default());
+        let attach = position(&ops, |o| {
+            matches!(
+                o,
+                Op::Attach {
+                    mode: AttachMode::Tc,
+                    ..
+                }
+            )
+        });
+        let detach = position(&ops, |o| {
+            matches!(
+                o,
+                Op::Detach {
+                    mode: AttachMode::Tcx,
+                    ..
+                }
+            )
+        });
+        assert!(attach < detach, "{ops:#?}");
+    }
+
+    #[test]
+    fn the_rendered_diff_is_empty_for_equal_states() {
+        let s = state(&[&wep("a", "calia", "10.0.0.1")]);
+        assert_eq!(render_diff(&s, &s, "x", &RuleNames::new()), "");
+        let d = render_diff(&HostState::default(), &s, "x", &RuleNames::new());
+        assert!(
+            d.contains("+route 10.0.0.1/32 dev calia scope link proto weft"),
+            "{d}"
+        );
+    }
 }

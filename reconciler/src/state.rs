@@ -86,6 +86,9 @@ pub const WORKLOAD_SYSCTLS: &[(&str, &str)] = &[
     ("ipv4/neigh/{dev}/proxy_delay", "0"),
 ];
 
+/// What rule ids stand for ("NetworkPolicy demo/web ingress rule 0"), for renderings.
+pub type RuleNames = BTreeMap<u32, String>;
+
 pub fn mac_string(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -95,14 +98,15 @@ pub fn mac_string(m: &[u8; 6]) -> String {
 
 impl HostState {
     /// A stable, line-per-object rendering grouped by kind of object: what `weft diff` diffs.
-    pub fn render(&self) -> String {
+    /// `rules` names rule ids (from the configuration) so verdicts say which rule they are.
+    pub fn render(&self, rules: &RuleNames) -> String {
         let mut out = String::new();
         out.push_str("# links\n");
         for (name, l) in &self.links {
             for (k, v) in &l.sysctls {
                 let _ = writeln!(
                     out,
-                    "link {name} sysctl {}={v}",
+                    "link {name} sysctl net.{}={v}",
                     k.replace("{dev}", name).replace('/', ".")
                 );
             }
@@ -142,7 +146,7 @@ impl HostState {
             if let Some(entries) = &m.entries {
                 let mut lines: Vec<String> = entries
                     .iter()
-                    .map(|(k, v)| maps::render(name, k, v))
+                    .map(|(k, v)| maps::render(name, k, v, rules))
                     .collect();
                 lines.sort();
                 for l in lines {

@@ -268,7 +268,7 @@ fn port_prefix(bytes: [u8; 2], proto: u8, bits: u32) -> String {
 }
 
 /// One entry of a reconciled map, for people (`weft diff`, `weft dump`).
-pub fn render(map: &str, key: &[u8], value: &[u8]) -> String {
+pub fn render(map: &str, key: &[u8], value: &[u8], rules: &BTreeMap<u32, String>) -> String {
     match map {
         IFACE => {
             match (u32::from_bytes(key), IfaceValue::from_bytes(value)) {
@@ -333,7 +333,7 @@ pub fn render(map: &str, key: &[u8], value: &[u8]) -> String {
             PolVerdict::from_bytes(value),
         ) {
             (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} class {} context {} {} -> {} rule {:#010x}{}",
+                "ruleset {:#010x} class {} context {} {} -> {} rule {:#010x}{}{}",
                 k.ruleset,
                 k.aclass,
                 k.cclass,
@@ -348,7 +348,11 @@ pub fn render(map: &str, key: &[u8], value: &[u8]) -> String {
                     " log"
                 } else {
                     ""
-                }
+                },
+                rules
+                    .get(&v.rule_id)
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
             ),
             _ => raw(key, value),
         },

@@ -71,6 +71,16 @@ pub struct RuleInfo {
     pub action: String,
 }
 
+impl RuleInfo {
+    /// e.g. "NetworkPolicy demo/web ingress rule 0", "tier default ingress end".
+    pub fn describe(&self) -> String {
+        match self.index {
+            Some(i) => format!("{} {} rule {i}", self.origin, self.direction),
+            None => format!("{} {}", self.origin, self.direction),
+        }
+    }
+}
+
 /// Names rules stably: a hash of where they come from (never 0, which the programs read as
 /// "no verdict").
 pub fn rule_id(origin: &str, direction: Direction, index: Option<usize>) -> u32 {
@@ -200,7 +210,7 @@ impl<'c> PolicyIndex<'c> {
             let end = if *pass {
                 GroupEnd::Pass
             } else {
-                let origin = format!("tier {tier}");
+                let origin = format!("end of tier {tier}");
                 let id = rule_id(&origin, dir, None);
                 b.info.push(RuleInfo {
                     id,
@@ -228,7 +238,7 @@ impl<'c> PolicyIndex<'c> {
             }
             b.spec.groups.push(GroupEnd::Pass);
         }
-        let origin = "no policy or profile allowed it".to_string();
+        let origin = "default deny (no policy or profile allowed it)".to_string();
         let id = rule_id(&origin, dir, None);
         b.info.push(RuleInfo {
             id,

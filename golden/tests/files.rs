@@ -1,0 +1,176 @@
+//! Golden files: what `weft diff` shows for each example directory on a fresh host, and what
+//! `weft validate` says about the broken example. `UPDATE_GOLDEN=1 cargo test -p weft-golden
+//! --test files` rewrites them; review the change like code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use weft::facts::HostFacts;
+use weft::state::HostState;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Compares `actual` with the golden file, or rewrites it under UPDATE_GOLDEN=1.
+fn check_golden(file: &str, actual: &str) {
+    let path = root().join("golden").join(file);
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("golden dir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    if expected != actual {
+        let diff = similar_lines(&expected, actual);
+        panic!(
+            "{} differs from what weft produces now (UPDATE_GOLDEN=1 rewrites it):\n{diff}",
+            path.display()
+        );
+    }
+}
+
+fn similar_lines(a: &str, b: &str) -> String {
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    let mut out = String::new();
+    for l in &a {
+        if !b.contains(l) {
+            out += &format!("-{l}\n");
+        }
+    }
+    for l in &b {
+        if !a.contains(l) {
+            out += &format!("+{l}\n");
+        }
+    }
+    out
+}
+
+/// A fixed host: node "demo-node", the quickstart's interfaces at fixed indexes, one address.
+fn facts() -> HostFacts {
+    let links: BTreeMap<String, u32> = [
+        ("lo", 1),
+        ("up0", 2),
+        ("califrontend", 10),
+        ("calibackend", 11),
+        ("calidb", 12),
+    ]
+    .into_iter()
+    .map(|(n, i)| (n.to_string(), i))
+    .collect();
+    HostFacts {
+        node: "demo-node".into(),
+        links,
+        host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
+        tcx: true,
+    }
+}
+
+/// The object id changes with every change to bpf-src/; the golden files should not.
+fn without_object_id(s: &str) -> String {
+    s.split(' ')
+        .map(|w| {
+            if w.starts_with("0x")
+                && w.len() == 18
+                && w.chars().skip(2).all(|c| c.is_ascii_hexdigit())
+            {
+                "0x<object>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(
+            &format!("{:#018x}", weft::bpf::skel::wep::OBJECT_ID),
+            "0x<object>",
+        )
+}
+
+#[test]
+fn every_example_plans_as_its_golden_file() {
+    let examples = root().join("examples");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .expect("examples/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut checked = 0;
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name == "broken" {
+            continue;
+        }
+        let cfg = weft_model::load_dir(&dir)
+            .unwrap_or_else(|d| panic!("examples/{name} must be valid:\n{d}"));
+        let desired = weft::desired::desired(&cfg, &facts()).expect("desired state");
+        let empty = HostState::default();
+        let ops = weft::plan::plan(&desired.state, &empty, desired.settings.sizes);
+        let mut out = weft::plan::render_diff(
+            &empty,
+            &desired.state,
+            &format!("examples/{name}"),
+            &desired.rule_names(),
+        );
+        out += "\n# operations, in order\n";
+        for (i, op) in ops.iter().enumerate() {
+            out += &format!("{:>3}. {}\n", i + 1, op.describe());
+        }
+        for w in &desired.warnings {
+            out += &format!("# warning: {w}\n");
+        }
+        check_golden(&format!("plans/{name}.diff"), &without_object_id(&out));
+        checked += 1;
+    }
+    assert!(checked > 0, "no example directories found");
+}
+
+#[test]
+fn the_broken_example_reports_every_mistake() {
+    let dir = root().join("examples/broken");
+    let Err(d) = weft_model::load_dir(&dir) else {
+        panic!("examples/broken must be invalid")
+    };
+    let text = d.to_string().replace(&format!("{}/", root().display()), "");
+    assert!(
+        d.0.len() >= 8,
+        "several mistakes are reported together, not the first only:\n{text}"
+    );
+    check_golden("validate/broken.txt", &format!("{text}\n"));
+}
+
+#[test]
+fn examples_carry_a_schema_modeline_that_exists() {
+    for dir in ["examples/quickstart", "examples/broken"] {
+        for e in std::fs::read_dir(root().join(dir))
+            .expect("example dir")
+            .flatten()
+        {
+            let path = e.path();
+            let text = std::fs::read_to_string(&path).expect("read example");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("# yaml-language-server: $schema="))
+                .unwrap_or_else(|| {
+                    panic!("{} has no yaml-language-server modeline", path.display())
+                });
+            let schema = line.trim_start_matches("# yaml-language-server: $schema=");
+            let target = path.parent().expect("parent").join(schema);
+            assert!(
+                target.exists(),
+                "{}: schema {} does not exist",
+                path.display(),
+                target.display()
+            );
+        }
+    }
+}
