@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use weft::bpf::maps::Plain;
 use weft_vm_tests::*;
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
@@ -77,6 +78,11 @@ fn policy_allows_what_it_says_and_denies_the_rest() {
     );
     assert!(!tcp_ok(c, B, 80), "c is not a client");
     assert!(!udp_ok(c, B, 53), "c is not a client (udp)");
+    assert!(!ping_ok(a, B), "no rule of web allows ICMP to b");
+    assert!(
+        ping_ok(&bed.w(1).ns, A),
+        "b -> a ping: a's profile allows it and the reply passes on conntrack"
+    );
     // b has no egress policy, and its profile allows: it can reach a.
     assert!(
         tcp_ok(&bed.w(1).ns, A, 80),
@@ -228,10 +234,29 @@ fn removing_an_endpoint_removes_its_programs_routes_and_entries() {
     assert!(!net.contains("weft_"), "no weft program on calic: {net}");
     let (code, out) = bed.diff();
     assert_eq!(code, 0, "{out}");
-    // The iface and route map entries of c are gone: weft dump-like check through the diff's
-    // rendering of the live state (nothing mentions calic any more).
-    let out = bed.weft(&["diff", bed.config.to_str().unwrap(), "--output", "json"]);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("calic"));
+    // c's entries are gone from the interface and route maps; b's are still there.
+    let pins = weft::bpf::Pins::new(&bed.bpffs);
+    let names: Vec<String> = weft::observe::read_entries(&pins, "weft_iface")
+        .expect("weft_iface")
+        .values()
+        .filter_map(|v| weft::bpf::maps::IfaceValue::from_bytes(v))
+        .map(|v| weft::bpf::maps::from_c_name(&v.name))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        !names.contains(&"calic".to_string()),
+        "weft_iface has no entry for calic: {names:?}"
+    );
+    let routes: Vec<[u8; 4]> = weft::observe::read_entries(&pins, "weft_rt4")
+        .expect("weft_rt4")
+        .keys()
+        .filter_map(|k| weft::bpf::maps::Route4Key::from_bytes(k))
+        .map(|k| k.addr.to_ne_bytes())
+        .collect();
+    assert!(
+        !routes.contains(&[10, 65, 0, 4]) && routes.contains(&[10, 65, 0, 3]),
+        "weft_rt4 holds b but not c: {routes:?}"
+    );
     // c's interface settings are back to the namespace defaults.
     let fwd = String::from_utf8_lossy(
         &sh(&[
