@@ -76,3 +76,55 @@ pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
         ops,
     })
 }
+
+/// What an apply achieved.
+pub struct Outcome {
+    /// The live state observed afterwards.
+    pub after: HostState,
+    /// How many operations ran.
+    pub ops: usize,
+}
+
+impl Outcome {
+    pub fn converged(&self, desired: &HostState) -> bool {
+        self.after == *desired
+    }
+}
+
+/// Runs `ops` (planned to reach `desired`), then observes again. `progress` hears about each
+/// operation before it runs.
+pub async fn converge(
+    host: &mut Host,
+    desired: &HostState,
+    ops: &[Op],
+    progress: impl FnMut(usize, usize, &Op),
+) -> Result<Outcome, RunError> {
+    let mut applier = crate::apply::Applier::new(&host.pins, &host.nl, &host.facts);
+    applier.run(ops, progress).await?;
+    host.refresh_facts().await?;
+    let after = host.observe(desired).await?;
+    Ok(Outcome {
+        after,
+        ops: ops.len(),
+    })
+}
+
+/// Removes everything weft created (its pin directories included).
+pub async fn teardown(
+    host: &mut Host,
+    progress: impl FnMut(usize, usize, &Op),
+) -> Result<Outcome, RunError> {
+    let empty = HostState::default();
+    let observed = host.observe(&empty).await?;
+    let ops = plan::plan(&empty, &observed, Default::default());
+    let outcome = converge(host, &empty, &ops, progress).await?;
+    for d in [
+        host.pins.links(),
+        host.pins.progs(),
+        host.pins.maps(),
+        host.pins.root.clone(),
+    ] {
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(outcome)
+}

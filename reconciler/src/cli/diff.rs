@@ -1,0 +1,67 @@
+//! `weft diff DIR`: the unified diff of the live and the desired state (kubectl diff's exit
+//! codes: 0 none, 1 changes, 2 error); `--output json` prints the plan.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use weft::run::{self, RunError};
+
+use super::{HostArgs, Output};
+
+pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> ExitCode {
+    let r = async {
+        let cfg = run::load(dir)?;
+        let h = host.open().await?;
+        run::plan(&h, &cfg).await
+    }
+    .await;
+    let planned = match r {
+        Ok(p) => p,
+        Err(RunError::Invalid(d)) => {
+            eprintln!("{d}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let changes = !planned.ops.is_empty();
+    match output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "changes": changes,
+                "operations": planned.ops,
+                "warnings": planned.desired.warnings,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("plan serializes")
+            );
+        }
+        Output::Text => {
+            for w in &planned.desired.warnings {
+                eprintln!("warning: {w}");
+            }
+            let label = dir.display().to_string();
+            print!(
+                "{}",
+                weft::plan::render_diff(
+                    &planned.observed,
+                    &planned.desired.state,
+                    &label,
+                    &planned.desired.rule_names()
+                )
+            );
+            if verbose {
+                for (i, op) in planned.ops.iter().enumerate() {
+                    println!("# {:>3}. {}", i + 1, op.describe());
+                }
+            }
+            if !changes {
+                eprintln!("no changes: the live state matches {label}");
+            }
+        }
+    }
+    ExitCode::from(u8::from(changes))
+}

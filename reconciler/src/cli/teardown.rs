@@ -1,0 +1,29 @@
+//! `weft teardown`: remove everything weft created, and nothing else.
+
+use std::process::ExitCode;
+
+use weft::run;
+use weft::state::HostState;
+
+use super::{progress, report, HostArgs};
+
+pub async fn run(host: &HostArgs) -> ExitCode {
+    let r = async {
+        let mut h = host.open().await?;
+        run::teardown(&mut h, progress).await
+    }
+    .await;
+    match r {
+        Ok(o) if o.converged(&HostState::default()) => {
+            if o.ops == 0 {
+                eprintln!("nothing to remove");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("weft: some of weft's objects remain");
+            ExitCode::from(2)
+        }
+        Err(e) => report(&e),
+    }
+}

@@ -1,0 +1,22 @@
+//! `weft validate DIR`: every problem at once; exit 0 valid, 1 invalid.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(dir: &Path) -> ExitCode {
+    match weft_model::load_dir(dir) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid ({} resources)",
+                dir.display(),
+                cfg.resource_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            eprintln!("{d}");
+            eprintln!("{}: {} problem(s)", dir.display(), d.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
