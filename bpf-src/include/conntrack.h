@@ -71,24 +71,66 @@ WEFT_INLINE bool weft_ct_tcp_finished(const struct weft_ct4_value *v)
 WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_pkt4 *p,
 				bool src_is_a, bool approve_src, __u32 ruleset)
 {
-	struct weft_ct4_value v = {};
-	struct weft_ct_leg *src_leg = src_is_a ? &v.leg_a : &v.leg_b;
-	struct weft_ct_leg *dst_leg = src_is_a ? &v.leg_b : &v.leg_a;
+	struct weft_ct4_value val = {}, *v = &val;
+	struct weft_ct_leg *src_leg, *dst_leg;
 	__u64 now = bpf_ktime_get_ns();
 
-	v.created_ns = now;
-	v.last_seen_ns = now;
-	v.type = WEFT_CT_NORMAL;
+	src_leg = src_is_a ? &v->leg_a : &v->leg_b;
+	dst_leg = src_is_a ? &v->leg_b : &v->leg_a;
+	v->created_ns = now;
+	v->last_seen_ns = now;
+	v->type = WEFT_CT_NORMAL;
 	if (!src_is_a)
-		v.flags |= WEFT_CT_F_B_ORIGINATED;
+		v->flags |= WEFT_CT_F_B_ORIGINATED;
 	if (p->proto == IPPROTO_TCP && !weft_tcp_is_syn(p))
-		v.flags |= WEFT_CT_F_MIDFLOW;
+		v->flags |= WEFT_CT_F_MIDFLOW;
 	src_leg->tcp_flags = weft_ct_leg_flags(p);
 	if (approve_src)
 		src_leg->approved_by = ruleset;
 	else
 		dst_leg->approved_by = ruleset;
-	return bpf_map_update_elem(&weft_ct4, k, &v, BPF_ANY);
+	return bpf_map_update_elem(&weft_ct4, k, v, BPF_ANY);
+}
+
+/*
+ * Creates the two entries of a new service flow: NAT_REV under the translated tuple (`rev`,
+ * client -> backend), holding the legs and the frontend to restore, and NAT_FWD under the
+ * tuple the client sent (`fwd`), pointing at it. `src_is_a` is the client's side in `rev`.
+ */
+WEFT_INLINE int weft_ct4_create_nat(const struct weft_ct4_key *fwd, const struct weft_ct4_key *rev,
+				    const struct weft_pkt4 *p, bool src_is_a, bool approve_src, __u32 ruleset,
+				    __u32 frontend, __u16 frontend_port)
+{
+	struct weft_ct4_value val = {}, *v = &val;
+	__u64 now = bpf_ktime_get_ns();
+
+	v->created_ns = now;
+	v->last_seen_ns = now;
+	v->type = WEFT_CT_NAT_REV;
+	if (!src_is_a)
+		v->flags |= WEFT_CT_F_B_ORIGINATED;
+	if (p->proto == IPPROTO_TCP && !weft_tcp_is_syn(p))
+		v->flags |= WEFT_CT_F_MIDFLOW;
+	if (src_is_a) {
+		v->leg_a.tcp_flags = weft_ct_leg_flags(p);
+		if (approve_src)
+			v->leg_a.approved_by = ruleset;
+	} else {
+		v->leg_b.tcp_flags = weft_ct_leg_flags(p);
+		if (approve_src)
+			v->leg_b.approved_by = ruleset;
+	}
+	v->nat_orig_daddr = frontend;
+	v->nat_orig_dport = frontend_port;
+	if (bpf_map_update_elem(&weft_ct4, rev, v, BPF_ANY))
+		return -1;
+
+	__builtin_memset(v, 0, sizeof(*v));
+	v->created_ns = now;
+	v->last_seen_ns = now;
+	v->type = WEFT_CT_NAT_FWD;
+	v->nat_rev_key = *rev;
+	return bpf_map_update_elem(&weft_ct4, fwd, v, BPF_ANY);
 }
 
 #endif /* WEFT_CONNTRACK_H */

@@ -11,9 +11,12 @@ WEFT_INLINE void weft_count(__u32 ifindex, __u32 hook, __u32 reason)
 	struct weft_counters *c = bpf_map_lookup_elem(&weft_ctrs, &k);
 
 	if (!c) {
-		struct weft_counters zero = {};
+		__u32 zero_key = 0;
+		struct weft_scratch *s = bpf_map_lookup_elem(&weft_scratch, &zero_key);
 
-		bpf_map_update_elem(&weft_ctrs, &k, &zero, BPF_NOEXIST);
+		if (!s)
+			return;
+		bpf_map_update_elem(&weft_ctrs, &k, &s->zero, BPF_NOEXIST);
 		c = bpf_map_lookup_elem(&weft_ctrs, &k);
 		if (!c)
 			return;

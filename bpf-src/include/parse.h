@@ -16,7 +16,8 @@ struct weft_pkt4 {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 icmp_error; /* an ICMP error; inner_* describe the packet it is about */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 l4_off; /* offset of the L4 header from the start of the frame */
 	__u32 inner_saddr;
 	__u32 inner_daddr;
 	__u16 inner_sport;
@@ -167,6 +168,7 @@ WEFT_INLINE int weft_parse4(struct __sk_buff *skb, struct weft_pkt4 *p)
 	p->icmp_type = 0;
 	p->icmp_code = 0;
 	p->icmp_error = 0;
+	p->l4_off = sizeof(struct ethhdr) + ihl_len;
 
 	if (ip->frag_off & bpf_htons(WEFT_IP_OFFSET))
 		return WEFT_PARSE_FRAGMENT;

@@ -69,4 +69,66 @@ struct {
 	__type(value, __u64); /* packets that a rule decided */
 } weft_rule_ctrs SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_nat_fe4_key);
+	__type(value, struct weft_nat_fe_value);
+} weft_nat_fe4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_nat_be_key);
+	__type(value, struct weft_nat_be4_value);
+} weft_nat_be4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_nat_src4_key);
+	__type(value, __u32);
+} weft_nat_src4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_nat_aff4_key);
+	__type(value, struct weft_nat_aff4_value);
+} weft_nat_aff4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 50300);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_nat_be_key); /* (svc_id, slot) */
+	__type(value, struct weft_nat_be4_value);
+} weft_maglev4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_ctlb_rev4_key);
+	__type(value, struct weft_nat_be4_value); /* the frontend */
+} weft_ctlb_rev4 SEC(".maps");
+
+/*
+ * Per-CPU scratch space for what the BPF stack (512 bytes) cannot hold. Only tc ingress
+ * programs write it (ICMP replies), and those never nest on one CPU; `zero` is never written.
+ */
+struct weft_scratch {
+	struct weft_counters zero; /* the initial value of a new counters entry */
+	__u8 icmp[96];             /* the ICMP message being checksummed */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weft_scratch);
+} weft_scratch SEC(".maps");
+
 #endif /* WEFT_DEFS_MAPS_H */

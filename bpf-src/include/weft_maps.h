@@ -86,6 +86,8 @@ _Static_assert(sizeof(struct weft_ct4_value) == 80, "weft_ct4_value");
 
 /* weft_iface_value.flags */
 #define WEFT_IFACE_F_WORKLOAD 0x01 /* host side of a workload's veth */
+#define WEFT_IFACE_F_DATA 0x02     /* a host interface facing the network (BPFDataIfacePattern) */
+#define WEFT_IFACE_F_NAT 0x04      /* bpfout.weft: host traffic to services routed through weft */
 
 struct weft_iface_value {
 	__u32 flags;       /* WEFT_IFACE_F_* */
@@ -189,11 +191,89 @@ struct weft_pol_verdict {
 };
 _Static_assert(sizeof(struct weft_pol_verdict) == 8, "weft_pol_verdict");
 
+/* ---- Services (NAT) ------------------------------------------------------------------------ */
+/*
+ * A frontend is an (address, port, protocol) a client connects to: a ClusterIP, an external
+ * IP, a LoadBalancer ingress IP, or a host address with a NodePort. Its backends are
+ * (svc_id, ordinal) entries, local ones first, so [0, local_count) is the local subset.
+ */
+struct weft_nat_fe4_key {
+	__u32 addr;
+	__u16 port; /* host order */
+	__u8 proto;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct weft_nat_fe4_key) == 8, "weft_nat_fe4_key");
+
+/* weft_nat_fe_value.flags */
+#define WEFT_NAT_F_LOCAL_ONLY 0x01 /* only local backends ([0, local_count)): traffic policy Local */
+#define WEFT_NAT_F_SRC_RANGES 0x02 /* clients must be in weft_nat_src4 (loadBalancerSourceRanges) */
+#define WEFT_NAT_F_MAGLEV 0x04     /* backends come from weft_maglev, by a hash of the flow */
+
+struct weft_nat_fe_value {
+	__u32 svc_id;             /* names the service port's backend list */
+	__u32 count;              /* backends; 0: the service has none ready and rejects */
+	__u32 local_count;        /* of which the first local_count are on this node */
+	__u32 affinity_timeout_s; /* sessionAffinity ClientIP; 0: none */
+	__u32 flags;              /* WEFT_NAT_F_* */
+	__u32 maglev_size;        /* WEFT_NAT_F_MAGLEV: slots in the lookup table */
+};
+_Static_assert(sizeof(struct weft_nat_fe_value) == 24, "weft_nat_fe_value");
+
+struct weft_nat_be_key {
+	__u32 svc_id;
+	__u32 ordinal; /* or, in weft_maglev, the slot */
+};
+_Static_assert(sizeof(struct weft_nat_be_key) == 8, "weft_nat_be_key");
+
+struct weft_nat_be4_value {
+	__u32 addr;
+	__u16 port; /* host order */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct weft_nat_be4_value) == 8, "weft_nat_be4_value");
+
+/* loadBalancerSourceRanges: (svc_id, client prefix) -> allowed. */
+struct weft_nat_src4_key {
+	__u32 prefixlen; /* 32 + client prefix length */
+	__u32 svc_id;
+	__u32 addr;
+};
+_Static_assert(sizeof(struct weft_nat_src4_key) == 12, "weft_nat_src4_key");
+
+/* sessionAffinity ClientIP: the backend a client was last given. */
+struct weft_nat_aff4_key {
+	__u32 svc_id;
+	__u32 client;
+};
+_Static_assert(sizeof(struct weft_nat_aff4_key) == 8, "weft_nat_aff4_key");
+
+struct weft_nat_aff4_value {
+	__u64 used_ns;  /* bpf_ktime_get_ns() of the last flow that used it */
+	__u32 ordinal;  /* where the backend was: if it is there no more, the client gets a new one */
+	__u32 pad;
+	struct weft_nat_be4_value backend;
+};
+_Static_assert(sizeof(struct weft_nat_aff4_value) == 24, "weft_nat_aff4_value");
+
+/* Connect-time load balancing of unconnected UDP: (backend, socket) -> the frontend the
+ * program sent to, so replies (recvmsg) read as coming from the service. */
+struct weft_ctlb_rev4_key {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+	__u64 cookie; /* bpf_get_socket_cookie() */
+};
+_Static_assert(sizeof(struct weft_ctlb_rev4_key) == 16, "weft_ctlb_rev4_key");
+
 /* ---- Counters ------------------------------------------------------------------------------ */
 
 /* weft_counters_key.hook */
 #define WEFT_HOOK_FROM_WEP 0 /* tc ingress of a workload interface */
 #define WEFT_HOOK_TO_WEP 1   /* tc egress of a workload interface */
+#define WEFT_HOOK_FROM_HEP 2 /* tc ingress of a data interface */
+#define WEFT_HOOK_TO_HEP 3   /* tc egress of a data interface */
+#define WEFT_HOOK_FROM_NAT 4 /* tc ingress of bpfout.weft */
 
 struct weft_counters_key {
 	__u32 ifindex;

@@ -23,7 +23,12 @@ enum weft_reason {
 	WEFT_REASON_DROP_NO_IFACE = 11,   /* program on an interface weft has no entry for */
 	WEFT_REASON_DROP_CT_FULL = 12,    /* conntrack entry could not be created */
 	WEFT_REASON_DROP_IPV6 = 13,       /* IPv6 is not programmed yet */
-	WEFT_REASON_MAX = 14,
+	WEFT_REASON_ACCEPT_NAT = 14,      /* new flow to a service, translated to a backend */
+	WEFT_REASON_REJECT_NO_BACKEND = 15, /* service without ready backends: ICMP unreachable sent */
+	WEFT_REASON_DROP_SRC_RANGE = 16,  /* client outside loadBalancerSourceRanges */
+	WEFT_REASON_DROP_NAT = 17,        /* translation failed (packet rewrite) */
+	WEFT_REASON_ACCEPT_HOST = 18,     /* host interface traffic that is none of weft's business */
+	WEFT_REASON_MAX = 19,
 };
 
 #endif /* WEFT_REASONS_H */

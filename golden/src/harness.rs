@@ -50,6 +50,10 @@ impl Harness {
             if_state: 64,
             route: 1024,
             ip_sets: 65536,
+            nat_frontend: 1024,
+            nat_backend: 4096,
+            nat_affinity: 1024,
+            maglev: 2 * 503,
         };
         Self::load_sized(test, settings, &sizes)
     }

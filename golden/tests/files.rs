@@ -62,6 +62,7 @@ fn facts() -> HostFacts {
     .map(|(n, i)| (n.to_string(), i))
     .collect();
     HostFacts {
+        owned_links: Default::default(),
         node: "demo-node".into(),
         links,
         host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
@@ -119,7 +120,7 @@ fn every_example_plans_as_its_golden_file() {
             &empty,
             &desired.state,
             &format!("examples/{name}"),
-            &desired.rule_names(),
+            &desired.names(),
         );
         out += "\n# operations, in order\n";
         for (i, op) in ops.iter().enumerate() {

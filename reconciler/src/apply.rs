@@ -20,6 +20,7 @@ use crate::netlink::route::Route4;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
 use crate::observe::read_entries;
 use crate::plan::Op;
+use crate::state::OWNED_ALIAS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -112,8 +113,31 @@ impl<'a> Applier<'a> {
                 }
                 remove_pin(&self.pins.map(name)).map_err(bpf)
             }
-            Op::LoadPrograms { identity, sizes } => {
-                let loaded = load::load_wep(self.pins, sizes, identity.settings).map_err(bpf)?;
+            Op::CreateVeth {
+                name,
+                mac,
+                peer,
+                peer_mac,
+            } => self
+                .nl
+                .create_veth(name, *mac, peer, *peer_mac, OWNED_ALIAS)
+                .await
+                .map_err(net),
+            Op::SetLinkUp { name } => {
+                let index = self.ifindex(op, name)?;
+                self.nl.set_up(index).await.map_err(net)
+            }
+            Op::DeleteLink { name } => match self.facts.links.get(name) {
+                Some(&index) => self.nl.delete_link(index).await.map_err(net),
+                None => Ok(()),
+            },
+            Op::LoadPrograms {
+                object,
+                identity,
+                sizes,
+            } => {
+                let loaded =
+                    load::load(*object, self.pins, sizes, identity.settings).map_err(bpf)?;
                 for (name, new) in &loaded.programs {
                     self.switch_program(name, new).map_err(bpf)?;
                 }
@@ -211,19 +235,27 @@ impl<'a> Applier<'a> {
                     },
                 }
             }
-            Op::RouteReplace { dst, dev } => {
+            Op::RouteReplace { dst, dev, via } => {
                 let oif = self.ifindex(op, dev)?;
                 self.nl
-                    .route_replace(&Route4 { dst: *dst, oif })
+                    .route_replace(&Route4 {
+                        dst: *dst,
+                        oif,
+                        via: *via,
+                    })
                     .await
                     .map_err(net)
             }
-            Op::RouteDelete { dst, dev } => {
+            Op::RouteDelete { dst, dev, via } => {
                 let Ok(oif) = self.ifindex(op, dev) else {
                     return Ok(());
                 };
                 self.nl
-                    .route_delete(&Route4 { dst: *dst, oif })
+                    .route_delete(&Route4 {
+                        dst: *dst,
+                        oif,
+                        via: *via,
+                    })
                     .await
                     .map_err(net)
             }

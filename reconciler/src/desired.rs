@@ -1,10 +1,17 @@
 //! Desired state: a pure function of the configuration and the host's facts.
 //!
-//! For every workload endpoint of this node whose interface exists: its rulesets (compiled
-//! policy, shared between endpoints with identical policy), its entry in weft_iface, its
-//! addresses in weft_rt4, a /32 route through its interface, a permanent neighbour entry when
-//! its MAC is known, forwarding and proxy ARP on the interface, and the two programs on the
-//! interface's hooks. With no local endpoint weft wants nothing at all: no maps, no programs.
+//! Workloads: for every workload endpoint of this node whose interface exists, its rulesets
+//! (compiled policy, shared between endpoints with identical policy), its entry in weft_iface,
+//! its addresses in weft_rt4, a /32 route through its interface, a permanent neighbour entry
+//! when its MAC is known, forwarding and proxy ARP on the interface, and the two programs on
+//! the interface's hooks.
+//!
+//! Services: the NAT maps (see services.rs); the data interfaces (BPFDataIfacePattern) get the
+//! host programs so NodePorts and external addresses are translated where they arrive; with
+//! BPFHostNetworkedNATWithoutCTLB, the bpfin.weft/bpfout.weft pair, routes to every service
+//! address into bpfin.weft, and the translating program on bpfout.weft.
+//!
+//! With neither workloads nor services weft wants nothing at all: no maps, no programs.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -12,7 +19,7 @@ use std::net::Ipv4Addr;
 use weft_model::{Cidr, Config};
 
 use crate::bpf::link::AttachMode;
-use crate::bpf::load::{EpToHost, ProgramIdentity, WepSettings};
+use crate::bpf::load::{EpToHost, Object, ProgramIdentity, WepSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
 use crate::facts::HostFacts;
@@ -20,17 +27,45 @@ use crate::policy::classify::{self, CompileError};
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
 use crate::policy::tables;
+use crate::services::{self, ServiceSettings, ServiceTables};
 use crate::state::{
-    AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
-    RuleNames, WORKLOAD_SYSCTLS,
+    AttachmentState, HostState, LinkState, MapState, Names, NeighbourState, OwnedLink,
+    ProgramState, RouteState, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS, WORKLOAD_SYSCTLS,
 };
 
-/// The dataplane settings FelixConfiguration chooses for this node.
+/// The devices host processes' traffic to services takes when the socket layer does not
+/// translate it: routed into NAT_IN, it comes out of NAT_OUT, where weft translates it.
+pub const NAT_IN: &str = "bpfin.weft";
+pub const NAT_OUT: &str = "bpfout.weft";
+/// Fixed, locally administered MACs ("weft" in the middle), so the gateway's neighbour entry is
+/// known before the devices exist.
+pub const NAT_IN_MAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x00];
+pub const NAT_OUT_MAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x01];
+/// The gateway service routes use on bpfin.weft: it resolves to bpfout.weft's MAC.
+pub const NAT_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
+
+/// Connect-time load balancing (BPFConnectTimeLoadBalancing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ctlb {
+    Tcp,
+    Enabled,
+    Disabled,
+}
+
+/// The dataplane settings FelixConfiguration chooses for this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub wep: WepSettings,
     pub attach: AttachMode,
     pub sizes: MapSizes,
+    pub ctlb: Ctlb,
+    /// BPFHostNetworkedNATWithoutCTLB.
+    pub host_nat: bool,
+    /// BPFDataIfacePattern.
+    pub data_ifaces: String,
+    pub maglev_max_endpoints: u32,
+    /// BPFExcludeCIDRsFromNAT.
+    pub exclude_nat: Vec<Net4>,
 }
 
 impl Settings {
@@ -47,16 +82,41 @@ impl Settings {
             // TCX asked for (or defaulted to) on a kernel without it: fall back, as Calico does.
             weft_model::BpfAttachType::Tcx => AttachMode::Tc,
         };
+        let maglev_max_endpoints = felix.bpf_maglev_max_endpoints_per_service();
         let sizes = MapSizes {
             conntrack: felix.bpf_map_size_conntrack(),
             if_state: felix.bpf_map_size_if_state(),
             route: felix.bpf_map_size_route(),
             ip_sets: felix.bpf_map_size_ip_sets(),
+            nat_frontend: felix.bpf_map_size_nat_frontend(),
+            nat_backend: felix.bpf_map_size_nat_backend(),
+            nat_affinity: felix.bpf_map_size_nat_affinity(),
+            maglev: felix.bpf_maglev_max_services()
+                * services::next_prime(5 * maglev_max_endpoints.max(1)),
         };
+        let ctlb = match felix.bpf_connect_time_load_balancing() {
+            weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
+            weft_model::BpfConnectTimeLoadBalancing::Enabled => Ctlb::Enabled,
+            weft_model::BpfConnectTimeLoadBalancing::Disabled => Ctlb::Disabled,
+        };
+        let exclude_nat = felix
+            .bpf_exclude_cidrs_from_nat()
+            .iter()
+            .filter_map(|c| match c {
+                Cidr::V4 { addr, len } => Some(Net4::new(u32::from(*addr), *len)),
+                Cidr::V6 { .. } => None,
+            })
+            .collect();
         Settings {
             wep: WepSettings { ep_to_host },
             attach,
             sizes,
+            ctlb,
+            host_nat: felix.bpf_host_networked_nat_without_ctlb()
+                == weft_model::EnabledDisabled::Enabled,
+            data_ifaces: felix.bpf_data_iface_pattern().to_string(),
+            maglev_max_endpoints,
+            exclude_nat,
         }
     }
 }
@@ -81,16 +141,22 @@ pub struct Desired {
     pub endpoints: Vec<EndpointSummary>,
     /// Per (endpoint name, direction): its rules in evaluation order, with ids.
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
+    /// What service ids stand for.
+    pub services: BTreeMap<u32, String>,
 }
 
 impl Desired {
-    /// What every rule id of the configuration stands for.
-    pub fn rule_names(&self) -> RuleNames {
-        self.rules
-            .values()
-            .flatten()
-            .map(|r| (r.id, r.describe()))
-            .collect()
+    /// What the rule and service ids of the configuration stand for.
+    pub fn names(&self) -> Names {
+        Names {
+            rules: self
+                .rules
+                .values()
+                .flatten()
+                .map(|r| (r.id, r.describe()))
+                .collect(),
+            services: self.services.clone(),
+        }
     }
 }
 
@@ -110,6 +176,10 @@ pub enum DesiredError {
         direction: Direction,
         source: CompileError,
     },
+    #[error(
+        "FelixConfiguration bpfDataIfacePattern {pattern:?} is not a regular expression: {message}"
+    )]
+    DataIfacePattern { pattern: String, message: String },
 }
 
 /// Reading the validated resources: the values were checked by weft-model, so a value that
@@ -221,10 +291,11 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     let settings = Settings::for_node(cfg, facts);
     let mut d = Desired {
         state: HostState::default(),
-        settings,
+        settings: settings.clone(),
         warnings: Vec::new(),
         endpoints: Vec::new(),
         rules: BTreeMap::new(),
+        services: BTreeMap::new(),
     };
 
     // This node's endpoints whose interface exists.
@@ -262,11 +333,20 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
             )),
         }
     }
-    if local.is_empty() {
+    let svc = services::tables(
+        cfg,
+        &facts.node,
+        &facts.host_addrs,
+        &ServiceSettings {
+            maglev_max_endpoints: settings.maglev_max_endpoints,
+            exclude: settings.exclude_nat.clone(),
+        },
+    );
+    d.warnings.extend(svc.warnings.iter().cloned());
+    if local.is_empty() && svc.is_empty() {
         return Ok(d);
     }
 
-    let index = PolicyIndex::new(cfg, entities(cfg));
     let mut entries: BTreeMap<&str, maps::Entries> = maps::RECONCILED
         .iter()
         .map(|m| (*m, maps::Entries::new()))
@@ -292,6 +372,41 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         add(maps::RT4, maps::entry(&k, &v));
     }
 
+    if !local.is_empty() {
+        workloads(cfg, &settings, local, &mut d, &mut add)?;
+    }
+    if !svc.is_empty() {
+        service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
+        d.services = svc.names.clone();
+    }
+
+    for def in maps::defs(&settings.sizes) {
+        let e = entries.remove(def.name.as_str());
+        d.state
+            .maps
+            .insert(def.name.clone(), MapState { def, entries: e });
+    }
+    Ok(d)
+}
+
+fn program(d: &mut Desired, name: &str, settings: &Settings) {
+    let object = Object::of_program(name).expect("a program of weft's objects");
+    d.state.programs.insert(
+        name.to_string(),
+        ProgramState {
+            identity: ProgramIdentity::current(object, settings.wep),
+        },
+    );
+}
+
+fn workloads(
+    cfg: &Config,
+    settings: &Settings,
+    local: Vec<(&weft_model::Item<weft_model::WorkloadEndpoint>, u32)>,
+    d: &mut Desired,
+    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+) -> Result<(), DesiredError> {
+    let index = PolicyIndex::new(cfg, entities(cfg));
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
@@ -345,9 +460,13 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
                 pad: 0,
             };
             add(maps::RT4, maps::entry(&k, &v));
-            d.state
-                .routes
-                .insert(Net4::host(u32::from(*a)), RouteState { dev: iface.clone() });
+            d.state.routes.insert(
+                Net4::host(u32::from(*a)),
+                RouteState {
+                    dev: iface.clone(),
+                    via: None,
+                },
+            );
             if let Some(mac) = read::mac(wep) {
                 d.state
                     .neighbours
@@ -361,22 +480,22 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                owned: None,
             },
         );
-        d.state.attachments.insert(
-            (iface.clone(), Hook::Ingress),
-            AttachmentState {
-                program: "weft_from_wep".into(),
-                mode: settings.attach,
-            },
-        );
-        d.state.attachments.insert(
-            (iface.clone(), Hook::Egress),
-            AttachmentState {
-                program: "weft_to_wep".into(),
-                mode: settings.attach,
-            },
-        );
+        for (hook, prog) in [
+            (Hook::Ingress, "weft_from_wep"),
+            (Hook::Egress, "weft_to_wep"),
+        ] {
+            d.state.attachments.insert(
+                (iface.clone(), hook),
+                AttachmentState {
+                    program: prog.into(),
+                    mode: settings.attach,
+                },
+            );
+            program(d, prog, settings);
+        }
         d.endpoints.push(EndpointSummary {
             name,
             iface,
@@ -386,20 +505,136 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
             ruleset_egress: ids[&Direction::Egress],
         });
     }
+    Ok(())
+}
 
-    let identity = ProgramIdentity::current(settings.wep);
-    for p in crate::bpf::load::WEP_PROGRAMS {
-        d.state
-            .programs
-            .insert(p.to_string(), ProgramState { identity });
+/// NAT tables, the data interfaces' programs, and the bpfin/bpfout pair with its routes.
+fn service_plumbing(
+    settings: &Settings,
+    facts: &HostFacts,
+    svc: &ServiceTables,
+    workload_ifaces: &BTreeMap<&str, String>,
+    d: &mut Desired,
+    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+) -> Result<(), DesiredError> {
+    for (map, e) in [
+        (maps::NAT_FE4, &svc.frontends),
+        (maps::NAT_BE4, &svc.backends),
+        (maps::NAT_SRC4, &svc.source_ranges),
+        (maps::MAGLEV4, &svc.maglev),
+    ] {
+        for (k, v) in e {
+            add(map, (k.clone(), v.clone()));
+        }
     }
-    for def in maps::defs(&settings.sizes) {
-        let e = entries.remove(def.name.as_str());
-        d.state
-            .maps
-            .insert(def.name.clone(), MapState { def, entries: e });
+
+    // Data interfaces: where NodePort and external traffic arrives.
+    let pattern = regex_lite::Regex::new(&settings.data_ifaces).map_err(|e| {
+        DesiredError::DataIfacePattern {
+            pattern: settings.data_ifaces.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    for (name, &ifindex) in &facts.links {
+        if !pattern.is_match(name)
+            || workload_ifaces.contains_key(name.as_str())
+            || name == NAT_IN
+            || name == NAT_OUT
+            || name == "lo"
+        {
+            continue;
+        }
+        let iv = IfaceValue {
+            flags: maps::IFACE_F_DATA,
+            ruleset_in: 0,
+            ruleset_out: 0,
+            pad: 0,
+            name: maps::c_name(name),
+        };
+        add(maps::IFACE, maps::entry(&ifindex, &iv));
+        for (hook, prog) in [
+            (Hook::Ingress, "weft_from_hep"),
+            (Hook::Egress, "weft_to_hep"),
+        ] {
+            d.state.attachments.insert(
+                (name.clone(), hook),
+                AttachmentState {
+                    program: prog.into(),
+                    mode: settings.attach,
+                },
+            );
+            program(d, prog, settings);
+        }
     }
-    Ok(d)
+
+    // Host processes' traffic to services that the socket layer does not translate.
+    if settings.host_nat {
+        d.state.links.insert(
+            NAT_IN.into(),
+            LinkState {
+                sysctls: NAT_IN_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                owned: Some(OwnedLink {
+                    kind: "veth".into(),
+                    peer: Some(NAT_OUT.into()),
+                    mac: NAT_IN_MAC,
+                    up: true,
+                }),
+            },
+        );
+        d.state.links.insert(
+            NAT_OUT.into(),
+            LinkState {
+                sysctls: NAT_OUT_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                owned: Some(OwnedLink {
+                    kind: "veth".into(),
+                    peer: Some(NAT_IN.into()),
+                    mac: NAT_OUT_MAC,
+                    up: true,
+                }),
+            },
+        );
+        d.state.neighbours.insert(
+            (NAT_IN.into(), NAT_GATEWAY),
+            NeighbourState {
+                lladdr: NAT_OUT_MAC,
+            },
+        );
+        for ip in &svc.service_ips {
+            d.state.routes.insert(
+                Net4::host(u32::from(*ip)),
+                RouteState {
+                    dev: NAT_IN.into(),
+                    via: Some(NAT_GATEWAY),
+                },
+            );
+        }
+        d.state.attachments.insert(
+            (NAT_OUT.into(), Hook::Ingress),
+            AttachmentState {
+                program: "weft_from_nat".into(),
+                mode: settings.attach,
+            },
+        );
+        program(d, "weft_from_nat", settings);
+        // bpfout's index exists once the device does; until then the plan creates it first.
+        if let Some(&ifindex) = facts.links.get(NAT_OUT) {
+            let iv = IfaceValue {
+                flags: maps::IFACE_F_NAT,
+                ruleset_in: 0,
+                ruleset_out: 0,
+                pad: 0,
+                name: maps::c_name(NAT_OUT),
+            };
+            add(maps::IFACE, maps::entry(&ifindex, &iv));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -411,6 +646,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            owned_links: Default::default(),
             node: "n1".into(),
             links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
             host_addrs: BTreeSet::new(),

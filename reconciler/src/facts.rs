@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::netlink::{Netlink, NetlinkError};
+use crate::state::{OwnedLink, OWNED_ALIAS};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostFacts {
@@ -12,6 +13,8 @@ pub struct HostFacts {
     pub node: String,
     /// Every interface of the namespace: name -> ifindex.
     pub links: BTreeMap<String, u32>,
+    /// The devices weft created (alias `weft`), as they are.
+    pub owned_links: BTreeMap<String, OwnedLink>,
     /// The host's own IPv4 addresses (every interface's).
     pub host_addrs: BTreeSet<Ipv4Addr>,
     /// The kernel has TCX (6.6+).
@@ -20,12 +23,25 @@ pub struct HostFacts {
 
 impl HostFacts {
     pub async fn gather(nl: &Netlink, node: String) -> Result<HostFacts, NetlinkError> {
-        let links = nl
-            .links()
-            .await?
-            .into_iter()
-            .map(|l| (l.name, l.index))
+        let all = nl.links().await?;
+        let name_of: BTreeMap<u32, String> =
+            all.iter().map(|l| (l.index, l.name.clone())).collect();
+        let owned_links = all
+            .iter()
+            .filter(|l| l.alias.as_deref() == Some(OWNED_ALIAS))
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    OwnedLink {
+                        kind: l.kind.clone().unwrap_or_default(),
+                        peer: l.peer.and_then(|p| name_of.get(&p).cloned()),
+                        mac: l.mac.unwrap_or_default(),
+                        up: l.up,
+                    },
+                )
+            })
             .collect();
+        let links = all.into_iter().map(|l| (l.name, l.index)).collect();
         let host_addrs = nl
             .addresses_v4()
             .await?
@@ -35,6 +51,7 @@ impl HostFacts {
         Ok(HostFacts {
             node,
             links,
+            owned_links,
             host_addrs,
             tcx: crate::bpf::link::tcx_supported(),
         })

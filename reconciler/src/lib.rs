@@ -9,4 +9,5 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod run;
+pub mod services;
 pub mod state;

@@ -15,8 +15,8 @@ use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
 use crate::state::{
-    AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
-    WORKLOAD_SYSCTLS,
+    managed_sysctl_keys, AttachmentState, HostState, LinkState, MapState, NeighbourState,
+    ProgramState, RouteState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +71,13 @@ pub fn read_entries(pins: &Pins, name: &str) -> Result<Entries, BpfError> {
     Ok(out)
 }
 
-/// Observes weft's state. `scope` names interfaces whose settings matter even when they carry
-/// no weft mark yet (those desired state configures).
+/// Observes weft's state. `desired` says which interfaces and settings matter even where they
+/// carry no weft mark yet.
 pub async fn observe(
     pins: &Pins,
     nl: &Netlink,
     facts: &HostFacts,
-    scope: &BTreeSet<String>,
+    desired: &HostState,
 ) -> Result<HostState, ObserveError> {
     let mut st = HostState::default();
 
@@ -113,8 +113,11 @@ pub async fn observe(
             .unwrap_or_else(|| format!("prog id {id}"))
     };
 
-    // Interfaces weft has marked: an entry in weft_iface, or a pinned link.
-    let mut ifaces: BTreeSet<String> = scope.clone();
+    // Interfaces weft has marked (an entry in weft_iface, a pinned link, a device it created)
+    // or wants something of.
+    let mut ifaces: BTreeSet<String> = desired.links.keys().cloned().collect();
+    ifaces.extend(desired.attachments.keys().map(|(i, _)| i.clone()));
+    ifaces.extend(facts.owned_links.keys().cloned());
     if let Some(e) = st.maps.get(maps::IFACE).and_then(|m| m.entries.as_ref()) {
         for (k, v) in e {
             let (Some(ifindex), Some(v)) = (u32::from_bytes(k), IfaceValue::from_bytes(v)) else {
@@ -146,37 +149,54 @@ pub async fn observe(
                 mode: AttachMode::Tcx,
             },
         );
-        ifaces.insert(iface.to_string());
+        ifaces.insert(iface);
     }
     let clsact = nl.clsact_ifindexes().await?;
     for iface in &ifaces {
         let Some(&ifindex) = facts.links.get(iface) else {
             continue;
         };
-        let hooks = if clsact.contains(&ifindex) {
-            &[Hook::Ingress, Hook::Egress][..]
-        } else {
-            &[]
-        };
-        for &hook in hooks {
-            if let Some(id) = link::query_tc(ifindex, hook).map_err(|source| BpfError::Query {
-                what: format!("tc filters of {iface}"),
-                source,
-            })? {
-                st.attachments.insert(
-                    (iface.clone(), hook),
-                    AttachmentState {
-                        program: prog_name(id),
-                        mode: AttachMode::Tc,
-                    },
-                );
+        if clsact.contains(&ifindex) {
+            for hook in [Hook::Ingress, Hook::Egress] {
+                let id = link::query_tc(ifindex, hook).map_err(|source| BpfError::Query {
+                    what: format!("tc filters of {iface}"),
+                    source,
+                })?;
+                if let Some(id) = id {
+                    st.attachments.insert(
+                        (iface.clone(), hook),
+                        AttachmentState {
+                            program: prog_name(id),
+                            mode: AttachMode::Tc,
+                        },
+                    );
+                }
             }
         }
+        // Settings: those weft wants here, as they are; elsewhere, those it may have set
+        // that are not back at the namespace's default.
         let mut sysctls = BTreeMap::new();
-        for (key, _) in WORKLOAD_SYSCTLS {
-            sysctls.insert(key.to_string(), sysctl::read(key, iface)?);
+        match desired.links.get(iface) {
+            Some(want) => {
+                for key in want.sysctls.keys() {
+                    sysctls.insert(key.clone(), sysctl::read(key, iface)?);
+                }
+            }
+            None => {
+                for key in managed_sysctl_keys() {
+                    let Ok(v) = sysctl::read(key, iface) else {
+                        continue;
+                    };
+                    if sysctl::default_value(key).ok().as_deref() != Some(v.as_str()) {
+                        sysctls.insert(key.to_string(), v);
+                    }
+                }
+            }
         }
-        st.links.insert(iface.clone(), LinkState { sysctls });
+        let owned = facts.owned_links.get(iface).cloned();
+        if !sysctls.is_empty() || owned.is_some() || desired.links.contains_key(iface) {
+            st.links.insert(iface.clone(), LinkState { sysctls, owned });
+        }
     }
 
     let name_of = |i: u32| {
@@ -190,6 +210,7 @@ pub async fn observe(
             r.dst,
             RouteState {
                 dev: name_of(r.oif),
+                via: r.via,
             },
         );
     }

@@ -1,9 +1,10 @@
 //! The plan: a pure diff of observed and desired state into an ordered list of operations.
 //!
-//! The order keeps every endpoint protected throughout: settings and maps first, then programs,
-//! then map entries (a ruleset's entries before the interface entry that points at it), then
-//! attachments, and only then the routes that send traffic to a new workload. Removal runs the
-//! other way: routes first, then attachments, then entries and pins.
+//! The order keeps every endpoint protected throughout: devices weft creates first (their
+//! indexes are needed by everything after), settings and maps, then programs, then map entries
+//! (a ruleset's entries before the interface entry that points at it), then attachments, and
+//! only then the routes that send traffic to a new workload or service. Removal runs the other
+//! way: routes first, then attachments, then entries, pins and devices.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -11,16 +12,34 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::bpf::link::AttachMode;
-use crate::bpf::load::ProgramIdentity;
+use crate::bpf::load::{Object, ProgramIdentity};
 use crate::bpf::maps::{self, MapDef, MapSizes};
 use crate::bpf::Hook;
 use crate::policy::flat::Net4;
-use crate::state::{mac_string, HostState, RuleNames};
+use crate::state::{mac_string, HostState, Names};
 
 /// One change to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
+    /// `ip link add <name> address <mac> type veth peer name <peer> address <peer_mac>`, alias
+    /// weft on both ends.
+    CreateVeth {
+        name: String,
+        #[serde(serialize_with = "ser_mac")]
+        mac: [u8; 6],
+        peer: String,
+        #[serde(serialize_with = "ser_mac")]
+        peer_mac: [u8; 6],
+    },
+    /// `ip link set <name> up`.
+    SetLinkUp {
+        name: String,
+    },
+    /// `ip link del <name>` (a device weft created).
+    DeleteLink {
+        name: String,
+    },
     /// `sysctl -w net.<key>=<value>` for one device.
     SetSysctl {
         dev: String,
@@ -39,9 +58,10 @@ pub enum Op {
         old: MapDef,
         new: MapDef,
     },
-    /// Load the programs (creating missing maps), pin them, and switch every attachment of
-    /// the old programs to the new ones in place.
+    /// Load an object's programs (creating missing maps), pin them, and switch every attachment
+    /// of the old programs to the new ones in place.
     LoadPrograms {
+        object: Object,
         identity: ProgramIdentity,
         #[serde(skip)]
         sizes: MapSizes,
@@ -69,16 +89,18 @@ pub enum Op {
         hook: Hook,
         mode: AttachMode,
     },
-    /// `ip route replace <dst> dev <dev> scope link proto 87`.
+    /// `ip route replace <dst> dev <dev> [via <gw> onlink] proto 87`.
     RouteReplace {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
         dev: String,
+        via: Option<Ipv4Addr>,
     },
     RouteDelete {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
         dev: String,
+        via: Option<Ipv4Addr>,
     },
     /// `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent proto 87`.
     NeighReplace {
@@ -131,7 +153,23 @@ fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error
 impl Op {
     /// One line for people, in the words of the equivalent command.
     pub fn describe(&self) -> String {
+        let route = |dst: &Net4, dev: &str, via: &Option<Ipv4Addr>| match via {
+            Some(gw) => format!("{dst} via {gw} dev {dev} onlink proto 87"),
+            None => format!("{dst} dev {dev} scope link proto 87"),
+        };
         match self {
+            Op::CreateVeth {
+                name,
+                mac,
+                peer,
+                peer_mac,
+            } => format!(
+                "ip link add {name} address {} type veth peer name {peer} address {} (alias weft)",
+                mac_string(mac),
+                mac_string(peer_mac)
+            ),
+            Op::SetLinkUp { name } => format!("ip link set {name} up"),
+            Op::DeleteLink { name } => format!("ip link del {name}"),
             Op::SetSysctl { dev, key, value } => format!(
                 "sysctl net.{}={value}",
                 key.replace("{dev}", dev).replace('/', ".")
@@ -143,7 +181,9 @@ impl Op {
             Op::ReplaceMap { name, old, new } => {
                 format!("replace map {name} ({} -> {})", old.shape(), new.shape())
             }
-            Op::LoadPrograms { identity, .. } => format!("load programs ({})", identity.describe()),
+            Op::LoadPrograms {
+                object, identity, ..
+            } => format!("load {} programs ({})", object.name(), identity.describe()),
             Op::WriteEntries { map, entries } => {
                 format!("write {} entries to {map}", entries.len())
             }
@@ -161,10 +201,10 @@ impl Op {
             Op::Detach { iface, hook, mode } => {
                 format!("detach from {iface} {} ({})", hook.as_str(), mode.as_str())
             }
-            Op::RouteReplace { dst, dev } => {
-                format!("ip route replace {dst} dev {dev} scope link proto 87")
+            Op::RouteReplace { dst, dev, via } => {
+                format!("ip route replace {}", route(dst, dev, via))
             }
-            Op::RouteDelete { dst, dev } => format!("ip route del {dst} dev {dev} proto 87"),
+            Op::RouteDelete { dst, dev, via } => format!("ip route del {}", route(dst, dev, via)),
             Op::NeighReplace { dev, ip, lladdr } => format!(
                 "ip neigh replace {ip} lladdr {} dev {dev} nud permanent proto 87",
                 mac_string(lladdr)
@@ -174,6 +214,11 @@ impl Op {
             Op::UnpinMap { name } => format!("unpin map {name}"),
         }
     }
+
+    /// Operations that create devices: everything else may need their indexes.
+    pub fn creates_link(&self) -> bool {
+        matches!(self, Op::CreateVeth { .. } | Op::DeleteLink { .. })
+    }
 }
 
 /// The maps whose entries are written in this order: what a key points at goes in first.
@@ -181,6 +226,10 @@ const WRITE_ORDER: &[&str] = &[
     maps::POL4_ADDR,
     maps::POL4_CTX,
     maps::POL_VERDICT,
+    maps::NAT_BE4,
+    maps::MAGLEV4,
+    maps::NAT_SRC4,
+    maps::NAT_FE4,
     maps::RT4,
     maps::IFACE,
 ];
@@ -188,6 +237,44 @@ const WRITE_ORDER: &[&str] = &[
 /// Computes the operations that take the kernel from `observed` to `desired`.
 pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<Op> {
     let mut ops = Vec::new();
+
+    // Devices weft creates: recreated when they differ (a veth pair is made whole).
+    for (name, l) in &desired.links {
+        let Some(want) = &l.owned else { continue };
+        let have = observed.links.get(name).and_then(|o| o.owned.as_ref());
+        let same =
+            have.is_some_and(|h| h.kind == want.kind && h.peer == want.peer && h.mac == want.mac);
+        if !same {
+            if have.is_some() {
+                ops.push(Op::DeleteLink { name: name.clone() });
+            }
+            let peer = want.peer.clone().unwrap_or_default();
+            let peer_mac = desired
+                .links
+                .get(&peer)
+                .and_then(|p| p.owned.as_ref())
+                .map(|p| p.mac)
+                .unwrap_or_default();
+            // One creation per pair, from the end whose name sorts first.
+            if peer.is_empty() || name < &peer || !desired.links.contains_key(&peer) {
+                ops.push(Op::CreateVeth {
+                    name: name.clone(),
+                    mac: want.mac,
+                    peer,
+                    peer_mac,
+                });
+            }
+        }
+        if want.up && (!same || have.is_some_and(|h| !h.up)) {
+            ops.push(Op::SetLinkUp { name: name.clone() });
+        }
+    }
+    // A pair created above must not also be deleted as "different" from its other end's view.
+    let mut seen = BTreeSet::new();
+    ops.retain(|o| match o {
+        Op::DeleteLink { name } => seen.insert(name.clone()),
+        _ => true,
+    });
 
     // Interface settings weft wants.
     for (dev, l) in &desired.links {
@@ -203,13 +290,11 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
-    // Maps: missing or reshaped ones mean a (re)load of the programs that use them.
-    let mut reload = false;
+    // Maps: missing or reshaped ones mean a (re)load of every object that uses them.
     let mut fresh_maps: BTreeSet<&str> = BTreeSet::new();
     for (name, m) in &desired.maps {
         match observed.maps.get(name) {
             None => {
-                reload = true;
                 fresh_maps.insert(name);
             }
             Some(o) if o.def != m.def => {
@@ -218,21 +303,29 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                     old: o.def.clone(),
                     new: m.def.clone(),
                 });
-                reload = true;
                 fresh_maps.insert(name);
             }
             Some(_) => {}
         }
     }
-    let identity = desired.programs.values().next().map(|p| p.identity);
-    for (name, p) in &desired.programs {
-        if observed.programs.get(name) != Some(p) {
-            reload = true;
-        }
-    }
-    if reload {
-        if let Some(identity) = identity {
-            ops.push(Op::LoadPrograms { identity, sizes });
+    for object in Object::ALL {
+        let wanted: Vec<_> = desired
+            .programs
+            .iter()
+            .filter(|(n, _)| Object::of_program(n) == Some(object))
+            .collect();
+        let Some((_, first)) = wanted.first() else {
+            continue;
+        };
+        let stale = wanted
+            .iter()
+            .any(|(n, p)| observed.programs.get(*n) != Some(*p));
+        if stale || !fresh_maps.is_empty() {
+            ops.push(Op::LoadPrograms {
+                object,
+                identity: first.identity,
+                sizes,
+            });
         }
     }
 
@@ -291,20 +384,22 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
-    for (dst, r) in &desired.routes {
-        if observed.routes.get(dst) != Some(r) {
-            ops.push(Op::RouteReplace {
-                dst: *dst,
-                dev: r.dev.clone(),
-            });
-        }
-    }
+    // Neighbours before routes: a route through a gateway needs its neighbour entry.
     for ((dev, ip), n) in &desired.neighbours {
         if observed.neighbours.get(&(dev.clone(), *ip)) != Some(n) {
             ops.push(Op::NeighReplace {
                 dev: dev.clone(),
                 ip: *ip,
                 lladdr: n.lladdr,
+            });
+        }
+    }
+    for (dst, r) in &desired.routes {
+        if observed.routes.get(dst) != Some(r) {
+            ops.push(Op::RouteReplace {
+                dst: *dst,
+                dev: r.dev.clone(),
+                via: r.via,
             });
         }
     }
@@ -315,6 +410,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             ops.push(Op::RouteDelete {
                 dst: *dst,
                 dev: r.dev.clone(),
+                via: r.via,
             });
         }
     }
@@ -376,6 +472,11 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             ops.push(Op::UnpinMap { name: name.clone() });
         }
     }
+    for (name, l) in &observed.links {
+        if l.owned.is_some() && desired.links.get(name).is_none_or(|d| d.owned.is_none()) {
+            ops.push(Op::DeleteLink { name: name.clone() });
+        }
+    }
     ops
 }
 
@@ -384,9 +485,9 @@ pub fn render_diff(
     observed: &HostState,
     desired: &HostState,
     desired_label: &str,
-    rules: &RuleNames,
+    names: &Names,
 ) -> String {
-    let (a, b) = (observed.render(rules), desired.render(rules));
+    let (a, b) = (observed.render(names), desired.render(names));
     if a == b {
         return String::new();
     }
@@ -408,6 +509,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            owned_links: Default::default(),
             node: "n1".into(),
             links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
             host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
@@ -613,8 +715,8 @@ mod tests {
     #[test]
     fn the_rendered_diff_is_empty_for_equal_states() {
         let s = state(&[&wep("a", "calia", "10.0.0.1")]);
-        assert_eq!(render_diff(&s, &s, "x", &RuleNames::new()), "");
-        let d = render_diff(&HostState::default(), &s, "x", &RuleNames::new());
+        assert_eq!(render_diff(&s, &s, "x", &Names::default()), "");
+        let d = render_diff(&HostState::default(), &s, "x", &Names::default());
         assert!(
             d.contains("+route 10.0.0.1/32 dev calia scope link proto weft"),
             "{d}"

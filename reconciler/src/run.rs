@@ -1,7 +1,6 @@
 //! The pipeline shared by the commands: load the files, gather the host's facts, compute the
 //! desired state, observe the live one, plan.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use weft_model::{Config, Diagnostics};
@@ -50,8 +49,7 @@ impl Host {
     }
 
     pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
-        let scope: BTreeSet<String> = desired.links.keys().cloned().collect();
-        Ok(observe::observe(&self.pins, &self.nl, &self.facts, &scope).await?)
+        Ok(observe::observe(&self.pins, &self.nl, &self.facts, desired).await?)
     }
 }
 
@@ -107,6 +105,32 @@ pub async fn converge(
         after,
         ops: ops.len(),
     })
+}
+
+/// Applies `cfg`: plans, runs the plan and observes again. Devices weft creates come first and
+/// the rest is planned again once they exist, since map entries and attachments need their
+/// indexes. Returns the (final) plan and what came of it.
+pub async fn apply_config(
+    host: &mut Host,
+    cfg: &Config,
+    mut progress: impl FnMut(usize, usize, &Op),
+) -> Result<(Planned, Outcome), RunError> {
+    let mut planned = plan(host, cfg).await?;
+    if planned.ops.iter().any(Op::creates_link) {
+        let devices: Vec<Op> = planned
+            .ops
+            .iter()
+            .filter(|o| o.creates_link())
+            .cloned()
+            .collect();
+        crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
+            .run(&devices, &mut progress)
+            .await?;
+        host.refresh_facts().await?;
+        planned = plan(host, cfg).await?;
+    }
+    let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
+    Ok((planned, outcome))
 }
 
 /// Removes everything weft created (its pin directories included).

@@ -34,18 +34,39 @@ pub struct HostState {
     pub maps: BTreeMap<String, MapState>,
 }
 
-/// What weft sets on an interface: per-device sysctls (`sysctl net.ipv4.conf.<dev>.<key>`).
+/// What weft sets on an interface: per-device sysctls (`sysctl net.ipv4.conf.<dev>.<key>`), and
+/// for devices weft creates itself, the device.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LinkState {
     /// Keys are paths under /proc/sys/net with `{dev}` standing for the device name, e.g.
     /// `ipv4/conf/{dev}/forwarding`.
     pub sysctls: BTreeMap<String, String>,
+    /// The device itself, when weft owns it (alias `weft`).
+    pub owned: Option<OwnedLink>,
 }
 
-/// A route to a local workload: `ip route replace <dst> dev <dev> scope link proto 87`.
+/// A device weft creates: `ip link add <name> address <mac> type veth peer name <peer> ...;
+/// ip link set <name> alias weft up`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnedLink {
+    /// `veth`.
+    pub kind: String,
+    /// The other end of a veth pair.
+    pub peer: Option<String>,
+    pub mac: [u8; 6],
+    pub up: bool,
+}
+
+/// The alias that marks devices weft created.
+pub const OWNED_ALIAS: &str = "weft";
+
+/// A route weft owns: `ip route replace <dst> dev <dev> [via <gw> onlink] scope link proto 87`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteState {
     pub dev: String,
+    /// A gateway reached on `dev` without a route to it (`onlink`): service addresses go to
+    /// bpfin.weft through a gateway whose neighbour entry weft pins.
+    pub via: Option<Ipv4Addr>,
 }
 
 /// A permanent neighbour entry: `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent
@@ -86,8 +107,31 @@ pub const WORKLOAD_SYSCTLS: &[(&str, &str)] = &[
     ("ipv4/neigh/{dev}/proxy_delay", "0"),
 ];
 
-/// What rule ids stand for ("NetworkPolicy demo/web ingress rule 0"), for renderings.
-pub type RuleNames = BTreeMap<u32, String>;
+/// bpfout.weft: host packets to services arrive here (from bpfin.weft) with the host's own
+/// source address, are translated, and are routed on to the backend.
+pub const NAT_OUT_SYSCTLS: &[(&str, &str)] = &[
+    ("ipv4/conf/{dev}/forwarding", "1"),
+    ("ipv4/conf/{dev}/accept_local", "1"),
+    ("ipv4/conf/{dev}/rp_filter", "0"),
+];
+
+/// bpfin.weft: answers weft sends back to a host process arrive here.
+pub const NAT_IN_SYSCTLS: &[(&str, &str)] = &[
+    ("ipv4/conf/{dev}/rp_filter", "0"),
+    ("ipv4/conf/{dev}/accept_local", "1"),
+];
+
+/// Every sysctl key weft may set, for finding what to put back.
+pub fn managed_sysctl_keys() -> BTreeSet<&'static str> {
+    WORKLOAD_SYSCTLS
+        .iter()
+        .chain(NAT_OUT_SYSCTLS)
+        .chain(NAT_IN_SYSCTLS)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+pub use crate::bpf::maps::Names;
 
 pub fn mac_string(m: &[u8; 6]) -> String {
     m.iter()
@@ -98,11 +142,24 @@ pub fn mac_string(m: &[u8; 6]) -> String {
 
 impl HostState {
     /// A stable, line-per-object rendering grouped by kind of object: what `weft diff` diffs.
-    /// `rules` names rule ids (from the configuration) so verdicts say which rule they are.
-    pub fn render(&self, rules: &RuleNames) -> String {
+    /// `names` says what rule and service ids stand for, so entries say which rule they are.
+    pub fn render(&self, names: &Names) -> String {
         let mut out = String::new();
         out.push_str("# links\n");
         for (name, l) in &self.links {
+            if let Some(o) = &l.owned {
+                let _ = writeln!(
+                    out,
+                    "link {name} {}{} lladdr {} {} alias {OWNED_ALIAS}",
+                    o.kind,
+                    o.peer
+                        .as_ref()
+                        .map(|p| format!(" peer {p}"))
+                        .unwrap_or_default(),
+                    mac_string(&o.mac),
+                    if o.up { "up" } else { "down" }
+                );
+            }
             for (k, v) in &l.sysctls {
                 let _ = writeln!(
                     out,
@@ -117,7 +174,14 @@ impl HostState {
         }
         out.push_str("# routes\n");
         for (dst, r) in &self.routes {
-            let _ = writeln!(out, "route {dst} dev {} scope link proto weft", r.dev);
+            match r.via {
+                Some(gw) => {
+                    let _ = writeln!(out, "route {dst} via {gw} dev {} onlink proto weft", r.dev);
+                }
+                None => {
+                    let _ = writeln!(out, "route {dst} dev {} scope link proto weft", r.dev);
+                }
+            }
         }
         out.push_str("# neighbours\n");
         for ((dev, ip), n) in &self.neighbours {
@@ -146,7 +210,7 @@ impl HostState {
             if let Some(entries) = &m.entries {
                 let mut lines: Vec<String> = entries
                     .iter()
-                    .map(|(k, v)| maps::render(name, k, v, rules))
+                    .map(|(k, v)| maps::render(name, k, v, names))
                     .collect();
                 lines.sort();
                 for l in lines {

@@ -10,6 +10,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 use super::maps::{MapDef, MapSizes};
+use super::skel::hep::{self, WeftHepSkelBuilder};
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
 
@@ -47,6 +48,49 @@ pub struct WepSettings {
     pub ep_to_host: EpToHost,
 }
 
+/// The BPF objects weft loads, one per hook family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Object {
+    /// bpf-src/weft_wep.bpf.c: workload interfaces.
+    Wep,
+    /// bpf-src/weft_hep.bpf.c: data interfaces and bpfout.weft.
+    Hep,
+}
+
+impl Object {
+    pub const ALL: [Object; 2] = [Object::Wep, Object::Hep];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Object::Wep => "weft_wep",
+            Object::Hep => "weft_hep",
+        }
+    }
+
+    /// FNV-1a of the object's bytes, as built into this weft.
+    pub fn id(self) -> u64 {
+        match self {
+            Object::Wep => wep::OBJECT_ID,
+            Object::Hep => hep::OBJECT_ID,
+        }
+    }
+
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Object::Wep => &["weft_from_wep", "weft_to_wep"],
+            Object::Hep => &["weft_from_hep", "weft_to_hep", "weft_from_nat"],
+        }
+    }
+
+    /// The object a program of this weft comes from.
+    pub fn of_program(program: &str) -> Option<Object> {
+        Object::ALL
+            .into_iter()
+            .find(|o| o.programs().contains(&program))
+    }
+}
+
 /// What a loaded program is: which build of which object, with which settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ProgramIdentity {
@@ -55,10 +99,10 @@ pub struct ProgramIdentity {
 }
 
 impl ProgramIdentity {
-    /// The identity of programs this weft would load with `settings`.
-    pub fn current(settings: WepSettings) -> Self {
+    /// The identity of `object`'s programs as this weft would load them with `settings`.
+    pub fn current(object: Object, settings: WepSettings) -> Self {
         ProgramIdentity {
-            object_id: wep::OBJECT_ID,
+            object_id: object.id(),
             settings,
         }
     }
@@ -71,9 +115,6 @@ impl ProgramIdentity {
         .to_lowercase()
     }
 }
-
-/// The programs of the workload object.
-pub const WEP_PROGRAMS: &[&str] = &["weft_from_wep", "weft_to_wep"];
 
 /// The map definitions of the embedded objects, without loading anything into the kernel.
 pub fn object_map_defs() -> Result<Vec<MapDef>, BpfError> {
@@ -129,89 +170,110 @@ pub struct Loaded {
     pub programs: BTreeMap<String, ProgramHandle>,
 }
 
-/// Loads the workload object. Maps already pinned are reused (they must have the shape `sizes`
-/// asks for: the plan replaces any that do not); new ones are pinned.
-pub fn load_wep(pins: &Pins, sizes: &MapSizes, settings: WepSettings) -> Result<Loaded, BpfError> {
-    pins.ensure()?;
-    crate::bpf::load::route_libbpf_log();
-    let mut storage = MaybeUninit::uninit();
-    let mut open = WeftWepSkelBuilder::default()
-        .open(&mut storage)
-        .map_err(|source| BpfError::Open {
-            object: "weft_wep",
-            source,
-        })?;
-    {
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("weft_wep has .rodata");
-        rodata.weft_object_id = wep::OBJECT_ID;
-        rodata.weft_ep_to_host_action = settings.ep_to_host.code();
-    }
-    let mut fresh = Vec::new();
-    for mut m in open.open_object_mut().maps_mut() {
-        let name = m.name().to_string_lossy().into_owned();
-        if name.contains('.') {
-            continue;
-        }
-        let want = sizes.max_entries(&name).unwrap_or(m.max_entries());
-        let err = |source| BpfError::Map {
-            name: name.clone(),
-            source,
-        };
-        m.set_max_entries(want).map_err(err)?;
-        match pinned_map_def(pins, &name)? {
-            Some(pinned) => {
-                let wanted = MapDef {
-                    name: name.clone(),
-                    map_type: format!("{:?}", m.map_type()).to_lowercase(),
-                    key_size: m.key_size(),
-                    value_size: m.value_size(),
-                    max_entries: want,
-                    flags: m.map_flags(),
-                };
-                if pinned != wanted {
-                    return Err(BpfError::MapIncompatible {
-                        name,
-                        pinned: pinned.shape(),
-                        wanted: wanted.shape(),
-                    });
-                }
-                m.reuse_pinned_map(pins.map(&name)).map_err(err)?;
-            }
-            None => fresh.push(name),
-        }
-    }
-    let mut skel = open.load().map_err(|source| BpfError::Load {
-        object: "weft_wep",
-        source,
-    })?;
-    for name in &fresh {
-        let path = pins.map(name);
-        let mut pinned = false;
-        for mut m in libbpf_rs::skel::Skel::object_mut(&mut skel).maps_mut() {
-            if m.name().to_string_lossy() == name.as_str() {
-                m.pin(&path).map_err(|source| BpfError::Map {
-                    name: name.clone(),
+/// The skeleton types differ per object but are used identically: one body for all of them.
+macro_rules! load_skel {
+    ($builder:ty, $object:expr, $pins:expr, $sizes:expr, $settings:expr) => {{
+        let (object, pins, sizes, settings): (Object, &Pins, &MapSizes, WepSettings) =
+            ($object, $pins, $sizes, $settings);
+        let oname = object.name();
+        pins.ensure()?;
+        route_libbpf_log();
+        let mut storage = MaybeUninit::uninit();
+        let mut open =
+            <$builder>::default()
+                .open(&mut storage)
+                .map_err(|source| BpfError::Open {
+                    object: oname,
                     source,
                 })?;
-                pinned = true;
+        {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .expect("weft objects have .rodata");
+            rodata.weft_object_id = object.id();
+            rodata.weft_ep_to_host_action = settings.ep_to_host.code();
+        }
+        let mut fresh = Vec::new();
+        for mut m in open.open_object_mut().maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            if name.contains('.') {
+                continue;
+            }
+            let want = sizes.max_entries(&name).unwrap_or(m.max_entries());
+            let err = |source| BpfError::Map {
+                name: name.clone(),
+                source,
+            };
+            m.set_max_entries(want).map_err(err)?;
+            match pinned_map_def(pins, &name)? {
+                Some(pinned) => {
+                    let wanted = MapDef {
+                        name: name.clone(),
+                        map_type: format!("{:?}", m.map_type()).to_lowercase(),
+                        key_size: m.key_size(),
+                        value_size: m.value_size(),
+                        max_entries: want,
+                        flags: m.map_flags(),
+                    };
+                    if pinned != wanted {
+                        return Err(BpfError::MapIncompatible {
+                            name,
+                            pinned: pinned.shape(),
+                            wanted: wanted.shape(),
+                        });
+                    }
+                    m.reuse_pinned_map(pins.map(&name)).map_err(err)?;
+                }
+                None => fresh.push(name),
             }
         }
-        debug_assert!(pinned, "{name} is in the object");
-    }
-    let mut programs = BTreeMap::new();
-    for p in libbpf_rs::skel::Skel::object(&skel).progs_mut() {
-        let name = p.name().to_string_lossy().into_owned();
-        let handle = ProgramHandle::try_from(&p).map_err(|source| BpfError::Program {
-            name: name.clone(),
+        let mut skel = open.load().map_err(|source| BpfError::Load {
+            object: oname,
             source,
         })?;
-        programs.insert(name, handle);
+        for name in &fresh {
+            let path = pins.map(name);
+            for mut m in libbpf_rs::skel::Skel::object_mut(&mut skel).maps_mut() {
+                if m.name().to_string_lossy() == name.as_str() {
+                    m.pin(&path).map_err(|source| BpfError::Map {
+                        name: name.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        let mut programs = BTreeMap::new();
+        for p in libbpf_rs::skel::Skel::object(&skel).progs_mut() {
+            let name = p.name().to_string_lossy().into_owned();
+            let handle = ProgramHandle::try_from(&p).map_err(|source| BpfError::Program {
+                name: name.clone(),
+                source,
+            })?;
+            programs.insert(name, handle);
+        }
+        Ok(Loaded { programs })
+    }};
+}
+
+/// Loads one object. Maps already pinned are reused (they must have the shape `sizes` asks
+/// for: the plan replaces any that do not); new ones are pinned.
+pub fn load(
+    object: Object,
+    pins: &Pins,
+    sizes: &MapSizes,
+    settings: WepSettings,
+) -> Result<Loaded, BpfError> {
+    match object {
+        Object::Wep => load_skel!(WeftWepSkelBuilder, Object::Wep, pins, sizes, settings),
+        Object::Hep => load_skel!(WeftHepSkelBuilder, Object::Hep, pins, sizes, settings),
     }
-    Ok(Loaded { programs })
+}
+
+/// The workload object (tests and benchmarks load it on its own).
+pub fn load_wep(pins: &Pins, sizes: &MapSizes, settings: WepSettings) -> Result<Loaded, BpfError> {
+    load(Object::Wep, pins, sizes, settings)
 }
 
 /// Reads back which object and settings a loaded program was built from, through its .rodata.

@@ -12,7 +12,11 @@ use super::skel::wep::types;
 
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
-    weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_iface_value as IfaceValue,
+    weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
+    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
+    weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
+    weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
+    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey,
     weft_pol4_addr_key as PolAddrKey, weft_pol4_ctx_key as PolCtxKey, weft_pol_class as PolClass,
     weft_pol_verdict as PolVerdict, weft_pol_vrdct_key as PolVerdictKey,
     weft_route4_key as Route4Key, weft_route_value as RouteValue,
@@ -26,13 +30,36 @@ pub const POL4_CTX: &str = "weft_pol4_ctx";
 pub const POL_VERDICT: &str = "weft_pol_vrdct";
 pub const COUNTERS: &str = "weft_ctrs";
 pub const RULE_COUNTERS: &str = "weft_rule_ctrs";
+pub const NAT_FE4: &str = "weft_nat_fe4";
+pub const NAT_BE4: &str = "weft_nat_be4";
+pub const NAT_SRC4: &str = "weft_nat_src4";
+pub const NAT_AFF4: &str = "weft_nat_aff4";
+pub const MAGLEV4: &str = "weft_maglev4";
+pub const CTLB_REV4: &str = "weft_ctlb_rev4";
+pub const SCRATCH: &str = "weft_scratch";
 
 /// Maps whose entries are desired state (written by `weft apply`, compared by `weft diff`);
-/// the others hold what the dataplane learns (conntrack, counters).
-pub const RECONCILED: &[&str] = &[IFACE, RT4, POL4_ADDR, POL4_CTX, POL_VERDICT];
+/// the others hold what the dataplane learns (conntrack, counters, affinity).
+pub const RECONCILED: &[&str] = &[
+    IFACE,
+    RT4,
+    POL4_ADDR,
+    POL4_CTX,
+    POL_VERDICT,
+    NAT_FE4,
+    NAT_BE4,
+    NAT_SRC4,
+    MAGLEV4,
+];
 
 // weft_iface_value.flags
 pub const IFACE_F_WORKLOAD: u32 = 0x01;
+pub const IFACE_F_DATA: u32 = 0x02;
+pub const IFACE_F_NAT: u32 = 0x04;
+// weft_nat_fe_value.flags
+pub const NAT_F_LOCAL_ONLY: u32 = 0x01;
+pub const NAT_F_SRC_RANGES: u32 = 0x02;
+pub const NAT_F_MAGLEV: u32 = 0x04;
 // weft_route_value.flags
 pub const RT_F_LOCAL_HOST: u32 = 0x01;
 pub const RT_F_LOCAL_WORKLOAD: u32 = 0x02;
@@ -56,6 +83,9 @@ pub const VERDICT_F_LOG: u8 = 0x01;
 // weft_counters_key.hook
 pub const HOOK_FROM_WEP: u32 = 0;
 pub const HOOK_TO_WEP: u32 = 1;
+pub const HOOK_FROM_HEP: u32 = 2;
+pub const HOOK_TO_HEP: u32 = 3;
+pub const HOOK_FROM_NAT: u32 = 4;
 
 /// Plain old data: a `#[repr(C)]` type with every padding byte spelled out as a field, so
 /// its bytes are exactly the map's bytes.
@@ -103,6 +133,14 @@ unsafe impl Plain for PolVerdictKey {}
 unsafe impl Plain for PolVerdict {}
 unsafe impl Plain for CountersKey {}
 unsafe impl Plain for Counters {}
+unsafe impl Plain for NatFrontendKey {}
+unsafe impl Plain for NatFrontend {}
+unsafe impl Plain for NatBackendKey {}
+unsafe impl Plain for NatBackend {}
+unsafe impl Plain for NatSrcKey {}
+unsafe impl Plain for NatAffKey {}
+unsafe impl Plain for NatAffValue {}
+unsafe impl Plain for CtlbRevKey {}
 unsafe impl Plain for u32 {}
 unsafe impl Plain for u64 {}
 
@@ -134,6 +172,11 @@ pub struct MapSizes {
     pub if_state: u32,
     pub route: u32,
     pub ip_sets: u32,
+    pub nat_frontend: u32,
+    pub nat_backend: u32,
+    pub nat_affinity: u32,
+    /// BPFMaglevMaxServices x the lookup table size.
+    pub maglev: u32,
 }
 
 impl Default for MapSizes {
@@ -143,6 +186,10 @@ impl Default for MapSizes {
             if_state: 1000,
             route: 262_144,
             ip_sets: 1_048_576,
+            nat_frontend: 65_536,
+            nat_backend: 262_144,
+            nat_affinity: 65_536,
+            maglev: 100 * 503,
         }
     }
 }
@@ -156,8 +203,15 @@ impl MapSizes {
             RT4 => self.route,
             POL4_ADDR | POL_VERDICT => self.ip_sets,
             POL4_CTX => 65_536,
-            COUNTERS => 2 * self.if_state,
+            COUNTERS => 5 * self.if_state,
             RULE_COUNTERS => 65_536,
+            NAT_FE4 => self.nat_frontend,
+            NAT_BE4 => self.nat_backend,
+            NAT_SRC4 => self.nat_frontend,
+            NAT_AFF4 => self.nat_affinity,
+            MAGLEV4 => self.maglev,
+            CTLB_REV4 => self.nat_affinity,
+            SCRATCH => 1,
             _ => return None,
         })
     }
@@ -268,7 +322,15 @@ fn port_prefix(bytes: [u8; 2], proto: u8, bits: u32) -> String {
 }
 
 /// One entry of a reconciled map, for people (`weft diff`, `weft dump`).
-pub fn render(map: &str, key: &[u8], value: &[u8], rules: &BTreeMap<u32, String>) -> String {
+pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
+    let rules = &names.rules;
+    let svc = |id: u32| {
+        names
+            .services
+            .get(&id)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    };
     match map {
         IFACE => {
             match (u32::from_bytes(key), IfaceValue::from_bytes(value)) {
@@ -356,8 +418,86 @@ pub fn render(map: &str, key: &[u8], value: &[u8], rules: &BTreeMap<u32, String>
             ),
             _ => raw(key, value),
         },
+        NAT_FE4 => match (
+            NatFrontendKey::from_bytes(key),
+            NatFrontend::from_bytes(value),
+        ) {
+            (Some(k), Some(v)) => {
+                let mut flags = Vec::new();
+                if v.flags & NAT_F_LOCAL_ONLY != 0 {
+                    flags.push("local-only".to_string());
+                }
+                if v.flags & NAT_F_SRC_RANGES != 0 {
+                    flags.push("source-ranges".to_string());
+                }
+                if v.flags & NAT_F_MAGLEV != 0 {
+                    flags.push(format!("maglev({})", v.maglev_size));
+                }
+                if v.affinity_timeout_s != 0 {
+                    flags.push(format!("affinity {}s", v.affinity_timeout_s));
+                }
+                format!(
+                    "{}:{}/{} -> service {:#010x}{} backends {} local {}{}",
+                    ip(k.addr),
+                    k.port,
+                    proto_name(k.proto),
+                    v.svc_id,
+                    svc(v.svc_id),
+                    v.count,
+                    v.local_count,
+                    if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", flags.join(","))
+                    }
+                )
+            }
+            _ => raw(key, value),
+        },
+        NAT_BE4 | MAGLEV4 => match (
+            NatBackendKey::from_bytes(key),
+            NatBackend::from_bytes(value),
+        ) {
+            (Some(k), Some(v)) => format!(
+                "service {:#010x}{} {} {} -> {}:{}",
+                k.svc_id,
+                svc(k.svc_id),
+                if map == MAGLEV4 { "slot" } else { "backend" },
+                k.ordinal,
+                ip(v.addr),
+                v.port
+            ),
+            _ => raw(key, value),
+        },
+        NAT_SRC4 => match NatSrcKey::from_bytes(key) {
+            Some(k) => format!(
+                "service {:#010x}{} allows clients in {}/{}",
+                k.svc_id,
+                svc(k.svc_id),
+                ip(k.addr),
+                k.prefixlen.saturating_sub(32)
+            ),
+            None => raw(key, value),
+        },
         _ => raw(key, value),
     }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// What ids in map entries stand for, for renderings: rule ids ("NetworkPolicy demo/web ingress
+/// rule 0") and service ids ("demo/web port http").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    pub rules: BTreeMap<u32, String>,
+    pub services: BTreeMap<u32, String>,
 }
 
 fn raw(key: &[u8], value: &[u8]) -> String {

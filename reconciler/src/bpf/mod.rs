@@ -19,6 +19,10 @@ pub mod skel {
         include!(concat!(env!("OUT_DIR"), "/weft_wep.skel.rs"));
         include!(concat!(env!("OUT_DIR"), "/weft_wep.id.rs"));
     }
+    pub mod hep {
+        include!(concat!(env!("OUT_DIR"), "/weft_hep.skel.rs"));
+        include!(concat!(env!("OUT_DIR"), "/weft_hep.id.rs"));
+    }
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));
     }

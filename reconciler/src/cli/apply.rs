@@ -13,18 +13,17 @@ pub async fn run(dir: &Path, host: &HostArgs) -> ExitCode {
     let r = async {
         let cfg = run::load(dir)?;
         let mut h = host.open().await?;
-        let planned = run::plan(&h, &cfg).await?;
+        let (planned, outcome) = run::apply_config(&mut h, &cfg, progress).await?;
         for w in &planned.desired.warnings {
             eprintln!("warning: {w}");
         }
-        if planned.ops.is_empty() {
+        if outcome.ops == 0 {
             eprintln!("no changes: the live state matches {label}");
             return Ok(true);
         }
-        let outcome = run::converge(&mut h, &planned.desired.state, &planned.ops, progress).await?;
         let converged = outcome.converged(&planned.desired.state);
         if !converged {
-            let names = planned.desired.rule_names();
+            let names = planned.desired.names();
             eprint!(
                 "{}",
                 weft::plan::render_diff(&outcome.after, &planned.desired.state, &label, &names)

@@ -50,7 +50,7 @@ pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> 
                     &planned.observed,
                     &planned.desired.state,
                     &label,
-                    &planned.desired.rule_names()
+                    &planned.desired.names()
                 )
             );
             if verbose {

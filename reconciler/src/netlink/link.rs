@@ -1,26 +1,61 @@
-//! Interfaces: `ip link show`.
+//! Interfaces: `ip link show`, and the devices weft creates (`ip link add ... type veth`).
+
+use std::collections::BTreeSet;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::tc::TcAttribute;
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-use super::{Netlink, NetlinkError};
+use super::{errno, Netlink, NetlinkError};
 
 /// An interface as weft needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub name: String,
+    pub alias: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub up: bool,
+    /// `veth`, `vxlan`, ... (IFLA_INFO_KIND); None for physical devices and loopback.
+    pub kind: Option<String>,
+    /// A veth's peer, as an ifindex in this namespace.
+    pub peer: Option<u32>,
 }
 
 fn from_message(m: &LinkMessage) -> Option<Link> {
-    let name = m.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })?;
-    Some(Link {
+    let mut l = Link {
         index: m.header.index,
-        name,
-    })
+        name: String::new(),
+        alias: None,
+        mac: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        kind: None,
+        peer: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::IfAlias(n) => l.alias = Some(n.clone()),
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(b);
+                l.mac = Some(mac);
+            }
+            LinkAttribute::Link(i) => l.peer = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (!l.name.is_empty()).then_some(l)
 }
 
 impl Netlink {
@@ -39,15 +74,12 @@ impl Netlink {
         }
         Ok(out)
     }
-}
 
-impl Netlink {
     /// The interfaces that have a clsact qdisc (`tc qdisc show`), the only ones a legacy tc
     /// filter of weft's can be on.
-    pub async fn clsact_ifindexes(&self) -> Result<std::collections::BTreeSet<u32>, NetlinkError> {
-        use rtnetlink::packet_route::tc::TcAttribute;
+    pub async fn clsact_ifindexes(&self) -> Result<BTreeSet<u32>, NetlinkError> {
         let mut s = self.handle.qdisc().get().execute();
-        let mut out = std::collections::BTreeSet::new();
+        let mut out = BTreeSet::new();
         while let Some(m) = s
             .try_next()
             .await
@@ -61,5 +93,54 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+
+    /// `ip link add <name> address <mac> type veth peer name <peer> address <peer_mac>`, both
+    /// ends with alias `alias` (weft's mark), left down (`set_up` brings them up).
+    pub async fn create_veth(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+        peer: &str,
+        peer_mac: [u8; 6],
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .address(peer_mac.to_vec())
+            .alias(alias)
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .address(mac.to_vec())
+            .alias(alias)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "ip link add {name} type veth peer name {peer}"
+            )))
+    }
+
+    /// `ip link set <index> up`.
+    pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!("ip link set {index} up")))
+    }
+
+    /// `ip link del <index>`; gone already is success.
+    pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            other => other.map_err(NetlinkError::request(format!("ip link del {index}"))),
+        }
     }
 }

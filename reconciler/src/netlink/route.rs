@@ -11,21 +11,25 @@ use rtnetlink::RouteMessageBuilder;
 use super::{errno, Netlink, NetlinkError, WEFT_PROTO};
 use crate::policy::flat::Net4;
 
-/// A route of weft's: to `dst` out of interface `oif`, scope link.
+/// A route of weft's: to `dst` out of interface `oif`, directly (scope link) or through a
+/// gateway on that interface (`via <gw> onlink`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route4 {
     pub dst: Net4,
     pub oif: u32,
+    pub via: Option<Ipv4Addr>,
 }
 
 fn message(r: &Route4) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::from(r.dst.addr), r.dst.len)
         .output_interface(r.oif)
-        .scope(RouteScope::Link)
         .protocol(RouteProtocol::Other(WEFT_PROTO))
-        .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
-        .build()
+        .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
+    match r.via {
+        Some(gw) => b.gateway(gw).onlink().scope(RouteScope::Universe).build(),
+        None => b.scope(RouteScope::Link).build(),
+    }
 }
 
 impl Netlink {
@@ -52,10 +56,15 @@ impl Netlink {
                 RouteAttribute::Oif(i) => Some(*i),
                 _ => None,
             });
+            let via = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            });
             if let (Some(d), Some(oif)) = (dst, oif) {
                 out.push(Route4 {
                     dst: Net4::new(u32::from(d), m.header.destination_prefix_length),
                     oif,
+                    via,
                 });
             }
         }

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The per-packet pipeline every tc hook runs: parse, conntrack, service translation, policy.
+ * The hook is a compile-time constant in each entry program, so each program keeps only its
+ * own branches.
+ *
+ * Hooks (see weft_maps.h, WEFT_HOOK_*):
+ *   FROM_WEP  tc ingress of a workload's host-side veth: its egress policy; service NAT
+ *   TO_WEP    tc egress of the same: its ingress policy
+ *   FROM_HEP  tc ingress of a data interface: NodePort / external IP / LoadBalancer NAT
+ *   TO_HEP    tc egress of a data interface: replies of translated flows
+ *   FROM_NAT  tc ingress of bpfout.weft: host processes' traffic to services
+ * Host interfaces carry no policy yet (host endpoints come later): weft only translates there,
+ * and passes everything else untouched.
+ *
+ * Service flows get two conntrack entries: NAT_FWD under the tuple the client sent
+ * (client -> frontend) pointing at NAT_REV under the translated tuple (client -> backend),
+ * which holds the flow's legs and the frontend to restore. The first weft hook that sees a
+ * reply (backend -> client) restores the frontend as its source ("un-NAT"); hooks after it
+ * see the frontend tuple and find NAT_FWD.
+ */
+#ifndef WEFT_FLOW_H
+#define WEFT_FLOW_H
+
+#include "weft_bpf.h"
+#include "parse.h"
+#include "conntrack.h"
+#include "policy.h"
+#include "counters.h"
+#include "nat.h"
+#include "icmp.h"
+
+/* Settings the loader fills in (reconciler/src/bpf/load.rs). */
+
+/* Identifies the build of this object, so that `weft diff` can tell a stale program. */
+const volatile __u64 weft_object_id = 0;
+/* DefaultEndpointToHostAction for a workload's new flows to the host: WEFT_EP_TO_HOST_*.
+ * Return is treated as Accept until host endpoints have policy of their own. */
+const volatile __u8 weft_ep_to_host_action = WEFT_EP_TO_HOST_DROP;
+
+#define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
+/* Hooks where new flows to a service frontend are translated. */
+#define WEFT_DOES_NAT(hook) \
+	((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_FROM_HEP || (hook) == WEFT_HOOK_FROM_NAT)
+
+enum weft_nat_action {
+	WEFT_ACT_NONE = 0,
+	WEFT_ACT_DNAT,  /* destination -> backend */
+	WEFT_ACT_UNNAT, /* source backend -> frontend */
+};
+
+/* Notes why a packet got its verdict (counted once, on the way out of weft_tc). */
+WEFT_INLINE int weft_verdict(__u32 *reason, __u32 why, int rc)
+{
+	*reason = why;
+	return rc;
+}
+
+WEFT_INLINE bool weft_is_host_addr(__u32 addr)
+{
+	struct weft_route4_key k = { .prefixlen = 32, .addr = addr };
+	struct weft_route_value *rt = bpf_map_lookup_elem(&weft_rt4, &k);
+
+	return rt && (rt->flags & WEFT_RT_F_LOCAL_HOST);
+}
+
+/* The ICMP "port" a ruleset matches on: the flow's first packet's type and code. */
+WEFT_INLINE __u16 weft_icmp_dport(__u8 type, __u8 code)
+{
+	/* A reply is judged as the request that opened its flow. */
+	if (type == ICMP_ECHOREPLY)
+		return ICMP_ECHO << 8;
+	return (type << 8) | code;
+}
+
+/*
+ * Whether the endpoint behind a workload hook approves a known flow: its leg is approved by
+ * its current ruleset, or its current ruleset allows the flow when judged again as first seen.
+ */
+WEFT_INLINE bool weft_ct_approve(const struct weft_iface_value *iface, const struct weft_ct4_key *k,
+				 struct weft_ct4_value *ct, bool ep_is_a, const struct weft_pkt4 *p)
+{
+	bool a_originated = !(ct->flags & WEFT_CT_F_B_ORIGINATED);
+	bool ep_originated = ep_is_a == a_originated;
+	struct weft_ct_leg *ep_leg = ep_is_a ? &ct->leg_a : &ct->leg_b;
+	__u32 ruleset = ep_originated ? iface->ruleset_out : iface->ruleset_in;
+	struct weft_policy_result r;
+	struct weft_flow4 f;
+
+	if (ruleset != 0 && ep_leg->approved_by == ruleset)
+		return true;
+	/* The endpoint's policy changed since it approved this flow (or it never did). */
+	f.proto = k->proto;
+	f.peer = ep_is_a ? k->addr_b : k->addr_a;
+	f.local = ep_is_a ? k->addr_a : k->addr_b;
+	f.sport = a_originated ? k->port_a : k->port_b;
+	f.dport = a_originated ? k->port_b : k->port_a;
+	if (k->proto == IPPROTO_ICMP) {
+		f.sport = 0;
+		f.dport = weft_icmp_dport(p->icmp_type, p->icmp_code);
+	}
+	weft_policy4(ruleset, &f, &r);
+	weft_count_rule(r.rule_id);
+	if (r.action != WEFT_ACT_ALLOW)
+		return false;
+	ep_leg->approved_by = ruleset;
+	return true;
+}
+
+/* Sends an ICMP port unreachable back to the sender of a packet to a service without backends. */
+WEFT_INLINE int weft_reject(struct __sk_buff *skb, const struct weft_pkt4 *p, __u32 ifindex, const __u32 hook,
+			    __u32 *reason)
+{
+	if (weft_icmp_reply4(skb, p, WEFT_ICMP_DEST_UNREACH, WEFT_ICMP_PORT_UNREACH))
+		return weft_verdict(reason, WEFT_REASON_DROP_NAT, WEFT_DROP);
+	*reason = WEFT_REASON_REJECT_NO_BACKEND;
+	/* A workload gets it straight into its namespace (past our own egress hook); a data
+	 * interface or bpfout sends it back out where the packet came in. */
+	if (hook == WEFT_HOOK_FROM_WEP)
+		return bpf_redirect_peer(ifindex, 0);
+	return bpf_redirect(ifindex, 0);
+}
+
+/* The address translation a passed packet still needs (done once, in weft_tc). */
+struct weft_rewrite {
+	__u8 action;    /* WEFT_ACT_* */
+	__u16 port;     /* the new port, host order */
+	__u32 addr;     /* the new address */
+};
+
+WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *reason, struct weft_pkt4 *p,
+			       struct weft_rewrite *rw)
+{
+	__u32 ifindex = skb->ifindex;
+	struct weft_iface_value *iface;
+	struct weft_ct4_value *ct = NULL, *holder = NULL;
+	struct weft_ct4_key k, post;
+	struct weft_policy_result r;
+	struct weft_nat_choice nat = {};
+	struct weft_flow4 f;
+	__u8 action = WEFT_ACT_NONE;
+	__u32 nat_addr = 0;
+	__u16 nat_port = 0;
+	__u32 ruleset = 0;
+	bool src_is_a;
+
+	iface = bpf_map_lookup_elem(&weft_iface, &ifindex);
+	if (!iface) {
+		/* A workload interface without its entry fails closed; a host interface open. */
+		if (WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_DROP_NO_IFACE, WEFT_DROP);
+		*reason = WEFT_REASON_MAX; /* not counted: weft does not know the interface */
+		return WEFT_PASS;
+	}
+
+	switch (weft_parse4(skb, p)) {
+	case WEFT_PARSE_IPV4:
+		break;
+	case WEFT_PARSE_ARP:
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_ARP, WEFT_PASS);
+	case WEFT_PARSE_IPV6:
+		if (!WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+		return weft_verdict(reason, WEFT_REASON_DROP_IPV6, WEFT_DROP);
+	case WEFT_PARSE_OTHER_ETHERTYPE:
+		if (!WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+		return weft_verdict(reason, WEFT_REASON_DROP_ETHERTYPE, WEFT_DROP);
+	case WEFT_PARSE_SHORT:
+		if (!WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+		return weft_verdict(reason, WEFT_REASON_DROP_SHORT, WEFT_DROP);
+	case WEFT_PARSE_FRAGMENT:
+		if (!WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+		return weft_verdict(reason, WEFT_REASON_DROP_FRAGMENT, WEFT_DROP);
+	default:
+		if (!WEFT_IS_WEP(hook))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+		return weft_verdict(reason, WEFT_REASON_DROP_BAD_IP, WEFT_DROP);
+	}
+
+	if (hook == WEFT_HOOK_FROM_WEP) {
+		/* A workload sends only from its own addresses. */
+		struct weft_route4_key rk = { .prefixlen = 32, .addr = p->saddr };
+		struct weft_route_value *rt = bpf_map_lookup_elem(&weft_rt4, &rk);
+
+		if (!rt || !(rt->flags & WEFT_RT_F_LOCAL_WORKLOAD) || rt->ifindex != ifindex)
+			return weft_verdict(reason, WEFT_REASON_DROP_SPOOFED, WEFT_DROP);
+	}
+
+	if (p->icmp_error) {
+		/* An ICMP error about a known flow travels with that flow. */
+		weft_ct4_key_of(&k, p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport, p->inner_proto);
+		if (bpf_map_lookup_elem(&weft_ct4, &k))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_RELATED, WEFT_PASS);
+	}
+
+	src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
+	post = k;
+	if (!p->icmp_error)
+		ct = bpf_map_lookup_elem(&weft_ct4, &k);
+
+	if (ct && ct->type == WEFT_CT_NAT_FWD) {
+		/* A service flow in the client's terms: its legs live in the reverse entry. */
+		struct weft_ct4_key rk = ct->nat_rev_key;
+		struct weft_ct4_value *rev = bpf_map_lookup_elem(&weft_ct4, &rk);
+
+		if (rev) {
+			bool client_is_a = !(rev->flags & WEFT_CT_F_B_ORIGINATED);
+			__u32 client = client_is_a ? rk.addr_a : rk.addr_b;
+			__u16 client_port = client_is_a ? rk.port_a : rk.port_b;
+
+			post = rk;
+			holder = rev;
+			if (p->saddr == client && p->sport == client_port) {
+				/* Client to frontend: on to the backend. */
+				src_is_a = client_is_a;
+				action = WEFT_ACT_DNAT;
+				nat_addr = client_is_a ? rk.addr_b : rk.addr_a;
+				nat_port = client_is_a ? rk.port_b : rk.port_a;
+			} else {
+				/* A reply already given the frontend's address back. */
+				src_is_a = !client_is_a;
+			}
+		}
+	} else if (ct) {
+		holder = ct;
+		if (ct->type == WEFT_CT_NAT_REV && src_is_a == !!(ct->flags & WEFT_CT_F_B_ORIGINATED)) {
+			/* The backend answering: the client must see the frontend answer. */
+			action = WEFT_ACT_UNNAT;
+			nat_addr = ct->nat_orig_daddr;
+			nat_port = ct->nat_orig_dport;
+		}
+	}
+	if (holder && weft_tcp_is_syn(p) && weft_ct_tcp_finished(holder)) {
+		/* The tuple is reused by a new connection: judge it afresh. */
+		holder = NULL;
+		action = WEFT_ACT_NONE;
+		post = k;
+		src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
+	}
+
+	if (holder) {
+		if (WEFT_IS_WEP(hook)) {
+			bool ep_is_a = hook == WEFT_HOOK_FROM_WEP ? src_is_a : !src_is_a;
+
+			if (!weft_ct_approve(iface, &post, holder, ep_is_a, p))
+				return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
+		}
+		if (src_is_a)
+			holder->leg_a.tcp_flags |= weft_ct_leg_flags(p);
+		else
+			holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
+		holder->last_seen_ns = bpf_ktime_get_ns();
+		rw->action = action;
+		rw->addr = nat_addr;
+		rw->port = nat_port;
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, WEFT_PASS);
+	}
+
+	/* A new flow, originated by this packet's source. */
+	if (WEFT_DOES_NAT(hook) && !p->icmp_error) {
+		switch (weft_nat_lookup4(p, &nat)) {
+		case WEFT_NAT_OK:
+			action = WEFT_ACT_DNAT;
+			nat_addr = nat.addr;
+			nat_port = nat.port;
+			break;
+		case WEFT_NAT_NO_BACKEND:
+			return weft_reject(skb, p, ifindex, hook, reason);
+		case WEFT_NAT_DENIED:
+			return weft_verdict(reason, WEFT_REASON_DROP_SRC_RANGE, WEFT_DROP);
+		default:
+			break;
+		}
+	}
+	if (action == WEFT_ACT_NONE && !WEFT_IS_WEP(hook)) {
+		/* Host traffic that is not for a service: not weft's to judge or track. */
+		if (hook == WEFT_HOOK_FROM_NAT)
+			return weft_verdict(reason, WEFT_REASON_DROP_NAT, WEFT_DROP);
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+	}
+
+	/* Policy sees the flow after translation: the backend, not the frontend. */
+	if (action == WEFT_ACT_DNAT)
+		src_is_a = weft_ct4_key_of(&post, p->saddr, nat_addr, p->sport, nat_port, p->proto);
+	if (WEFT_IS_WEP(hook)) {
+		__u32 dst = action == WEFT_ACT_DNAT ? nat_addr : p->daddr;
+
+		f.proto = p->proto;
+		f.peer = hook == WEFT_HOOK_FROM_WEP ? dst : p->saddr;
+		f.local = hook == WEFT_HOOK_FROM_WEP ? p->saddr : dst;
+		f.sport = p->sport;
+		f.dport = action == WEFT_ACT_DNAT ? nat_port : p->dport;
+		if (p->proto == IPPROTO_ICMP) {
+			f.sport = 0;
+			f.dport = (p->icmp_type << 8) | p->icmp_code;
+		}
+		ruleset = hook == WEFT_HOOK_FROM_WEP ? iface->ruleset_out : iface->ruleset_in;
+		weft_policy4(ruleset, &f, &r);
+		weft_count_rule(r.rule_id);
+		if (r.action != WEFT_ACT_ALLOW)
+			return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
+		if (hook == WEFT_HOOK_FROM_WEP && weft_ep_to_host_action == WEFT_EP_TO_HOST_DROP && weft_is_host_addr(dst))
+			return weft_verdict(reason, WEFT_REASON_DROP_EP_TO_HOST, WEFT_DROP);
+	}
+	/* ICMP errors are never flows of their own. */
+	if (p->icmp_error)
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_POLICY, WEFT_PASS);
+
+	if (action == WEFT_ACT_DNAT) {
+		if (weft_ct4_create_nat(&k, &post, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, p->daddr, p->dport))
+			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
+		rw->action = action;
+		rw->addr = nat_addr;
+		rw->port = nat_port;
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, WEFT_PASS);
+	}
+	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset))
+		return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
+	return weft_verdict(reason, WEFT_REASON_ACCEPT_POLICY, WEFT_PASS);
+}
+
+WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 reason = WEFT_REASON_MAX;
+	struct weft_rewrite rw = {};
+	struct weft_pkt4 p;
+	int rc = weft_tc_packet(skb, hook, &reason, &p, &rw);
+
+	if (rw.action == WEFT_ACT_DNAT) {
+		if (weft_rewrite4(skb, &p, true, p.daddr, rw.addr, p.dport, rw.port)) {
+			rc = WEFT_DROP;
+			reason = WEFT_REASON_DROP_NAT;
+		}
+	} else if (rw.action == WEFT_ACT_UNNAT) {
+		if (weft_rewrite4(skb, &p, false, p.saddr, rw.addr, p.sport, rw.port)) {
+			rc = WEFT_DROP;
+			reason = WEFT_REASON_DROP_NAT;
+		}
+	}
+	if (reason < WEFT_REASON_MAX)
+		weft_count(ifindex, hook, reason);
+	return rc;
+}
+
+#endif /* WEFT_FLOW_H */

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Host interfaces: where traffic to services enters from outside the host, and where host
+ * processes' traffic to services is routed when connect-time load balancing does not
+ * translate it.
+ *
+ *   weft_from_hep  tc ingress of a data interface (BPFDataIfacePattern): NodePorts, external
+ *                  IPs and LoadBalancer IPs, translated to a backend
+ *   weft_to_hep    tc egress of a data interface: replies of translated flows
+ *   weft_from_nat  tc ingress of bpfout.weft: host processes' packets to services, routed into
+ *                  bpfin.weft, translated here
+ *
+ * These interfaces carry no policy yet (host endpoints come later): anything that is not a
+ * service flow passes untouched. The pipeline is in include/flow.h.
+ */
+#include "weft_bpf.h"
+#include "weft_defs_maps.h"
+#include "flow.h"
+
+SEC("tc")
+int weft_from_hep(struct __sk_buff *skb)
+{
+	return weft_tc(skb, WEFT_HOOK_FROM_HEP);
+}
+
+SEC("tc")
+int weft_to_hep(struct __sk_buff *skb)
+{
+	return weft_tc(skb, WEFT_HOOK_TO_HEP);
+}
+
+SEC("tc")
+int weft_from_nat(struct __sk_buff *skb)
+{
+	return weft_tc(skb, WEFT_HOOK_FROM_NAT);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

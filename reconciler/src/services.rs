@@ -1,0 +1,560 @@
+//! Services: Kubernetes Service and EndpointSlice manifests as the entries of weft's NAT maps.
+//! A pure function of the configuration, this node's name and its addresses.
+//!
+//! Each service port gets an id (`svc_id`) naming its backend list: the usable endpoints of
+//! the service's slices, on this port, local ones first so `[0, local_count)` is the local
+//! subset. Frontends point at it: every cluster IP, external IP and LoadBalancer ingress IP,
+//! and each host address with the NodePort. Which subset a frontend uses follows the traffic
+//! policies: internalTrafficPolicy for cluster IPs, externalTrafficPolicy for the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use weft_model::{
+    AddressType, Cidr, Config, EndpointSlice, KubernetesProtocol, Service, ServiceType,
+    SessionAffinity, TrafficPolicy,
+};
+
+use crate::bpf::maps::{
+    self, Entries, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey,
+};
+use crate::policy::flat::Net4;
+
+/// Calico's annotation asking for Maglev backend selection of a service's external traffic.
+pub const MAGLEV_ANNOTATION: &str = "lb.projectcalico.org/external-traffic-strategy";
+
+/// What services need, per node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceTables {
+    pub frontends: Entries,
+    pub backends: Entries,
+    pub source_ranges: Entries,
+    pub maglev: Entries,
+    /// Addresses host processes reach services at (routed into bpfin.weft).
+    pub service_ips: BTreeSet<Ipv4Addr>,
+    /// svc_id -> "namespace/name port" for renderings.
+    pub names: BTreeMap<u32, String>,
+    /// Things the user should know (ports weft cannot translate, id clashes).
+    pub warnings: Vec<String>,
+}
+
+impl ServiceTables {
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty()
+    }
+}
+
+/// Settings that shape the tables.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceSettings {
+    /// BPFMaglevMaxEndpointsPerService.
+    pub maglev_max_endpoints: u32,
+    /// BPFExcludeCIDRsFromNAT: frontends inside these are not translated.
+    pub exclude: Vec<Net4>,
+}
+
+/// A usable backend. The field order is the backend list's order: local ones first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Backend {
+    remote: bool,
+    addr: Ipv4Addr,
+    port: u16,
+}
+
+fn proto_number(p: Option<KubernetesProtocol>) -> u8 {
+    match p.unwrap_or(KubernetesProtocol::Tcp) {
+        KubernetesProtocol::Tcp => 6,
+        KubernetesProtocol::Udp => 17,
+        KubernetesProtocol::Sctp => 132,
+    }
+}
+
+/// A stable id for a service port: FNV-1a of "namespace/name/port", never 0.
+pub fn svc_id(namespace: &str, name: &str, port: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in format!("{namespace}/{name}/{port}").bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
+}
+
+fn v4(s: &str) -> Option<Ipv4Addr> {
+    s.parse().ok()
+}
+
+/// The smallest prime at least `n` (Maglev's table size must be prime).
+pub fn next_prime(n: u32) -> u32 {
+    let is_prime = |x: u32| x >= 2 && (2..).take_while(|d| d * d <= x).all(|d| x % d != 0);
+    (n.max(2)..)
+        .find(|&x| is_prime(x))
+        .expect("primes do not run out")
+}
+
+fn fnv64(seed: u64, s: &str) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for b in s.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Maglev's lookup table (Eisenbud et al., NSDI 2016): every backend fills slots along its own
+/// permutation of the table in turn, so each gets a near-equal share and a change of backends
+/// moves few slots.
+pub fn maglev_table(backends: &[String], size: u32) -> Vec<usize> {
+    let m = size as u64;
+    if backends.is_empty() || m < 2 {
+        return Vec::new();
+    }
+    let perms: Vec<(u64, u64)> = backends
+        .iter()
+        .map(|b| {
+            (
+                fnv64(0x5eed_0001, b) % m,
+                fnv64(0x5eed_0002, b) % (m - 1) + 1,
+            )
+        })
+        .collect();
+    let mut next = vec![0u64; backends.len()];
+    let mut table = vec![usize::MAX; size as usize];
+    let mut filled = 0;
+    'fill: loop {
+        for (i, &(offset, skip)) in perms.iter().enumerate() {
+            let mut c = (offset + next[i] * skip) % m;
+            while table[c as usize] != usize::MAX {
+                next[i] += 1;
+                c = (offset + next[i] * skip) % m;
+            }
+            table[c as usize] = i;
+            next[i] += 1;
+            filled += 1;
+            if filled == size as usize {
+                break 'fill;
+            }
+        }
+    }
+    table
+}
+
+fn slices_of<'a>(cfg: &'a Config, svc: &Service) -> Vec<&'a EndpointSlice> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    cfg.endpoint_slices
+        .iter()
+        .map(|s| &s.value)
+        .filter(|s| s.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|s| {
+            s.metadata.labels.get(EndpointSlice::SERVICE_NAME_LABEL) == Some(&svc.metadata.name)
+        })
+        .filter(|s| s.address_type == AddressType::IPv4)
+        .collect()
+}
+
+/// The backends of one service port: ready endpoints (all of them with
+/// publishNotReadyAddresses), or, when none is ready, the serving ones that are terminating (as
+/// kube-proxy does); local first.
+fn backends(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    proto: u8,
+    node: &str,
+    publish_not_ready: bool,
+) -> Vec<Backend> {
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
+    for s in slices {
+        let Some(port) = s
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| {
+                p.name.as_deref().unwrap_or("") == port_name && proto_number(p.protocol) == proto
+            })
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for e in s.endpoints() {
+            let c = e.conditions.clone().unwrap_or_default();
+            let is_ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(is_ready);
+            let is_terminating = c.terminating.unwrap_or(false);
+            let remote = e.node_name.as_deref() != Some(node);
+            for a in e.addresses.iter().filter_map(|a| v4(a)) {
+                let b = Backend {
+                    remote,
+                    addr: a,
+                    port,
+                };
+                if is_ready || publish_not_ready {
+                    ready.insert(b);
+                } else if serving && is_terminating {
+                    terminating.insert(b);
+                }
+            }
+        }
+    }
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
+}
+
+pub fn tables(
+    cfg: &Config,
+    node: &str,
+    host_addrs: &BTreeSet<Ipv4Addr>,
+    settings: &ServiceSettings,
+) -> ServiceTables {
+    let mut t = ServiceTables::default();
+    let excluded = |a: Ipv4Addr| {
+        settings
+            .exclude
+            .iter()
+            .any(|n| n.contains_addr(u32::from(a)))
+    };
+    for item in &cfg.services {
+        let svc = &item.value;
+        let spec = &svc.spec;
+        let ty = spec.service_type.unwrap_or(ServiceType::ClusterIP);
+        if ty == ServiceType::ExternalName {
+            continue;
+        }
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let slices = slices_of(cfg, svc);
+        let affinity = match spec.session_affinity {
+            Some(SessionAffinity::ClientIP) => spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(10800) as u32,
+            _ => 0,
+        };
+        let maglev = svc
+            .metadata
+            .annotations
+            .get(MAGLEV_ANNOTATION)
+            .is_some_and(|v| v == "maglev");
+        let etp_local = spec.external_traffic_policy == Some(TrafficPolicy::Local);
+        let itp_local = spec.internal_traffic_policy == Some(TrafficPolicy::Local);
+        let mut cluster_ips: Vec<Ipv4Addr> =
+            spec.cluster_ips.iter().filter_map(|s| v4(s)).collect();
+        if let Some(ip) = spec.cluster_ip.as_deref().and_then(v4) {
+            if !cluster_ips.contains(&ip) {
+                cluster_ips.push(ip);
+            }
+        }
+        let external: Vec<Ipv4Addr> = spec.external_ips.iter().filter_map(|s| v4(s)).collect();
+        let mut lb: Vec<Ipv4Addr> = Vec::new();
+        if ty == ServiceType::LoadBalancer {
+            lb.extend(
+                svc.status
+                    .iter()
+                    .flat_map(|s| s.load_balancer.iter())
+                    .flat_map(|l| l.ingress.iter())
+                    .filter_map(|i| i.ip.as_deref().and_then(v4)),
+            );
+            lb.extend(spec.load_balancer_ip.as_deref().and_then(v4));
+        }
+        let source_ranges: Vec<Net4> = spec
+            .load_balancer_source_ranges
+            .iter()
+            .filter_map(|s| match s.parse::<Cidr>() {
+                Ok(Cidr::V4 { addr, len }) => Some(Net4::new(u32::from(addr), len)),
+                _ => None,
+            })
+            .collect();
+        let node_ports = matches!(ty, ServiceType::NodePort | ServiceType::LoadBalancer);
+
+        for port in &spec.ports {
+            let proto = proto_number(port.protocol);
+            let name = port.name.clone().unwrap_or_default();
+            let label = if name.is_empty() {
+                format!("{}", port.port)
+            } else {
+                name.clone()
+            };
+            if proto == 132 {
+                t.warnings.push(format!(
+                    "{}: Service {ns}/{}: port {label} is SCTP, which weft does not translate yet",
+                    item.source, svc.metadata.name
+                ));
+                continue;
+            }
+            let Ok(svc_port) = u16::try_from(port.port) else {
+                continue;
+            };
+            let id = svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}"));
+            if let Some(other) = t.names.get(&id) {
+                t.warnings.push(format!("Service {ns}/{} port {label}: its id clashes with {other}; it is not programmed", svc.metadata.name));
+                continue;
+            }
+            t.names
+                .insert(id, format!("{ns}/{} port {label}", svc.metadata.name));
+            let bes = backends(
+                &slices,
+                &name,
+                proto,
+                node,
+                spec.publish_not_ready_addresses,
+            );
+            let local = bes.iter().filter(|b| !b.remote).count() as u32;
+            for (i, b) in bes.iter().enumerate() {
+                let k = NatBackendKey {
+                    svc_id: id,
+                    ordinal: i as u32,
+                };
+                let v = NatBackend {
+                    addr: maps::addr_be(b.addr),
+                    port: b.port,
+                    pad: 0,
+                };
+                t.backends
+                    .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
+            }
+            let maglev_size = if maglev && !bes.is_empty() {
+                next_prime(5 * settings.maglev_max_endpoints.max(1))
+            } else {
+                0
+            };
+            if maglev_size > 0 {
+                let names: Vec<String> = bes
+                    .iter()
+                    .map(|b| format!("{}:{}", b.addr, b.port))
+                    .collect();
+                for (slot, bi) in maglev_table(&names, maglev_size).into_iter().enumerate() {
+                    let b = bes[bi];
+                    let k = NatBackendKey {
+                        svc_id: id,
+                        ordinal: slot as u32,
+                    };
+                    let v = NatBackend {
+                        addr: maps::addr_be(b.addr),
+                        port: b.port,
+                        pad: 0,
+                    };
+                    t.maglev
+                        .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
+                }
+            }
+            if !source_ranges.is_empty() {
+                for r in &source_ranges {
+                    let k = NatSrcKey {
+                        prefixlen: 32 + u32::from(r.len),
+                        svc_id: id,
+                        addr: maps::addr_be(Ipv4Addr::from(r.addr)),
+                    };
+                    t.source_ranges
+                        .insert(maps::entry(&k, &1u32).0, maps::entry(&k, &1u32).1);
+                }
+            }
+            let frontend = |addr: Ipv4Addr, fport: u16, flags: u32, t: &mut ServiceTables| {
+                if excluded(addr) {
+                    return;
+                }
+                let k = NatFrontendKey {
+                    addr: maps::addr_be(addr),
+                    port: fport,
+                    proto,
+                    pad: 0,
+                };
+                let v = NatFrontend {
+                    svc_id: id,
+                    count: bes.len() as u32,
+                    local_count: local,
+                    affinity_timeout_s: affinity,
+                    flags,
+                    maglev_size: if flags & maps::NAT_F_MAGLEV != 0 {
+                        maglev_size
+                    } else {
+                        0
+                    },
+                };
+                t.frontends
+                    .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
+            };
+            let internal = if itp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
+            let external_flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 }
+                | if maglev_size > 0 {
+                    maps::NAT_F_MAGLEV
+                } else {
+                    0
+                };
+            for ip in &cluster_ips {
+                frontend(*ip, svc_port, internal, &mut t);
+                t.service_ips.insert(*ip);
+            }
+            for ip in &external {
+                frontend(*ip, svc_port, external_flags, &mut t);
+                t.service_ips.insert(*ip);
+            }
+            let ranges = if source_ranges.is_empty() {
+                0
+            } else {
+                maps::NAT_F_SRC_RANGES
+            };
+            for ip in &lb {
+                frontend(*ip, svc_port, external_flags | ranges, &mut t);
+                t.service_ips.insert(*ip);
+            }
+            if node_ports {
+                if let Some(np) = port
+                    .node_port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0)
+                {
+                    // NodePorts are tied to this node: no Maglev, which is for failover between nodes.
+                    let flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
+                    for a in host_addrs.iter().filter(|a| !a.is_loopback()) {
+                        frontend(*a, np, flags, &mut t);
+                    }
+                }
+            }
+        }
+    }
+    t.service_ips.retain(|a| !excluded(*a));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::maps::Plain;
+
+    fn load(texts: &[&str]) -> Config {
+        weft_model::load_texts(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
+        )
+        .expect("valid")
+    }
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  externalTrafficPolicy: Local\n  ports:\n    - {name: http, port: 80, targetPort: 8080, nodePort: 30080}\n";
+
+    fn slice(endpoints: &str) -> String {
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n{endpoints}")
+    }
+
+    fn frontends(t: &ServiceTables) -> Vec<(NatFrontendKey, NatFrontend)> {
+        t.frontends
+            .iter()
+            .map(|(k, v)| {
+                (
+                    NatFrontendKey::from_bytes(k).unwrap(),
+                    NatFrontend::from_bytes(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn backends_of(t: &ServiceTables) -> Vec<(u32, Ipv4Addr)> {
+        t.backends
+            .iter()
+            .map(|(k, v)| {
+                (
+                    NatBackendKey::from_bytes(k).unwrap().ordinal,
+                    Ipv4Addr::from(NatBackend::from_bytes(v).unwrap().addr.to_ne_bytes()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ready_backends_local_first_and_frontends_per_address() {
+        let cfg = load(&[
+            SVC,
+            &slice("  - {addresses: [10.65.0.9], nodeName: other}\n  - {addresses: [10.65.0.2], nodeName: n1}\n  - {addresses: [10.65.0.3], nodeName: n1, conditions: {ready: false}}\n"),
+        ]);
+        let hosts = BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(127, 0, 0, 1)]);
+        let t = tables(
+            &cfg,
+            "n1",
+            &hosts,
+            &ServiceSettings {
+                maglev_max_endpoints: 100,
+                exclude: vec![],
+            },
+        );
+        assert_eq!(
+            backends_of(&t),
+            vec![
+                (0, Ipv4Addr::new(10, 65, 0, 2)),
+                (1, Ipv4Addr::new(10, 65, 0, 9))
+            ]
+        );
+        let fe = frontends(&t);
+        assert_eq!(
+            fe.len(),
+            2,
+            "the cluster IP and the NodePort on 192.0.2.1, not on loopback: {fe:?}"
+        );
+        let cluster = fe.iter().find(|(k, _)| k.port == 80).unwrap().1;
+        assert_eq!(
+            (cluster.count, cluster.local_count, cluster.flags),
+            (2, 1, 0)
+        );
+        let nodeport = fe.iter().find(|(k, _)| k.port == 30080).unwrap().1;
+        assert_eq!(
+            nodeport.flags,
+            maps::NAT_F_LOCAL_ONLY,
+            "externalTrafficPolicy Local"
+        );
+        assert!(t.service_ips.contains(&Ipv4Addr::new(10, 96, 0, 10)));
+    }
+
+    #[test]
+    fn terminating_serving_endpoints_are_used_only_when_none_is_ready() {
+        let cfg = load(&[SVC, &slice("  - {addresses: [10.65.0.2], conditions: {ready: false, serving: true, terminating: true}}\n")]);
+        let t = tables(&cfg, "n1", &BTreeSet::new(), &ServiceSettings::default());
+        assert_eq!(backends_of(&t).len(), 1);
+        let cfg = load(&[
+            SVC,
+            &slice("  - {addresses: [10.65.0.2], conditions: {ready: false, serving: true, terminating: true}}\n  - {addresses: [10.65.0.3]}\n"),
+        ]);
+        let t = tables(&cfg, "n1", &BTreeSet::new(), &ServiceSettings::default());
+        assert_eq!(backends_of(&t), vec![(0, Ipv4Addr::new(10, 65, 0, 3))]);
+    }
+
+    #[test]
+    fn a_service_without_slices_still_has_a_frontend_that_rejects() {
+        let t = tables(
+            &load(&[SVC]),
+            "n1",
+            &BTreeSet::new(),
+            &ServiceSettings::default(),
+        );
+        let fe = frontends(&t);
+        assert_eq!(fe.len(), 1);
+        assert_eq!(fe[0].1.count, 0);
+    }
+
+    #[test]
+    fn maglev_tables_are_balanced_and_stable() {
+        let names: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}:80")).collect();
+        let m = next_prime(500);
+        assert_eq!(m, 503);
+        let table = maglev_table(&names, m);
+        assert_eq!(table.len(), 503);
+        let mut counts = vec![0; 10];
+        for &b in &table {
+            counts[b] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (45..=56).contains(&c)),
+            "near-equal shares: {counts:?}"
+        );
+        // Removing one backend moves few of the others' slots.
+        let fewer: Vec<String> = names[..9].to_vec();
+        let t2 = maglev_table(&fewer, m);
+        let moved = table
+            .iter()
+            .zip(&t2)
+            .filter(|(a, b)| **a != 9 && a != b)
+            .count();
+        assert!(
+            moved < 503 / 10,
+            "only slots of the removed backend should move much: {moved}"
+        );
+    }
+}
