@@ -28,7 +28,10 @@ WEFT_INLINE __u16 weft_fold_csum(__u32 sum)
 WEFT_INLINE int weft_icmp_reply4(struct __sk_buff *skb, const struct weft_pkt4 *p, __u8 type, __u8 code)
 {
 	__u32 ihl_len = (__u32)(p->l4_off - sizeof(struct ethhdr)) & 0x3c;
-	__u32 quoted = ihl_len + 8;
+	/* RFC 792 asks for 8 bytes of what followed the IPv4 header; a TCP header is quoted
+	 * whole: a packet whose checksum the NIC (or veth) was to fill in cannot be cut before
+	 * its checksum field. */
+	__u32 quoted = ihl_len + (p->proto == IPPROTO_TCP ? 20 : 8);
 	__u32 zero_key = 0;
 	struct weft_scratch *scratch = bpf_map_lookup_elem(&weft_scratch, &zero_key);
 	struct ethhdr eth;

@@ -45,7 +45,26 @@ pub fn ipv4_raw(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], l4: &[u
     h.extend_from_slice(&opts);
     let c = checksum(&h);
     h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(l4);
+    let mut l4 = l4.to_vec();
+    // TCP and UDP checksums over the pseudo-header, so tests can check that a rewrite keeps
+    // them right. A header cut short (truncation tests) keeps what it has.
+    let csum_at = match proto {
+        6 if l4.len() >= 20 => Some(16),
+        17 if l4.len() >= 8 => Some(6),
+        _ => None,
+    };
+    if let Some(at) = csum_at {
+        l4[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut pseudo = Vec::with_capacity(12 + l4.len());
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(&l4);
+        let c = checksum(&pseudo);
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    h.extend_from_slice(&l4);
     h
 }
 

@@ -30,7 +30,7 @@ use crate::policy::tables;
 use crate::services::{self, ServiceSettings, ServiceTables};
 use crate::state::{
     AttachmentState, HostState, LinkState, MapState, Names, NeighbourState, OwnedLink,
-    ProgramState, RouteState, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS, WORKLOAD_SYSCTLS,
+    ProgramState, RouteState, DATA_SYSCTLS, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS, WORKLOAD_SYSCTLS,
 };
 
 /// The devices host processes' traffic to services takes when the socket layer does not
@@ -389,14 +389,16 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     Ok(d)
 }
 
+/// Wants the program `name`, and with it every program of its object: they are loaded and
+/// pinned together.
 fn program(d: &mut Desired, name: &str, settings: &Settings) {
     let object = Object::of_program(name).expect("a program of weft's objects");
-    d.state.programs.insert(
-        name.to_string(),
-        ProgramState {
-            identity: ProgramIdentity::current(object, settings.wep),
-        },
-    );
+    for p in object.programs() {
+        let identity = ProgramIdentity::current(object, settings.wep);
+        d.state
+            .programs
+            .insert(p.to_string(), ProgramState { identity });
+    }
 }
 
 fn workloads(
@@ -552,6 +554,17 @@ fn service_plumbing(
             name: maps::c_name(name),
         };
         add(maps::IFACE, maps::entry(&ifindex, &iv));
+        // Translated NodePort and external traffic is forwarded on to the backend.
+        d.state.links.insert(
+            name.clone(),
+            LinkState {
+                sysctls: DATA_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                owned: None,
+            },
+        );
         for (hook, prog) in [
             (Hook::Ingress, "weft_from_hep"),
             (Hook::Egress, "weft_to_hep"),
@@ -603,6 +616,13 @@ fn service_plumbing(
             (NAT_IN.into(), NAT_GATEWAY),
             NeighbourState {
                 lladdr: NAT_OUT_MAC,
+            },
+        );
+        d.state.routes.insert(
+            Net4::host(u32::from(NAT_GATEWAY)),
+            RouteState {
+                dev: NAT_IN.into(),
+                via: None,
             },
         );
         for ip in &svc.service_ips {

@@ -89,7 +89,7 @@ pub enum Op {
         hook: Hook,
         mode: AttachMode,
     },
-    /// `ip route replace <dst> dev <dev> [via <gw> onlink] proto 87`.
+    /// `ip route replace <dst> [via <gw>] dev <dev> proto 87`.
     RouteReplace {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
@@ -154,7 +154,7 @@ impl Op {
     /// One line for people, in the words of the equivalent command.
     pub fn describe(&self) -> String {
         let route = |dst: &Net4, dev: &str, via: &Option<Ipv4Addr>| match via {
-            Some(gw) => format!("{dst} via {gw} dev {dev} onlink proto 87"),
+            Some(gw) => format!("{dst} via {gw} dev {dev} proto 87"),
             None => format!("{dst} dev {dev} scope link proto 87"),
         };
         match self {
@@ -394,24 +394,37 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             });
         }
     }
-    for (dst, r) in &desired.routes {
-        if observed.routes.get(dst) != Some(r) {
-            ops.push(Op::RouteReplace {
-                dst: *dst,
-                dev: r.dev.clone(),
-                via: r.via,
-            });
+    // Direct routes first: a route through a gateway needs the route to the gateway.
+    for gatewayed in [false, true] {
+        for (dst, r) in desired
+            .routes
+            .iter()
+            .filter(|(_, r)| r.via.is_some() == gatewayed)
+        {
+            if observed.routes.get(dst) != Some(r) {
+                ops.push(Op::RouteReplace {
+                    dst: *dst,
+                    dev: r.dev.clone(),
+                    via: r.via,
+                });
+            }
         }
     }
 
     // Removal, the other way round.
-    for (dst, r) in &observed.routes {
-        if !desired.routes.contains_key(dst) {
-            ops.push(Op::RouteDelete {
-                dst: *dst,
-                dev: r.dev.clone(),
-                via: r.via,
-            });
+    for gatewayed in [true, false] {
+        for (dst, r) in observed
+            .routes
+            .iter()
+            .filter(|(_, r)| r.via.is_some() == gatewayed)
+        {
+            if !desired.routes.contains_key(dst) {
+                ops.push(Op::RouteDelete {
+                    dst: *dst,
+                    dev: r.dev.clone(),
+                    via: r.via,
+                });
+            }
         }
     }
     for (dev, ip) in observed.neighbours.keys() {

@@ -60,12 +60,12 @@ pub struct OwnedLink {
 /// The alias that marks devices weft created.
 pub const OWNED_ALIAS: &str = "weft";
 
-/// A route weft owns: `ip route replace <dst> dev <dev> [via <gw> onlink] scope link proto 87`.
+/// A route weft owns: `ip route replace <dst> [via <gw>] dev <dev> proto 87`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteState {
     pub dev: String,
-    /// A gateway reached on `dev` without a route to it (`onlink`): service addresses go to
-    /// bpfin.weft through a gateway whose neighbour entry weft pins.
+    /// A gateway on `dev`: service addresses go to bpfin.weft through a gateway whose route
+    /// and neighbour entry weft owns too.
     pub via: Option<Ipv4Addr>,
 }
 
@@ -105,6 +105,11 @@ pub const WORKLOAD_SYSCTLS: &[(&str, &str)] = &[
     ("ipv4/conf/{dev}/proxy_arp", "1"),
     // ... at once, not after the default random delay of up to 0.8 s.
     ("ipv4/neigh/{dev}/proxy_delay", "0"),
+    // A reply weft gives a service's address back to may carry one of the host's own addresses
+    // (a NodePort) as its source. weft_from_wep has already checked that the workload sent it
+    // from its own address, which is a stricter reverse-path check than the kernel's.
+    ("ipv4/conf/{dev}/accept_local", "1"),
+    ("ipv4/conf/{dev}/rp_filter", "0"),
 ];
 
 /// bpfout.weft: host packets to services arrive here (from bpfin.weft) with the host's own
@@ -121,12 +126,16 @@ pub const NAT_IN_SYSCTLS: &[(&str, &str)] = &[
     ("ipv4/conf/{dev}/accept_local", "1"),
 ];
 
+/// A data interface: NodePort and external traffic arriving on it is forwarded to backends.
+pub const DATA_SYSCTLS: &[(&str, &str)] = &[("ipv4/conf/{dev}/forwarding", "1")];
+
 /// Every sysctl key weft may set, for finding what to put back.
 pub fn managed_sysctl_keys() -> BTreeSet<&'static str> {
     WORKLOAD_SYSCTLS
         .iter()
         .chain(NAT_OUT_SYSCTLS)
         .chain(NAT_IN_SYSCTLS)
+        .chain(DATA_SYSCTLS)
         .map(|(k, _)| *k)
         .collect()
 }
@@ -176,7 +185,7 @@ impl HostState {
         for (dst, r) in &self.routes {
             match r.via {
                 Some(gw) => {
-                    let _ = writeln!(out, "route {dst} via {gw} dev {} onlink proto weft", r.dev);
+                    let _ = writeln!(out, "route {dst} via {gw} dev {} proto weft", r.dev);
                 }
                 None => {
                     let _ = writeln!(out, "route {dst} dev {} scope link proto weft", r.dev);

@@ -17,6 +17,11 @@ pub const REASONS: &[&str] = &[
     "drop-no-interface-entry",
     "drop-conntrack-full",
     "drop-ipv6",
+    "accept-nat",
+    "reject-no-backend",
+    "drop-source-range",
+    "drop-nat",
+    "accept-host",
 ];
 
 pub const ACCEPT_POLICY: usize = 0;
@@ -33,3 +38,8 @@ pub const DROP_EP_TO_HOST: usize = 10;
 pub const DROP_NO_IFACE: usize = 11;
 pub const DROP_CT_FULL: usize = 12;
 pub const DROP_IPV6: usize = 13;
+pub const ACCEPT_NAT: usize = 14;
+pub const REJECT_NO_BACKEND: usize = 15;
+pub const DROP_SRC_RANGE: usize = 16;
+pub const DROP_NAT: usize = 17;
+pub const ACCEPT_HOST: usize = 18;

@@ -95,8 +95,9 @@ impl Netlink {
         Ok(out)
     }
 
-    /// `ip link add <name> address <mac> type veth peer name <peer> address <peer_mac>`, both
-    /// ends with alias `alias` (weft's mark), left down (`set_up` brings them up).
+    /// `ip link add <name> address <mac> type veth peer name <peer> address <peer_mac>`, then
+    /// `ip link set ... alias <alias>` on both ends (the kernel ignores an alias given at
+    /// creation), left down (`set_up` brings them up).
     pub async fn create_veth(
         &self,
         name: &str,
@@ -108,11 +109,9 @@ impl Netlink {
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .address(peer_mac.to_vec())
-            .alias(alias)
             .build();
         let msg = LinkVeth::new(name, peer)
             .address(mac.to_vec())
-            .alias(alias)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         self.handle
@@ -122,7 +121,19 @@ impl Netlink {
             .await
             .map_err(NetlinkError::request(format!(
                 "ip link add {name} type veth peer name {peer}"
-            )))
+            )))?;
+        for n in [name, peer] {
+            let msg = LinkUnspec::new_with_name(n).alias(alias).build();
+            self.handle
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(NetlinkError::request(format!(
+                    "ip link set {n} alias {alias}"
+                )))?;
+        }
+        Ok(())
     }
 
     /// `ip link set <index> up`.

@@ -12,7 +12,7 @@ use super::{errno, Netlink, NetlinkError, WEFT_PROTO};
 use crate::policy::flat::Net4;
 
 /// A route of weft's: to `dst` out of interface `oif`, directly (scope link) or through a
-/// gateway on that interface (`via <gw> onlink`).
+/// gateway on that interface (`via <gw>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route4 {
     pub dst: Net4,
@@ -27,7 +27,7 @@ fn message(r: &Route4) -> RouteMessage {
         .protocol(RouteProtocol::Other(WEFT_PROTO))
         .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
     match r.via {
-        Some(gw) => b.gateway(gw).onlink().scope(RouteScope::Universe).build(),
+        Some(gw) => b.gateway(gw).scope(RouteScope::Universe).build(),
         None => b.scope(RouteScope::Link).build(),
     }
 }
