@@ -2242,6 +2242,59 @@ fn calico_named_ports_resolve_per_endpoint() {
     c.check(&[(TCP80, &t80), (TCP81, &t81), (UDP80, &udp)]);
 }
 
+/// A named port in notPorts excludes each endpoint's own port of that name, whether the
+/// endpoint is the rule's own (ingress) or the peer (egress).
+#[test]
+fn calico_named_not_ports_resolve_per_endpoint() {
+    let mut c = cluster!("calico_named_not_ports_resolve_per_endpoint");
+    let web = |p: Pod| -> u16 {
+        if p.is("x/b") || p.is("y/c") || p.is("z/b") {
+            81
+        } else {
+            80
+        }
+    };
+    for p in Pod::all() {
+        c.add_named_port(&p.id(), "web", "TCP", web(p));
+    }
+    c.write(
+        "np.yaml",
+        &docs(&[
+            gnp(
+                "z-not-web-in",
+                "
+  selector: projectcalico.org/namespace == 'z'
+  types: [Ingress]
+  ingress:
+    - action: Allow
+      protocol: TCP
+      destination: {notPorts: [web]}
+",
+            ),
+            gnp(
+                "x-a-not-web-out",
+                "
+  selector: pod == 'a' && projectcalico.org/namespace == 'x'
+  types: [Egress]
+  egress:
+    - action: Allow
+      protocol: TCP
+      destination: {notPorts: [web]}
+",
+            ),
+        ]),
+    );
+    c.apply();
+    let matrix = |port: u16| {
+        Reachability::new(move |f, t| {
+            (t.ns != "z" || port != web(t)) && (!f.is("x/a") || port != web(t))
+        })
+    };
+    let udp = Reachability::new(|f, t| t.ns != "z" && !f.is("x/a"));
+    let (t80, t81) = (matrix(80), matrix(81));
+    c.check(&[(TCP80, &t80), (TCP81, &t81), (UDP81, &udp)]);
+}
+
 /// Rules look at both sides: an ingress rule's destination is the endpoint itself, an egress
 /// rule's source likewise.
 #[test]
