@@ -68,8 +68,16 @@ WEFT_INLINE bool weft_is_host_addr(__u32 addr)
 WEFT_INLINE __u16 weft_icmp_dport(__u8 type, __u8 code)
 {
 	/* A reply is judged as the request that opened its flow. */
-	if (type == ICMP_ECHOREPLY)
+	switch (type) {
+	case ICMP_ECHOREPLY:
 		return ICMP_ECHO << 8;
+	case ICMP_TIMESTAMPREPLY:
+		return ICMP_TIMESTAMP << 8;
+	case ICMP_INFO_REPLY:
+		return ICMP_INFO_REQUEST << 8;
+	case ICMP_ADDRESSREPLY:
+		return ICMP_ADDRESS << 8;
+	}
 	return (type << 8) | code;
 }
 

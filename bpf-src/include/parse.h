@@ -9,7 +9,7 @@
 struct weft_pkt4 {
 	__u32 saddr; /* network order */
 	__u32 daddr;
-	__u16 sport; /* host order; ICMP echo: the identifier; other ICMP: 0 */
+	__u16 sport; /* host order; ICMP queries: see weft_icmp_query_ports; other ICMP: 0 */
 	__u16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
@@ -71,9 +71,37 @@ WEFT_INLINE bool weft_icmp_is_error(__u8 type)
 	       type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
 }
 
-WEFT_INLINE bool weft_icmp_is_echo(__u8 type)
+/* ICMP queries: requests and the replies that answer them, tied by an identifier. */
+WEFT_INLINE bool weft_icmp_is_request(__u8 type)
 {
-	return type == ICMP_ECHO || type == ICMP_ECHOREPLY;
+	return type == ICMP_ECHO || type == ICMP_TIMESTAMP || type == ICMP_INFO_REQUEST ||
+	       type == ICMP_ADDRESS;
+}
+
+WEFT_INLINE bool weft_icmp_is_reply(__u8 type)
+{
+	return type == ICMP_ECHOREPLY || type == ICMP_TIMESTAMPREPLY || type == ICMP_INFO_REPLY ||
+	       type == ICMP_ADDRESSREPLY;
+}
+
+/*
+ * The "ports" of an ICMP query (l4: its header): the identifier on the requester's side, the
+ * identifier plus one on the responder's. A request and its reply share a conntrack key, while
+ * a request the other way is a flow of its own that policy judges: whatever its identifier,
+ * (id, id + 1) never equals the other way's (id' + 1, id'), which a pair such as (id, 0) would
+ * when both identifiers are 0 (common for timestamp requests).
+ */
+WEFT_INLINE void weft_icmp_query_ports(const __u8 *l4, __u16 *sport, __u16 *dport)
+{
+	__u16 id = (l4[4] << 8) | l4[5];
+
+	if (weft_icmp_is_request(l4[0])) {
+		*sport = id;
+		*dport = id + 1;
+	} else if (weft_icmp_is_reply(l4[0])) {
+		*sport = id + 1;
+		*dport = id;
+	}
 }
 
 /*
@@ -105,10 +133,7 @@ WEFT_INLINE int weft_parse_icmp_inner(struct __sk_buff *skb, __u32 off, struct w
 		p->inner_dport = (l4[2] << 8) | l4[3];
 		break;
 	case IPPROTO_ICMP:
-		if (weft_icmp_is_echo(l4[0])) {
-			p->inner_sport = (l4[4] << 8) | l4[5];
-			p->inner_dport = p->inner_sport;
-		}
+		weft_icmp_query_ports(l4, &p->inner_sport, &p->inner_dport);
 		break;
 	}
 	p->icmp_error = 1;
@@ -209,10 +234,8 @@ WEFT_INLINE int weft_parse4(struct __sk_buff *skb, struct weft_pkt4 *p)
 			return WEFT_PARSE_SHORT;
 		p->icmp_type = l4[0];
 		p->icmp_code = l4[1];
-		if (weft_icmp_is_echo(p->icmp_type)) {
-			p->sport = (l4[4] << 8) | l4[5];
-			p->dport = p->sport;
-		} else if (weft_icmp_is_error(p->icmp_type)) {
+		weft_icmp_query_ports(l4, &p->sport, &p->dport);
+		if (weft_icmp_is_error(p->icmp_type)) {
 			int rc = weft_parse_icmp_inner(skb, sizeof(struct ethhdr) + ihl_len + 8, p);
 			if (rc != WEFT_PARSE_IPV4)
 				return rc;

@@ -20,7 +20,8 @@
 
 /*
  * A flow is stored once, under its normalised tuple: (addr_a, port_a) <= (addr_b, port_b)
- * compared as (address, port). ICMP echo uses the identifier as both ports.
+ * compared as (address, port). An ICMP query (echo, timestamp...) has the identifier as the
+ * requester's port and the identifier plus one as the responder's (parse.h says why).
  */
 struct weft_ct4_key {
 	__u32 addr_a;

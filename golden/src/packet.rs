@@ -100,7 +100,8 @@ pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     ipv4(src, dst, 17, &udp_hdr(sport, dport, b"weft"))
 }
 
-/// ICMP echo request (type 8) or reply (type 0) with identifier `id`.
+/// An ICMP query with identifier `id`: echo request (type 8) or reply (0), timestamp request
+/// (13) or reply (14)...
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, icmp_type: u8, id: u16) -> Vec<u8> {
     let mut m = vec![icmp_type, 0, 0, 0];
     m.extend_from_slice(&id.to_be_bytes());

@@ -337,9 +337,9 @@ fn icmp_echo_allowed_and_its_reply_passes_on_conntrack() {
     };
     assert_eq!(w.sends(&packet::icmp_echo(WL, PEER, 8, 77)), PASS);
     let (k, v) = w.only_flow();
-    // The identifier stands for both ports.
+    // The identifier is the requester's port, the identifier plus one the responder's.
     assert!(
-        same_key(&k, &ct4_key(WL, 77, PEER, 77, ICMP).0),
+        same_key(&k, &ct4_key(WL, 77, PEER, 78, ICMP).0),
         "key {k:?}"
     );
     assert_eq!(v.leg_a.approved_by, w.egress);
@@ -386,6 +386,34 @@ fn an_echo_reply_is_judged_as_its_request_after_a_policy_change() {
     w.h.iface(IFINDEX, w.ingress, replies);
     assert_eq!(w.receives(&reply), DROP);
     assert_eq!((w.h.rule_hits(35), w.h.rule_hits(36)), (0, 1));
+}
+
+/// A request the other way is no reply, whatever its identifier: timestamp requests, whose
+/// identifier is often 0 in both directions, and echo requests that mirror the workload's own.
+#[test]
+fn an_icmp_request_the_other_way_is_a_flow_of_its_own() {
+    let Some(w) = workload(
+        "icmp_mirrored",
+        &allowing(41, icmp_type(8)),
+        &allowing(31, icmp_type(8).union(&icmp_type(13))),
+    ) else {
+        return;
+    };
+    assert_eq!(w.sends(&packet::icmp_echo(WL, PEER, 13, 0)), PASS);
+    assert_eq!(w.sends(&packet::icmp_echo(WL, PEER, 8, 77)), PASS);
+    assert_eq!(w.h.ct().len(), 2);
+    // The replies pass on their flows.
+    assert_eq!(w.receives(&packet::icmp_echo(PEER, WL, 14, 0)), PASS);
+    assert_eq!(w.receives(&packet::icmp_echo(PEER, WL, 0, 77)), PASS);
+    assert_eq!(w.h.reasons(IFINDEX, TO_HOOK), [("accept-conntrack", 2)]);
+    // The peer's own timestamp request is judged by the ingress ruleset, which allows only
+    // echo requests; its echo request with the workload's identifier is allowed, as a flow of
+    // its own.
+    assert_eq!(w.receives(&packet::icmp_echo(PEER, WL, 13, 0)), DROP);
+    assert_eq!(w.h.rule_hits(42), 1);
+    assert_eq!(w.receives(&packet::icmp_echo(PEER, WL, 8, 77)), PASS);
+    assert_eq!(w.h.rule_hits(41), 1);
+    assert_eq!(w.h.ct().len(), 3);
 }
 
 /// A UDP packet from the workload as an ICMP error quotes it: IP header and 8 bytes.

@@ -787,8 +787,13 @@ fn allow_all_profile(name: &str, labels: BTreeMap<String, String>) -> Profile {
     }
 }
 
+/// The label the API server gives every Namespace, with the namespace's name.
+const K8S_NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// The profile Calico makes for a Kubernetes namespace: allow everything, and give the
-/// namespace's labels (prefixed `pcns.`) and its name to everything in it.
+/// namespace's labels (prefixed `pcns.`) and its name to everything in it. The labels are those
+/// the API server would store: the namespace's own and `kubernetes.io/metadata.name`, which it
+/// always sets to the name (policies select namespaces by name with it).
 fn namespace_profile(ns: &Namespace) -> Profile {
     let mut labels: BTreeMap<String, String> = ns
         .metadata
@@ -796,6 +801,10 @@ fn namespace_profile(ns: &Namespace) -> Profile {
         .iter()
         .map(|(k, v)| (format!("{NAMESPACE_LABEL_PREFIX}{k}"), v.clone()))
         .collect();
+    labels.insert(
+        format!("{NAMESPACE_LABEL_PREFIX}{K8S_NAMESPACE_NAME_LABEL}"),
+        ns.metadata.name.clone(),
+    );
     labels.insert(
         format!("{NAMESPACE_LABEL_PREFIX}{NAME_LABEL}"),
         ns.metadata.name.clone(),

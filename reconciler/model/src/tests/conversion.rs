@@ -146,6 +146,7 @@ fn endpoint_labels_fold_in_namespace_profiles_and_calico_labels() {
         ("pcns.env", "prod"),
         ("pcns.team", "web"),
         ("pcns.projectcalico.org/name", "shop"),
+        ("pcns.kubernetes.io/metadata.name", "shop"),
         ("projectcalico.org/namespace", "shop"),
         ("projectcalico.org/orchestrator", ""),
         ("projectcalico.org/serviceaccount", "db-sa"),
@@ -215,6 +216,11 @@ fn namespace_and_default_allow_profiles_are_made() {
     assert_eq!(kns.value.spec.labels_to_apply["pcns.env"], "prod");
     assert_eq!(
         kns.value.spec.labels_to_apply["pcns.projectcalico.org/name"],
+        "shop"
+    );
+    // As the API server labels every Namespace.
+    assert_eq!(
+        kns.value.spec.labels_to_apply["pcns.kubernetes.io/metadata.name"],
         "shop"
     );
     let (ingress, egress) = c.profile_rules("kns.shop").unwrap();
