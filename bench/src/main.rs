@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use weft::bpf::load::WepSettings;
+use weft::bpf::load::ProgramSettings;
 use weft::bpf::maps::{self, MapSizes};
 use weft::bpf::reasons;
 use weft::policy::flat::{
@@ -107,8 +107,11 @@ struct Row {
 }
 
 fn packet() -> ExitCode {
-    let Some(h) = Harness::load_sized("weft-bench", WepSettings::default(), &MapSizes::default())
-    else {
+    let Some(h) = Harness::load_sized(
+        "weft-bench",
+        ProgramSettings::default(),
+        &MapSizes::default(),
+    ) else {
         eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
         return ExitCode::FAILURE;
     };

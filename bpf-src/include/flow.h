@@ -23,6 +23,7 @@
 #define WEFT_FLOW_H
 
 #include "weft_bpf.h"
+#include "weft_settings.h"
 #include "parse.h"
 #include "conntrack.h"
 #include "policy.h"
@@ -30,13 +31,6 @@
 #include "nat.h"
 #include "icmp.h"
 
-/* Settings the loader fills in (reconciler/src/bpf/load.rs). */
-
-/* Identifies the build of this object, so that `weft diff` can tell a stale program. */
-const volatile __u64 weft_object_id = 0;
-/* DefaultEndpointToHostAction for a workload's new flows to the host: WEFT_EP_TO_HOST_*.
- * Return is treated as Accept until host endpoints have policy of their own. */
-const volatile __u8 weft_ep_to_host_action = WEFT_EP_TO_HOST_DROP;
 
 #define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
 /* Hooks where new flows to a service frontend are translated. */

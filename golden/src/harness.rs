@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
-use weft::bpf::load::{self, WepSettings};
+use weft::bpf::load::{self, ProgramSettings};
 use weft::bpf::maps::{
     self, Ct4Key, Ct4Value, Entries, IfaceValue, MapSizes, Plain, PolAddrKey, PolClass, PolCtxKey,
     PolVerdict, PolVerdictKey, Route4Key, RouteValue,
@@ -40,10 +40,10 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl Harness {
     /// Loads the workload object, or returns None (after saying why) where the kernel cannot.
     pub fn load(test: &str) -> Option<Harness> {
-        Self::load_with(test, WepSettings::default())
+        Self::load_with(test, ProgramSettings::default())
     }
 
-    pub fn load_with(test: &str, settings: WepSettings) -> Option<Harness> {
+    pub fn load_with(test: &str, settings: ProgramSettings) -> Option<Harness> {
         // Small maps: tests create many harnesses.
         let sizes = MapSizes {
             conntrack: 4096,
@@ -60,7 +60,7 @@ impl Harness {
 
     /// Loads with map sizes of the caller's choosing (benchmarks want production sizes, so
     /// that conntrack inserts do not evict).
-    pub fn load_sized(test: &str, settings: WepSettings, sizes: &MapSizes) -> Option<Harness> {
+    pub fn load_sized(test: &str, settings: ProgramSettings, sizes: &MapSizes) -> Option<Harness> {
         if !crate::kernel::available(test) {
             return None;
         }

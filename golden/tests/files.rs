@@ -63,6 +63,8 @@ fn facts() -> HostFacts {
     .collect();
     HostFacts {
         owned_links: Default::default(),
+        cgroup: None,
+        netns_cookie: 0,
         node: "demo-node".into(),
         links,
         host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),

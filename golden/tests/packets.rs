@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use weft::bpf::load::{EpToHost, WepSettings};
+use weft::bpf::load::{EpToHost, ProgramSettings};
 use weft::bpf::maps::{self, Ct4Key, Ct4Value, Plain};
 use weft::policy::flat::{proto_port, FlatAction, FlatRule, GroupEnd, RulesetSpec, SpanSet};
 use weft_golden::harness::{ct4_key, Flow4, Harness, DROP, IFINDEX, PASS};
@@ -109,12 +109,12 @@ struct Wep {
 }
 
 fn workload(test: &str, ingress: &RulesetSpec, egress: &RulesetSpec) -> Option<Wep> {
-    workload_with(test, WepSettings::default(), ingress, egress)
+    workload_with(test, ProgramSettings::default(), ingress, egress)
 }
 
 fn workload_with(
     test: &str,
-    settings: WepSettings,
+    settings: ProgramSettings,
     ingress: &RulesetSpec,
     egress: &RulesetSpec,
 ) -> Option<Wep> {
@@ -665,7 +665,10 @@ fn an_interface_whose_rulesets_are_not_loaded_fails_closed() {
 fn to_host(test: &str, ep_to_host: EpToHost) -> Option<Wep> {
     let w = workload_with(
         test,
-        WepSettings { ep_to_host },
+        ProgramSettings {
+            ep_to_host,
+            ..Default::default()
+        },
         &deny_all(DENY_ALL),
         &allow_all(11),
     )?;

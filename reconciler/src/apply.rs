@@ -235,6 +235,47 @@ impl<'a> Applier<'a> {
                     },
                 }
             }
+            Op::AttachCgroup {
+                hook,
+                cgroup,
+                program,
+            } => {
+                let prog = ProgramHandle::from_pinned_path(self.pins.prog(program))
+                    .map_err(|source| BpfError::Program {
+                        name: program.clone(),
+                        source,
+                    })
+                    .map_err(bpf)?;
+                let pin = self.pins.cgroup_link(*hook);
+                let path = std::path::Path::new(cgroup);
+                let attach_err = |source| BpfError::Attach {
+                    program: program.clone(),
+                    iface: format!("cgroup {cgroup}"),
+                    hook: Hook::Egress,
+                    source,
+                };
+                if pin.exists() {
+                    let same = link::read_cgroup(&pin).ok().is_some_and(|l| {
+                        l.hook == Some(*hook) && link::cgroup_id(path).ok() == Some(l.cgroup_id)
+                    });
+                    if same {
+                        return link::update_link(&pin, prog.as_fd())
+                            .map_err(attach_err)
+                            .map_err(bpf);
+                    }
+                    link::detach_link(&pin).map_err(attach_err).map_err(bpf)?;
+                }
+                link::attach_cgroup(prog.as_fd(), path, *hook, &pin)
+                    .map_err(attach_err)
+                    .map_err(bpf)
+            }
+            Op::DetachCgroup { hook } => link::detach_link(&self.pins.cgroup_link(*hook))
+                .map_err(|source| BpfError::Detach {
+                    iface: "cgroup".into(),
+                    hook: Hook::Egress,
+                    source,
+                })
+                .map_err(bpf),
             Op::RouteReplace { dst, dev, via } => {
                 let oif = self.ifindex(op, dev)?;
                 self.nl
@@ -293,17 +334,15 @@ impl<'a> Applier<'a> {
             if let Ok(rd) = std::fs::read_dir(self.pins.links()) {
                 for e in rd.flatten() {
                     let pin = e.path();
-                    if let Ok(l) = link::read_tcx(&pin) {
-                        if l.prog_id == old_id {
-                            link::update_tcx(&pin, new.as_fd()).map_err(|source| {
-                                BpfError::Attach {
-                                    program: name.to_string(),
-                                    iface: e.file_name().to_string_lossy().into_owned(),
-                                    hook: l.hook.unwrap_or(Hook::Ingress),
-                                    source,
-                                }
-                            })?;
-                        }
+                    if link::link_prog_id(&pin).ok() == Some(old_id) {
+                        link::update_link(&pin, new.as_fd()).map_err(|source| {
+                            BpfError::Attach {
+                                program: name.to_string(),
+                                iface: e.file_name().to_string_lossy().into_owned(),
+                                hook: Hook::Ingress,
+                                source,
+                            }
+                        })?;
                     }
                 }
             }

@@ -18,8 +18,8 @@ use std::net::Ipv4Addr;
 
 use weft_model::{Cidr, Config};
 
-use crate::bpf::link::AttachMode;
-use crate::bpf::load::{EpToHost, Object, ProgramIdentity, WepSettings};
+use crate::bpf::link::{AttachMode, CgroupHook};
+use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
 use crate::facts::HostFacts;
@@ -29,8 +29,9 @@ use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo}
 use crate::policy::tables;
 use crate::services::{self, ServiceSettings, ServiceTables};
 use crate::state::{
-    AttachmentState, HostState, LinkState, MapState, Names, NeighbourState, OwnedLink,
-    ProgramState, RouteState, DATA_SYSCTLS, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS, WORKLOAD_SYSCTLS,
+    AttachmentState, CgroupAttachment, HostState, LinkState, MapState, Names, NeighbourState,
+    OwnedLink, ProgramState, RouteState, DATA_SYSCTLS, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS,
+    WORKLOAD_SYSCTLS,
 };
 
 /// The devices host processes' traffic to services takes when the socket layer does not
@@ -55,7 +56,7 @@ pub enum Ctlb {
 /// The dataplane settings FelixConfiguration chooses for this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    pub wep: WepSettings,
+    pub wep: ProgramSettings,
     pub attach: AttachMode,
     pub sizes: MapSizes,
     pub ctlb: Ctlb,
@@ -108,7 +109,11 @@ impl Settings {
             })
             .collect();
         Settings {
-            wep: WepSettings { ep_to_host },
+            wep: ProgramSettings {
+                ep_to_host,
+                ctlb_udp: ctlb == Ctlb::Enabled,
+                netns_cookie: facts.netns_cookie,
+            },
             attach,
             sizes,
             ctlb,
@@ -654,6 +659,24 @@ fn service_plumbing(
             add(maps::IFACE, maps::entry(&ifindex, &iv));
         }
     }
+
+    // Connect-time load balancing for host processes.
+    if settings.ctlb != Ctlb::Disabled {
+        match &facts.cgroup {
+            Some(cgroup) => {
+                let hooks: &[CgroupHook] =
+                    if settings.ctlb == Ctlb::Enabled { &CgroupHook::ALL } else { &[CgroupHook::Connect4] };
+                for hook in hooks {
+                    let prog = format!("weft_{}", hook.as_str());
+                    program(d, &prog, settings);
+                    d.state.cgroup_attachments.insert(*hook, CgroupAttachment { cgroup: cgroup.clone(), program: prog });
+                }
+            }
+            None => d.warnings.push(
+                "no cgroup2 hierarchy is mounted: connect-time load balancing is off (host processes reach services through bpfin.weft)".into(),
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -667,6 +690,8 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             owned_links: Default::default(),
+            cgroup: None,
+            netns_cookie: 0,
             node: "n1".into(),
             links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
             host_addrs: BTreeSet::new(),

@@ -19,10 +19,18 @@ pub struct HostFacts {
     pub host_addrs: BTreeSet<Ipv4Addr>,
     /// The kernel has TCX (6.6+).
     pub tcx: bool,
+    /// The cgroup connect-time load balancing attaches to (the cgroup2 root by default).
+    pub cgroup: Option<String>,
+    /// This network namespace's cookie: connect-time load balancing serves its sockets only.
+    pub netns_cookie: u64,
 }
 
 impl HostFacts {
-    pub async fn gather(nl: &Netlink, node: String) -> Result<HostFacts, NetlinkError> {
+    pub async fn gather(
+        nl: &Netlink,
+        node: String,
+        cgroup: Option<String>,
+    ) -> Result<HostFacts, NetlinkError> {
         let all = nl.links().await?;
         let name_of: BTreeMap<u32, String> =
             all.iter().map(|l| (l.index, l.name.clone())).collect();
@@ -48,12 +56,16 @@ impl HostFacts {
             .into_iter()
             .map(|(_, a, _)| a)
             .collect();
+        let cgroup =
+            cgroup.or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()));
         Ok(HostFacts {
             node,
             links,
             owned_links,
             host_addrs,
             tcx: crate::bpf::link::tcx_supported(),
+            cgroup,
+            netns_cookie: crate::bpf::link::netns_cookie(),
         })
     }
 

@@ -8,15 +8,15 @@ use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
-use crate::bpf::link::{self, AttachMode};
+use crate::bpf::link::{self, AttachMode, CgroupHook};
 use crate::bpf::load;
 use crate::bpf::maps::{self, Entries, IfaceValue, Plain};
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
 use crate::state::{
-    managed_sysctl_keys, AttachmentState, HostState, LinkState, MapState, NeighbourState,
-    ProgramState, RouteState,
+    managed_sysctl_keys, AttachmentState, CgroupAttachment, HostState, LinkState, MapState,
+    NeighbourState, ProgramState, RouteState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,31 @@ pub async fn observe(
             },
         );
         ifaces.insert(iface);
+    }
+    for file in dir_names(&pins.links())? {
+        let Some(hook) = file.strip_prefix("cgroup:").and_then(CgroupHook::parse) else {
+            continue;
+        };
+        let l = link::read_cgroup(&pins.links().join(&file)).map_err(|source| BpfError::Query {
+            what: format!("link {file}"),
+            source,
+        })?;
+        // The kernel names the cgroup by id: the directory desired state names, if it is that one.
+        let cgroup = desired
+            .cgroup_attachments
+            .get(&hook)
+            .filter(|want| {
+                link::cgroup_id(std::path::Path::new(&want.cgroup)).ok() == Some(l.cgroup_id)
+            })
+            .map(|want| want.cgroup.clone())
+            .unwrap_or_else(|| format!("cgroup id {}", l.cgroup_id));
+        st.cgroup_attachments.insert(
+            hook,
+            CgroupAttachment {
+                cgroup,
+                program: prog_name(l.prog_id),
+            },
+        );
     }
     let clsact = nl.clsact_ifindexes().await?;
     for iface in &ifaces {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::bpf::link::AttachMode;
+use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::{Object, ProgramIdentity};
 use crate::bpf::maps::{self, MapDef, MapSizes};
 use crate::bpf::Hook;
@@ -88,6 +88,15 @@ pub enum Op {
         iface: String,
         hook: Hook,
         mode: AttachMode,
+    },
+    /// `bpftool cgroup attach <cgroup> <hook> pinned <program>` (as a pinned link).
+    AttachCgroup {
+        hook: CgroupHook,
+        cgroup: String,
+        program: String,
+    },
+    DetachCgroup {
+        hook: CgroupHook,
     },
     /// `ip route replace <dst> [via <gw>] dev <dev> proto 87`.
     RouteReplace {
@@ -201,6 +210,14 @@ impl Op {
             Op::Detach { iface, hook, mode } => {
                 format!("detach from {iface} {} ({})", hook.as_str(), mode.as_str())
             }
+            Op::AttachCgroup {
+                hook,
+                cgroup,
+                program,
+            } => {
+                format!("attach {program} to cgroup {cgroup} {}", hook.as_str())
+            }
+            Op::DetachCgroup { hook } => format!("detach from cgroup {}", hook.as_str()),
             Op::RouteReplace { dst, dev, via } => {
                 format!("ip route replace {}", route(dst, dev, via))
             }
@@ -384,6 +401,16 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
+    for (hook, a) in &desired.cgroup_attachments {
+        if observed.cgroup_attachments.get(hook) != Some(a) {
+            ops.push(Op::AttachCgroup {
+                hook: *hook,
+                cgroup: a.cgroup.clone(),
+                program: a.program.clone(),
+            });
+        }
+    }
+
     // Neighbours before routes: a route through a gateway needs its neighbour entry.
     for ((dev, ip), n) in &desired.neighbours {
         if observed.neighbours.get(&(dev.clone(), *ip)) != Some(n) {
@@ -442,6 +469,11 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                 hook: *hook,
                 mode: o.mode,
             });
+        }
+    }
+    for hook in observed.cgroup_attachments.keys() {
+        if !desired.cgroup_attachments.contains_key(hook) {
+            ops.push(Op::DetachCgroup { hook: *hook });
         }
     }
     for map in WRITE_ORDER.iter().rev() {
@@ -523,6 +555,8 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             owned_links: Default::default(),
+            cgroup: None,
+            netns_cookie: 0,
             node: "n1".into(),
             links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
             host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),

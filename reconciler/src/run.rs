@@ -37,14 +37,17 @@ pub struct Host {
 }
 
 impl Host {
-    pub async fn open(pins: Pins, node: String) -> Result<Host, RunError> {
+    /// Connects and gathers the facts. `cgroup` is where connect-time load balancing attaches
+    /// (None: the cgroup2 root).
+    pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
         let nl = Netlink::connect().map_err(RunError::Connect)?;
-        let facts = HostFacts::gather(&nl, node).await?;
+        let facts = HostFacts::gather(&nl, node, cgroup).await?;
         Ok(Host { pins, nl, facts })
     }
 
     pub async fn refresh_facts(&mut self) -> Result<(), RunError> {
-        self.facts = HostFacts::gather(&self.nl, self.facts.node.clone()).await?;
+        self.facts =
+            HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
         Ok(())
     }
 

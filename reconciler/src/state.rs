@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::bpf::link::AttachMode;
+use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, Entries, MapDef};
 use crate::bpf::Hook;
@@ -30,6 +30,8 @@ pub struct HostState {
     pub programs: BTreeMap<String, ProgramState>,
     /// Programs on interface hooks, by (interface, hook).
     pub attachments: BTreeMap<(String, Hook), AttachmentState>,
+    /// Programs on cgroup hooks (connect-time load balancing), by hook.
+    pub cgroup_attachments: BTreeMap<CgroupHook, CgroupAttachment>,
     /// Maps pinned under `<root>/maps`, by name.
     pub maps: BTreeMap<String, MapState>,
 }
@@ -86,6 +88,14 @@ pub struct AttachmentState {
     /// The pinned program's name, or `prog id N` for one weft does not know.
     pub program: String,
     pub mode: AttachMode,
+}
+
+/// A program on a cgroup hook: `bpftool cgroup attach <cgroup> <hook> pinned <program>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CgroupAttachment {
+    /// The cgroup directory (the cgroup2 root by default).
+    pub cgroup: String,
+    pub program: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -213,6 +223,15 @@ impl HostState {
                 a.mode.as_str()
             );
         }
+        for (hook, a) in &self.cgroup_attachments {
+            let _ = writeln!(
+                out,
+                "attach cgroup {} {} {}",
+                a.cgroup,
+                hook.as_str(),
+                a.program
+            );
+        }
         out.push_str("# maps\n");
         for (name, m) in &self.maps {
             let _ = writeln!(out, "map {name} {}", m.def.shape());
@@ -244,7 +263,10 @@ impl HostState {
             ("routes", self.routes.len()),
             ("neighbours", self.neighbours.len()),
             ("programs", self.programs.len()),
-            ("attachments", self.attachments.len()),
+            (
+                "attachments",
+                self.attachments.len() + self.cgroup_attachments.len(),
+            ),
             ("maps", self.maps.len()),
             ("map entries", entries),
         ])

@@ -499,3 +499,173 @@ fn policy_sees_the_backend_not_the_service_address() {
         "never reaches b2: {ok:?}"
     );
 }
+
+#[test]
+fn host_processes_reach_services_through_bpfnat() {
+    let Some(bed) = bed("host_processes_reach_services_through_bpfnat") else {
+        return;
+    };
+    named_udp_server(&bed.w(1).ns, 5353, "b1");
+    named_udp_server(&bed.w(2).ns, 5353, "b2");
+    // No connect-time balancing: every protocol takes the bpfin/bpfout route.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfConnectTimeLoadBalancing: Disabled\n",
+    );
+    bed.write(
+        "svc.yaml",
+        &service("web", &format!("  clusterIP: {VIP}\n"), "    - {name: http, port: 80, targetPort: 8080}\n    - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n"),
+    );
+    bed.write(
+        "slice.yaml",
+        &slice("web", "  - {name: http, port: 8080, protocol: TCP}\n  - {name: dns, port: 5353, protocol: UDP}\n", &[(B1, true), (B2, true)], &bed.node),
+    );
+    bed.apply();
+    let routes = String::from_utf8_lossy(&bed.host.ip(&["route", "show", "proto", "87"]).stdout)
+        .into_owned();
+    assert!(
+        routes.contains(&format!("{VIP} via 169.254.77.1 dev bpfin.weft")),
+        "service address routed into bpfin.weft:\n{routes}"
+    );
+    let mut seen = BTreeMap::new();
+    for _ in 0..20 {
+        let (who, from) =
+            udp_hello(&bed.host, VIP, 53).expect("UDP from the host reaches the service");
+        assert_eq!(
+            from,
+            SocketAddr::from((VIP, 53)),
+            "answered from the service address"
+        );
+        *seen.entry(who).or_insert(0) += 1;
+        assert!(
+            tcp_hello(&bed.host, VIP, 80).is_some(),
+            "TCP from the host too"
+        );
+    }
+    assert_eq!(seen.len(), 2, "spread over both backends: {seen:?}");
+    // Everything about bpfnat goes when the services do.
+    bed.remove("svc.yaml");
+    bed.remove("slice.yaml");
+    bed.apply();
+    let links = String::from_utf8_lossy(&bed.host.ip(&["link", "show"]).stdout).into_owned();
+    assert!(
+        !links.contains("bpfin.weft") && !links.contains("bpfout.weft"),
+        "the pair is removed:\n{links}"
+    );
+    let routes = String::from_utf8_lossy(&bed.host.ip(&["route", "show", "proto", "87"]).stdout)
+        .into_owned();
+    assert!(!routes.contains("bpfin"), "and its routes:\n{routes}");
+}
+
+/// Connects from the host and says who the socket thinks it is talking to, and what answered.
+fn host_connect(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<(SocketAddr, String)> {
+    ns.run(move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
+        let peer = s.peer_addr().ok()?;
+        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some((peer, out))
+    })
+}
+
+#[test]
+fn connect_time_load_balancing_gives_host_sockets_a_backend() {
+    let Some(bed) = bed("connect_time_load_balancing_gives_host_sockets_a_backend") else {
+        return;
+    };
+    named_udp_server(&bed.w(1).ns, 5353, "b1");
+    named_udp_server(&bed.w(2).ns, 5353, "b2");
+    bed.write(
+        "svc.yaml",
+        &service("web", &format!("  clusterIP: {VIP}\n"), "    - {name: http, port: 80, targetPort: 8080}\n    - {name: dns, port: 53, targetPort: 5353, protocol: UDP}\n"),
+    );
+    bed.write(
+        "slice.yaml",
+        &slice("web", "  - {name: http, port: 8080, protocol: TCP}\n  - {name: dns, port: 5353, protocol: UDP}\n", &[(B1, true), (B2, true)], &bed.node),
+    );
+    // The default, TCP: connect() is translated, UDP goes through bpfin.
+    bed.apply();
+    let mut backends = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (peer, who) = host_connect(&bed.host, VIP, 80).expect("the host reaches the service");
+        assert_ne!(
+            peer.ip(),
+            std::net::IpAddr::V4(VIP),
+            "the socket was given a backend at connect()"
+        );
+        assert_eq!(peer.port(), 8080);
+        backends.insert(who);
+    }
+    assert_eq!(
+        backends.len(),
+        2,
+        "connect() spreads over the backends: {backends:?}"
+    );
+    let (_, from) = udp_hello(&bed.host, VIP, 53).expect("UDP through bpfin");
+    assert_eq!(from, SocketAddr::from((VIP, 53)));
+    // Enabled: unconnected UDP is translated at sendmsg and its replies read as the service's.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfConnectTimeLoadBalancing: Enabled\n",
+    );
+    bed.apply();
+    for _ in 0..10 {
+        let (_, from) = udp_hello(&bed.host, VIP, 53).expect("UDP translated at the socket");
+        assert_eq!(
+            from,
+            SocketAddr::from((VIP, 53)),
+            "recvmsg gives the service's address back"
+        );
+    }
+    // Disabled: even TCP goes through bpfin, so the socket sees the service address.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfConnectTimeLoadBalancing: Disabled\n",
+    );
+    bed.apply();
+    let (peer, _) = host_connect(&bed.host, VIP, 80).expect("still reachable");
+    assert_eq!(
+        peer,
+        SocketAddr::from((VIP, 80)),
+        "no translation at the socket any more"
+    );
+    // Programs on the cgroup are weft's to remove.
+    let links: Vec<String> = std::fs::read_dir(bed.bpffs.join("links"))
+        .expect("links")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!links.iter().any(|l| l.starts_with("cgroup:")), "{links:?}");
+}
+
+#[test]
+fn sockets_of_other_namespaces_are_not_translated() {
+    let Some(bed) = bed("sockets_of_other_namespaces_are_not_translated") else {
+        return;
+    };
+    bed.write(
+        "svc.yaml",
+        &service(
+            "web",
+            &format!("  clusterIP: {VIP}\n"),
+            "    - {name: http, port: 80, targetPort: 8080}\n",
+        ),
+    );
+    bed.write(
+        "slice.yaml",
+        &slice(
+            "web",
+            "  - {name: http, port: 8080, protocol: TCP}\n",
+            &[(B1, true)],
+            &bed.node,
+        ),
+    );
+    bed.apply();
+    // The client workload's own socket is in another namespace: its connect() is left alone,
+    // and the service is reached through weft_from_wep's per-packet translation instead.
+    let (peer, who) = host_connect(&bed.w(0).ns, VIP, 80).expect("reachable from the workload");
+    assert_eq!(peer, SocketAddr::from((VIP, 80)));
+    assert_eq!(who, "b1");
+}

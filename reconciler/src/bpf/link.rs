@@ -127,19 +127,17 @@ pub struct TcxLink {
     pub prog_id: u32,
 }
 
+/// Reads a pinned TCX link. A link of another kind is reported as having no hook.
 pub fn read_tcx(pin: &Path) -> io::Result<TcxLink> {
-    let link = open_pinned(pin)?;
-    let mut info = libbpf_sys::bpf_link_info::default();
-    let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
-    // SAFETY: info is a zeroed bpf_link_info of the size passed.
-    check(unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            link.as_raw_fd(),
-            (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
-            &mut len,
-        )
-    })?;
-    // SAFETY: type_ says which union member the kernel filled in; tcx is the only one we read.
+    let (info, _) = link_info(pin)?;
+    if info.type_ != libbpf_sys::BPF_LINK_TYPE_TCX {
+        return Ok(TcxLink {
+            ifindex: 0,
+            hook: None,
+            prog_id: info.prog_id,
+        });
+    }
+    // SAFETY: type_ says the kernel filled in the tcx member of the union.
     let (ifindex, attach_type) = unsafe {
         (
             info.__bindgen_anon_1.tcx.ifindex,
@@ -156,6 +154,175 @@ pub fn read_tcx(pin: &Path) -> io::Result<TcxLink> {
         hook,
         prog_id: info.prog_id,
     })
+}
+
+fn link_info(pin: &Path) -> io::Result<(libbpf_sys::bpf_link_info, OwnedFd)> {
+    let link = open_pinned(pin)?;
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+    // SAFETY: info is a zeroed bpf_link_info of the size passed.
+    check(unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            link.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((info, link))
+}
+
+/// The program of any pinned link, to find links still using an old program.
+pub fn link_prog_id(pin: &Path) -> io::Result<u32> {
+    Ok(link_info(pin)?.0.prog_id)
+}
+
+/// Switches any pinned link to `prog` in place.
+pub fn update_link(pin: &Path, prog: BorrowedFd<'_>) -> io::Result<()> {
+    update_tcx(pin, prog)
+}
+
+/// The cgroup hooks weft attaches connect-time load balancing to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupHook {
+    Connect4,
+    Sendmsg4,
+    Recvmsg4,
+}
+
+impl CgroupHook {
+    pub const ALL: [CgroupHook; 3] = [
+        CgroupHook::Connect4,
+        CgroupHook::Sendmsg4,
+        CgroupHook::Recvmsg4,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupHook::Connect4 => "connect4",
+            CgroupHook::Sendmsg4 => "sendmsg4",
+            CgroupHook::Recvmsg4 => "recvmsg4",
+        }
+    }
+
+    fn attach_type(self) -> libbpf_sys::bpf_attach_type {
+        match self {
+            CgroupHook::Connect4 => libbpf_sys::BPF_CGROUP_INET4_CONNECT,
+            CgroupHook::Sendmsg4 => libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
+            CgroupHook::Recvmsg4 => libbpf_sys::BPF_CGROUP_UDP4_RECVMSG,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CgroupHook> {
+        CgroupHook::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+/// Attaches `prog` to a cgroup's hook with a link pinned at `pin` (`bpftool cgroup attach`).
+pub fn attach_cgroup(
+    prog: BorrowedFd<'_>,
+    cgroup: &Path,
+    hook: CgroupHook,
+    pin: &Path,
+) -> io::Result<()> {
+    let dir = std::fs::File::open(cgroup)?;
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: plain syscall wrapper; opts is valid for the call.
+    let fd = check(unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), dir.as_raw_fd(), hook.attach_type(), &opts)
+    })?;
+    // SAFETY: fd is a new link fd we own.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = cpath(pin)?;
+    // SAFETY: valid fd and NUL-terminated path.
+    check(unsafe { libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) })?;
+    Ok(())
+}
+
+/// A pinned cgroup link: which cgroup (by id, the inode number of its directory), which hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLink {
+    pub cgroup_id: u64,
+    pub hook: Option<CgroupHook>,
+    pub prog_id: u32,
+}
+
+pub fn read_cgroup(pin: &Path) -> io::Result<CgroupLink> {
+    let (info, _) = link_info(pin)?;
+    if info.type_ != libbpf_sys::BPF_LINK_TYPE_CGROUP {
+        return Ok(CgroupLink {
+            cgroup_id: 0,
+            hook: None,
+            prog_id: info.prog_id,
+        });
+    }
+    // SAFETY: type_ says the kernel filled in the cgroup member of the union.
+    let (cgroup_id, attach_type) = unsafe {
+        (
+            info.__bindgen_anon_1.cgroup.cgroup_id,
+            info.__bindgen_anon_1.cgroup.attach_type,
+        )
+    };
+    let hook = CgroupHook::ALL
+        .into_iter()
+        .find(|h| h.attach_type() == attach_type);
+    Ok(CgroupLink {
+        cgroup_id,
+        hook,
+        prog_id: info.prog_id,
+    })
+}
+
+/// The id the kernel gives a cgroup directory (its inode number).
+pub fn cgroup_id(cgroup: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(cgroup)?.ino())
+}
+
+/// Detaches any pinned link and removes its pin; missing is success.
+pub fn detach_link(pin: &Path) -> io::Result<()> {
+    detach_tcx(pin)
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// hybrid systems).
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fs) = (f.next()?, f.next()?, f.next()?);
+        (fs == "cgroup2").then(|| dir.into())
+    })
+}
+
+/// This process's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+); 0 if unknown.
+pub fn netns_cookie() -> u64 {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: plain socket/getsockopt/close calls with valid buffers.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return 0;
+        }
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        if rc == 0 {
+            cookie
+        } else {
+            0
+        }
+    }
 }
 
 /// The programs attached to an interface's TCX hook, in order (`bpftool net show dev`).

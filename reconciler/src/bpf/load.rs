@@ -10,6 +10,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 use super::maps::{MapDef, MapSizes};
+use super::skel::ctlb::{self, WeftCtlbSkelBuilder};
 use super::skel::hep::{self, WeftHepSkelBuilder};
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
@@ -42,10 +43,14 @@ impl EpToHost {
     }
 }
 
-/// The settings compiled into the workload programs' .rodata.
+/// The settings compiled into every program's .rodata (bpf-src/include/weft_settings.h).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WepSettings {
+pub struct ProgramSettings {
     pub ep_to_host: EpToHost,
+    /// Connect-time load balancing translates UDP too.
+    pub ctlb_udp: bool,
+    /// The network namespace connect-time load balancing serves (0: any).
+    pub netns_cookie: u64,
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -56,15 +61,18 @@ pub enum Object {
     Wep,
     /// bpf-src/weft_hep.bpf.c: data interfaces and bpfout.weft.
     Hep,
+    /// bpf-src/weft_ctlb.bpf.c: connect-time load balancing on a cgroup.
+    Ctlb,
 }
 
 impl Object {
-    pub const ALL: [Object; 2] = [Object::Wep, Object::Hep];
+    pub const ALL: [Object; 3] = [Object::Wep, Object::Hep, Object::Ctlb];
 
     pub fn name(self) -> &'static str {
         match self {
             Object::Wep => "weft_wep",
             Object::Hep => "weft_hep",
+            Object::Ctlb => "weft_ctlb",
         }
     }
 
@@ -73,6 +81,7 @@ impl Object {
         match self {
             Object::Wep => wep::OBJECT_ID,
             Object::Hep => hep::OBJECT_ID,
+            Object::Ctlb => ctlb::OBJECT_ID,
         }
     }
 
@@ -80,6 +89,7 @@ impl Object {
         match self {
             Object::Wep => &["weft_from_wep", "weft_to_wep"],
             Object::Hep => &["weft_from_hep", "weft_to_hep", "weft_from_nat"],
+            Object::Ctlb => &["weft_connect4", "weft_sendmsg4", "weft_recvmsg4"],
         }
     }
 
@@ -95,12 +105,12 @@ impl Object {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ProgramIdentity {
     pub object_id: u64,
-    pub settings: WepSettings,
+    pub settings: ProgramSettings,
 }
 
 impl ProgramIdentity {
     /// The identity of `object`'s programs as this weft would load them with `settings`.
-    pub fn current(object: Object, settings: WepSettings) -> Self {
+    pub fn current(object: Object, settings: ProgramSettings) -> Self {
         ProgramIdentity {
             object_id: object.id(),
             settings,
@@ -108,11 +118,15 @@ impl ProgramIdentity {
     }
 
     pub fn describe(&self) -> String {
-        format!(
+        let mut s = format!(
             "object {:#018x} ep-to-host={:?}",
             self.object_id, self.settings.ep_to_host
         )
-        .to_lowercase()
+        .to_lowercase();
+        if self.settings.ctlb_udp {
+            s += " ctlb-udp";
+        }
+        s
     }
 }
 
@@ -173,7 +187,7 @@ pub struct Loaded {
 /// The skeleton types differ per object but are used identically: one body for all of them.
 macro_rules! load_skel {
     ($builder:ty, $object:expr, $pins:expr, $sizes:expr, $settings:expr) => {{
-        let (object, pins, sizes, settings): (Object, &Pins, &MapSizes, WepSettings) =
+        let (object, pins, sizes, settings): (Object, &Pins, &MapSizes, ProgramSettings) =
             ($object, $pins, $sizes, $settings);
         let oname = object.name();
         pins.ensure()?;
@@ -194,6 +208,8 @@ macro_rules! load_skel {
                 .expect("weft objects have .rodata");
             rodata.weft_object_id = object.id();
             rodata.weft_ep_to_host_action = settings.ep_to_host.code();
+            rodata.weft_ctlb_udp = u8::from(settings.ctlb_udp);
+            rodata.weft_netns_cookie = settings.netns_cookie;
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -263,16 +279,21 @@ pub fn load(
     object: Object,
     pins: &Pins,
     sizes: &MapSizes,
-    settings: WepSettings,
+    settings: ProgramSettings,
 ) -> Result<Loaded, BpfError> {
     match object {
         Object::Wep => load_skel!(WeftWepSkelBuilder, Object::Wep, pins, sizes, settings),
         Object::Hep => load_skel!(WeftHepSkelBuilder, Object::Hep, pins, sizes, settings),
+        Object::Ctlb => load_skel!(WeftCtlbSkelBuilder, Object::Ctlb, pins, sizes, settings),
     }
 }
 
 /// The workload object (tests and benchmarks load it on its own).
-pub fn load_wep(pins: &Pins, sizes: &MapSizes, settings: WepSettings) -> Result<Loaded, BpfError> {
+pub fn load_wep(
+    pins: &Pins,
+    sizes: &MapSizes,
+    settings: ProgramSettings,
+) -> Result<Loaded, BpfError> {
     load(Object::Wep, pins, sizes, settings)
 }
 
@@ -310,7 +331,11 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
         };
         return Ok(Some(ProgramIdentity {
             object_id: rodata.weft_object_id,
-            settings: WepSettings { ep_to_host },
+            settings: ProgramSettings {
+                ep_to_host,
+                ctlb_udp: rodata.weft_ctlb_udp != 0,
+                netns_cookie: rodata.weft_netns_cookie,
+            },
         }));
     }
     Ok(None)

@@ -23,6 +23,10 @@ pub mod skel {
         include!(concat!(env!("OUT_DIR"), "/weft_hep.skel.rs"));
         include!(concat!(env!("OUT_DIR"), "/weft_hep.id.rs"));
     }
+    pub mod ctlb {
+        include!(concat!(env!("OUT_DIR"), "/weft_ctlb.skel.rs"));
+        include!(concat!(env!("OUT_DIR"), "/weft_ctlb.id.rs"));
+    }
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));
     }
@@ -68,6 +72,11 @@ impl Pins {
     pub fn link(&self, iface: &str, hook: Hook) -> PathBuf {
         self.links()
             .join(format!("{}:{}", iface.replace('.', ":"), hook.as_str()))
+    }
+
+    /// The pin of the cgroup link on `hook`: `links/cgroup:<hook>`.
+    pub fn cgroup_link(&self, hook: link::CgroupHook) -> PathBuf {
+        self.links().join(format!("cgroup:{}", hook.as_str()))
     }
 
     /// The interface and hook a link pin's file name stands for.

@@ -22,6 +22,9 @@ pub struct HostArgs {
     /// Where weft pins its maps, programs and links.
     #[arg(long, default_value = weft::bpf::DEFAULT_ROOT)]
     pub bpffs: PathBuf,
+    /// The cgroup connect-time load balancing attaches to. Default: the cgroup2 root.
+    #[arg(long)]
+    pub cgroup: Option<String>,
 }
 
 impl HostArgs {
@@ -29,6 +32,7 @@ impl HostArgs {
         Host::open(
             Pins::new(&self.bpffs),
             weft::facts::node_name(self.node.as_deref()),
+            self.cgroup.clone(),
         )
         .await
     }

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Settings the loader fills in (reconciler/src/bpf/load.rs) as .rodata, one set for every
+ * object so the loader and `weft diff` read them one way. The verifier sees them as constants,
+ * so branches a setting turns off cost nothing.
+ *
+ * Mirror (keep in step): reconciler/src/bpf/load.rs ProgramSettings.
+ */
+#ifndef WEFT_SETTINGS_H
+#define WEFT_SETTINGS_H
+
+#include "weft_bpf.h"
+
+/* Identifies the build of this object, so that `weft diff` can tell a stale program. */
+const volatile __u64 weft_object_id = 0;
+/* DefaultEndpointToHostAction for a workload's new flows to the host: WEFT_EP_TO_HOST_*.
+ * Return is treated as Accept until host endpoints have policy of their own. */
+const volatile __u8 weft_ep_to_host_action = WEFT_EP_TO_HOST_DROP;
+/* Connect-time load balancing translates UDP as well as TCP (BPFConnectTimeLoadBalancing
+ * Enabled rather than TCP). */
+const volatile __u8 weft_ctlb_udp = 0;
+/* The network namespace weft serves, by cookie: connect-time load balancing translates only
+ * its sockets (0: any). */
+const volatile __u64 weft_netns_cookie = 0;
+
+#endif /* WEFT_SETTINGS_H */
