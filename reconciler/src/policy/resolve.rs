@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use weft_model::{Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, RuleIr, Selector};
+use weft_model::{
+    Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, ResourceId, RuleIr, Selector,
+};
 
 use super::flat::{
     proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
@@ -80,6 +82,24 @@ impl RuleInfo {
         }
     }
 }
+
+/// Where a policy's rules come from, in rule ids and dumps: e.g. "NetworkPolicy demo/web".
+pub fn policy_origin(id: &ResourceId) -> String {
+    format!("{} {}", id.kind, id.namespaced_name())
+}
+
+/// Where a profile's rules come from: e.g. "Profile kns.demo".
+pub fn profile_origin(profile: &str) -> String {
+    format!("Profile {profile}")
+}
+
+/// The pseudo-rule a tier's policies end in when no rule decided: e.g. "end of tier default".
+pub fn tier_end_origin(tier: &str) -> String {
+    format!("end of tier {tier}")
+}
+
+/// The pseudo-rule that denies what no tier decided and no profile allowed.
+pub const DEFAULT_DENY_ORIGIN: &str = "default deny (no policy or profile allowed it)";
 
 /// Names rules stably: a hash of where they come from (never 0, which the programs read as
 /// "no verdict").
@@ -202,7 +222,7 @@ impl<'c> PolicyIndex<'c> {
                     Direction::Ingress => p.ingress.as_deref().unwrap_or_default(),
                     Direction::Egress => p.egress.as_deref().unwrap_or_default(),
                 };
-                let origin = format!("{} {}", p.id.kind, p.id.namespaced_name());
+                let origin = policy_origin(&p.id);
                 for r in rules {
                     b.rule(&origin, r, group);
                 }
@@ -210,7 +230,7 @@ impl<'c> PolicyIndex<'c> {
             let end = if *pass {
                 GroupEnd::Pass
             } else {
-                let origin = format!("end of tier {tier}");
+                let origin = tier_end_origin(tier);
                 let id = rule_id(&origin, dir, None);
                 b.info.push(RuleInfo {
                     id,
@@ -232,13 +252,13 @@ impl<'c> PolicyIndex<'c> {
                 Direction::Egress => egress,
             };
             let group = b.spec.groups.len();
-            let origin = format!("Profile {profile}");
+            let origin = profile_origin(profile);
             for r in &rules {
                 b.rule(&origin, r, group);
             }
             b.spec.groups.push(GroupEnd::Pass);
         }
-        let origin = "default deny (no policy or profile allowed it)".to_string();
+        let origin = DEFAULT_DENY_ORIGIN.to_string();
         let id = rule_id(&origin, dir, None);
         b.info.push(RuleInfo {
             id,
