@@ -326,8 +326,17 @@ impl Builder<'_, '_> {
         (spans, named)
     }
 
-    /// The endpoint's own named port `name` as spans (restricted to `protocol` if given).
-    fn own_named(&self, name: &str, protocol: Option<u8>) -> Vec<(u64, u64)> {
+    /// The endpoint's own named port `name` as spans (restricted to `protocol` if given). As
+    /// in Calico, named ports are those of the entities the side's positive selector picks.
+    fn own_named(
+        &self,
+        name: &str,
+        protocol: Option<u8>,
+        positive: Option<&Selector>,
+    ) -> Vec<(u64, u64)> {
+        if positive.is_some_and(|s| !s.matches(&self.ep.labels)) {
+            return Vec::new();
+        }
         self.ep
             .named_ports
             .iter()
@@ -338,36 +347,42 @@ impl Builder<'_, '_> {
 
     /// A port condition on the endpoint's own side (its named ports are known).
     fn own_ports(&self, e: &EntityIr, protocol: Option<u8>) -> SpanSet {
+        let positive = positive_selector(e);
         let mut set = SpanSet::full();
         if !e.ports.is_empty() {
             let (mut spans, named) = Self::split_ports(&e.ports, protocol);
             for n in named {
-                spans.extend(self.own_named(&n, protocol));
+                spans.extend(self.own_named(&n, protocol, positive.as_ref()));
             }
             set = SpanSet::from_spans(spans);
         }
         if !e.not_ports.is_empty() {
             let (mut spans, named) = Self::split_ports(&e.not_ports, protocol);
             for n in named {
-                spans.extend(self.own_named(&n, protocol));
+                spans.extend(self.own_named(&n, protocol, positive.as_ref()));
             }
             set = set.subtract(&SpanSet::from_spans(spans));
         }
         set
     }
 
+    /// Whether an entity that owns the endpoint's address `a` (the endpoint itself, or a
+    /// network set around it) is one `sel` picks: Calico matches selectors through IP sets on
+    /// the endpoint's side of a rule as on the peer's.
+    fn owned_by(&self, sel: &Selector, a: u32) -> bool {
+        sel.matches(&self.ep.labels)
+            || self
+                .index
+                .selected(sel)
+                .iter()
+                .any(|n| n.contains_addr(a))
+    }
+
     /// Whether the local side of the rule can match at each local address (then "other").
     fn local_cond(&self, e: &EntityIr) -> Vec<bool> {
         let nets = v4_nets(&e.nets);
         let not_nets = v4_nets(&e.not_nets);
-        let sel = e
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.matches(&self.ep.labels));
-        let not_sel = e
-            .not_selector
-            .as_ref()
-            .is_none_or(|s| !s.matches(&self.ep.labels));
+        let positive = positive_selector(e);
         let mut out: Vec<bool> = self
             .ep
             .addrs
@@ -375,8 +390,11 @@ impl Builder<'_, '_> {
             .map(|&a| {
                 (e.nets.is_empty() || nets.iter().any(|n| n.contains_addr(a)))
                     && !not_nets.iter().any(|n| n.contains_addr(a))
-                    && sel
-                    && not_sel
+                    && match (&positive, &e.not_selector) {
+                        (Some(s), _) => self.owned_by(s, a),
+                        (None, Some(n)) => !self.owned_by(n, a),
+                        (None, None) => true,
+                    }
             })
             .collect();
         // An address that is not the endpoint's is in no net and selected by nothing.
@@ -401,21 +419,24 @@ impl Builder<'_, '_> {
                 member: false,
             });
         }
-        if let Some(sel) = &e.selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
-            terms.push(AddrTerm {
-                set: s,
-                member: true,
-            });
-        }
-        if let Some(sel) = &e.not_selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
-            terms.push(AddrTerm {
-                set: s,
-                member: false,
-            });
+        match (positive_selector(e), &e.not_selector) {
+            (Some(sel), _) => {
+                let nets = self.index.selected(&sel);
+                let s = self.set(nets);
+                terms.push(AddrTerm {
+                    set: s,
+                    member: true,
+                });
+            }
+            (None, Some(sel)) => {
+                let nets = self.index.selected(sel);
+                let s = self.set(nets);
+                terms.push(AddrTerm {
+                    set: s,
+                    member: false,
+                });
+            }
+            (None, None) => {}
         }
         terms
     }
@@ -423,6 +444,7 @@ impl Builder<'_, '_> {
     /// Port alternatives on the peer's side: each is (extra peer terms, port spans); the rule
     /// matches if any alternative does.
     fn peer_ports(&mut self, e: &EntityIr, protocol: Option<u8>) -> Vec<(Vec<AddrTerm>, SpanSet)> {
+        let positive = positive_selector(e);
         let mut alts: Vec<(Vec<AddrTerm>, SpanSet)> = Vec::new();
         if e.ports.is_empty() {
             alts.push((Vec::new(), SpanSet::full()));
@@ -432,7 +454,7 @@ impl Builder<'_, '_> {
                 alts.push((Vec::new(), SpanSet::from_spans(spans)));
             }
             for n in named {
-                for ((proto, port), nets) in self.index.selected_with_port(e.selector.as_ref(), &n)
+                for ((proto, port), nets) in self.index.selected_with_port(positive.as_ref(), &n)
                 {
                     if protocol.is_some_and(|p| p != proto) {
                         continue;
@@ -457,7 +479,9 @@ impl Builder<'_, '_> {
                 // Named notPorts: a port value v is excluded only for peers that have it.
                 let mut values: Vec<((u8, u16), usize)> = Vec::new();
                 for n in &named {
-                    for ((proto, port), nets) in self.index.selected_with_port(None, n) {
+                    for ((proto, port), nets) in
+                        self.index.selected_with_port(positive.as_ref(), n)
+                    {
                         let s = self.set(nets);
                         values.push(((proto, port), s));
                     }
@@ -566,6 +590,18 @@ impl Builder<'_, '_> {
             });
         }
     }
+}
+
+/// The selector one entity must match on a side of a rule. Calico folds the notSelector into
+/// the selector when both are given (felix/calc/rule_scanner.go): `selector && !notSelector` of
+/// one entity, which differs from "some entity matches selector and none matches notSelector"
+/// where entities share addresses (a network set around an endpoint). Named ports, positive and
+/// negated, are filtered by this selector too.
+fn positive_selector(e: &EntityIr) -> Option<Selector> {
+    e.selector.clone().map(|s| match &e.not_selector {
+        Some(n) => s.and(n.clone().not()),
+        None => s,
+    })
 }
 
 /// The IPv4 addresses of an IR net list that are single hosts, for endpoints' own addresses.
