@@ -518,7 +518,15 @@ impl Builder<'_, '_> {
             index: Some(r.index),
             action: format!("{:?}", r.action),
         });
-        if r.ip_version == Some(6) {
+        // A rule is of one IP version (validation sees to it): ipVersion 6, or IPv6 networks,
+        // make it an IPv6 rule, which Calico leaves out of IPv4 policy whole
+        // (felix/rules/policy.go, FilterRuleToIPVersion). An IPv6 notNets must not become "any
+        // IPv4 address".
+        let v6_nets = [&r.source, &r.destination]
+            .iter()
+            .flat_map(|e| e.nets.iter().chain(&e.not_nets))
+            .any(|c| !c.is_v4());
+        if r.ip_version == Some(6) || v6_nets {
             return;
         }
         let action = match r.action {
