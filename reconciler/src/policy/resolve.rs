@@ -473,26 +473,28 @@ impl Builder<'_, '_> {
         if !e.not_ports.is_empty() {
             let (spans, named) = Self::split_ports(&e.not_ports, protocol);
             let excluded = SpanSet::from_spans(spans);
+            // Named notPorts: a port value v is excluded only for peers that have one of the
+            // names with value v. Several names can share a value: their peers are one set.
+            let mut by_value: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
+            for n in &named {
+                for (value, nets) in self.index.selected_with_port(positive.as_ref(), n) {
+                    by_value.entry(value).or_default().extend(nets);
+                }
+            }
+            let values: Vec<((u8, u16), usize)> = by_value
+                .into_iter()
+                .map(|(value, nets)| (value, self.set(nets)))
+                .collect();
+            let all_values = SpanSet::from_spans(
+                values
+                    .iter()
+                    .map(|((p, port), _)| port_span(*p, *port, *port)),
+            );
             let mut refined = Vec::new();
             for (terms, set) in alts {
                 let base = set.subtract(&excluded);
-                // Named notPorts: a port value v is excluded only for peers that have it.
-                let mut values: Vec<((u8, u16), usize)> = Vec::new();
-                for n in &named {
-                    for ((proto, port), nets) in
-                        self.index.selected_with_port(positive.as_ref(), n)
-                    {
-                        let s = self.set(nets);
-                        values.push(((proto, port), s));
-                    }
-                }
-                let all_values = SpanSet::from_spans(
-                    values
-                        .iter()
-                        .map(|((p, port), _)| port_span(*p, *port, *port)),
-                );
                 refined.push((terms.clone(), base.subtract(&all_values)));
-                for ((proto, port), s) in values {
+                for &((proto, port), s) in &values {
                     let one = SpanSet::from_spans([port_span(proto, port, port)]).intersect(&base);
                     if !one.is_empty() {
                         let mut t = terms.clone();
