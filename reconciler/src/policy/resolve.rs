@@ -193,7 +193,8 @@ impl<'c> PolicyIndex<'c> {
         out
     }
 
-    /// The ordered rules that decide `ep`'s flows in `dir`, and what each rule id stands for.
+    /// The ordered rules that decide workload endpoint `ep`'s flows in `dir`, and what each
+    /// rule id stands for.
     pub fn ruleset(&self, ep: &Endpoint, dir: Direction) -> (RulesetSpec, Vec<RuleInfo>) {
         let mut b = Builder {
             index: self,
@@ -211,6 +212,10 @@ impl<'c> PolicyIndex<'c> {
                     Direction::Ingress => p.ingress.is_some(),
                     Direction::Egress => p.egress.is_some(),
                 })
+                // doNotTrack and preDNAT policies are for host endpoints: Calico never applies
+                // them to workloads (felix/calc/event_sequencer.go sorts them into host
+                // endpoints' untracked and pre-DNAT tiers).
+                .filter(|p| !p.do_not_track && !p.pre_dnat)
                 .filter(|p| p.selector.matches(&ep.labels))
                 .collect();
             if selecting.is_empty() {
