@@ -375,12 +375,7 @@ impl Builder<'_, '_> {
     /// network set around it) is one `sel` picks: Calico matches selectors through IP sets on
     /// the endpoint's side of a rule as on the peer's.
     fn owned_by(&self, sel: &Selector, a: u32) -> bool {
-        sel.matches(&self.ep.labels)
-            || self
-                .index
-                .selected(sel)
-                .iter()
-                .any(|n| n.contains_addr(a))
+        sel.matches(&self.ep.labels) || self.index.selected(sel).iter().any(|n| n.contains_addr(a))
     }
 
     /// Whether the local side of the rule can match at each local address (then "other").
@@ -459,8 +454,7 @@ impl Builder<'_, '_> {
                 alts.push((Vec::new(), SpanSet::from_spans(spans)));
             }
             for n in named {
-                for ((proto, port), nets) in self.index.selected_with_port(positive.as_ref(), &n)
-                {
+                for ((proto, port), nets) in self.index.selected_with_port(positive.as_ref(), &n) {
                     if protocol.is_some_and(|p| p != proto) {
                         continue;
                     }
