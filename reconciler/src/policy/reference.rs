@@ -73,7 +73,7 @@ impl Packet {
     }
 
     fn icmp_type_code(&self) -> Option<(u8, u8)> {
-        (self.proto == PROTO_ICMP).then(|| ((self.dport >> 8) as u8, self.dport as u8))
+        (self.proto == PROTO_ICMP).then_some(((self.dport >> 8) as u8, self.dport as u8))
     }
 }
 
