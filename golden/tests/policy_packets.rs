@@ -631,6 +631,7 @@ metadata: {name: restrict}
 spec:
   ingress:
     - {action: Deny, protocol: TCP, destination: {ports: [22]}}
+    - {action: Pass, protocol: UDP}
 ---
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -656,6 +657,14 @@ spec:
         &p.tcp(CLIENT, WL, 80),
         PASS,
         "Profile kns.demo ingress rule 0",
+    );
+    // No tier follows a profile: a Pass there denies (as in Calico's eBPF dataplane), though
+    // the next profile would allow.
+    p.expect(
+        IN,
+        &p.udp(CLIENT, 5000, WL, 53),
+        DROP,
+        "Profile restrict ingress rule 1",
     );
     // Egress is selected: the tier's end, not the profile, decides TCP.
     p.expect(OUT, &p.tcp(WL, CLIENT, 80), DROP, TIER_END_OUT);

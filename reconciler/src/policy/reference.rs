@@ -295,15 +295,14 @@ impl<'c> Reference<'c> {
                 ));
                 let id = rule_id(&origin, dir, Some(r.index));
                 match r.action {
-                    Action::Allow | Action::Deny => {
+                    // No tier follows a profile: Calico's eBPF dataplane denies on a Pass there.
+                    Action::Allow | Action::Deny | Action::Pass => {
                         return Verdict {
                             allow: r.action == Action::Allow,
                             log,
                             rule_id: id,
                         }
                     }
-                    // On to the next profile.
-                    Action::Pass => break,
                     Action::Log => log = true,
                 }
             }

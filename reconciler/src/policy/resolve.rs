@@ -229,7 +229,7 @@ impl<'c> PolicyIndex<'c> {
                 };
                 let origin = policy_origin(&p.id);
                 for r in rules {
-                    b.rule(&origin, r, group);
+                    b.rule(&origin, r, group, false);
                 }
             }
             let end = if *pass {
@@ -259,7 +259,7 @@ impl<'c> PolicyIndex<'c> {
             let group = b.spec.groups.len();
             let origin = profile_origin(profile);
             for r in &rules {
-                b.rule(&origin, r, group);
+                b.rule(&origin, r, group, true);
             }
             b.spec.groups.push(GroupEnd::Pass);
         }
@@ -510,14 +510,21 @@ impl Builder<'_, '_> {
         alts
     }
 
-    fn rule(&mut self, origin: &str, r: &RuleIr, group: usize) {
+    /// Adds rule `r` of `origin` to `group`. In a profile no tier follows, and a Pass denies,
+    /// as in Calico's eBPF dataplane (felix/bpf/polprog: a profile's "pass" jumps to deny).
+    fn rule(&mut self, origin: &str, r: &RuleIr, group: usize, in_profile: bool) {
         let id = rule_id(origin, self.dir, Some(r.index));
+        let pass_denies = in_profile && r.action == Action::Pass;
         self.info.push(RuleInfo {
             id,
             origin: origin.to_string(),
             direction: self.dir,
             index: Some(r.index),
-            action: format!("{:?}", r.action),
+            action: if pass_denies {
+                "Pass (in a profile: deny)".into()
+            } else {
+                format!("{:?}", r.action)
+            },
         });
         // A rule is of one IP version (validation sees to it): ipVersion 6, or IPv6 networks,
         // make it an IPv6 rule, which Calico leaves out of IPv4 policy whole
@@ -533,6 +540,7 @@ impl Builder<'_, '_> {
         let action = match r.action {
             Action::Allow => FlatAction::Allow,
             Action::Deny => FlatAction::Deny,
+            Action::Pass if pass_denies => FlatAction::Deny,
             Action::Pass => FlatAction::Pass,
             Action::Log => FlatAction::Log,
         };
