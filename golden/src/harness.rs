@@ -22,6 +22,7 @@ use weft::bpf::testrun::{test_run, TestRun};
 use weft::bpf::Pins;
 use weft::policy::flat::RulesetSpec;
 use weft::policy::{classify, tables};
+use weft::state::HostState;
 
 /// The interface test packets arrive on: `lo`, which exists in every network namespace.
 pub const IFINDEX: u32 = 1;
@@ -88,6 +89,16 @@ impl Harness {
         for (k, v) in entries {
             m.update(k, v, MapFlags::ANY)
                 .unwrap_or_else(|e| panic!("writing {map}: {e}"));
+        }
+    }
+
+    /// Writes the entries of every reconciled map of `state` (a desired state: what `weft
+    /// apply` would write), so that packets meet the policy a configuration compiles to.
+    pub fn install(&self, state: &HostState) {
+        for (name, m) in &state.maps {
+            if let Some(entries) = &m.entries {
+                self.write(name, entries);
+            }
         }
     }
 

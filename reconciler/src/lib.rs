@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod bpf;
 pub mod desired;
+pub mod dump;
 pub mod facts;
 pub mod netlink;
 pub mod observe;

@@ -51,6 +51,12 @@ enum Command {
     },
     /// Write the JSON Schemas (draft-07) of every resource kind into DIR.
     Schemas { dir: PathBuf },
+    /// Show what is in weft's maps: policy with hit counts, endpoints, conntrack, counters,
+    /// routes. As a table, or as JSON with --json.
+    Dump {
+        #[command(subcommand)]
+        what: cli::dump::What,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,5 +71,6 @@ fn main() -> ExitCode {
         } => cli::block_on(cli::diff::run(&dir, &host, output, verbose)),
         Command::Apply { dir, host } => cli::block_on(cli::apply::run(&dir, &host)),
         Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
+        Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::diag::Item;
+use crate::diag::{Item, Kind};
 use crate::ir::{PolicyIr, RuleIr};
 use crate::resources::calico::FelixConfiguration;
 use crate::resources::calico::{
@@ -227,15 +227,28 @@ impl Config {
         tiers
     }
 
-    /// The policies of one tier in evaluation order (order, then kind, namespace and name).
+    /// The policies of one tier in evaluation order: by order, ties broken by name as Calico
+    /// breaks them (felix's policy sorter compares "name/namespace/kind", the most specific part
+    /// first), whatever the kinds.
     pub fn policies_in_tier(&self, tier: &str) -> Vec<&PolicyIr> {
         let mut policies: Vec<&PolicyIr> =
             self.policies.iter().filter(|p| p.tier == tier).collect();
+        let tie = |p: &PolicyIr| {
+            let kind = match p.id.kind {
+                Kind::KubernetesNetworkPolicy => "KubernetesNetworkPolicy",
+                k => k.kind_name(),
+            };
+            format!(
+                "{}/{}/{kind}",
+                p.id.name,
+                p.id.namespace.as_deref().unwrap_or_default()
+            )
+        };
         policies.sort_by(|a, b| {
             let key = |o: Option<f64>| o.unwrap_or(f64::INFINITY);
             key(a.order)
                 .total_cmp(&key(b.order))
-                .then_with(|| a.id.cmp(&b.id))
+                .then_with(|| tie(a).cmp(&tie(b)))
         });
         policies
     }

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod diff;
+pub mod dump;
 pub mod schemas;
 pub mod teardown;
 pub mod validate;

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use weft_model::{Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, RuleIr, Selector};
+use weft_model::{
+    Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, ResourceId, RuleIr, Selector,
+};
 
 use super::flat::{
     proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
@@ -80,6 +82,24 @@ impl RuleInfo {
         }
     }
 }
+
+/// Where a policy's rules come from, in rule ids and dumps: e.g. "NetworkPolicy demo/web".
+pub fn policy_origin(id: &ResourceId) -> String {
+    format!("{} {}", id.kind, id.namespaced_name())
+}
+
+/// Where a profile's rules come from: e.g. "Profile kns.demo".
+pub fn profile_origin(profile: &str) -> String {
+    format!("Profile {profile}")
+}
+
+/// The pseudo-rule a tier's policies end in when no rule decided: e.g. "end of tier default".
+pub fn tier_end_origin(tier: &str) -> String {
+    format!("end of tier {tier}")
+}
+
+/// The pseudo-rule that denies what no tier decided and no profile allowed.
+pub const DEFAULT_DENY_ORIGIN: &str = "default deny (no policy or profile allowed it)";
 
 /// Names rules stably: a hash of where they come from (never 0, which the programs read as
 /// "no verdict").
@@ -173,7 +193,8 @@ impl<'c> PolicyIndex<'c> {
         out
     }
 
-    /// The ordered rules that decide `ep`'s flows in `dir`, and what each rule id stands for.
+    /// The ordered rules that decide workload endpoint `ep`'s flows in `dir`, and what each
+    /// rule id stands for.
     pub fn ruleset(&self, ep: &Endpoint, dir: Direction) -> (RulesetSpec, Vec<RuleInfo>) {
         let mut b = Builder {
             index: self,
@@ -191,6 +212,10 @@ impl<'c> PolicyIndex<'c> {
                     Direction::Ingress => p.ingress.is_some(),
                     Direction::Egress => p.egress.is_some(),
                 })
+                // doNotTrack and preDNAT policies are for host endpoints: Calico never applies
+                // them to workloads (felix/calc/event_sequencer.go sorts them into host
+                // endpoints' untracked and pre-DNAT tiers).
+                .filter(|p| !p.do_not_track && !p.pre_dnat)
                 .filter(|p| p.selector.matches(&ep.labels))
                 .collect();
             if selecting.is_empty() {
@@ -202,15 +227,15 @@ impl<'c> PolicyIndex<'c> {
                     Direction::Ingress => p.ingress.as_deref().unwrap_or_default(),
                     Direction::Egress => p.egress.as_deref().unwrap_or_default(),
                 };
-                let origin = format!("{} {}", p.id.kind, p.id.namespaced_name());
+                let origin = policy_origin(&p.id);
                 for r in rules {
-                    b.rule(&origin, r, group);
+                    b.rule(&origin, r, group, false);
                 }
             }
             let end = if *pass {
                 GroupEnd::Pass
             } else {
-                let origin = format!("end of tier {tier}");
+                let origin = tier_end_origin(tier);
                 let id = rule_id(&origin, dir, None);
                 b.info.push(RuleInfo {
                     id,
@@ -232,13 +257,13 @@ impl<'c> PolicyIndex<'c> {
                 Direction::Egress => egress,
             };
             let group = b.spec.groups.len();
-            let origin = format!("Profile {profile}");
+            let origin = profile_origin(profile);
             for r in &rules {
-                b.rule(&origin, r, group);
+                b.rule(&origin, r, group, true);
             }
             b.spec.groups.push(GroupEnd::Pass);
         }
-        let origin = "default deny (no policy or profile allowed it)".to_string();
+        let origin = DEFAULT_DENY_ORIGIN.to_string();
         let id = rule_id(&origin, dir, None);
         b.info.push(RuleInfo {
             id,
@@ -306,8 +331,17 @@ impl Builder<'_, '_> {
         (spans, named)
     }
 
-    /// The endpoint's own named port `name` as spans (restricted to `protocol` if given).
-    fn own_named(&self, name: &str, protocol: Option<u8>) -> Vec<(u64, u64)> {
+    /// The endpoint's own named port `name` as spans (restricted to `protocol` if given). As
+    /// in Calico, named ports are those of the entities the side's positive selector picks.
+    fn own_named(
+        &self,
+        name: &str,
+        protocol: Option<u8>,
+        positive: Option<&Selector>,
+    ) -> Vec<(u64, u64)> {
+        if positive.is_some_and(|s| !s.matches(&self.ep.labels)) {
+            return Vec::new();
+        }
         self.ep
             .named_ports
             .iter()
@@ -318,36 +352,37 @@ impl Builder<'_, '_> {
 
     /// A port condition on the endpoint's own side (its named ports are known).
     fn own_ports(&self, e: &EntityIr, protocol: Option<u8>) -> SpanSet {
+        let positive = positive_selector(e);
         let mut set = SpanSet::full();
         if !e.ports.is_empty() {
             let (mut spans, named) = Self::split_ports(&e.ports, protocol);
             for n in named {
-                spans.extend(self.own_named(&n, protocol));
+                spans.extend(self.own_named(&n, protocol, positive.as_ref()));
             }
             set = SpanSet::from_spans(spans);
         }
         if !e.not_ports.is_empty() {
             let (mut spans, named) = Self::split_ports(&e.not_ports, protocol);
             for n in named {
-                spans.extend(self.own_named(&n, protocol));
+                spans.extend(self.own_named(&n, protocol, positive.as_ref()));
             }
             set = set.subtract(&SpanSet::from_spans(spans));
         }
         set
     }
 
+    /// Whether an entity that owns the endpoint's address `a` (the endpoint itself, or a
+    /// network set around it) is one `sel` picks: Calico matches selectors through IP sets on
+    /// the endpoint's side of a rule as on the peer's.
+    fn owned_by(&self, sel: &Selector, a: u32) -> bool {
+        sel.matches(&self.ep.labels) || self.index.selected(sel).iter().any(|n| n.contains_addr(a))
+    }
+
     /// Whether the local side of the rule can match at each local address (then "other").
     fn local_cond(&self, e: &EntityIr) -> Vec<bool> {
         let nets = v4_nets(&e.nets);
         let not_nets = v4_nets(&e.not_nets);
-        let sel = e
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.matches(&self.ep.labels));
-        let not_sel = e
-            .not_selector
-            .as_ref()
-            .is_none_or(|s| !s.matches(&self.ep.labels));
+        let positive = positive_selector(e);
         let mut out: Vec<bool> = self
             .ep
             .addrs
@@ -355,8 +390,11 @@ impl Builder<'_, '_> {
             .map(|&a| {
                 (e.nets.is_empty() || nets.iter().any(|n| n.contains_addr(a)))
                     && !not_nets.iter().any(|n| n.contains_addr(a))
-                    && sel
-                    && not_sel
+                    && match (&positive, &e.not_selector) {
+                        (Some(s), _) => self.owned_by(s, a),
+                        (None, Some(n)) => !self.owned_by(n, a),
+                        (None, None) => true,
+                    }
             })
             .collect();
         // An address that is not the endpoint's is in no net and selected by nothing.
@@ -381,21 +419,24 @@ impl Builder<'_, '_> {
                 member: false,
             });
         }
-        if let Some(sel) = &e.selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
-            terms.push(AddrTerm {
-                set: s,
-                member: true,
-            });
-        }
-        if let Some(sel) = &e.not_selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
-            terms.push(AddrTerm {
-                set: s,
-                member: false,
-            });
+        match (positive_selector(e), &e.not_selector) {
+            (Some(sel), _) => {
+                let nets = self.index.selected(&sel);
+                let s = self.set(nets);
+                terms.push(AddrTerm {
+                    set: s,
+                    member: true,
+                });
+            }
+            (None, Some(sel)) => {
+                let nets = self.index.selected(sel);
+                let s = self.set(nets);
+                terms.push(AddrTerm {
+                    set: s,
+                    member: false,
+                });
+            }
+            (None, None) => {}
         }
         terms
     }
@@ -403,6 +444,7 @@ impl Builder<'_, '_> {
     /// Port alternatives on the peer's side: each is (extra peer terms, port spans); the rule
     /// matches if any alternative does.
     fn peer_ports(&mut self, e: &EntityIr, protocol: Option<u8>) -> Vec<(Vec<AddrTerm>, SpanSet)> {
+        let positive = positive_selector(e);
         let mut alts: Vec<(Vec<AddrTerm>, SpanSet)> = Vec::new();
         if e.ports.is_empty() {
             alts.push((Vec::new(), SpanSet::full()));
@@ -412,8 +454,7 @@ impl Builder<'_, '_> {
                 alts.push((Vec::new(), SpanSet::from_spans(spans)));
             }
             for n in named {
-                for ((proto, port), nets) in self.index.selected_with_port(e.selector.as_ref(), &n)
-                {
+                for ((proto, port), nets) in self.index.selected_with_port(positive.as_ref(), &n) {
                     if protocol.is_some_and(|p| p != proto) {
                         continue;
                     }
@@ -431,24 +472,28 @@ impl Builder<'_, '_> {
         if !e.not_ports.is_empty() {
             let (spans, named) = Self::split_ports(&e.not_ports, protocol);
             let excluded = SpanSet::from_spans(spans);
+            // Named notPorts: a port value v is excluded only for peers that have one of the
+            // names with value v. Several names can share a value: their peers are one set.
+            let mut by_value: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
+            for n in &named {
+                for (value, nets) in self.index.selected_with_port(positive.as_ref(), n) {
+                    by_value.entry(value).or_default().extend(nets);
+                }
+            }
+            let values: Vec<((u8, u16), usize)> = by_value
+                .into_iter()
+                .map(|(value, nets)| (value, self.set(nets)))
+                .collect();
+            let all_values = SpanSet::from_spans(
+                values
+                    .iter()
+                    .map(|((p, port), _)| port_span(*p, *port, *port)),
+            );
             let mut refined = Vec::new();
             for (terms, set) in alts {
                 let base = set.subtract(&excluded);
-                // Named notPorts: a port value v is excluded only for peers that have it.
-                let mut values: Vec<((u8, u16), usize)> = Vec::new();
-                for n in &named {
-                    for ((proto, port), nets) in self.index.selected_with_port(None, n) {
-                        let s = self.set(nets);
-                        values.push(((proto, port), s));
-                    }
-                }
-                let all_values = SpanSet::from_spans(
-                    values
-                        .iter()
-                        .map(|((p, port), _)| port_span(*p, *port, *port)),
-                );
                 refined.push((terms.clone(), base.subtract(&all_values)));
-                for ((proto, port), s) in values {
+                for &((proto, port), s) in &values {
                     let one = SpanSet::from_spans([port_span(proto, port, port)]).intersect(&base);
                     if !one.is_empty() {
                         let mut t = terms.clone();
@@ -465,21 +510,37 @@ impl Builder<'_, '_> {
         alts
     }
 
-    fn rule(&mut self, origin: &str, r: &RuleIr, group: usize) {
+    /// Adds rule `r` of `origin` to `group`. In a profile no tier follows, and a Pass denies,
+    /// as in Calico's eBPF dataplane (felix/bpf/polprog: a profile's "pass" jumps to deny).
+    fn rule(&mut self, origin: &str, r: &RuleIr, group: usize, in_profile: bool) {
         let id = rule_id(origin, self.dir, Some(r.index));
+        let pass_denies = in_profile && r.action == Action::Pass;
         self.info.push(RuleInfo {
             id,
             origin: origin.to_string(),
             direction: self.dir,
             index: Some(r.index),
-            action: format!("{:?}", r.action),
+            action: if pass_denies {
+                "Pass (in a profile: deny)".into()
+            } else {
+                format!("{:?}", r.action)
+            },
         });
-        if r.ip_version == Some(6) {
+        // A rule is of one IP version (validation sees to it): ipVersion 6, or IPv6 networks,
+        // make it an IPv6 rule, which Calico leaves out of IPv4 policy whole
+        // (felix/rules/policy.go, FilterRuleToIPVersion). An IPv6 notNets must not become "any
+        // IPv4 address".
+        let v6_nets = [&r.source, &r.destination]
+            .iter()
+            .flat_map(|e| e.nets.iter().chain(&e.not_nets))
+            .any(|c| !c.is_v4());
+        if r.ip_version == Some(6) || v6_nets {
             return;
         }
         let action = match r.action {
             Action::Allow => FlatAction::Allow,
             Action::Deny => FlatAction::Deny,
+            Action::Pass if pass_denies => FlatAction::Deny,
             Action::Pass => FlatAction::Pass,
             Action::Log => FlatAction::Log,
         };
@@ -546,6 +607,18 @@ impl Builder<'_, '_> {
             });
         }
     }
+}
+
+/// The selector one entity must match on a side of a rule. Calico folds the notSelector into
+/// the selector when both are given (felix/calc/rule_scanner.go): `selector && !notSelector` of
+/// one entity, which differs from "some entity matches selector and none matches notSelector"
+/// where entities share addresses (a network set around an endpoint). Named ports, positive and
+/// negated, are filtered by this selector too.
+fn positive_selector(e: &EntityIr) -> Option<Selector> {
+    e.selector.clone().map(|s| match &e.not_selector {
+        Some(n) => s.and(n.clone().not()),
+        None => s,
+    })
 }
 
 /// The IPv4 addresses of an IR net list that are single hosts, for endpoints' own addresses.

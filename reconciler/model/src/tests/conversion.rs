@@ -669,6 +669,56 @@ spec: {tier: security, order: 5}
 }
 
 #[test]
+fn policies_of_equal_order_go_by_name_whatever_their_kind() {
+    // Calico breaks ties on "name/namespace/kind": the GlobalNetworkPolicy "a" comes before the
+    // NetworkPolicy "b", and the Kubernetes policy "b" of namespace "x" after the Calico one of
+    // namespace "w".
+    let c = load_ok(&[(
+        "p.yaml",
+        "apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: b, namespace: x}
+spec: {order: 1000}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b, namespace: x}
+spec: {podSelector: {}}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: b, namespace: w}
+spec: {order: 1000}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: c}
+spec: {order: 1000}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: a}
+spec: {order: 1000}
+",
+    )]);
+    let order: Vec<String> = c
+        .policies_in_tier("default")
+        .iter()
+        .map(|p| p.id.to_string())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "GlobalNetworkPolicy a",
+            "NetworkPolicy w/b",
+            "NetworkPolicy (networking.k8s.io) x/b",
+            "NetworkPolicy x/b",
+            "GlobalNetworkPolicy c",
+        ]
+    );
+}
+
+#[test]
 fn accessors_the_dataplane_uses() {
     let w = World::new("");
     let c = &w.config;

@@ -1,0 +1,164 @@
+//! `weft dump ...`: what is in weft's maps, as a table or (`--json`) as JSON. Exit 0, or 2 when
+//! something cannot be read.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+use weft::bpf::maps;
+use weft::dump::{self, DumpError};
+use weft::policy::resolve::Direction;
+use weft::run::{self, Host, RunError};
+
+use super::{report, HostArgs};
+
+#[derive(Subcommand)]
+pub enum What {
+    /// The rules of ENDPOINT (namespace/name, or its interface) in evaluation order, per
+    /// direction, with how many packets each decided; DIR is the configuration weft applied.
+    Policy {
+        endpoint: String,
+        dir: PathBuf,
+        /// One direction only.
+        #[arg(long, value_enum)]
+        direction: Option<DirectionArg>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+    /// Interfaces weft programs (weft_iface): index, name, rulesets.
+    Endpoints {
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+    /// Flows in conntrack (weft_ct4): who opened them, what approved each side, ages.
+    Conntrack {
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+    /// Packet counters per interface and hook, by reason (weft_ctrs).
+    Counters {
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+    /// weft's routing table (weft_rt4).
+    Routes {
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DirectionArg {
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+}
+
+fn print<T: Serialize>(json: bool, rows: &T, table: impl FnOnce(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(rows).expect("dump rows serialize")
+        );
+    } else {
+        print!("{}", table(rows));
+    }
+}
+
+fn name_of(h: &Host) -> impl Fn(u32) -> Option<String> + '_ {
+    |i| h.facts.link_name(i).map(str::to_string)
+}
+
+async fn policy(
+    endpoint: &str,
+    dir: &Path,
+    direction: Option<DirectionArg>,
+    host: &HostArgs,
+    json: bool,
+) -> Result<(), Error> {
+    let cfg = run::load(dir)?;
+    let h = host.open().await?;
+    let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
+    let directions = match direction {
+        None => vec![Direction::Ingress, Direction::Egress],
+        Some(DirectionArg::Ingress) => vec![Direction::Ingress],
+        Some(DirectionArg::Egress) => vec![Direction::Egress],
+    };
+    let hits = dump::rule_hits(&dump::read_per_cpu(&h.pins, maps::RULE_COUNTERS)?);
+    let live = dump::read_map(&h.pins, maps::IFACE)?;
+    let p = dump::policy(&desired, endpoint, &directions, &hits, &live)?;
+    print(json, &p, dump::render_policy);
+    if !json {
+        println!("(a rule's hits count the packets it decided for every endpoint it applies to)");
+    }
+    Ok(())
+}
+
+async fn maps_dump(what: &What) -> Result<(), Error> {
+    match what {
+        What::Policy {
+            endpoint,
+            dir,
+            direction,
+            host,
+            json,
+        } => policy(endpoint, dir, *direction, host, *json).await?,
+        What::Endpoints { host, json } => {
+            let h = host.open().await?;
+            let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));
+            print(*json, &rows, |r| dump::render_endpoints(r));
+        }
+        What::Conntrack { host, json } => {
+            let h = host.open().await?;
+            let entries = dump::read_map(&h.pins, maps::CT4)?;
+            let rows = dump::conntrack(&entries, dump::monotonic_now_ns());
+            print(*json, &rows, |r| dump::render_conntrack(r));
+        }
+        What::Counters { host, json } => {
+            let h = host.open().await?;
+            let per_cpu = dump::read_per_cpu(&h.pins, maps::COUNTERS)?;
+            let rows = dump::counters(&per_cpu, name_of(&h));
+            print(*json, &rows, |r| dump::render_counters(r));
+        }
+        What::Routes { host, json } => {
+            let h = host.open().await?;
+            let rows = dump::routes(&dump::read_map(&h.pins, maps::RT4)?, name_of(&h));
+            print(*json, &rows, |r| dump::render_routes(r));
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(what: &What) -> ExitCode {
+    match maps_dump(what).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Run(e)) => report(&e),
+        Err(Error::Dump(e)) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1045 @@
+//! `weft dump`: what is in weft's maps, as tables for people and as JSON for programs (in the
+//! spirit of `bpftool -j` and `calico-bpf ... --json`).
+//!
+//! Reading the pinned maps is the only kernel access here (`read_*`); decoding map bytes into
+//! rows and rendering rows are pure functions, tested without a kernel. Policy is the one dump
+//! that needs the configuration: the kernel holds compiled classifiers, not rules, so the rules
+//! and their order come from the desired state (`Desired::rules`), and only their hit counts
+//! from the kernel.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use serde::Serialize;
+
+use crate::bpf::maps::{self, Counters, Ct4Key, Ct4Value, CtLeg, Entries, IfaceValue, Plain};
+use crate::bpf::maps::{Route4Key, RouteValue};
+use crate::bpf::reasons::REASONS;
+use crate::bpf::{BpfError, Pins};
+use crate::desired::Desired;
+use crate::policy::resolve::Direction;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("map {name} is not pinned under {root}; has `weft apply` run with this --bpffs?")]
+    NotPinned { name: String, root: PathBuf },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("{wanted} is not an endpoint weft programs on this node; it programs: {known}")]
+    UnknownEndpoint { wanted: String, known: String },
+}
+
+// ---- Reading the pinned maps -----------------------------------------------------------------
+
+fn open(pins: &Pins, name: &str) -> Result<MapHandle, DumpError> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Err(DumpError::NotPinned {
+            name: name.into(),
+            root: pins.root.clone(),
+        });
+    }
+    MapHandle::from_pinned_path(&path).map_err(|source| {
+        DumpError::Bpf(BpfError::Map {
+            name: name.into(),
+            source,
+        })
+    })
+}
+
+/// Every entry of a pinned map (`bpftool map dump pinned <root>/maps/<name>`).
+pub fn read_map(pins: &Pins, name: &str) -> Result<Entries, DumpError> {
+    open(pins, name)?;
+    Ok(crate::observe::read_entries(pins, name)?)
+}
+
+/// Every entry of a pinned per-CPU map: key -> one value per CPU.
+pub type PerCpuEntries = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+
+pub fn read_per_cpu(pins: &Pins, name: &str) -> Result<PerCpuEntries, DumpError> {
+    let m = open(pins, name)?;
+    let mut out = PerCpuEntries::new();
+    for k in m.keys() {
+        let v = m
+            .lookup_percpu(&k, MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                name: name.into(),
+                source,
+            })?;
+        if let Some(v) = v {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which conntrack stamps.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---- Tables ----------------------------------------------------------------------------------
+
+/// Columns padded to their widest cell; numeric columns (named in `right`) aligned right.
+struct Table {
+    headers: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(headers: &[(&'static str, bool)]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.0).collect(),
+            right: headers.iter().map(|h| h.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: Vec<&str>, out: &mut String| {
+            let last = cells.len() - 1;
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let pad = widths[i] - c.chars().count();
+                if self.right[i] {
+                    l.push_str(&" ".repeat(pad));
+                    l.push_str(c);
+                } else {
+                    l.push_str(c);
+                    if i != last {
+                        l.push_str(&" ".repeat(pad));
+                    }
+                }
+                if i != last {
+                    l.push_str("  ");
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(self.headers.clone(), &mut out);
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect(), &mut out);
+        }
+        out
+    }
+}
+
+fn ip(a: u32) -> Ipv4Addr {
+    // Map addresses are network-order bytes stored as a native u32.
+    Ipv4Addr::from(a.to_ne_bytes())
+}
+
+/// A ruleset or rule id as the tables write it.
+fn hex(id: u32) -> String {
+    format!("{id:#010x}")
+}
+
+/// A duration for people: 4.2s, 3m07s, 2h05m.
+pub fn duration(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    if s < 60 {
+        format!("{:.1}s", ns as f64 / 1e9)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+// ---- Policy ----------------------------------------------------------------------------------
+
+/// Packets each rule decided, summed over CPUs, from weft_rule_ctrs.
+pub fn rule_hits(per_cpu: &PerCpuEntries) -> BTreeMap<u32, u64> {
+    per_cpu
+        .iter()
+        .filter_map(|(k, cpus)| {
+            let id = u32::from_bytes(k)?;
+            Some((id, cpus.iter().filter_map(|v| u64::from_bytes(v)).sum()))
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyDump {
+    pub endpoint: String,
+    pub iface: String,
+    pub ifindex: u32,
+    pub directions: Vec<DirectionDump>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DirectionDump {
+    pub direction: Direction,
+    /// The ruleset the configuration compiles to.
+    pub ruleset: u32,
+    /// The ruleset the kernel uses for the endpoint (weft_iface); None if it has no entry.
+    pub live_ruleset: Option<u32>,
+    /// In evaluation order: policies' rules tier by tier, each tier's end, the profiles' rules,
+    /// the default deny.
+    pub rules: Vec<RuleRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleRow {
+    pub id: u32,
+    /// The policy, profile, tier end or default deny the rule belongs to.
+    pub origin: String,
+    /// The rule's index in its resource; None for tier ends and the default deny.
+    pub index: Option<usize>,
+    pub action: String,
+    /// Packets the rule decided (every endpoint that shares the rule counts).
+    pub hits: u64,
+}
+
+/// The rules of `endpoint` (namespace/name or interface) in evaluation order with their hits.
+pub fn policy(
+    desired: &Desired,
+    endpoint: &str,
+    directions: &[Direction],
+    hits: &BTreeMap<u32, u64>,
+    live_ifaces: &Entries,
+) -> Result<PolicyDump, DumpError> {
+    let ep = desired
+        .endpoints
+        .iter()
+        .find(|e| e.name == endpoint || e.iface == endpoint)
+        .ok_or_else(|| DumpError::UnknownEndpoint {
+            wanted: endpoint.into(),
+            known: if desired.endpoints.is_empty() {
+                "none".into()
+            } else {
+                desired
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("{} ({})", e.name, e.iface))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })?;
+    let live = live_ifaces
+        .get(ep.ifindex.as_bytes())
+        .and_then(|v| IfaceValue::from_bytes(v));
+    let mut out = PolicyDump {
+        endpoint: ep.name.clone(),
+        iface: ep.iface.clone(),
+        ifindex: ep.ifindex,
+        directions: Vec::new(),
+    };
+    for &dir in directions {
+        let (ruleset, live_ruleset) = match dir {
+            Direction::Ingress => (ep.ruleset_ingress, live.map(|v| v.ruleset_in)),
+            Direction::Egress => (ep.ruleset_egress, live.map(|v| v.ruleset_out)),
+        };
+        let mut rules: Vec<RuleRow> = Vec::new();
+        for r in desired
+            .rules
+            .get(&(ep.name.clone(), dir))
+            .into_iter()
+            .flatten()
+        {
+            // A Kubernetes rule expands to several that share its id: show it once.
+            if rules.iter().any(|x| x.id == r.id) {
+                continue;
+            }
+            rules.push(RuleRow {
+                id: r.id,
+                origin: r.origin.clone(),
+                index: r.index,
+                action: r.action.clone(),
+                hits: hits.get(&r.id).copied().unwrap_or(0),
+            });
+        }
+        out.directions.push(DirectionDump {
+            direction: dir,
+            ruleset,
+            live_ruleset,
+            rules,
+        });
+    }
+    Ok(out)
+}
+
+pub fn render_policy(p: &PolicyDump) -> String {
+    let mut out = String::new();
+    for (i, d) in p.directions.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{} {} (interface {}, ifindex {}, ruleset {})",
+            p.endpoint,
+            d.direction,
+            p.iface,
+            p.ifindex,
+            hex(d.ruleset)
+        );
+        match d.live_ruleset {
+            Some(l) if l == d.ruleset => {}
+            Some(l) => {
+                let _ = writeln!(
+                    out,
+                    "warning: the kernel uses ruleset {} for it, not this configuration's: `weft apply` has not run since the configuration changed",
+                    hex(l)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "warning: the kernel has no entry for this endpoint: `weft apply` has not programmed it"
+                );
+            }
+        }
+        let mut t = Table::new(&[
+            ("#", true),
+            ("RULE ID", false),
+            ("ACTION", false),
+            ("HITS", true),
+            ("RULE", false),
+        ]);
+        for (n, r) in d.rules.iter().enumerate() {
+            let what = match r.index {
+                Some(i) => format!("{} rule {i}", r.origin),
+                None => r.origin.clone(),
+            };
+            t.row(vec![
+                (n + 1).to_string(),
+                hex(r.id),
+                r.action.clone(),
+                r.hits.to_string(),
+                what,
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+// ---- Endpoints -------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointRow {
+    pub ifindex: u32,
+    pub iface: String,
+    pub flags: Vec<&'static str>,
+    pub ruleset_ingress: u32,
+    pub ruleset_egress: u32,
+}
+
+/// weft_iface decoded; `name_of` names interfaces that exist (the entry's own name otherwise).
+pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<EndpointRow> {
+    let mut rows: Vec<EndpointRow> = iface
+        .iter()
+        .filter_map(|(k, v)| {
+            let ifindex = u32::from_bytes(k)?;
+            let v = IfaceValue::from_bytes(v)?;
+            Some(EndpointRow {
+                ifindex,
+                iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
+                flags: if v.flags & maps::IFACE_F_WORKLOAD != 0 {
+                    vec!["workload"]
+                } else {
+                    Vec::new()
+                },
+                ruleset_ingress: v.ruleset_in,
+                ruleset_egress: v.ruleset_out,
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| r.ifindex);
+    rows
+}
+
+pub fn render_endpoints(rows: &[EndpointRow]) -> String {
+    let mut t = Table::new(&[
+        ("INTERFACE", false),
+        ("IFINDEX", true),
+        ("FLAGS", false),
+        ("INGRESS RULESET", false),
+        ("EGRESS RULESET", false),
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.iface.clone(),
+            r.ifindex.to_string(),
+            flags_cell(&r.flags),
+            hex(r.ruleset_ingress),
+            hex(r.ruleset_egress),
+        ]);
+    }
+    t.render()
+}
+
+fn flags_cell(flags: &[&str]) -> String {
+    if flags.is_empty() {
+        "-".into()
+    } else {
+        flags.join(",")
+    }
+}
+
+// ---- Conntrack -------------------------------------------------------------------------------
+
+/// One side of a flow: its address and port, the ruleset that approved it, the TCP flags it sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowSide {
+    pub addr: Ipv4Addr,
+    /// ICMP echo: the identifier.
+    pub port: u16,
+    /// The ruleset of this side's endpoint that allowed the flow; None if none did (yet).
+    pub approved_by: Option<u32>,
+    pub tcp_flags: Vec<&'static str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRow {
+    pub protocol: String,
+    pub proto: u8,
+    /// normal, nat-fwd or nat-rev.
+    pub kind: &'static str,
+    /// The side that sent the first packet.
+    pub originator: FlowSide,
+    pub responder: FlowSide,
+    /// Created from a TCP packet that was not a SYN (conntrack lost, or asymmetric routing).
+    pub midflow: bool,
+    pub age_ns: u64,
+    pub idle_ns: u64,
+}
+
+fn leg_flags(f: u8) -> Vec<&'static str> {
+    [
+        (maps::CT_LEG_SYN, "syn"),
+        (maps::CT_LEG_ACK, "ack"),
+        (maps::CT_LEG_FIN, "fin"),
+        (maps::CT_LEG_RST, "rst"),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
+fn side(addr: u32, port: u16, leg: &CtLeg) -> FlowSide {
+    FlowSide {
+        addr: ip(addr),
+        port,
+        approved_by: (leg.approved_by != 0).then_some(leg.approved_by),
+        tcp_flags: leg_flags(leg.tcp_flags),
+    }
+}
+
+/// weft_ct4 decoded, each flow oriented from its originator; ages against `now_ns`
+/// (CLOCK_MONOTONIC).
+pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
+    let mut rows: Vec<FlowRow> = ct
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = Ct4Key::from_bytes(k)?;
+            let v = Ct4Value::from_bytes(v)?;
+            let a = side(k.addr_a, k.port_a, &v.leg_a);
+            let b = side(k.addr_b, k.port_b, &v.leg_b);
+            let (originator, responder) = if v.flags & maps::CT_F_B_ORIGINATED != 0 {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            Some(FlowRow {
+                protocol: weft_model::net::protocol_name(k.proto).to_lowercase(),
+                proto: k.proto,
+                kind: match v.r#type {
+                    maps::CT_NORMAL => "normal",
+                    maps::CT_NAT_FWD => "nat-fwd",
+                    maps::CT_NAT_REV => "nat-rev",
+                    _ => "unknown",
+                },
+                originator,
+                responder,
+                midflow: v.flags & maps::CT_F_MIDFLOW != 0,
+                age_ns: now_ns.saturating_sub(v.created_ns),
+                idle_ns: now_ns.saturating_sub(v.last_seen_ns),
+            })
+        })
+        .collect();
+    rows.sort_by(|x, y| {
+        (
+            x.proto,
+            x.originator.addr,
+            x.originator.port,
+            x.responder.addr,
+            x.responder.port,
+        )
+            .cmp(&(
+                y.proto,
+                y.originator.addr,
+                y.originator.port,
+                y.responder.addr,
+                y.responder.port,
+            ))
+    });
+    rows
+}
+
+fn side_cells(s: &FlowSide) -> (String, String, String) {
+    (
+        format!("{}:{}", s.addr, s.port),
+        s.approved_by.map(hex).unwrap_or_else(|| "-".into()),
+        flags_cell(&s.tcp_flags),
+    )
+}
+
+pub fn render_conntrack(rows: &[FlowRow]) -> String {
+    let mut t = Table::new(&[
+        ("PROTO", false),
+        ("ORIGINATOR", false),
+        ("RESPONDER", false),
+        ("ORIG APPROVED BY", false),
+        ("RESP APPROVED BY", false),
+        ("ORIG TCP", false),
+        ("RESP TCP", false),
+        ("AGE", true),
+        ("IDLE", true),
+        ("NOTES", false),
+    ]);
+    for r in rows {
+        let (oa, oap, of) = side_cells(&r.originator);
+        let (ra, rap, rf) = side_cells(&r.responder);
+        let mut notes = Vec::new();
+        if r.kind != "normal" {
+            notes.push(r.kind);
+        }
+        if r.midflow {
+            notes.push("midflow");
+        }
+        t.row(vec![
+            r.protocol.clone(),
+            oa,
+            ra,
+            oap,
+            rap,
+            of,
+            rf,
+            duration(r.age_ns),
+            duration(r.idle_ns),
+            flags_cell(&notes),
+        ]);
+    }
+    let mut out = t.render();
+    let _ = writeln!(out, "{} flow(s)", rows.len());
+    out
+}
+
+// ---- Counters --------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CounterRow {
+    pub ifindex: u32,
+    pub iface: String,
+    /// from-wep (tc ingress of a workload interface) or to-wep (its tc egress).
+    pub hook: &'static str,
+    /// Packets by reason (bpf/reasons.rs), summed over CPUs; only reasons that counted.
+    pub reasons: BTreeMap<&'static str, u64>,
+}
+
+fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        maps::HOOK_FROM_WEP => "from-wep",
+        maps::HOOK_TO_WEP => "to-wep",
+        _ => "unknown",
+    }
+}
+
+/// weft_ctrs decoded: per interface and hook, the non-zero reason counters.
+pub fn counters(
+    per_cpu: &PerCpuEntries,
+    name_of: impl Fn(u32) -> Option<String>,
+) -> Vec<CounterRow> {
+    let mut rows: Vec<CounterRow> = per_cpu
+        .iter()
+        .filter_map(|(k, cpus)| {
+            let k = maps::CountersKey::from_bytes(k)?;
+            let mut reasons = BTreeMap::new();
+            for c in cpus.iter().filter_map(|v| Counters::from_bytes(v)) {
+                for (i, n) in c.packets.iter().enumerate() {
+                    if *n != 0 {
+                        let name = REASONS.get(i).copied().unwrap_or("unknown-reason");
+                        *reasons.entry(name).or_insert(0) += n;
+                    }
+                }
+            }
+            Some(CounterRow {
+                ifindex: k.ifindex,
+                iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
+                hook: hook_name(k.hook),
+                reasons,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.ifindex, a.hook).cmp(&(b.ifindex, b.hook)));
+    rows
+}
+
+pub fn render_counters(rows: &[CounterRow]) -> String {
+    let mut t = Table::new(&[
+        ("INTERFACE", false),
+        ("IFINDEX", true),
+        ("HOOK", false),
+        ("REASON", false),
+        ("PACKETS", true),
+    ]);
+    for r in rows {
+        for (reason, n) in &r.reasons {
+            t.row(vec![
+                r.iface.clone(),
+                r.ifindex.to_string(),
+                r.hook.into(),
+                (*reason).into(),
+                n.to_string(),
+            ]);
+        }
+    }
+    t.render()
+}
+
+// ---- Routes ----------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteRow {
+    pub prefix: String,
+    pub flags: Vec<&'static str>,
+    /// Local workloads: the interface they are behind.
+    pub ifindex: Option<u32>,
+    pub iface: Option<String>,
+    /// Remote workloads: the node they are on.
+    pub next_hop: Option<Ipv4Addr>,
+}
+
+fn route_flags(f: u32) -> Vec<&'static str> {
+    [
+        (maps::RT_F_LOCAL_HOST, "local-host"),
+        (maps::RT_F_LOCAL_WORKLOAD, "local-workload"),
+        (maps::RT_F_REMOTE_WORKLOAD, "remote-workload"),
+        (maps::RT_F_IN_POOL, "in-pool"),
+        (maps::RT_F_NAT_OUTGOING, "nat-outgoing"),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
+/// weft_rt4 decoded, by prefix.
+pub fn routes(rt: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<RouteRow> {
+    let mut rows: Vec<(u32, u32, RouteRow)> = rt
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = Route4Key::from_bytes(k)?;
+            let v = RouteValue::from_bytes(v)?;
+            let local = v.flags & maps::RT_F_LOCAL_WORKLOAD != 0;
+            let remote = v.flags & maps::RT_F_REMOTE_WORKLOAD != 0;
+            let ifindex = local.then_some(v.ifindex);
+            Some((
+                u32::from(ip(k.addr)),
+                k.prefixlen,
+                RouteRow {
+                    prefix: format!("{}/{}", ip(k.addr), k.prefixlen),
+                    flags: route_flags(v.flags),
+                    ifindex,
+                    iface: ifindex.map(|i| name_of(i).unwrap_or_else(|| format!("if{i}"))),
+                    next_hop: remote.then(|| ip(v.next_hop)),
+                },
+            ))
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows.into_iter().map(|r| r.2).collect()
+}
+
+pub fn render_routes(rows: &[RouteRow]) -> String {
+    let mut t = Table::new(&[("PREFIX", false), ("FLAGS", false), ("VIA", false)]);
+    for r in rows {
+        let via = match (&r.iface, r.ifindex, r.next_hop) {
+            (Some(n), Some(i), _) => format!("dev {n} (ifindex {i})"),
+            (_, _, Some(h)) => format!("node {h}"),
+            _ => "-".into(),
+        };
+        t.row(vec![r.prefix.clone(), flags_cell(&r.flags), via]);
+    }
+    t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{EndpointSummary, Settings};
+    use crate::policy::resolve::RuleInfo;
+    use crate::state::HostState;
+
+    fn be(a: [u8; 4]) -> u32 {
+        maps::addr_be(Ipv4Addr::from(a))
+    }
+
+    #[test]
+    fn tables_align_columns_and_numbers_to_the_right() {
+        let mut t = Table::new(&[("NAME", false), ("N", true), ("LAST", false)]);
+        t.row(vec!["a".into(), "7".into(), "x".into()]);
+        t.row(vec!["longer".into(), "1234".into(), "".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME       N  LAST\na          7  x\nlonger  1234\n"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(4_200_000_000), "4.2s");
+        assert_eq!(duration(187_000_000_000), "3m07s");
+        assert_eq!(duration(7_500_000_000_000), "2h05m");
+    }
+
+    fn desired_with(rules: Vec<RuleInfo>, egress: Vec<RuleInfo>) -> Desired {
+        Desired {
+            state: HostState::default(),
+            settings: Settings::for_node(&Default::default(), &Default::default()),
+            warnings: Vec::new(),
+            endpoints: vec![EndpointSummary {
+                name: "demo/wl".into(),
+                iface: "caliwl".into(),
+                ifindex: 7,
+                addrs: vec![Ipv4Addr::new(10, 65, 0, 2)],
+                ruleset_ingress: 0x1111,
+                ruleset_egress: 0x2222,
+            }],
+            rules: BTreeMap::from([
+                (("demo/wl".to_string(), Direction::Ingress), rules),
+                (("demo/wl".to_string(), Direction::Egress), egress),
+            ]),
+            services: BTreeMap::new(),
+        }
+    }
+
+    fn info(id: u32, origin: &str, dir: Direction, index: Option<usize>, action: &str) -> RuleInfo {
+        RuleInfo {
+            id,
+            origin: origin.into(),
+            direction: dir,
+            index,
+            action: action.into(),
+        }
+    }
+
+    #[test]
+    fn policy_lists_rules_in_order_with_hits_once_per_id_and_says_when_the_kernel_differs() {
+        let d = desired_with(
+            vec![
+                info(
+                    10,
+                    "NetworkPolicy (networking.k8s.io) demo/web",
+                    Direction::Ingress,
+                    Some(0),
+                    "Allow",
+                ),
+                info(
+                    10,
+                    "NetworkPolicy (networking.k8s.io) demo/web",
+                    Direction::Ingress,
+                    Some(0),
+                    "Allow",
+                ),
+                info(
+                    11,
+                    "end of tier default",
+                    Direction::Ingress,
+                    None,
+                    "Deny (end of tier)",
+                ),
+                info(
+                    12,
+                    "default deny (no policy or profile allowed it)",
+                    Direction::Ingress,
+                    None,
+                    "Deny (default)",
+                ),
+            ],
+            vec![info(
+                20,
+                "Profile kns.demo",
+                Direction::Egress,
+                Some(0),
+                "Allow",
+            )],
+        );
+        let hits = BTreeMap::from([(10, 5), (11, 2), (20, 9)]);
+        let live = Entries::from([(
+            7u32.as_bytes().to_vec(),
+            IfaceValue {
+                flags: maps::IFACE_F_WORKLOAD,
+                ruleset_in: 0x1111,
+                ruleset_out: 0x9999,
+                pad: 0,
+                name: maps::c_name("caliwl"),
+            }
+            .as_bytes()
+            .to_vec(),
+        )]);
+        let p = policy(
+            &d,
+            "caliwl",
+            &[Direction::Ingress, Direction::Egress],
+            &hits,
+            &live,
+        )
+        .expect("endpoint by interface");
+        assert_eq!(p.endpoint, "demo/wl");
+        let ingress = &p.directions[0];
+        let ids: Vec<(u32, u64)> = ingress.rules.iter().map(|r| (r.id, r.hits)).collect();
+        assert_eq!(ids, [(10, 5), (11, 2), (12, 0)]);
+        assert_eq!(ingress.live_ruleset, Some(0x1111));
+        assert_eq!(p.directions[1].live_ruleset, Some(0x9999));
+
+        let text = render_policy(&p);
+        assert_eq!(
+            text,
+            "demo/wl ingress (interface caliwl, ifindex 7, ruleset 0x00001111)
+#  RULE ID     ACTION              HITS  RULE
+1  0x0000000a  Allow                  5  NetworkPolicy (networking.k8s.io) demo/web rule 0
+2  0x0000000b  Deny (end of tier)     2  end of tier default
+3  0x0000000c  Deny (default)         0  default deny (no policy or profile allowed it)
+
+demo/wl egress (interface caliwl, ifindex 7, ruleset 0x00002222)
+warning: the kernel uses ruleset 0x00009999 for it, not this configuration's: `weft apply` has not run since the configuration changed
+#  RULE ID     ACTION  HITS  RULE
+1  0x00000014  Allow      9  Profile kns.demo rule 0
+"
+        );
+        let json = serde_json::to_value(&p).expect("serializes");
+        assert_eq!(json["directions"][0]["direction"], "ingress");
+        assert_eq!(json["directions"][0]["rules"][0]["hits"], 5);
+        assert_eq!(
+            json["directions"][0]["rules"][1]["index"],
+            serde_json::Value::Null
+        );
+
+        let only_egress = policy(&d, "demo/wl", &[Direction::Egress], &hits, &Entries::new())
+            .expect("endpoint by name");
+        assert_eq!(only_egress.directions.len(), 1);
+        assert!(render_policy(&only_egress).contains("the kernel has no entry for this endpoint"));
+
+        let e = policy(&d, "demo/nope", &[Direction::Ingress], &hits, &live).expect_err("unknown");
+        assert_eq!(
+            e.to_string(),
+            "demo/nope is not an endpoint weft programs on this node; it programs: demo/wl (caliwl)"
+        );
+    }
+
+    #[test]
+    fn rule_hits_sum_over_cpus() {
+        let per_cpu = PerCpuEntries::from([
+            (
+                7u32.as_bytes().to_vec(),
+                vec![3u64.as_bytes().to_vec(), 4u64.as_bytes().to_vec()],
+            ),
+            (
+                9u32.as_bytes().to_vec(),
+                vec![0u64.as_bytes().to_vec(), 1u64.as_bytes().to_vec()],
+            ),
+        ]);
+        assert_eq!(rule_hits(&per_cpu), BTreeMap::from([(7, 7), (9, 1)]));
+    }
+
+    #[test]
+    fn endpoints_decode_weft_iface() {
+        let v = IfaceValue {
+            flags: maps::IFACE_F_WORKLOAD,
+            ruleset_in: 0xabc,
+            ruleset_out: 0xdef,
+            pad: 0,
+            name: maps::c_name("calia"),
+        };
+        let e = Entries::from([
+            (5u32.as_bytes().to_vec(), v.as_bytes().to_vec()),
+            (3u32.as_bytes().to_vec(), v.as_bytes().to_vec()),
+        ]);
+        let rows = endpoints(&e, |i| (i == 3).then(|| "calib".to_string()));
+        assert_eq!(rows[0].iface, "calib", "the live name wins");
+        assert_eq!(
+            rows[1].iface, "calia",
+            "the entry's name when the interface is gone"
+        );
+        assert_eq!(
+            render_endpoints(&rows),
+            "INTERFACE  IFINDEX  FLAGS     INGRESS RULESET  EGRESS RULESET
+calib            3  workload  0x00000abc       0x00000def
+calia            5  workload  0x00000abc       0x00000def
+"
+        );
+        let json = serde_json::to_string(&rows[0]).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"ifindex":3,"iface":"calib","flags":["workload"],"ruleset_ingress":2748,"ruleset_egress":3567}"#
+        );
+    }
+
+    #[test]
+    fn conntrack_is_oriented_from_the_originator_with_legs_and_ages() {
+        // 10.65.0.2:40000 -> 10.65.1.5:80, opened by side b (the normalised key puts
+        // 10.65.0.1 first), answered, approved by the originator's egress ruleset.
+        let k = Ct4Key {
+            addr_a: be([10, 65, 0, 1]),
+            addr_b: be([10, 65, 0, 2]),
+            port_a: 80,
+            port_b: 40000,
+            proto: 6,
+            pad: [0; 3],
+        };
+        let mut v = Ct4Value {
+            created_ns: 1_000_000_000,
+            last_seen_ns: 9_000_000_000,
+            r#type: maps::CT_NORMAL,
+            flags: maps::CT_F_B_ORIGINATED,
+            ..Default::default()
+        };
+        v.leg_b.approved_by = 0x2222;
+        v.leg_b.tcp_flags = maps::CT_LEG_SYN | maps::CT_LEG_ACK;
+        v.leg_a.tcp_flags = maps::CT_LEG_SYN | maps::CT_LEG_ACK | maps::CT_LEG_FIN;
+        let udp = Ct4Key {
+            addr_a: be([10, 65, 0, 2]),
+            addr_b: be([10, 65, 1, 5]),
+            port_a: 5353,
+            port_b: 53,
+            proto: 17,
+            pad: [0; 3],
+        };
+        let u = Ct4Value {
+            created_ns: 70_000_000_000,
+            last_seen_ns: 70_000_000_000,
+            flags: maps::CT_F_MIDFLOW,
+            ..Default::default()
+        };
+        let e = Entries::from([
+            (k.as_bytes().to_vec(), v.as_bytes().to_vec()),
+            (udp.as_bytes().to_vec(), u.as_bytes().to_vec()),
+        ]);
+        let rows = conntrack(&e, 130_000_000_000);
+        assert_eq!(rows.len(), 2);
+        let tcp = &rows[0];
+        assert_eq!((tcp.protocol.as_str(), tcp.proto), ("tcp", 6));
+        assert_eq!(tcp.originator.addr, Ipv4Addr::new(10, 65, 0, 2));
+        assert_eq!(tcp.originator.port, 40000);
+        assert_eq!(tcp.originator.approved_by, Some(0x2222));
+        assert_eq!(tcp.responder.approved_by, None);
+        assert_eq!(tcp.responder.tcp_flags, ["syn", "ack", "fin"]);
+        assert_eq!(
+            (tcp.age_ns, tcp.idle_ns),
+            (129_000_000_000, 121_000_000_000)
+        );
+        assert_eq!(
+            render_conntrack(&rows),
+            "PROTO  ORIGINATOR       RESPONDER     ORIG APPROVED BY  RESP APPROVED BY  ORIG TCP  RESP TCP       AGE   IDLE  NOTES
+tcp    10.65.0.2:40000  10.65.0.1:80  0x00002222        -                 syn,ack   syn,ack,fin  2m09s  2m01s  -
+udp    10.65.0.2:5353   10.65.1.5:53  -                 -                 -         -            1m00s  1m00s  midflow
+2 flow(s)
+"
+        );
+        let json = serde_json::to_value(&rows[0]).expect("serializes");
+        assert_eq!(json["originator"]["addr"], "10.65.0.2");
+        assert_eq!(json["originator"]["approved_by"], 0x2222);
+        assert_eq!(json["responder"]["tcp_flags"][2], "fin");
+        assert_eq!(json["kind"], "normal");
+    }
+
+    #[test]
+    fn counters_sum_cpus_and_name_reasons() {
+        let k = maps::CountersKey {
+            ifindex: 4,
+            hook: maps::HOOK_TO_WEP,
+        };
+        let mut c1 = Counters::default();
+        c1.packets[crate::bpf::reasons::ACCEPT_POLICY] = 2;
+        c1.packets[crate::bpf::reasons::DROP_POLICY] = 1;
+        let mut c2 = Counters::default();
+        c2.packets[crate::bpf::reasons::ACCEPT_POLICY] = 3;
+        let per_cpu = PerCpuEntries::from([(
+            k.as_bytes().to_vec(),
+            vec![c1.as_bytes().to_vec(), c2.as_bytes().to_vec()],
+        )]);
+        let rows = counters(&per_cpu, |_| None);
+        assert_eq!(rows[0].iface, "if4");
+        assert_eq!(
+            render_counters(&rows),
+            "INTERFACE  IFINDEX  HOOK    REASON         PACKETS
+if4              4  to-wep  accept-policy        5
+if4              4  to-wep  drop-policy          1
+"
+        );
+        let json = serde_json::to_string(&rows[0]).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"ifindex":4,"iface":"if4","hook":"to-wep","reasons":{"accept-policy":5,"drop-policy":1}}"#
+        );
+    }
+
+    #[test]
+    fn routes_by_prefix_with_where_they_lead() {
+        let entry = |a: [u8; 4], len: u32, flags: u32, ifindex: u32, next_hop: u32| {
+            (
+                Route4Key {
+                    prefixlen: len,
+                    addr: be(a),
+                }
+                .as_bytes()
+                .to_vec(),
+                RouteValue {
+                    flags,
+                    ifindex,
+                    next_hop,
+                    pad: 0,
+                }
+                .as_bytes()
+                .to_vec(),
+            )
+        };
+        let e = Entries::from([
+            entry([10, 65, 0, 2], 32, maps::RT_F_LOCAL_WORKLOAD, 5, 0),
+            entry([192, 0, 2, 1], 32, maps::RT_F_LOCAL_HOST, 0, 0),
+            entry(
+                [10, 65, 8, 0],
+                26,
+                maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_IN_POOL,
+                0,
+                be([192, 0, 2, 7]),
+            ),
+        ]);
+        let rows = routes(&e, |i| (i == 5).then(|| "calia".to_string()));
+        assert_eq!(
+            render_routes(&rows),
+            "PREFIX        FLAGS                    VIA
+10.65.0.2/32  local-workload           dev calia (ifindex 5)
+10.65.8.0/26  remote-workload,in-pool  node 192.0.2.7
+192.0.2.1/32  local-host               -
+"
+        );
+        assert_eq!(rows[1].next_hop, Some(Ipv4Addr::new(192, 0, 2, 7)));
+    }
+}
