@@ -424,6 +424,9 @@ pub struct FlowRow {
     pub responder: FlowSide,
     /// Created from a TCP packet that was not a SYN (conntrack lost, or asymmetric routing).
     pub midflow: bool,
+    /// nat-rev: the frontend the client sent to (replies are given it back); nat-fwd: the
+    /// backend the client's packets are sent on to.
+    pub nat: Option<String>,
     pub age_ns: u64,
     pub idle_ns: u64,
 }
@@ -477,6 +480,30 @@ pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
                 originator,
                 responder,
                 midflow: v.flags & maps::CT_F_MIDFLOW != 0,
+                nat: match v.r#type {
+                    maps::CT_NAT_REV => Some(format!(
+                        "frontend {}:{}",
+                        ip(v.nat_orig_daddr),
+                        v.nat_orig_dport
+                    )),
+                    maps::CT_NAT_FWD => {
+                        // The reverse entry's key holds client and backend; the backend is the
+                        // side that is not this flow's originator.
+                        let r = v.nat_rev_key;
+                        let (client, _) = if v.flags & maps::CT_F_B_ORIGINATED != 0 {
+                            (k.addr_b, k.port_b)
+                        } else {
+                            (k.addr_a, k.port_a)
+                        };
+                        let (addr, port) = if r.addr_a == client {
+                            (r.addr_b, r.port_b)
+                        } else {
+                            (r.addr_a, r.port_a)
+                        };
+                        Some(format!("backend {}:{}", ip(addr), port))
+                    }
+                    _ => None,
+                },
                 age_ns: now_ns.saturating_sub(v.created_ns),
                 idle_ns: now_ns.saturating_sub(v.last_seen_ns),
             })
@@ -531,6 +558,11 @@ pub fn render_conntrack(rows: &[FlowRow]) -> String {
         }
         if r.midflow {
             notes.push("midflow");
+        }
+        let nat;
+        if let Some(n) = &r.nat {
+            nat = n.clone();
+            notes.push(&nat);
         }
         t.row(vec![
             r.protocol.clone(),
@@ -1042,4 +1074,106 @@ if4              4  to-wep  drop-policy          1
         );
         assert_eq!(rows[1].next_hop, Some(Ipv4Addr::new(192, 0, 2, 7)));
     }
+}
+
+/// One service frontend with its backends, as `weft dump nat` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NatRow {
+    pub frontend: String,
+    pub protocol: String,
+    pub svc_id: u32,
+    /// The service's name, when the configuration is at hand.
+    pub service: Option<String>,
+    pub backends: Vec<String>,
+    pub local_backends: u32,
+    pub flags: Vec<String>,
+}
+
+/// weft_nat_fe4 with each frontend's backends from weft_nat_be4.
+pub fn nat(
+    frontends: &Entries,
+    backends: &Entries,
+    names: &std::collections::BTreeMap<u32, String>,
+) -> Vec<NatRow> {
+    use crate::bpf::maps::{NatBackend, NatBackendKey, NatFrontend, NatFrontendKey};
+    let mut by_svc: std::collections::BTreeMap<u32, Vec<(u32, String)>> =
+        std::collections::BTreeMap::new();
+    for (k, v) in backends {
+        let (Some(k), Some(v)) = (NatBackendKey::from_bytes(k), NatBackend::from_bytes(v)) else {
+            continue;
+        };
+        by_svc
+            .entry(k.svc_id)
+            .or_default()
+            .push((k.ordinal, format!("{}:{}", ip(v.addr), v.port)));
+    }
+    let mut rows: Vec<NatRow> = frontends
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = NatFrontendKey::from_bytes(k)?;
+            let v = NatFrontend::from_bytes(v)?;
+            let mut bes = by_svc.get(&v.svc_id).cloned().unwrap_or_default();
+            bes.sort();
+            let mut flags = Vec::new();
+            if v.flags & maps::NAT_F_LOCAL_ONLY != 0 {
+                flags.push("local-only".to_string());
+            }
+            if v.flags & maps::NAT_F_SRC_RANGES != 0 {
+                flags.push("source-ranges".to_string());
+            }
+            if v.flags & maps::NAT_F_MAGLEV != 0 {
+                flags.push(format!("maglev/{}", v.maglev_size));
+            }
+            if v.affinity_timeout_s != 0 {
+                flags.push(format!("affinity/{}s", v.affinity_timeout_s));
+            }
+            Some(NatRow {
+                frontend: format!("{}:{}", ip(k.addr), k.port),
+                protocol: weft_model::net::protocol_name(k.proto).to_lowercase(),
+                svc_id: v.svc_id,
+                service: names.get(&v.svc_id).cloned(),
+                backends: bes
+                    .into_iter()
+                    .take(v.count as usize)
+                    .map(|(_, b)| b)
+                    .collect(),
+                local_backends: v.local_count,
+                flags,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.frontend, &a.protocol).cmp(&(&b.frontend, &b.protocol)));
+    rows
+}
+
+pub fn render_nat(rows: &[NatRow]) -> String {
+    let mut t = Table::new(&[
+        ("FRONTEND", false),
+        ("PROTO", false),
+        ("SERVICE", false),
+        ("BACKENDS", false),
+        ("LOCAL", true),
+        ("FLAGS", false),
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.frontend.clone(),
+            r.protocol.clone(),
+            r.service.clone().unwrap_or_else(|| hex(r.svc_id)),
+            if r.backends.is_empty() {
+                "(none: rejects)".into()
+            } else {
+                r.backends.join(" ")
+            },
+            r.local_backends.to_string(),
+            if r.flags.is_empty() {
+                "-".into()
+            } else {
+                r.flags.join(",")
+            },
+        ]);
+    }
+    let mut out = t.render();
+    let _ = writeln!(out, "{} frontend(s)", rows.len());
+    out
 }

@@ -115,6 +115,46 @@ fn cluster_ip_tcp_reaches_every_ready_backend() {
         seen.values().all(|&n| n >= 5),
         "neither backend is starved: {seen:?}"
     );
+
+    // What weft shows of it: the frontend with both backends, and the flows' NAT entries.
+    let config = bed.config.to_str().unwrap().to_string();
+    let bpffs = bed.bpffs.to_str().unwrap().to_string();
+    let out = bed.weft(&[
+        "dump", "nat", &config, "--json", "--node", &bed.node, "--bpffs", &bpffs,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nat: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let fe = nat
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["frontend"] == format!("{VIP}:80"))
+        .expect("the frontend");
+    assert_eq!(fe["service"], "shop/web port http");
+    assert_eq!(fe["backends"].as_array().unwrap().len(), 2, "{fe}");
+    let out = bed.weft(&["dump", "conntrack", "--json", "--bpffs", &bpffs]);
+    let ct: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let kinds: Vec<&str> = ct
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"nat-fwd") && kinds.contains(&"nat-rev"),
+        "{kinds:?}"
+    );
+    let rev = ct
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "nat-rev")
+        .unwrap();
+    assert_eq!(rev["nat"], format!("frontend {VIP}:80"), "{rev}");
 }
 
 /// Echoes UDP datagrams, prefixed with its name.
@@ -372,6 +412,13 @@ fn node_port_external_ip_and_load_balancer_from_outside() {
     assert!(
         tcp_hello(out, HOST_IP, 30080).is_some(),
         "the NodePort answers on the host's address"
+    );
+    let (peer, _) =
+        host_connect(&bed.host, HOST_IP, 30080).expect("the NodePort answers the host itself");
+    assert_eq!(
+        peer.port(),
+        8080,
+        "connect-time load balancing gave the host's socket a backend"
     );
     assert!(tcp_hello(out, ext, 80).is_some(), "the external IP answers");
     assert!(

@@ -37,6 +37,15 @@ pub enum What {
         #[arg(long, short)]
         json: bool,
     },
+    /// Service frontends (weft_nat_fe4) with their backends; DIR, if given, names the services.
+    Nat {
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
     /// Flows in conntrack (weft_ct4): who opened them, what approved each side, ages.
     Conntrack {
         #[command(flatten)]
@@ -136,6 +145,28 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             let entries = dump::read_map(&h.pins, maps::CT4)?;
             let rows = dump::conntrack(&entries, dump::monotonic_now_ns());
             print(*json, &rows, |r| dump::render_conntrack(r));
+        }
+        What::Nat { dir, host, json } => {
+            let h = host.open().await?;
+            let names = match dir {
+                Some(d) => {
+                    let cfg = run::load(d)?;
+                    weft::services::tables(
+                        &cfg,
+                        &h.facts.node,
+                        &h.facts.host_addrs,
+                        &Default::default(),
+                    )
+                    .names
+                }
+                None => Default::default(),
+            };
+            let rows = dump::nat(
+                &dump::read_map(&h.pins, maps::NAT_FE4)?,
+                &dump::read_map(&h.pins, maps::NAT_BE4)?,
+                &names,
+            );
+            print(*json, &rows, |r| dump::render_nat(r));
         }
         What::Counters { host, json } => {
             let h = host.open().await?;
