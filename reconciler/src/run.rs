@@ -6,6 +6,7 @@ use std::path::Path;
 
 use weft_model::{Config, Diagnostics};
 
+use crate::apply::Progress;
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
@@ -97,7 +98,7 @@ pub async fn converge(
     host: &mut Host,
     desired: &HostState,
     ops: &[Op],
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let mut applier = crate::apply::Applier::new(&host.pins, &host.nl, &host.facts);
     applier.run(ops, progress).await?;
@@ -112,7 +113,7 @@ pub async fn converge(
 /// Removes everything weft created (its pin directories included).
 pub async fn teardown(
     host: &mut Host,
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let empty = HostState::default();
     let observed = host.observe(&empty).await?;
@@ -127,4 +128,32 @@ pub async fn teardown(
         let _ = std::fs::remove_dir(d);
     }
     Ok(outcome)
+}
+
+/// A progress reporter that logs through tracing: each operation as it starts, with how many
+/// objects of how many are done, and within a long operation the count at most once a second.
+pub fn log_progress() -> impl FnMut(&Progress<'_>) {
+    let mut last = std::time::Instant::now();
+    move |p: &Progress<'_>| {
+        if p.starting {
+            tracing::info!(
+                "[{}/{}] {} ({} of {} objects done)",
+                p.index,
+                p.ops,
+                p.op.describe(),
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        } else if last.elapsed() >= std::time::Duration::from_secs(1) {
+            tracing::info!(
+                "[{}/{}] {} of {} objects done",
+                p.index,
+                p.ops,
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        }
+    }
 }
