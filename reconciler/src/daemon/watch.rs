@@ -1,0 +1,175 @@
+//! What wakes the daemon: changes under the configuration directory (inotify through notify),
+//! interfaces appearing or going (netlink), the resync timer. Every source sends a `Trigger`
+//! down one channel; `next_batch` waits for the first and then for a quiet spell, so a GitOps
+//! sync that rewrites many files at once wakes one reconcile, not one per file.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Why the daemon reconciles. The reconcile itself never depends on it (level-triggered); it
+/// is counted and logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trigger {
+    Start,
+    Files,
+    Links,
+    Resync,
+    /// After a failed reconcile.
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Files => "files",
+            Trigger::Links => "links",
+            Trigger::Resync => "resync",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// Whether a change at `path` can matter to `load_dir(dir)`: a YAML file, or something that
+/// may be a directory (a name without an extension), outside hidden directories (`.git`).
+fn relevant(dir: &Path, path: &Path) -> bool {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    let hidden = rel.components().any(|c| match c {
+        Component::Normal(n) => n.to_string_lossy().starts_with('.'),
+        _ => false,
+    });
+    if hidden {
+        return false;
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) => ext == "yaml" || ext == "yml",
+        None => true,
+    }
+}
+
+/// Watches `dir` recursively; every relevant change sends `Trigger::Files`. The directory is
+/// watched through its canonical path, and its parent too, so that a directory swapped in by
+/// a rename or a symlink flip (git-sync's way) is noticed; the caller re-watches on every
+/// batch with `rewatch`.
+pub struct FileWatch {
+    dir: PathBuf,
+    watched: Option<PathBuf>,
+    watcher: notify::RecommendedWatcher,
+}
+
+impl FileWatch {
+    pub fn new(dir: &Path, tx: UnboundedSender<Trigger>) -> notify::Result<FileWatch> {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let roots = [
+            dir.clone(),
+            dir.canonicalize().unwrap_or_else(|_| dir.clone()),
+        ];
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let wake = match &ev {
+                Ok(ev) => {
+                    ev.need_rescan()
+                        || ev
+                            .paths
+                            .iter()
+                            .any(|p| roots.iter().any(|r| p.starts_with(r) && relevant(r, p)))
+                }
+                // A lost event (queue overflow) means we do not know: look.
+                Err(_) => true,
+            };
+            if wake {
+                let _ = tx.send(Trigger::Files);
+            }
+        })?;
+        let mut w = FileWatch {
+            dir,
+            watched: None,
+            watcher,
+        };
+        if let Some(parent) = w.dir.parent() {
+            w.watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+        w.rewatch();
+        Ok(w)
+    }
+
+    /// Watches what the directory is now, if that changed (it was replaced, or appeared).
+    pub fn rewatch(&mut self) {
+        let now = self.dir.canonicalize().ok();
+        if now == self.watched {
+            return;
+        }
+        if let Some(old) = self.watched.take() {
+            let _ = self.watcher.unwatch(&old);
+        }
+        if let Some(new) = now {
+            match self.watcher.watch(&new, RecursiveMode::Recursive) {
+                Ok(()) => self.watched = Some(new),
+                Err(e) => tracing::warn!(dir = %new.display(), "cannot watch: {e}"),
+            }
+        }
+    }
+}
+
+/// Waits for the next trigger, then gathers every trigger that follows within `quiet` of the
+/// one before (for at most `max_wait` in all). Returns them in order of precedence, the
+/// first being the one that names the batch; None when every sender is gone.
+pub async fn next_batch(
+    rx: &mut UnboundedReceiver<Trigger>,
+    quiet: Duration,
+    max_wait: Duration,
+) -> Option<Vec<Trigger>> {
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + max_wait;
+    loop {
+        let until = (tokio::time::Instant::now() + quiet).min(deadline);
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(t)) => batch.push(t),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch.sort();
+    batch.dedup();
+    Some(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_directories_matter_hidden_and_other_files_do_not() {
+        let d = Path::new("/etc/weft");
+        assert!(relevant(d, Path::new("/etc/weft/a.yaml")));
+        assert!(relevant(d, Path::new("/etc/weft/sub/b.yml")));
+        assert!(relevant(d, Path::new("/etc/weft/sub")));
+        assert!(!relevant(d, Path::new("/etc/weft/.git/FETCH_HEAD")));
+        assert!(!relevant(d, Path::new("/etc/weft/.a.yaml.swp")));
+        assert!(!relevant(d, Path::new("/etc/weft/a.yaml.tmp~")));
+        assert!(!relevant(d, Path::new("/etc/weft/README.md")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_batch_and_a_later_change_another() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..20 {
+            tx.send(Trigger::Files).expect("send");
+        }
+        tx.send(Trigger::Links).expect("send");
+        let quiet = Duration::from_millis(200);
+        let b = next_batch(&mut rx, quiet, Duration::from_secs(5)).await;
+        assert_eq!(b, Some(vec![Trigger::Files, Trigger::Links]));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(Trigger::Resync).expect("send");
+        let b = next_batch(&mut rx, quiet, Duration::from_secs(5)).await;
+        assert_eq!(b, Some(vec![Trigger::Resync]));
+        drop(tx);
+        assert_eq!(
+            next_batch(&mut rx, quiet, Duration::from_secs(5)).await,
+            None
+        );
+    }
+}
