@@ -50,6 +50,11 @@ fn dir_names(dir: &std::path::Path) -> Result<Vec<String>, ObserveError> {
     }
 }
 
+/// Whether a pinned map or program is weft's: its name starts with `weft_`.
+pub fn owned(name: &str) -> bool {
+    name.starts_with("weft_")
+}
+
 /// Every entry of a pinned map.
 pub fn read_entries(pins: &Pins, name: &str) -> Result<Entries, BpfError> {
     let m = MapHandle::from_pinned_path(pins.map(name)).map_err(|source| BpfError::Map {
@@ -81,7 +86,8 @@ pub async fn observe(
 ) -> Result<HostState, ObserveError> {
     let mut st = HostState::default();
 
-    for name in dir_names(&pins.maps())? {
+    // Only names with weft's prefix are weft's: a pin someone else put beside them is theirs.
+    for name in dir_names(&pins.maps())?.into_iter().filter(|n| owned(n)) {
         let Some(def) = load::pinned_map_def(pins, &name)? else {
             continue;
         };
@@ -94,7 +100,7 @@ pub async fn observe(
     }
 
     let mut prog_names: BTreeMap<u32, String> = BTreeMap::new();
-    for name in dir_names(&pins.progs())? {
+    for name in dir_names(&pins.progs())?.into_iter().filter(|n| owned(n)) {
         let p = ProgramHandle::from_pinned_path(pins.prog(&name)).map_err(|source| {
             BpfError::Program {
                 name: name.clone(),

@@ -45,6 +45,7 @@ pub fn map_fill(pins: &Pins) -> Result<Vec<MapFill>, BpfError> {
     let mut names: Vec<String> = rd
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::observe::owned(n))
         .collect();
     names.sort();
     for name in names {
