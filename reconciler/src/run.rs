@@ -36,24 +36,56 @@ pub struct Host {
     pub pins: Pins,
     pub nl: Netlink,
     pub facts: HostFacts,
+    /// Interfaces that are administratively down.
+    pub down: BTreeSet<String>,
 }
 
 impl Host {
     pub async fn open(pins: Pins, node: String) -> Result<Host, RunError> {
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = HostFacts::gather(&nl, node).await?;
-        Ok(Host { pins, nl, facts })
+        let down = down_links(&nl).await?;
+        Ok(Host {
+            pins,
+            nl,
+            facts,
+            down,
+        })
     }
 
     pub async fn refresh_facts(&mut self) -> Result<(), RunError> {
         self.facts = HostFacts::gather(&self.nl, self.facts.node.clone()).await?;
+        self.down = down_links(&self.nl).await?;
         Ok(())
+    }
+
+    /// What `cfg` asks of this host as it is now: the desired state, less the routes and
+    /// neighbours of interfaces that are down. The kernel removes those when an interface
+    /// goes down and refuses them until it is up again; weft puts them back then (as Calico
+    /// does), rather than failing on them meanwhile. The programs stay attached throughout.
+    pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
+        let mut d = desired::desired(cfg, &self.facts)?;
+        d.state.routes.retain(|_, r| !self.down.contains(&r.dev));
+        d.state
+            .neighbours
+            .retain(|(dev, _), _| !self.down.contains(dev));
+        Ok(d)
     }
 
     pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
         let scope: BTreeSet<String> = desired.links.keys().cloned().collect();
         Ok(observe::observe(&self.pins, &self.nl, &self.facts, &scope).await?)
     }
+}
+
+async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .filter(|l| !l.up)
+        .map(|l| l.name)
+        .collect())
 }
 
 pub fn load(dir: &Path) -> Result<Config, RunError> {
@@ -68,7 +100,7 @@ pub struct Planned {
 }
 
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    let desired = desired::desired(cfg, &host.facts)?;
+    let desired = host.desired(cfg)?;
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {

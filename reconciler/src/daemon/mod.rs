@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedSender;
 use weft_model::Config;
 
-use crate::desired::{self, Desired};
+use crate::desired::Desired;
 use crate::run::{self, Host, RunError};
 use crate::state::HostState;
 use metrics::Shared;
@@ -231,7 +231,7 @@ impl Reconciler {
     /// computes what it asks of this host.
     fn desired(&mut self, rec: &mut Reconcile) -> Option<Desired> {
         let read = run::load(&self.opts.dir).and_then(|cfg| {
-            let d = desired::desired(&cfg, &self.host.facts)?;
+            let d = self.host.desired(&cfg)?;
             Ok((cfg, d))
         });
         let problem = match read {
@@ -271,7 +271,7 @@ impl Reconciler {
         self.set_config(false, problem);
         let (cfg, _) = self.last_good.as_ref()?;
         // Facts may have changed since; the last good files are recompiled against them.
-        match desired::desired(cfg, &self.host.facts) {
+        match self.host.desired(cfg) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!("the last good configuration no longer compiles: {e}");

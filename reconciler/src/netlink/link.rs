@@ -1,7 +1,7 @@
 //! Interfaces: `ip link show`.
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 
 use super::{Netlink, NetlinkError};
 
@@ -10,6 +10,9 @@ use super::{Netlink, NetlinkError};
 pub struct Link {
     pub index: u32,
     pub name: String,
+    /// Administratively up (`ip link set X up`). The kernel deletes the routes through a
+    /// device that goes down and refuses new ones until it is up again.
+    pub up: bool,
 }
 
 fn from_message(m: &LinkMessage) -> Option<Link> {
@@ -20,6 +23,7 @@ fn from_message(m: &LinkMessage) -> Option<Link> {
     Some(Link {
         index: m.header.index,
         name,
+        up: m.header.flags.contains(LinkFlags::Up),
     })
 }
 
