@@ -17,6 +17,9 @@ use std::time::Duration;
 
 pub use weft_golden::kernel;
 
+pub mod daemon;
+pub mod streams;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// How long a probe waits before calling a path closed. Namespaces on one machine answer in

@@ -6,7 +6,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Why the daemon reconciles. The reconcile itself never depends on it (level-triggered); it
@@ -69,6 +70,16 @@ impl FileWatch {
         ];
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let wake = match &ev {
+                // Reading the files (the daemon's own reads above all) and metadata changes
+                // (atime) are no change of content.
+                Ok(ev)
+                    if matches!(
+                        ev.kind,
+                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                    ) =>
+                {
+                    false
+                }
                 Ok(ev) => {
                     ev.need_rescan()
                         || ev
@@ -79,6 +90,7 @@ impl FileWatch {
                 // A lost event (queue overflow) means we do not know: look.
                 Err(_) => true,
             };
+            tracing::trace!(wake, "file event: {ev:?}");
             if wake {
                 let _ = tx.send(Trigger::Files);
             }

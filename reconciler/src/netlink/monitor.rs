@@ -5,24 +5,23 @@
 use std::io;
 
 use futures_util::StreamExt;
-use rtnetlink::sys::AsyncSocket;
 
 /// Calls `wake` for every link notification of the caller's network namespace until the
 /// connection closes. Must be called inside a tokio runtime; the socket stays in the namespace
 /// of the calling thread.
 pub fn watch_links(mut wake: impl FnMut() + Send + 'static) -> io::Result<()> {
-    let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
-    conn.socket_mut()
-        .socket_mut()
-        .add_membership(libc::RTNLGRP_LINK)?;
+    let (conn, handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])?;
     tokio::spawn(conn);
     tokio::spawn(async move {
         // The connection ends when its last handle goes: keep it, though it sends nothing.
         let _handle = handle;
         // Each message wakes the reconcile; what it says does not matter (level-triggered).
-        while messages.next().await.is_some() {
+        while let Some((m, _)) = messages.next().await {
+            tracing::trace!("link event: {m:?}");
             wake();
         }
+        tracing::warn!("interface notifications ended");
     });
     Ok(())
 }
