@@ -148,6 +148,14 @@ pub fn find(desired: &HostState, observed: &HostState, last: Option<&HostState>)
     };
     let (want, have, made) = (objects(desired), objects(observed), objects(last));
     let keys: BTreeSet<&(Kind, String)> = want.keys().chain(have.keys()).collect();
+    // Programs that are not as weft made them: the hooks that run them follow, and are their
+    // drift, not drift of their own.
+    let programs: BTreeSet<&str> = keys
+        .iter()
+        .filter(|(k, _)| *k == Kind::Program)
+        .filter(|key| want.get(*key) != have.get(*key))
+        .map(|(_, name)| name.as_str())
+        .collect();
     let mut out = Vec::new();
     for key in keys {
         let (w, h, m) = (want.get(key), have.get(key), made.get(key));
@@ -166,6 +174,11 @@ pub fn find(desired: &HostState, observed: &HostState, last: Option<&HostState>)
             if want.get(&map_key) != have.get(&map_key) {
                 continue;
             }
+        }
+        if key.0 == Kind::Attachment
+            && w.is_some_and(|w| programs.iter().any(|p| w.starts_with(&format!("{p} ("))))
+        {
+            continue;
         }
         out.push(Drift {
             kind: key.0,
@@ -286,6 +299,24 @@ mod tests {
             d.iter().map(|d| d.object.as_str()).collect::<Vec<_>>(),
             vec!["10.0.0.1/32"],
             "only a's route drifted; b's is new: {d:#?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_program_is_one_drift_not_one_per_hook_running_it() {
+        let s = state(&[wep("a", "calia", "10.0.0.1"), wep("b", "calib", "10.0.0.2")]);
+        let mut live = s.clone();
+        live.programs.remove("weft_to_wep");
+        for ((_, hook), a) in live.attachments.iter_mut() {
+            if *hook == Hook::Egress {
+                a.program = "prog id 42".into();
+            }
+        }
+        let d = find(&s, &live, Some(&s));
+        assert_eq!(
+            d.iter().map(|d| (d.kind, d.change)).collect::<Vec<_>>(),
+            vec![(Kind::Program, Change::Missing)],
+            "{d:#?}"
         );
     }
 

@@ -125,9 +125,10 @@ impl FileWatch {
     }
 }
 
-/// Waits for the next trigger, then gathers every trigger that follows within `quiet` of the
-/// one before (for at most `max_wait` in all). Returns them in order of precedence, the
-/// first being the one that names the batch; None when every sender is gone.
+/// Waits for the next trigger. A change (files, links) is then given `quiet` without another
+/// change before it is acted on (`max_wait` at most), and whatever else arrives meanwhile joins
+/// the batch; the timer's and the start's triggers act at once. Returns the batch in order of
+/// precedence, the first naming it; None when every sender is gone.
 pub async fn next_batch(
     rx: &mut UnboundedReceiver<Trigger>,
     quiet: Duration,
@@ -135,11 +136,18 @@ pub async fn next_batch(
 ) -> Option<Vec<Trigger>> {
     let first = rx.recv().await?;
     let mut batch = vec![first];
-    let deadline = tokio::time::Instant::now() + max_wait;
+    let change = |t: Trigger| matches!(t, Trigger::Files | Trigger::Links);
+    let now = tokio::time::Instant::now();
+    let deadline = now + max_wait;
+    let mut until = if change(first) { now + quiet } else { now };
     loop {
-        let until = (tokio::time::Instant::now() + quiet).min(deadline);
-        match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some(t)) => batch.push(t),
+        match tokio::time::timeout_at(until.min(deadline), rx.recv()).await {
+            Ok(Some(t)) => {
+                batch.push(t);
+                if change(t) {
+                    until = tokio::time::Instant::now() + quiet;
+                }
+            }
             Ok(None) | Err(_) => break,
         }
     }
@@ -178,6 +186,18 @@ mod tests {
         tx.send(Trigger::Resync).expect("send");
         let b = next_batch(&mut rx, quiet, Duration::from_secs(5)).await;
         assert_eq!(b, Some(vec![Trigger::Resync]));
+        // Timer ticks do not hold a batch open: a tick every 100 ms (faster than `quiet`)
+        // is one batch per tick, at once.
+        let started = tokio::time::Instant::now();
+        for _ in 0..3 {
+            tx.send(Trigger::Resync).expect("send");
+            assert_eq!(
+                next_batch(&mut rx, quiet, Duration::from_secs(5)).await,
+                Some(vec![Trigger::Resync])
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(started.elapsed() < Duration::from_millis(400));
         drop(tx);
         assert_eq!(
             next_batch(&mut rx, quiet, Duration::from_secs(5)).await,
