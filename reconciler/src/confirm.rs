@@ -135,6 +135,13 @@ impl Drop for Pending {
     }
 }
 
+/// The confirmation another live process waits for, if any.
+pub fn waiting(state_dir: &Path) -> Option<PendingInfo> {
+    read_info(&pending_path(state_dir))
+        .ok()
+        .filter(|i| i.pid != std::process::id() && alive(i.pid))
+}
+
 /// `weft confirm`: answers the pending confirmation, if there is one.
 pub fn confirm(state_dir: &Path) -> Result<PendingInfo, ConfirmError> {
     let path = pending_path(state_dir);

@@ -38,23 +38,16 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         },
         None => None,
     };
-    let pending = match &confirm {
-        Some(c) => {
-            let info = PendingInfo {
-                pid: std::process::id(),
-                dir: label.clone(),
-                deadline: status::now() + c.within.as_secs(),
-            };
-            match Pending::begin(&c.state_dir, &info) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    say(format_args!("weft: {e}"));
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        None => None,
-    };
+    if let Some(other) = confirm
+        .as_ref()
+        .and_then(|c| confirm::waiting(&c.state_dir))
+    {
+        say(format_args!(
+            "weft: another apply (pid {}, {}) is waiting for confirmation; confirm it with `weft confirm` or let it roll back first",
+            other.pid, other.dir
+        ));
+        return ExitCode::from(2);
+    }
     let r = async {
         let cfg = run::load(dir)?;
         let mut h = host.open().await?;
@@ -64,9 +57,6 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         }
         if planned.ops.is_empty() {
             say(format_args!("no changes: the live state matches {label}"));
-            if let Some(p) = pending {
-                p.finish();
-            }
             return Ok((true, None));
         }
         let outcome = run::converge(
@@ -76,21 +66,15 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
             run::log_progress(),
         )
         .await;
-        let waiting = pending.map(|p| {
-            (
-                p,
-                h,
-                planned.observed.clone(),
-                planned.desired.state.clone(),
-            )
-        });
+        let waiting = confirm
+            .is_some()
+            .then(|| (h, planned.observed.clone(), planned.desired.state.clone()));
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                if let Some((p, mut h, previous, applied)) = waiting {
+                if let Some((mut h, previous, applied)) = waiting {
                     say(format_args!("weft: {e}; rolling back"));
                     let _ = confirm::rollback(&mut h, &previous, &applied).await;
-                    p.finish();
                 }
                 return Err(e);
             }
@@ -117,7 +101,7 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
             "weft: applied, but the live state still differs from {label} (diff above)"
         ));
     }
-    let (Some((pending, mut h, previous, applied)), Some(c), Some(mut signals)) =
+    let (Some((mut h, previous, applied)), Some(c), Some(mut signals)) =
         (waiting, confirm, signals)
     else {
         return if converged {
@@ -125,6 +109,19 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         } else {
             ExitCode::from(2)
         };
+    };
+    let info = PendingInfo {
+        pid: std::process::id(),
+        dir: label.clone(),
+        deadline: status::now() + c.within.as_secs(),
+    };
+    let pending = match Pending::begin(&c.state_dir, &info) {
+        Ok(p) => p,
+        Err(e) => {
+            say(format_args!("weft: {e}; rolling back"));
+            let _ = confirm::rollback(&mut h, &previous, &applied).await;
+            return ExitCode::from(2);
+        }
     };
     say(format_args!(
         "run `weft confirm` within {}s to keep this; otherwise the previous state comes back",
