@@ -44,6 +44,11 @@ impl Bed {
     /// Starts `weft run <config>` with the bed's node and bpffs, a state directory of the
     /// bed's, and `args` (e.g. `--resync 1s`), using the weft binary `bin`.
     pub fn daemon_with(&self, bin: &Path, args: &[&str]) -> Daemon {
+        self.daemon_on(bin, &self.config, args)
+    }
+
+    /// `weft run <dir>`, for a directory other than the bed's config (a symlink to it, say).
+    pub fn daemon_on(&self, bin: &Path, dir: &Path, args: &[&str]) -> Daemon {
         let state_dir = self.state_dir();
         std::fs::create_dir_all(&state_dir).expect("state dir");
         let _ = std::fs::remove_file(state_dir.join("status.json"));
@@ -59,7 +64,7 @@ impl Bed {
             .arg(format!("--net={}", self.host.path().display()))
             .arg(bin)
             .arg("run")
-            .arg(&self.config)
+            .arg(dir)
             .args(["--node", &self.node, "--bpffs"])
             .arg(&self.bpffs)
             .arg("--state-dir")

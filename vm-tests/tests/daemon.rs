@@ -392,3 +392,53 @@ fn metrics_and_status_report_what_the_daemon_and_the_dataplane_did() {
     );
     assert!(!tcp_ok(&bed.w(2).ns, B, 80), "and still enforces");
 }
+
+/// git-sync's way: the directory weft watches is a symlink, flipped atomically to a new
+/// checkout. weft follows it.
+#[test]
+fn a_directory_swapped_by_a_symlink_flip_is_followed() {
+    let Some(bed) = three("a_directory_swapped_by_a_symlink_flip_is_followed") else {
+        return;
+    };
+    let copy = |to: &std::path::Path| {
+        sh(&[
+            "cp",
+            "-a",
+            bed.config.to_str().unwrap(),
+            to.to_str().unwrap(),
+        ]);
+    };
+    let rev1 = bed.config.with_extension("rev1");
+    let rev2 = bed.config.with_extension("rev2");
+    let live = bed.config.with_extension("live");
+    copy(&rev1);
+    copy(&rev2);
+    // rev2: c is a client too.
+    std::fs::write(
+        rev2.join("wl/c.yaml"),
+        bed.wep_yaml(2, "c", "shop", &[("role", "client")], &["kns.shop"]),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&rev1, &live).unwrap();
+    let mut d = bed.daemon_on(&Bed::weft_bin(), &live, &["--resync", "1h"]);
+    d.started();
+    assert!(!tcp_ok(&bed.w(2).ns, B, 80));
+    // Flip: a new symlink renamed over the old one.
+    let tmp = bed.config.with_extension("live-tmp");
+    std::os::unix::fs::symlink(&rev2, &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    wait_tcp(&bed, 2, B, 80, true);
+    // And the new target is watched: an edit in rev2 is seen.
+    std::fs::remove_file(rev2.join("policy.yaml")).unwrap();
+    std::fs::write(
+        rev2.join("policy.yaml"),
+        WEB_POLICY.replace("ports: [80]", "ports: [81]"),
+    )
+    .unwrap();
+    wait_tcp(&bed, 0, B, 80, false);
+    for p in [&rev1, &rev2] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+    let _ = std::fs::remove_file(&live);
+    drop(d);
+}

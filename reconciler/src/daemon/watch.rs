@@ -4,6 +4,7 @@
 //! sync that rewrites many files at once wakes one reconcile, not one per file.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::event::ModifyKind;
@@ -38,6 +39,10 @@ impl Trigger {
 /// may be a directory (a name without an extension), outside hidden directories (`.git`).
 fn relevant(dir: &Path, path: &Path) -> bool {
     let rel = path.strip_prefix(dir).unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        // The directory itself: replaced, removed, or its symlink flipped.
+        return true;
+    }
     let hidden = rel.components().any(|c| match c {
         Component::Normal(n) => n.to_string_lossy().starts_with('.'),
         _ => false,
@@ -57,17 +62,16 @@ fn relevant(dir: &Path, path: &Path) -> bool {
 /// batch with `rewatch`.
 pub struct FileWatch {
     dir: PathBuf,
-    watched: Option<PathBuf>,
+    /// What the directory resolved to when last watched; the event handler reads it too.
+    watched: Arc<Mutex<Option<PathBuf>>>,
     watcher: notify::RecommendedWatcher,
 }
 
 impl FileWatch {
     pub fn new(dir: &Path, tx: UnboundedSender<Trigger>) -> notify::Result<FileWatch> {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let roots = [
-            dir.clone(),
-            dir.canonicalize().unwrap_or_else(|_| dir.clone()),
-        ];
+        let watched: Arc<Mutex<Option<PathBuf>>> = Arc::default();
+        let (root, target) = (dir.clone(), watched.clone());
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let wake = match &ev {
                 // Reading the files (the daemon's own reads above all) and metadata changes
@@ -81,6 +85,9 @@ impl FileWatch {
                     false
                 }
                 Ok(ev) => {
+                    let target = target.lock().expect("watch lock").clone();
+                    let roots = std::iter::once(&root).chain(target.as_ref());
+                    let roots: Vec<&PathBuf> = roots.collect();
                     ev.need_rescan()
                         || ev
                             .paths
@@ -97,7 +104,7 @@ impl FileWatch {
         })?;
         let mut w = FileWatch {
             dir,
-            watched: None,
+            watched,
             watcher,
         };
         if let Some(parent) = w.dir.parent() {
@@ -110,18 +117,26 @@ impl FileWatch {
     /// Watches what the directory is now, if that changed (it was replaced, or appeared).
     pub fn rewatch(&mut self) {
         let now = self.dir.canonicalize().ok();
-        if now == self.watched {
+        // The lock is never held across a call into the watcher: its event thread takes the
+        // lock too, and the watcher waits for that thread.
+        let old = self.watched.lock().expect("watch lock").clone();
+        if now == old {
             return;
         }
-        if let Some(old) = self.watched.take() {
+        if let Some(old) = old {
             let _ = self.watcher.unwatch(&old);
         }
+        let mut watching = None;
         if let Some(new) = now {
             match self.watcher.watch(&new, RecursiveMode::Recursive) {
-                Ok(()) => self.watched = Some(new),
+                Ok(()) => {
+                    tracing::debug!(dir = %new.display(), "watching");
+                    watching = Some(new);
+                }
                 Err(e) => tracing::warn!(dir = %new.display(), "cannot watch: {e}"),
             }
         }
+        *self.watched.lock().expect("watch lock") = watching;
     }
 }
 
@@ -166,6 +181,10 @@ mod tests {
         assert!(relevant(d, Path::new("/etc/weft/a.yaml")));
         assert!(relevant(d, Path::new("/etc/weft/sub/b.yml")));
         assert!(relevant(d, Path::new("/etc/weft/sub")));
+        assert!(relevant(
+            Path::new("/srv/weft.live"),
+            Path::new("/srv/weft.live")
+        ));
         assert!(!relevant(d, Path::new("/etc/weft/.git/FETCH_HEAD")));
         assert!(!relevant(d, Path::new("/etc/weft/.a.yaml.swp")));
         assert!(!relevant(d, Path::new("/etc/weft/a.yaml.tmp~")));
