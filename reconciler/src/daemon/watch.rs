@@ -155,15 +155,10 @@ pub async fn next_batch(
     let now = tokio::time::Instant::now();
     let deadline = now + max_wait;
     let mut until = if change(first) { now + quiet } else { now };
-    loop {
-        match tokio::time::timeout_at(until.min(deadline), rx.recv()).await {
-            Ok(Some(t)) => {
-                batch.push(t);
-                if change(t) {
-                    until = tokio::time::Instant::now() + quiet;
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(t)) = tokio::time::timeout_at(until.min(deadline), rx.recv()).await {
+        batch.push(t);
+        if change(t) {
+            until = tokio::time::Instant::now() + quiet;
         }
     }
     batch.sort();
