@@ -293,16 +293,23 @@ fn prog_map_ids(prog: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
 }
 
 /// Routes libbpf's messages (the verifier's log above all: a rejection reaches Rust only as
-/// "Permission denied") to stderr through tracing, once.
+/// "Permission denied") into the log, once.
 pub fn route_libbpf_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        libbpf_rs::set_print(Some((
-            libbpf_rs::PrintLevel::Warn,
-            |level, msg: String| match level {
-                libbpf_rs::PrintLevel::Warn => eprint!("libbpf: {msg}"),
-                _ => eprint!("libbpf: {msg}"),
-            },
-        )));
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, |level, msg: String| {
+            let msg = msg.trim_end();
+            // Without a subscriber (a test harness, say) tracing would drop the verifier's
+            // log: say it plainly then.
+            if !tracing::dispatcher::has_been_set() {
+                eprintln!("libbpf: {msg}");
+                return;
+            }
+            match level {
+                libbpf_rs::PrintLevel::Warn => tracing::warn!("libbpf: {msg}"),
+                libbpf_rs::PrintLevel::Info => tracing::info!("libbpf: {msg}"),
+                libbpf_rs::PrintLevel::Debug => tracing::debug!("libbpf: {msg}"),
+            }
+        })));
     });
 }
