@@ -325,6 +325,7 @@ impl Drop for Bed {
         let _ = self.weft(&["teardown"]);
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.config);
+        let _ = std::fs::remove_dir_all(self.state_dir());
     }
 }
 

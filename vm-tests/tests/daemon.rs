@@ -408,9 +408,11 @@ fn a_directory_swapped_by_a_symlink_flip_is_followed() {
             to.to_str().unwrap(),
         ]);
     };
-    let rev1 = bed.config.with_extension("rev1");
-    let rev2 = bed.config.with_extension("rev2");
-    let live = bed.config.with_extension("live");
+    // Under the bed's state directory, which goes with the bed.
+    std::fs::create_dir_all(bed.state_dir()).unwrap();
+    let rev1 = bed.state_dir().join("rev1");
+    let rev2 = bed.state_dir().join("rev2");
+    let live = bed.state_dir().join("live");
     copy(&rev1);
     copy(&rev2);
     // rev2: c is a client too.
@@ -424,7 +426,7 @@ fn a_directory_swapped_by_a_symlink_flip_is_followed() {
     d.started();
     assert!(!tcp_ok(&bed.w(2).ns, B, 80));
     // Flip: a new symlink renamed over the old one.
-    let tmp = bed.config.with_extension("live-tmp");
+    let tmp = bed.state_dir().join("live-tmp");
     std::os::unix::fs::symlink(&rev2, &tmp).unwrap();
     std::fs::rename(&tmp, &live).unwrap();
     wait_tcp(&bed, 2, B, 80, true);
@@ -436,9 +438,5 @@ fn a_directory_swapped_by_a_symlink_flip_is_followed() {
     )
     .unwrap();
     wait_tcp(&bed, 0, B, 80, false);
-    for p in [&rev1, &rev2] {
-        let _ = std::fs::remove_dir_all(p);
-    }
-    let _ = std::fs::remove_file(&live);
     drop(d);
 }
