@@ -115,6 +115,12 @@ fn libbpf_rs_handle(path: &Path) -> libbpf_rs::ProgramHandle {
 
 fn assert_none_lost(streams: Streams) {
     let r = streams.stop();
+    eprintln!(
+        "{} streams, {} messages echoed, {} lost",
+        r.streams,
+        r.rounds,
+        r.lost.len()
+    );
     assert_eq!(r.streams, STREAMS);
     assert!(
         r.lost.is_empty(),
