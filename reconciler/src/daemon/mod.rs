@@ -308,6 +308,12 @@ impl Reconciler {
             rec.result = "converged".into();
         }
         if ops.is_empty() {
+            if self.last_made.is_none() {
+                tracing::info!(
+                    "the live state already matches {}: adopted as it is",
+                    self.opts.dir.display()
+                );
+            }
             self.last_made = Some(d.state);
             return Ok(());
         }
