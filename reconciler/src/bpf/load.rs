@@ -105,10 +105,17 @@ pub fn pinned_map_def(pins: &Pins, name: &str) -> Result<Option<MapDef>, BpfErro
     if !path.exists() {
         return Ok(None);
     }
-    let m = MapHandle::from_pinned_path(&path).map_err(|source| BpfError::Map {
-        name: name.into(),
-        source,
-    })?;
+    let m = match MapHandle::from_pinned_path(&path) {
+        Ok(m) => m,
+        // Unpinned since the check above.
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(BpfError::Map {
+                name: name.into(),
+                source,
+            })
+        }
+    };
     let info = m.info().map_err(|source| BpfError::Map {
         name: name.into(),
         source,
