@@ -250,13 +250,20 @@ fn a_downed_workload_interface_is_not_weft_s_to_raise() {
     let Some(bed) = three("a_downed_workload_interface_is_not_weft_s_to_raise") else {
         return;
     };
-    let mut d = bed.daemon(&["--resync", "300ms"]);
-    d.started();
+    // No timer: the daemon is idle when the interface goes down, and its reconciles are the
+    // ones the test asks for (a reconcile racing the change would fail once and be retried).
+    let mut d = bed.daemon(&["--resync", "1h"]);
+    let s = d.started();
+    let l0 = reconciles(&s, "links");
     bed.host.ip(&["link", "set", "calib", "down"]);
-    let before = d.status().unwrap();
-    // Three resyncs later ...
-    let r0 = reconciles(&before, "resync");
-    let s = d.wait("three resyncs", |s| reconciles(s, "resync") >= r0 + 3);
+    let mut s = d.wait("the interface change", |s| reconciles(s, "links") > l0);
+    // ... and three resyncs later (SIGHUP asks for one):
+    for _ in 0..3 {
+        let r0 = reconciles(&s, "resync");
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+        s = d.wait("a resync", |s| reconciles(s, "resync") > r0);
+    }
     let link = host_sh(&bed, &["ip", "-br", "link", "show", "calib"]);
     assert!(link.contains("DOWN"), "left down: {link}");
     assert_eq!(s["apply_errors"], 0, "{s}");
