@@ -12,13 +12,11 @@ use rtnetlink::packet_route::AddressFamily;
 
 use crate::bpf::link::{self, AttachMode};
 use crate::bpf::load;
-use crate::bpf::maps;
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::neigh::Neigh4;
 use crate::netlink::route::Route4;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
-use crate::observe::read_entries;
 use crate::plan::Op;
 use crate::state::OWNED_ALIAS;
 
@@ -32,12 +30,36 @@ pub enum ApplyError {
     NoSuchLink { op: String, iface: String },
 }
 
+/// How many entries pass between two progress reports within one operation.
+const TICK: usize = 1024;
+
+/// How many kernel objects an operation touches: each entry of an entry operation, else one.
+pub fn objects(op: &Op) -> usize {
+    match op {
+        Op::WriteEntries { entries, .. } => entries.len(),
+        Op::DeleteEntries { keys, .. } => keys.len(),
+        _ => 1,
+    }
+}
+
+/// Where an apply is: `index` of `ops` operations, `objects_done` of `objects` objects (an
+/// operation on map entries counts each entry).
+pub struct Progress<'a> {
+    pub op: &'a Op,
+    pub index: usize,
+    pub ops: usize,
+    pub objects_done: usize,
+    pub objects: usize,
+    /// True when `op` is about to start, false for reports from within it.
+    pub starting: bool,
+}
+
 pub struct Applier<'a> {
     pub pins: &'a Pins,
     pub nl: &'a Netlink,
     pub facts: &'a HostFacts,
-    /// Entries of replaced maps, written into their successors once loaded.
-    migrating: BTreeMap<String, maps::Entries>,
+    /// Replaced maps, whose entries go into their successors once loaded.
+    migrating: BTreeMap<String, Migration>,
 }
 
 fn map_err(name: &str) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
@@ -57,15 +79,32 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Runs `ops` in order; `progress` hears about each before it runs.
+    /// Runs `ops` in order; `progress` hears about each before it runs, and about every
+    /// thousand entries written or deleted within one.
     pub async fn run(
         &mut self,
         ops: &[Op],
-        mut progress: impl FnMut(usize, usize, &Op),
+        mut progress: impl FnMut(&Progress<'_>),
     ) -> Result<(), ApplyError> {
+        let total = ops.iter().map(objects).sum();
+        let mut done = 0;
         for (i, op) in ops.iter().enumerate() {
-            progress(i + 1, ops.len(), op);
-            self.one(op).await?;
+            let mut at = Progress {
+                op,
+                index: i + 1,
+                ops: ops.len(),
+                objects_done: done,
+                objects: total,
+                starting: true,
+            };
+            progress(&at);
+            at.starting = false;
+            self.one(op, &mut |n| {
+                at.objects_done = done + n;
+                progress(&at);
+            })
+            .await?;
+            done += objects(op);
         }
         Ok(())
     }
@@ -84,7 +123,8 @@ impl<'a> Applier<'a> {
             })
     }
 
-    async fn one(&mut self, op: &Op) -> Result<(), ApplyError> {
+    /// Runs one operation; `tick` hears how many of its entries are done, now and then.
+    async fn one(&mut self, op: &Op, tick: &mut dyn FnMut(usize)) -> Result<(), ApplyError> {
         let bpf = |source: BpfError| ApplyError::Bpf {
             op: op.describe(),
             source,
@@ -107,9 +147,11 @@ impl<'a> Applier<'a> {
                     && old.key_size == new.key_size
                     && old.value_size == new.value_size
                 {
-                    let entries = read_entries(self.pins, name).map_err(bpf)?;
-                    self.migrating
-                        .insert(name.clone(), entries.into_iter().collect());
+                    // Held open, so its entries can be read after its pin is gone.
+                    let old = MapHandle::from_pinned_path(self.pins.map(name))
+                        .map_err(map_err(name))
+                        .map_err(bpf)?;
+                    self.migrating.insert(name.clone(), Migration { old });
                 }
                 remove_pin(&self.pins.map(name)).map_err(bpf)
             }
@@ -138,17 +180,29 @@ impl<'a> Applier<'a> {
             } => {
                 let loaded =
                     load::load(*object, self.pins, sizes, identity.settings).map_err(bpf)?;
+                // Entries of replaced maps go into their successors before the new programs
+                // run, so established flows find their conntrack entries at once ...
+                let mut copied = BTreeMap::new();
+                for (name, m) in &self.migrating {
+                    copied.insert(
+                        name.clone(),
+                        m.copy(self.pins, name, MapFlags::ANY).map_err(bpf)?,
+                    );
+                }
                 for (name, new) in &loaded.programs {
                     self.switch_program(name, new).map_err(bpf)?;
                 }
-                for (name, entries) in std::mem::take(&mut self.migrating) {
-                    let m = MapHandle::from_pinned_path(self.pins.map(&name))
-                        .map_err(map_err(&name))
-                        .map_err(bpf)?;
-                    for (k, v) in entries {
-                        // A smaller map keeps what fits; conntrack is an LRU and makes room.
-                        let _ = m.update(&k, &v, MapFlags::ANY);
-                    }
+                // ... and once more after the switch, for what the old programs wrote in
+                // between; entries the new programs have written since are newer and stay.
+                for (name, m) in std::mem::take(&mut self.migrating) {
+                    let late = m.copy(self.pins, &name, MapFlags::NO_EXIST).map_err(bpf)?;
+                    let first = copied.get(&name).copied().unwrap_or_default();
+                    tracing::info!(
+                        map = %name,
+                        entries = first.kept + late.kept,
+                        dropped = first.dropped + late.dropped,
+                        "migrated the entries of a replaced map"
+                    );
                 }
                 Ok(())
             }
@@ -156,7 +210,10 @@ impl<'a> Applier<'a> {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for (k, v) in entries {
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 && i % TICK == 0 {
+                        tick(i);
+                    }
                     m.update(k, v, MapFlags::ANY)
                         .map_err(map_err(map))
                         .map_err(bpf)?;
@@ -167,7 +224,10 @@ impl<'a> Applier<'a> {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for k in keys {
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 && i % TICK == 0 {
+                        tick(i);
+                    }
                     match m.delete(k) {
                         Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
                             return Err(bpf(map_err(map)(e)))
@@ -366,6 +426,49 @@ impl<'a> Applier<'a> {
             name: name.to_string(),
             source,
         })
+    }
+}
+
+/// A map being replaced by one of the same layout (a resize): the old map, held open after its
+/// pin is gone, so its entries can be copied into the new one.
+pub struct Migration {
+    old: MapHandle,
+}
+
+/// What a copy achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub kept: usize,
+    /// Entries a smaller map had no room for (conntrack is an LRU and never refuses).
+    pub dropped: usize,
+}
+
+impl Migration {
+    /// Copies every entry of the old map into the map pinned as `name` now. With
+    /// `MapFlags::NO_EXIST`, entries the new map already has are left as they are.
+    fn copy(&self, pins: &Pins, name: &str, flags: MapFlags) -> Result<Copied, BpfError> {
+        let new = MapHandle::from_pinned_path(pins.map(name)).map_err(map_err(name))?;
+        let percpu = self.old.map_type().is_percpu();
+        let mut c = Copied::default();
+        for k in self.old.keys() {
+            let r = if percpu {
+                match self.old.lookup_percpu(&k, MapFlags::ANY) {
+                    Ok(Some(v)) => new.update_percpu(&k, &v, flags),
+                    _ => continue,
+                }
+            } else {
+                match self.old.lookup(&k, MapFlags::ANY) {
+                    Ok(Some(v)) => new.update(&k, &v, flags),
+                    _ => continue,
+                }
+            };
+            match r {
+                Ok(()) => c.kept += 1,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
+                Err(_) => c.dropped += 1,
+            }
+        }
+        Ok(c)
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod bpf;
+pub mod confirm;
+pub mod daemon;
 pub mod desired;
 pub mod dump;
 pub mod facts;

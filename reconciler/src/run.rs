@@ -1,10 +1,12 @@
 //! The pipeline shared by the commands: load the files, gather the host's facts, compute the
 //! desired state, observe the live one, plan.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use weft_model::{Config, Diagnostics};
 
+use crate::apply::Progress;
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
@@ -34,6 +36,8 @@ pub struct Host {
     pub pins: Pins,
     pub nl: Netlink,
     pub facts: HostFacts,
+    /// Interfaces that are administratively down.
+    pub down: BTreeSet<String>,
 }
 
 impl Host {
@@ -42,18 +46,58 @@ impl Host {
     pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = HostFacts::gather(&nl, node, cgroup).await?;
-        Ok(Host { pins, nl, facts })
+        let down = down_links(&nl).await?;
+        Ok(Host {
+            pins,
+            nl,
+            facts,
+            down,
+        })
     }
 
     pub async fn refresh_facts(&mut self) -> Result<(), RunError> {
         self.facts =
             HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
+        self.down = down_links(&self.nl).await?;
         Ok(())
+    }
+
+    /// What `cfg` asks of this host as it is now: the desired state, less the routes and
+    /// neighbours of interfaces that are down. The kernel removes those when an interface
+    /// goes down and refuses them until it is up again; weft puts them back then (as Calico
+    /// does), rather than failing on them meanwhile. The programs stay attached throughout.
+    pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
+        let mut d = desired::desired(cfg, &self.facts)?;
+        // Devices weft creates are brought up by the same plan, before their routes.
+        let down: BTreeSet<&String> = self
+            .down
+            .iter()
+            .filter(|dev| {
+                !d.state
+                    .links
+                    .get(*dev)
+                    .and_then(|l| l.owned.as_ref())
+                    .is_some_and(|o| o.up)
+            })
+            .collect();
+        d.state.routes.retain(|_, r| !down.contains(&r.dev));
+        d.state.neighbours.retain(|(dev, _), _| !down.contains(dev));
+        Ok(d)
     }
 
     pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
         Ok(observe::observe(&self.pins, &self.nl, &self.facts, desired).await?)
     }
+}
+
+async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .filter(|l| !l.up)
+        .map(|l| l.name)
+        .collect())
 }
 
 pub fn load(dir: &Path) -> Result<Config, RunError> {
@@ -68,7 +112,7 @@ pub struct Planned {
 }
 
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    let desired = desired::desired(cfg, &host.facts)?;
+    let desired = host.desired(cfg)?;
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
@@ -98,7 +142,7 @@ pub async fn converge(
     host: &mut Host,
     desired: &HostState,
     ops: &[Op],
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let mut applier = crate::apply::Applier::new(&host.pins, &host.nl, &host.facts);
     applier.run(ops, progress).await?;
@@ -116,7 +160,7 @@ pub async fn converge(
 pub async fn apply_config(
     host: &mut Host,
     cfg: &Config,
-    mut progress: impl FnMut(usize, usize, &Op),
+    mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
     let mut planned = plan(host, cfg).await?;
     if planned.ops.iter().any(Op::creates_link) {
@@ -139,7 +183,7 @@ pub async fn apply_config(
 /// Removes everything weft created (its pin directories included).
 pub async fn teardown(
     host: &mut Host,
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let empty = HostState::default();
     let observed = host.observe(&empty).await?;
@@ -154,4 +198,32 @@ pub async fn teardown(
         let _ = std::fs::remove_dir(d);
     }
     Ok(outcome)
+}
+
+/// A progress reporter that logs through tracing: each operation as it starts, with how many
+/// objects of how many are done, and within a long operation the count at most once a second.
+pub fn log_progress() -> impl FnMut(&Progress<'_>) {
+    let mut last = std::time::Instant::now();
+    move |p: &Progress<'_>| {
+        if p.starting {
+            tracing::info!(
+                "[{}/{}] {} ({} of {} objects done)",
+                p.index,
+                p.ops,
+                p.op.describe(),
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        } else if last.elapsed() >= std::time::Duration::from_secs(1) {
+            tracing::info!(
+                "[{}/{}] {} of {} objects done",
+                p.index,
+                p.ops,
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        }
+    }
 }
