@@ -6,6 +6,8 @@
 //! The object and its maps are loaded under a private bpffs root with production map sizes,
 //! exactly as the packet tests load them.
 
+mod ctgc;
+
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
@@ -40,8 +42,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["packet"] => packet(),
+        ["ct-gc"] => ctgc::run(),
         _ => {
-            eprintln!("usage: weft-bench packet\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor");
+            eprintln!("usage: weft-bench packet|ct-gc\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  ct-gc   one conntrack sweep of 1,000,000 entries: weft's BPF collector beside userspace sweeps");
             ExitCode::from(2)
         }
     }

@@ -83,6 +83,32 @@ struct weft_ct4_value {
 };
 _Static_assert(sizeof(struct weft_ct4_value) == 80, "weft_ct4_value");
 
+/* ---- Conntrack garbage collection --------------------------------------------------------- */
+/*
+ * The context of the weft_ctgc program (bpf-src/weft_ctgc.bpf.c), passed in and read back
+ * through BPF_PROG_TEST_RUN. One index space for the timeouts going in and the tallies coming
+ * out: what expired under which timeout.
+ */
+#define WEFT_CTGC_GRACE 0           /* timeout: CreationGracePeriod (nothing expires by it) */
+#define WEFT_CTGC_TCP_SYN_SENT 1    /* a TCP flow not yet acknowledged by both sides */
+#define WEFT_CTGC_TCP_ESTABLISHED 2
+#define WEFT_CTGC_TCP_FINS 3        /* both sides have sent FIN */
+#define WEFT_CTGC_TCP_RST 4
+#define WEFT_CTGC_UDP 5
+#define WEFT_CTGC_GENERIC 6         /* protocols other than TCP, UDP and ICMP */
+#define WEFT_CTGC_ICMP 7
+#define WEFT_CTGC_NAT_ORPHAN 8      /* tally: a NAT forward entry whose reverse entry is gone */
+#define WEFT_CTGC_SLOTS 9
+
+struct weft_ctgc_args {
+	__u64 timeout_ns[WEFT_CTGC_SLOTS]; /* in: idle time after which an entry expires */
+	__u64 now_ns;                      /* out: bpf_ktime_get_ns() at the start of the pass */
+	__u64 scanned;                     /* out: entries visited */
+	__u64 nat_fwd_deleted;             /* out: forward entries deleted with their reverse entry */
+	__u64 expired[WEFT_CTGC_SLOTS];    /* out: entries deleted, by the timeout that expired */
+};
+_Static_assert(sizeof(struct weft_ctgc_args) == 168, "weft_ctgc_args");
+
 /* ---- Interfaces ---------------------------------------------------------------------------- */
 
 /* weft_iface_value.flags */

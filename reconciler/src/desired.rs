@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 
 use weft_model::{Cidr, Config};
 
+use crate::bpf::ctgc::CtTimeouts;
 use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
@@ -67,6 +68,8 @@ pub struct Settings {
     pub maglev_max_endpoints: u32,
     /// BPFExcludeCIDRsFromNAT.
     pub exclude_nat: Vec<Net4>,
+    /// BPFConntrackTimeouts: what the conntrack collector deletes when.
+    pub ct_timeouts: CtTimeouts,
 }
 
 impl Settings {
@@ -122,6 +125,7 @@ impl Settings {
             data_ifaces: felix.bpf_data_iface_pattern().to_string(),
             maglev_max_endpoints,
             exclude_nat,
+            ct_timeouts: CtTimeouts::from_config(&felix.bpf_conntrack_timeouts()),
         }
     }
 }

@@ -588,18 +588,11 @@ pub fn render_conntrack(rows: &[FlowRow]) -> String {
 pub struct CounterRow {
     pub ifindex: u32,
     pub iface: String,
-    /// from-wep (tc ingress of a workload interface) or to-wep (its tc egress).
+    /// from-wep (tc ingress of a workload interface), to-wep (its tc egress), from-hep,
+    /// to-hep (a data interface's), from-nat (bpfout.weft's ingress).
     pub hook: &'static str,
     /// Packets by reason (bpf/reasons.rs), summed over CPUs; only reasons that counted.
     pub reasons: BTreeMap<&'static str, u64>,
-}
-
-fn hook_name(hook: u32) -> &'static str {
-    match hook {
-        maps::HOOK_FROM_WEP => "from-wep",
-        maps::HOOK_TO_WEP => "to-wep",
-        _ => "unknown",
-    }
 }
 
 /// weft_ctrs decoded: per interface and hook, the non-zero reason counters.
@@ -623,7 +616,7 @@ pub fn counters(
             Some(CounterRow {
                 ifindex: k.ifindex,
                 iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
-                hook: hook_name(k.hook),
+                hook: maps::hook_name(k.hook),
                 reasons,
             })
         })

@@ -80,6 +80,10 @@ enum Command {
         /// e.g. 127.0.0.1:9771.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        /// How often to sweep the conntrack map for flows idle past their timeouts
+        /// (BPFConntrackTimeouts); 0 turns the collector off.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
+        conntrack_gc_interval: Duration,
     },
     /// What the daemon last did, its last error, drift repaired, and how full the maps are.
     /// Exit 0 when the daemon runs and its last reconcile did not fail, 1 otherwise.
@@ -89,6 +93,16 @@ enum Command {
         /// Where weft pins its maps.
         #[arg(long, default_value = weft::bpf::DEFAULT_ROOT)]
         bpffs: PathBuf,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Sweep the conntrack map once, now: delete the flows idle past their timeouts
+    /// (BPFConntrackTimeouts of DIR's FelixConfiguration; Calico's defaults without DIR).
+    /// The daemon does this by itself every --conntrack-gc-interval.
+    Gc {
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
     },
@@ -136,14 +150,19 @@ fn main() -> ExitCode {
             resync,
             debounce,
             metrics_listen,
+            conntrack_gc_interval,
         } => cli::block_on(cli::run::run(
             &dir,
             &host,
-            state_dir,
-            resync,
-            debounce,
-            metrics_listen,
+            daemon_options(
+                state_dir,
+                resync,
+                debounce,
+                metrics_listen,
+                conntrack_gc_interval,
+            ),
         )),
+        Command::Gc { dir, host, output } => cli::gc::run(dir.as_deref(), &host, output),
         Command::Status {
             state_dir,
             bpffs,
@@ -151,5 +170,21 @@ fn main() -> ExitCode {
         } => cli::status::run(&state_dir, &bpffs, output),
         Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
+    }
+}
+
+fn daemon_options(
+    state_dir: PathBuf,
+    resync: Duration,
+    debounce: Duration,
+    metrics: Option<SocketAddr>,
+    ct_gc: Duration,
+) -> cli::run::Timing {
+    cli::run::Timing {
+        state_dir,
+        resync,
+        debounce,
+        metrics,
+        ct_gc: (!ct_gc.is_zero()).then_some(ct_gc),
     }
 }

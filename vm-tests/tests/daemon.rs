@@ -337,11 +337,11 @@ fn metrics_and_status_report_what_the_daemon_and_the_dataplane_did() {
     assert_eq!(value(&m, "weft_map_entries{map=\"weft_iface\"}"), 3);
     assert_eq!(value(&m, "weft_map_max_entries{map=\"weft_ct4\"}"), 512_000);
     assert!(
-        value(&m, "weft_packets_total{iface=\"calib\",hook=\"to-workload\",verdict=\"drop\",reason=\"drop-policy\"}") >= 1,
+        value(&m, "weft_packets_total{iface=\"calib\",hook=\"to-wep\",verdict=\"drop\",reason=\"drop-policy\"}") >= 1,
         "c's connection attempt was dropped by b's ingress policy"
     );
     assert!(
-        value(&m, "weft_packets_total{iface=\"calia\",hook=\"from-workload\",verdict=\"accept\",reason=\"accept-policy\"}") >= 1,
+        value(&m, "weft_packets_total{iface=\"calia\",hook=\"from-wep\",verdict=\"accept\",reason=\"accept-policy\"}") >= 1,
         "a's connection was allowed by a's egress policy (its profile)"
     );
     assert!(

@@ -87,6 +87,18 @@ pub const HOOK_FROM_HEP: u32 = 2;
 pub const HOOK_TO_HEP: u32 = 3;
 pub const HOOK_FROM_NAT: u32 = 4;
 
+/// A weft_counters_key.hook as dumps and metrics name it.
+pub fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        HOOK_FROM_WEP => "from-wep",
+        HOOK_TO_WEP => "to-wep",
+        HOOK_FROM_HEP => "from-hep",
+        HOOK_TO_HEP => "to-hep",
+        HOOK_FROM_NAT => "from-nat",
+        _ => "unknown",
+    }
+}
+
 /// Plain old data: a `#[repr(C)]` type with every padding byte spelled out as a field, so
 /// its bytes are exactly the map's bytes.
 ///

@@ -4,6 +4,7 @@
 //! Everything weft pins lives under one bpffs root (default `/sys/fs/bpf/weft`):
 //! `maps/<name>`, `progs/<name>`, `links/<ifname>:<ingress|egress>`.
 
+pub mod ctgc;
 pub mod link;
 pub mod load;
 pub mod maps;
@@ -27,6 +28,9 @@ pub mod skel {
     pub mod ctlb {
         include!(concat!(env!("OUT_DIR"), "/weft_ctlb.skel.rs"));
         include!(concat!(env!("OUT_DIR"), "/weft_ctlb.id.rs"));
+    }
+    pub mod ctgc {
+        include!(concat!(env!("OUT_DIR"), "/weft_ctgc.skel.rs"));
     }
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod confirm;
 pub mod diff;
 pub mod dump;
+pub mod gc;
 pub mod run;
 pub mod schemas;
 pub mod status;

@@ -149,6 +149,29 @@ pub fn render(s: &Status, running: bool) -> String {
         s.applies,
         s.apply_errors
     ));
+    let gc = &s.conntrack_gc;
+    line(format!(
+        "conntrack gc: {} sweep(s), {} deleted{}{}{}",
+        gc.sweeps,
+        gc.deleted_total(),
+        if gc.deleted.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts(&gc.deleted))
+        },
+        gc.last.as_ref().map_or(String::new(), |l| format!(
+            "; last {}: {} scanned, {} deleted in {:.1} ms",
+            rfc3339(l.at),
+            l.scanned,
+            l.deleted,
+            l.wall_us as f64 / 1e3
+        )),
+        if gc.errors > 0 {
+            format!("; {} error(s)", gc.errors)
+        } else {
+            String::new()
+        }
+    ));
     out
 }
 

@@ -12,7 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::drift::Kind;
 use super::status::Status;
-use crate::bpf::maps::{HOOK_FROM_WEP, HOOK_TO_WEP};
 use crate::bpf::reasons::REASONS;
 use crate::bpf::stats::{self, HookCounters, MapFill};
 use crate::bpf::Pins;
@@ -54,6 +53,8 @@ pub struct Shared {
     pub durations: Histogram,
     /// What the rule ids of the configuration in force stand for.
     pub rules: Names,
+    /// The conntrack timeouts of the configuration in force; None until one is.
+    pub ct_timeouts: Option<crate::bpf::ctgc::CtTimeouts>,
 }
 
 /// What one scrape read from the pinned maps.
@@ -97,15 +98,6 @@ fn label(v: &str) -> String {
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// The hook a weft_ctrs key names, as seen from the workload.
-pub fn hook_name(hook: u32) -> &'static str {
-    match hook {
-        HOOK_FROM_WEP => "from-workload",
-        HOOK_TO_WEP => "to-workload",
-        _ => "unknown",
-    }
 }
 
 /// Renders every metric.
@@ -195,6 +187,46 @@ pub fn render(shared: &Shared, dp: &Dataplane) -> String {
         );
     }
 
+    let gc = &s.conntrack_gc;
+    header(
+        &mut out,
+        "weft_conntrack_gc_sweeps_total",
+        "counter",
+        "Sweeps of the conntrack map by the collector.",
+    );
+    let _ = writeln!(out, "weft_conntrack_gc_sweeps_total {}", gc.sweeps);
+    header(
+        &mut out,
+        "weft_conntrack_gc_errors_total",
+        "counter",
+        "Sweeps that failed to load or run.",
+    );
+    let _ = writeln!(out, "weft_conntrack_gc_errors_total {}", gc.errors);
+    header(
+        &mut out,
+        "weft_conntrack_gc_deleted_total",
+        "counter",
+        "Conntrack entries the collector deleted, by the timeout that expired them.",
+    );
+    for (reason, n) in &gc.deleted {
+        let _ = writeln!(
+            out,
+            "weft_conntrack_gc_deleted_total{{reason=\"{}\"}} {n}",
+            label(reason)
+        );
+    }
+    header(
+        &mut out,
+        "weft_conntrack_gc_last_sweep_seconds",
+        "gauge",
+        "Wall time of the last sweep.",
+    );
+    let _ = writeln!(
+        out,
+        "weft_conntrack_gc_last_sweep_seconds {}",
+        gc.last.as_ref().map_or(0.0, |l| l.wall_us as f64 / 1e6)
+    );
+
     header(
         &mut out,
         "weft_map_entries",
@@ -249,7 +281,7 @@ pub fn render(shared: &Shared, dp: &Dataplane) -> String {
                 out,
                 "weft_packets_total{{iface=\"{}\",hook=\"{}\",verdict=\"{verdict}\",reason=\"{reason}\"}} {n}",
                 label(&iface),
-                hook_name(c.hook)
+                crate::bpf::maps::hook_name(c.hook)
             );
         }
     }
@@ -364,7 +396,7 @@ mod tests {
             packets: vec![HookCounters {
                 ifindex: 5,
                 iface: Some("calia".into()),
-                hook: HOOK_TO_WEP,
+                hook: crate::bpf::maps::HOOK_TO_WEP,
                 packets: {
                     let mut v = vec![0; REASONS.len()];
                     v[crate::bpf::reasons::DROP_POLICY] = 7;
@@ -384,7 +416,7 @@ mod tests {
             "weft_drift_repairs_total{kind=\"map-entry\"} 0",
             "weft_map_entries{map=\"weft_ct4\"} 3",
             "weft_map_max_entries{map=\"weft_ct4\"} 512000",
-            "weft_packets_total{iface=\"calia\",hook=\"to-workload\",verdict=\"drop\",reason=\"drop-policy\"} 7",
+            "weft_packets_total{iface=\"calia\",hook=\"to-wep\",verdict=\"drop\",reason=\"drop-policy\"} 7",
             "weft_rule_hits_total{rule_id=\"0x00001234\",rule=\"NetworkPolicy shop/web ingress rule 0\"} 9",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

@@ -9,6 +9,7 @@
 //! Stopping the daemon (SIGTERM, SIGINT, or kill -9) leaves the dataplane as it is: pinned
 //! maps, programs and links outlive it, and the next start adopts them.
 
+pub mod ctgc;
 pub mod drift;
 pub mod metrics;
 pub mod status;
@@ -42,6 +43,8 @@ pub struct Options {
     pub debounce: Duration,
     /// Where to serve /metrics and /status, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// How often the conntrack collector sweeps (Calico: 10 s); None: never.
+    pub ct_gc: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,14 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
     })
     .map_err(DaemonError::Links)?;
     spawn_resync(tx.clone(), opts.resync);
+    if let Some(every) = opts.ct_gc {
+        ctgc::spawn(
+            host.pins.clone(),
+            every,
+            shared.clone(),
+            opts.state_dir.clone(),
+        );
+    }
     if let Some(addr) = opts.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -242,6 +253,7 @@ impl Reconciler {
                 };
                 self.last_good = Some((cfg, since));
                 self.last_good_print = print;
+                self.shared.lock().expect("status lock").ct_timeouts = Some(d.settings.ct_timeouts);
                 self.set_config(true, Vec::new());
                 if !self.last_said.is_empty() {
                     tracing::info!("the configuration validates again");

@@ -92,6 +92,36 @@ pub struct Status {
     pub recent_repairs: Vec<RepairRecord>,
     /// Fill levels of the pinned maps after the last reconcile.
     pub maps: Vec<MapFill>,
+    /// The conntrack collector's work.
+    #[serde(default)]
+    pub conntrack_gc: CtGcStatus,
+}
+
+/// What the conntrack collector has done since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtGcStatus {
+    pub sweeps: u64,
+    pub errors: u64,
+    /// Entries deleted, by the timeout that expired them (see weft::bpf::ctgc).
+    pub deleted: BTreeMap<String, u64>,
+    pub last: Option<SweepRecord>,
+}
+
+impl CtGcStatus {
+    pub fn deleted_total(&self) -> u64 {
+        self.deleted.values().sum()
+    }
+}
+
+/// One sweep of the conntrack map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub at: u64,
+    pub scanned: u64,
+    pub deleted: u64,
+    pub wall_us: u64,
+    /// CPU time the sweep took (the BPF program runs in the daemon's system call).
+    pub cpu_us: u64,
 }
 
 impl Status {
