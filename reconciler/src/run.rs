@@ -163,21 +163,30 @@ pub async fn apply_config(
     mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
     let mut planned = plan(host, cfg).await?;
-    if planned.ops.iter().any(Op::creates_link) {
-        let devices: Vec<Op> = planned
-            .ops
-            .iter()
-            .filter(|o| o.creates_link())
-            .cloned()
-            .collect();
-        crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
-            .run(&devices, &mut progress)
-            .await?;
-        host.refresh_facts().await?;
+    if create_devices(host, &planned.ops, &mut progress).await? {
         planned = plan(host, cfg).await?;
     }
     let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
     Ok((planned, outcome))
+}
+
+/// Runs the operations of `ops` that create devices, and gathers the host's facts again so
+/// that a new plan can name the devices' indexes (map entries, attachments). True when there
+/// were any: the caller must then compute the desired state and plan again.
+pub async fn create_devices(
+    host: &mut Host,
+    ops: &[Op],
+    progress: impl FnMut(&Progress<'_>),
+) -> Result<bool, RunError> {
+    let devices: Vec<Op> = ops.iter().filter(|o| o.creates_link()).cloned().collect();
+    if devices.is_empty() {
+        return Ok(false);
+    }
+    crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
+        .run(&devices, progress)
+        .await?;
+    host.refresh_facts().await?;
+    Ok(true)
 }
 
 /// Removes everything weft created (its pin directories included).

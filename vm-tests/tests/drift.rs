@@ -241,9 +241,8 @@ fn every_kind_of_drift_is_repaired_logged_and_counted() {
     assert!(text.contains("drift repaired: 9 ("), "{text}");
 }
 
-/// weft creates no devices today (workload interfaces are the CNI's or the operator's), so the
-/// "downed device weft owns" of the issue has no instance yet. A workload interface downed by
-/// its owner is left down: weft withdraws the route the kernel removed with it (no repair, no
+/// A workload interface is the CNI's or the operator's, not weft's: downed by its owner, it is
+/// left down: weft withdraws the route the kernel removed with it (no repair, no
 /// error), keeps its programs attached, and restores the route when the interface is up again.
 #[test]
 fn a_downed_workload_interface_is_not_weft_s_to_raise() {
@@ -282,4 +281,79 @@ fn a_downed_workload_interface_is_not_weft_s_to_raise() {
     });
     assert!(tcp_ok(&bed.w(0).ns, B, 80));
     assert!(!tcp_ok(&bed.w(2).ns, B, 80));
+}
+
+/// The bpfin.weft/bpfout.weft pair is weft's own (services bring it, for host processes'
+/// traffic to service addresses): downed, it is raised again; deleted, it is made again, with
+/// its routes, and host processes reach the service through it once more.
+#[test]
+fn devices_weft_owns_are_raised_and_recreated() {
+    let Some(bed) = three("devices_weft_owns_are_raised_and_recreated") else {
+        return;
+    };
+    // b's web server as a ClusterIP service; no connect-time balancing, so host sockets take
+    // the route through the pair.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfConnectTimeLoadBalancing: Disabled\n",
+    );
+    bed.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 8080, targetPort: 80}]\n",
+    );
+    bed.write(
+        "slice.yaml",
+        &format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{port: 80, protocol: TCP}}]\nendpoints:\n  - addresses: [\"{B}\"]\n    nodeName: {}\n", bed.node),
+    );
+    // b admits the host too.
+    bed.write(
+        "host-in.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: host-in}\nspec:\n  selector: app == 'web'\n  types: [Ingress]\n  ingress:\n    - {action: Allow, protocol: TCP, source: {nets: [0.0.0.0/0]}, destination: {ports: [80]}}\n",
+    );
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let mut d = bed.daemon(&["--resync", "300ms"]);
+    let s = d.started();
+    assert_eq!(
+        last_result(&s),
+        "converged",
+        "the pair is made in the first reconcile: {s}"
+    );
+    assert!(tcp_ok(&bed.host, vip, 8080), "the host reaches the service");
+    let via_pair = |bed: &Bed| {
+        host_sh(bed, &["ip", "route", "show", "proto", "87"])
+            .contains("10.96.0.10 via 169.254.77.1 dev bpfin.weft")
+    };
+    assert!(
+        via_pair(&bed),
+        "the service address is routed into the pair"
+    );
+
+    // Downed.
+    let s = d.status().unwrap();
+    bed.host.ip(&["link", "set", "bpfout.weft", "down"]);
+    repaired(&mut d, &bed, "device", &s, 1);
+    let link = host_sh(&bed, &["ip", "-br", "link", "show", "bpfout.weft"]);
+    assert!(!link.contains("DOWN"), "raised again: {link}");
+    assert!(tcp_ok(&bed.host, vip, 8080), "through the pair again");
+
+    // Deleted (a veth pair goes as a whole).
+    let s = d.status().unwrap();
+    bed.host.ip(&["link", "del", "bpfin.weft"]);
+    let s = d.wait("both ends repaired", |now| {
+        repairs(now, "device") >= repairs(&s, "device") + 2
+    });
+    wait_for("no difference left", DEADLINE, || {
+        (bed.diff().0 == 0).then_some(())
+    });
+    assert!(via_pair(&bed), "the route into the pair is back");
+    assert!(tcp_ok(&bed.host, vip, 8080), "through the new pair");
+    let log = d.log_text();
+    for line in [
+        "repairing drift: device bpfout.weft is changed",
+        "repairing drift: device bpfin.weft is missing",
+        "repairing drift: device bpfout.weft is missing",
+    ] {
+        assert!(log.contains(line), "the log says {line:?}:\n{log}");
+    }
+    assert_eq!(s["apply_errors"], 0, "{s}");
 }

@@ -14,6 +14,7 @@ use crate::state::{mac_string, HostState, Names};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    Device,
     Sysctl,
     Address,
     Route,
@@ -25,7 +26,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
+        Kind::Device,
         Kind::Sysctl,
         Kind::Address,
         Kind::Route,
@@ -38,6 +40,7 @@ impl Kind {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Device => "device",
             Kind::Sysctl => "sysctl",
             Kind::Address => "address",
             Kind::Route => "route",
@@ -98,6 +101,20 @@ fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
     let rules = Names::default();
     let mut out = BTreeMap::new();
     for (dev, l) in &s.links {
+        if let Some(o) = &l.owned {
+            out.insert(
+                (Kind::Device, dev.clone()),
+                format!(
+                    "{}{} address {} {}",
+                    o.kind,
+                    o.peer
+                        .as_ref()
+                        .map_or(String::new(), |p| format!(" peer {p}")),
+                    mac_string(&o.mac),
+                    if o.up { "up" } else { "down" }
+                ),
+            );
+        }
         for (k, v) in &l.sysctls {
             let name = format!("net.{}", k.replace("{dev}", dev).replace('/', "."));
             out.insert((Kind::Sysctl, name), v.clone());

@@ -302,16 +302,28 @@ impl Reconciler {
 
     async fn converge(&mut self, rec: &mut Reconcile) -> Result<(), RunError> {
         self.host.refresh_facts().await?;
-        let Some(d) = self.desired(rec) else {
+        let Some(mut d) = self.desired(rec) else {
             return Ok(());
         };
         for w in &d.warnings {
             tracing::debug!("{w}");
         }
         let observed = self.host.observe(&d.state).await?;
-        let ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
+        let mut ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
         let drifted = drift::find(&d.state, &observed, self.last_made.as_ref());
-        rec.operations = ops.len();
+        let mut created = 0;
+        if ops.iter().any(crate::plan::Op::creates_link) {
+            // Devices first; what refers to them by index is planned once they exist.
+            created = ops.iter().filter(|o| o.creates_link()).count();
+            run::create_devices(&mut self.host, &ops, run::log_progress()).await?;
+            let Some((cfg, _)) = &self.last_good else {
+                return Ok(());
+            };
+            d = self.host.desired(cfg)?;
+            let observed = self.host.observe(&d.state).await?;
+            ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
+        }
+        rec.operations = ops.len() + created;
         rec.objects = ops.iter().map(crate::apply::objects).sum();
         rec.repairs = drifted.len();
         self.shared.lock().expect("status lock").rules = d.names();
