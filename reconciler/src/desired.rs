@@ -152,6 +152,8 @@ pub struct Desired {
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
     /// What service ids stand for.
     pub services: BTreeMap<u32, String>,
+    /// The address sets the local endpoints' rules select, by selector (Calico's IP sets).
+    pub ip_sets: BTreeMap<String, Vec<Net4>>,
 }
 
 impl Desired {
@@ -305,6 +307,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         endpoints: Vec::new(),
         rules: BTreeMap::new(),
         services: BTreeMap::new(),
+        ip_sets: BTreeMap::new(),
     };
 
     // This node's endpoints whose interface exists.
@@ -516,6 +519,7 @@ fn workloads(
             ruleset_egress: ids[&Direction::Egress],
         });
     }
+    d.ip_sets = index.ip_sets();
     Ok(())
 }
 

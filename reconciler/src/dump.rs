@@ -714,6 +714,123 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
     t.render()
 }
 
+// ---- IP sets --------------------------------------------------------------------------------
+
+/// What rule selectors stand for, and what the kernel classifies addresses by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpSetsDump {
+    /// Each selector the local endpoints' rules use, with the addresses it selects now
+    /// (workload and host endpoints' addresses, network sets' nets): Calico's IP sets.
+    pub sets: Vec<IpSetRow>,
+    /// The kernel's side: each ruleset's address prefixes (weft_pol4_addr), the sets compiled
+    /// into address classes.
+    pub rulesets: Vec<RulesetPrefixes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpSetRow {
+    pub selector: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RulesetPrefixes {
+    pub ruleset: u32,
+    /// The endpoints and directions the configuration gives this ruleset (none: a ruleset
+    /// left in the kernel that no endpoint uses).
+    pub used_by: Vec<String>,
+    /// Address prefix -> class, most specific last.
+    pub prefixes: Vec<(String, u32)>,
+}
+
+/// The sets of `desired` beside the address stage of the classifiers in `addr` (weft_pol4_addr).
+pub fn ip_sets(desired: &Desired, addr: &Entries) -> IpSetsDump {
+    let sets = desired
+        .ip_sets
+        .iter()
+        .map(|(sel, nets)| IpSetRow {
+            selector: sel.clone(),
+            members: nets.iter().map(|n| n.to_string()).collect(),
+        })
+        .collect();
+    let mut by_ruleset: BTreeMap<u32, Vec<(u32, u32, u32)>> = BTreeMap::new();
+    for (k, v) in addr {
+        let (Some(k), Some(v)) = (
+            maps::PolAddrKey::from_bytes(k),
+            maps::PolClass::from_bytes(v),
+        ) else {
+            continue;
+        };
+        let len = k.prefixlen.saturating_sub(32);
+        by_ruleset
+            .entry(k.ruleset)
+            .or_default()
+            .push((len, u32::from(ip(k.addr)), v.class));
+    }
+    let mut users: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for e in &desired.endpoints {
+        users
+            .entry(e.ruleset_ingress)
+            .or_default()
+            .push(format!("{} ({}) ingress", e.name, e.iface));
+        users
+            .entry(e.ruleset_egress)
+            .or_default()
+            .push(format!("{} ({}) egress", e.name, e.iface));
+    }
+    let rulesets = by_ruleset
+        .into_iter()
+        .map(|(ruleset, mut prefixes)| {
+            prefixes.sort();
+            RulesetPrefixes {
+                ruleset,
+                used_by: users.get(&ruleset).cloned().unwrap_or_default(),
+                prefixes: prefixes
+                    .into_iter()
+                    .map(|(len, a, class)| (format!("{}/{len}", Ipv4Addr::from(a)), class))
+                    .collect(),
+            }
+        })
+        .collect();
+    IpSetsDump { sets, rulesets }
+}
+
+pub fn render_ip_sets(d: &IpSetsDump) -> String {
+    let mut t = Table::new(&[("SELECTOR", false), ("MEMBERS", false)]);
+    for s in &d.sets {
+        t.row(vec![
+            s.selector.clone(),
+            if s.members.is_empty() {
+                "(none)".into()
+            } else {
+                s.members.join(", ")
+            },
+        ]);
+    }
+    let mut out = t.render();
+    let _ = writeln!(out, "{} set(s)", d.sets.len());
+    out.push('\n');
+    let mut t = Table::new(&[("RULESET", false), ("PREFIXES", true), ("USED BY", false)]);
+    for r in &d.rulesets {
+        t.row(vec![
+            format!("{:#010x}", r.ruleset),
+            r.prefixes.len().to_string(),
+            if r.used_by.is_empty() {
+                "(no endpoint)".into()
+            } else {
+                r.used_by.join(", ")
+            },
+        ]);
+    }
+    out += &t.render();
+    let _ = writeln!(
+        out,
+        "{} ruleset(s) in the kernel (their prefixes with --json)",
+        d.rulesets.len()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,7 +878,60 @@ mod tests {
                 (("demo/wl".to_string(), Direction::Egress), egress),
             ]),
             services: BTreeMap::new(),
+            ip_sets: BTreeMap::from([(
+                "app == \"web\"".to_string(),
+                vec![
+                    crate::policy::flat::Net4::new(0x0a41_0003, 32),
+                    crate::policy::flat::Net4::new(0x0a42_0000, 16),
+                ],
+            )]),
         }
+    }
+
+    #[test]
+    fn ip_sets_show_selectors_members_and_the_kernels_prefixes_per_ruleset() {
+        let d = desired_with(Vec::new(), Vec::new());
+        let key = |ruleset: u32, addr: Ipv4Addr, len: u32| maps::PolAddrKey {
+            prefixlen: 32 + len,
+            ruleset,
+            addr: maps::addr_be(addr),
+        };
+        let class = |c: u32| maps::PolClass { class: c, flags: 0 };
+        let addr: Entries = [
+            (key(0x1111, Ipv4Addr::new(0, 0, 0, 0), 0), class(0)),
+            (key(0x1111, Ipv4Addr::new(10, 65, 0, 3), 32), class(1)),
+            (key(0x9999, Ipv4Addr::new(0, 0, 0, 0), 0), class(0)),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        let dump = ip_sets(&d, &addr);
+        assert_eq!(
+            dump.sets,
+            vec![IpSetRow {
+                selector: "app == \"web\"".into(),
+                members: vec!["10.65.0.3/32".into(), "10.66.0.0/16".into()],
+            }]
+        );
+        assert_eq!(dump.rulesets.len(), 2);
+        assert_eq!(dump.rulesets[0].used_by, vec!["demo/wl (caliwl) ingress"]);
+        assert_eq!(
+            dump.rulesets[0].prefixes,
+            vec![
+                ("0.0.0.0/0".to_string(), 0),
+                ("10.65.0.3/32".to_string(), 1)
+            ]
+        );
+        assert!(
+            dump.rulesets[1].used_by.is_empty(),
+            "a ruleset no endpoint uses"
+        );
+        let table = render_ip_sets(&dump);
+        assert!(table.contains("10.65.0.3/32, 10.66.0.0/16"), "{table}");
+        assert!(
+            table.contains("0x00009999") && table.contains("(no endpoint)"),
+            "{table}"
+        );
     }
 
     fn info(id: u32, origin: &str, dir: Direction, index: Option<usize>, action: &str) -> RuleInfo {

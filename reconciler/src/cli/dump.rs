@@ -29,6 +29,16 @@ pub enum What {
         #[arg(long, short)]
         json: bool,
     },
+    /// The address sets rule selectors stand for (Calico's IP sets), from DIR as it is now,
+    /// beside the kernel's per-ruleset address prefixes (weft_pol4_addr).
+    Ipsets {
+        dir: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
     /// Interfaces weft programs (weft_iface): index, name, rulesets.
     Endpoints {
         #[command(flatten)]
@@ -135,6 +145,13 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             host,
             json,
         } => policy(endpoint, dir, *direction, host, *json).await?,
+        What::Ipsets { dir, host, json } => {
+            let cfg = run::load(dir)?;
+            let h = host.open().await?;
+            let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
+            let d = dump::ip_sets(&desired, &dump::read_map(&h.pins, maps::POL4_ADDR)?);
+            print(*json, &d, dump::render_ip_sets);
+        }
         What::Endpoints { host, json } => {
             let h = host.open().await?;
             let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));

@@ -153,6 +153,16 @@ impl<'c> PolicyIndex<'c> {
         }
     }
 
+    /// The address sets the rules compiled so far selected, by selector (Calico's IP sets):
+    /// what `weft dump ipsets` shows.
+    pub fn ip_sets(&self) -> BTreeMap<String, Vec<Net4>> {
+        self.sets
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The addresses of every entity `sel` selects.
     fn selected(&self, sel: &Selector) -> Vec<Net4> {
         let key = sel.to_string();
