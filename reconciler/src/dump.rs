@@ -358,11 +358,7 @@ pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Ve
             Some(EndpointRow {
                 ifindex,
                 iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
-                flags: if v.flags & maps::IFACE_F_WORKLOAD != 0 {
-                    vec!["workload"]
-                } else {
-                    Vec::new()
-                },
+                flags: maps::iface_flags(v.flags),
                 ruleset_ingress: v.ruleset_in,
                 ruleset_egress: v.ruleset_out,
             })

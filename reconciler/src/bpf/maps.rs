@@ -87,6 +87,19 @@ pub const HOOK_FROM_HEP: u32 = 2;
 pub const HOOK_TO_HEP: u32 = 3;
 pub const HOOK_FROM_NAT: u32 = 4;
 
+/// weft_iface_value.flags by name.
+pub fn iface_flags(f: u32) -> Vec<&'static str> {
+    [
+        (IFACE_F_WORKLOAD, "workload"),
+        (IFACE_F_DATA, "data"),
+        (IFACE_F_NAT, "nat"),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
 /// A weft_counters_key.hook as dumps and metrics name it.
 pub fn hook_name(hook: u32) -> &'static str {
     match hook {
@@ -350,7 +363,10 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                     format!(
                 "ifindex {k} ({}) flags {} ingress-ruleset {:#010x} egress-ruleset {:#010x}",
                 from_c_name(&v.name),
-                if v.flags & IFACE_F_WORKLOAD != 0 { "workload" } else { "none" },
+                {
+                    let f = iface_flags(v.flags);
+                    if f.is_empty() { "none".to_string() } else { f.join(",") }
+                },
                 v.ruleset_in,
                 v.ruleset_out
             )
