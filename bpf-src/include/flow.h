@@ -184,10 +184,9 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 
 	if (hook == WEFT_HOOK_FROM_WEP) {
 		/* A workload sends only from its own addresses. */
-		struct weft_route4_key rk = { .prefixlen = 32, .addr = p->saddr };
-		struct weft_route_value *rt = bpf_map_lookup_elem(&weft_rt4, &rk);
+		__u32 *from = bpf_map_lookup_elem(&weft_wladdr4, &p->saddr);
 
-		if (!rt || !(rt->flags & WEFT_RT_F_LOCAL_WORKLOAD) || rt->ifindex != ifindex)
+		if (!from || *from != ifindex)
 			return weft_verdict(reason, WEFT_REASON_DROP_SPOOFED, WEFT_DROP);
 	}
 
@@ -254,7 +253,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			holder->leg_a.tcp_flags |= weft_ct_leg_flags(p);
 		else
 			holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
-		holder->last_seen_ns = bpf_ktime_get_ns();
+		holder->last_seen_ns = weft_ct_now();
 		rw->action = action;
 		rw->addr = nat_addr;
 		rw->port = nat_port;

@@ -31,6 +31,17 @@ struct {
 	__type(value, struct weft_route_value);
 } weft_rt4 SEC(".maps");
 
+/* A local workload's address -> the interface it must come from: the anti-spoofing check on
+ * every packet a workload sends, an exact match (weft_rt4 is an LPM trie, several times
+ * dearer per lookup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);   /* address, network order */
+	__type(value, __u32); /* ifindex */
+} weft_wladdr4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1048576);

@@ -63,7 +63,7 @@ struct weft_ct_leg {
 _Static_assert(sizeof(struct weft_ct_leg) == 8, "weft_ct_leg");
 
 struct weft_ct4_value {
-	__u64 created_ns;   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 created_ns;   /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) */
 	__u64 last_seen_ns; /* ditto; the garbage collector compares it with the timeouts */
 	__u8 type;          /* enum weft_ct_type */
 	__u8 flags;         /* WEFT_CT_F_* */

@@ -116,8 +116,18 @@ impl Harness {
             .expect("iface entry");
     }
 
-    /// Adds a weft_rt4 entry.
+    /// Adds a weft_rt4 entry; a local workload's address also goes into weft_wladdr4, as
+    /// `weft apply` writes it, so that the workload's packets pass the anti-spoofing check.
     pub fn route(&self, addr: Ipv4Addr, len: u8, flags: u32, ifindex: u32) {
+        if len == 32 && flags & maps::RT_F_LOCAL_WORKLOAD != 0 {
+            self.map(maps::WLADDR4)
+                .update(
+                    &maps::addr_be(addr).to_ne_bytes(),
+                    &ifindex.to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .expect("workload address entry");
+        }
         let k = Route4Key {
             prefixlen: u32::from(len),
             addr: maps::addr_be(addr),

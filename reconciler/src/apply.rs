@@ -60,6 +60,8 @@ pub struct Applier<'a> {
     pub facts: &'a HostFacts,
     /// Replaced maps, whose entries go into their successors once loaded.
     migrating: BTreeMap<String, Migration>,
+    /// Programs loaded but not yet put in place of the ones they replace.
+    unswitched: BTreeMap<String, ProgramHandle>,
 }
 
 fn map_err(name: &str) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
@@ -76,6 +78,7 @@ impl<'a> Applier<'a> {
             nl,
             facts,
             migrating: BTreeMap::new(),
+            unswitched: BTreeMap::new(),
         }
     }
 
@@ -89,6 +92,15 @@ impl<'a> Applier<'a> {
         let total = ops.iter().map(objects).sum();
         let mut done = 0;
         for (i, op) in ops.iter().enumerate() {
+            if !matches!(
+                op,
+                Op::LoadPrograms { .. } | Op::WriteEntries { .. } | Op::DeleteEntries { .. }
+            ) {
+                self.switch_loaded().map_err(|source| ApplyError::Bpf {
+                    op: op.describe(),
+                    source,
+                })?;
+            }
             let mut at = Progress {
                 op,
                 index: i + 1,
@@ -105,6 +117,32 @@ impl<'a> Applier<'a> {
             })
             .await?;
             done += objects(op);
+        }
+        self.switch_loaded().map_err(|source| ApplyError::Bpf {
+            op: "switching to the programs loaded".into(),
+            source,
+        })
+    }
+
+    /// Puts the programs loaded so far in place of the ones they replace (every hook that ran
+    /// an old one runs the new one from now on) and pins them; then copies once more what the
+    /// old programs wrote into replaced maps meanwhile (entries the new programs have written
+    /// since are newer and stay).
+    fn switch_loaded(&mut self) -> Result<(), BpfError> {
+        if self.unswitched.is_empty() {
+            return Ok(());
+        }
+        for (name, new) in std::mem::take(&mut self.unswitched) {
+            self.switch_program(&name, &new)?;
+        }
+        for (name, m) in std::mem::take(&mut self.migrating) {
+            let late = m.copy(self.pins, &name, MapFlags::NO_EXIST)?;
+            tracing::info!(
+                map = %name,
+                entries = m.first.kept + late.kept,
+                dropped = m.first.dropped + late.dropped,
+                "migrated the entries of a replaced map"
+            );
         }
         Ok(())
     }
@@ -151,7 +189,13 @@ impl<'a> Applier<'a> {
                     let old = MapHandle::from_pinned_path(self.pins.map(name))
                         .map_err(map_err(name))
                         .map_err(bpf)?;
-                    self.migrating.insert(name.clone(), Migration { old });
+                    self.migrating.insert(
+                        name.clone(),
+                        Migration {
+                            old,
+                            first: Copied::default(),
+                        },
+                    );
                 }
                 remove_pin(&self.pins.map(name)).map_err(bpf)
             }
@@ -182,28 +226,13 @@ impl<'a> Applier<'a> {
                     load::load(*object, self.pins, sizes, identity.settings).map_err(bpf)?;
                 // Entries of replaced maps go into their successors before the new programs
                 // run, so established flows find their conntrack entries at once ...
-                let mut copied = BTreeMap::new();
-                for (name, m) in &self.migrating {
-                    copied.insert(
-                        name.clone(),
-                        m.copy(self.pins, name, MapFlags::ANY).map_err(bpf)?,
-                    );
+                for (name, m) in &mut self.migrating {
+                    m.first = m.copy(self.pins, name, MapFlags::ANY).map_err(bpf)?;
                 }
-                for (name, new) in &loaded.programs {
-                    self.switch_program(name, new).map_err(bpf)?;
-                }
-                // ... and once more after the switch, for what the old programs wrote in
-                // between; entries the new programs have written since are newer and stay.
-                for (name, m) in std::mem::take(&mut self.migrating) {
-                    let late = m.copy(self.pins, &name, MapFlags::NO_EXIST).map_err(bpf)?;
-                    let first = copied.get(&name).copied().unwrap_or_default();
-                    tracing::info!(
-                        map = %name,
-                        entries = first.kept + late.kept,
-                        dropped = first.dropped + late.dropped,
-                        "migrated the entries of a replaced map"
-                    );
-                }
+                // ... and the switch waits until the plan's entry writes that follow are done:
+                // a map the new programs bring (created empty by this load) must be filled
+                // before they run on live traffic.
+                self.unswitched.extend(loaded.programs);
                 Ok(())
             }
             Op::WriteEntries { map, entries } => {
@@ -433,6 +462,8 @@ impl<'a> Applier<'a> {
 /// pin is gone, so its entries can be copied into the new one.
 pub struct Migration {
     old: MapHandle,
+    /// What the copy before the switch achieved.
+    first: Copied,
 }
 
 /// What a copy achieved.

@@ -474,6 +474,7 @@ fn workloads(
                 pad: 0,
             };
             add(maps::RT4, maps::entry(&k, &v));
+            add(maps::WLADDR4, maps::entry(&maps::addr_be(*a), &ifindex));
             d.state.routes.insert(
                 Net4::host(u32::from(*a)),
                 RouteState {

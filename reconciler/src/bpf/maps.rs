@@ -25,6 +25,7 @@ pub use types::{
 pub const CT4: &str = "weft_ct4";
 pub const IFACE: &str = "weft_iface";
 pub const RT4: &str = "weft_rt4";
+pub const WLADDR4: &str = "weft_wladdr4";
 pub const POL4_ADDR: &str = "weft_pol4_addr";
 pub const POL4_CTX: &str = "weft_pol4_ctx";
 pub const POL_VERDICT: &str = "weft_pol_vrdct";
@@ -43,6 +44,7 @@ pub const SCRATCH: &str = "weft_scratch";
 pub const RECONCILED: &[&str] = &[
     IFACE,
     RT4,
+    WLADDR4,
     POL4_ADDR,
     POL4_CTX,
     POL_VERDICT,
@@ -225,7 +227,7 @@ impl MapSizes {
         Some(match name {
             CT4 => self.conntrack,
             IFACE => self.if_state,
-            RT4 => self.route,
+            RT4 | WLADDR4 => self.route,
             POL4_ADDR | POL_VERDICT => self.ip_sets,
             POL4_CTX => 65_536,
             COUNTERS => 5 * self.if_state,
@@ -374,6 +376,10 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                 _ => raw(key, value),
             }
         }
+        WLADDR4 => match (u32::from_bytes(key), u32::from_bytes(value)) {
+            (Some(addr), Some(ifindex)) => format!("{} from ifindex {ifindex}", ip(addr)),
+            _ => raw(key, value),
+        },
         RT4 => match (Route4Key::from_bytes(key), RouteValue::from_bytes(value)) {
             (Some(k), Some(v)) => {
                 let mut s = format!("{}/{} {}", ip(k.addr), k.prefixlen, rt_flags(v.flags));
