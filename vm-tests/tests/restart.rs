@@ -143,6 +143,32 @@ fn assert_no_stray_drops(bed: &Bed) {
     }
 }
 
+/// A steady trickle of UDP datagrams from a to b (one every 100 us, denied by b's policy)
+/// while the test disturbs weft: the streams pause between messages, a trickle does not, so a
+/// moment in which the programs drop a's packets for another reason than policy is seen in
+/// the counters. Stops when the returned flag is set.
+fn trickle(
+    bed: &Bed,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = bed.w(0).ns.spawn(move || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        let mut sent = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            if s.send_to(b"x", (B, 9)).is_ok() {
+                sent += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        sent
+    });
+    (stop, t)
+}
+
 fn assert_none_lost(streams: Streams) {
     let r = streams.stop();
     eprintln!(
@@ -256,6 +282,7 @@ fn a_rebuilt_object_replaces_the_programs_in_place_under_traffic() {
     let before = links(&bed);
 
     // The upgrade: stop this weft, start the rebuilt one on the same pins.
+    let (stop, sender) = trickle(&bed);
     d.term();
     let mut d = bed.daemon_with(&rebuilt, &["--resync", "1h"]);
     let s = d.started();
@@ -265,6 +292,8 @@ fn a_rebuilt_object_replaces_the_programs_in_place_under_traffic() {
         "the rebuilt weft loaded its own programs:\n{}",
         d.log_text()
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(sender.join().expect("sender") > 0);
     let new_object = object_id(&bed, "weft_from_wep");
     assert_ne!(old_object, new_object, "a different object runs now");
     let after = links(&bed);
