@@ -30,7 +30,7 @@ const USAGE: &str = "usage: weft-bench traffic [--json] [--quick] [--runs N] [--
        [--rules N,N...] [--conn-threads N] [--only weft,iptables,nftables] [--loads LIST]
        [--nice N] [--no-prog-stats]
 
-  --runs N          timed runs of every load on every configuration (default 5; --quick 2)
+  --runs N          timed runs of every load on every configuration (default 7; --quick 2)
   --duration SECS   seconds per measurement (default 2; --quick 1)
   --rules N,N       policy sizes (default 1000,10000)
   --conn-threads N  client threads opening connections (default 4)
@@ -114,7 +114,7 @@ struct Options {
 impl Options {
     fn parse(common: Common, args: &[String]) -> Result<Options, String> {
         let mut o = Options {
-            runs: if common.quick { 2 } else { 5 },
+            runs: if common.quick { 2 } else { 7 },
             duration: if common.quick { 1 } else { 2 },
             rules: vec![1000, 10_000],
             conn_threads: 4,
@@ -293,11 +293,12 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
                 match measure(&rigs[i], l, &opts) {
                     Ok(s) => {
                         eprintln!(
-                            "  {} {}: {} {}",
+                            "  {} {}: {} {} (bench CPU {:.2} cores)",
                             l.key(),
                             rigs[i].label,
                             figure(l.scale(s.value)),
-                            l.unit()
+                            l.unit(),
+                            s.own
                         );
                         samples.entry((l, i)).or_default().push(s)
                     }
@@ -504,6 +505,22 @@ fn report(
             if errors > 0 {
                 detail.push_str(&format!("; {errors} failed connections"));
             }
+            // The figure per core of the bench's own CPU: on a machine whose other work takes
+            // a varying share, this follows the datapath's cost rather than that share.
+            let per_core = |s: &Sample| l.scale(s.value) / s.own.max(1e-9);
+            let per_core_ratios: Vec<f64> = ss
+                .iter()
+                .zip(base)
+                .map(|(s, b)| per_core(s) / per_core(b))
+                .collect();
+            detail.push_str(&format!(
+                "; per bench core {} {}",
+                figure(
+                    Spread::of(&ss.iter().map(per_core).collect::<Vec<_>>())
+                        .map_or(0.0, |s| s.median)
+                ),
+                l.unit()
+            ));
             let mut row = Row {
                 name: format!("{}: {}", r.label, l.what()),
                 value: spread.median,
@@ -525,6 +542,13 @@ fn report(
                 row.baseline = base_spread.map(|s| l.scale(s.median));
                 row.baseline_name = Some(baseline_name.clone());
                 row.ratio = Spread::of(&ratios).map(|s| s.median);
+                if let (Some(r), Some(c)) = (Spread::of(&ratios), Spread::of(&per_core_ratios)) {
+                    let d = row.detail.get_or_insert_with(String::new);
+                    d.push_str(&format!(
+                        ", ratio {:.2}; the runs' ratios {:.2}-{:.2}",
+                        c.median, r.min, r.max
+                    ));
+                }
                 if r.kind == Kind::Weft {
                     if let (Some(t), Some(ratio)) = (l.weft_target(), row.ratio) {
                         row.target = Some(format!("ratio >= {t}"));
@@ -592,6 +616,7 @@ fn report(
             "Every thread and process of the benchmark runs at niceness {}, so that the loads wait less behind other work on the shared machine.",
             opts.nice
         ),
+        "Per bench core: the figure divided by the bench's CPU in the same measurement, and its ratio to the baseline's (the median of the runs' ratios). Here the bench gets a share of the two cores that changes from second to second with what else runs, and throughput follows that share; per core, it follows what each configuration costs. \"The runs' ratios\" is the spread of the per-run ratios the row's ratio is the median of: the resolution of this run.".into(),
         format!(
             "New connections: {} client threads, each connecting, sending 1 byte, reading 1 byte and the server's close, then closing; the server closes first, so TIME_WAIT stays on the server and the client's ports stay free. The client's CPU beside the figure shows how much of the machine it takes.",
             opts.conn_threads
