@@ -554,7 +554,14 @@ fn report(
                         row.target = Some(format!("ratio >= {t}"));
                         row.met = Some(ratio >= t);
                         if ratio < t {
-                            missed.push((i, l, ratio, t));
+                            missed.push(Miss {
+                                rig: i,
+                                load: l,
+                                ratio,
+                                target: t,
+                                runs: Spread::of(&ratios),
+                                per_core: Spread::of(&per_core_ratios).map(|s| s.median),
+                            });
                         }
                     }
                 }
@@ -609,7 +616,7 @@ fn report(
         ),
         "Traffic goes from the client workload to the server workload through the host namespace: straight to the server's address in (a), to the ClusterIP in (b), (c) and (d). The policy is on the server's ingress; only its last rule admits the traffic (see bench/src/traffic/rules.rs for the three renderings).".into(),
         format!(
-            "CPU, in cores (of {}): \"bench\" is the benchmark's own processes (getrusage of this process and its waited-for children, /proc/PID/stat of the iperf3 server): client, server, and the kernel's work on their behalf, softirq included, which this kernel charges to the task it interrupts. \"Machine\" is the whole machine's busy time from /proc/stat, softirq apart; other engineers' work on the shared machine lands in it too. The client's share is its threads' own (RUSAGE_THREAD) or the iperf3 client process's.",
+            "CPU, in cores (of {}): \"bench\" is the benchmark's own processes (getrusage of this process and its waited-for children, /proc/PID/stat of the iperf3 server) and the ksoftirqd threads: client, server, and the kernel's work on their behalf, softirq included, which this kernel charges to the task it interrupts or, when deferred, to ksoftirqd. \"Machine\" is the whole machine's busy time from /proc/stat, softirq apart; other engineers' work on the shared machine lands in it too. The client's share is its threads' own (RUSAGE_THREAD) or the iperf3 client process's.",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ),
         format!(
@@ -625,6 +632,29 @@ fn report(
     if stats.iter().any(|c| !c.progs.is_empty()) {
         notes.push("Per-program rows come from a pass after the timed runs with the kernel's BPF statistics on (BPF_ENABLE_STATS), one measurement per load; the statistics add two clock reads to every run of a program, so the ns per run are slightly high. weft_connect4 is the cgroup connect hook for connect-time load balancing: attached to the root cgroup, it runs on every connect() on the machine (it returns at once for sockets outside weft's host namespace), so every weft configuration's instance also runs in the other configurations, the baseline's included.".into());
     }
+    // A latency-bound load stalls whole runs when its packets' receive work waits behind
+    // other work on the machine: say how often, so a reader weighs those rows.
+    let mut collapsed = 0;
+    let mut configurations = 0;
+    let mut total = 0;
+    for i in 0..rigs.len() {
+        if let Some(ss) = samples.get(&(Load::RequestResponse, i)) {
+            let values: Vec<f64> = ss.iter().map(|s| s.value).collect();
+            let Some(m) = Spread::of(&values) else {
+                continue;
+            };
+            let n = values.iter().filter(|&&v| v < m.median / 10.0).count();
+            collapsed += n;
+            configurations += usize::from(n > 0);
+            total += values.len();
+        }
+    }
+    if collapsed > 0 {
+        notes.push(format!(
+            "Request/response is bound by latency and the most sensitive to the shared machine: {collapsed} of its {total} measurements, in {configurations} of the {} configurations, fell below a tenth of their configuration's median (one connection whose every round trip waits for the CPU). The median of the runs discounts them; the ratios of those rows are the least certain here.",
+            rigs.len()
+        ));
+    }
     let setups: Vec<String> = rigs
         .iter()
         .skip(1)
@@ -634,8 +664,8 @@ fn report(
         "Set-up times (weft apply, iptables-legacy-restore, nft -f): {}.",
         setups.join("; ")
     ));
-    for (i, l, ratio, t) in missed {
-        notes.push(explain_miss(rigs, i, l, ratio, t, samples, stats));
+    for m in missed {
+        notes.push(explain_miss(rigs, &m, samples, stats));
     }
     Report {
         subcommand: "traffic".into(),
@@ -647,15 +677,25 @@ fn report(
 
 /// Why weft missed a target, in the figures this run has: CPU per unit of work against the
 /// baseline's, and what weft's programs spent per unit in the statistics pass.
-fn explain_miss(
-    rigs: &[Rig],
-    i: usize,
-    l: Load,
+/// A target weft missed, with what the run knows about how sure that is.
+struct Miss {
+    rig: usize,
+    load: Load,
     ratio: f64,
     target: f64,
+    /// The runs' own ratios.
+    runs: Option<Spread>,
+    /// The median ratio per bench core.
+    per_core: Option<f64>,
+}
+
+fn explain_miss(
+    rigs: &[Rig],
+    m: &Miss,
     samples: &BTreeMap<(Load, usize), Vec<Sample>>,
     stats: &[ProgCost],
 ) -> String {
+    let (i, l, ratio, target) = (m.rig, m.load, m.ratio, m.target);
     let per_unit = |k: usize| -> Option<f64> {
         let ss = samples.get(&(l, k))?;
         let v: Vec<f64> = ss.iter().map(|s| s.own / s.value).collect();
@@ -672,6 +712,16 @@ fn explain_miss(
         l.what(),
         ratio
     );
+    if let Some(r) = m.runs.filter(|r| r.max >= target) {
+        s.push_str(&format!(
+            " The runs' own ratios range {:.2}-{:.2}, across the target, so this run cannot tell the miss from noise",
+            r.min, r.max
+        ));
+        match m.per_core {
+            Some(c) => s.push_str(&format!("; per bench core the ratio is {c:.2}.")),
+            None => s.push('.'),
+        }
+    }
     if let (Some(w), Some(b)) = (per_unit(i), per_unit(0)) {
         s.push_str(&format!(
             " The bench's processes spent {} {unit} against {} in (a): {} more, where the target allows {}.",
@@ -681,10 +731,15 @@ fn explain_miss(
             figure(b * scale * (1.0 / target - 1.0))
         ));
     }
+    // The statistics pass measured one stream for both throughput loads: the per-packet cost
+    // of an established flow is the same.
+    let pass_load = match l {
+        Load::Stream8 => Load::Stream1,
+        other => other,
+    };
     if let Some(c) = stats
         .iter()
-        .find(|c| c.rig == i && c.load == l && c.via_service)
-        .or_else(|| stats.iter().find(|c| c.rig == i && c.via_service))
+        .find(|c| c.rig == i && c.load == pass_load && c.via_service)
     {
         let work = c.value
             * c.secs
