@@ -13,6 +13,8 @@ packages=(
   bpftool           # inspecting what weft attached (tests use it too)
   iputils-ping      # ICMP probes in tests
   socat             # the quickstart's clients and servers
+  iperf3            # the traffic benchmark's throughput (scripts/bench.sh) ...
+  iptables nftables # ... and the configurations it compares weft with
   nix-bin           # nix-instantiate, to check that flake.nix parses
 )
 

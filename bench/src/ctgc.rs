@@ -20,7 +20,10 @@ use weft::bpf::maps::{self, Ct4Key, Ct4Value, MapSizes, Plain};
 use weft::daemon::ctgc::thread_cpu;
 use weft_golden::harness::Harness;
 
-pub const COMMAND: &str = "cargo run --release -p weft-bench -- ct-gc";
+use crate::report::{self, Common, Report, Spread};
+use std::process::ExitCode;
+
+pub const COMMAND: &str = "weft-bench ct-gc";
 
 const ENTRIES: u32 = 1_000_000;
 const RUNS: usize = 3;
@@ -282,6 +285,7 @@ fn sweep_batched(map: &MapHandle, t: &CtTimeouts) -> u64 {
     n
 }
 
+#[derive(Clone, Copy)]
 struct Figure {
     wall: Duration,
     cpu: Duration,
@@ -298,23 +302,23 @@ fn measure(f: impl FnOnce() -> u64) -> Figure {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-pub fn run() -> std::process::ExitCode {
+pub fn run(common: Common, args: &[String]) -> ExitCode {
+    if !args.is_empty() {
+        eprintln!("weft-bench ct-gc: takes no arguments but --json and --quick");
+        return ExitCode::from(2);
+    }
+    let runs = if common.quick { 1 } else { RUNS };
     let sizes = MapSizes {
         conntrack: 1 << 21,
         ..MapSizes::default()
     };
     let Some(h) = Harness::load_sized("bench_ctgc", ProgramSettings::default(), &sizes) else {
         eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
-        return std::process::ExitCode::from(2);
+        return ExitCode::from(2);
     };
     if now_ns() < 260_000_000_000 {
         eprintln!("weft-bench ct-gc: the machine must be up for 260 s (the entries' ages)");
-        return std::process::ExitCode::from(2);
+        return ExitCode::from(2);
     }
     let map = h.map(maps::CT4);
     let collector = Collector::load(&h.pins)
@@ -322,18 +326,8 @@ pub fn run() -> std::process::ExitCode {
         .expect("a conntrack map");
     let t = timeouts();
 
-    println!(
-        "conntrack sweep of {ENTRIES} entries (map of {} slots), median of {RUNS} runs",
-        sizes.conntrack
-    );
-    println!("$ {COMMAND}");
-    println!();
-    println!(
-        "{:<24} {:<34} {:>10} {:>10} {:>9} {:>12}",
-        "entries", "method", "wall ms", "CPU ms", "deleted", "CPU x weft"
-    );
+    let mut rows = Vec::new();
     for (label, every) in [("none expired", 0), ("half expired", 2)] {
-        let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>, u64)> = Vec::new();
         type Sweeper<'a> = Box<dyn Fn() -> u64 + 'a>;
         let methods: [(&str, Sweeper); 3] = [
             (
@@ -354,39 +348,80 @@ pub fn run() -> std::process::ExitCode {
                 Box::new(|| sweep_batched(&map, &t)),
             ),
         ];
+        let mut measured: Vec<(&str, Spread, Spread, u64)> = Vec::new();
         for (name, f) in &methods {
             let (mut walls, mut cpus, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..RUNS {
+            for _ in 0..runs {
                 fill(&map, every);
                 let fig = measure(f);
-                walls.push(fig.wall);
-                cpus.push(fig.cpu);
+                walls.push(fig.wall.as_secs_f64() * 1e3);
+                cpus.push(fig.cpu.as_secs_f64() * 1e3);
                 deleted.push(fig.deleted);
             }
             deleted.dedup();
             assert_eq!(deleted.len(), 1, "{name}: runs deleted {deleted:?}");
-            rows.push((name, walls, cpus, deleted[0]));
+            let (w, c) = (Spread::of(&walls), Spread::of(&cpus));
+            measured.push((name, w.expect("runs"), c.expect("runs"), deleted[0]));
         }
-        let want = rows[0].3;
-        for (name, _, _, d) in &rows {
+        let want = measured[0].3;
+        for (name, _, _, d) in &measured {
             assert_eq!(*d, want, "{name} deleted {d}, weft_ctgc {want}");
         }
-        let base = median(rows[0].2.clone()).as_secs_f64();
-        for (name, walls, cpus, d) in rows {
-            let cpu = median(cpus).as_secs_f64();
-            println!(
-                "{:<24} {:<34} {:>10.1} {:>10.1} {:>9} {:>12.2}",
-                label,
-                name,
-                median(walls).as_secs_f64() * 1e3,
-                cpu * 1e3,
-                d,
-                cpu / base
-            );
+        // Each userspace sweep is the baseline of weft's: how much of its CPU weft needs.
+        let weft = measured[0];
+        for (name, wall, cpu, deleted) in &measured[1..] {
+            rows.push(report::Row {
+                name: format!("{ENTRIES} entries, {label}: weft_ctgc CPU vs {name}"),
+                value: weft.2.median,
+                unit: "ms CPU".into(),
+                runs: Some(weft.2.runs),
+                min: Some(weft.2.min),
+                max: Some(weft.2.max),
+                baseline: Some(cpu.median),
+                baseline_name: Some(format!(
+                    "{name}: {:.1} ms CPU, {:.1} ms wall",
+                    cpu.median, wall.median
+                )),
+                ratio: Some(weft.2.median / cpu.median),
+                detail: Some(format!(
+                    "weft_ctgc {:.1} ms wall; {deleted} deleted",
+                    weft.1.median
+                )),
+                command: COMMAND.into(),
+                ..Default::default()
+            });
         }
     }
     // Clear the map so the harness's cleanup has little to free.
     fill(&map, 1);
     let _ = collector.sweep(&t);
-    std::process::ExitCode::SUCCESS
+
+    let report = Report {
+        subcommand: "ct-gc".into(),
+        title: format!("conntrack garbage collection of {ENTRIES} entries"),
+        rows,
+        notes: vec![format!(
+            "One sweep of a conntrack map (LRU hash, 2,097,152 slots) holding {ENTRIES} entries (TCP established, opening and closing, UDP, ICMP), none or half of them idle past their timeout, median of {runs} runs; each run refills the map. CPU time is the calling thread's (CLOCK_THREAD_CPUTIME_ID): the BPF program runs inside its system call. The three sweeps apply the same rules and must delete the same entries (checked). Calico's sweep reads the map one entry at a time from userspace, every 10 s."
+        )],
+    };
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serialises")
+        );
+    } else {
+        println!("{}\n$ {COMMAND}\n", report.title);
+        println!("{:<70} {:>10} {:>10}", "sweep", "weft ms", "x baseline");
+        for r in &report.rows {
+            println!(
+                "{:<70} {:>10.1} {:>10.2}\n    baseline {}; {}",
+                r.name,
+                r.value,
+                r.ratio.unwrap_or_default(),
+                r.baseline_name.clone().unwrap_or_default(),
+                r.detail.clone().unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }

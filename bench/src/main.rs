@@ -20,7 +20,7 @@ use weft::policy::flat::{
 use weft_golden::harness::{Floor, Harness, DROP, IFINDEX, PASS};
 use weft_golden::packet::{self, TCP_ACK, TCP_SYN};
 
-const COMMAND: &str = "cargo run --release -p weft-bench -- packet";
+const COMMAND: &str = "weft-bench packet";
 
 /// Runs of each measurement; each figure is their median.
 const RUNS: usize = 5;
@@ -38,14 +38,63 @@ const DENIED_PORT: u16 = 61_001;
 const WL: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 
+mod report;
+mod suite;
+mod traffic;
+
+use report::{Common, Report, Spread};
+
+/// A subcommand's entry point: the common flags, then its own arguments.
+type Entry = fn(Common, &[String]) -> ExitCode;
+
+/// Every subcommand: its name, what it measures, its entry point. `suite` runs them by name
+/// (a name it knows that is not here yet shows as "not built"); each speaks the `--json`
+/// contract of report.rs.
+pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
+    (
+        "packet",
+        "ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor",
+        packet,
+    ),
+    (
+        "ct-gc",
+        "one conntrack sweep of 1,000,000 entries: weft's BPF collector beside userspace sweeps",
+        ctgc::run,
+    ),
+    (
+        "traffic",
+        "TCP between workloads on veths: no rules, weft, iptables, nftables",
+        traffic::run,
+    ),
+    (
+        "suite",
+        "every subcommand, written to BENCHMARKS.md",
+        suite::run,
+    ),
+];
+
+fn usage() -> ExitCode {
+    eprintln!("usage: weft-bench <subcommand> [--json] [--quick] [options]\n");
+    for (name, what, _) in COMMANDS {
+        eprintln!("  {name:<9} {what}");
+    }
+    eprintln!("\n  --json    print the figures as JSON (the contract in bench/src/report.rs)");
+    eprintln!("  --quick   fewer, shorter runs");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["packet"] => packet(),
-        ["ct-gc"] => ctgc::run(),
-        _ => {
-            eprintln!("usage: weft-bench packet|ct-gc\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  ct-gc   one conntrack sweep of 1,000,000 entries: weft's BPF collector beside userspace sweeps");
-            ExitCode::from(2)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        return usage();
+    }
+    let name = args.remove(0);
+    let common = Common::take(&mut args);
+    match COMMANDS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, _, entry)) => entry(common, &args),
+        None => {
+            eprintln!("weft-bench: no subcommand {name}\n");
+            usage()
         }
     }
 }
@@ -96,20 +145,23 @@ fn egress_policy() -> RulesetSpec {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn spread(v: &[f64]) -> Spread {
+    Spread::of(v).expect("at least one run")
 }
 
-/// One row of the table.
+/// One row of the table: the runs' median, minimum and maximum, and the floor's median.
 struct Row {
     case: &'static str,
     method: String,
-    ns: f64,
+    ns: Spread,
     floor_ns: f64,
 }
 
-fn packet() -> ExitCode {
+fn packet(common: Common, args: &[String]) -> ExitCode {
+    if !args.is_empty() {
+        eprintln!("weft-bench packet: takes no arguments but --json and --quick");
+        return ExitCode::from(2);
+    }
     let Some(h) = Harness::load_sized(
         "weft-bench",
         ProgramSettings::default(),
@@ -131,15 +183,15 @@ fn packet() -> ExitCode {
 
     // Each measurement checks that its packets took the path it names, so a change that sends
     // them elsewhere shows as an error rather than as a faster figure.
-    let repeated = |run: &dyn Fn() -> (i32, u32), want: i32, what: &str| -> f64 {
-        median(
-            (0..RUNS)
+    let repeated = |run: &dyn Fn() -> (i32, u32), want: i32, what: &str| -> Spread {
+        spread(
+            &(0..RUNS)
                 .map(|_| {
                     let (rc, ns) = run();
                     assert_eq!(rc, want, "{what}: verdict");
                     f64::from(ns)
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         )
     };
 
@@ -259,9 +311,9 @@ fn packet() -> ExitCode {
         RUNS * usize::from(SINGLES),
         "every allowed SYN inserted an entry"
     );
-    let floor_single = median(floor_singles);
-    let denied_single = median(denied_singles);
-    let insert = median(inserts);
+    let floor_single = spread(&floor_singles);
+    let denied_single = spread(&denied_singles);
+    let insert = spread(&inserts);
 
     let repeat = format!("repeat {REPEAT}");
     let singles = format!("mean of {SINGLES} runs of 1");
@@ -270,40 +322,76 @@ fn packet() -> ExitCode {
             case: "(a) floor: parse, pass",
             method: repeat.clone(),
             ns: floor_repeat,
-            floor_ns: floor_repeat,
+            floor_ns: floor_repeat.median,
         },
         Row {
             case: "(b) established flow (TCP ACK)",
             method: repeat.clone(),
             ns: established,
-            floor_ns: floor_repeat,
+            floor_ns: floor_repeat.median,
         },
         Row {
             case: "(c) new flow, denied by policy",
             method: repeat,
             ns: denied,
-            floor_ns: floor_repeat,
+            floor_ns: floor_repeat.median,
         },
         Row {
             case: "(a) floor: parse, pass",
             method: singles.clone(),
             ns: floor_single,
-            floor_ns: floor_single,
+            floor_ns: floor_single.median,
         },
         Row {
             case: "(c) new flow, denied by policy",
             method: singles.clone(),
             ns: denied_single,
-            floor_ns: floor_single,
+            floor_ns: floor_single.median,
         },
         Row {
             case: "(d) new flow, allowed, CT insert",
             method: singles,
             ns: insert,
-            floor_ns: floor_single,
+            floor_ns: floor_single.median,
         },
     ];
-    print_table(&rows);
+    if common.json {
+        let report = Report {
+            subcommand: "packet".into(),
+            title: "weft_from_wep per packet through BPF_PROG_TEST_RUN".into(),
+            rows: rows
+                .iter()
+                .map(|r| report::Row {
+                    name: format!("{} ({})", r.case, r.method),
+                    value: r.ns.median,
+                    unit: "ns/packet".into(),
+                    runs: Some(r.ns.runs),
+                    min: Some(r.ns.min),
+                    max: Some(r.ns.max),
+                    baseline: Some(r.floor_ns),
+                    baseline_name: Some(format!("(a) floor ({})", r.method)),
+                    ratio: Some(r.ns.median / r.floor_ns),
+                    detail: Some(format!("{:+.1} ns over the floor", r.ns.median - r.floor_ns)),
+                    // Issue 6: an established flow at most 1.3 x the floor.
+                    target: r.case.starts_with("(b)").then(|| "ratio <= 1.3".into()),
+                    met: r
+                        .case
+                        .starts_with("(b)")
+                        .then(|| r.ns.median / r.floor_ns <= 1.3),
+                    command: COMMAND.into(),
+                })
+                .collect(),
+            notes: vec![format!(
+                "Kernel-reported ns per packet (BPF_PROG_TEST_RUN's duration), median of {RUNS} runs; the floor is weft_floor, the same parsing then pass, measured the same way beside it. Maps at production sizes under a private bpffs root."
+            )],
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serialises")
+        );
+    } else {
+        print_table(&rows);
+    }
     ExitCode::SUCCESS
 }
 
@@ -322,17 +410,18 @@ fn print_table(rows: &[Row]) {
     println!("kernel {}, {cpu}", kernel.trim());
     println!();
     println!(
-        "{:<34} {:<28} {:>10} {:>8} {:>10}",
-        "case", "method", "ns/packet", "x floor", "+ns floor"
+        "{:<34} {:<28} {:>10} {:>16} {:>8} {:>10}",
+        "case", "method", "ns/packet", "min-max", "x floor", "+ns floor"
     );
     for r in rows {
         println!(
-            "{:<34} {:<28} {:>10.1} {:>8.2} {:>10.1}",
+            "{:<34} {:<28} {:>10.1} {:>16} {:>8.2} {:>10.1}",
             r.case,
             r.method,
-            r.ns,
-            r.ns / r.floor_ns,
-            r.ns - r.floor_ns
+            r.ns.median,
+            format!("{:.1}-{:.1}", r.ns.min, r.ns.max),
+            r.ns.median / r.floor_ns,
+            r.ns.median - r.floor_ns
         );
     }
 }
