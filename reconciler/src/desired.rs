@@ -94,6 +94,7 @@ impl Settings {
             nat_affinity: felix.bpf_map_size_nat_affinity(),
             maglev: felix.bpf_maglev_max_services()
                 * services::next_prime(5 * maglev_max_endpoints.max(1)),
+            events: felix.bpf_export_buffer_size_mb().next_power_of_two() << 20,
         };
         let ctlb = match felix.bpf_connect_time_load_balancing() {
             weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
