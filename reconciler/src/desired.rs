@@ -22,6 +22,7 @@ use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
+use crate::events::filter::{self as trace_filter, TraceSettings};
 use crate::facts::HostFacts;
 use crate::policy::classify::{self, CompileError};
 use crate::policy::flat::Net4;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub maglev_max_endpoints: u32,
     /// BPFExcludeCIDRsFromNAT.
     pub exclude_nat: Vec<Net4>,
+    /// BPFLogLevel and BPFLogFilters: which interfaces' packets are traced.
+    pub trace: TraceSettings,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
             data_ifaces: felix.bpf_data_iface_pattern().to_string(),
             maglev_max_endpoints,
             exclude_nat,
+            trace: TraceSettings::new(felix.bpf_log_level(), &felix.bpf_log_filters()),
         }
     }
 }
@@ -385,6 +389,13 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
         d.services = svc.names.clone();
     }
+
+    let traced = trace_filter::apply(
+        &settings.trace,
+        entries.get_mut(maps::IFACE).expect("reconciled map"),
+        |i| facts.link_name(i).map(str::to_string),
+    );
+    entries.insert(maps::TRACE_FILTER, traced);
 
     for def in maps::defs(&settings.sizes) {
         let e = entries.remove(def.name.as_str());

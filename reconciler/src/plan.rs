@@ -248,6 +248,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::NAT_SRC4,
     maps::NAT_FE4,
     maps::RT4,
+    maps::TRACE_FILTER,
     maps::IFACE,
 ];
 

@@ -245,6 +245,52 @@ mod tests {
         );
     }
 
+    /// Desired state carries the bit and the filter, `weft diff` shows them, and the plan
+    /// writes the filter before the entry that turns tracing on.
+    #[test]
+    fn desired_state_traces_the_interfaces_felix_configuration_names() {
+        let wep = |name: &str, iface: &str, ip: &str| {
+            format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  node: n1\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [projectcalico-default-allow]\n")
+        };
+        let felix = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfLogLevel: Debug\n  bpfLogFilters: {calib: \"tcp and port 80\"}\n";
+        let texts = [
+            wep("a", "calia", "10.0.0.1"),
+            wep("b", "calib", "10.0.0.2"),
+            felix.to_string(),
+        ];
+        let cfg = weft_model::load_texts(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.clone())),
+        )
+        .expect("valid");
+        let facts = crate::facts::HostFacts {
+            node: "n1".into(),
+            links: [("calia".to_string(), 5), ("calib".to_string(), 6)].into(),
+            tcx: true,
+            ..Default::default()
+        };
+        let d = crate::desired::desired(&cfg, &facts).expect("desired");
+        let text = d.state.render(&d.names());
+        assert!(
+            text.contains("map weft_trace_flt ifindex 6 traces tcp and port 80\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ifindex 6 (calib) flags workload,trace "),
+            "{text}"
+        );
+        assert!(text.contains("ifindex 5 (calia) flags workload "), "{text}");
+        let ops = crate::plan::plan(&d.state, &Default::default(), d.settings.sizes);
+        let at = |map: &str| {
+            ops.iter()
+                .position(|o| matches!(o, crate::plan::Op::WriteEntries { map: m, .. } if m == map))
+                .unwrap_or_else(|| panic!("no write to {map}"))
+        };
+        assert!(at(maps::TRACE_FILTER) < at(maps::IFACE));
+    }
+
     #[test]
     fn only_traced_interfaces_get_the_bit_and_an_entry() {
         let iv = |name: &str, flags| IfaceValue {
