@@ -15,8 +15,12 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::bpf::maps::{self, Event, Names};
+use std::collections::BTreeMap;
+
+use crate::bpf::maps::{self, Event};
 use crate::bpf::reasons::REASONS;
+use crate::desired::Desired;
+use crate::policy::resolve::Direction;
 
 /// The tc verdicts the programs return.
 const TC_PASS: i32 = -1;
@@ -190,32 +194,66 @@ impl Clock {
 
     /// `monotonic_ns` as RFC 3339 UTC with microseconds.
     pub fn rfc3339(&self, monotonic_ns: u64) -> String {
-        let ns = i128::from(monotonic_ns) + self.offset_ns;
-        let secs = ns.div_euclid(1_000_000_000) as i64;
-        let micros = (ns.rem_euclid(1_000_000_000) / 1000) as u32;
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        )
+        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0);
+        let secs = (ns / 1_000_000_000) as u64;
+        let micros = (ns % 1_000_000_000) / 1000;
+        let whole = crate::daemon::status::rfc3339(secs);
+        format!("{}.{micros:06}Z", whole.trim_end_matches('Z'))
     }
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// What rule ids stand for, from the configuration weft applied (as `weft dump policy` says).
+/// A tier's end is shared by every endpoint the tier selects; for one endpoint it also says
+/// which policies of the tier it went through, as Calico's flow logs name the policy a tier's
+/// end-of-tier deny belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleNames {
+    by_id: BTreeMap<u32, String>,
+    /// (ifindex, policy direction, rule id) -> name, for tier ends.
+    tier_ends: BTreeMap<(u32, Direction, u32), String>,
+}
+
+impl RuleNames {
+    pub fn new(desired: &Desired) -> RuleNames {
+        let mut tier_ends = BTreeMap::new();
+        for ep in &desired.endpoints {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let mut origins: Vec<&str> = Vec::new();
+                for r in desired
+                    .rules
+                    .get(&(ep.name.clone(), dir))
+                    .into_iter()
+                    .flatten()
+                {
+                    if r.index.is_some() {
+                        if !origins.contains(&r.origin.as_str()) {
+                            origins.push(&r.origin);
+                        }
+                        continue;
+                    }
+                    if r.origin.starts_with("end of tier") && !origins.is_empty() {
+                        tier_ends.insert(
+                            (ep.ifindex, dir, r.id),
+                            format!("{} (after {})", r.describe(), origins.join(", ")),
+                        );
+                    }
+                    origins.clear();
+                }
+            }
+        }
+        RuleNames {
+            by_id: desired.names().rules,
+            tier_ends,
+        }
+    }
+
+    /// The name of rule `id` as it decided for the endpoint behind `ifindex` in `dir`.
+    pub fn get(&self, ifindex: u32, dir: Direction, id: u32) -> Option<String> {
+        self.tier_ends
+            .get(&(ifindex, dir, id))
+            .or_else(|| self.by_id.get(&id))
+            .cloned()
+    }
 }
 
 /// Decodes one record. `iface_name` names interfaces by index; `names` names rules.
@@ -223,9 +261,16 @@ pub fn decode(
     e: &Event,
     clock: &Clock,
     iface_name: impl Fn(u32) -> Option<String>,
-    names: &Names,
+    rules: &RuleNames,
 ) -> Record {
     let policy_ran = e.flags & maps::EV_F_POLICY != 0;
+    let originated = e.flags & maps::EV_F_EP_ORIGINATED != 0;
+    // The endpoint's egress policy judges the flows it opens, its ingress policy the others.
+    let policy_dir = if originated {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
     let trace = e.kind == maps::EVENT_TRACE;
     let nat = match e.nat {
         maps::EV_NAT_DNAT => Some(("dnat", ip(e.nat_addr), e.nat_port)),
@@ -270,10 +315,10 @@ pub fn decode(
         }),
         rule_id: policy_ran.then_some(e.rule_id),
         rule: policy_ran
-            .then(|| names.rules.get(&e.rule_id).cloned())
+            .then(|| rules.get(e.ifindex, policy_dir, e.rule_id))
             .flatten(),
         logged: e.flags & maps::EV_F_LOG != 0,
-        originated_by_endpoint: e.flags & maps::EV_F_EP_ORIGINATED != 0,
+        originated_by_endpoint: originated,
         conntrack: conntrack(e.ct),
         trace: trace.then(|| TraceDetail {
             parse: maps::PARSE_RESULTS
@@ -332,7 +377,10 @@ pub fn render(r: &Record) -> String {
     if r.logged {
         s.push_str(" [log]");
     }
-    let _ = write!(s, " ({})", r.reason);
+    // A flow's verdict speaks for itself when it is an allow; drops and traces say why.
+    if r.trace.is_some() || r.verdict != "allow" {
+        let _ = write!(s, " ({})", r.reason);
+    }
     if let Some(t) = &r.trace {
         if let (Some((what, a, p)), None) = (t.nat, &r.service) {
             let _ = write!(s, " {what} {a}:{p}");
@@ -382,15 +430,13 @@ mod tests {
             Clock::with_offset(0).rfc3339(0),
             "1970-01-01T00:00:00.000000Z"
         );
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]
     fn a_denied_flow_names_its_rule() {
-        let names = Names {
-            rules: [(0x1234, "end of tier default".to_string())].into(),
-            services: Default::default(),
+        let names = RuleNames {
+            by_id: [(0x1234, "end of tier default".to_string())].into(),
+            tier_ends: Default::default(),
         };
         let r = decode(
             &event(),
@@ -415,6 +461,47 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_end_is_named_after_the_policies_the_endpoint_went_through() {
+        let texts = [
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: b, namespace: shop, labels: {app: web}}\nspec:\n  node: n1\n  interfaceName: calib\n  ipNetworks: [10.65.0.3]\n  profiles: [projectcalico-default-allow]\n",
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: app == 'web'\n  types: [Ingress]\n  ingress:\n    - action: Allow\n      protocol: TCP\n      destination: {ports: [80]}\n",
+        ];
+        let cfg = weft_model::load_texts(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
+        )
+        .expect("valid");
+        let facts = crate::facts::HostFacts {
+            node: "n1".into(),
+            links: [("calib".to_string(), 6)].into(),
+            ..Default::default()
+        };
+        let d = crate::desired::desired(&cfg, &facts).expect("desired");
+        let names = RuleNames::new(&d);
+        let rules = &d.rules[&("shop/b".to_string(), Direction::Ingress)];
+        let allow = rules.iter().find(|r| r.index == Some(0)).expect("rule 0");
+        let end = rules
+            .iter()
+            .find(|r| r.origin == "end of tier default")
+            .expect("tier end");
+        assert_eq!(
+            names.get(6, Direction::Ingress, allow.id).as_deref(),
+            Some("NetworkPolicy shop/web ingress rule 0")
+        );
+        assert_eq!(
+            names.get(6, Direction::Ingress, end.id).as_deref(),
+            Some("end of tier default ingress (after NetworkPolicy shop/web)")
+        );
+        // Another interface's view of the same tier end: no endpoint, the plain name.
+        assert_eq!(
+            names.get(9, Direction::Ingress, end.id).as_deref(),
+            Some("end of tier default ingress")
+        );
+    }
+
+    #[test]
     fn an_allowed_service_flow_shows_frontend_and_backend() {
         let mut e = event();
         e.hook = maps::HOOK_FROM_WEP as u8;
@@ -424,7 +511,7 @@ mod tests {
         e.nat = maps::EV_NAT_DNAT;
         e.nat_addr = maps::addr_be(Ipv4Addr::new(10, 65, 0, 9));
         e.nat_port = 8443;
-        let r = decode(&e, &Clock::with_offset(0), |_| None, &Names::default());
+        let r = decode(&e, &Clock::with_offset(0), |_| None, &RuleNames::default());
         assert_eq!(r.iface, "if7");
         assert_eq!(r.verdict, "allow");
         assert!(r.originated_by_endpoint);
@@ -438,9 +525,7 @@ mod tests {
             })
         );
         assert!(
-            render(&r).contains(
-                " (service, backend 10.65.0.9:8443) allow by rule 0x00001234 (accept-nat)"
-            ),
+            render(&r).ends_with(" (service, backend 10.65.0.9:8443) allow by rule 0x00001234"),
             "{}",
             render(&r)
         );
@@ -459,7 +544,7 @@ mod tests {
             &e,
             &Clock::with_offset(0),
             |_| Some("calib".into()),
-            &Names::default(),
+            &RuleNames::default(),
         );
         assert_eq!(r.policy, None);
         assert_eq!(r.conntrack, "established");
@@ -472,7 +557,7 @@ mod tests {
         );
         e.parse = 1; // ARP
         e.proto = 0;
-        let r = decode(&e, &Clock::with_offset(0), |_| None, &Names::default());
+        let r = decode(&e, &Clock::with_offset(0), |_| None, &RuleNames::default());
         assert_eq!(r.trace.unwrap().parse, "arp");
     }
 }
