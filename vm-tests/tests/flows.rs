@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -172,10 +172,9 @@ fn weft_flows_shows_the_allowed_connection_and_the_denied_attempt_with_the_polic
     let _ = b;
 }
 
-/// Reads a follower's stdout lines into a channel.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+/// Reads a follower's output lines into a channel.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("piped stdout");
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
@@ -197,14 +196,13 @@ fn one_reader_at_a_time_and_a_killed_reader_leaves_no_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("weft flows --follow");
-    let got = lines_of(&mut follower);
+    let got = lines_of(follower.stdout.take().expect("piped stdout"));
+    let said = lines_of(follower.stderr.take().expect("piped stderr"));
     // It says so once it holds the ring.
-    let err = BufReader::new(follower.stderr.take().expect("piped stderr"))
-        .lines()
-        .next()
-        .expect("a line on stderr")
-        .expect("utf-8");
-    assert_eq!(err, "weft: reading weft_flows until interrupted");
+    assert_eq!(
+        said.recv_timeout(Duration::from_secs(10)).as_deref(),
+        Ok("weft: reading weft_flows until interrupted")
+    );
     // A second reader is refused meanwhile, and says why.
     let out = run(&bed, "flows", &[]);
     assert_eq!(out.status.code(), Some(2));
@@ -218,6 +216,28 @@ fn one_reader_at_a_time_and_a_killed_reader_leaves_no_lock() {
     let line = got
         .recv_timeout(Duration::from_secs(5))
         .expect("the follower printed the new flow");
+    let r: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(r["dst"], B.to_string(), "{r}");
+    while got.recv_timeout(Duration::from_millis(300)).is_ok() {}
+    // A bigger ring replaces the pinned one: the follower moves to it.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfExportBufferSizeMB: 2\n",
+    );
+    let (_, diff) = bed.diff();
+    assert!(
+        diff.contains("+map weft_flows ringbuf key 0 value 0 max 2097152"),
+        "{diff}"
+    );
+    bed.apply();
+    assert_eq!(
+        said.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("weft: weft_flows was replaced (resized, or weft applied anew); reading the new one")
+    );
+    assert!(tcp_ok(&bed.w(0).ns, B, 80));
+    let line = got
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the follower printed a flow of the new ring");
     let r: Value = serde_json::from_str(&line).expect("json");
     assert_eq!(r["dst"], B.to_string(), "{r}");
     // kill -9: the kernel drops its lock with it.

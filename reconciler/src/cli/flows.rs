@@ -170,6 +170,15 @@ async fn read_ring(ring: Ring, opts: &Options<'_>) -> Result<(), Error> {
         }
         if last_lost.elapsed() >= Duration::from_secs(1) {
             report_lost(&mut reader)?;
+            if reader.follow_pin()? {
+                say(format_args!(
+                    "weft: {} was replaced (resized, or weft applied anew); reading the new one",
+                    ring.map()
+                ));
+                if !print(reader.drain()?) {
+                    break;
+                }
+            }
             last_lost = Instant::now();
         }
     }

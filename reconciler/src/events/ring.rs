@@ -10,6 +10,11 @@
 //! Records the ring had no room for are counted per CPU in weft_ring_lost by the programs; a
 //! reader reports what was lost since the last report and keeps that in the map's upper slots,
 //! which the programs never write, so nothing races and no loss is told twice.
+//!
+//! A ring can be replaced while someone follows it (`weft apply` with another
+//! bpfExportBufferSizeMB, or a teardown and a new apply): the old ring, held open by the reader
+//! only, would never see another record, so a follower checks the pin and moves to the new
+//! ring (`follow_pin`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -73,6 +78,36 @@ pub enum RingError {
     },
 }
 
+fn map_id(m: &MapHandle) -> Option<u32> {
+    m.info().ok().map(|i| i.info.id)
+}
+
+/// Opens the pinned ring and loss counter and a ring buffer manager on the ring whose
+/// callback queues decoded records into `got`.
+fn attach(
+    pins: &Pins,
+    ring: Ring,
+    got: &Rc<RefCell<VecDeque<Event>>>,
+) -> Result<(MapHandle, u32, RingBuffer<'static>, MapHandle), RingError> {
+    let map_err = |name: &'static str| move |source| RingError::Map { name, source };
+    let map = MapHandle::from_pinned_path(pins.map(ring.map())).map_err(map_err(ring.map()))?;
+    let lost =
+        MapHandle::from_pinned_path(pins.map(maps::RING_LOST)).map_err(map_err(maps::RING_LOST))?;
+    let sink = got.clone();
+    let mut b = RingBufferBuilder::new();
+    b.add(&map, move |data: &[u8]| {
+        // A record of another size would be another layout: skip it rather than guess.
+        if let Some(e) = Event::from_bytes(data) {
+            sink.borrow_mut().push_back(e);
+        }
+        0
+    })
+    .map_err(map_err(ring.map()))?;
+    let rb = b.build().map_err(map_err(ring.map()))?;
+    let id = map_id(&map).unwrap_or(0);
+    Ok((map, id, rb, lost))
+}
+
 /// The lock a reader of `ring` holds: `<root>/readers/<ring>`.
 pub fn lock_path(pins: &Pins, ring: Ring) -> PathBuf {
     pins.root.join("readers").join(ring.name())
@@ -81,6 +116,9 @@ pub fn lock_path(pins: &Pins, ring: Ring) -> PathBuf {
 /// The one reader of a ring.
 pub struct Reader {
     ring: Ring,
+    pins: Pins,
+    /// The id of the ring being read.
+    id: u32,
     rb: RingBuffer<'static>,
     /// What the callback has decoded and the caller not yet taken.
     got: Rc<RefCell<VecDeque<Event>>>,
@@ -120,30 +158,34 @@ impl Reader {
             }
             return Err(lock_err(e));
         }
-        let map_err = |name: &'static str| move |source| RingError::Map { name, source };
-        let map = MapHandle::from_pinned_path(pins.map(ring.map())).map_err(map_err(ring.map()))?;
-        let lost = MapHandle::from_pinned_path(pins.map(maps::RING_LOST))
-            .map_err(map_err(maps::RING_LOST))?;
         let got: Rc<RefCell<VecDeque<Event>>> = Rc::default();
-        let sink = got.clone();
-        let mut b = RingBufferBuilder::new();
-        b.add(&map, move |data: &[u8]| {
-            // A record of another size would be another layout: skip it rather than guess.
-            if let Some(e) = Event::from_bytes(data) {
-                sink.borrow_mut().push_back(e);
-            }
-            0
-        })
-        .map_err(map_err(ring.map()))?;
-        let rb = b.build().map_err(map_err(ring.map()))?;
+        let (map, id, rb, lost) = attach(pins, ring, &got)?;
         Ok(Reader {
             ring,
+            pins: pins.clone(),
+            id,
             rb,
             got,
             _map: map,
             lost,
             _lock: lock,
         })
+    }
+
+    /// Moves to the ring pinned now if it is not the one being read (the records left in the
+    /// old one are taken first). Returns whether it moved; a ring not pinned at all (between a
+    /// teardown and the next apply) is waited for.
+    pub fn follow_pin(&mut self) -> Result<bool, RingError> {
+        let Ok(pinned) = MapHandle::from_pinned_path(self.pins.map(self.ring.map())) else {
+            return Ok(false);
+        };
+        if map_id(&pinned) == Some(self.id) || !self.pins.map(maps::RING_LOST).exists() {
+            return Ok(false);
+        }
+        let _ = self.rb.consume();
+        let (map, id, rb, lost) = attach(&self.pins, self.ring, &self.got)?;
+        (self._map, self.id, self.rb, self.lost) = (map, id, rb, lost);
+        Ok(true)
     }
 
     /// Every record the ring holds now, oldest first.
