@@ -358,11 +358,14 @@ pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Ve
             Some(EndpointRow {
                 ifindex,
                 iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
-                flags: if v.flags & maps::IFACE_F_WORKLOAD != 0 {
-                    vec!["workload"]
-                } else {
-                    Vec::new()
-                },
+                flags: [
+                    (maps::IFACE_F_WORKLOAD, "workload"),
+                    (maps::IFACE_F_TRACE, "trace"),
+                ]
+                .into_iter()
+                .filter(|(f, _)| v.flags & f != 0)
+                .map(|(_, n)| n)
+                .collect(),
                 ruleset_ingress: v.ruleset_in,
                 ruleset_egress: v.ruleset_out,
             })

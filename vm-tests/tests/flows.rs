@@ -264,6 +264,33 @@ fn weft_trace_shows_the_filtered_interface_only_and_diff_shows_the_filter() {
     assert!(diff.contains("traces tcp and port 80"), "{diff}");
     bed.apply();
     assert_eq!(bed.diff().0, 0, "apply converged the trace settings");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", bed.host.path().display()))
+        .arg(Bed::weft_bin())
+        .args([
+            "dump",
+            "endpoints",
+            "--json",
+            "--node",
+            &bed.node,
+            "--bpffs",
+        ])
+        .arg(&bed.bpffs)
+        .output()
+        .expect("weft dump endpoints");
+    let eps: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let flags = |iface: &str| {
+        eps.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["iface"] == iface)
+            .map(|r| r["flags"].clone())
+    };
+    assert_eq!(
+        flags("calib"),
+        Some(serde_json::json!(["workload", "trace"]))
+    );
+    assert_eq!(flags("calia"), Some(serde_json::json!(["workload"])));
     let (a, b) = (&bed.w(0).ns, &bed.w(1).ns);
     assert!(tcp_ok(a, B, 80));
     assert!(!tcp_ok(a, B, 8080), "not port 80: not traced");
