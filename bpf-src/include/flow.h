@@ -18,6 +18,9 @@
  * which holds the flow's legs and the frontend to restore. The first weft hook that sees a
  * reply (backend -> client) restores the frontend as its source ("un-NAT"); hooks after it
  * see the frontend tuple and find NAT_FWD.
+ *
+ * Every packet leaves through weft_tc, which makes the translation, counts the reason and, for
+ * the few packets that call for one, writes a flow or trace record (events.h).
  */
 #ifndef WEFT_FLOW_H
 #define WEFT_FLOW_H
