@@ -126,6 +126,31 @@ struct {
 	__type(value, struct weft_nat_be4_value); /* the frontend */
 } weft_ctlb_rev4 SEC(".maps");
 
+/* Flow logs and packet traces (weft_maps.h, events.h); sized by bpfExportBufferSizeMB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} weft_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} weft_trace SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_LOST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} weft_ring_lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1000);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct weft_trace_filter);
+} weft_trace_flt SEC(".maps");
+
 /*
  * Per-CPU scratch space for what the BPF stack (512 bytes) cannot hold. Only tc ingress
  * programs write it (ICMP replies), and those never nest on one CPU; `zero` is never written.

@@ -115,6 +115,7 @@ _Static_assert(sizeof(struct weft_ctgc_args) == 168, "weft_ctgc_args");
 #define WEFT_IFACE_F_WORKLOAD 0x01 /* host side of a workload's veth */
 #define WEFT_IFACE_F_DATA 0x02     /* a host interface facing the network (BPFDataIfacePattern) */
 #define WEFT_IFACE_F_NAT 0x04      /* bpfout.weft: host traffic to services routed through weft */
+#define WEFT_IFACE_F_TRACE 0x08    /* bpfLogLevel Debug: trace packets here (weft_trace_flt says which) */
 
 struct weft_iface_value {
 	__u32 flags;       /* WEFT_IFACE_F_* */
@@ -314,5 +315,118 @@ struct weft_counters {
 	__u64 packets[WEFT_COUNTERS_MAX]; /* indexed by enum weft_reason */
 };
 _Static_assert(sizeof(struct weft_counters) == 256, "weft_counters");
+
+/* ---- Events: flow logs and packet traces --------------------------------------------------- */
+/*
+ * weft_flows and weft_trace are ring buffers of struct weft_event, read by `weft flows` and
+ * `weft trace` (reconciler/src/events/). Two rings, not one: each has a single consumer
+ * position, so `weft flows` and `weft trace` can run at once, and a busy trace can never crowd
+ * flow records out.
+ *
+ * A flow record is written when policy decides a flow for an endpoint (a new flow, or a known
+ * flow its endpoint's policy judges for the first time) and for the drops listed in events.h;
+ * packets of established flows never write one. A trace record is written for every packet on
+ * an interface with WEFT_IFACE_F_TRACE that its weft_trace_flt entry matches. A record the ring
+ * has no room for is counted in weft_ring_lost instead.
+ */
+
+/* weft_event.kind */
+#define WEFT_EVENT_FLOW 1
+#define WEFT_EVENT_TRACE 2
+
+/* weft_event.ct: what conntrack said about the packet */
+#define WEFT_CTR_NONE 0        /* not looked up: not parsed, no interface entry, spoofed, ... */
+#define WEFT_CTR_NEW 1         /* no entry: the packet opens a flow */
+#define WEFT_CTR_ESTABLISHED 2 /* an entry of type WEFT_CT_NORMAL */
+#define WEFT_CTR_NAT_FWD 3     /* a service flow, in the client's terms (WEFT_CT_NAT_FWD) */
+#define WEFT_CTR_NAT_REV 4     /* a service flow, in the backend's terms (WEFT_CT_NAT_REV) */
+#define WEFT_CTR_RELATED 5     /* an ICMP error about a known flow */
+#define WEFT_CTR_REUSED 6      /* a finished TCP flow's tuple, opened again by a SYN */
+
+/* weft_event.flags */
+#define WEFT_EV_F_POLICY 0x01        /* policy ran: rule_id is the deciding rule */
+#define WEFT_EV_F_ALLOW 0x02         /* ... and allowed the flow */
+#define WEFT_EV_F_LOG 0x04           /* ... after a Log rule matched */
+#define WEFT_EV_F_EP_ORIGINATED 0x08 /* the endpoint on this interface opened the flow */
+
+/* weft_event.nat: the translation applied to a passed packet */
+#define WEFT_EV_NAT_NONE 0
+#define WEFT_EV_NAT_DNAT 1  /* destination -> nat_addr:nat_port (the backend) */
+#define WEFT_EV_NAT_UNNAT 2 /* source -> nat_addr:nat_port (the frontend, on a reply) */
+
+/* weft_event.parse beyond enum weft_parse_result (parse.h): parsing did not run */
+#define WEFT_EV_PARSE_NONE 0xff
+
+struct weft_event {
+	__u64 time_ns;  /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u32 ifindex;
+	__u8 kind;      /* WEFT_EVENT_* */
+	__u8 hook;      /* WEFT_HOOK_* */
+	__u8 reason;    /* enum weft_reason; WEFT_REASON_MAX: a host interface without an entry */
+	__u8 flags;     /* WEFT_EV_F_* */
+	__u32 saddr;    /* the packet as it arrived; zero unless parse is IPV4 or FRAGMENT */
+	__u32 daddr;
+	__u16 sport;    /* host order; ICMP queries: as in struct weft_pkt4 (parse.h) */
+	__u16 dport;
+	__u8 proto;
+	__u8 parse;     /* enum weft_parse_result, or WEFT_EV_PARSE_NONE */
+	__u8 ct;        /* WEFT_CTR_* */
+	__u8 nat;       /* WEFT_EV_NAT_* */
+	__u32 nat_addr;
+	__u16 nat_port; /* host order */
+	__u16 len;      /* the packet's length, at most 65535 */
+	__u32 rule_id;  /* with WEFT_EV_F_POLICY: the deciding rule (weft_pol_verdict.rule_id) */
+	__s32 verdict;  /* the tc verdict: -1 pass on, 2 drop, 7 redirect */
+	__u8 tcp_flags; /* TCP: the flags byte */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct weft_event) == 56, "weft_event");
+
+/* weft_ring_lost (per CPU): records a ring had no room for, by ring; readers keep what they
+ * have reported in the upper slots (the programs never write those). */
+#define WEFT_LOST_FLOWS 0
+#define WEFT_LOST_TRACE 1
+#define WEFT_LOST_FLOWS_SEEN 2
+#define WEFT_LOST_TRACE_SEEN 3
+#define WEFT_LOST_SLOTS 4
+
+/*
+ * weft_trace_flt: ifindex -> which packets of a traced interface are traced. Compiled from a
+ * bpfLogFilters expression in the pcap subset (reconciler/model/src/pcap.rs): every term must
+ * match; unused slots have sides 0. No terms and no flags: every packet.
+ */
+#define WEFT_TF_SIDE_SRC 0x01
+#define WEFT_TF_SIDE_DST 0x02 /* both bits: either side */
+#define WEFT_TF_MAX_HOSTS 4
+#define WEFT_TF_MAX_PORTS 4
+
+/* weft_trace_filter.flags */
+#define WEFT_TF_F_IPV4 0x01 /* IPv4 packets only (every term implies it) */
+
+struct weft_trace_host {
+	__u32 addr; /* network order, host bits clear */
+	__u32 mask; /* network order */
+	__u8 sides; /* WEFT_TF_SIDE_*; 0: an unused slot */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct weft_trace_host) == 12, "weft_trace_host");
+
+struct weft_trace_port {
+	__u16 port; /* host order; TCP, UDP or SCTP */
+	__u8 sides; /* WEFT_TF_SIDE_*; 0: an unused slot */
+	__u8 pad;
+};
+_Static_assert(sizeof(struct weft_trace_port) == 4, "weft_trace_port");
+
+struct weft_trace_filter {
+	__u8 flags; /* WEFT_TF_F_* */
+	__u8 proto; /* 0: any */
+	__u8 pad[2];
+	struct weft_trace_host hosts[WEFT_TF_MAX_HOSTS];
+	struct weft_trace_port ports[WEFT_TF_MAX_PORTS];
+};
+_Static_assert(sizeof(struct weft_trace_filter) == 68, "weft_trace_filter");
 
 #endif /* WEFT_MAPS_H */

@@ -11,15 +11,16 @@ use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
-use weft::bpf::load::{self, ProgramSettings};
+use weft::bpf::load::{self, Object, ProgramSettings};
 use weft::bpf::maps::{
-    self, Ct4Key, Ct4Value, Entries, IfaceValue, MapSizes, Plain, PolAddrKey, PolClass, PolCtxKey,
-    PolVerdict, PolVerdictKey, Route4Key, RouteValue,
+    self, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Plain, PolAddrKey, PolClass,
+    PolCtxKey, PolVerdict, PolVerdictKey, Route4Key, RouteValue,
 };
 use weft::bpf::reasons::REASONS;
 use weft::bpf::skel::floor::WeftFloorSkelBuilder;
 use weft::bpf::testrun::{test_run, TestRun};
 use weft::bpf::Pins;
+use weft::events::ring::{Reader, Ring};
 use weft::policy::flat::RulesetSpec;
 use weft::policy::{classify, tables};
 use weft::state::HostState;
@@ -34,6 +35,7 @@ pub const DROP: i32 = 2;
 pub struct Harness {
     pub pins: Pins,
     progs: BTreeMap<String, ProgramHandle>,
+    sizes: MapSizes,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -55,6 +57,7 @@ impl Harness {
             nat_backend: 4096,
             nat_affinity: 1024,
             maglev: 2 * 503,
+            events: 1 << 16,
         };
         Self::load_sized(test, settings, &sizes)
     }
@@ -76,7 +79,38 @@ impl Harness {
         Some(Harness {
             pins,
             progs: loaded.programs,
+            sizes: *sizes,
         })
+    }
+
+    /// Loads another object into the same maps (the host object, say), adding its programs.
+    pub fn load_also(&mut self, object: Object) {
+        let loaded = load::load(object, &self.pins, &self.sizes, ProgramSettings::default())
+            .unwrap_or_else(|e| panic!("loading {}: {e}", object.name()));
+        self.progs.extend(loaded.programs);
+    }
+
+    /// The flow records the programs wrote since the last call (`weft flows` reads the same).
+    pub fn flows(&self) -> Vec<Event> {
+        self.events(Ring::Flows)
+    }
+
+    /// The trace records the programs wrote since the last call (`weft trace` reads the same).
+    pub fn traces(&self) -> Vec<Event> {
+        self.events(Ring::Trace)
+    }
+
+    fn events(&self, ring: Ring) -> Vec<Event> {
+        Reader::open(&self.pins, ring)
+            .and_then(|mut r| r.drain())
+            .unwrap_or_else(|e| panic!("reading {}: {e}", ring.map()))
+    }
+
+    /// Records lost since the last call because the ring was full.
+    pub fn lost(&self, ring: Ring) -> u64 {
+        Reader::open(&self.pins, ring)
+            .and_then(|mut r| r.lost())
+            .unwrap_or_else(|e| panic!("lost records of {}: {e}", ring.map()))
     }
 
     pub fn map(&self, name: &str) -> MapHandle {
@@ -104,8 +138,13 @@ impl Harness {
 
     /// Makes `ifindex` a workload interface with the given rulesets.
     pub fn iface(&self, ifindex: u32, ruleset_in: u32, ruleset_out: u32) {
+        self.iface_flags(ifindex, maps::IFACE_F_WORKLOAD, ruleset_in, ruleset_out);
+    }
+
+    /// Writes `ifindex`'s weft_iface entry with `flags` (WEFT_IFACE_F_*).
+    pub fn iface_flags(&self, ifindex: u32, flags: u32, ruleset_in: u32, ruleset_out: u32) {
         let v = IfaceValue {
-            flags: maps::IFACE_F_WORKLOAD,
+            flags,
             ruleset_in,
             ruleset_out,
             pad: 0,

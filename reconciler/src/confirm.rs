@@ -177,6 +177,7 @@ pub fn sizes_of(s: &HostState) -> MapSizes {
         nat_backend: size(maps::NAT_BE4, d.nat_backend),
         nat_affinity: size(maps::NAT_AFF4, d.nat_affinity),
         maglev: size(maps::MAGLEV4, d.maglev),
+        events: size(maps::FLOWS, d.events),
     }
 }
 

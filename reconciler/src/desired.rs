@@ -23,6 +23,7 @@ use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
+use crate::events::filter::{self as trace_filter, TraceSettings};
 use crate::facts::HostFacts;
 use crate::policy::classify::{self, CompileError};
 use crate::policy::flat::Net4;
@@ -70,6 +71,8 @@ pub struct Settings {
     pub exclude_nat: Vec<Net4>,
     /// BPFConntrackTimeouts: what the conntrack collector deletes when.
     pub ct_timeouts: CtTimeouts,
+    /// BPFLogLevel and BPFLogFilters: which interfaces' packets are traced.
+    pub trace: TraceSettings,
 }
 
 impl Settings {
@@ -97,6 +100,7 @@ impl Settings {
             nat_affinity: felix.bpf_map_size_nat_affinity(),
             maglev: felix.bpf_maglev_max_services()
                 * services::next_prime(5 * maglev_max_endpoints.max(1)),
+            events: felix.bpf_export_buffer_size_mb().next_power_of_two() << 20,
         };
         let ctlb = match felix.bpf_connect_time_load_balancing() {
             weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
@@ -126,6 +130,7 @@ impl Settings {
             maglev_max_endpoints,
             exclude_nat,
             ct_timeouts: CtTimeouts::from_config(&felix.bpf_conntrack_timeouts()),
+            trace: TraceSettings::new(felix.bpf_log_level(), &felix.bpf_log_filters()),
         }
     }
 }
@@ -391,6 +396,13 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
         d.services = svc.names.clone();
     }
+
+    let traced = trace_filter::apply(
+        &settings.trace,
+        entries.get_mut(maps::IFACE).expect("reconciled map"),
+        |i| facts.link_name(i).map(str::to_string),
+    );
+    entries.insert(maps::TRACE_FILTER, traced);
 
     for def in maps::defs(&settings.sizes) {
         let e = entries.remove(def.name.as_str());

@@ -6,6 +6,7 @@ pub mod confirm;
 pub mod daemon;
 pub mod desired;
 pub mod dump;
+pub mod events;
 pub mod facts;
 pub mod netlink;
 pub mod observe;

@@ -119,6 +119,39 @@ enum Command {
         #[command(subcommand)]
         what: cli::dump::What,
     },
+    /// Flow records: how policy decided each new flow for each endpoint (verdict, deciding
+    /// rule, service translation) and drops worth seeing. Prints what weft_flows holds, or
+    /// with --follow keeps printing. DIR, the configuration weft applied, names the rules.
+    Flows {
+        /// The configuration weft applied, to name the deciding rules.
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// One JSON object per line.
+        #[arg(long, short)]
+        json: bool,
+        /// Keep printing records as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Packet traces of the interfaces bpfLogLevel Debug and bpfLogFilters select: per packet,
+    /// parse, conntrack, policy and translation results and the verdict. Prints what
+    /// weft_trace holds, or with --follow keeps printing. DIR names the rules.
+    Trace {
+        /// The configuration weft applied, to name the deciding rules.
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// One JSON object per line.
+        #[arg(long, short)]
+        json: bool,
+        /// Keep printing records as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this interface's records.
+        #[arg(long, value_name = "NAME")]
+        iface: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,6 +203,25 @@ fn main() -> ExitCode {
         } => cli::status::run(&state_dir, &bpffs, output),
         Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
+        Command::Flows {
+            dir,
+            host,
+            json,
+            follow,
+        } => cli::block_on(cli::flows::run(dir.as_deref(), &host, json, follow)),
+        Command::Trace {
+            dir,
+            host,
+            json,
+            follow,
+            iface,
+        } => cli::block_on(cli::trace::run(
+            dir.as_deref(),
+            &host,
+            json,
+            follow,
+            iface.as_deref(),
+        )),
     }
 }
 

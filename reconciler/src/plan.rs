@@ -249,6 +249,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::NAT_FE4,
     maps::RT4,
     maps::WLADDR4,
+    maps::TRACE_FILTER,
     maps::IFACE,
 ];
 

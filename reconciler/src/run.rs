@@ -198,7 +198,14 @@ pub async fn teardown(
     let observed = host.observe(&empty).await?;
     let ops = plan::plan(&empty, &observed, Default::default());
     let outcome = converge(host, &empty, &ops, progress).await?;
+    for ring in [
+        crate::events::ring::Ring::Flows,
+        crate::events::ring::Ring::Trace,
+    ] {
+        let _ = std::fs::remove_dir(crate::events::ring::lock_path(&host.pins, ring));
+    }
     for d in [
+        host.pins.root.join("readers"),
         host.pins.links(),
         host.pins.progs(),
         host.pins.maps(),

@@ -13,13 +13,14 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
-    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
+    weft_event as Event, weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
     weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
     weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
     weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey,
     weft_pol4_addr_key as PolAddrKey, weft_pol4_ctx_key as PolCtxKey, weft_pol_class as PolClass,
     weft_pol_verdict as PolVerdict, weft_pol_vrdct_key as PolVerdictKey,
-    weft_route4_key as Route4Key, weft_route_value as RouteValue,
+    weft_route4_key as Route4Key, weft_route_value as RouteValue, weft_trace_filter as TraceFilter,
+    weft_trace_host as TraceHost, weft_trace_port as TracePort,
 };
 
 pub const CT4: &str = "weft_ct4";
@@ -38,6 +39,13 @@ pub const NAT_AFF4: &str = "weft_nat_aff4";
 pub const MAGLEV4: &str = "weft_maglev4";
 pub const CTLB_REV4: &str = "weft_ctlb_rev4";
 pub const SCRATCH: &str = "weft_scratch";
+/// Ring buffers of `Event`s: flow records (`weft flows`) and packet traces (`weft trace`).
+pub const FLOWS: &str = "weft_flows";
+pub const TRACE: &str = "weft_trace";
+/// Per CPU, records the rings had no room for (slots `LOST_*`).
+pub const RING_LOST: &str = "weft_ring_lost";
+/// ifindex -> `TraceFilter`: which packets of a traced interface are traced.
+pub const TRACE_FILTER: &str = "weft_trace_flt";
 
 /// Maps whose entries are desired state (written by `weft apply`, compared by `weft diff`);
 /// the others hold what the dataplane learns (conntrack, counters, affinity).
@@ -52,12 +60,14 @@ pub const RECONCILED: &[&str] = &[
     NAT_BE4,
     NAT_SRC4,
     MAGLEV4,
+    TRACE_FILTER,
 ];
 
 // weft_iface_value.flags
 pub const IFACE_F_WORKLOAD: u32 = 0x01;
 pub const IFACE_F_DATA: u32 = 0x02;
 pub const IFACE_F_NAT: u32 = 0x04;
+pub const IFACE_F_TRACE: u32 = 0x08;
 // weft_nat_fe_value.flags
 pub const NAT_F_LOCAL_ONLY: u32 = 0x01;
 pub const NAT_F_SRC_RANGES: u32 = 0x02;
@@ -88,6 +98,45 @@ pub const HOOK_TO_WEP: u32 = 1;
 pub const HOOK_FROM_HEP: u32 = 2;
 pub const HOOK_TO_HEP: u32 = 3;
 pub const HOOK_FROM_NAT: u32 = 4;
+// weft_event.kind, .ct, .flags, .nat, .parse
+pub const EVENT_FLOW: u8 = 1;
+pub const EVENT_TRACE: u8 = 2;
+pub const CTR_NONE: u8 = 0;
+pub const CTR_NEW: u8 = 1;
+pub const CTR_ESTABLISHED: u8 = 2;
+pub const CTR_NAT_FWD: u8 = 3;
+pub const CTR_NAT_REV: u8 = 4;
+pub const CTR_RELATED: u8 = 5;
+pub const CTR_REUSED: u8 = 6;
+pub const EV_F_POLICY: u8 = 0x01;
+pub const EV_F_ALLOW: u8 = 0x02;
+pub const EV_F_LOG: u8 = 0x04;
+pub const EV_F_EP_ORIGINATED: u8 = 0x08;
+pub const EV_NAT_NONE: u8 = 0;
+pub const EV_NAT_DNAT: u8 = 1;
+pub const EV_NAT_UNNAT: u8 = 2;
+pub const EV_PARSE_NONE: u8 = 0xff;
+/// enum weft_parse_result (bpf-src/include/parse.h), by value.
+pub const PARSE_RESULTS: &[&str] = &[
+    "ipv4",
+    "arp",
+    "ipv6",
+    "other-ethertype",
+    "short",
+    "bad-ipv4",
+    "fragment",
+];
+// weft_ring_lost slots
+pub const LOST_FLOWS: u32 = 0;
+pub const LOST_TRACE: u32 = 1;
+pub const LOST_FLOWS_SEEN: u32 = 2;
+pub const LOST_TRACE_SEEN: u32 = 3;
+// weft_trace_filter
+pub const TF_SIDE_SRC: u8 = 0x01;
+pub const TF_SIDE_DST: u8 = 0x02;
+pub const TF_F_IPV4: u8 = 0x01;
+pub const TF_MAX_HOSTS: usize = 4;
+pub const TF_MAX_PORTS: usize = 4;
 
 /// weft_iface_value.flags by name.
 pub fn iface_flags(f: u32) -> Vec<&'static str> {
@@ -95,6 +144,7 @@ pub fn iface_flags(f: u32) -> Vec<&'static str> {
         (IFACE_F_WORKLOAD, "workload"),
         (IFACE_F_DATA, "data"),
         (IFACE_F_NAT, "nat"),
+        (IFACE_F_TRACE, "trace"),
     ]
     .iter()
     .filter(|(bit, _)| f & bit != 0)
@@ -168,6 +218,8 @@ unsafe impl Plain for NatSrcKey {}
 unsafe impl Plain for NatAffKey {}
 unsafe impl Plain for NatAffValue {}
 unsafe impl Plain for CtlbRevKey {}
+unsafe impl Plain for Event {}
+unsafe impl Plain for TraceFilter {}
 unsafe impl Plain for u32 {}
 unsafe impl Plain for u64 {}
 
@@ -204,6 +256,8 @@ pub struct MapSizes {
     pub nat_affinity: u32,
     /// BPFMaglevMaxServices x the lookup table size.
     pub maglev: u32,
+    /// Bytes of each event ring (bpfExportBufferSizeMB): a power of two, a whole number of pages.
+    pub events: u32,
 }
 
 impl Default for MapSizes {
@@ -217,6 +271,7 @@ impl Default for MapSizes {
             nat_backend: 262_144,
             nat_affinity: 65_536,
             maglev: 100 * 503,
+            events: 1 << 20,
         }
     }
 }
@@ -239,6 +294,9 @@ impl MapSizes {
             MAGLEV4 => self.maglev,
             CTLB_REV4 => self.nat_affinity,
             SCRATCH => 1,
+            FLOWS | TRACE => self.events,
+            TRACE_FILTER => self.if_state,
+            RING_LOST => 4,
             _ => return None,
         })
     }
@@ -503,6 +561,12 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
             ),
             _ => raw(key, value),
         },
+        TRACE_FILTER => match (u32::from_bytes(key), TraceFilter::from_bytes(value)) {
+            (Some(k), Some(v)) => {
+                format!("ifindex {k} traces {}", crate::events::filter::describe(&v))
+            }
+            _ => raw(key, value),
+        },
         NAT_SRC4 => match NatSrcKey::from_bytes(key) {
             Some(k) => format!(
                 "service {:#010x}{} allows clients in {}/{}",
@@ -559,6 +623,10 @@ mod tests {
         assert_eq!(size_of::<PolVerdict>(), 8);
         assert_eq!(size_of::<CountersKey>(), 8);
         assert_eq!(size_of::<Counters>(), 256);
+        assert_eq!(size_of::<Event>(), 56);
+        assert_eq!(size_of::<TraceHost>(), 12);
+        assert_eq!(size_of::<TracePort>(), 4);
+        assert_eq!(size_of::<TraceFilter>(), 68);
     }
 
     #[test]
@@ -573,6 +641,10 @@ mod tests {
             POL_VERDICT,
             COUNTERS,
             RULE_COUNTERS,
+            FLOWS,
+            TRACE,
+            RING_LOST,
+            TRACE_FILTER,
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
             assert!(

@@ -4,11 +4,13 @@ pub mod apply;
 pub mod confirm;
 pub mod diff;
 pub mod dump;
+pub mod flows;
 pub mod gc;
 pub mod run;
 pub mod schemas;
 pub mod status;
 pub mod teardown;
+pub mod trace;
 pub mod validate;
 
 use std::io::Write as _;
