@@ -217,6 +217,19 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
     out
 }
 
+/// A workload endpoint as policy sees it: its labels, addresses, named ports and profiles.
+pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
+    Endpoint {
+        labels: cfg.endpoint_labels(wep),
+        addrs: v4_hosts(&read::cidrs(&wep.spec.ip_networks))
+            .iter()
+            .map(|a| u32::from(*a))
+            .collect(),
+        named_ports: read::wep_ports(&wep.spec.ports),
+        profiles: wep.spec.profiles.clone(),
+    }
+}
+
 pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
     let mut d = Desired {
@@ -297,12 +310,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         let name = read::name(wep);
         let iface = wep.spec.interface_name.clone().unwrap_or_default();
         let addrs = v4_hosts(&read::cidrs(&wep.spec.ip_networks));
-        let ep = Endpoint {
-            labels: cfg.endpoint_labels(wep),
-            addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
-            named_ports: read::wep_ports(&wep.spec.ports),
-            profiles: wep.spec.profiles.clone(),
-        };
+        let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
