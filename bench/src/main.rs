@@ -36,12 +36,19 @@ const DENIED_PORT: u16 = 61_001;
 const WL: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 
+mod flows;
+mod gen;
+mod lookup;
+mod policy;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["packet"] => packet(),
+        ["policy"] => policy::run(),
+        ["lookup"] => lookup::run(),
         _ => {
-            eprintln!("usage: weft-bench packet\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor");
+            eprintln!("usage: weft-bench packet|policy|lookup\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  policy  ns per new flow under 10 to 10,000 rules, map entries and bytes, compile time\n  lookup  ns per LPM trie lookup and µs per written entry as the trie fills");
             ExitCode::from(2)
         }
     }
@@ -93,7 +100,7 @@ fn egress_policy() -> RulesetSpec {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -301,7 +308,8 @@ fn packet() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn print_table(rows: &[Row]) {
+/// The kernel and CPU the figures come from.
+pub(crate) fn print_machine() {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let kernel = read("/proc/sys/kernel/osrelease");
     let cpu = read("/proc/cpuinfo")
@@ -311,9 +319,13 @@ fn print_table(rows: &[Row]) {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_default();
+    println!("kernel {}, {cpu}", kernel.trim());
+}
+
+fn print_table(rows: &[Row]) {
     println!("weft_from_wep through BPF_PROG_TEST_RUN: kernel-reported ns per packet, median of {RUNS} runs");
     println!("$ {COMMAND}");
-    println!("kernel {}, {cpu}", kernel.trim());
+    print_machine();
     println!();
     println!(
         "{:<34} {:<28} {:>10} {:>8} {:>10}",

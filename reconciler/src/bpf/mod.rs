@@ -22,6 +22,9 @@ pub mod skel {
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));
     }
+    pub mod probe {
+        include!(concat!(env!("OUT_DIR"), "/weft_probe.skel.rs"));
+    }
 }
 
 /// The default bpffs root for weft's pins.
