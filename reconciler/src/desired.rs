@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use weft_model::{Cidr, Config};
 
@@ -319,17 +320,12 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
                 direction: dir,
                 source,
             })?;
-            let id = tables::ruleset_id(&compiled);
-            let e = tables::entries(id, &compiled);
-            for kv in e.addr {
-                add(maps::POL4_ADDR, kv);
-            }
-            for kv in e.ctx {
-                add(maps::POL4_CTX, kv);
-            }
-            for kv in e.verdict {
-                add(maps::POL_VERDICT, kv);
-            }
+            let cells = tables::encode(&compiled);
+            let id = cells.id();
+            d.state
+                .rulesets
+                .entry(id)
+                .or_insert_with(|| Arc::new(cells));
             ids.insert(dir, id);
             d.rules.insert((name.clone(), dir), info);
         }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -15,6 +16,8 @@ use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, Entries, MapDef};
 use crate::bpf::Hook;
 use crate::policy::flat::Net4;
+use crate::policy::show;
+use crate::policy::tables::Cells;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostState {
@@ -32,6 +35,8 @@ pub struct HostState {
     pub attachments: BTreeMap<(String, Hook), AttachmentState>,
     /// Maps pinned under `<root>/maps`, by name.
     pub maps: BTreeMap<String, MapState>,
+    /// Compiled rulesets in weft_pol_rs, by id (the id is a hash of the cells).
+    pub rulesets: BTreeMap<u32, Arc<Cells>>,
 }
 
 /// What weft sets on an interface: per-device sysctls (`sysctl net.ipv4.conf.<dev>.<key>`).
@@ -146,11 +151,18 @@ impl HostState {
             if let Some(entries) = &m.entries {
                 let mut lines: Vec<String> = entries
                     .iter()
-                    .map(|(k, v)| maps::render(name, k, v, rules))
+                    .map(|(k, v)| maps::render(name, k, v))
                     .collect();
                 lines.sort();
                 for l in lines {
                     let _ = writeln!(out, "map {name} {l}");
+                }
+            }
+            if name == maps::POL_RS {
+                for (id, cells) in &self.rulesets {
+                    for l in show::render(*id, cells, rules) {
+                        let _ = writeln!(out, "map {name} {l}");
+                    }
                 }
             }
         }
@@ -174,6 +186,11 @@ impl HostState {
             ("attachments", self.attachments.len()),
             ("maps", self.maps.len()),
             ("map entries", entries),
+            ("rulesets", self.rulesets.len()),
+            (
+                "ruleset cells",
+                self.rulesets.values().map(|c| c.len()).sum(),
+            ),
         ])
     }
 }

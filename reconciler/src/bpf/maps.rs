@@ -13,23 +13,21 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_iface_value as IfaceValue,
-    weft_pol4_addr_key as PolAddrKey, weft_pol4_ctx_key as PolCtxKey, weft_pol_class as PolClass,
-    weft_pol_verdict as PolVerdict, weft_pol_vrdct_key as PolVerdictKey,
     weft_route4_key as Route4Key, weft_route_value as RouteValue,
 };
 
 pub const CT4: &str = "weft_ct4";
 pub const IFACE: &str = "weft_iface";
 pub const RT4: &str = "weft_rt4";
-pub const POL4_ADDR: &str = "weft_pol4_addr";
-pub const POL4_CTX: &str = "weft_pol4_ctx";
-pub const POL_VERDICT: &str = "weft_pol_vrdct";
+/// Rulesets by id, each an array of cells (policy::tables); a map of maps.
+pub const POL_RS: &str = "weft_pol_rs";
 pub const COUNTERS: &str = "weft_ctrs";
 pub const RULE_COUNTERS: &str = "weft_rule_ctrs";
 
 /// Maps whose entries are desired state (written by `weft apply`, compared by `weft diff`);
-/// the others hold what the dataplane learns (conntrack, counters).
-pub const RECONCILED: &[&str] = &[IFACE, RT4, POL4_ADDR, POL4_CTX, POL_VERDICT];
+/// the others hold what the dataplane learns (conntrack, counters). weft_pol_rs is desired
+/// state too, but of its own kind: `HostState::rulesets`.
+pub const RECONCILED: &[&str] = &[IFACE, RT4];
 
 // weft_iface_value.flags
 pub const IFACE_F_WORKLOAD: u32 = 0x01;
@@ -49,10 +47,6 @@ pub const CT_LEG_SYN: u8 = 0x01;
 pub const CT_LEG_ACK: u8 = 0x02;
 pub const CT_LEG_FIN: u8 = 0x04;
 pub const CT_LEG_RST: u8 = 0x08;
-// weft_pol_verdict.action and .flags
-pub const ACT_DENY: u8 = 0;
-pub const ACT_ALLOW: u8 = 1;
-pub const VERDICT_F_LOG: u8 = 0x01;
 // weft_counters_key.hook
 pub const HOOK_FROM_WEP: u32 = 0;
 pub const HOOK_TO_WEP: u32 = 1;
@@ -96,11 +90,6 @@ unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for RouteValue {}
-unsafe impl Plain for PolAddrKey {}
-unsafe impl Plain for PolClass {}
-unsafe impl Plain for PolCtxKey {}
-unsafe impl Plain for PolVerdictKey {}
-unsafe impl Plain for PolVerdict {}
 unsafe impl Plain for CountersKey {}
 unsafe impl Plain for Counters {}
 unsafe impl Plain for u32 {}
@@ -154,8 +143,8 @@ impl MapSizes {
             CT4 => self.conntrack,
             IFACE => self.if_state,
             RT4 => self.route,
-            POL4_ADDR | POL_VERDICT => self.ip_sets,
-            POL4_CTX => 65_536,
+            // Every endpoint's two rulesets, twice: the old and the new during a change.
+            POL_RS => 4 * self.if_state,
             COUNTERS => 2 * self.if_state,
             RULE_COUNTERS => 65_536,
             _ => return None,
@@ -237,38 +226,8 @@ fn rt_flags(flags: u32) -> String {
     }
 }
 
-fn port_prefix(bytes: [u8; 2], proto: u8, bits: u32) -> String {
-    let port = u16::from_be_bytes(bytes);
-    if bits == 0 {
-        return "any".into();
-    }
-    if bits < 8 {
-        return format!("proto {proto}/{bits}");
-    }
-    let pbits = bits - 8;
-    if pbits == 0 {
-        return format!("proto {proto}");
-    }
-    let lo = port;
-    let hi = port | ((1u32 << (16 - pbits)) - 1) as u16;
-    let what = if proto == 1 { "icmp" } else { "port" };
-    if proto == 1 {
-        let (t, c) = (lo >> 8, lo & 0xff);
-        return if pbits <= 8 {
-            format!("{what} type {t}")
-        } else {
-            format!("{what} type {t} code {c}")
-        };
-    }
-    if lo == hi {
-        format!("proto {proto} {what} {lo}")
-    } else {
-        format!("proto {proto} {what} {lo}-{hi}")
-    }
-}
-
 /// One entry of a reconciled map, for people (`weft diff`, `weft dump`).
-pub fn render(map: &str, key: &[u8], value: &[u8], rules: &BTreeMap<u32, String>) -> String {
+pub fn render(map: &str, key: &[u8], value: &[u8]) -> String {
     match map {
         IFACE => {
             match (u32::from_bytes(key), IfaceValue::from_bytes(value)) {
@@ -297,65 +256,6 @@ pub fn render(map: &str, key: &[u8], value: &[u8], rules: &BTreeMap<u32, String>
             }
             _ => raw(key, value),
         },
-        POL4_ADDR => match (PolAddrKey::from_bytes(key), PolClass::from_bytes(value)) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} peer {}/{} -> class {}{}",
-                k.ruleset,
-                ip(k.addr),
-                k.prefixlen.saturating_sub(32),
-                v.class,
-                if v.flags & 1 != 0 {
-                    " (uses context)"
-                } else {
-                    ""
-                }
-            ),
-            _ => raw(key, value),
-        },
-        POL4_CTX => match (PolCtxKey::from_bytes(key), u32::from_bytes(value)) {
-            (Some(k), Some(v)) => {
-                let bits = k.prefixlen.saturating_sub(64);
-                format!(
-                    "ruleset {:#010x} local {} {} -> context {v}",
-                    k.ruleset,
-                    if k.local_addr == 0 {
-                        "other".to_string()
-                    } else {
-                        ip(k.local_addr).to_string()
-                    },
-                    port_prefix(k.sport, k.proto, bits).replace("port", "sport"),
-                )
-            }
-            _ => raw(key, value),
-        },
-        POL_VERDICT => match (
-            PolVerdictKey::from_bytes(key),
-            PolVerdict::from_bytes(value),
-        ) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} class {} context {} {} -> {} rule {:#010x}{}{}",
-                k.ruleset,
-                k.aclass,
-                k.cclass,
-                port_prefix(k.dport, k.proto, k.prefixlen.saturating_sub(80)),
-                if v.action == ACT_ALLOW {
-                    "allow"
-                } else {
-                    "deny"
-                },
-                v.rule_id,
-                if v.flags & VERDICT_F_LOG != 0 {
-                    " log"
-                } else {
-                    ""
-                },
-                rules
-                    .get(&v.rule_id)
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            ),
-            _ => raw(key, value),
-        },
         _ => raw(key, value),
     }
 }
@@ -378,11 +278,6 @@ mod tests {
         assert_eq!(size_of::<IfaceValue>(), 32);
         assert_eq!(size_of::<Route4Key>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
-        assert_eq!(size_of::<PolAddrKey>(), 12);
-        assert_eq!(size_of::<PolClass>(), 8);
-        assert_eq!(size_of::<PolCtxKey>(), 16);
-        assert_eq!(size_of::<PolVerdictKey>(), 20);
-        assert_eq!(size_of::<PolVerdict>(), 8);
         assert_eq!(size_of::<CountersKey>(), 8);
         assert_eq!(size_of::<Counters>(), 256);
     }
@@ -390,16 +285,7 @@ mod tests {
     #[test]
     fn the_objects_define_every_map_weft_names_and_sizes() {
         let names: Vec<&str> = compiled_defs().iter().map(|d| d.name.as_str()).collect();
-        for n in [
-            CT4,
-            IFACE,
-            RT4,
-            POL4_ADDR,
-            POL4_CTX,
-            POL_VERDICT,
-            COUNTERS,
-            RULE_COUNTERS,
-        ] {
+        for n in [CT4, IFACE, RT4, POL_RS, COUNTERS, RULE_COUNTERS] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
             assert!(
                 MapSizes::default().max_entries(n).is_some(),

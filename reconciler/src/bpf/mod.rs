@@ -8,6 +8,7 @@ pub mod link;
 pub mod load;
 pub mod maps;
 pub mod reasons;
+pub mod rulesets;
 pub mod testrun;
 
 use std::io;
