@@ -18,7 +18,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use libbpf_rs::{MapCore, MapHandle};
 use weft::bpf::maps;
+use weft::bpf::rulesets;
 use weft::desired::{self, Desired};
 use weft::facts::HostFacts;
 use weft::policy::flat::RulesetSpec;
@@ -98,9 +100,13 @@ pub fn spec(config: &weft_model::Config, dir: Direction) -> RulesetSpec {
     index.ruleset(&desired::endpoint(config, &wep.value), dir).0
 }
 
-/// Writes every reconciled map's desired entries, as a fresh `weft apply` would.
+/// Loads the rulesets and writes every reconciled map's desired entries, as a fresh `weft
+/// apply` would.
 pub fn install(h: &Harness, d: &Desired) -> Duration {
     let t = Instant::now();
+    for (id, cells) in &d.state.rulesets {
+        rulesets::load(&h.pins, *id, cells).expect("loading a ruleset");
+    }
     for name in maps::RECONCILED {
         if let Some(e) = d.state.maps.get(*name).and_then(|m| m.entries.as_ref()) {
             h.write(name, e);
@@ -109,27 +115,42 @@ pub fn install(h: &Harness, d: &Desired) -> Duration {
     t.elapsed()
 }
 
-/// A map's entries as the kernel counts them and its memory as the kernel accounts it
-/// (`memlock` in the map's fdinfo: key, value and node header per element).
-pub struct Usage {
-    pub entries: usize,
-    pub bytes: u64,
-}
-
-pub fn usage(h: &Harness, name: &str) -> Usage {
-    let m = h.map(name);
-    let entries = libbpf_rs::MapCore::keys(&m).count();
-    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", m.as_fd().as_raw_fd()))
-        .unwrap_or_default();
-    let bytes = fdinfo
+/// The memory the kernel accounts to a map (`memlock` in its fdinfo).
+fn memlock(m: &MapHandle) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", m.as_fd().as_raw_fd()))
+        .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("memlock:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    Usage { entries, bytes }
+        .unwrap_or(0)
 }
 
-pub const POLICY_MAPS: [&str; 3] = [maps::POL4_ADDR, maps::POL4_CTX, maps::POL_VERDICT];
+/// The policy the kernel holds: rulesets, their cells, and the bytes the kernel accounts to
+/// their arrays and to weft_pol_rs.
+pub struct Usage {
+    pub rulesets: usize,
+    pub cells: usize,
+    pub bytes: u64,
+}
+
+pub fn usage(h: &Harness) -> Usage {
+    let outer = h.map(maps::POL_RS);
+    let mut u = Usage {
+        rulesets: 0,
+        cells: 0,
+        bytes: memlock(&outer),
+    };
+    for k in outer.keys() {
+        let id = u32::from_ne_bytes(k[..4].try_into().expect("a ruleset id"));
+        let inner = rulesets::open(&h.pins, id)
+            .expect("weft_pol_rs")
+            .expect("listed");
+        u.rulesets += 1;
+        u.cells += inner.max_entries() as usize;
+        u.bytes += memlock(&inner);
+    }
+    u
+}
 
 fn prog(dir: Direction) -> &'static str {
     match dir {
@@ -253,7 +274,7 @@ struct SizeFigures {
     load: Duration,
     compile: Duration,
     install: Duration,
-    usage: Vec<Usage>,
+    usage: Usage,
     floor: f64,
     dirs: Vec<(Direction, DirFigures)>,
 }
@@ -294,17 +315,9 @@ pub fn run() -> std::process::ExitCode {
     for n in sizes() {
         let texts = gen::render(&gen::build(n));
         let c = load_and_compile(texts);
-        let counts: Vec<usize> = POLICY_MAPS
-            .iter()
-            .map(|m| {
-                c.desired.state.maps[*m]
-                    .entries
-                    .as_ref()
-                    .map_or(0, |e| e.len())
-            })
-            .collect();
+        let cells: usize = c.desired.state.rulesets.values().map(|r| r.len()).sum();
         eprintln!(
-            "{n} rules: load {:.1} ms, compile {:.1} ms, entries {counts:?}",
+            "{n} rules: load {:.1} ms, compile {:.1} ms, {cells} cells",
             c.load.as_secs_f64() * 1e3,
             c.compile.as_secs_f64() * 1e3
         );
@@ -315,7 +328,8 @@ pub fn run() -> std::process::ExitCode {
         )
         .expect("checked above");
         let install = install(&h, &c.desired);
-        let usage = POLICY_MAPS.iter().map(|m| usage(&h, m)).collect();
+
+        let usage = usage(&h);
         let mut dirs = Vec::new();
         let mut flat = [0; 2];
         for (i, dir) in [Direction::Ingress, Direction::Egress]
@@ -367,27 +381,27 @@ fn print(all: &[SizeFigures]) {
     println!();
     println!("per direction: rules = rules selecting the endpoint (flat = after named-port and protocol splitting)");
     println!(
-        "{:>7} {:>13} {:>9} {:>11} {:>11} {:>24} {:>11}",
+        "{:>7} {:>13} {:>9} {:>11} {:>11} {:>9} {:>13} {:>11}",
         "rules",
         "flat in/out",
         "load ms",
         "compile ms",
         "install ms",
-        "entries addr/ctx/verdict",
+        "rulesets",
+        "cells (64 B)",
         "kernel KiB"
     );
     for f in all {
-        let e: Vec<String> = f.usage.iter().map(|u| u.entries.to_string()).collect();
-        let kib: u64 = f.usage.iter().map(|u| u.bytes).sum::<u64>() / 1024;
         println!(
-            "{:>7} {:>13} {:>9.1} {:>11.1} {:>11.1} {:>24} {:>11}",
+            "{:>7} {:>13} {:>9.1} {:>11.1} {:>11.1} {:>9} {:>13} {:>11}",
             f.rules,
             format!("{}/{}", f.flat[0], f.flat[1]),
             f.load.as_secs_f64() * 1e3,
             f.compile.as_secs_f64() * 1e3,
             f.install.as_secs_f64() * 1e3,
-            e.join("/"),
-            kib
+            f.usage.rulesets,
+            f.usage.cells,
+            f.usage.bytes / 1024
         );
     }
     println!();
