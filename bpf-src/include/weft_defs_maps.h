@@ -33,13 +33,14 @@ struct {
 
 /*
  * A ruleset's cells (weft_maps.h): the template of weft_pol_rs's inner maps. Each ruleset's
- * array has exactly its own number of cells (BPF_F_INNER_MAP lets them differ); programs only
- * read them, and weft freezes them once written.
+ * array has exactly its own number of cells (BPF_F_INNER_MAP lets them differ); weft writes
+ * them through a mapping (BPF_F_MMAPABLE: one copy, no syscall per cell, which the kernel
+ * refuses for BPF_F_RDONLY_PROG maps) and freezes them; programs only read them.
  */
 struct weft_pol_cells {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_RDONLY_PROG);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	/* Sizes rather than types: clang would only forward-declare the cell in its BTF here. */
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(struct weft_pol_cell));

@@ -38,27 +38,67 @@ pub fn load(pins: &Pins, id: u32, cells: &Cells) -> Result<(), BpfError> {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         // As the template in weft_defs_maps.h: the kernel refuses others in weft_pol_rs.
-        map_flags: libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_RDONLY_PROG,
+        map_flags: libbpf_sys::BPF_F_INNER_MAP | libbpf_sys::BPF_F_MMAPABLE,
         ..Default::default()
     };
     let n = cells.len() as u32;
     let inner = MapHandle::create(MapType::Array, Some(&name), 4, CELL_BYTES, n, &opts)
         .map_err(err(&name))?;
-    let values = cells.as_bytes();
-    let keys: Vec<u8> = (0..n).flat_map(|i| i.to_ne_bytes()).collect();
-    for (k, v) in keys
-        .chunks(4 * BATCH)
-        .zip(values.chunks(CELL_BYTES as usize * BATCH))
-    {
-        inner
-            .update_batch(k, v, (k.len() / 4) as u32, MapFlags::ANY, MapFlags::ANY)
-            .map_err(err(&name))?;
-    }
+    // Written through a shared mapping: one copy of the cells, no syscall per cell.
+    let len = cells.len() * CELL_BYTES as usize;
+    let mapped = Mapping::new(inner.as_fd().as_raw_fd(), len).map_err(|e| BpfError::Map {
+        name: name.clone(),
+        source: libbpf_rs::Error::from(e),
+    })?;
+    mapped.write(&cells.as_bytes());
+    std::mem::drop(mapped);
     inner.freeze().map_err(err(&name))?;
     let fd = inner.as_fd().as_raw_fd() as u32;
     outer(pins)?
         .update(&id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
         .map_err(err(POL_RS))
+}
+
+/// A writable shared mapping of an mmapable array map; unmapped on drop (the kernel refuses to
+/// freeze a map while a writable mapping exists).
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: i32, len: usize) -> std::io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping of the map's pages; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr, len })
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        assert!(bytes.len() <= self.len);
+        // SAFETY: the mapping is `len` writable bytes and nothing else aliases it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.cast::<u8>(), bytes.len())
+        };
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr and len are the mapping made in new.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 /// Removes ruleset `id` from weft_pol_rs; one that is not there is already gone.
