@@ -24,8 +24,10 @@
 //! that decides nothing ends in its Deny (or passes on), profiles last, then the default deny.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::flat::{FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, Verdict, PROTO_PORT_MAX};
+use super::fxhash::FxHashMap;
 
 /// The bits of the (protocol, port) space.
 pub const PROTO_PORT_BITS: u8 = 24;
@@ -84,12 +86,104 @@ fn is_background(r: &FlatRule) -> bool {
 }
 
 pub fn compile(spec: &RulesetSpec) -> Result<Compiled, CompileError> {
-    let addr = address_classes(spec);
+    compile_with(spec, &mut Memo::default())
+}
+
+/// Class functions painted before, by a key naming everything their painting reads: the
+/// background (its rules' contents in order, the group ends), the class's own rules' contents
+/// with their place among the background's, and which background rules it misses. A caller
+/// that compiles again after a small change (a long-running reconciler) keeps one, so only
+/// the classes the change touches are painted again. Entries not used by a compile since the
+/// last `sweep` are dropped by it.
+#[derive(Clone, Default)]
+pub struct Memo {
+    functions: FxHashMap<u128, (Option<Steps<Decision>>, bool)>,
+    /// Address classes by the peer conditions they were made from (every set's prefixes,
+    /// every rule's peer terms): a change to ports or actions keeps them.
+    addr: FxHashMap<u128, (Arc<AddrClasses>, bool)>,
+}
+
+impl Memo {
+    /// Forgets what no compile used since the last sweep.
+    pub fn sweep(&mut self) {
+        self.functions.retain(|_, (_, used)| std::mem::take(used));
+        self.addr.retain(|_, (_, used)| std::mem::take(used));
+    }
+
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+}
+
+/// Two independent 64-bit FxHash-style streams: a 128-bit key whose collisions need not be
+/// considered.
+#[derive(Clone, Copy)]
+struct Key(u64, u64);
+
+impl Key {
+    fn new() -> Key {
+        Key(0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344)
+    }
+
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.1 = (self.1.rotate_left(7) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn get(self) -> u128 {
+        u128::from(self.0) << 64 | u128::from(self.1)
+    }
+}
+
+/// What painting reads of a rule: its id, action, group and (protocol, dport) spans.
+fn rule_content(r: &FlatRule) -> u64 {
+    let mut k = Key::new();
+    k.add(u64::from(r.id));
+    k.add(r.action as u64);
+    k.add(r.group as u64);
+    for &(lo, hi) in r.dport.spans() {
+        k.add(lo);
+        k.add(hi);
+    }
+    k.0 ^ k.1.rotate_left(32)
+}
+
+/// What the address classes are made from.
+fn peer_key(spec: &RulesetSpec) -> u128 {
+    let mut k = Key::new();
+    k.add(spec.sets.len() as u64);
+    for set in &spec.sets {
+        k.add(set.len() as u64);
+        for n in set {
+            k.add(u64::from(n.addr) << 8 | u64::from(n.len));
+        }
+    }
+    k.add(spec.rules.len() as u64);
+    for r in &spec.rules {
+        k.add(r.peer.len() as u64);
+        for t in &r.peer {
+            k.add((t.set as u64) << 1 | u64::from(t.member));
+        }
+    }
+    k.get()
+}
+
+pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, CompileError> {
+    let entry = memo
+        .addr
+        .entry(peer_key(spec))
+        .or_insert_with(|| (Arc::new(address_classes(spec)), true));
+    entry.1 = true;
+    let addr = entry.0.clone();
     let ctx = context_classes(spec)?;
     let contexts = ctx.classes.len();
     let mut out = Compiled {
         flags: if ctx.needed { RS_F_CTX } else { 0 },
-        addr: addr.steps,
+        addr: addr.steps.clone(),
         // Only the context stage looks at the local address.
         locals: if ctx.needed {
             spec.locals.clone()
@@ -102,50 +196,102 @@ pub fn compile(spec: &RulesetSpec) -> Result<Compiled, CompileError> {
     };
     let mut functions = Functions::default();
     // A rule takes part in context class c if it does not look at the context or holds there.
-    let in_context = |r: usize, c: usize| spec.rules[r].ctx_free() || ctx.classes[c].contains(&r);
-    let backgrounds: Vec<Background> = (0..contexts)
-        .map(|c| {
-            let rules: Vec<usize> = (0..spec.rules.len())
-                .filter(|&r| is_background(&spec.rules[r]) && in_context(r, c))
-                .collect();
-            Background::new(spec, &rules)
+    let ctx_free: Vec<bool> = spec.rules.iter().map(FlatRule::ctx_free).collect();
+    let in_context = |r: usize, c: usize| ctx_free[r] || ctx.classes[c].contains(&r);
+    let content: Vec<u64> = spec.rules.iter().map(rule_content).collect();
+    // Per context class: the background, its fingerprint, and each rule's place among its
+    // rules (how many come before it).
+    let mut backgrounds = Vec::with_capacity(contexts);
+    for c in 0..contexts {
+        let rules: Vec<usize> = (0..spec.rules.len())
+            .filter(|&r| is_background(&spec.rules[r]) && in_context(r, c))
+            .collect();
+        let mut fp = Key::new();
+        for &r in &rules {
+            fp.add(content[r]);
+        }
+        for end in &spec.groups {
+            fp.add(match end {
+                GroupEnd::Deny(id) => u64::from(*id),
+                GroupEnd::Pass => u64::MAX,
+            });
+        }
+        fp.add(u64::from(spec.default_rule));
+        let mut rank = vec![0u32; spec.rules.len()];
+        let mut seen = 0u32;
+        let mut next = rules.iter().peekable();
+        for (r, slot) in rank.iter_mut().enumerate() {
+            *slot = seen;
+            if next.peek() == Some(&&r) {
+                next.next();
+                seen += 1;
+            }
+        }
+        let bg = Background::new(spec, &rules);
+        out.background.push(functions.intern(bg.steps()));
+        backgrounds.push((bg, fp, rank));
+    }
+    // A class's key in a context: the background's fingerprint, then for each of its rules in
+    // order a hash of (content, place among the background's rules), chained.
+    let element = |salt: u64, a: u64, b: u64| {
+        let mut k = Key::new();
+        k.add(salt);
+        k.add(a);
+        k.add(b);
+        k.get()
+    };
+    let holds: Vec<Vec<u128>> = backgrounds
+        .iter()
+        .map(|(_, _, rank)| {
+            (0..spec.rules.len())
+                .map(|r| element(1, content[r], u64::from(rank[r])))
+                .collect()
         })
         .collect();
-    for bg in &backgrounds {
-        let steps = bg.steps();
-        out.background.push(functions.intern(steps));
-    }
-    // Several address classes often hold the same rules in a context: paint those once.
-    let mut painted: HashMap<(Vec<usize>, Vec<usize>, usize), Option<u32>> = HashMap::new();
+    let misses: Vec<Vec<u128>> = backgrounds
+        .iter()
+        .map(|(_, _, rank)| {
+            (0..spec.rules.len())
+                .map(|r| element(2, u64::from(rank[r]), 0))
+                .collect()
+        })
+        .collect();
+    let mut scratch = Scratch::default();
+    let mut seen: FxHashMap<u128, Option<u32>> = FxHashMap::default();
     out.rows = Vec::with_capacity(addr.classes.len() * contexts);
     for class in &addr.classes {
-        for (c, bg) in backgrounds.iter().enumerate() {
-            let specific: Vec<usize> = class
-                .specific
-                .iter()
-                .copied()
-                .filter(|&r| in_context(r, c))
-                .collect();
-            let missed: Vec<usize> = class
-                .missed
-                .iter()
-                .copied()
-                .filter(|&r| in_context(r, c))
-                .collect();
-            let key = (specific, missed, c);
-            let f = match painted.get(&key) {
-                Some(f) => *f,
-                None => {
-                    let steps = class_function(spec, bg, &key.0, &key.1);
-                    let f = if steps.len() == 1 && steps[0].1 == Decision::Defer {
-                        None
-                    } else {
-                        Some(functions.intern(steps))
-                    };
-                    painted.insert(key, f);
-                    f
+        for (c, (bg, fp, _)) in backgrounds.iter().enumerate() {
+            const M: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+            let mut key = fp.get();
+            for &r in &class.specific {
+                if in_context(r as usize, c) {
+                    key = key.wrapping_mul(M).wrapping_add(holds[c][r as usize]);
                 }
-            };
+            }
+            for &r in &class.missed {
+                if in_context(r as usize, c) {
+                    key = key.wrapping_mul(M).wrapping_add(misses[c][r as usize]);
+                }
+            }
+            if let Some(&f) = seen.get(&key) {
+                out.rows.push(f);
+                continue;
+            }
+            let entry = memo.functions.entry(key).or_insert_with(|| {
+                let keep = |r: &&u32| in_context(**r as usize, c);
+                let specific: Vec<u32> = class.specific.iter().filter(keep).copied().collect();
+                let missed: Vec<u32> = class.missed.iter().filter(keep).copied().collect();
+                let steps = class_function(spec, bg, &specific, &missed, &mut scratch);
+                let steps = if steps.len() == 1 && steps[0].1 == Decision::Defer {
+                    None
+                } else {
+                    Some(steps)
+                };
+                (steps, true)
+            });
+            entry.1 = true;
+            let f = entry.0.as_ref().map(|steps| functions.intern_ref(steps));
+            seen.insert(key, f);
             out.rows.push(f);
         }
     }
@@ -155,11 +301,18 @@ pub fn compile(spec: &RulesetSpec) -> Result<Compiled, CompileError> {
 
 #[derive(Default)]
 struct Functions {
-    index: HashMap<Steps<Decision>, u32>,
+    index: FxHashMap<Steps<Decision>, u32>,
     list: Vec<Steps<Decision>>,
 }
 
 impl Functions {
+    fn intern_ref(&mut self, steps: &Steps<Decision>) -> u32 {
+        match self.index.get(steps) {
+            Some(&i) => i,
+            None => self.intern(steps.clone()),
+        }
+    }
+
     fn intern(&mut self, steps: Steps<Decision>) -> u32 {
         if let Some(&i) = self.index.get(&steps) {
             return i;
@@ -186,8 +339,8 @@ const MISSES: u64 = 0x5bd1_e995_0000_0000;
 /// One address class: the specific rules that hold for its addresses and the background
 /// rules that do not (their negative terms exclude it), both in rule order.
 struct AddrClass {
-    specific: Vec<usize>,
-    missed: Vec<usize>,
+    specific: Vec<u32>,
+    missed: Vec<u32>,
 }
 
 struct AddrClasses {
@@ -251,8 +404,8 @@ fn address_classes(spec: &RulesetSpec) -> AddrClasses {
         }
         let class = *class_of_hash.entry(walk.hash).or_insert_with(|| {
             classes.push(AddrClass {
-                specific: walk.specific.iter().copied().collect(),
-                missed: walk.missed.iter().copied().collect(),
+                specific: walk.specific.iter().map(|&r| r as u32).collect(),
+                missed: walk.missed.iter().map(|&r| r as u32).collect(),
             });
             (classes.len() - 1) as u32
         });
@@ -513,7 +666,7 @@ fn segments(cuts: &[u64], lo: u64, hi: u64) -> (usize, usize) {
 /// Evaluates the rules of one point of the (protocol, dport) space: `background` and
 /// `specific` are the indexes of the rules that match there (each in rule order), `missed`
 /// those of `background` that do not apply (sorted). The meaning is `RulesetSpec::evaluate`.
-fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[usize]) -> Verdict {
+fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[u32]) -> Verdict {
     let (mut i, mut j) = (0, 0);
     let mut log = false;
     for (g, end) in spec.groups.iter().enumerate() {
@@ -535,7 +688,7 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
             }
             if from_background {
                 i += 1;
-                if missed.binary_search(&(r as usize)).is_ok() {
+                if missed.binary_search(&r).is_ok() {
                     continue;
                 }
             } else {
@@ -573,57 +726,108 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
     }
 }
 
+/// Buffers `class_function` reuses from one class to the next.
+#[derive(Default)]
+struct Scratch {
+    reach: Vec<(u64, u64)>,
+    cuts: Vec<u64>,
+    /// Per cell, where its rules start in `rules` (one more entry than cells).
+    start: Vec<u32>,
+    rules: Vec<u32>,
+}
+
 /// An address class's function in one context: evaluated where its specific rules or the
 /// background rules it misses reach, `Defer` wherever the result is the background's.
 fn class_function(
     spec: &RulesetSpec,
     bg: &Background,
-    specific: &[usize],
-    missed: &[usize],
+    specific: &[u32],
+    missed: &[u32],
+    sc: &mut Scratch,
 ) -> Steps<Decision> {
     let defer_everywhere = vec![(0, Decision::Defer)];
     if specific.is_empty() && missed.is_empty() {
         return defer_everywhere;
     }
-    // Where the class can differ from the background, and the cuts inside it: its own rules'
-    // boundaries and the background's.
-    let mut reach: Vec<(u64, u64)> = Vec::new();
-    let mut cuts: Vec<u64> = vec![0];
+    // Where the class can differ from the background (merged spans), and the cuts inside it:
+    // its own rules' boundaries and the background's.
+    sc.reach.clear();
+    sc.cuts.clear();
+    sc.cuts.push(0);
     for &r in specific.iter().chain(missed) {
-        for &(lo, hi) in spec.rules[r].dport.spans() {
-            reach.push((lo, hi));
-            cuts.push(lo);
+        for &(lo, hi) in spec.rules[r as usize].dport.spans() {
+            sc.reach.push((lo, hi));
+            sc.cuts.push(lo);
             if hi < PROTO_PORT_MAX {
-                cuts.push(hi + 1);
+                sc.cuts.push(hi + 1);
             }
         }
     }
-    let reach = super::flat::SpanSet::from_spans(reach);
-    for &(lo, hi) in reach.spans() {
-        let (a, b) = (
-            bg.cuts.partition_point(|&c| c <= lo),
-            bg.cuts.partition_point(|&c| c <= hi),
-        );
-        cuts.extend_from_slice(&bg.cuts[a..b]);
+    sc.reach.sort_unstable();
+    let mut merged = 0;
+    for i in 0..sc.reach.len() {
+        let (lo, hi) = sc.reach[i];
+        if merged > 0 && lo <= sc.reach[merged - 1].1.saturating_add(1) {
+            let last = &mut sc.reach[merged - 1].1;
+            *last = (*last).max(hi);
+        } else {
+            sc.reach[merged] = (lo, hi);
+            merged += 1;
+        }
     }
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut per_cell: Vec<Vec<u32>> = vec![Vec::new(); cuts.len()];
+    sc.reach.truncate(merged);
+    for &(lo, hi) in &sc.reach {
+        let a = bg.cuts.partition_point(|&c| c <= lo);
+        let b = bg.cuts.partition_point(|&c| c <= hi);
+        sc.cuts.extend_from_slice(&bg.cuts[a..b]);
+    }
+    sc.cuts.sort_unstable();
+    sc.cuts.dedup();
+    let n = sc.cuts.len();
+    // The specific rules of each cell, in rule order, as one flat list: count, then fill.
+    sc.start.clear();
+    sc.start.resize(n + 1, 0);
     for &r in specific {
-        for &(lo, hi) in spec.rules[r].dport.spans() {
-            let (a, b) = segments(&cuts, lo, hi);
-            for cell in &mut per_cell[a..b] {
-                cell.push(r as u32);
+        for &(lo, hi) in spec.rules[r as usize].dport.spans() {
+            let (a, b) = segments(&sc.cuts, lo, hi);
+            sc.start[a] = sc.start[a].wrapping_add(1);
+            sc.start[b] = sc.start[b].wrapping_sub(1);
+        }
+    }
+    let mut running = 0u32;
+    let mut total = 0u32;
+    for k in 0..n {
+        running = running.wrapping_add(sc.start[k]);
+        sc.start[k] = total;
+        total += running;
+    }
+    sc.start[n] = total;
+    sc.rules.clear();
+    sc.rules.resize(total as usize, 0);
+    let mut fill: Vec<u32> = sc.start[..n].to_vec();
+    for &r in specific {
+        for &(lo, hi) in spec.rules[r as usize].dport.spans() {
+            let (a, b) = segments(&sc.cuts, lo, hi);
+            for slot in &mut fill[a..b] {
+                sc.rules[*slot as usize] = r;
+                *slot += 1;
             }
         }
     }
     let mut out: Steps<Decision> = Vec::new();
-    for (k, &start) in cuts.iter().enumerate() {
-        let d = if !reach.contains(start) {
+    let mut span = 0;
+    for k in 0..n {
+        let start = sc.cuts[k];
+        while span < sc.reach.len() && sc.reach[span].1 < start {
+            span += 1;
+        }
+        let inside = span < sc.reach.len() && sc.reach[span].0 <= start;
+        let d = if !inside {
             Decision::Defer
         } else {
             let seg = bg.segment(start);
-            let v = evaluate(spec, &bg.rules[seg], &per_cell[k], missed);
+            let own = &sc.rules[sc.start[k] as usize..sc.start[k + 1] as usize];
+            let v = evaluate(spec, &bg.rules[seg], own, missed);
             if v == bg.verdicts[seg] {
                 Decision::Defer
             } else {
@@ -633,9 +837,6 @@ fn class_function(
         if out.last().map(|s| s.1) != Some(d) {
             out.push((start, d));
         }
-    }
-    if out.is_empty() {
-        return defer_everywhere;
     }
     out
 }
@@ -945,7 +1146,10 @@ mod tests {
             seed % n
         };
         let addrs: Vec<u32> = (0..8).map(|i| 0x0a00_0000 | (i << 20) | (i << 4)).collect();
-        for _ in 0..400 {
+        // One memo across all the rulesets, as a long-running reconciler keeps it: what it
+        // remembers of earlier ones must never change what a compile says.
+        let mut memo = Memo::default();
+        for round in 0..400 {
             let nsets = 1 + rnd(4) as usize;
             let sets: Vec<Vec<Net4>> = (0..nsets)
                 .map(|_| {
@@ -1025,7 +1229,37 @@ mod tests {
                     dport: proto_port(proto, rnd(160) as u16),
                 });
             }
-            check_all(&spec, &flows);
+            let fresh = check_all(&spec, &flows);
+            assert_eq!(compile_with(&spec, &mut memo), Ok(fresh.clone()));
+            // The same rules one step later in the list (the positions shift, the meaning not).
+            let mut shifted = spec.clone();
+            shifted.rules.insert(
+                0,
+                rule(
+                    77,
+                    FlatAction::Log,
+                    0,
+                    vec![],
+                    SpanSet::from_spans([(0, 0)]),
+                ),
+            );
+            assert_eq!(
+                compile_with(&shifted, &mut memo),
+                compile(&shifted),
+                "round {round}"
+            );
+            // Two neighbours swapped: the same rules, another order, maybe another meaning.
+            if spec.rules.len() >= 2 {
+                let mut swapped = spec.clone();
+                let i = rnd(spec.rules.len() as u64 - 1) as usize;
+                if swapped.rules[i].group == swapped.rules[i + 1].group {
+                    swapped.rules.swap(i, i + 1);
+                    assert_eq!(compile_with(&swapped, &mut memo), compile(&swapped));
+                }
+            }
+            if round % 10 == 0 {
+                memo.sweep();
+            }
         }
     }
 }

@@ -8,7 +8,18 @@
 
 pub mod classify;
 pub mod flat;
+pub mod fxhash;
 pub mod lpm;
 pub mod resolve;
 pub mod show;
 pub mod tables;
+
+/// What compiling policy remembers from one run to the next, so that a long-running
+/// reconciler recompiles after a small change only what the change touches: what selectors
+/// picked (for the same entities) and the class functions painted (by content). Outputs never
+/// depend on it: a compile with a warm cache says what a fresh one says.
+#[derive(Clone, Default)]
+pub struct Cache {
+    pub selections: resolve::Selections,
+    pub memo: classify::Memo,
+}

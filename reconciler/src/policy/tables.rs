@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use super::classify::{self, Compiled, Decision, Steps, PROTO_PORT_BITS, RS_F_CTX};
 use super::flat::{Flow, Verdict};
+use super::fxhash::FxHashMap;
 
 /// One cell: a trie node (16 entries) or 16 words of a table.
 pub type Cell = [u32; CELL_WORDS];
@@ -23,9 +24,6 @@ pub const CELL_WORDS: usize = 16;
 /// the first 8 or 16 bits, measured no faster: a walk's cost is mostly its fixed steps.)
 pub const STRIDE: u32 = 4;
 
-fn stride(_left: u32) -> u32 {
-    STRIDE
-}
 /// An entry with this bit is a leaf with the other 31 bits as its value; otherwise it is the
 /// index of the node's cell.
 pub const LEAF: u32 = 0x8000_0000;
@@ -97,7 +95,9 @@ impl Cells {
 
 struct Builder {
     cells: Vec<Cell>,
-    nodes: HashMap<Vec<u32>, u32>,
+    nodes: FxHashMap<Cell, u32>,
+    /// Background subtries already built: (context class, base, bits) -> entry.
+    shared: FxHashMap<(usize, u64, u32), u32>,
 }
 
 impl Builder {
@@ -106,56 +106,68 @@ impl Builder {
         self.node(steps, 0, bits)
     }
 
-    /// The entry for `[base, base + 2^bits)`.
-    fn node(&mut self, steps: &[(u64, u32)], base: u64, bits: u32) -> u32 {
-        let first = steps.partition_point(|s| s.0 <= base) - 1;
-        let end = base + (1u64 << bits);
-        if steps.get(first + 1).is_none_or(|s| s.0 >= end) {
-            debug_assert!(steps[first].1 & LEAF == 0);
-            return LEAF | steps[first].1;
+    /// The entry for `[base, base + 2^bits)`, where `w` holds the steps that reach into it
+    /// (the first holds at `base`).
+    fn node(&mut self, w: &[(u64, u32)], base: u64, bits: u32) -> u32 {
+        if w.len() == 1 {
+            debug_assert!(w[0].1 & LEAF == 0);
+            return LEAF | w[0].1;
         }
-        let child = bits - stride(bits);
-        let entries: Vec<u32> = (0..1u64 << stride(bits))
-            .map(|i| self.node(steps, base + (i << child), child))
-            .collect();
-        self.intern(entries)
+        let child = bits - STRIDE;
+        let mut cell = [0u32; CELL_WORDS];
+        let mut j = 0;
+        for (i, e) in cell.iter_mut().enumerate() {
+            let (cw, cb) = window(w, &mut j, base + ((i as u64) << child), child);
+            *e = self.node(cw, cb, child);
+        }
+        self.intern(cell)
     }
 
     /// The trie of a class function `f` (values, or None where it defers) laid over the
-    /// background's `bg`: where `f` defers on a whole node, the entry is the background's own
-    /// (shared, not copied), so a lookup needs one walk and the class costs only its nodes.
+    /// background `bg` of context class `cc`: where `f` defers on a whole node, the entry is
+    /// the background's own (shared, not copied), so a lookup needs one walk and the class
+    /// costs only its own nodes. `f` and `bg` are windows as in `node`.
     fn overlay(
         &mut self,
         f: &[(u64, Option<u32>)],
         bg: &[(u64, u32)],
+        cc: usize,
         base: u64,
         bits: u32,
     ) -> u32 {
-        let first = f.partition_point(|s| s.0 <= base) - 1;
-        let end = base + (1u64 << bits);
-        if f.get(first + 1).is_none_or(|s| s.0 >= end) {
-            return match f[first].1 {
+        if f.len() == 1 {
+            return match f[0].1 {
                 Some(v) => LEAF | v,
-                None => self.node(bg, base, bits),
+                None => match self.shared.get(&(cc, base, bits)) {
+                    Some(&e) => e,
+                    None => {
+                        let e = self.node(bg, base, bits);
+                        self.shared.insert((cc, base, bits), e);
+                        e
+                    }
+                },
             };
         }
-        let child = bits - stride(bits);
-        let entries: Vec<u32> = (0..1u64 << stride(bits))
-            .map(|i| self.overlay(f, bg, base + (i << child), child))
-            .collect();
-        self.intern(entries)
+        let child = bits - STRIDE;
+        let mut cell = [0u32; CELL_WORDS];
+        let (mut j, mut k) = (0, 0);
+        for (i, e) in cell.iter_mut().enumerate() {
+            let cb = base + ((i as u64) << child);
+            let (fw, _) = window(f, &mut j, cb, child);
+            let (bw, _) = window(bg, &mut k, cb, child);
+            *e = self.overlay(fw, bw, cc, cb, child);
+        }
+        self.intern(cell)
     }
 
-    /// The cell index of the node with `entries` (16 per cell), stored once.
-    fn intern(&mut self, entries: Vec<u32>) -> u32 {
-        if let Some(&i) = self.nodes.get(&entries) {
+    /// The cell index of the node `cell`, stored once.
+    fn intern(&mut self, cell: Cell) -> u32 {
+        if let Some(&i) = self.nodes.get(&cell) {
             return i;
         }
         let i = self.cells.len() as u32;
-        for chunk in entries.chunks(CELL_WORDS) {
-            self.cells.push(chunk.try_into().expect("whole cells"));
-        }
-        self.nodes.insert(entries, i);
+        self.cells.push(cell);
+        self.nodes.insert(cell, i);
         i
     }
 
@@ -169,6 +181,20 @@ impl Builder {
         }
         at
     }
+}
+
+/// The steps of `w` that reach into `[base, base + 2^bits)`, moving `j` (the index of the step
+/// holding at the previous child's base) forward; returns them with `base`.
+fn window<'a, V>(w: &'a [(u64, V)], j: &mut usize, base: u64, bits: u32) -> (&'a [(u64, V)], u64) {
+    while *j + 1 < w.len() && w[*j + 1].0 <= base {
+        *j += 1;
+    }
+    let end = base + (1u64 << bits);
+    let mut k = *j + 1;
+    while k < w.len() && w[k].0 < end {
+        k += 1;
+    }
+    (&w[*j..k], base)
 }
 
 fn verdict_words(v: &Verdict) -> [u32; 2] {
@@ -208,7 +234,8 @@ fn local_steps(locals: &[u32]) -> Steps<u32> {
 pub fn encode(c: &Compiled) -> Cells {
     let mut b = Builder {
         cells: vec![[0; CELL_WORDS]],
-        nodes: HashMap::new(),
+        nodes: FxHashMap::default(),
+        shared: FxHashMap::default(),
     };
     let mut verdict_index: HashMap<Verdict, u32> = HashMap::new();
     let mut verdicts: Vec<u32> = Vec::new();
@@ -252,16 +279,23 @@ pub fn encode(c: &Compiled) -> Cells {
         .map(|&f| b.trie(&solid(&payloads[f as usize]), bits))
         .collect();
     let contexts = usize::from(c.contexts.max(1));
+    let bgs: Vec<Steps<u32>> = c
+        .background
+        .iter()
+        .map(|&f| solid(&payloads[f as usize]))
+        .collect();
+    let mut laid: FxHashMap<(u32, usize), u32> = FxHashMap::default();
     let rows: Vec<u32> = c
         .rows
         .iter()
         .enumerate()
         .map(|(i, f)| {
             let cc = i % contexts;
-            let bg = solid(&payloads[c.background[cc] as usize]);
             match f {
                 None => bg_roots[cc],
-                Some(f) => b.overlay(&payloads[*f as usize], &bg, 0, bits),
+                Some(f) => *laid
+                    .entry((*f, cc))
+                    .or_insert_with(|| b.overlay(&payloads[*f as usize], &bgs[cc], cc, 0, bits)),
             }
         })
         .collect();
@@ -344,9 +378,8 @@ pub fn walk(cells: &Cells, mut entry: u32, key: u64, bits: u32) -> Result<u32, D
         if left < STRIDE {
             return Err(Malformed("a trie deeper than its key"));
         }
-        let s = stride(left);
-        left -= s;
-        let i = ((key >> left) & ((1 << s) - 1)) as u32;
+        left -= STRIDE;
+        let i = ((key >> left) & 0xf) as u32;
         entry = cells
             .word(entry * CELL_WORDS as u32 + i)
             .ok_or(Malformed("a node beyond the cells"))?;
@@ -372,9 +405,8 @@ fn trie_steps(cells: &Cells, entry: u32, bits: u32) -> Result<Steps<u32>, Decode
         if bits < STRIDE {
             return Err(Malformed("a trie deeper than its key"));
         }
-        let s = stride(bits);
-        let child = bits - s;
-        for i in 0..1u32 << s {
+        let child = bits - STRIDE;
+        for i in 0..1u32 << STRIDE {
             let e = cells
                 .word(entry * CELL_WORDS as u32 + i)
                 .ok_or(Malformed("a node beyond the cells"))?;
@@ -554,7 +586,8 @@ mod tests {
     fn a_trie_answers_like_its_step_function() {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
-            nodes: HashMap::new(),
+            nodes: FxHashMap::default(),
+            shared: FxHashMap::default(),
         };
         let steps: Steps<u32> = vec![(0, 1), (80, 2), (81, 1), (30000, 3), (32768, 1)];
         let root = b.trie(&steps, 24);
@@ -574,7 +607,8 @@ mod tests {
     fn b_constant() -> u32 {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
-            nodes: HashMap::new(),
+            nodes: FxHashMap::default(),
+            shared: FxHashMap::default(),
         };
         b.trie(&[(0, 7)], 32)
     }
@@ -583,7 +617,8 @@ mod tests {
     fn identical_nodes_are_stored_once() {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
-            nodes: HashMap::new(),
+            nodes: FxHashMap::default(),
+            shared: FxHashMap::default(),
         };
         // The same single port in two functions, and in two protocols of one function.
         let one = |p: u64| vec![(0, 0), (p, 1), (p + 1, 0)];
