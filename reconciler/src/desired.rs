@@ -232,6 +232,15 @@ pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
 }
 
 pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
+    desired_with(cfg, facts, &mut crate::policy::Cache::default())
+}
+
+/// As `desired`, reusing and refreshing what `cache` remembers of earlier runs.
+pub fn desired_with(
+    cfg: &Config,
+    facts: &HostFacts,
+    cache: &mut crate::policy::Cache,
+) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
     let mut d = Desired {
         state: HostState::default(),
@@ -280,7 +289,8 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         return Ok(d);
     }
 
-    let index = PolicyIndex::new(cfg, entities(cfg));
+    let index =
+        PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
     let mut entries: BTreeMap<&str, maps::Entries> = maps::RECONCILED
         .iter()
         .map(|m| (*m, maps::Entries::new()))
@@ -315,10 +325,12 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
-            let compiled = classify::compile(&spec).map_err(|source| DesiredError::Compile {
-                endpoint: name.clone(),
-                direction: dir,
-                source,
+            let compiled = classify::compile_with(&spec, &mut cache.memo).map_err(|source| {
+                DesiredError::Compile {
+                    endpoint: name.clone(),
+                    direction: dir,
+                    source,
+                }
             })?;
             let cells = tables::encode(&compiled);
             let id = cells.id();
@@ -390,6 +402,8 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
             ruleset_egress: ids[&Direction::Egress],
         });
     }
+    cache.selections = index.into_selections();
+    cache.memo.sweep();
 
     let identity = ProgramIdentity::current(settings.wep);
     for p in crate::bpf::load::WEP_PROGRAMS {
@@ -436,6 +450,49 @@ mod tests {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
         )
+    }
+
+    #[test]
+    fn a_warm_cache_changes_nothing_desired_state_says() {
+        let policy = |port: u16, action: &str, net: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  selector: app == 'a'\n  ingress:\n    - action: {action}\n      protocol: TCP\n      source: {{selector: app == 'b'}}\n      destination: {{ports: [{port}]}}\n    - action: Deny\n      protocol: TCP\n      source: {{nets: [{net}]}}\n    - action: Allow\n      protocol: UDP\n      destination: {{ports: [53]}}\n"
+            )
+        };
+        let weps = [
+            wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            wep(
+                "b",
+                "n1",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+        ];
+        let config = |p: String| load(&[&weps[0], &weps[1], &p]);
+        let mut cache = crate::policy::Cache::default();
+        let mut previous = None;
+        for p in [
+            policy(80, "Allow", "10.1.0.0/16"),
+            policy(81, "Allow", "10.1.0.0/16"),
+            policy(81, "Deny", "10.1.0.0/16"),
+            policy(81, "Deny", "10.2.0.0/24"),
+            policy(80, "Allow", "10.1.0.0/16"),
+        ] {
+            let cfg = config(p);
+            let warm = desired_with(&cfg, &facts(), &mut cache).expect("desired");
+            let cold = desired(&cfg, &facts()).expect("desired");
+            assert_eq!(warm.state, cold.state);
+            if let Some(prev) = previous.replace(cold.state) {
+                assert_ne!(prev, warm.state, "each step changes the policy");
+            }
+        }
     }
 
     #[test]

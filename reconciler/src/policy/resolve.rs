@@ -7,7 +7,7 @@
 //! its port numbers; on the peer's side a rule splits into one sub-rule per port value, each
 //! restricted to the peers that have that port (the same rule id, so counters and order hold).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -102,7 +102,34 @@ pub struct PolicyIndex<'c> {
     entities: Vec<Entity>,
     /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
     tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
-    sets: std::cell::RefCell<HashMap<String, Vec<Net4>>>,
+    selectors: std::cell::RefCell<Selections>,
+}
+
+/// What selectors picked from a universe of entities: the addresses each selector's entities
+/// have, and those with a named port. Kept between runs by a long-running reconciler, it is
+/// only used again for the same universe (`PolicyIndex::with_selections` checks a fingerprint
+/// of every entity's labels, addresses and named ports).
+#[derive(Clone, Default)]
+pub struct Selections {
+    universe: u64,
+    sets: super::fxhash::FxHashMap<String, Vec<Net4>>,
+    named: super::fxhash::FxHashMap<(String, String), NamedPortNets>,
+}
+
+/// Per (protocol, port) a named port stands for, the addresses of the entities that have it.
+type NamedPortNets = BTreeMap<(u8, u16), Vec<Net4>>;
+
+/// A fingerprint of everything selectors can see of the entities.
+fn universe(entities: &[Entity]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = super::fxhash::FxHasher::default();
+    entities.len().hash(&mut h);
+    for e in entities {
+        e.labels.hash(&mut h);
+        e.nets.hash(&mut h);
+        e.named_ports.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
@@ -117,6 +144,22 @@ fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
 
 impl<'c> PolicyIndex<'c> {
     pub fn new(config: &'c Config, entities: Vec<Entity>) -> Self {
+        Self::with_selections(config, entities, Selections::default())
+    }
+
+    /// As `new`, reusing what `selections` remembers if it was made for the same entities.
+    pub fn with_selections(
+        config: &'c Config,
+        entities: Vec<Entity>,
+        mut selections: Selections,
+    ) -> Self {
+        let fingerprint = universe(&entities);
+        if selections.universe != fingerprint {
+            selections = Selections {
+                universe: fingerprint,
+                ..Default::default()
+            };
+        }
         let tiers = config
             .tiers_in_order()
             .into_iter()
@@ -129,14 +172,19 @@ impl<'c> PolicyIndex<'c> {
             config,
             entities,
             tiers,
-            sets: Default::default(),
+            selectors: std::cell::RefCell::new(selections),
         }
+    }
+
+    /// What the selectors picked, for the next index over the same entities.
+    pub fn into_selections(self) -> Selections {
+        self.selectors.into_inner()
     }
 
     /// The addresses of every entity `sel` selects.
     fn selected(&self, sel: &Selector) -> Vec<Net4> {
         let key = sel.to_string();
-        if let Some(v) = self.sets.borrow().get(&key) {
+        if let Some(v) = self.selectors.borrow().sets.get(&key) {
             return v.clone();
         }
         let mut v: Vec<Net4> = self
@@ -147,7 +195,7 @@ impl<'c> PolicyIndex<'c> {
             .collect();
         v.sort();
         v.dedup();
-        self.sets.borrow_mut().insert(key, v.clone());
+        self.selectors.borrow_mut().sets.insert(key, v.clone());
         v
     }
 
@@ -157,6 +205,13 @@ impl<'c> PolicyIndex<'c> {
         sel: Option<&Selector>,
         name: &str,
     ) -> BTreeMap<(u8, u16), Vec<Net4>> {
+        let key = (
+            sel.map(|s| s.to_string()).unwrap_or_default(),
+            name.to_string(),
+        );
+        if let Some(v) = self.selectors.borrow().named.get(&key) {
+            return v.clone();
+        }
         let mut out: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
         for e in &self.entities {
             if sel.is_some_and(|s| !s.matches(&e.labels)) {
@@ -170,6 +225,7 @@ impl<'c> PolicyIndex<'c> {
                 }
             }
         }
+        self.selectors.borrow_mut().named.insert(key, out.clone());
         out
     }
 
@@ -181,7 +237,7 @@ impl<'c> PolicyIndex<'c> {
             dir,
             spec: RulesetSpec::default(),
             info: Vec::new(),
-            set_ids: HashMap::new(),
+            set_ids: Default::default(),
         };
         b.spec.locals = ep.addrs.clone();
         for (tier, pols, pass) in &self.tiers {
@@ -258,7 +314,7 @@ struct Builder<'a, 'c> {
     dir: Direction,
     spec: RulesetSpec,
     info: Vec<RuleInfo>,
-    set_ids: HashMap<Vec<Net4>, usize>,
+    set_ids: super::fxhash::FxHashMap<Vec<Net4>, usize>,
 }
 
 /// The (protocol, port) spans of one protocol's port range.
