@@ -187,6 +187,37 @@ pub fn candidates(spec: &RulesetSpec, sport: u16, limit: usize) -> Vec<TestFlow>
     out
 }
 
+/// Flows aimed at the rule with id `rule_id` (each of its flat parts), judged by `spec`.
+pub fn aimed_at(spec: &RulesetSpec, rule_id: u32, sport: u16) -> Vec<TestFlow> {
+    let mut out = Vec::new();
+    for r in spec.rules.iter().filter(|r| r.id == rule_id) {
+        let Some((proto, dport)) = sendable(r.dport.spans()) else {
+            continue;
+        };
+        for peer in peers(spec, r) {
+            let mut f = TestFlow {
+                peer: Ipv4Addr::from(peer),
+                proto,
+                dport,
+                verdict: Verdict {
+                    allow: false,
+                    log: false,
+                    rule_id: 0,
+                },
+                depth: 0,
+            };
+            let flow = f.flow(sport);
+            if !spec.matches(r, &flow) {
+                continue;
+            }
+            f.verdict = spec.evaluate(&flow);
+            f.depth = depth_of(spec, &f.verdict);
+            out.push(f);
+        }
+    }
+    out
+}
+
 /// Up to `per_kind` allowed and `per_kind` denied flows with distinct deciding rules, deepest
 /// first.
 pub fn pick(mut c: Vec<TestFlow>, per_kind: usize) -> (Vec<TestFlow>, Vec<TestFlow>) {

@@ -36,6 +36,7 @@ const DENIED_PORT: u16 = 61_001;
 const WL: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 
+mod change;
 mod flows;
 mod gen;
 mod lookup;
@@ -47,8 +48,9 @@ fn main() -> ExitCode {
         ["packet"] => packet(),
         ["policy"] => policy::run(),
         ["lookup"] => lookup::run(),
+        ["policy-change"] => change::run(),
         _ => {
-            eprintln!("usage: weft-bench packet|policy|lookup\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  policy  ns per new flow under 10 to 10,000 rules, map entries and bytes, compile time\n  lookup  ns per LPM trie lookup and µs per written entry as the trie fills");
+            eprintln!("usage: weft-bench packet|policy|policy-change|lookup\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  policy  ns per new flow under 10 to 10,000 rules, map entries and bytes, compile time\n  policy-change  ms from a one-rule change at 10,000 rules to the new policy live\n  lookup  ns per LPM trie lookup and µs per written entry as the trie fills");
             ExitCode::from(2)
         }
     }

@@ -91,13 +91,21 @@ pub fn load_and_compile(texts: Vec<(String, String)>) -> Compiled {
 
 /// The target's ordered rules in one direction, for the reference evaluator.
 pub fn spec(config: &weft_model::Config, dir: Direction) -> RulesetSpec {
+    spec_and_rules(config, dir).0
+}
+
+/// The target's ordered rules in one direction and what each rule id stands for.
+pub fn spec_and_rules(
+    config: &weft_model::Config,
+    dir: Direction,
+) -> (RulesetSpec, Vec<weft::policy::resolve::RuleInfo>) {
     let index = PolicyIndex::new(config, desired::entities(config));
     let wep = config
         .workload_endpoints
         .iter()
         .find(|w| w.value.metadata.name == "target")
         .expect("the target endpoint");
-    index.ruleset(&desired::endpoint(config, &wep.value), dir).0
+    index.ruleset(&desired::endpoint(config, &wep.value), dir)
 }
 
 /// Loads the rulesets and writes every reconciled map's desired entries, as a fresh `weft
