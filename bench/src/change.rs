@@ -37,6 +37,8 @@ enum Kind {
     Port,
     Cidr,
     Action,
+    /// A port of a rule for any peer: every address class holds it.
+    PortAnyPeer,
 }
 
 impl Kind {
@@ -45,12 +47,14 @@ impl Kind {
             Kind::Port => "a port (p -> p+1)",
             Kind::Cidr => "a CIDR (a rule's nets)",
             Kind::Action => "an action (Allow -> Deny)",
+            Kind::PortAnyPeer => "a port, rule for any peer",
         }
     }
 }
 
 /// Candidate rules to change: ingress rules of the app and default tiers' policies for the
-/// target, from the middle of the list on, that allow TCP to one numeric port.
+/// target, from the middle of the list on, that allow TCP to one numeric port from some peers
+/// (or, for `PortAnyPeer`, from any).
 fn candidates(c: &gen::Config, kind: Kind) -> Vec<(usize, usize)> {
     let n = c.policies.len();
     let mut out = Vec::new();
@@ -65,7 +69,13 @@ fn candidates(c: &gen::Config, kind: Kind) -> Vec<(usize, usize)> {
             if r.action != "Allow" || r.protocol != Some("TCP") || !numeric {
                 continue;
             }
-            if matches!(kind, Kind::Cidr) && r.source.nets.is_empty() {
+            let any_peer = r.source.nets.is_empty() && r.source.selector.is_none();
+            let fits = match kind {
+                Kind::Port | Kind::Action => !any_peer,
+                Kind::Cidr => !r.source.nets.is_empty(),
+                Kind::PortAnyPeer => any_peer,
+            };
+            if !fits {
                 continue;
             }
             out.push((p, i));
@@ -78,7 +88,7 @@ fn mutate(c: &gen::Config, kind: Kind, (p, i): (usize, usize)) -> gen::Config {
     let mut c = c.clone();
     let r = &mut c.policies[p].ingress[i];
     match kind {
-        Kind::Port => {
+        Kind::Port | Kind::PortAnyPeer => {
             let port: u16 = r.destination.ports[0].parse().expect("numeric");
             r.destination.ports[0] = port.saturating_add(1).to_string();
         }
@@ -244,7 +254,7 @@ pub fn run() -> std::process::ExitCode {
     let mut rows: Vec<Row> = Vec::new();
     let mut changes = Vec::new();
     let mut sport = 20_000u16;
-    for kind in [Kind::Port, Kind::Cidr, Kind::Action] {
+    for kind in [Kind::Port, Kind::Cidr, Kind::Action, Kind::PortAnyPeer] {
         let ch = find_change(&base, &b.config, kind);
         let f = &ch.flow;
         // The old verdict holds before the change.

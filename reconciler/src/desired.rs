@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use weft_model::{Cidr, Config};
 
@@ -17,10 +16,9 @@ use crate::bpf::load::{EpToHost, ProgramIdentity, WepSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
 use crate::facts::HostFacts;
-use crate::policy::classify::{self, CompileError};
+use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
-use crate::policy::tables;
 use crate::state::{
     AttachmentState, HostState, LinkState, MapState, NeighbourState, ProgramState, RouteState,
     RuleNames, WORKLOAD_SYSCTLS,
@@ -325,19 +323,15 @@ pub fn desired_with(
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
-            let compiled = classify::compile_with(&spec, &mut cache.memo).map_err(|source| {
-                DesiredError::Compile {
+            let cells = cache
+                .ruleset(&spec)
+                .map_err(|source| DesiredError::Compile {
                     endpoint: name.clone(),
                     direction: dir,
                     source,
-                }
-            })?;
-            let cells = tables::encode(&compiled);
+                })?;
             let id = cells.id();
-            d.state
-                .rulesets
-                .entry(id)
-                .or_insert_with(|| Arc::new(cells));
+            d.state.rulesets.entry(id).or_insert(cells);
             ids.insert(dir, id);
             d.rules.insert((name.clone(), dir), info);
         }
@@ -403,7 +397,7 @@ pub fn desired_with(
         });
     }
     cache.selections = index.into_selections();
-    cache.memo.sweep();
+    cache.sweep();
 
     let identity = ProgramIdentity::current(settings.wep);
     for p in crate::bpf::load::WEP_PROGRAMS {

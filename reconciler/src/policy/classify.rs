@@ -97,7 +97,7 @@ pub fn compile(spec: &RulesetSpec) -> Result<Compiled, CompileError> {
 /// last `sweep` are dropped by it.
 #[derive(Clone, Default)]
 pub struct Memo {
-    functions: FxHashMap<u128, (Option<Steps<Decision>>, bool)>,
+    functions: FxHashMap<u128, (Painted, bool)>,
     /// Address classes by the peer conditions they were made from (every set's prefixes,
     /// every rule's peer terms): a change to ports or actions keeps them.
     addr: FxHashMap<u128, (Arc<AddrClasses>, bool)>,
@@ -118,6 +118,9 @@ impl Memo {
         self.functions.is_empty()
     }
 }
+
+/// A painted class function with its content id, or None where it defers everywhere.
+type Painted = Option<(u128, Steps<Decision>)>;
 
 /// Two independent 64-bit FxHash-style streams: a 128-bit key whose collisions need not be
 /// considered.
@@ -285,12 +288,15 @@ pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, Com
                 let steps = if steps.len() == 1 && steps[0].1 == Decision::Defer {
                     None
                 } else {
-                    Some(steps)
+                    Some((steps_id(&steps), steps))
                 };
                 (steps, true)
             });
             entry.1 = true;
-            let f = entry.0.as_ref().map(|steps| functions.intern_ref(steps));
+            let f = entry
+                .0
+                .as_ref()
+                .map(|(id, steps)| functions.intern_known(*id, steps));
             seen.insert(key, f);
             out.rows.push(f);
         }
@@ -299,28 +305,42 @@ pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, Com
     Ok(out)
 }
 
+/// A 128-bit name for a function's content, so that interning one a memo remembers does not
+/// hash its steps again.
+fn steps_id(steps: &Steps<Decision>) -> u128 {
+    let mut k = Key::new();
+    for (start, d) in steps {
+        k.add(*start);
+        match d {
+            Decision::Defer => k.add(u64::MAX),
+            Decision::Verdict(v) => {
+                k.add(u64::from(v.rule_id) << 2 | u64::from(v.allow) << 1 | u64::from(v.log))
+            }
+        }
+    }
+    k.get()
+}
+
+/// The distinct functions of one compile, numbered in the order first met.
 #[derive(Default)]
 struct Functions {
-    index: FxHashMap<Steps<Decision>, u32>,
+    index: FxHashMap<u128, u32>,
     list: Vec<Steps<Decision>>,
 }
 
 impl Functions {
-    fn intern_ref(&mut self, steps: &Steps<Decision>) -> u32 {
-        match self.index.get(steps) {
-            Some(&i) => i,
-            None => self.intern(steps.clone()),
-        }
-    }
-
-    fn intern(&mut self, steps: Steps<Decision>) -> u32 {
-        if let Some(&i) = self.index.get(&steps) {
+    fn intern_known(&mut self, id: u128, steps: &Steps<Decision>) -> u32 {
+        if let Some(&i) = self.index.get(&id) {
             return i;
         }
         let i = self.list.len() as u32;
-        self.index.insert(steps.clone(), i);
-        self.list.push(steps);
+        self.index.insert(id, i);
+        self.list.push(steps.clone());
         i
+    }
+
+    fn intern(&mut self, steps: Steps<Decision>) -> u32 {
+        self.intern_known(steps_id(&steps), &steps)
     }
 }
 

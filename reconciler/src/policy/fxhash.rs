@@ -13,6 +13,11 @@ pub struct FxHasher {
 const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
 impl FxHasher {
+    /// A hasher whose stream starts elsewhere: two seeds give two independent hashes.
+    pub fn with_seed(seed: u64) -> FxHasher {
+        FxHasher { hash: seed }
+    }
+
     fn add(&mut self, w: u64) {
         self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(K);
     }

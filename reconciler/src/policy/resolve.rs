@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use weft_model::{Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, RuleIr, Selector};
 
@@ -112,7 +113,7 @@ pub struct PolicyIndex<'c> {
 #[derive(Clone, Default)]
 pub struct Selections {
     universe: u64,
-    sets: super::fxhash::FxHashMap<String, Vec<Net4>>,
+    sets: super::fxhash::FxHashMap<String, Arc<Vec<Net4>>>,
     named: super::fxhash::FxHashMap<(String, String), NamedPortNets>,
 }
 
@@ -182,7 +183,7 @@ impl<'c> PolicyIndex<'c> {
     }
 
     /// The addresses of every entity `sel` selects.
-    fn selected(&self, sel: &Selector) -> Vec<Net4> {
+    fn selected(&self, sel: &Selector) -> Arc<Vec<Net4>> {
         let key = sel.to_string();
         if let Some(v) = self.selectors.borrow().sets.get(&key) {
             return v.clone();
@@ -195,6 +196,7 @@ impl<'c> PolicyIndex<'c> {
             .collect();
         v.sort();
         v.dedup();
+        let v = Arc::new(v);
         self.selectors.borrow_mut().sets.insert(key, v.clone());
         v
     }
@@ -238,6 +240,8 @@ impl<'c> PolicyIndex<'c> {
             spec: RulesetSpec::default(),
             info: Vec::new(),
             set_ids: Default::default(),
+            set_of_selection: Default::default(),
+            selections_held: Vec::new(),
         };
         b.spec.locals = ep.addrs.clone();
         for (tier, pols, pass) in &self.tiers {
@@ -315,6 +319,9 @@ struct Builder<'a, 'c> {
     spec: RulesetSpec,
     info: Vec<RuleInfo>,
     set_ids: super::fxhash::FxHashMap<Vec<Net4>, usize>,
+    /// Set index by the address of a selection (`PolicyIndex::selected`).
+    set_of_selection: super::fxhash::FxHashMap<usize, usize>,
+    selections_held: Vec<Arc<Vec<Net4>>>,
 }
 
 /// The (protocol, port) spans of one protocol's port range.
@@ -331,6 +338,21 @@ fn proto_span(proto: u8) -> SpanSet {
 const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
 
 impl Builder<'_, '_> {
+    /// The set of a selector's addresses: the same selector's set is found by identity before
+    /// its addresses are compared.
+    fn selected_set(&mut self, sel: &Selector) -> usize {
+        let nets = self.index.selected(sel);
+        let at = Arc::as_ptr(&nets) as usize;
+        if let Some(&i) = self.set_of_selection.get(&at) {
+            return i;
+        }
+        let i = self.set((*nets).clone());
+        self.set_of_selection.insert(at, i);
+        // Held, so that the address stays this selection's while the builder lives.
+        self.selections_held.push(nets);
+        i
+    }
+
     fn set(&mut self, mut nets: Vec<Net4>) -> usize {
         nets.sort();
         nets.dedup();
@@ -438,16 +460,14 @@ impl Builder<'_, '_> {
             });
         }
         if let Some(sel) = &e.selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
+            let s = self.selected_set(sel);
             terms.push(AddrTerm {
                 set: s,
                 member: true,
             });
         }
         if let Some(sel) = &e.not_selector {
-            let nets = self.index.selected(sel);
-            let s = self.set(nets);
+            let s = self.selected_set(sel);
             terms.push(AddrTerm {
                 set: s,
                 member: false,

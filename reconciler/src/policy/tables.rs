@@ -96,8 +96,6 @@ impl Cells {
 struct Builder {
     cells: Vec<Cell>,
     nodes: FxHashMap<Cell, u32>,
-    /// Background subtries already built: (context class, base, bits) -> entry.
-    shared: FxHashMap<(usize, u64, u32), u32>,
 }
 
 impl Builder {
@@ -124,38 +122,28 @@ impl Builder {
     }
 
     /// The trie of a class function `f` (values, or None where it defers) laid over the
-    /// background `bg` of context class `cc`: where `f` defers on a whole node, the entry is
-    /// the background's own (shared, not copied), so a lookup needs one walk and the class
-    /// costs only its own nodes. `f` and `bg` are windows as in `node`.
-    fn overlay(
-        &mut self,
-        f: &[(u64, Option<u32>)],
-        bg: &[(u64, u32)],
-        cc: usize,
-        base: u64,
-        bits: u32,
-    ) -> u32 {
+    /// background trie whose entry for the same range is `bg`: where `f` defers on a whole
+    /// node, the entry is the background's own (shared, not copied), so a lookup needs one
+    /// walk and the class costs only its own nodes. `f` is a window as in `node`.
+    fn overlay(&mut self, f: &[(u64, Option<u32>)], bg: u32, base: u64, bits: u32) -> u32 {
         if f.len() == 1 {
             return match f[0].1 {
                 Some(v) => LEAF | v,
-                None => match self.shared.get(&(cc, base, bits)) {
-                    Some(&e) => e,
-                    None => {
-                        let e = self.node(bg, base, bits);
-                        self.shared.insert((cc, base, bits), e);
-                        e
-                    }
-                },
+                None => bg,
             };
         }
         let child = bits - STRIDE;
         let mut cell = [0u32; CELL_WORDS];
-        let (mut j, mut k) = (0, 0);
+        let mut j = 0;
         for (i, e) in cell.iter_mut().enumerate() {
             let cb = base + ((i as u64) << child);
             let (fw, _) = window(f, &mut j, cb, child);
-            let (bw, _) = window(bg, &mut k, cb, child);
-            *e = self.overlay(fw, bw, cc, cb, child);
+            let bg_child = if bg & LEAF != 0 {
+                bg
+            } else {
+                self.cells[bg as usize][i]
+            };
+            *e = self.overlay(fw, bg_child, cb, child);
         }
         self.intern(cell)
     }
@@ -235,7 +223,6 @@ pub fn encode(c: &Compiled) -> Cells {
     let mut b = Builder {
         cells: vec![[0; CELL_WORDS]],
         nodes: FxHashMap::default(),
-        shared: FxHashMap::default(),
     };
     let mut verdict_index: HashMap<Verdict, u32> = HashMap::new();
     let mut verdicts: Vec<u32> = Vec::new();
@@ -279,11 +266,6 @@ pub fn encode(c: &Compiled) -> Cells {
         .map(|&f| b.trie(&solid(&payloads[f as usize]), bits))
         .collect();
     let contexts = usize::from(c.contexts.max(1));
-    let bgs: Vec<Steps<u32>> = c
-        .background
-        .iter()
-        .map(|&f| solid(&payloads[f as usize]))
-        .collect();
     let mut laid: FxHashMap<(u32, usize), u32> = FxHashMap::default();
     let rows: Vec<u32> = c
         .rows
@@ -295,7 +277,7 @@ pub fn encode(c: &Compiled) -> Cells {
                 None => bg_roots[cc],
                 Some(f) => *laid
                     .entry((*f, cc))
-                    .or_insert_with(|| b.overlay(&payloads[*f as usize], &bgs[cc], cc, 0, bits)),
+                    .or_insert_with(|| b.overlay(&payloads[*f as usize], bg_roots[cc], 0, bits)),
             }
         })
         .collect();
@@ -587,7 +569,6 @@ mod tests {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
             nodes: FxHashMap::default(),
-            shared: FxHashMap::default(),
         };
         let steps: Steps<u32> = vec![(0, 1), (80, 2), (81, 1), (30000, 3), (32768, 1)];
         let root = b.trie(&steps, 24);
@@ -608,7 +589,6 @@ mod tests {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
             nodes: FxHashMap::default(),
-            shared: FxHashMap::default(),
         };
         b.trie(&[(0, 7)], 32)
     }
@@ -618,7 +598,6 @@ mod tests {
         let mut b = Builder {
             cells: vec![[0; CELL_WORDS]],
             nodes: FxHashMap::default(),
-            shared: FxHashMap::default(),
         };
         // The same single port in two functions, and in two protocols of one function.
         let one = |p: u64| vec![(0, 0), (p, 1), (p + 1, 0)];
