@@ -85,10 +85,16 @@ WEFT_INLINE void weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct 
 	if (!weft_pol_walk(cells, h->w[WEFT_POL_H_ADDR_ROOT], bpf_ntohl(f->peer), 32, &aclass))
 		return;
 	if (h->w[WEFT_POL_H_FLAGS] & WEFT_RS_F_CTX) {
-		__u32 local;
+		__u32 n = h->w[WEFT_POL_H_LOCALS], addr = bpf_ntohl(f->local), local = n;
 
-		if (!weft_pol_walk(cells, h->w[WEFT_POL_H_LOCAL_ROOT], bpf_ntohl(f->local), 32, &local))
+		if (n <= WEFT_POL_INLINE_LOCALS) {
+			/* The endpoint's few addresses are in the header. */
+			for (int i = WEFT_POL_INLINE_LOCALS - 1; i >= 0; i--)
+				if (i < n && h->w[WEFT_POL_H_LOCAL0 + i] == addr)
+					local = i;
+		} else if (!weft_pol_walk(cells, h->w[WEFT_POL_H_LOCAL_ROOT], addr, 32, &local)) {
 			return;
+		}
 		if (!weft_pol_word(cells, h->w[WEFT_POL_H_CTX_ROOTS] + local, &root))
 			return;
 		if (!weft_pol_walk(cells, root, (__u32)f->proto << 16 | f->sport, 24, &cclass))

@@ -138,9 +138,11 @@ _Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
  * Tables are arrays of 32-bit words numbered across cells (word i is w[i % 16] of cell i / 16):
  *
  *   1. address trie (root WEFT_POL_H_ADDR_ROOT, key: peer address, host order) -> aclass;
- *   2. only with WEFT_RS_F_CTX: local trie (root WEFT_POL_H_LOCAL_ROOT, key: local address)
- *      -> local index l; ctx root table word WEFT_POL_H_CTX_ROOTS + l -> a trie keyed by
- *      (protocol << 16 | sport) -> cclass; otherwise cclass is 0;
+ *   2. only with WEFT_RS_F_CTX: the local address's index l among the endpoint's (the first
+ *      of the header's inline addresses it equals, else their count; with more than
+ *      WEFT_POL_INLINE_LOCALS addresses, the local trie at WEFT_POL_H_LOCAL_ROOT says), then
+ *      ctx root table word WEFT_POL_H_CTX_ROOTS + l -> a trie keyed by (protocol << 16 |
+ *      sport) -> cclass; otherwise cclass is 0;
  *   3. rows table word WEFT_POL_H_ROWS + aclass * contexts + cclass -> the root of the class's
  *      function, keyed by (protocol << 16 | dport) -> a verdict index. A class's function is
  *      laid over the function every class shares (the rules that name no peer; its root per
@@ -176,6 +178,9 @@ _Static_assert(sizeof(struct weft_pol_cell) == 64, "weft_pol_cell");
 #define WEFT_POL_H_VERDICTS 8   /* word index */
 #define WEFT_POL_H_CELLS 9      /* cells in the ruleset */
 #define WEFT_POL_H_ID 10        /* the ruleset's id: a hash of everything else */
+#define WEFT_POL_H_LOCALS 11    /* the endpoint's local addresses (with WEFT_RS_F_CTX) */
+#define WEFT_POL_H_LOCAL0 12    /* up to WEFT_POL_INLINE_LOCALS of them, host order */
+#define WEFT_POL_INLINE_LOCALS 4
 
 /* WEFT_POL_H_FLAGS */
 #define WEFT_RS_F_CTX 0x01 /* rules look at the local address or the source port */

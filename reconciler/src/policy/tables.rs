@@ -39,6 +39,11 @@ pub const H_BACKGROUND: usize = 7;
 pub const H_VERDICTS: usize = 8;
 pub const H_CELLS: usize = 9;
 pub const H_ID: usize = 10;
+/// How many addresses the endpoint has; up to INLINE_LOCALS of them follow from H_LOCAL0 on
+/// (then no local trie: a context lookup compares a few words instead of walking 8 cells).
+pub const H_LOCALS: usize = 11;
+pub const H_LOCAL0: usize = 12;
+pub const INLINE_LOCALS: usize = 4;
 /// "wpl1": the layout this code writes and reads.
 pub const MAGIC: u32 = 0x7770_6c31;
 /// weft_pol_verdict words: action | flags << 8, then the rule id.
@@ -282,7 +287,11 @@ pub fn encode(c: &Compiled) -> Cells {
         })
         .collect();
     let (local_root, ctx_roots) = if c.flags & RS_F_CTX != 0 {
-        let local = b.trie(&local_steps(&c.locals), 32);
+        let local = if c.locals.len() <= INLINE_LOCALS {
+            LEAF | c.locals.len() as u32
+        } else {
+            b.trie(&local_steps(&c.locals), 32)
+        };
         let ctx: Vec<u32> = c
             .ctx
             .iter()
@@ -308,6 +317,10 @@ pub fn encode(c: &Compiled) -> Cells {
     h[H_CONTEXTS] = u32::from(c.contexts);
     h[H_ADDR_ROOT] = addr;
     h[H_LOCAL_ROOT] = local_root;
+    h[H_LOCALS] = c.locals.len() as u32;
+    if c.locals.len() <= INLINE_LOCALS {
+        h[H_LOCAL0..H_LOCAL0 + c.locals.len()].copy_from_slice(&c.locals);
+    }
     h[H_CTX_ROOTS] = ctx_at;
     h[H_ROWS] = rows_at;
     h[H_BACKGROUND] = bg_at;
@@ -403,6 +416,8 @@ fn trie_steps(cells: &Cells, entry: u32, bits: u32) -> Result<Steps<u32>, Decode
 
 struct Header {
     flags: u32,
+    locals: u32,
+    inline: [u32; INLINE_LOCALS],
     contexts: u32,
     addr: u32,
     local: u32,
@@ -420,8 +435,12 @@ fn header(cells: &Cells) -> Result<Header, DecodeError> {
     if h[H_CELLS] as usize != cells.len() {
         return Err(Malformed("the header's cell count is not the map's"));
     }
+    let mut inline = [0; INLINE_LOCALS];
+    inline.copy_from_slice(&h[H_LOCAL0..H_LOCAL0 + INLINE_LOCALS]);
     Ok(Header {
         flags: h[H_FLAGS],
+        locals: h[H_LOCALS],
+        inline,
         contexts: h[H_CONTEXTS].max(1),
         addr: h[H_ADDR_ROOT],
         local: h[H_LOCAL_ROOT],
@@ -452,7 +471,13 @@ pub fn lookup(cells: &Cells, local_addr: u32, flow: &Flow) -> Result<Verdict, De
     let aclass = walk(cells, h.addr, u64::from(flow.peer), 32)?;
     let mut cclass = 0;
     if h.flags & RS_F_CTX != 0 {
-        let local = walk(cells, h.local, u64::from(local_addr), 32)?;
+        let local = if h.locals as usize <= INLINE_LOCALS {
+            (0..h.locals)
+                .find(|&i| h.inline[i as usize] == local_addr)
+                .unwrap_or(h.locals)
+        } else {
+            walk(cells, h.local, u64::from(local_addr), 32)?
+        };
         cclass = walk(
             cells,
             word(h.ctx_at + local)?,
@@ -479,15 +504,19 @@ pub fn decode(cells: &Cells) -> Result<Compiled, DecodeError> {
         ..Default::default()
     };
     if h.flags & RS_F_CTX != 0 {
-        let locals = trie_steps(cells, h.local, 32)?;
-        let other = locals[0].1;
-        let mut by_index: Vec<(u32, u32)> = locals
-            .iter()
-            .filter(|(_, i)| *i != other)
-            .map(|(a, i)| (*i, *a as u32))
-            .collect();
-        by_index.sort_unstable();
-        out.locals = by_index.into_iter().map(|(_, a)| a).collect();
+        if h.locals as usize <= INLINE_LOCALS {
+            out.locals = h.inline[..h.locals as usize].to_vec();
+        } else {
+            let locals = trie_steps(cells, h.local, 32)?;
+            let other = locals[0].1;
+            let mut by_index: Vec<(u32, u32)> = locals
+                .iter()
+                .filter(|(_, i)| *i != other)
+                .map(|(a, i)| (*i, *a as u32))
+                .collect();
+            by_index.sort_unstable();
+            out.locals = by_index.into_iter().map(|(_, a)| a).collect();
+        }
         for l in 0..=out.locals.len() as u32 {
             let steps = trie_steps(cells, word(h.ctx_at + l)?, bits)?;
             out.ctx
@@ -558,7 +587,7 @@ pub fn decode(cells: &Cells) -> Result<Compiled, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::classify::Decision;
+    use super::super::classify::{self, Decision};
     use super::super::flat::{
         proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
     };
@@ -710,6 +739,39 @@ mod tests {
     }
 
     #[test]
+    fn many_local_addresses_take_the_local_trie() {
+        let mut spec = spec();
+        spec.locals = (0..6).map(|i| 0x0a41_0010 + i).collect();
+        for r in &mut spec.rules {
+            let other = r.local[1];
+            let own = r.local[0];
+            r.local = (0..6).map(|i| own && i % 2 == 0).collect();
+            r.local.push(other);
+        }
+        let c = classify::compile(&spec).expect("compiles");
+        let cells = encode(&c);
+        assert_eq!(cells.0[0][H_LOCALS], 6);
+        assert_ne!(cells.0[0][H_LOCAL_ROOT] & LEAF, LEAF, "a trie, not inline");
+        assert_eq!(decode(&cells), Ok(c.clone()));
+        for local in 0..=6usize {
+            let addr = spec.locals.get(local).copied().unwrap_or(0x0a41_00ff);
+            for sport in [80u16, 1024] {
+                let flow = Flow {
+                    peer: 0x0b00_0001,
+                    local,
+                    sport: proto_port(6, sport),
+                    dport: proto_port(6, 22),
+                };
+                assert_eq!(
+                    lookup(&cells, addr, &flow),
+                    Ok(spec.evaluate(&flow)),
+                    "{flow:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_id_names_the_content() {
         let c = classify::compile(&spec()).expect("compiles");
         let a = encode(&c);
@@ -743,6 +805,7 @@ mod tests {
         assert_eq!(define("WEFT_POL_LEAF"), u64::from(LEAF));
         assert_eq!(define("WEFT_POL_MAGIC"), u64::from(MAGIC));
         assert_eq!(define("WEFT_RS_F_CTX"), u64::from(RS_F_CTX));
+        assert_eq!(define("WEFT_POL_INLINE_LOCALS"), INLINE_LOCALS as u64);
         assert_eq!(define("WEFT_ACT_ALLOW"), u64::from(ACT_ALLOW));
         assert_eq!(define("WEFT_VERDICT_F_LOG"), u64::from(VERDICT_F_LOG));
         for (name, word) in [
@@ -757,6 +820,8 @@ mod tests {
             ("WEFT_POL_H_VERDICTS", H_VERDICTS),
             ("WEFT_POL_H_CELLS", H_CELLS),
             ("WEFT_POL_H_ID", H_ID),
+            ("WEFT_POL_H_LOCALS", H_LOCALS),
+            ("WEFT_POL_H_LOCAL0", H_LOCAL0),
         ] {
             assert_eq!(define(name), word as u64, "{name}");
         }
