@@ -14,6 +14,7 @@ const PROGRAMS: &[&str] = &[
     "weft_ctlb",
     "weft_ctgc",
     "weft_floor",
+    "weft_probe",
 ];
 
 fn main() {

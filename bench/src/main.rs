@@ -38,6 +38,11 @@ const DENIED_PORT: u16 = 61_001;
 const WL: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 
+mod change;
+mod flows;
+mod gen;
+mod lookup;
+mod policy;
 mod report;
 mod suite;
 mod traffic;
@@ -55,6 +60,21 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "packet",
         "ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor",
         packet,
+    ),
+    (
+        "policy",
+        "ns per new flow under 10 to 10,000 rules, cells and bytes, compile time",
+        |_, _| policy::run(),
+    ),
+    (
+        "policy-change",
+        "ms from a one-rule change at 10,000 rules to the new policy live",
+        |_, _| change::run(),
+    ),
+    (
+        "lookup",
+        "ns per LPM trie lookup and µs per written entry as the trie fills",
+        |_, _| lookup::run(),
     ),
     (
         "ct-gc",
@@ -147,6 +167,11 @@ fn egress_policy() -> RulesetSpec {
 
 fn spread(v: &[f64]) -> Spread {
     Spread::of(v).expect("at least one run")
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// One row of the table: the runs' median, minimum and maximum, and the floor's median.
@@ -395,7 +420,8 @@ fn packet(common: Common, args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn print_table(rows: &[Row]) {
+/// The kernel and CPU the figures come from.
+pub(crate) fn print_machine() {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let kernel = read("/proc/sys/kernel/osrelease");
     let cpu = read("/proc/cpuinfo")
@@ -405,9 +431,13 @@ fn print_table(rows: &[Row]) {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_default();
+    println!("kernel {}, {cpu}", kernel.trim());
+}
+
+fn print_table(rows: &[Row]) {
     println!("weft_from_wep through BPF_PROG_TEST_RUN: kernel-reported ns per packet, median of {RUNS} runs");
     println!("$ {COMMAND}");
-    println!("kernel {}, {cpu}", kernel.trim());
+    print_machine();
     println!();
     println!(
         "{:<34} {:<28} {:>10} {:>16} {:>8} {:>10}",

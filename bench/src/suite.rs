@@ -33,6 +33,10 @@ const SUITE: &[(&str, &str)] = &[
         "traffic",
         "TCP between workloads: no rules, weft, iptables, nftables",
     ),
+    (
+        "lookup",
+        "a kernel LPM trie's lookup and write costs as it fills (why rulesets are not tries)",
+    ),
 ];
 
 const USAGE: &str = "usage: weft-bench suite [--quick] [--out FILE] [--only NAME,NAME...]

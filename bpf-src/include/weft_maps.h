@@ -9,7 +9,8 @@
  *    in-place edit of a pinned map.
  *
  * Mirrors (keep in step): reconciler/src/bpf/maps.rs (the Rust side, built from the skeleton's
- * generated types; a test checks sizes against the object's BTF).
+ * generated types; a test checks sizes against the object's BTF); the classifier's #defines in
+ * reconciler/src/policy/tables.rs (a test reads them from this file).
  */
 #ifndef WEFT_MAPS_H
 #define WEFT_MAPS_H
@@ -152,72 +153,72 @@ _Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
 /* ---- Policy classifier --------------------------------------------------------------------- */
 /*
  * Each endpoint direction's ordered tiers, policies, rules and profiles are compiled in
- * userspace into a ruleset: a classifier that answers in a fixed number of lookups whatever the
- * number of rules. A flow is described from the endpoint's point of view, in the flow's own
- * direction: the peer address (the source for ingress, the destination for egress), the local
- * address, the protocol, the originator's port (sport) and the responder's port (dport; for
- * ICMP the first packet's type and code).
- *   1. weft_pol4_addr: (ruleset, peer address) -> address class (LPM on the address);
- *   2. weft_pol4_ctx, only when the ruleset has WEFT_RS_F_CTX: (ruleset, local address,
- *      protocol, sport) -> context class (LPM on sport);
- *   3. weft_pol_vrdct: (ruleset, address class, context class, protocol, dport) -> verdict
- *      (LPM on protocol and dport).
- * Rulesets are named by a 32-bit id; a changed policy is written under a new id and switched
- * to by one update of the interface entry, so no packet ever sees half a policy.
- * Every LPM prefix covers the fixed fields entirely; only the last fields are matched by prefix.
+ * userspace into a ruleset: a few step functions that answer in a fixed number of steps
+ * whatever the number of rules. A flow is described from the endpoint's point of view, in the
+ * flow's own direction: the peer address (the source for ingress, the destination for egress),
+ * the local address, the protocol, the originator's port (sport) and the responder's port
+ * (dport; for ICMP the first packet's type << 8 | code).
+ *
+ * A ruleset is one array of 64-byte cells (an inner map of weft_pol_rs, keyed by the
+ * ruleset's 32-bit id, written once and frozen). Cell 0 is the header (WEFT_POL_H_* words).
+ * Every step function is a trie of 16-way nodes, one node per cell: an entry with
+ * WEFT_POL_LEAF set is a value (the low 31 bits), otherwise the index of the next node's cell;
+ * each node consumes the next 4 bits of the key, most significant first. A lookup thus reads
+ * at most 8 nodes for an address and 6 for (protocol << 16 | port), however large the trie.
+ * Tables are arrays of 32-bit words numbered across cells (word i is w[i % 16] of cell i / 16):
+ *
+ *   1. address trie (root WEFT_POL_H_ADDR_ROOT, key: peer address, host order) -> aclass;
+ *   2. only with WEFT_RS_F_CTX: the local address's index l among the endpoint's (the first
+ *      of the header's inline addresses it equals, else their count; with more than
+ *      WEFT_POL_INLINE_LOCALS addresses, the local trie at WEFT_POL_H_LOCAL_ROOT says), then
+ *      ctx root table word WEFT_POL_H_CTX_ROOTS + l -> a trie keyed by (protocol << 16 |
+ *      sport) -> cclass; otherwise cclass is 0;
+ *   3. rows table word WEFT_POL_H_ROWS + aclass * contexts + cclass -> the root of the class's
+ *      function, keyed by (protocol << 16 | dport) -> a verdict index. A class's function is
+ *      laid over the function every class shares (the rules that name no peer; its root per
+ *      context class is at WEFT_POL_H_BACKGROUND + cclass): where the class adds nothing its
+ *      trie points into the shared one, so each class costs only the nodes of its own rules;
+ *   4. verdict i: words WEFT_POL_H_VERDICTS + 2i (action | flags << 8) and + 2i + 1 (the
+ *      deciding rule's id); the table starts a cell, so a verdict never straddles two.
+ *
+ * A changed policy is written under a new id and switched to by one update of the interface
+ * entry, so no packet ever sees half a policy; the old ruleset is deleted from weft_pol_rs
+ * after, and the kernel frees its cells once no program can still be reading them.
  */
 
-/* weft_pol_class.flags: properties of the whole ruleset, present on every stage-1 entry */
+#define WEFT_POL_CELL_WORDS 16
+#define WEFT_POL_STRIDE 4 /* bits a node consumes */
+#define WEFT_POL_LEAF 0x80000000u
+#define WEFT_POL_MAGIC 0x77706c31u /* "wpl1": this layout */
+
+struct weft_pol_cell {
+	__u32 w[WEFT_POL_CELL_WORDS];
+};
+_Static_assert(sizeof(struct weft_pol_cell) == 64, "weft_pol_cell");
+
+/* Header words (cell 0). */
+#define WEFT_POL_H_MAGIC 0
+#define WEFT_POL_H_FLAGS 1      /* WEFT_RS_F_* */
+#define WEFT_POL_H_CONTEXTS 2   /* context classes (1 without WEFT_RS_F_CTX) */
+#define WEFT_POL_H_ADDR_ROOT 3  /* entry */
+#define WEFT_POL_H_LOCAL_ROOT 4 /* entry */
+#define WEFT_POL_H_CTX_ROOTS 5  /* word index */
+#define WEFT_POL_H_ROWS 6       /* word index */
+#define WEFT_POL_H_BACKGROUND 7 /* word index */
+#define WEFT_POL_H_VERDICTS 8   /* word index */
+#define WEFT_POL_H_CELLS 9      /* cells in the ruleset */
+#define WEFT_POL_H_ID 10        /* the ruleset's id: a hash of everything else */
+#define WEFT_POL_H_LOCALS 11    /* the endpoint's local addresses (with WEFT_RS_F_CTX) */
+#define WEFT_POL_H_LOCAL0 12    /* up to WEFT_POL_INLINE_LOCALS of them, host order */
+#define WEFT_POL_INLINE_LOCALS 4
+
+/* WEFT_POL_H_FLAGS */
 #define WEFT_RS_F_CTX 0x01 /* rules look at the local address or the source port */
 
-struct weft_pol4_addr_key {
-	__u32 prefixlen; /* 32 + address prefix length */
-	__u32 ruleset;
-	__u32 addr; /* peer address */
-};
-_Static_assert(sizeof(struct weft_pol4_addr_key) == 12, "weft_pol4_addr_key");
-
-struct weft_pol_class {
-	__u32 class;
-	__u32 flags; /* WEFT_RS_F_* */
-};
-_Static_assert(sizeof(struct weft_pol_class) == 8, "weft_pol_class");
-
-struct weft_pol4_ctx_key {
-	__u32 prefixlen; /* 32 + (local address, protocol, sport) prefix length (0..56) */
-	__u32 ruleset;
-	__u32 local_addr;
-	__u8 proto;
-	__u8 sport[2]; /* big-endian: the LPM compares bytes most significant first */
-	__u8 pad;
-};
-_Static_assert(sizeof(struct weft_pol4_ctx_key) == 16, "weft_pol4_ctx_key");
-
-struct weft_pol_vrdct_key {
-	__u32 prefixlen; /* 32 + 32 + 16 + (protocol, dport) prefix length (0..24) */
-	__u32 ruleset;
-	__u32 aclass;
-	__u16 cclass;
-	__u8 proto;
-	__u8 dport[2]; /* big-endian; ICMP: type, code */
-	__u8 pad[3];
-};
-_Static_assert(sizeof(struct weft_pol_vrdct_key) == 20, "weft_pol_vrdct_key");
-
-/* weft_pol_verdict.action */
+/* Verdict actions (low byte of a verdict's first word) and flags (second byte). */
 #define WEFT_ACT_DENY 0
 #define WEFT_ACT_ALLOW 1
-
-/* weft_pol_verdict.flags */
 #define WEFT_VERDICT_F_LOG 0x01 /* a Log rule matched before the deciding rule */
-
-struct weft_pol_verdict {
-	__u8 action; /* WEFT_ACT_* */
-	__u8 flags;  /* WEFT_VERDICT_F_* */
-	__u16 pad;
-	__u32 rule_id; /* the deciding rule, for counters and `weft dump policy` */
-};
-_Static_assert(sizeof(struct weft_pol_verdict) == 8, "weft_pol_verdict");
 
 /* ---- Services (NAT) ------------------------------------------------------------------------ */
 /*
@@ -375,7 +376,7 @@ struct weft_event {
 	__u32 nat_addr;
 	__u16 nat_port; /* host order */
 	__u16 len;      /* the packet's length, at most 65535 */
-	__u32 rule_id;  /* with WEFT_EV_F_POLICY: the deciding rule (weft_pol_verdict.rule_id) */
+	__u32 rule_id;  /* with WEFT_EV_F_POLICY: the deciding rule (its verdict's rule id) */
 	__s32 verdict;  /* the tc verdict: -1 pass on, 2 drop, 7 redirect */
 	__u8 tcp_flags; /* TCP: the flags byte */
 	__u8 icmp_type;

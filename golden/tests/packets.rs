@@ -1055,14 +1055,14 @@ fn a_log_rule_before_an_allow_flags_the_verdict_and_the_allow_is_counted() {
     let v =
         w.h.verdict(w.egress, &flow(80))
             .expect("a verdict for port 80");
-    assert_eq!((v.action, v.rule_id), (maps::ACT_ALLOW, 62));
-    assert_eq!(v.flags, maps::VERDICT_F_LOG);
+    assert_eq!((v.allow, v.rule_id), (true, 62));
+    assert!(v.log, "the Log rule matched first");
     assert_eq!((w.h.rule_hits(61), w.h.rule_hits(62)), (0, 1));
 
     assert_eq!(w.sends(&packet::tcp(WL, 40000, PEER, 81, TCP_SYN)), PASS);
     let v =
         w.h.verdict(w.egress, &flow(81))
             .expect("a verdict for port 81");
-    assert_eq!((v.action, v.rule_id, v.flags), (maps::ACT_ALLOW, 62, 0));
+    assert_eq!((v.allow, v.rule_id, v.log), (true, 62, false));
     assert_eq!(w.h.rule_hits(62), 2);
 }

@@ -12,6 +12,8 @@ use rtnetlink::packet_route::AddressFamily;
 
 use crate::bpf::link::{self, AttachMode};
 use crate::bpf::load;
+use crate::bpf::maps;
+use crate::bpf::rulesets;
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::neigh::Neigh4;
@@ -181,9 +183,12 @@ impl<'a> Applier<'a> {
                 sysctl::write(key, dev, &v).map_err(net)
             }
             Op::ReplaceMap { name, old, new } => {
+                // Rulesets are not entries to copy (their values are maps): the plan loads
+                // every desired ruleset into the new weft_pol_rs.
                 if old.map_type == new.map_type
                     && old.key_size == new.key_size
                     && old.value_size == new.value_size
+                    && name != maps::POL_RS
                 {
                     // Held open, so its entries can be read after its pin is gone.
                     let old = MapHandle::from_pinned_path(self.pins.map(name))
@@ -249,6 +254,8 @@ impl<'a> Applier<'a> {
                 }
                 Ok(())
             }
+            Op::LoadRuleset { id, cells } => rulesets::load(self.pins, *id, cells).map_err(bpf),
+            Op::DropRuleset { id } => rulesets::drop(self.pins, *id).map_err(bpf),
             Op::DeleteEntries { map, keys } => {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))

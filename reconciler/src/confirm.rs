@@ -172,7 +172,6 @@ pub fn sizes_of(s: &HostState) -> MapSizes {
         conntrack: size(maps::CT4, d.conntrack),
         if_state: size(maps::IFACE, d.if_state),
         route: size(maps::RT4, d.route),
-        ip_sets: size(maps::POL4_ADDR, d.ip_sets),
         nat_frontend: size(maps::NAT_FE4, d.nat_frontend),
         nat_backend: size(maps::NAT_BE4, d.nat_backend),
         nat_affinity: size(maps::NAT_AFF4, d.nat_affinity),

@@ -25,10 +25,9 @@ use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
 use crate::events::filter::{self as trace_filter, TraceSettings};
 use crate::facts::HostFacts;
-use crate::policy::classify::{self, CompileError};
+use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
-use crate::policy::tables;
 use crate::services::{self, ServiceSettings, ServiceTables};
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, Names, NeighbourState,
@@ -94,7 +93,6 @@ impl Settings {
             conntrack: felix.bpf_map_size_conntrack(),
             if_state: felix.bpf_map_size_if_state(),
             route: felix.bpf_map_size_route(),
-            ip_sets: felix.bpf_map_size_ip_sets(),
             nat_frontend: felix.bpf_map_size_nat_frontend(),
             nat_backend: felix.bpf_map_size_nat_backend(),
             nat_affinity: felix.bpf_map_size_nat_affinity(),
@@ -303,7 +301,29 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
     out
 }
 
+/// A workload endpoint as policy sees it: its labels, addresses, named ports and profiles.
+pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
+    Endpoint {
+        labels: cfg.endpoint_labels(wep),
+        addrs: v4_hosts(&read::cidrs(&wep.spec.ip_networks))
+            .iter()
+            .map(|a| u32::from(*a))
+            .collect(),
+        named_ports: read::wep_ports(&wep.spec.ports),
+        profiles: wep.spec.profiles.clone(),
+    }
+}
+
 pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
+    desired_with(cfg, facts, &mut crate::policy::Cache::default())
+}
+
+/// As `desired`, reusing and refreshing what `cache` remembers of earlier runs.
+pub fn desired_with(
+    cfg: &Config,
+    facts: &HostFacts,
+    cache: &mut crate::policy::Cache,
+) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
     let mut d = Desired {
         state: HostState::default(),
@@ -390,7 +410,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     }
 
     if !local.is_empty() {
-        workloads(cfg, &settings, local, &mut d, &mut add)?;
+        workloads(cfg, &settings, local, cache, &mut d, &mut add)?;
     }
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
@@ -429,40 +449,30 @@ fn workloads(
     cfg: &Config,
     settings: &Settings,
     local: Vec<(&weft_model::Item<weft_model::WorkloadEndpoint>, u32)>,
+    cache: &mut crate::policy::Cache,
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
-    let index = PolicyIndex::new(cfg, entities(cfg));
+    let index =
+        PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
         let iface = wep.spec.interface_name.clone().unwrap_or_default();
         let addrs = v4_hosts(&read::cidrs(&wep.spec.ip_networks));
-        let ep = Endpoint {
-            labels: cfg.endpoint_labels(wep),
-            addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
-            named_ports: read::wep_ports(&wep.spec.ports),
-            profiles: wep.spec.profiles.clone(),
-        };
+        let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
-            let compiled = classify::compile(&spec).map_err(|source| DesiredError::Compile {
-                endpoint: name.clone(),
-                direction: dir,
-                source,
-            })?;
-            let id = tables::ruleset_id(&compiled);
-            let e = tables::entries(id, &compiled);
-            for kv in e.addr {
-                add(maps::POL4_ADDR, kv);
-            }
-            for kv in e.ctx {
-                add(maps::POL4_CTX, kv);
-            }
-            for kv in e.verdict {
-                add(maps::POL_VERDICT, kv);
-            }
+            let cells = cache
+                .ruleset(&spec)
+                .map_err(|source| DesiredError::Compile {
+                    endpoint: name.clone(),
+                    direction: dir,
+                    source,
+                })?;
+            let id = cells.id();
+            d.state.rulesets.entry(id).or_insert(cells);
             ids.insert(dir, id);
             d.rules.insert((name.clone(), dir), info);
         }
@@ -533,6 +543,8 @@ fn workloads(
         });
     }
     d.ip_sets = index.ip_sets();
+    cache.selections = index.into_selections();
+    cache.sweep();
     Ok(())
 }
 
@@ -734,6 +746,49 @@ mod tests {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
         )
+    }
+
+    #[test]
+    fn a_warm_cache_changes_nothing_desired_state_says() {
+        let policy = |port: u16, action: &str, net: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  selector: app == 'a'\n  ingress:\n    - action: {action}\n      protocol: TCP\n      source: {{selector: app == 'b'}}\n      destination: {{ports: [{port}]}}\n    - action: Deny\n      protocol: TCP\n      source: {{nets: [{net}]}}\n    - action: Allow\n      protocol: UDP\n      destination: {{ports: [53]}}\n"
+            )
+        };
+        let weps = [
+            wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            wep(
+                "b",
+                "n1",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+        ];
+        let config = |p: String| load(&[&weps[0], &weps[1], &p]);
+        let mut cache = crate::policy::Cache::default();
+        let mut previous = None;
+        for p in [
+            policy(80, "Allow", "10.1.0.0/16"),
+            policy(81, "Allow", "10.1.0.0/16"),
+            policy(81, "Deny", "10.1.0.0/16"),
+            policy(81, "Deny", "10.2.0.0/24"),
+            policy(80, "Allow", "10.1.0.0/16"),
+        ] {
+            let cfg = config(p);
+            let warm = desired_with(&cfg, &facts(), &mut cache).expect("desired");
+            let cold = desired(&cfg, &facts()).expect("desired");
+            assert_eq!(warm.state, cold.state);
+            if let Some(prev) = previous.replace(cold.state) {
+                assert_ne!(prev, warm.state, "each step changes the policy");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
@@ -20,7 +21,9 @@ use crate::bpf::maps::{Route4Key, RouteValue};
 use crate::bpf::reasons::REASONS;
 use crate::bpf::{BpfError, Pins};
 use crate::desired::Desired;
+use crate::policy::lpm;
 use crate::policy::resolve::Direction;
+use crate::policy::tables::{self, Cells};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -718,8 +721,8 @@ pub struct IpSetsDump {
     /// Each selector the local endpoints' rules use, with the addresses it selects now
     /// (workload and host endpoints' addresses, network sets' nets): Calico's IP sets.
     pub sets: Vec<IpSetRow>,
-    /// The kernel's side: each ruleset's address prefixes (weft_pol4_addr), the sets compiled
-    /// into address classes.
+    /// The kernel's side: each ruleset's peer address prefixes (decoded from weft_pol_rs), the
+    /// sets compiled into address classes.
     pub rulesets: Vec<RulesetPrefixes>,
 }
 
@@ -739,8 +742,9 @@ pub struct RulesetPrefixes {
     pub prefixes: Vec<(String, u32)>,
 }
 
-/// The sets of `desired` beside the address stage of the classifiers in `addr` (weft_pol4_addr).
-pub fn ip_sets(desired: &Desired, addr: &Entries) -> IpSetsDump {
+/// The sets of `desired` beside the address stage of the rulesets in the kernel (weft_pol_rs,
+/// by id): each ruleset's peer-address step function, written as the prefixes that cover it.
+pub fn ip_sets(desired: &Desired, rulesets: &BTreeMap<u32, Arc<Cells>>) -> IpSetsDump {
     let sets = desired
         .ip_sets
         .iter()
@@ -750,18 +754,14 @@ pub fn ip_sets(desired: &Desired, addr: &Entries) -> IpSetsDump {
         })
         .collect();
     let mut by_ruleset: BTreeMap<u32, Vec<(u32, u32, u32)>> = BTreeMap::new();
-    for (k, v) in addr {
-        let (Some(k), Some(v)) = (
-            maps::PolAddrKey::from_bytes(k),
-            maps::PolClass::from_bytes(v),
-        ) else {
-            continue;
-        };
-        let len = k.prefixlen.saturating_sub(32);
-        by_ruleset
-            .entry(k.ruleset)
-            .or_default()
-            .push((len, u32::from(ip(k.addr)), v.class));
+    for (id, cells) in rulesets {
+        let prefixes = by_ruleset.entry(*id).or_default();
+        // A ruleset that does not decode shows with no prefixes; `weft dump policy` says why.
+        if let Ok(c) = tables::decode(cells) {
+            for p in lpm::encode(32, &c.addr) {
+                prefixes.push((u32::from(p.len), p.base as u32, p.value));
+            }
+        }
     }
     let mut users: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for e in &desired.endpoints {
@@ -831,6 +831,8 @@ pub fn render_ip_sets(d: &IpSetsDump) -> String {
 mod tests {
     use super::*;
     use crate::desired::{EndpointSummary, Settings};
+    use crate::policy::classify::{Compiled, Decision};
+    use crate::policy::flat::Verdict;
     use crate::policy::resolve::RuleInfo;
     use crate::state::HostState;
 
@@ -887,21 +889,31 @@ mod tests {
     #[test]
     fn ip_sets_show_selectors_members_and_the_kernels_prefixes_per_ruleset() {
         let d = desired_with(Vec::new(), Vec::new());
-        let key = |ruleset: u32, addr: Ipv4Addr, len: u32| maps::PolAddrKey {
-            prefixlen: 32 + len,
-            ruleset,
-            addr: maps::addr_be(addr),
+        // Ruleset 0x1111 gives 10.65.0.3 a class of its own; 0x9999 has none.
+        let ruleset = |addr: Vec<(u64, u32)>| {
+            let classes = addr.iter().map(|(_, c)| *c).max().unwrap_or(0) as usize + 1;
+            let deny = Decision::Verdict(Verdict {
+                allow: false,
+                log: false,
+                rule_id: 1,
+            });
+            Arc::new(tables::encode(&Compiled {
+                flags: 0,
+                addr,
+                locals: Vec::new(),
+                ctx: Vec::new(),
+                contexts: 1,
+                rows: vec![None; classes],
+                background: vec![0],
+                functions: vec![vec![(0, deny)]],
+            }))
         };
-        let class = |c: u32| maps::PolClass { class: c, flags: 0 };
-        let addr: Entries = [
-            (key(0x1111, Ipv4Addr::new(0, 0, 0, 0), 0), class(0)),
-            (key(0x1111, Ipv4Addr::new(10, 65, 0, 3), 32), class(1)),
-            (key(0x9999, Ipv4Addr::new(0, 0, 0, 0), 0), class(0)),
-        ]
-        .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
-        let dump = ip_sets(&d, &addr);
+        let web = u64::from(u32::from(Ipv4Addr::new(10, 65, 0, 3)));
+        let kernel = BTreeMap::from([
+            (0x1111, ruleset(vec![(0, 0), (web, 1), (web + 1, 0)])),
+            (0x9999, ruleset(vec![(0, 0)])),
+        ]);
+        let dump = ip_sets(&d, &kernel);
         assert_eq!(
             dump.sets,
             vec![IpSetRow {

@@ -108,6 +108,9 @@ pub async fn observe(
         };
         st.maps.insert(name, MapState { def, entries });
     }
+    if st.maps.contains_key(maps::POL_RS) {
+        st.rulesets = crate::bpf::rulesets::read_all(pins)?;
+    }
 
     let mut prog_names: BTreeMap<u32, String> = BTreeMap::new();
     for name in dir_names(&pins.progs())?.into_iter().filter(|n| owned(n)) {

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use weft::bpf::maps::{self, IfaceValue, Plain, PolVerdict};
+use weft::bpf::maps::{self, IfaceValue, Plain};
 use weft::bpf::Pins;
 use weft_vm_tests::daemon::*;
 use weft_vm_tests::*;
@@ -161,30 +161,20 @@ fn every_kind_of_drift_is_repaired_logged_and_counted() {
         "calib's entry is back as it was"
     );
 
-    // A deny verdict of b's ingress ruleset edited to allow with bpftool: c gets in, until
-    // the repair.
+    // b's ingress ruleset removed from weft_pol_rs with bpftool: b's ingress fails closed
+    // (even a, which policy allows, is refused new connections) until the repair loads it.
     let s = d.status().unwrap();
     let ruleset_in = IfaceValue::from_bytes(&value).unwrap().ruleset_in;
-    let verdicts = weft::observe::read_entries(&pins, maps::POL_VERDICT).expect("verdicts");
-    let (vk, vv) = verdicts
-        .iter()
-        .find(|(k, v)| {
-            maps::PolVerdictKey::from_bytes(k).is_some_and(|k| k.ruleset == ruleset_in)
-                && PolVerdict::from_bytes(v).is_some_and(|v| v.action == maps::ACT_DENY)
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .expect("a deny verdict of b's ingress");
-    let mut allow = PolVerdict::from_bytes(&vv).unwrap();
-    allow.action = maps::ACT_ALLOW;
     bpftool_map(
         &bed,
-        "update",
-        maps::POL_VERDICT,
-        &vk,
-        Some(allow.as_bytes()),
+        "delete",
+        maps::POL_RS,
+        &ruleset_in.to_ne_bytes(),
+        None,
     );
     repaired(&mut d, &bed, "map-entry", &s, 1);
-    assert!(!tcp_ok(&bed.w(2).ns, B, 80), "the deny is back");
+    assert!(tcp_ok(&bed.w(0).ns, B, 80), "a reaches b again");
+    assert!(!tcp_ok(&bed.w(2).ns, B, 80), "c still does not");
 
     // A per-device setting weft made, undone.
     let s = d.status().unwrap();
@@ -224,6 +214,7 @@ fn every_kind_of_drift_is_repaired_logged_and_counted() {
         "repairing drift: attachment calib egress is changed",
         "repairing drift: attachment calib ingress is missing",
         "repairing drift: map-entry weft_iface key",
+        "repairing drift: map-entry weft_pol_rs key",
         "repairing drift: sysctl net.ipv4.conf.calib.proxy_arp is changed",
         "repairing drift: program weft_to_wep is missing",
         "repairing drift: map weft_rt4 is missing",

@@ -16,20 +16,17 @@ pub use types::{
     weft_event as Event, weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
     weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
     weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
-    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey,
-    weft_pol4_addr_key as PolAddrKey, weft_pol4_ctx_key as PolCtxKey, weft_pol_class as PolClass,
-    weft_pol_verdict as PolVerdict, weft_pol_vrdct_key as PolVerdictKey,
-    weft_route4_key as Route4Key, weft_route_value as RouteValue, weft_trace_filter as TraceFilter,
-    weft_trace_host as TraceHost, weft_trace_port as TracePort,
+    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
+    weft_route_value as RouteValue, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
+    weft_trace_port as TracePort,
 };
 
 pub const CT4: &str = "weft_ct4";
 pub const IFACE: &str = "weft_iface";
 pub const RT4: &str = "weft_rt4";
 pub const WLADDR4: &str = "weft_wladdr4";
-pub const POL4_ADDR: &str = "weft_pol4_addr";
-pub const POL4_CTX: &str = "weft_pol4_ctx";
-pub const POL_VERDICT: &str = "weft_pol_vrdct";
+/// Rulesets by id, each an array of cells (policy::tables); a map of maps.
+pub const POL_RS: &str = "weft_pol_rs";
 pub const COUNTERS: &str = "weft_ctrs";
 pub const RULE_COUNTERS: &str = "weft_rule_ctrs";
 pub const NAT_FE4: &str = "weft_nat_fe4";
@@ -48,14 +45,12 @@ pub const RING_LOST: &str = "weft_ring_lost";
 pub const TRACE_FILTER: &str = "weft_trace_flt";
 
 /// Maps whose entries are desired state (written by `weft apply`, compared by `weft diff`);
-/// the others hold what the dataplane learns (conntrack, counters, affinity).
+/// the others hold what the dataplane learns (conntrack, counters, affinity). weft_pol_rs is
+/// desired state too, but of its own kind: `HostState::rulesets`.
 pub const RECONCILED: &[&str] = &[
     IFACE,
     RT4,
     WLADDR4,
-    POL4_ADDR,
-    POL4_CTX,
-    POL_VERDICT,
     NAT_FE4,
     NAT_BE4,
     NAT_SRC4,
@@ -88,10 +83,6 @@ pub const CT_LEG_SYN: u8 = 0x01;
 pub const CT_LEG_ACK: u8 = 0x02;
 pub const CT_LEG_FIN: u8 = 0x04;
 pub const CT_LEG_RST: u8 = 0x08;
-// weft_pol_verdict.action and .flags
-pub const ACT_DENY: u8 = 0;
-pub const ACT_ALLOW: u8 = 1;
-pub const VERDICT_F_LOG: u8 = 0x01;
 // weft_counters_key.hook
 pub const HOOK_FROM_WEP: u32 = 0;
 pub const HOOK_TO_WEP: u32 = 1;
@@ -203,11 +194,6 @@ unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for RouteValue {}
-unsafe impl Plain for PolAddrKey {}
-unsafe impl Plain for PolClass {}
-unsafe impl Plain for PolCtxKey {}
-unsafe impl Plain for PolVerdictKey {}
-unsafe impl Plain for PolVerdict {}
 unsafe impl Plain for CountersKey {}
 unsafe impl Plain for Counters {}
 unsafe impl Plain for NatFrontendKey {}
@@ -250,7 +236,6 @@ pub struct MapSizes {
     pub conntrack: u32,
     pub if_state: u32,
     pub route: u32,
-    pub ip_sets: u32,
     pub nat_frontend: u32,
     pub nat_backend: u32,
     pub nat_affinity: u32,
@@ -266,7 +251,6 @@ impl Default for MapSizes {
             conntrack: 512_000,
             if_state: 1000,
             route: 262_144,
-            ip_sets: 1_048_576,
             nat_frontend: 65_536,
             nat_backend: 262_144,
             nat_affinity: 65_536,
@@ -283,8 +267,8 @@ impl MapSizes {
             CT4 => self.conntrack,
             IFACE => self.if_state,
             RT4 | WLADDR4 => self.route,
-            POL4_ADDR | POL_VERDICT => self.ip_sets,
-            POL4_CTX => 65_536,
+            // Every endpoint's two rulesets, twice: the old and the new during a change.
+            POL_RS => 4 * self.if_state,
             COUNTERS => 5 * self.if_state,
             RULE_COUNTERS => 65_536,
             NAT_FE4 => self.nat_frontend,
@@ -376,39 +360,8 @@ fn rt_flags(flags: u32) -> String {
     }
 }
 
-fn port_prefix(bytes: [u8; 2], proto: u8, bits: u32) -> String {
-    let port = u16::from_be_bytes(bytes);
-    if bits == 0 {
-        return "any".into();
-    }
-    if bits < 8 {
-        return format!("proto {proto}/{bits}");
-    }
-    let pbits = bits - 8;
-    if pbits == 0 {
-        return format!("proto {proto}");
-    }
-    let lo = port;
-    let hi = port | ((1u32 << (16 - pbits)) - 1) as u16;
-    let what = if proto == 1 { "icmp" } else { "port" };
-    if proto == 1 {
-        let (t, c) = (lo >> 8, lo & 0xff);
-        return if pbits <= 8 {
-            format!("{what} type {t}")
-        } else {
-            format!("{what} type {t} code {c}")
-        };
-    }
-    if lo == hi {
-        format!("proto {proto} {what} {lo}")
-    } else {
-        format!("proto {proto} {what} {lo}-{hi}")
-    }
-}
-
 /// One entry of a reconciled map, for people (`weft diff`, `weft dump`).
 pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
-    let rules = &names.rules;
     let svc = |id: u32| {
         names
             .services
@@ -449,65 +402,6 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                 }
                 s
             }
-            _ => raw(key, value),
-        },
-        POL4_ADDR => match (PolAddrKey::from_bytes(key), PolClass::from_bytes(value)) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} peer {}/{} -> class {}{}",
-                k.ruleset,
-                ip(k.addr),
-                k.prefixlen.saturating_sub(32),
-                v.class,
-                if v.flags & 1 != 0 {
-                    " (uses context)"
-                } else {
-                    ""
-                }
-            ),
-            _ => raw(key, value),
-        },
-        POL4_CTX => match (PolCtxKey::from_bytes(key), u32::from_bytes(value)) {
-            (Some(k), Some(v)) => {
-                let bits = k.prefixlen.saturating_sub(64);
-                format!(
-                    "ruleset {:#010x} local {} {} -> context {v}",
-                    k.ruleset,
-                    if k.local_addr == 0 {
-                        "other".to_string()
-                    } else {
-                        ip(k.local_addr).to_string()
-                    },
-                    port_prefix(k.sport, k.proto, bits).replace("port", "sport"),
-                )
-            }
-            _ => raw(key, value),
-        },
-        POL_VERDICT => match (
-            PolVerdictKey::from_bytes(key),
-            PolVerdict::from_bytes(value),
-        ) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} class {} context {} {} -> {} rule {:#010x}{}{}",
-                k.ruleset,
-                k.aclass,
-                k.cclass,
-                port_prefix(k.dport, k.proto, k.prefixlen.saturating_sub(80)),
-                if v.action == ACT_ALLOW {
-                    "allow"
-                } else {
-                    "deny"
-                },
-                v.rule_id,
-                if v.flags & VERDICT_F_LOG != 0 {
-                    " log"
-                } else {
-                    ""
-                },
-                rules
-                    .get(&v.rule_id)
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            ),
             _ => raw(key, value),
         },
         NAT_FE4 => match (
@@ -616,11 +510,6 @@ mod tests {
         assert_eq!(size_of::<IfaceValue>(), 32);
         assert_eq!(size_of::<Route4Key>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
-        assert_eq!(size_of::<PolAddrKey>(), 12);
-        assert_eq!(size_of::<PolClass>(), 8);
-        assert_eq!(size_of::<PolCtxKey>(), 16);
-        assert_eq!(size_of::<PolVerdictKey>(), 20);
-        assert_eq!(size_of::<PolVerdict>(), 8);
         assert_eq!(size_of::<CountersKey>(), 8);
         assert_eq!(size_of::<Counters>(), 256);
         assert_eq!(size_of::<Event>(), 56);
@@ -636,9 +525,7 @@ mod tests {
             CT4,
             IFACE,
             RT4,
-            POL4_ADDR,
-            POL4_CTX,
-            POL_VERDICT,
+            POL_RS,
             COUNTERS,
             RULE_COUNTERS,
             FLOWS,

@@ -9,6 +9,7 @@ pub mod link;
 pub mod load;
 pub mod maps;
 pub mod reasons;
+pub mod rulesets;
 pub mod stats;
 pub mod testrun;
 
@@ -34,6 +35,9 @@ pub mod skel {
     }
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));
+    }
+    pub mod probe {
+        include!(concat!(env!("OUT_DIR"), "/weft_probe.skel.rs"));
     }
 }
 

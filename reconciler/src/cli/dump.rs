@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
-use weft::bpf::maps;
+use weft::bpf::{maps, rulesets};
 use weft::dump::{self, DumpError};
 use weft::policy::resolve::Direction;
 use weft::run::{self, Host, RunError};
@@ -30,7 +30,7 @@ pub enum What {
         json: bool,
     },
     /// The address sets rule selectors stand for (Calico's IP sets), from DIR as it is now,
-    /// beside the kernel's per-ruleset address prefixes (weft_pol4_addr).
+    /// beside the kernel's per-ruleset address prefixes (decoded from weft_pol_rs).
     Ipsets {
         dir: PathBuf,
         #[command(flatten)]
@@ -149,7 +149,10 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             let cfg = run::load(dir)?;
             let h = host.open().await?;
             let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
-            let d = dump::ip_sets(&desired, &dump::read_map(&h.pins, maps::POL4_ADDR)?);
+            let d = dump::ip_sets(
+                &desired,
+                &rulesets::read_all(&h.pins).map_err(DumpError::from)?,
+            );
             print(*json, &d, dump::render_ip_sets);
         }
         What::Endpoints { host, json } => {

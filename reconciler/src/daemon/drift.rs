@@ -7,6 +7,7 @@
 //! Pure: it compares three `HostState`s object by object.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 use crate::state::{mac_string, HostState, Names};
 
@@ -139,6 +140,24 @@ fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
         out.insert(
             (Kind::Attachment, format!("{iface} {}", hook.as_str())),
             format!("{} ({})", a.program, a.mode.as_str()),
+        );
+    }
+    // A ruleset is an entry of weft_pol_rs whose value is a frozen map of its own: it is told
+    // apart by its cells, which nobody can edit, so a ruleset drifts only by going missing
+    // or by another map put under its id.
+    for (id, cells) in &s.rulesets {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        cells.hash(&mut h);
+        out.insert(
+            (
+                Kind::MapEntry,
+                format!("{} key {id:08x}", crate::bpf::maps::POL_RS),
+            ),
+            format!(
+                "ruleset {id:#010x}: {} cells, digest {:016x}",
+                cells.len(),
+                h.finish()
+            ),
         );
     }
     for (name, m) in &s.maps {
