@@ -5,6 +5,13 @@
 //! with the kernel's own clock, beside the floor (`weft_floor`: the same parsing, then pass).
 //! The object and its maps are loaded under a private bpffs root with production map sizes,
 //! exactly as the packet tests load them.
+//!
+//! `weft-bench services`: cold converge of N services from files and one changed service, beside
+//! kube-proxy's iptables-restore and nft -f (see services.rs).
+
+mod gen;
+mod netns;
+mod services;
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -38,12 +45,44 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["packet"] => packet(),
-        _ => {
-            eprintln!("usage: weft-bench packet\n\n  packet  ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor");
-            ExitCode::from(2)
+    let usage = || {
+        eprintln!("usage: weft-bench packet | services [--services N] [--runs R] [--limit SECONDS] | services-dir DIR [--services N]\n\n  packet    ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  services  cold converge of N services (default 10000) and one changed service, beside iptables-restore and nft -f");
+        ExitCode::from(2)
+    };
+    match args.first().map(String::as_str) {
+        Some("packet") if args.len() == 1 => packet(),
+        Some("services") => {
+            let mut a = services::Args {
+                services: 10_000,
+                runs: 3,
+                limit_s: 120,
+            };
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                let value = rest.next().and_then(|v| v.parse::<usize>().ok());
+                match (flag.as_str(), value) {
+                    ("--services", Some(v)) if v >= 2 => a.services = v,
+                    ("--runs", Some(v)) if v >= 1 => a.runs = v,
+                    ("--limit", Some(v)) if v >= 1 => a.limit_s = v as u64,
+                    _ => return usage(),
+                }
+            }
+            services::run(&a)
         }
+        // The services benchmark's configuration directory, for looking at or profiling
+        // `weft validate` / `weft apply` on it.
+        Some("services-dir") if args.len() == 2 || args.len() == 4 => {
+            let n = match args.get(2).map(String::as_str) {
+                Some("--services") => match args.get(3).and_then(|v| v.parse().ok()) {
+                    Some(n) => n,
+                    None => return usage(),
+                },
+                _ => 10_000,
+            };
+            services::write_dir(std::path::Path::new(&args[1]), n);
+            ExitCode::SUCCESS
+        }
+        _ => usage(),
     }
 }
 
