@@ -156,26 +156,20 @@ impl<'a> Applier<'a> {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for (k, v) in entries {
-                    m.update(k, v, MapFlags::ANY)
-                        .map_err(map_err(map))
-                        .map_err(bpf)?;
-                }
-                Ok(())
+                crate::bpf::batch::write(
+                    &m,
+                    entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                )
+                .map_err(map_err(map))
+                .map_err(bpf)
             }
             Op::DeleteEntries { map, keys } => {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for k in keys {
-                    match m.delete(k) {
-                        Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
-                            return Err(bpf(map_err(map)(e)))
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(())
+                crate::bpf::batch::delete(&m, keys)
+                    .map_err(map_err(map))
+                    .map_err(bpf)
             }
             Op::Attach {
                 iface,
