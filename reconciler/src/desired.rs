@@ -294,6 +294,32 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
 
 pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
+    let svc = services::tables(
+        cfg,
+        &facts.node,
+        &facts.host_addrs,
+        &service_settings(&settings),
+    );
+    desired_with(cfg, facts, &settings, svc)
+}
+
+/// What shapes the service tables, from the node's settings.
+pub fn service_settings(settings: &Settings) -> ServiceSettings {
+    ServiceSettings {
+        maglev_max_endpoints: settings.maglev_max_endpoints,
+        exclude: settings.exclude_nat.clone(),
+    }
+}
+
+/// `desired`, with the service tables worked out already (the incremental reconciler keeps
+/// them per service).
+pub fn desired_with(
+    cfg: &Config,
+    facts: &HostFacts,
+    settings: &Settings,
+    svc: ServiceTables,
+) -> Result<Desired, DesiredError> {
+    let settings = settings.clone();
     let mut d = Desired {
         state: HostState::default(),
         settings: settings.clone(),
@@ -338,15 +364,6 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
             )),
         }
     }
-    let svc = services::tables(
-        cfg,
-        &facts.node,
-        &facts.host_addrs,
-        &ServiceSettings {
-            maglev_max_endpoints: settings.maglev_max_endpoints,
-            exclude: settings.exclude_nat.clone(),
-        },
-    );
     d.warnings.extend(svc.warnings.iter().cloned());
     if local.is_empty() && svc.is_empty() {
         return Ok(d);
@@ -382,7 +399,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     }
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
-        d.services = svc.names.clone();
+        d.services = svc.names;
     }
 
     for def in maps::defs(&settings.sizes) {

@@ -68,7 +68,11 @@ pub struct Planned {
 }
 
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    let desired = desired::desired(cfg, &host.facts)?;
+    plan_desired(host, desired::desired(cfg, &host.facts)?).await
+}
+
+/// What it would take to reach `desired` from the live state.
+pub async fn plan_desired(host: &Host, desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
@@ -116,9 +120,19 @@ pub async fn converge(
 pub async fn apply_config(
     host: &mut Host,
     cfg: &Config,
+    progress: impl FnMut(usize, usize, &Op),
+) -> Result<(Planned, Outcome), RunError> {
+    apply_desired(host, |facts| Ok(desired::desired(cfg, facts)?), progress).await
+}
+
+/// `apply_config` for a desired state that `make` computes from the host's facts (asked again
+/// once devices weft creates exist).
+pub async fn apply_desired(
+    host: &mut Host,
+    mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
     mut progress: impl FnMut(usize, usize, &Op),
 ) -> Result<(Planned, Outcome), RunError> {
-    let mut planned = plan(host, cfg).await?;
+    let mut planned = plan_desired(host, make(&host.facts)?).await?;
     if planned.ops.iter().any(Op::creates_link) {
         let devices: Vec<Op> = planned
             .ops
@@ -130,7 +144,7 @@ pub async fn apply_config(
             .run(&devices, &mut progress)
             .await?;
         host.refresh_facts().await?;
-        planned = plan(host, cfg).await?;
+        planned = plan_desired(host, make(&host.facts)?).await?;
     }
     let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
     Ok((planned, outcome))
