@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod desired;
 pub mod dump;
 pub mod facts;
+pub mod incremental;
 pub mod netlink;
 pub mod observe;
 pub mod plan;
