@@ -284,21 +284,29 @@ impl Documents {
         {
             return false;
         }
-        let mut ids = self.ids.clone();
-        for l in before {
-            if let Some(n) = ids.get_mut(&load::resource_id(l)) {
-                *n -= 1;
-            }
+        // Duplicates, counted without copying the book: what stays, less what went, plus
+        // what came.
+        let before_ids: Vec<ResourceId> = before.iter().map(load::resource_id).collect();
+        let mut change: BTreeMap<&ResourceId, i64> = BTreeMap::new();
+        for id in &before_ids {
+            *change.entry(id).or_default() -= 1;
         }
         for id in &after_ids {
-            let n = ids.entry(id.clone()).or_default();
-            *n += 1;
-            if *n > 1 {
-                return false;
+            *change.entry(id).or_default() += 1;
+        }
+        let duplicate = change
+            .iter()
+            .any(|(id, d)| self.ids.get(*id).copied().unwrap_or(0) as i64 + d > 1);
+        if duplicate || self.config.is_err() {
+            return false;
+        }
+        for (id, d) in change {
+            let n = self.ids.entry(id.clone()).or_default();
+            *n = (*n as i64 + d) as u32;
+            if *n == 0 {
+                self.ids.remove(id);
             }
         }
-        ids.retain(|_, n| *n > 0);
-        self.ids = ids;
         let Ok(cfg) = self.config.as_mut() else {
             return false;
         };

@@ -74,6 +74,13 @@ macro_rules! any_resource {
                 }
             }
 
+            /// apiVersion and kind as written.
+            fn type_meta(&self) -> (&str, &str) {
+                match self {
+                    $(AnyResource::$kind(r) => (&r.api_version, &r.kind),)*
+                }
+            }
+
             pub(crate) fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 match self {
                     $(AnyResource::$kind(r) => &mut r.metadata,)*
@@ -442,6 +449,10 @@ enum Pending {
 }
 
 pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
+    if let Some(loaded) = load_quick(index, file) {
+        out.loaded.extend(loaded);
+        return;
+    }
     let text = file.text.as_str();
     let (docs, syntax) = yaml::scan_headers(text);
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
@@ -521,6 +532,46 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
             Some(Pending::List(kinds, headers)) => load_list(index, file, d, &kinds, &headers, out),
         }
     }
+}
+
+/// A file of plain manifests read with one pass of the YAML parser instead of two: the headers
+/// come from `yaml::quick_headers`, and each document must then deserialize and agree with its
+/// header (apiVersion, kind, name, namespace). None, with nothing loaded, for anything else:
+/// the two passes then read it and report what is wrong.
+fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
+    let text = file.text.as_str();
+    let headers = yaml::quick_headers(text)?;
+    let mut loaded = Vec::with_capacity(headers.len());
+    let mut docs = serde_yaml::Deserializer::from_str(text);
+    for (d, (start, header)) in headers.iter().enumerate() {
+        let Ok(Class::Resource(kind)) = classify(header, false) else {
+            return None;
+        };
+        let value = parse_kind(kind, docs.next()?).ok()?;
+        let meta = value.metadata();
+        let agrees = value.type_meta()
+            == (
+                header.api_version.as_deref()?,
+                header.kind.as_deref()?,
+            )
+            && Some(&meta.name) == header.name.as_ref()
+            && meta.namespace == header.namespace;
+        if !agrees {
+            return None;
+        }
+        loaded.push(Loaded {
+            kind,
+            source: source_of(file, *start),
+            at: DocRef {
+                file: index,
+                doc: d,
+                item: None,
+            },
+            value,
+        });
+    }
+    // No document the scan missed.
+    docs.next().is_none().then_some(loaded)
 }
 
 /// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
