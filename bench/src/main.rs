@@ -6,10 +6,14 @@
 //! The object and its maps are loaded under a private bpffs root with production map sizes,
 //! exactly as the packet tests load them.
 //!
+//! `weft-bench nat-packet`: the service NAT path per packet at 10 and 10,000 services (see
+//! nat_packet.rs).
+//!
 //! `weft-bench services`: cold converge of N services from files and one changed service, beside
 //! kube-proxy's iptables-restore and nft -f (see services.rs).
 
 mod gen;
+mod nat_packet;
 mod netns;
 mod services;
 
@@ -46,11 +50,12 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 5);
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
-        eprintln!("usage: weft-bench packet | services [--services N] [--runs R] [--limit SECONDS] | services-dir DIR [--services N]\n\n  packet    ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  services  cold converge of N services (default 10000) and one changed service, beside iptables-restore and nft -f");
+        eprintln!("usage: weft-bench packet | nat-packet | services [--services N] [--runs R] [--limit SECONDS] | services-dir DIR [--services N]\n\n  packet    ns per packet of weft_wep through BPF_PROG_TEST_RUN, beside the floor\n  nat-packet  ns per packet of the service NAT path at 10 and 10,000 services\n  services  cold converge of N services (default 10000) and one changed service, beside iptables-restore and nft -f");
         ExitCode::from(2)
     };
     match args.first().map(String::as_str) {
         Some("packet") if args.len() == 1 => packet(),
+        Some("nat-packet") if args.len() == 1 => nat_packet::run(),
         Some("services") => {
             let mut a = services::Args {
                 services: 10_000,

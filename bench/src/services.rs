@@ -238,6 +238,9 @@ struct WeftRun {
     cold: Cold,
     /// `weft apply` run again after one file changed.
     full_change: Vec<Duration>,
+    /// The incremental reconciler told of the changed file: (reading and parsing it, the rest
+    /// up to the maps written).
+    incremental: Vec<(Duration, Duration)>,
 }
 
 fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
@@ -276,11 +279,45 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
                     "the change is in the maps"
                 );
             }
+            // The incremental reconciler, as `weft run` holds it: started on the converged
+            // host (its sync finds nothing to do), then told of each changed file.
+            let mut rec = weft::incremental::Reconciler::open(&dir);
+            let step = rec.sync(&mut host).await.expect("sync");
+            assert!(step.converged && step.ops.is_empty(), "{:?}", step.ops);
+            let mut incremental = Vec::new();
+            for svc in &changed {
+                write_service(&dir, svc);
+                let t = Instant::now();
+                rec.files_changed(&[svc.file_name()]);
+                let parsed = t.elapsed();
+                let step = rec.apply_changes(&mut host).await.expect("apply changes");
+                incremental.push((parsed, t.elapsed() - parsed));
+                assert_eq!(step.how, weft::incremental::How::Services(1));
+                assert_eq!(
+                    programmed_backends(&scratch.pins, svc),
+                    expected_backends(svc),
+                    "the change is in the maps"
+                );
+            }
+            // A full apply afterwards finds nothing to do.
+            let cfg = run::load(&dir).expect("load");
+            let (planned, _) = run::apply_config(&mut host, &cfg, |_, _, _| {})
+                .await
+                .expect("apply");
+            assert!(
+                planned.ops.is_empty(),
+                "weft apply after the incremental changes: {:?}",
+                planned.ops.iter().map(Op::describe).collect::<Vec<_>>()
+            );
             run::teardown(&mut host, |_, _, _| {})
                 .await
                 .expect("teardown");
             drop(scratch);
-            WeftRun { cold, full_change }
+            WeftRun {
+                cold,
+                full_change,
+                incremental,
+            }
         })
     });
     drop(ns);
@@ -409,9 +446,10 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("run {}/{}", r + 1, args.runs);
         let w = weft_run(&dir, &svcs, r);
         eprintln!(
-            "  weft: cold {}, one change (weft apply) {}",
+            "  weft: cold {}, one change: weft apply {}, incremental {}",
             ms(w.cold.total),
-            ms(median(w.full_change.clone()))
+            ms(median(w.full_change.clone())),
+            ms(median(w.incremental.iter().map(|(a, b)| *a + *b).collect()))
         );
         weft_runs.push(w);
         // Put the directory back as it was for the next run.
@@ -494,6 +532,12 @@ pub fn run(args: &Args) -> ExitCode {
     };
     row("cold: files -> programmed", cold_weft, &base_cold);
     row("one change: weft apply (full)", full_change, &base_change);
+    let inc: Vec<(Duration, Duration)> = weft_runs
+        .iter()
+        .flat_map(|r| r.incremental.clone())
+        .collect();
+    let inc_total = median(inc.iter().map(|(a, b)| *a + *b).collect());
+    row("one change: incremental (weft run)", inc_total, &base_change);
     println!("(x: the baseline's time over weft's)");
     println!();
     println!("weft cold converge, by phase (median of {} runs):", args.runs);
@@ -507,6 +551,13 @@ pub fn run(args: &Args) -> ExitCode {
         println!("  {phase:<42} {:>12}", ms(d));
     }
     println!("  {:<42} {:>12}", "total", ms(cold_weft));
+    println!();
+    println!(
+        "weft one change, incremental (median of {} changes): read and parse the file {}, the rest to the maps {}",
+        inc.len(),
+        ms(median(inc.iter().map(|(a, _)| *a).collect())),
+        ms(median(inc.iter().map(|(_, b)| *b).collect()))
+    );
     println!();
     println!("iptables-*-restore: kube-proxy's iptables mode (nat table, --noflush; every sync writes the whole ruleset)");
     println!("nft: kube-proxy's nftables mode, nft -f (one transaction; a change sends only the changed service's chains)");
