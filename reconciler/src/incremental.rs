@@ -515,7 +515,13 @@ impl Reconciler {
         )
         .await?;
         let converged = outcome.converged(&planned.desired.state);
-        self.applied = last.filter(|c| converged && c.facts == host.facts);
+        // Applying can change the facts it was computed from (a device it created comes up):
+        // the state is trusted for the facts as they are now, if it is what is live.
+        let computed = match last {
+            Some(c) if c.facts == host.facts => Some(c),
+            _ => Some(Computed::compute(cfg, &host.facts)?),
+        };
+        self.applied = computed.filter(|c| converged && c.desired.state == outcome.after);
         self.pending = Pending::default();
         Ok(Step {
             how: How::Observed,
