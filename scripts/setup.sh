@@ -13,6 +13,7 @@ packages=(
   bpftool           # inspecting what weft attached (tests use it too)
   iputils-ping      # ICMP probes in tests
   socat             # the quickstart's clients and servers
+  iptables nftables # weft-bench services: kube-proxy's rulesets, timed beside weft
   nix-bin           # nix-instantiate, to check that flake.nix parses
 )
 
