@@ -59,6 +59,9 @@ impl Drop for Scratch {
 #[derive(Default, Clone)]
 struct Cold {
     total: Duration,
+    /// User and system CPU time of the whole process meanwhile (every thread): less
+    /// sensitive than wall time to other work on a shared machine.
+    cpu: Duration,
     phases: BTreeMap<String, Duration>,
     order: Vec<String>,
     entries: usize,
@@ -118,6 +121,7 @@ async fn run_timed(host: &Host, ops: &[Op], cold: &mut Cold) -> Result<(), run::
 /// devices first when there are any, apply, observe again to confirm).
 async fn weft_cold(dir: &Path, scratch: &Scratch) -> Result<(Host, Cold), run::RunError> {
     let mut c = Cold::default();
+    let cpu = cpu_time();
     let start = Instant::now();
     let t = Instant::now();
     let cfg = run::load(dir)?;
@@ -151,11 +155,30 @@ async fn weft_cold(dir: &Path, scratch: &Scratch) -> Result<(Host, Cold), run::R
     let after = host.observe(&desired.state).await?;
     c.add("confirm (observe again)", t.elapsed());
     c.total = start.elapsed();
+    c.cpu = cpu_time() - cpu;
     assert!(after == desired.state, "cold converge did not converge");
     c.entries = desired.state.counts()["map entries"];
     c.routes = desired.state.routes.len();
     c.ops = ops.len();
     Ok((host, c))
+}
+
+/// User and system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn timed_plan(
@@ -440,6 +463,7 @@ pub fn run(args: &Args) -> ExitCode {
         })
         .collect();
     let limit = Duration::from_secs(args.limit_s);
+    let load_before = load_average();
     let mut weft_runs = Vec::new();
     let mut baselines: BTreeMap<&str, Vec<BaselineRun>> = BTreeMap::new();
     for r in 0..args.runs {
@@ -497,6 +521,7 @@ pub fn run(args: &Args) -> ExitCode {
         })
         .unwrap_or_default();
     let first = &weft_runs[0].cold;
+    let load_after = load_average();
     println!(
         "services: {n} (ClusterIP, every {}th NodePort), {} backends each; medians of {} runs",
         gen::NODEPORT_EVERY,
@@ -509,6 +534,7 @@ pub fn run(args: &Args) -> ExitCode {
         read("/proc/sys/kernel/osrelease").trim(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    println!("load average before and after: {load_before} / {load_after} (other work on the machine shows in wall times)");
     println!(
         "weft programs {} map entries and {} routes in {} operations",
         first.entries, first.routes, first.ops
@@ -551,6 +577,11 @@ pub fn run(args: &Args) -> ExitCode {
         println!("  {phase:<42} {:>12}", ms(d));
     }
     println!("  {:<42} {:>12}", "total", ms(cold_weft));
+    println!(
+        "  {:<42} {:>12}",
+        "CPU time meanwhile (user + system)",
+        ms(median(weft_runs.iter().map(|r| r.cold.cpu).collect()))
+    );
     println!();
     println!(
         "weft one change, incremental (median of {} changes): read and parse the file {}, the rest to the maps {}",

@@ -32,6 +32,9 @@ pub enum ApplyError {
     NoSuchLink { op: String, iface: String },
 }
 
+/// Route requests sent before their answers are awaited.
+const ROUTES_IN_FLIGHT: usize = 512;
+
 pub struct Applier<'a> {
     pub pins: &'a Pins,
     pub nl: &'a Netlink,
@@ -63,11 +66,56 @@ impl<'a> Applier<'a> {
         ops: &[Op],
         mut progress: impl FnMut(usize, usize, &Op),
     ) -> Result<(), ApplyError> {
-        for (i, op) in ops.iter().enumerate() {
-            progress(i + 1, ops.len(), op);
-            self.one(op).await?;
+        let mut i = 0;
+        while i < ops.len() {
+            // A run of routes of one kind (direct, or through a gateway) goes to the kernel
+            // together: a netlink request per route, but not a wait for each answer before
+            // the next is sent. They do not depend on one another; the plan puts the direct
+            // routes a gateway needs in a run before the gatewayed ones.
+            let run = ops[i..]
+                .iter()
+                .take_while(|o| match (o, &ops[i]) {
+                    (Op::RouteReplace { via: a, .. }, Op::RouteReplace { via: b, .. }) => {
+                        a.is_some() == b.is_some()
+                    }
+                    _ => false,
+                })
+                .count();
+            if run > 1 {
+                for (j, op) in ops[i..i + run].iter().enumerate() {
+                    progress(i + j + 1, ops.len(), op);
+                }
+                for chunk in ops[i..i + run].chunks(ROUTES_IN_FLIGHT) {
+                    futures_util::future::try_join_all(chunk.iter().map(|op| self.route(op)))
+                        .await?;
+                }
+                i += run;
+                continue;
+            }
+            progress(i + 1, ops.len(), &ops[i]);
+            self.one(&ops[i]).await?;
+            i += 1;
         }
         Ok(())
+    }
+
+    /// `ip route replace` for a RouteReplace operation.
+    async fn route(&self, op: &Op) -> Result<(), ApplyError> {
+        let Op::RouteReplace { dst, dev, via } = op else {
+            unreachable!("only routes are sent together");
+        };
+        let oif = self.ifindex(op, dev)?;
+        self.nl
+            .route_replace(&Route4 {
+                dst: *dst,
+                oif,
+                via: *via,
+            })
+            .await
+            .map_err(|source| ApplyError::Netlink {
+                op: op.describe(),
+                source,
+            })
     }
 
     fn ifindex(&self, op: &Op, iface: &str) -> Result<u32, ApplyError> {

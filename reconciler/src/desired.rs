@@ -400,6 +400,15 @@ pub fn desired_with(
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
         d.services = svc.names;
+        // The NAT maps hold the services' entries and nothing else: moved in whole.
+        for (map, e) in [
+            (maps::NAT_FE4, svc.frontends),
+            (maps::NAT_BE4, svc.backends),
+            (maps::NAT_SRC4, svc.source_ranges),
+            (maps::MAGLEV4, svc.maglev),
+        ] {
+            entries.insert(map, e);
+        }
     }
 
     for def in maps::defs(&settings.sizes) {
@@ -532,7 +541,8 @@ fn workloads(
     Ok(())
 }
 
-/// NAT tables, the data interfaces' programs, and the bpfin/bpfout pair with its routes.
+/// The data interfaces' programs, and the bpfin/bpfout pair with its routes (the NAT tables'
+/// entries are the caller's to move in).
 fn service_plumbing(
     settings: &Settings,
     facts: &HostFacts,
@@ -541,17 +551,6 @@ fn service_plumbing(
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
-    for (map, e) in [
-        (maps::NAT_FE4, &svc.frontends),
-        (maps::NAT_BE4, &svc.backends),
-        (maps::NAT_SRC4, &svc.source_ranges),
-        (maps::MAGLEV4, &svc.maglev),
-    ] {
-        for (k, v) in e {
-            add(map, (k.clone(), v.clone()));
-        }
-    }
-
     // Data interfaces: where NodePort and external traffic arrives.
     let pattern = regex_lite::Regex::new(&settings.data_ifaces).map_err(|e| {
         DesiredError::DataIfacePattern {
