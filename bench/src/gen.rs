@@ -39,7 +39,8 @@ impl Svc {
             cluster_ip: Ipv4Addr::from(vip),
             port: 80,
             target_port: 8080,
-            node_port: (i % NODEPORT_EVERY == 0).then(|| 30000 + (i / NODEPORT_EVERY) as u16 % 2768),
+            node_port: i.is_multiple_of(NODEPORT_EVERY)
+                .then(|| 30000 + (i / NODEPORT_EVERY) as u16 % 2768),
             backends,
         }
     }
@@ -302,7 +303,11 @@ fn write_service_nft(s: &Svc, out: &mut String, replace: bool) {
 pub fn nft_change(before: &Svc, after: &Svc) -> String {
     let mut out = String::new();
     write_service_nft(after, &mut out, true);
-    let kept: Vec<String> = after.backends.iter().map(|b| nft_ep_chain(after, *b)).collect();
+    let kept: Vec<String> = after
+        .backends
+        .iter()
+        .map(|b| nft_ep_chain(after, *b))
+        .collect();
     for b in &before.backends {
         let chain = nft_ep_chain(before, *b);
         if !kept.contains(&chain) {

@@ -59,7 +59,11 @@ fn allow_all() -> RulesetSpec {
 
 /// The harness with `n` services of ten backends each and a client workload.
 fn setup(n: u32) -> Option<Harness> {
-    let h = Harness::load_sized("weft-bench", ProgramSettings::default(), &MapSizes::default())?;
+    let h = Harness::load_sized(
+        "weft-bench",
+        ProgramSettings::default(),
+        &MapSizes::default(),
+    )?;
     h.route(CLIENT, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
     let rs = h.ruleset(&allow_all());
     h.iface(IFINDEX, rs, rs);
@@ -140,7 +144,10 @@ fn measure(n: u32, floor: &Floor) -> Option<((f64, f64), (f64, f64))> {
         for p in &syns {
             let r = h.run("weft_from_wep", p);
             assert_eq!(r.retval, PASS, "new flow: verdict");
-            assert!(backends.contains(&destination(&r.data)), "new flow: translated to a backend");
+            assert!(
+                backends.contains(&destination(&r.data)),
+                "new flow: translated to a backend"
+            );
             total += u64::from(r.duration_ns);
         }
         assert_eq!(
@@ -174,7 +181,11 @@ fn measure(n: u32, floor: &Floor) -> Option<((f64, f64), (f64, f64))> {
         }
         let r = h.run("weft_from_wep", &ack);
         assert_eq!(r.retval, PASS, "established flow: verdict");
-        assert_eq!(destination(&r.data), chosen, "established flow: the same backend");
+        assert_eq!(
+            destination(&r.data),
+            chosen,
+            "established flow: the same backend"
+        );
         est.push(total as f64 / ESTABLISHED as f64);
         let total: u64 = (0..ESTABLISHED)
             .map(|_| u64::from(floor.run_repeat(&ack, 1).duration_ns))
@@ -218,7 +229,10 @@ pub fn run() -> ExitCode {
         "mean of single runs (new flows: {NEW_FLOWS} per measurement; established: {ESTABLISHED}), median of {RUNS} measurements"
     );
     println!("$ {COMMAND}");
-    println!("kernel {}, {cpu}", read("/proc/sys/kernel/osrelease").trim());
+    println!(
+        "kernel {}, {cpu}",
+        read("/proc/sys/kernel/osrelease").trim()
+    );
     println!();
     let (a, b) = (&results[0].1, &results[1].1);
     println!(
@@ -232,7 +246,15 @@ pub fn run() -> ExitCode {
     row("established translated flow (ACK)", a.0 .1, b.0 .1);
     row("floor, on the new-flow packets", a.1 .0, b.1 .0);
     row("floor, on the established packets", a.1 .1, b.1 .1);
-    row("new flow, above the floor", a.0 .0 - a.1 .0, b.0 .0 - b.1 .0);
-    row("established, above the floor", a.0 .1 - a.1 .1, b.0 .1 - b.1 .1);
+    row(
+        "new flow, above the floor",
+        a.0 .0 - a.1 .0,
+        b.0 .0 - b.1 .0,
+    );
+    row(
+        "established, above the floor",
+        a.0 .1 - a.1 .1,
+        b.0 .1 - b.1 .1,
+    );
     ExitCode::SUCCESS
 }

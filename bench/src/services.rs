@@ -243,7 +243,9 @@ fn expected_backends(svc: &Svc) -> Vec<(Ipv4Addr, u16)> {
 fn changes(svcs: &[Svc], n: usize) -> Vec<Svc> {
     let base = svcs[n / 2].clone();
     let mut added = base.clone();
-    added.backends.push(gen::backend_addr(n * gen::BACKENDS + 7));
+    added
+        .backends
+        .push(gen::backend_addr(n * gen::BACKENDS + 7));
     let mut port = base.clone();
     port.target_port = 8081;
     vec![added, base.clone(), port, base]
@@ -490,10 +492,20 @@ pub fn run(args: &Args) -> ExitCode {
     let _ = std::fs::remove_dir_all(&dir);
 
     let cold_weft = median(weft_runs.iter().map(|r| r.cold.total).collect());
-    let full_change = median(weft_runs.iter().flat_map(|r| r.full_change.clone()).collect());
+    let full_change = median(
+        weft_runs
+            .iter()
+            .flat_map(|r| r.full_change.clone())
+            .collect(),
+    );
     let base_cold: Vec<(&str, Option<Duration>)> = baselines
         .iter()
-        .map(|(t, runs)| (*t, median_opt(&runs.iter().map(|r| r.cold).collect::<Vec<_>>())))
+        .map(|(t, runs)| {
+            (
+                *t,
+                median_opt(&runs.iter().map(|r| r.cold).collect::<Vec<_>>()),
+            )
+        })
         .collect();
     let base_change: Vec<(&str, Option<Duration>)> = baselines
         .iter()
@@ -563,10 +575,17 @@ pub fn run(args: &Args) -> ExitCode {
         .flat_map(|r| r.incremental.clone())
         .collect();
     let inc_total = median(inc.iter().map(|(a, b)| *a + *b).collect());
-    row("one change: incremental (weft run)", inc_total, &base_change);
+    row(
+        "one change: incremental (weft run)",
+        inc_total,
+        &base_change,
+    );
     println!("(x: the baseline's time over weft's)");
     println!();
-    println!("weft cold converge, by phase (median of {} runs):", args.runs);
+    println!(
+        "weft cold converge, by phase (median of {} runs):",
+        args.runs
+    );
     for phase in &first.order {
         let d = median(
             weft_runs

@@ -64,10 +64,7 @@ fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
     }
 }
 
-fn map_entries<'a>(
-    e: &'a services::PortEntries,
-    map: &str,
-) -> &'a [(Vec<u8>, Vec<u8>)] {
+fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [(Vec<u8>, Vec<u8>)] {
     match map {
         maps::NAT_FE4 => &e.frontends,
         maps::NAT_BE4 => &e.backends,
@@ -377,7 +374,6 @@ impl Computed {
             .extend(self.warnings_after.iter().cloned());
         Some(ops)
     }
-
 }
 
 /// Every service's ports put together in load order, as `services::tables` does.
@@ -404,7 +400,11 @@ pub fn touched(d: Delta) -> Option<BTreeSet<ServiceKey>> {
         Delta::Services { before, after } => {
             let mut keys = BTreeSet::new();
             for part in [before, after] {
-                keys.extend(part.services.iter().map(|s| services::service_key(&s.value)));
+                keys.extend(
+                    part.services
+                        .iter()
+                        .map(|s| services::service_key(&s.value)),
+                );
                 keys.extend(
                     part.endpoint_slices
                         .iter()
@@ -534,10 +534,7 @@ impl Reconciler {
     /// service alone where it can, else the desired state computed anew; a full `sync` when
     /// there is no trusted state, the host's facts changed, or devices must be created.
     pub async fn apply_changes(&mut self, host: &mut Host) -> Result<Step, RunError> {
-        let trusted = self
-            .applied
-            .as_ref()
-            .is_some_and(|c| c.facts == host.facts);
+        let trusted = self.applied.as_ref().is_some_and(|c| c.facts == host.facts);
         if !trusted {
             return self.sync(host).await;
         }
@@ -683,19 +680,82 @@ mod tests {
     fn a_changed_service_worked_out_alone_gives_what_a_full_computation_gives() {
         let dir = Dir::new("same");
         dir.write("wep.yaml", Some(WEP.into()));
-        dir.write("a.yaml", Some(service("a", "NodePort", "10.96.0.1", TWO) + "---\n" + &slice("a", 80, &["10.65.1.1", "10.65.1.2"])));
-        dir.write("b.yaml", Some(service("b", "ClusterIP", "10.96.0.2", HTTP) + "---\n" + &slice("b", 8080, &["10.65.2.1"])));
+        dir.write(
+            "a.yaml",
+            Some(
+                service("a", "NodePort", "10.96.0.1", TWO)
+                    + "---\n"
+                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
+            ),
+        );
+        dir.write(
+            "b.yaml",
+            Some(
+                service("b", "ClusterIP", "10.96.0.2", HTTP)
+                    + "---\n"
+                    + &slice("b", 8080, &["10.65.2.1"]),
+            ),
+        );
         let mut docs = Documents::read_dir(&dir.0);
         let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
         assert!(!c.desired.warnings.is_empty(), "SCTP is warned about");
         let changes: Vec<(&str, &str, Option<String>)> = vec![
-            ("an endpoint added", "a.yaml", Some(service("a", "NodePort", "10.96.0.1", TWO) + "---\n" + &slice("a", 80, &["10.65.1.1", "10.65.1.2", "10.65.1.3"]))),
-            ("an endpoint removed", "a.yaml", Some(service("a", "NodePort", "10.96.0.1", TWO) + "---\n" + &slice("a", 80, &["10.65.1.3"]))),
-            ("a port changed", "b.yaml", Some(service("b", "ClusterIP", "10.96.0.2", HTTP) + "---\n" + &slice("b", 8081, &["10.65.2.1"]))),
-            ("a service added", "d.yaml", Some(service("d", "ClusterIP", "10.96.0.4", HTTP))),
-            ("its slice in a file of its own", "d-slice.yaml", Some(slice("d", 8080, &["10.65.4.1"]))),
-            ("a cluster IP changed", "a.yaml", Some(service("a", "NodePort", "10.96.0.9", TWO) + "---\n" + &slice("a", 80, &["10.65.1.3"]))),
-            ("a service sharing b's address on another port", "e.yaml", Some(service("e", "ClusterIP", "10.96.0.2", "    - {name: http, port: 81}\n"))),
+            (
+                "an endpoint added",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.1", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.1", "10.65.1.2", "10.65.1.3"]),
+                ),
+            ),
+            (
+                "an endpoint removed",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.1", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.3"]),
+                ),
+            ),
+            (
+                "a port changed",
+                "b.yaml",
+                Some(
+                    service("b", "ClusterIP", "10.96.0.2", HTTP)
+                        + "---\n"
+                        + &slice("b", 8081, &["10.65.2.1"]),
+                ),
+            ),
+            (
+                "a service added",
+                "d.yaml",
+                Some(service("d", "ClusterIP", "10.96.0.4", HTTP)),
+            ),
+            (
+                "its slice in a file of its own",
+                "d-slice.yaml",
+                Some(slice("d", 8080, &["10.65.4.1"])),
+            ),
+            (
+                "a cluster IP changed",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.9", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.3"]),
+                ),
+            ),
+            (
+                "a service sharing b's address on another port",
+                "e.yaml",
+                Some(service(
+                    "e",
+                    "ClusterIP",
+                    "10.96.0.2",
+                    "    - {name: http, port: 81}\n",
+                )),
+            ),
             ("b goes, e keeps the address", "b.yaml", None),
             ("e goes, the address with it", "e.yaml", None),
             ("a slice without its service", "d.yaml", None),
@@ -705,11 +765,23 @@ mod tests {
                 .unwrap_or_else(|| panic!("{what}: the fast path declined"));
             let fresh = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
             assert_eq!(c.desired.state, fresh.desired.state, "{what}: the state");
-            assert_eq!(c.desired.services, fresh.desired.services, "{what}: the names");
-            assert_eq!(c.desired.warnings, fresh.desired.warnings, "{what}: the warnings");
+            assert_eq!(
+                c.desired.services, fresh.desired.services,
+                "{what}: the names"
+            );
+            assert_eq!(
+                c.desired.warnings, fresh.desired.warnings,
+                "{what}: the warnings"
+            );
             assert_eq!(
                 (&c.ports, &c.ids, &c.frontends, &c.ips, c.shared),
-                (&fresh.ports, &fresh.ids, &fresh.frontends, &fresh.ips, fresh.shared),
+                (
+                    &fresh.ports,
+                    &fresh.ids,
+                    &fresh.frontends,
+                    &fresh.ips,
+                    fresh.shared
+                ),
                 "{what}: the books"
             );
             assert_eq!(
@@ -730,16 +802,33 @@ mod tests {
         let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
         let state = c.desired.state.clone();
         // Another service on a's frontend: which one wins depends on order.
-        assert!(step(&dir, &mut docs, &mut c, "b.yaml", Some(service("b", "ClusterIP", "10.96.0.1", HTTP))).is_none());
+        assert!(step(
+            &dir,
+            &mut docs,
+            &mut c,
+            "b.yaml",
+            Some(service("b", "ClusterIP", "10.96.0.1", HTTP))
+        )
+        .is_none());
         assert_eq!(c.desired.state, state);
         dir.write("b.yaml", None);
         docs.reread(&["b.yaml"]);
         // A service on a workload's address.
-        assert!(step(&dir, &mut docs, &mut c, "c.yaml", Some(service("c", "ClusterIP", "10.65.0.2", HTTP))).is_none());
+        assert!(step(
+            &dir,
+            &mut docs,
+            &mut c,
+            "c.yaml",
+            Some(service("c", "ClusterIP", "10.65.0.2", HTTP))
+        )
+        .is_none());
         dir.write("c.yaml", None);
         docs.reread(&["c.yaml"]);
         // The last service going takes the maps with it.
         assert!(step(&dir, &mut docs, &mut c, "a.yaml", None).is_none());
-        assert_eq!(c.desired.state, state, "declined changes leave the state as it was");
+        assert_eq!(
+            c.desired.state, state,
+            "declined changes leave the state as it was"
+        );
     }
 }

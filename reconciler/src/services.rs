@@ -141,7 +141,10 @@ pub type ServiceKey = (String, String);
 
 pub fn service_key(svc: &Service) -> ServiceKey {
     (
-        svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        svc.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         svc.metadata.name.clone(),
     )
 }
@@ -154,7 +157,10 @@ pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
     }
     let name = s.metadata.labels.get(EndpointSlice::SERVICE_NAME_LABEL)?;
     Some((
-        s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        s.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         name.clone(),
     ))
 }

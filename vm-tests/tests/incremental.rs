@@ -49,7 +49,8 @@ fn service(name: &str, vip: Ipv4Addr, backend: Ipv4Addr, node: &str) -> String {
 
 #[test]
 fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
-    let Some(mut bed) = Bed::new("changed_services_reach_traffic_and_leave_nothing_for_a_full_apply")
+    let Some(mut bed) =
+        Bed::new("changed_services_reach_traffic_and_leave_nothing_for_a_full_apply")
     else {
         return;
     };

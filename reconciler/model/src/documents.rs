@@ -378,19 +378,24 @@ mod tests {
 
     /// The configuration `load_dir` makes of the same files, for comparison.
     fn fresh(dir: &Path) -> String {
-        format!("{:?}", crate::load_dir(dir).map(|c| c.services.len() + c.endpoint_slices.len()))
-            + &match crate::load_dir(dir) {
-                Ok(c) => format!("{:?}{:?}{:?}", c.services, c.endpoint_slices, c.profiles),
-                Err(e) => e.to_string(),
-            }
+        format!(
+            "{:?}",
+            crate::load_dir(dir).map(|c| c.services.len() + c.endpoint_slices.len())
+        ) + &match crate::load_dir(dir) {
+            Ok(c) => format!("{:?}{:?}{:?}", c.services, c.endpoint_slices, c.profiles),
+            Err(e) => e.to_string(),
+        }
     }
 
     fn current(d: &Documents) -> String {
-        format!("{:?}", d.config().map(|c| c.services.len() + c.endpoint_slices.len()))
-            + &match d.config() {
-                Ok(c) => format!("{:?}{:?}{:?}", c.services, c.endpoint_slices, c.profiles),
-                Err(e) => e.to_string(),
-            }
+        format!(
+            "{:?}",
+            d.config()
+                .map(|c| c.services.len() + c.endpoint_slices.len())
+        ) + &match d.config() {
+            Ok(c) => format!("{:?}{:?}{:?}", c.services, c.endpoint_slices, c.profiles),
+            Err(e) => e.to_string(),
+        }
     }
 
     struct TempDir(PathBuf);
@@ -410,19 +415,41 @@ mod tests {
     fn service_changes_patch_the_config_as_a_fresh_load_would_read_it() {
         let dir = temp("patch");
         let d0 = &dir.0;
-        std::fs::write(d0.join("a.yaml"), service("a", "10.96.0.1") + "---\n" + &slice("a", "10.0.0.1")).unwrap();
+        std::fs::write(
+            d0.join("a.yaml"),
+            service("a", "10.96.0.1") + "---\n" + &slice("a", "10.0.0.1"),
+        )
+        .unwrap();
         std::fs::write(d0.join("c.yaml"), service("c", "10.96.0.3")).unwrap();
-        std::fs::write(d0.join("ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n").unwrap();
+        std::fs::write(
+            d0.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        )
+        .unwrap();
         let mut docs = Documents::read_dir(d0);
         assert_eq!(current(&docs), fresh(d0));
 
         // A new file between two others, an edit, a removal: each patched in place.
-        std::fs::write(d0.join("b.yaml"), service("b", "10.96.0.2") + "---\n" + &slice("b", "10.0.0.2")).unwrap();
+        std::fs::write(
+            d0.join("b.yaml"),
+            service("b", "10.96.0.2") + "---\n" + &slice("b", "10.0.0.2"),
+        )
+        .unwrap();
         let delta = docs.reread(&["b.yaml"]);
-        assert!(matches!(&delta, Delta::Services { before, after } if before.services.is_empty() && after.services.len() == 1 && after.endpoint_slices.len() == 1), "{delta:?}");
+        assert!(
+            matches!(&delta, Delta::Services { before, after } if before.services.is_empty() && after.services.len() == 1 && after.endpoint_slices.len() == 1),
+            "{delta:?}"
+        );
         assert_eq!(current(&docs), fresh(d0));
-        std::fs::write(d0.join("a.yaml"), service("a", "10.96.0.1") + "---\n" + &slice("a", "10.0.0.9")).unwrap();
-        assert!(matches!(docs.reread(&[d0.join("a.yaml")]), Delta::Services { .. }));
+        std::fs::write(
+            d0.join("a.yaml"),
+            service("a", "10.96.0.1") + "---\n" + &slice("a", "10.0.0.9"),
+        )
+        .unwrap();
+        assert!(matches!(
+            docs.reread(&[d0.join("a.yaml")]),
+            Delta::Services { .. }
+        ));
         assert_eq!(current(&docs), fresh(d0));
         std::fs::remove_file(d0.join("c.yaml")).unwrap();
         assert!(matches!(docs.reread(&["c.yaml"]), Delta::Services { .. }));
@@ -435,11 +462,19 @@ mod tests {
         assert!(docs.config().is_err());
         assert_eq!(current(&docs), fresh(d0));
         std::fs::remove_file(d0.join("dup.yaml")).unwrap();
-        assert_eq!(docs.rescan(), Delta::Other, "from invalid to valid is built again");
+        assert_eq!(
+            docs.rescan(),
+            Delta::Other,
+            "from invalid to valid is built again"
+        );
         assert_eq!(current(&docs), fresh(d0));
 
         // Other kinds build the configuration again.
-        std::fs::write(d0.join("ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: b}}\n").unwrap();
+        std::fs::write(
+            d0.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: b}}\n",
+        )
+        .unwrap();
         assert_eq!(docs.rescan(), Delta::Other);
         assert_eq!(current(&docs), fresh(d0));
     }
@@ -450,7 +485,11 @@ mod tests {
         let d0 = &dir.0;
         std::fs::write(d0.join("a.yaml"), service("a", "10.96.0.1")).unwrap();
         let mut docs = Documents::read_dir(d0);
-        std::fs::write(d0.join("a.yaml"), service("a", "10.96.0.1").replace("port: 80", "port: 80000")).unwrap();
+        std::fs::write(
+            d0.join("a.yaml"),
+            service("a", "10.96.0.1").replace("port: 80", "port: 80000"),
+        )
+        .unwrap();
         assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
         let e = docs.config().expect_err("out of range");
         assert_eq!(e.to_string(), crate::load_dir(d0).unwrap_err().to_string());

@@ -31,8 +31,8 @@ mod validate;
 mod yaml;
 
 pub use config::{Config, TierIr, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
-pub use documents::{Delta, Documents, ServicesPart};
 pub use diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+pub use documents::{Delta, Documents, ServicesPart};
 pub use ir::{EntityIr, IcmpMatch, PolicyIr, RuleIr};
 pub use load::{load_dir, load_texts};
 pub use net::{Cidr, IntOrString, PortMatch};

@@ -549,11 +549,7 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
         };
         let value = parse_kind(kind, docs.next()?).ok()?;
         let meta = value.metadata();
-        let agrees = value.type_meta()
-            == (
-                header.api_version.as_deref()?,
-                header.kind.as_deref()?,
-            )
+        let agrees = value.type_meta() == (header.api_version.as_deref()?, header.kind.as_deref()?)
             && Some(&meta.name) == header.name.as_ref()
             && meta.namespace == header.namespace;
         if !agrees {

@@ -457,8 +457,7 @@ pub fn quick_headers(text: &str) -> Option<Vec<(Pos, Header)>> {
         }
         .trim_end_matches(' ');
         let ok = !v.is_empty()
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
         ok.then(|| v.to_string())
     }
@@ -466,10 +465,7 @@ pub fn quick_headers(text: &str) -> Option<Vec<(Pos, Header)>> {
     fn key_line(line: &str) -> Option<(&str, &str)> {
         let colon = line.find(':')?;
         let (key, rest) = (&line[..colon], &line[colon + 1..]);
-        let ok = key
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic())
+        let ok = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
             && key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
@@ -504,9 +500,7 @@ pub fn quick_headers(text: &str) -> Option<Vec<(Pos, Header)>> {
             }
             if line.starts_with("- ") || line == "-" {
                 // An item of a top-level key's sequence (kubectl's compact style).
-                if current.is_none() {
-                    return None;
-                }
+                current.as_ref()?;
                 continue;
             }
             let (key, rest) = key_line(line)?;
@@ -790,7 +784,11 @@ mod tests {
         let quick = quick_headers(manifest).expect("a plain manifest");
         assert_eq!(quick, parsed(manifest));
         assert_eq!(quick.len(), 2);
-        assert_eq!(quick[0].1.name.as_deref(), Some("web"), "metadata's own name, not a label");
+        assert_eq!(
+            quick[0].1.name.as_deref(),
+            Some("web"),
+            "metadata's own name, not a label"
+        );
         for other in [
             "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
             "apiVersion: v1\nkind: \"Service\"\nmetadata:\n  name: web\n",
