@@ -39,7 +39,8 @@ impl Svc {
             cluster_ip: Ipv4Addr::from(vip),
             port: 80,
             target_port: 8080,
-            node_port: i.is_multiple_of(NODEPORT_EVERY)
+            node_port: i
+                .is_multiple_of(NODEPORT_EVERY)
                 .then(|| 30000 + (i / NODEPORT_EVERY) as u16 % 2768),
             backends,
         }
