@@ -14,7 +14,8 @@ packages=(
   iputils-ping      # ICMP probes in tests
   socat             # the quickstart's clients and servers
   iperf3            # the traffic benchmark's throughput (scripts/bench.sh) ...
-  iptables nftables # ... and the configurations it compares weft with
+  iptables nftables # ... and the configurations the traffic and services
+                    # benchmarks compare weft with (kube-proxy-style rulesets)
   nix-bin           # nix-instantiate, to check that flake.nix parses
 )
 

@@ -5,8 +5,18 @@
 //! with the kernel's own clock, beside the floor (`weft_floor`: the same parsing, then pass).
 //! The object and its maps are loaded under a private bpffs root with production map sizes,
 //! exactly as the packet tests load them.
+//!
+//! `weft-bench nat-packet`: the service NAT path per packet at 10 and 10,000 services (see
+//! nat_packet.rs).
+//!
+//! `weft-bench services`: cold converge of N services from files and one changed service, beside
+//! kube-proxy's iptables-restore and nft -f (see services.rs).
 
 mod ctgc;
+mod nat_packet;
+mod netns;
+mod services;
+mod svcgen;
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -87,6 +97,16 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         traffic::run,
     ),
     (
+        "services",
+        "cold converge of 10,000 services and one changed service, beside iptables-restore and nft -f",
+        services_cmd,
+    ),
+    (
+        "nat-packet",
+        "ns per packet of the service NAT path at 10 and 10,000 services",
+        |_, _| nat_packet::run(),
+    ),
+    (
         "suite",
         "every subcommand, written to BENCHMARKS.md",
         suite::run,
@@ -112,11 +132,47 @@ fn main() -> ExitCode {
     let common = Common::take(&mut args);
     match COMMANDS.iter().find(|(n, _, _)| *n == name) {
         Some((_, _, entry)) => entry(common, &args),
+        // The services benchmark's configuration directory, for looking at or profiling
+        // `weft validate` / `weft apply` on it.
+        None if name == "services-dir" && (args.len() == 1 || args.len() == 3) => {
+            let n = match args.get(1).map(String::as_str) {
+                Some("--services") => match args.get(2).and_then(|v| v.parse().ok()) {
+                    Some(n) => n,
+                    None => return usage(),
+                },
+                _ => 10_000,
+            };
+            services::write_dir(std::path::Path::new(&args[0]), n);
+            ExitCode::SUCCESS
+        }
         None => {
             eprintln!("weft-bench: no subcommand {name}\n");
             usage()
         }
     }
+}
+
+/// `weft-bench services [--services N] [--runs R] [--limit SECONDS]`.
+fn services_cmd(common: Common, args: &[String]) -> ExitCode {
+    let mut a = services::Args {
+        services: 10_000,
+        runs: if common.quick { 1 } else { 3 },
+        limit_s: 120,
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().and_then(|v| v.parse::<usize>().ok());
+        match (flag.as_str(), value) {
+            ("--services", Some(v)) if v >= 2 => a.services = v,
+            ("--runs", Some(v)) if v >= 1 => a.runs = v,
+            ("--limit", Some(v)) if v >= 1 => a.limit_s = v as u64,
+            _ => {
+                eprintln!("usage: weft-bench services [--services N] [--runs R] [--limit SECONDS]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    services::run(&a)
 }
 
 /// A small but realistic egress policy that needs all three classifier lookups (the source

@@ -56,6 +56,9 @@ pub struct Progress<'a> {
     pub starting: bool,
 }
 
+/// Route requests sent before their answers are awaited.
+const ROUTES_IN_FLIGHT: usize = 512;
+
 pub struct Applier<'a> {
     pub pins: &'a Pins,
     pub nl: &'a Netlink,
@@ -93,7 +96,9 @@ impl<'a> Applier<'a> {
     ) -> Result<(), ApplyError> {
         let total = ops.iter().map(objects).sum();
         let mut done = 0;
-        for (i, op) in ops.iter().enumerate() {
+        let mut i = 0;
+        while i < ops.len() {
+            let op = &ops[i];
             if !matches!(
                 op,
                 Op::LoadPrograms { .. } | Op::WriteEntries { .. } | Op::DeleteEntries { .. }
@@ -102,6 +107,38 @@ impl<'a> Applier<'a> {
                     op: op.describe(),
                     source,
                 })?;
+            }
+            // A run of routes of one kind (direct, or through a gateway) goes to the kernel
+            // together: a netlink request per route, but not a wait for each answer before
+            // the next is sent. They do not depend on one another; the plan puts the direct
+            // routes a gateway needs in a run before the gatewayed ones.
+            let run = ops[i..]
+                .iter()
+                .take_while(|o| match (o, op) {
+                    (Op::RouteReplace { via: a, .. }, Op::RouteReplace { via: b, .. }) => {
+                        a.is_some() == b.is_some()
+                    }
+                    _ => false,
+                })
+                .count();
+            if run > 1 {
+                for (j, op) in ops[i..i + run].iter().enumerate() {
+                    progress(&Progress {
+                        op,
+                        index: i + j + 1,
+                        ops: ops.len(),
+                        objects_done: done + j,
+                        objects: total,
+                        starting: true,
+                    });
+                }
+                for chunk in ops[i..i + run].chunks(ROUTES_IN_FLIGHT) {
+                    futures_util::future::try_join_all(chunk.iter().map(|op| self.route(op)))
+                        .await?;
+                }
+                done += run;
+                i += run;
+                continue;
             }
             let mut at = Progress {
                 op,
@@ -119,6 +156,7 @@ impl<'a> Applier<'a> {
             })
             .await?;
             done += objects(op);
+            i += 1;
         }
         self.switch_loaded().map_err(|source| ApplyError::Bpf {
             op: "switching to the programs loaded".into(),
@@ -147,6 +185,25 @@ impl<'a> Applier<'a> {
             );
         }
         Ok(())
+    }
+
+    /// `ip route replace` for a RouteReplace operation.
+    async fn route(&self, op: &Op) -> Result<(), ApplyError> {
+        let Op::RouteReplace { dst, dev, via } = op else {
+            unreachable!("only routes are sent together");
+        };
+        let oif = self.ifindex(op, dev)?;
+        self.nl
+            .route_replace(&Route4 {
+                dst: *dst,
+                oif,
+                via: *via,
+            })
+            .await
+            .map_err(|source| ApplyError::Netlink {
+                op: op.describe(),
+                source,
+            })
     }
 
     fn ifindex(&self, op: &Op, iface: &str) -> Result<u32, ApplyError> {
@@ -244,13 +301,18 @@ impl<'a> Applier<'a> {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    if i > 0 && i % TICK == 0 {
-                        tick(i);
+                // In batches (one system call per BATCH entries where the map type has
+                // batch operations), TICK entries between two progress reports.
+                for (i, chunk) in entries.chunks(TICK).enumerate() {
+                    if i > 0 {
+                        tick(i * TICK);
                     }
-                    m.update(k, v, MapFlags::ANY)
-                        .map_err(map_err(map))
-                        .map_err(bpf)?;
+                    crate::bpf::batch::write(
+                        &m,
+                        chunk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    )
+                    .map_err(map_err(map))
+                    .map_err(bpf)?;
                 }
                 Ok(())
             }
@@ -260,16 +322,13 @@ impl<'a> Applier<'a> {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 && i % TICK == 0 {
-                        tick(i);
+                for (i, chunk) in keys.chunks(TICK).enumerate() {
+                    if i > 0 {
+                        tick(i * TICK);
                     }
-                    match m.delete(k) {
-                        Err(e) if e.kind() != libbpf_rs::ErrorKind::NotFound => {
-                            return Err(bpf(map_err(map)(e)))
-                        }
-                        _ => {}
-                    }
+                    crate::bpf::batch::delete(&m, chunk)
+                        .map_err(map_err(map))
+                        .map_err(bpf)?;
                 }
                 Ok(())
             }

@@ -325,6 +325,33 @@ pub fn desired_with(
     cache: &mut crate::policy::Cache,
 ) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
+    let svc = services::tables(
+        cfg,
+        &facts.node,
+        &facts.host_addrs,
+        &service_settings(&settings),
+    );
+    desired_from(cfg, facts, &settings, svc, cache)
+}
+
+/// What shapes the service tables, from the node's settings.
+pub fn service_settings(settings: &Settings) -> ServiceSettings {
+    ServiceSettings {
+        maglev_max_endpoints: settings.maglev_max_endpoints,
+        exclude: settings.exclude_nat.clone(),
+    }
+}
+
+/// `desired_with`, with the settings and service tables worked out already (the incremental
+/// reconciler keeps the tables per service).
+pub fn desired_from(
+    cfg: &Config,
+    facts: &HostFacts,
+    settings: &Settings,
+    svc: ServiceTables,
+    cache: &mut crate::policy::Cache,
+) -> Result<Desired, DesiredError> {
+    let settings = settings.clone();
     let mut d = Desired {
         state: HostState::default(),
         settings: settings.clone(),
@@ -370,15 +397,6 @@ pub fn desired_with(
             )),
         }
     }
-    let svc = services::tables(
-        cfg,
-        &facts.node,
-        &facts.host_addrs,
-        &ServiceSettings {
-            maglev_max_endpoints: settings.maglev_max_endpoints,
-            exclude: settings.exclude_nat.clone(),
-        },
-    );
     d.warnings.extend(svc.warnings.iter().cloned());
     if local.is_empty() && svc.is_empty() {
         return Ok(d);
@@ -414,7 +432,16 @@ pub fn desired_with(
     }
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
-        d.services = svc.names.clone();
+        d.services = svc.names;
+        // The NAT maps hold the services' entries and nothing else: moved in whole.
+        for (map, e) in [
+            (maps::NAT_FE4, svc.frontends),
+            (maps::NAT_BE4, svc.backends),
+            (maps::NAT_SRC4, svc.source_ranges),
+            (maps::MAGLEV4, svc.maglev),
+        ] {
+            entries.insert(map, e);
+        }
     }
 
     let traced = trace_filter::apply(
@@ -548,7 +575,8 @@ fn workloads(
     Ok(())
 }
 
-/// NAT tables, the data interfaces' programs, and the bpfin/bpfout pair with its routes.
+/// The data interfaces' programs, and the bpfin/bpfout pair with its routes (the NAT tables'
+/// entries are the caller's to move in).
 fn service_plumbing(
     settings: &Settings,
     facts: &HostFacts,
@@ -557,17 +585,6 @@ fn service_plumbing(
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
-    for (map, e) in [
-        (maps::NAT_FE4, &svc.frontends),
-        (maps::NAT_BE4, &svc.backends),
-        (maps::NAT_SRC4, &svc.source_ranges),
-        (maps::MAGLEV4, &svc.maglev),
-    ] {
-        for (k, v) in e {
-            add(map, (k.clone(), v.clone()));
-        }
-    }
-
     // Data interfaces: where NodePort and external traffic arrives.
     let pattern = regex_lite::Regex::new(&settings.data_ifaces).map_err(|e| {
         DesiredError::DataIfacePattern {

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod dump;
 pub mod events;
 pub mod facts;
+pub mod incremental;
 pub mod netlink;
 pub mod observe;
 pub mod plan;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use libbpf_rs::{MapHandle, ProgramHandle};
 
 use crate::bpf::link::{self, AttachMode, CgroupHook};
 use crate::bpf::load;
@@ -61,25 +61,16 @@ pub fn owned(name: &str) -> bool {
     name.starts_with("weft_")
 }
 
-/// Every entry of a pinned map.
+/// Every entry of a pinned map (in batches where the map type allows).
 pub fn read_entries(pins: &Pins, name: &str) -> Result<Entries, BpfError> {
     let m = MapHandle::from_pinned_path(pins.map(name)).map_err(|source| BpfError::Map {
         name: name.into(),
         source,
     })?;
-    let mut out = Entries::new();
-    for k in m.keys() {
-        if let Some(v) = m
-            .lookup(&k, MapFlags::ANY)
-            .map_err(|source| BpfError::Map {
-                name: name.into(),
-                source,
-            })?
-        {
-            out.insert(k, v);
-        }
-    }
-    Ok(out)
+    crate::bpf::batch::read_all(&m).map_err(|source| BpfError::Map {
+        name: name.into(),
+        source,
+    })
 }
 
 /// Observes weft's state. `desired` says which interfaces and settings matter even where they

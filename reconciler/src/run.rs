@@ -67,7 +67,11 @@ impl Host {
     /// goes down and refuses them until it is up again; weft puts them back then (as Calico
     /// does), rather than failing on them meanwhile. The programs stay attached throughout.
     pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
-        let mut d = desired::desired(cfg, &self.facts)?;
+        Ok(self.without_down(desired::desired(cfg, &self.facts)?))
+    }
+
+    /// `d` less the routes and neighbours of interfaces that are down (see `desired`).
+    pub fn without_down(&self, mut d: Desired) -> Desired {
         // Devices weft creates are brought up by the same plan, before their routes.
         let down: BTreeSet<&String> = self
             .down
@@ -82,7 +86,7 @@ impl Host {
             .collect();
         d.state.routes.retain(|_, r| !down.contains(&r.dev));
         d.state.neighbours.retain(|(dev, _), _| !down.contains(dev));
-        Ok(d)
+        d
     }
 
     pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
@@ -112,7 +116,11 @@ pub struct Planned {
 }
 
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    let desired = host.desired(cfg)?;
+    plan_desired(host, host.desired(cfg)?).await
+}
+
+/// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
+pub async fn plan_desired(host: &Host, desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
@@ -160,11 +168,22 @@ pub async fn converge(
 pub async fn apply_config(
     host: &mut Host,
     cfg: &Config,
+    progress: impl FnMut(&Progress<'_>),
+) -> Result<(Planned, Outcome), RunError> {
+    apply_desired(host, |facts| Ok(desired::desired(cfg, facts)?), progress).await
+}
+
+/// `apply_config` for a desired state that `make` computes from the host's facts (asked again
+/// once devices weft creates exist); trimmed of what down interfaces refuse, as
+/// `Host::desired` does.
+pub async fn apply_desired(
+    host: &mut Host,
+    mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
     mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
-    let mut planned = plan(host, cfg).await?;
+    let mut planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
     if create_devices(host, &planned.ops, &mut progress).await? {
-        planned = plan(host, cfg).await?;
+        planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
     }
     let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
     Ok((planned, outcome))

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use weft_model::{
-    AddressType, Cidr, Config, EndpointSlice, KubernetesProtocol, Service, ServiceType,
+    AddressType, Cidr, Config, EndpointSlice, Item, KubernetesProtocol, Service, ServiceType,
     SessionAffinity, TrafficPolicy,
 };
 
@@ -136,17 +136,45 @@ pub fn maglev_table(backends: &[String], size: u32) -> Vec<usize> {
     table
 }
 
-fn slices_of<'a>(cfg: &'a Config, svc: &Service) -> Vec<&'a EndpointSlice> {
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    cfg.endpoint_slices
-        .iter()
-        .map(|s| &s.value)
-        .filter(|s| s.metadata.namespace.as_deref().unwrap_or("default") == ns)
-        .filter(|s| {
-            s.metadata.labels.get(EndpointSlice::SERVICE_NAME_LABEL) == Some(&svc.metadata.name)
-        })
-        .filter(|s| s.address_type == AddressType::IPv4)
-        .collect()
+/// A service's key among services: (namespace, name).
+pub type ServiceKey = (String, String);
+
+pub fn service_key(svc: &Service) -> ServiceKey {
+    (
+        svc.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        svc.metadata.name.clone(),
+    )
+}
+
+/// The service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), if it
+/// is an IPv4 slice, the only ones weft translates to.
+pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
+    if s.address_type != AddressType::IPv4 {
+        return None;
+    }
+    let name = s.metadata.labels.get(EndpointSlice::SERVICE_NAME_LABEL)?;
+    Some((
+        s.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name.clone(),
+    ))
+}
+
+/// Every service's IPv4 EndpointSlices, in load order: one pass, so that finding a service's
+/// slices costs a lookup rather than a scan of every slice.
+pub fn slices_by_service(cfg: &Config) -> BTreeMap<ServiceKey, Vec<&EndpointSlice>> {
+    let mut by: BTreeMap<ServiceKey, Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &cfg.endpoint_slices {
+        if let Some(k) = slice_service(&s.value) {
+            by.entry(k).or_default().push(&s.value);
+        }
+    }
+    by
 }
 
 /// The backends of one service port: ready endpoints (all of them with
@@ -198,221 +226,286 @@ fn backends(
     chosen.into_iter().collect()
 }
 
+/// One port of a service as the tables need it, worked out on its own. `tables` puts the
+/// ports of every service together; the incremental reconciler keeps them per service so that a
+/// changed service is worked out again alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortTables {
+    /// A port weft cannot translate: only a warning.
+    Warning(String),
+    Port(Box<PortEntries>),
+}
+
+/// The entries of one service port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortEntries {
+    pub id: u32,
+    /// "namespace/name port label", what the id stands for.
+    pub name: String,
+    /// For the warning when the id clashes with another port's.
+    pub service: String,
+    pub label: String,
+    pub frontends: Vec<(Vec<u8>, Vec<u8>)>,
+    pub backends: Vec<(Vec<u8>, Vec<u8>)>,
+    pub source_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    pub maglev: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Addresses host processes reach this port at (not excluded from NAT).
+    pub service_ips: Vec<Ipv4Addr>,
+}
+
+/// What services need, per node: every service's ports put together in load order. A port
+/// whose id another port took first is left out, with a warning.
 pub fn tables(
     cfg: &Config,
     node: &str,
     host_addrs: &BTreeSet<Ipv4Addr>,
     settings: &ServiceSettings,
 ) -> ServiceTables {
+    let slices = slices_by_service(cfg);
     let mut t = ServiceTables::default();
+    for item in &cfg.services {
+        let mine = slices
+            .get(&service_key(&item.value))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for p in service_ports(item, mine, node, host_addrs, settings) {
+            add_port(&mut t, p);
+        }
+    }
+    t
+}
+
+/// Adds one port's entries to `t`, unless its id is taken.
+pub fn add_port(t: &mut ServiceTables, p: PortTables) {
+    let p = match p {
+        PortTables::Warning(w) => {
+            t.warnings.push(w);
+            return;
+        }
+        PortTables::Port(p) => p,
+    };
+    if let Some(other) = t.names.get(&p.id) {
+        t.warnings.push(format!(
+            "Service {} port {}: its id clashes with {other}; it is not programmed",
+            p.service, p.label
+        ));
+        return;
+    }
+    t.names.insert(p.id, p.name);
+    t.frontends.extend(p.frontends);
+    t.backends.extend(p.backends);
+    t.source_ranges.extend(p.source_ranges);
+    t.maglev.extend(p.maglev);
+    t.service_ips.extend(p.service_ips);
+}
+
+/// The ports of one service, given its IPv4 EndpointSlices in load order.
+pub fn service_ports(
+    item: &Item<Service>,
+    slices: &[&EndpointSlice],
+    node: &str,
+    host_addrs: &BTreeSet<Ipv4Addr>,
+    settings: &ServiceSettings,
+) -> Vec<PortTables> {
+    let mut out = Vec::new();
     let excluded = |a: Ipv4Addr| {
         settings
             .exclude
             .iter()
             .any(|n| n.contains_addr(u32::from(a)))
     };
-    for item in &cfg.services {
-        let svc = &item.value;
-        let spec = &svc.spec;
-        let ty = spec.service_type.unwrap_or(ServiceType::ClusterIP);
-        if ty == ServiceType::ExternalName {
+    let svc = &item.value;
+    let spec = &svc.spec;
+    let ty = spec.service_type.unwrap_or(ServiceType::ClusterIP);
+    if ty == ServiceType::ExternalName {
+        return out;
+    }
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let affinity = match spec.session_affinity {
+        Some(SessionAffinity::ClientIP) => spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800) as u32,
+        _ => 0,
+    };
+    let maglev = svc
+        .metadata
+        .annotations
+        .get(MAGLEV_ANNOTATION)
+        .is_some_and(|v| v == "maglev");
+    let etp_local = spec.external_traffic_policy == Some(TrafficPolicy::Local);
+    let itp_local = spec.internal_traffic_policy == Some(TrafficPolicy::Local);
+    let mut cluster_ips: Vec<Ipv4Addr> = spec.cluster_ips.iter().filter_map(|s| v4(s)).collect();
+    if let Some(ip) = spec.cluster_ip.as_deref().and_then(v4) {
+        if !cluster_ips.contains(&ip) {
+            cluster_ips.push(ip);
+        }
+    }
+    let external: Vec<Ipv4Addr> = spec.external_ips.iter().filter_map(|s| v4(s)).collect();
+    let mut lb: Vec<Ipv4Addr> = Vec::new();
+    if ty == ServiceType::LoadBalancer {
+        lb.extend(
+            svc.status
+                .iter()
+                .flat_map(|s| s.load_balancer.iter())
+                .flat_map(|l| l.ingress.iter())
+                .filter_map(|i| i.ip.as_deref().and_then(v4)),
+        );
+        lb.extend(spec.load_balancer_ip.as_deref().and_then(v4));
+    }
+    let source_ranges: Vec<Net4> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .filter_map(|s| match s.parse::<Cidr>() {
+            Ok(Cidr::V4 { addr, len }) => Some(Net4::new(u32::from(addr), len)),
+            _ => None,
+        })
+        .collect();
+    let node_ports = matches!(ty, ServiceType::NodePort | ServiceType::LoadBalancer);
+
+    for port in &spec.ports {
+        let proto = proto_number(port.protocol);
+        let name = port.name.clone().unwrap_or_default();
+        let label = if name.is_empty() {
+            format!("{}", port.port)
+        } else {
+            name.clone()
+        };
+        if proto == 132 {
+            out.push(PortTables::Warning(format!(
+                "{}: Service {ns}/{}: port {label} is SCTP, which weft does not translate yet",
+                item.source, svc.metadata.name
+            )));
             continue;
         }
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-        let slices = slices_of(cfg, svc);
-        let affinity = match spec.session_affinity {
-            Some(SessionAffinity::ClientIP) => spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .unwrap_or(10800) as u32,
-            _ => 0,
+        let Ok(svc_port) = u16::try_from(port.port) else {
+            continue;
         };
-        let maglev = svc
-            .metadata
-            .annotations
-            .get(MAGLEV_ANNOTATION)
-            .is_some_and(|v| v == "maglev");
-        let etp_local = spec.external_traffic_policy == Some(TrafficPolicy::Local);
-        let itp_local = spec.internal_traffic_policy == Some(TrafficPolicy::Local);
-        let mut cluster_ips: Vec<Ipv4Addr> =
-            spec.cluster_ips.iter().filter_map(|s| v4(s)).collect();
-        if let Some(ip) = spec.cluster_ip.as_deref().and_then(v4) {
-            if !cluster_ips.contains(&ip) {
-                cluster_ips.push(ip);
-            }
-        }
-        let external: Vec<Ipv4Addr> = spec.external_ips.iter().filter_map(|s| v4(s)).collect();
-        let mut lb: Vec<Ipv4Addr> = Vec::new();
-        if ty == ServiceType::LoadBalancer {
-            lb.extend(
-                svc.status
-                    .iter()
-                    .flat_map(|s| s.load_balancer.iter())
-                    .flat_map(|l| l.ingress.iter())
-                    .filter_map(|i| i.ip.as_deref().and_then(v4)),
-            );
-            lb.extend(spec.load_balancer_ip.as_deref().and_then(v4));
-        }
-        let source_ranges: Vec<Net4> = spec
-            .load_balancer_source_ranges
-            .iter()
-            .filter_map(|s| match s.parse::<Cidr>() {
-                Ok(Cidr::V4 { addr, len }) => Some(Net4::new(u32::from(addr), len)),
-                _ => None,
-            })
-            .collect();
-        let node_ports = matches!(ty, ServiceType::NodePort | ServiceType::LoadBalancer);
-
-        for port in &spec.ports {
-            let proto = proto_number(port.protocol);
-            let name = port.name.clone().unwrap_or_default();
-            let label = if name.is_empty() {
-                format!("{}", port.port)
-            } else {
-                name.clone()
+        let id = svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}"));
+        let mut t = PortEntries {
+            id,
+            name: format!("{ns}/{} port {label}", svc.metadata.name),
+            service: format!("{ns}/{}", svc.metadata.name),
+            label: label.clone(),
+            ..PortEntries::default()
+        };
+        let bes = backends(slices, &name, proto, node, spec.publish_not_ready_addresses);
+        let local = bes.iter().filter(|b| !b.remote).count() as u32;
+        for (i, b) in bes.iter().enumerate() {
+            let k = NatBackendKey {
+                svc_id: id,
+                ordinal: i as u32,
             };
-            if proto == 132 {
-                t.warnings.push(format!(
-                    "{}: Service {ns}/{}: port {label} is SCTP, which weft does not translate yet",
-                    item.source, svc.metadata.name
-                ));
-                continue;
-            }
-            let Ok(svc_port) = u16::try_from(port.port) else {
-                continue;
+            let v = NatBackend {
+                addr: maps::addr_be(b.addr),
+                port: b.port,
+                pad: 0,
             };
-            let id = svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}"));
-            if let Some(other) = t.names.get(&id) {
-                t.warnings.push(format!("Service {ns}/{} port {label}: its id clashes with {other}; it is not programmed", svc.metadata.name));
-                continue;
-            }
-            t.names
-                .insert(id, format!("{ns}/{} port {label}", svc.metadata.name));
-            let bes = backends(
-                &slices,
-                &name,
-                proto,
-                node,
-                spec.publish_not_ready_addresses,
-            );
-            let local = bes.iter().filter(|b| !b.remote).count() as u32;
-            for (i, b) in bes.iter().enumerate() {
+            t.backends.push(maps::entry(&k, &v));
+        }
+        let maglev_size = if maglev && !bes.is_empty() {
+            next_prime(5 * settings.maglev_max_endpoints.max(1))
+        } else {
+            0
+        };
+        if maglev_size > 0 {
+            let names: Vec<String> = bes
+                .iter()
+                .map(|b| format!("{}:{}", b.addr, b.port))
+                .collect();
+            for (slot, bi) in maglev_table(&names, maglev_size).into_iter().enumerate() {
+                let b = bes[bi];
                 let k = NatBackendKey {
                     svc_id: id,
-                    ordinal: i as u32,
+                    ordinal: slot as u32,
                 };
                 let v = NatBackend {
                     addr: maps::addr_be(b.addr),
                     port: b.port,
                     pad: 0,
                 };
-                t.backends
-                    .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
+                t.maglev.push(maps::entry(&k, &v));
             }
-            let maglev_size = if maglev && !bes.is_empty() {
-                next_prime(5 * settings.maglev_max_endpoints.max(1))
-            } else {
-                0
+        }
+        for r in &source_ranges {
+            let k = NatSrcKey {
+                prefixlen: 32 + u32::from(r.len),
+                svc_id: id,
+                addr: maps::addr_be(Ipv4Addr::from(r.addr)),
             };
-            if maglev_size > 0 {
-                let names: Vec<String> = bes
-                    .iter()
-                    .map(|b| format!("{}:{}", b.addr, b.port))
-                    .collect();
-                for (slot, bi) in maglev_table(&names, maglev_size).into_iter().enumerate() {
-                    let b = bes[bi];
-                    let k = NatBackendKey {
-                        svc_id: id,
-                        ordinal: slot as u32,
-                    };
-                    let v = NatBackend {
-                        addr: maps::addr_be(b.addr),
-                        port: b.port,
-                        pad: 0,
-                    };
-                    t.maglev
-                        .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
-                }
+            t.source_ranges.push(maps::entry(&k, &1u32));
+        }
+        let frontend = |addr: Ipv4Addr, fport: u16, flags: u32, t: &mut PortEntries| {
+            if excluded(addr) {
+                return;
             }
-            if !source_ranges.is_empty() {
-                for r in &source_ranges {
-                    let k = NatSrcKey {
-                        prefixlen: 32 + u32::from(r.len),
-                        svc_id: id,
-                        addr: maps::addr_be(Ipv4Addr::from(r.addr)),
-                    };
-                    t.source_ranges
-                        .insert(maps::entry(&k, &1u32).0, maps::entry(&k, &1u32).1);
-                }
-            }
-            let frontend = |addr: Ipv4Addr, fport: u16, flags: u32, t: &mut ServiceTables| {
-                if excluded(addr) {
-                    return;
-                }
-                let k = NatFrontendKey {
-                    addr: maps::addr_be(addr),
-                    port: fport,
-                    proto,
-                    pad: 0,
-                };
-                let v = NatFrontend {
-                    svc_id: id,
-                    count: bes.len() as u32,
-                    local_count: local,
-                    affinity_timeout_s: affinity,
-                    flags,
-                    maglev_size: if flags & maps::NAT_F_MAGLEV != 0 {
-                        maglev_size
-                    } else {
-                        0
-                    },
-                };
-                t.frontends
-                    .insert(maps::entry(&k, &v).0, maps::entry(&k, &v).1);
+            let k = NatFrontendKey {
+                addr: maps::addr_be(addr),
+                port: fport,
+                proto,
+                pad: 0,
             };
-            let internal = if itp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
-            let external_flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 }
-                | if maglev_size > 0 {
-                    maps::NAT_F_MAGLEV
+            let v = NatFrontend {
+                svc_id: id,
+                count: bes.len() as u32,
+                local_count: local,
+                affinity_timeout_s: affinity,
+                flags,
+                maglev_size: if flags & maps::NAT_F_MAGLEV != 0 {
+                    maglev_size
                 } else {
                     0
-                };
-            for ip in &cluster_ips {
-                frontend(*ip, svc_port, internal, &mut t);
-                t.service_ips.insert(*ip);
-            }
-            for ip in &external {
-                frontend(*ip, svc_port, external_flags, &mut t);
-                t.service_ips.insert(*ip);
-            }
-            let ranges = if source_ranges.is_empty() {
-                0
-            } else {
-                maps::NAT_F_SRC_RANGES
+                },
             };
-            for ip in &lb {
-                frontend(*ip, svc_port, external_flags | ranges, &mut t);
-                t.service_ips.insert(*ip);
+            t.frontends.push(maps::entry(&k, &v));
+        };
+        let internal = if itp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
+        let external_flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 }
+            | if maglev_size > 0 {
+                maps::NAT_F_MAGLEV
+            } else {
+                0
+            };
+        let service_ip = |ip: Ipv4Addr, t: &mut PortEntries| {
+            if !excluded(ip) {
+                t.service_ips.push(ip);
             }
-            if node_ports {
-                if let Some(np) = port
-                    .node_port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|p| *p != 0)
-                {
-                    // NodePorts are tied to this node: no Maglev, which is for failover between nodes.
-                    let flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
-                    for a in host_addrs.iter().filter(|a| !a.is_loopback()) {
-                        frontend(*a, np, flags, &mut t);
-                    }
+        };
+        for ip in &cluster_ips {
+            frontend(*ip, svc_port, internal, &mut t);
+            service_ip(*ip, &mut t);
+        }
+        for ip in &external {
+            frontend(*ip, svc_port, external_flags, &mut t);
+            service_ip(*ip, &mut t);
+        }
+        let ranges = if source_ranges.is_empty() {
+            0
+        } else {
+            maps::NAT_F_SRC_RANGES
+        };
+        for ip in &lb {
+            frontend(*ip, svc_port, external_flags | ranges, &mut t);
+            service_ip(*ip, &mut t);
+        }
+        if node_ports {
+            if let Some(np) = port
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+            {
+                // NodePorts are tied to this node: no Maglev, which is for failover between nodes.
+                let flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
+                for a in host_addrs.iter().filter(|a| !a.is_loopback()) {
+                    frontend(*a, np, flags, &mut t);
                 }
             }
         }
+        out.push(PortTables::Port(Box::new(t)));
     }
-    t.service_ips.retain(|a| !excluded(*a));
-    t
+    out
 }
 
 #[cfg(test)]

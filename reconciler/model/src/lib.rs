@@ -6,6 +6,8 @@
 //!
 //! - [`load_dir`]: files to a [`Config`], or every problem of the run as [`Diagnostics`]
 //!   (file:line:column, the resource, what to write instead). Nothing half-loads.
+//! - [`Documents`]: the same, kept file by file for a process that runs on: only changed files
+//!   are parsed again, and a change to Services and EndpointSlices alone patches the `Config`.
 //! - [`Config`]: every resource as an [`Item`] (value and [`Source`]) in load order; the
 //!   policies as [`PolicyIr`]; label lookups that fold in profiles and namespaces
 //!   ([`Config::endpoint_labels`] and friends); profile rules as IR
@@ -18,6 +20,7 @@
 
 mod config;
 mod diag;
+mod documents;
 mod ir;
 mod load;
 pub mod net;
@@ -31,6 +34,7 @@ mod yaml;
 
 pub use config::{Config, TierIr, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 pub use diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+pub use documents::{Delta, Documents, ServicesPart};
 pub use ir::{EntityIr, IcmpMatch, PolicyIr, RuleIr};
 pub use load::{load_dir, load_texts};
 pub use net::{Cidr, IntOrString, PortMatch};

@@ -63,18 +63,25 @@ macro_rules! any_resource {
     ($($kind:ident => $ty:ident, $field:ident;)*) => {
         /// A resource of any kind.
         #[derive(Debug, Clone)]
-        enum AnyResource {
+        pub(crate) enum AnyResource {
             $($kind(Box<$ty>),)*
         }
 
         impl AnyResource {
-            fn metadata(&self) -> &ObjectMeta {
+            pub(crate) fn metadata(&self) -> &ObjectMeta {
                 match self {
                     $(AnyResource::$kind(r) => &r.metadata,)*
                 }
             }
 
-            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+            /// apiVersion and kind as written.
+            fn type_meta(&self) -> (&str, &str) {
+                match self {
+                    $(AnyResource::$kind(r) => (&r.api_version, &r.kind),)*
+                }
+            }
+
+            pub(crate) fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 match self {
                     $(AnyResource::$kind(r) => &mut r.metadata,)*
                 }
@@ -108,33 +115,14 @@ pub fn load_dir(dir: &FsPath) -> Result<Config, Diagnostics> {
     };
     let mut files = Vec::new();
     for path in paths {
-        match std::fs::read(&path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => files.push(FileText { path, text }),
-                Err(e) => out.diags.push(Diagnostic {
-                    file: path,
-                    line: 1,
-                    column: 1,
-                    resource: None,
-                    message: format!(
-                        "the file is not UTF-8 text (byte {} is not); save it as UTF-8",
-                        e.utf8_error().valid_up_to()
-                    ),
-                }),
-            },
-            Err(e) => out.diags.push(Diagnostic {
-                file: path,
-                line: 1,
-                column: 1,
-                resource: None,
-                message: format!("cannot read the file: {e}"),
-            }),
+        match read_file(path) {
+            Ok(f) => files.push(f),
+            Err(d) => out.diags.push(d),
         }
     }
-    for (i, f) in files.iter().enumerate() {
-        load_file(i, f, &mut out);
-    }
-    finish(&files, out)
+    let refs: Vec<&FileText> = files.iter().collect();
+    out.merge(parse_files(&refs));
+    finish(&refs, out)
 }
 
 /// Loads a set of in-memory files as if they were in a directory, in the order given. For
@@ -149,11 +137,74 @@ pub fn load_texts<P: Into<PathBuf>, T: Into<String>>(
             text: text.into(),
         })
         .collect();
+    let refs: Vec<&FileText> = files.iter().collect();
     let mut out = Out::default();
-    for (i, f) in files.iter().enumerate() {
-        load_file(i, f, &mut out);
+    out.merge(parse_files(&refs));
+    finish(&refs, out)
+}
+
+/// Parses each file on its own (documents, then resources), on every core the machine has: a
+/// file's documents do not depend on another file's, and YAML parsing is most of a load's
+/// time. One `Out` per file, in the order given; file `i` is `files[i]`.
+pub(crate) fn parse_files(files: &[&FileText]) -> Vec<Out> {
+    // Below this many files per thread, a thread costs more than it saves.
+    const MIN_PER_THREAD: usize = 64;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len() / MIN_PER_THREAD)
+        .max(1);
+    let parse = |(first, chunk): (usize, &[&FileText])| -> Vec<Out> {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut out = Out::default();
+                load_file(first + i, f, &mut out);
+                out
+            })
+            .collect()
+    };
+    if threads == 1 {
+        return parse((0, files));
     }
-    finish(&files, out)
+    let per = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .enumerate()
+            .map(|(c, chunk)| scope.spawn(move || parse((c * per, chunk))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a parsing thread panicked"))
+            .collect()
+    })
+}
+
+/// Reads one file as UTF-8 text.
+pub(crate) fn read_file(path: PathBuf) -> Result<FileText, Diagnostic> {
+    match std::fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(FileText { path, text }),
+            Err(e) => Err(Diagnostic {
+                file: path,
+                line: 1,
+                column: 1,
+                resource: None,
+                message: format!(
+                    "the file is not UTF-8 text (byte {} is not); save it as UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            }),
+        },
+        Err(e) => Err(Diagnostic {
+            file: path,
+            line: 1,
+            column: 1,
+            resource: None,
+            message: format!("cannot read the file: {e}"),
+        }),
+    }
 }
 
 fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
@@ -168,7 +219,7 @@ fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
 
 /// The YAML files under `dir`, as `dir` joined with their relative path, in byte order of the
 /// relative path.
-fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
+pub(crate) fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
     use std::os::unix::ffi::OsStrExt;
     let mut found: Vec<PathBuf> = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -208,15 +259,16 @@ fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
 }
 
-struct FileText {
-    path: PathBuf,
-    text: String,
+#[derive(Debug, Clone)]
+pub(crate) struct FileText {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
 }
 
 /// Where a resource was read: file, document and, for `kind: List`, item.
 #[derive(Debug, Clone, Copy)]
-struct DocRef {
-    file: usize,
+pub(crate) struct DocRef {
+    pub(crate) file: usize,
     doc: usize,
     item: Option<usize>,
 }
@@ -231,20 +283,32 @@ impl DocRef {
     }
 }
 
-struct Loaded {
-    kind: Kind,
-    source: Source,
-    at: DocRef,
-    value: AnyResource,
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub(crate) kind: Kind,
+    pub(crate) source: Source,
+    pub(crate) at: DocRef,
+    pub(crate) value: AnyResource,
 }
 
-#[derive(Default)]
-struct Out {
-    loaded: Vec<Loaded>,
-    diags: Vec<Diagnostic>,
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Out {
+    pub(crate) loaded: Vec<Loaded>,
+    pub(crate) diags: Vec<Diagnostic>,
     /// Resources whose documents did not deserialize, by kind and name: references to them
     /// are not reported again as references to something missing.
-    unreadable: Vec<(Kind, String)>,
+    pub(crate) unreadable: Vec<(Kind, String)>,
+}
+
+impl Out {
+    /// Appends other files' results, in order.
+    pub(crate) fn merge(&mut self, outs: impl IntoIterator<Item = Out>) {
+        for o in outs {
+            self.loaded.extend(o.loaded);
+            self.diags.extend(o.diags);
+            self.unreadable.extend(o.unreadable);
+        }
+    }
 }
 
 /// What a header says a document (or list item) is.
@@ -384,7 +448,11 @@ enum Pending {
     List(Vec<Option<Kind>>, Vec<Header>),
 }
 
-fn load_file(index: usize, file: &FileText, out: &mut Out) {
+pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
+    if let Some(loaded) = load_quick(index, file) {
+        out.loaded.extend(loaded);
+        return;
+    }
     let text = file.text.as_str();
     let (docs, syntax) = yaml::scan_headers(text);
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
@@ -464,6 +532,42 @@ fn load_file(index: usize, file: &FileText, out: &mut Out) {
             Some(Pending::List(kinds, headers)) => load_list(index, file, d, &kinds, &headers, out),
         }
     }
+}
+
+/// A file of plain manifests read with one pass of the YAML parser instead of two: the headers
+/// come from `yaml::quick_headers`, and each document must then deserialize and agree with its
+/// header (apiVersion, kind, name, namespace). None, with nothing loaded, for anything else:
+/// the two passes then read it and report what is wrong.
+fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
+    let text = file.text.as_str();
+    let headers = yaml::quick_headers(text)?;
+    let mut loaded = Vec::with_capacity(headers.len());
+    let mut docs = serde_yaml::Deserializer::from_str(text);
+    for (d, (start, header)) in headers.iter().enumerate() {
+        let Ok(Class::Resource(kind)) = classify(header, false) else {
+            return None;
+        };
+        let value = parse_kind(kind, docs.next()?).ok()?;
+        let meta = value.metadata();
+        let agrees = value.type_meta() == (header.api_version.as_deref()?, header.kind.as_deref()?)
+            && Some(&meta.name) == header.name.as_ref()
+            && meta.namespace == header.namespace;
+        if !agrees {
+            return None;
+        }
+        loaded.push(Loaded {
+            kind,
+            source: source_of(file, *start),
+            at: DocRef {
+                file: index,
+                doc: d,
+                item: None,
+            },
+            value,
+        });
+    }
+    // No document the scan missed.
+    docs.next().is_none().then_some(loaded)
 }
 
 /// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
@@ -637,7 +741,7 @@ impl<'de> DeserializeSeed<'de> for KindSeed {
 
 /// Turns a problem in a resource into a diagnostic at the position of the value at fault.
 fn problem_diag(
-    files: &[FileText],
+    files: &[&FileText],
     at: DocRef,
     fallback: &Source,
     id: &ResourceId,
@@ -815,7 +919,36 @@ fn namespace_profile(ns: &Namespace) -> Profile {
     )
 }
 
-fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
+/// Namespaced kinds live in "default" unless they say otherwise.
+pub(crate) fn normalize(l: &mut Loaded) {
+    if l.kind.is_namespaced() {
+        let meta = l.value.metadata_mut();
+        meta.namespace.get_or_insert_with(|| "default".into());
+    }
+}
+
+/// A (normalized) resource's id.
+pub(crate) fn resource_id(l: &Loaded) -> ResourceId {
+    ResourceId {
+        kind: l.kind,
+        namespace: l
+            .value
+            .metadata()
+            .namespace
+            .clone()
+            .filter(|_| l.kind.is_namespaced()),
+        name: l.value.metadata().name.clone(),
+    }
+}
+
+/// Whether a resource passes the checks that look at it alone.
+pub(crate) fn valid_alone(l: &Loaded, id: &ResourceId) -> bool {
+    let mut p = Problems::default();
+    let checked = check(l, id, &mut p);
+    p.0.is_empty() && checked.policy.is_none() && checked.profile_rules.is_none()
+}
+
+pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagnostics> {
     let mut diags = std::mem::take(&mut out.diags);
     let mut loaded = out.loaded;
     let unreadable = out.unreadable;
@@ -826,26 +959,10 @@ fn finish(files: &[FileText], mut out: Out) -> Result<Config, Diagnostics> {
             .map(|(_, name)| name.clone())
     };
 
-    // Namespaced kinds live in "default" unless they say otherwise.
     for l in &mut loaded {
-        if l.kind.is_namespaced() {
-            let meta = l.value.metadata_mut();
-            meta.namespace.get_or_insert_with(|| "default".into());
-        }
+        normalize(l);
     }
-    let ids: Vec<ResourceId> = loaded
-        .iter()
-        .map(|l| ResourceId {
-            kind: l.kind,
-            namespace: l
-                .value
-                .metadata()
-                .namespace
-                .clone()
-                .filter(|_| l.kind.is_namespaced()),
-            name: l.value.metadata().name.clone(),
-        })
-        .collect();
+    let ids: Vec<ResourceId> = loaded.iter().map(resource_id).collect();
 
     // Each resource on its own.
     let mut policies = Vec::new();

@@ -443,6 +443,116 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// The headers of the documents of `text` read from its lines, without the YAML parser, for
+/// the common shape of a manifest: block mappings whose top-level keys start at column 0, plain
+/// `apiVersion` and `kind` values, and a block `metadata` with plain `name` and `namespace`.
+/// None for anything else (flow style, quoting, anchors, tags, directives, tabs, lists, empty
+/// documents...): then `scan_headers` reads them. The loader parses each document afterwards
+/// and checks what it found against this, so a wrong guess costs time, not correctness.
+pub fn quick_headers(text: &str) -> Option<Vec<(Pos, Header)>> {
+    fn plain(v: &str) -> Option<String> {
+        let v = match v.find(" #") {
+            Some(i) => &v[..i],
+            None => v,
+        }
+        .trim_end_matches(' ');
+        let ok = !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
+        ok.then(|| v.to_string())
+    }
+    /// `key: rest` with a plain key.
+    fn key_line(line: &str) -> Option<(&str, &str)> {
+        let colon = line.find(':')?;
+        let (key, rest) = (&line[..colon], &line[colon + 1..]);
+        let ok = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
+        (ok && (rest.is_empty() || rest.starts_with(' ')))
+            .then(|| (key, rest.trim_start_matches(' ')))
+    }
+    if text.contains('\t') || text.contains('\r') {
+        return None;
+    }
+    let mut docs: Vec<(Pos, Header)> = Vec::new();
+    let mut current: Option<(Pos, Header)> = None;
+    // Inside metadata: the indentation of its keys, once known.
+    let mut in_meta: Option<Option<usize>> = None;
+    let mut separators = 0;
+    for (i, line) in text.split('\n').enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        if indent == 0 {
+            in_meta = None;
+            if line == "---" {
+                match current.take() {
+                    Some(doc) => docs.push(doc),
+                    // An empty document, or content before the first marker.
+                    None if separators > 0 || !docs.is_empty() => return None,
+                    None => {}
+                }
+                separators += 1;
+                continue;
+            }
+            if line.starts_with("- ") || line == "-" {
+                // An item of a top-level key's sequence (kubectl's compact style).
+                current.as_ref()?;
+                continue;
+            }
+            let (key, rest) = key_line(line)?;
+            let (_, h) = current.get_or_insert_with(|| {
+                (
+                    Pos {
+                        line: i + 1,
+                        column: 1,
+                    },
+                    Header {
+                        is_mapping: true,
+                        ..Header::default()
+                    },
+                )
+            });
+            match key {
+                "apiVersion" if h.api_version.is_none() => h.api_version = Some(plain(rest)?),
+                "kind" if h.kind.is_none() => h.kind = Some(plain(rest)?),
+                "metadata" if rest.is_empty() || rest.starts_with('#') => in_meta = Some(None),
+                "apiVersion" | "kind" | "metadata" | "items" => return None,
+                _ if rest.starts_with(['&', '*', '!', '"', '\'']) => return None,
+                _ => {}
+            }
+            continue;
+        }
+        let Some(meta) = in_meta.as_mut() else {
+            continue;
+        };
+        let n = *meta.get_or_insert(indent);
+        if indent < n {
+            return None;
+        }
+        if indent > n {
+            continue;
+        }
+        let (key, rest) = key_line(content)?;
+        let (_, h) = current.as_mut()?;
+        match key {
+            "name" if h.name.is_none() => h.name = Some(plain(rest)?),
+            "namespace" if h.namespace.is_none() => h.namespace = Some(plain(rest)?),
+            "name" | "namespace" => return None,
+            _ => {}
+        }
+    }
+    match current {
+        Some(doc) => docs.push(doc),
+        None if separators > 0 => return None,
+        None => {}
+    }
+    (!docs.is_empty()).then_some(docs)
+}
+
 /// Reads every document's header and start. Stops at the first syntax error, because the YAML
 /// parser cannot find its way past one; the documents before it are still returned.
 pub fn scan_headers(text: &str) -> (Vec<DocHeader>, Option<YamlError>) {
@@ -655,6 +765,43 @@ pub fn nth_document(text: &str, doc: usize) -> Option<serde_yaml::Deserializer<'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the parser's header pass says, for comparison.
+    fn parsed(text: &str) -> Vec<(Pos, Header)> {
+        let (docs, err) = scan_headers(text);
+        assert!(err.is_none());
+        docs.into_iter()
+            .filter_map(|d| match d {
+                DocHeader::Node { start, header } => Some((start, header)),
+                DocHeader::Empty => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quick_headers_agree_with_the_parser_or_decline() {
+        let manifest = "# a service\n---\napiVersion: v1 # core\nkind: Service\nmetadata:\n  labels:\n    name: not-this\n  name: web\n  namespace: shop\nspec:\n  ports:\n  - port: 80\n---\n\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\nendpoints:\n- addresses:\n  - 10.0.0.1\n";
+        let quick = quick_headers(manifest).expect("a plain manifest");
+        assert_eq!(quick, parsed(manifest));
+        assert_eq!(quick.len(), 2);
+        assert_eq!(
+            quick[0].1.name.as_deref(),
+            Some("web"),
+            "metadata's own name, not a label"
+        );
+        for other in [
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n",
+            "apiVersion: v1\nkind: \"Service\"\nmetadata:\n  name: web\n",
+            "apiVersion: v1\nkind: List\nitems: []\n",
+            "apiVersion: v1\nkind: Service\n---\n",
+            "- a\n- b\n",
+            "apiVersion: v1\nkind: Service\nmetadata:\n\tname: web\n",
+            "apiVersion: v1\nkind: Service\nkind: Pod\n",
+            "%YAML 1.2\n---\napiVersion: v1\n",
+        ] {
+            assert_eq!(quick_headers(other), None, "{other:?}");
+        }
+    }
 
     fn p(line: usize, column: usize) -> Option<Pos> {
         Some(Pos { line, column })

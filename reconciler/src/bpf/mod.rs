@@ -4,6 +4,7 @@
 //! Everything weft pins lives under one bpffs root (default `/sys/fs/bpf/weft`):
 //! `maps/<name>`, `progs/<name>`, `links/<ifname>:<ingress|egress>`.
 
+pub mod batch;
 pub mod ctgc;
 pub mod link;
 pub mod load;
