@@ -493,10 +493,35 @@ impl Reconciler {
         self.note(d);
     }
 
-    /// Reads the whole directory again, parsing what changed.
-    pub fn rescan(&mut self) {
+    /// Reads the whole directory again, parsing what changed; true when some file's text did.
+    pub fn rescan(&mut self) -> bool {
         let d = self.docs.rescan();
+        let changed = !matches!(d, Delta::Unchanged);
         self.note(d);
+        changed
+    }
+
+    /// Whether `apply_changes` would work from the state last applied (rather than observe).
+    pub fn trusted(&self, facts: &HostFacts) -> bool {
+        self.applied.as_ref().is_some_and(|c| &c.facts == facts)
+    }
+
+    /// The desired state of `cfg` (this reconciler's files, or a configuration kept from
+    /// before they broke) on a host with `facts`, through this reconciler's policy cache.
+    pub fn compute(&mut self, cfg: &Config, facts: &HostFacts) -> Result<Computed, DesiredError> {
+        Computed::compute(cfg, facts, &mut self.policy)
+    }
+
+    /// Takes `c` as the state live now: the caller applied it and observed it (a full
+    /// converge of its own), so later changes are applied against it.
+    pub fn adopt(&mut self, c: Computed) {
+        self.applied = Some(c);
+        self.pending = Pending::default();
+    }
+
+    /// What is live is not known: the next `apply_changes` observes.
+    pub fn forget(&mut self) {
+        self.applied = None;
     }
 
     fn note(&mut self, d: Delta) {

@@ -133,6 +133,10 @@ fn a_multi_file_rewrite_converges_once() {
         d.log_text()
     );
     assert_eq!(s["applies"].as_u64().unwrap(), applies0 + 1, "{s}");
+    assert_eq!(
+        s["last_apply"]["how"], "incremental",
+        "files changed after a converge: applied against the state converged to, not observed\n{s}"
+    );
     assert!(tcp_ok(&bed.w(2).ns, B, 80), "c is a client now");
 
     // A marker change afterwards is its own reconcile: nothing of the burst was left over.

@@ -1,7 +1,10 @@
 //! `weft run DIR`: the daemon. It converges once at start, then again whenever something
-//! wakes it (a change under DIR, an interface appearing or going, the resync timer, SIGHUP),
-//! always the same way: read the files, gather the host's facts, compute the desired state,
-//! observe, plan, apply. Nothing depends on what woke it.
+//! wakes it (a change under DIR, an interface appearing or going, the resync timer, SIGHUP):
+//! read the files, gather the host's facts, compute the desired state, observe, plan, apply.
+//! One shortcut: when only files changed and the state it last converged to is trusted (it
+//! observed it live, and the host's facts are the same), the change is applied as the
+//! difference against that state without observing (`incremental`), a changed service worked
+//! out alone. The resync timer and every other wake observe, so drift is still found.
 //!
 //! Files that do not validate are reported (file:line:column) and the last good configuration
 //! stays in force, both in the kernel and for drift repair. Objects that drifted from what weft
@@ -24,7 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedSender;
 use weft_model::Config;
 
-use crate::desired::Desired;
+use crate::incremental::{self, Computed};
 use crate::run::{self, Host, RunError};
 use crate::state::HostState;
 use metrics::Shared;
@@ -73,11 +76,12 @@ struct Reconciler {
     host: Host,
     opts: Options,
     shared: Arc<Mutex<Shared>>,
+    /// The files, parsed (only changed ones again), the policy compiler's memory, and the
+    /// state last converged to while it is trusted.
+    files: incremental::Reconciler,
     /// The configuration last read that validated and compiled, and since when it has been
     /// in force (its first read).
     last_good: Option<(Config, u64)>,
-    /// A fingerprint of that configuration, to tell an edit from a reread of the same files.
-    last_good_print: u64,
     /// The state weft last converged to (what drift is measured against).
     last_made: Option<HostState>,
     /// What was last said about the files, so an unchanged problem is not repeated at every
@@ -136,8 +140,8 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
     let mut r = Reconciler {
         host,
         shared,
+        files: incremental::Reconciler::open(&opts.dir),
         last_good: None,
-        last_good_print: 0,
         last_made: None,
         last_said: String::new(),
         retry: FIRST_RETRY,
@@ -194,7 +198,7 @@ impl Reconciler {
             trigger: trigger.as_str().to_string(),
             ..Default::default()
         };
-        let result = self.converge(&mut rec).await;
+        let result = self.converge(trigger, &mut rec).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let ok = result.is_ok();
         let maps = crate::bpf::stats::map_fill(&self.host.pins).unwrap_or_default();
@@ -237,32 +241,38 @@ impl Reconciler {
         ok
     }
 
-    /// Reads the files, keeping the last good configuration when they do not validate, and
-    /// computes what it asks of this host.
-    fn desired(&mut self, rec: &mut Reconcile) -> Option<Desired> {
-        let read = run::load(&self.opts.dir).and_then(|cfg| {
-            let d = self.host.desired(&cfg)?;
-            Ok((cfg, d))
-        });
+    /// Takes the files as read (`changed`: some text changed since the last reconcile),
+    /// keeping the last good configuration when they do not validate, and computes what it
+    /// asks of this host. The second value is true
+    /// when that is the files' configuration (not the last good one kept in their place).
+    fn desired(&mut self, rec: &mut Reconcile, changed: bool) -> Option<(Computed, bool)> {
+        let read = match self.files.documents().config() {
+            Ok(cfg) => {
+                let cfg = cfg.clone();
+                self.files
+                    .compute(&cfg, &self.host.facts)
+                    .map(|c| (cfg, c))
+                    .map_err(|e| vec![e.to_string()])
+            }
+            Err(d) => Err(d.0.iter().map(|p| p.to_string()).collect()),
+        };
         let problem = match read {
-            Ok((cfg, d)) => {
-                let print = fingerprint(&cfg);
+            Ok((cfg, c)) => {
                 let since = match &self.last_good {
-                    Some((_, at)) if print == self.last_good_print => *at,
+                    Some((_, at)) if !changed => *at,
                     _ => status::now(),
                 };
                 self.last_good = Some((cfg, since));
-                self.last_good_print = print;
-                self.shared.lock().expect("status lock").ct_timeouts = Some(d.settings.ct_timeouts);
+                self.shared.lock().expect("status lock").ct_timeouts =
+                    Some(c.desired.settings.ct_timeouts);
                 self.set_config(true, Vec::new());
                 if !self.last_said.is_empty() {
                     tracing::info!("the configuration validates again");
                     self.last_said.clear();
                 }
-                return Some(d);
+                return Some((c, true));
             }
-            Err(RunError::Invalid(d)) => d.0.iter().map(|p| p.to_string()).collect(),
-            Err(e) => vec![e.to_string()],
+            Err(problem) => problem,
         };
         rec.result = "invalid".into();
         let said = problem.join("\n");
@@ -282,8 +292,8 @@ impl Reconciler {
         self.set_config(false, problem);
         let (cfg, _) = self.last_good.as_ref()?;
         // Facts may have changed since; the last good files are recompiled against them.
-        match self.host.desired(cfg) {
-            Ok(d) => Some(d),
+        match self.files.compute(&cfg.clone(), &self.host.facts) {
+            Ok(c) => Some((c, false)),
             Err(e) => {
                 tracing::error!("the last good configuration no longer compiles: {e}");
                 None
@@ -300,11 +310,22 @@ impl Reconciler {
         };
     }
 
-    async fn converge(&mut self, rec: &mut Reconcile) -> Result<(), RunError> {
+    async fn converge(&mut self, trigger: Trigger, rec: &mut Reconcile) -> Result<(), RunError> {
         self.host.refresh_facts().await?;
-        let Some(mut d) = self.desired(rec) else {
+        // Only the files whose text changed are parsed again.
+        let changed = self.files.rescan();
+        if trigger == Trigger::Files
+            && self.files.trusted(&self.host.facts)
+            && self.files.documents().config().is_ok()
+        {
+            return self.apply_changes(rec).await;
+        }
+        rec.how = "observed".into();
+        let Some((mut c, current)) = self.desired(rec, changed) else {
+            self.files.forget();
             return Ok(());
         };
+        let mut d = self.host.without_down(c.desired.clone());
         for w in &d.warnings {
             tracing::debug!("{w}");
         }
@@ -319,7 +340,8 @@ impl Reconciler {
             let Some((cfg, _)) = &self.last_good else {
                 return Ok(());
             };
-            d = self.host.desired(cfg)?;
+            c = self.files.compute(&cfg.clone(), &self.host.facts)?;
+            d = self.host.without_down(c.desired.clone());
             let observed = self.host.observe(&d.state).await?;
             ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
         }
@@ -337,6 +359,7 @@ impl Reconciler {
                     self.opts.dir.display()
                 );
             }
+            self.trust(c, current, &d.state, true);
             self.last_made = Some(d.state);
             return Ok(());
         }
@@ -396,17 +419,71 @@ impl Reconciler {
                 rec.result = "differs".into();
             }
         }
+        self.trust(c, current, &d.state, outcome.after == d.state);
         self.last_made = Some(d.state);
         Ok(())
     }
-}
 
-/// Changes whenever the configuration does (it hashes every resource and where it was read).
-fn fingerprint(cfg: &Config) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{cfg:?}").hash(&mut h);
-    h.finish()
+    /// After a converge: the state `c` computed is what later file changes are applied
+    /// against, if it is what is live (`live`), it is the files' own configuration, and
+    /// nothing was left out of it for interfaces that are down.
+    fn trust(&mut self, c: Computed, current: bool, made: &HostState, live: bool) {
+        if live && current && c.desired.state == *made {
+            self.files.adopt(c);
+        } else {
+            self.files.forget();
+        }
+    }
+
+    /// Files changed and the state last converged to is trusted: the difference is applied
+    /// against it, without observing (`incremental::Reconciler::apply_changes`).
+    async fn apply_changes(&mut self, rec: &mut Reconcile) -> Result<(), RunError> {
+        let step = match self.files.apply_changes(&mut self.host).await {
+            Ok(step) => step,
+            Err(e) => {
+                // Whatever was applied of it is not known: the next wake observes.
+                self.files.forget();
+                return Err(e);
+            }
+        };
+        rec.how = match step.how {
+            incremental::How::Observed => "observed",
+            _ => "incremental",
+        }
+        .into();
+        rec.operations = step.ops.len();
+        rec.objects = step.ops.iter().map(crate::apply::objects).sum();
+        rec.result = if step.converged {
+            "converged".into()
+        } else {
+            "differs".into()
+        };
+        if let Ok(cfg) = self.files.documents().config() {
+            if step.how != incremental::How::Nothing {
+                self.last_good = Some((cfg.clone(), status::now()));
+            }
+        }
+        self.set_config(true, Vec::new());
+        if !self.last_said.is_empty() {
+            tracing::info!("the configuration validates again");
+            self.last_said.clear();
+        }
+        if let Some(c) = self.files.applied() {
+            let mut sh = self.shared.lock().expect("status lock");
+            sh.rules = c.desired.names();
+            sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);
+            self.last_made = Some(c.desired.state.clone());
+        }
+        if !step.ops.is_empty() {
+            tracing::info!(
+                how = ?step.how,
+                "applied {} operation(s) on {} object(s) against the state last converged to",
+                rec.operations,
+                rec.objects
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What to observe for a rollback: the interfaces and attachments of both states (`a` wins

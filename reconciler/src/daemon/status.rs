@@ -32,6 +32,11 @@ pub struct Reconcile {
     pub at: u64,
     /// What woke it: start, files, links, resync (the first of these, when several did).
     pub trigger: String,
+    /// observed: the live state was read and diffed (start, resync, interfaces, retries, and
+    /// files when the last state is not trusted); incremental: the files' change was applied
+    /// against the state last converged to.
+    #[serde(default)]
+    pub how: String,
     /// converged, differs (applied, but live still differs), failed, invalid (the files do
     /// not validate; the last good configuration was used).
     pub result: String,
