@@ -74,12 +74,12 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
     (
         "policy",
         "ns per new flow under 10 to 10,000 rules, cells and bytes, compile time",
-        |_, _| policy::run(),
+        |common, _| policy::run(common),
     ),
     (
         "policy-change",
         "ms from a one-rule change at 10,000 rules to the new policy live",
-        |_, _| change::run(),
+        |common, _| change::run(common),
     ),
     (
         "lookup",
@@ -104,7 +104,7 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
     (
         "nat-packet",
         "ns per packet of the service NAT path at 10 and 10,000 services",
-        |_, _| nat_packet::run(),
+        |common, _| nat_packet::run(common),
     ),
     (
         "suite",
@@ -158,7 +158,11 @@ fn services_cmd(common: Common, args: &[String]) -> ExitCode {
         services: 10_000,
         runs: if common.quick { 1 } else { 3 },
         limit_s: 120,
+        json: common.json,
     };
+    if common.quick {
+        a.services = 1_000;
+    }
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().and_then(|v| v.parse::<usize>().ok());
