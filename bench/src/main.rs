@@ -12,6 +12,7 @@
 //! `weft-bench services`: cold converge of N services from files and one changed service, beside
 //! kube-proxy's iptables-restore and nft -f (see services.rs).
 
+mod control;
 mod ctgc;
 mod nat_packet;
 mod netns;
@@ -100,6 +101,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "services",
         "cold converge of 10,000 services and one changed service, beside iptables-restore and nft -f",
         services_cmd,
+    ),
+    (
+        "control",
+        "control plane at 1,000 and 10,000 endpoints, policies, services: converge, diff, one change, RSS",
+        control::run,
     ),
     (
         "nat-packet",

@@ -27,6 +27,10 @@ const SUITE: &[(&str, &str)] = &[
         "services",
         "control plane: cold converge and one-change latency at 1,000 and 10,000 services",
     ),
+    (
+        "control",
+        "control plane at 1,000 and 10,000 endpoints, policies and services: converge, diff, one change, RSS",
+    ),
     ("nat-packet", "NAT hit at 10,000 services"),
     ("ct-gc", "conntrack GC of 1,000,000 entries"),
     (

@@ -58,6 +58,20 @@ pub struct Progress<'a> {
 
 /// Route requests sent before their answers are awaited.
 const ROUTES_IN_FLIGHT: usize = 512;
+/// Operations run at once on threads of their own (see `threaded`).
+const THREADS_IN_FLIGHT: usize = 64;
+
+/// Operations that may run on threads of their own beside others of their kind: they wait
+/// for an RCU grace period each, touch one kernel object each, and a run of them in the plan
+/// never depends on its own members. (TCX attachments wait for a grace period too, but under
+/// the RTNL lock, so threads do not make them overlap: measured, no gain.)
+fn threaded(op: &Op) -> Option<u8> {
+    match op {
+        Op::LoadRuleset { .. } => Some(0),
+        Op::DropRuleset { .. } => Some(1),
+        _ => None,
+    }
+}
 
 pub struct Applier<'a> {
     pub pins: &'a Pins,
@@ -121,6 +135,34 @@ impl<'a> Applier<'a> {
                     _ => false,
                 })
                 .count();
+            // Rulesets on threads of their own: each insert into or delete from weft_pol_rs
+            // (a map of maps) returns only after an RCU grace period (the kernel waits for
+            // programs that may still read the inner map replaced), some 10 to 20 ms. Waits
+            // that overlap share a grace period, so a run of them costs about one.
+            let together = threaded(op).map_or(0, |k| {
+                ops[i..]
+                    .iter()
+                    .take_while(|o| threaded(o) == Some(k))
+                    .count()
+            });
+            if together > 1 {
+                for (j, op) in ops[i..i + together].iter().enumerate() {
+                    progress(&Progress {
+                        op,
+                        index: i + j + 1,
+                        ops: ops.len(),
+                        objects_done: done + j,
+                        objects: total,
+                        starting: true,
+                    });
+                }
+                for chunk in ops[i..i + together].chunks(THREADS_IN_FLIGHT) {
+                    self.threaded(chunk)?;
+                }
+                done += together;
+                i += together;
+                continue;
+            }
             if run > 1 {
                 for (j, op) in ops[i..i + run].iter().enumerate() {
                     progress(&Progress {
@@ -185,6 +227,86 @@ impl<'a> Applier<'a> {
             );
         }
         Ok(())
+    }
+
+    /// Attaches a program (an Attach operation).
+    fn attach(&self, op: &Op) -> Result<(), ApplyError> {
+        let Op::Attach {
+            iface,
+            hook,
+            program,
+            mode,
+        } = op
+        else {
+            unreachable!("only Attach operations");
+        };
+        let bpf = |source: BpfError| ApplyError::Bpf {
+            op: op.describe(),
+            source,
+        };
+        let ifindex = self.ifindex(op, iface)?;
+        let prog = ProgramHandle::from_pinned_path(self.pins.prog(program))
+            .map_err(|source| BpfError::Program {
+                name: program.clone(),
+                source,
+            })
+            .map_err(bpf)?;
+        let attach_err = |source| BpfError::Attach {
+            program: program.clone(),
+            iface: iface.clone(),
+            hook: *hook,
+            source,
+        };
+        match mode {
+            AttachMode::Tcx => {
+                let pin = self.pins.link(iface, *hook);
+                if pin.exists() {
+                    match link::read_tcx(&pin) {
+                        Ok(l) if l.ifindex == ifindex && l.hook == Some(*hook) => {
+                            return link::update_tcx(&pin, prog.as_fd())
+                                .map_err(attach_err)
+                                .map_err(bpf);
+                        }
+                        // Defunct (the interface was recreated) or not ours to reuse.
+                        _ => link::detach_tcx(&pin).map_err(attach_err).map_err(bpf)?,
+                    }
+                }
+                link::attach_tcx(prog.as_fd(), ifindex, *hook, &pin)
+                    .map_err(attach_err)
+                    .map_err(bpf)
+            }
+            AttachMode::Tc => link::attach_tc(prog.as_fd(), ifindex, *hook)
+                .map_err(attach_err)
+                .map_err(bpf),
+        }
+    }
+
+    /// Runs `ops` (all of one `threaded` kind) each on a thread of its own.
+    fn threaded(&self, ops: &[Op]) -> Result<(), ApplyError> {
+        let pins = self.pins;
+        std::thread::scope(|s| {
+            let running: Vec<_> = ops
+                .iter()
+                .map(|op| {
+                    s.spawn(move || {
+                        let bpf = |source| ApplyError::Bpf {
+                            op: op.describe(),
+                            source,
+                        };
+                        match op {
+                            Op::LoadRuleset { id, cells } => {
+                                rulesets::load(pins, *id, cells).map_err(bpf)
+                            }
+                            Op::DropRuleset { id } => rulesets::drop(pins, *id).map_err(bpf),
+                            _ => unreachable!("only threaded kinds run together"),
+                        }
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .try_for_each(|t| t.join().expect("an operation's thread"))
+        })
     }
 
     /// `ip route replace` for a RouteReplace operation.
@@ -332,48 +454,7 @@ impl<'a> Applier<'a> {
                 }
                 Ok(())
             }
-            Op::Attach {
-                iface,
-                hook,
-                program,
-                mode,
-            } => {
-                let ifindex = self.ifindex(op, iface)?;
-                let prog = ProgramHandle::from_pinned_path(self.pins.prog(program))
-                    .map_err(|source| BpfError::Program {
-                        name: program.clone(),
-                        source,
-                    })
-                    .map_err(bpf)?;
-                let attach_err = |source| BpfError::Attach {
-                    program: program.clone(),
-                    iface: iface.clone(),
-                    hook: *hook,
-                    source,
-                };
-                match mode {
-                    AttachMode::Tcx => {
-                        let pin = self.pins.link(iface, *hook);
-                        if pin.exists() {
-                            match link::read_tcx(&pin) {
-                                Ok(l) if l.ifindex == ifindex && l.hook == Some(*hook) => {
-                                    return link::update_tcx(&pin, prog.as_fd())
-                                        .map_err(attach_err)
-                                        .map_err(bpf);
-                                }
-                                // Defunct (the interface was recreated) or not ours to reuse.
-                                _ => link::detach_tcx(&pin).map_err(attach_err).map_err(bpf)?,
-                            }
-                        }
-                        link::attach_tcx(prog.as_fd(), ifindex, *hook, &pin)
-                            .map_err(attach_err)
-                            .map_err(bpf)
-                    }
-                    AttachMode::Tc => link::attach_tc(prog.as_fd(), ifindex, *hook)
-                        .map_err(attach_err)
-                        .map_err(bpf),
-                }
-            }
+            Op::Attach { .. } => self.attach(op),
             Op::Detach { iface, hook, mode } => {
                 let detach_err = |source| BpfError::Detach {
                     iface: iface.clone(),
