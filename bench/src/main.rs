@@ -64,17 +64,17 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
     (
         "policy",
         "ns per new flow under 10 to 10,000 rules, cells and bytes, compile time",
-        |_, _| policy::run(),
+        policy::run,
     ),
     (
         "policy-change",
         "ms from a one-rule change at 10,000 rules to the new policy live",
-        |_, _| change::run(),
+        change::run,
     ),
     (
         "lookup",
         "ns per LPM trie lookup and µs per written entry as the trie fills",
-        |_, _| lookup::run(),
+        lookup::run,
     ),
     (
         "ct-gc",
