@@ -200,7 +200,17 @@ pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, Com
     let mut functions = Functions::default();
     // A rule takes part in context class c if it does not look at the context or holds there.
     let ctx_free: Vec<bool> = spec.rules.iter().map(FlatRule::ctx_free).collect();
-    let in_context = |r: usize, c: usize| ctx_free[r] || ctx.classes[c].contains(&r);
+    // As a table: the classes' keys below look it up for every rule of every class.
+    let active: Vec<Vec<bool>> = ctx
+        .classes
+        .iter()
+        .map(|holding| {
+            (0..spec.rules.len())
+                .map(|r| ctx_free[r] || holding.contains(&r))
+                .collect()
+        })
+        .collect();
+    let in_context = |r: usize, c: usize| active[c][r];
     let content: Vec<u64> = spec.rules.iter().map(rule_content).collect();
     // Per context class: the background, its fingerprint, and each rule's place among its
     // rules (how many come before it).
