@@ -67,6 +67,11 @@ impl Cells {
         self.0.is_empty()
     }
 
+    /// The cells' words in order: the kernel array's contents in native byte order.
+    pub fn words(&self) -> &[u32] {
+        self.0.as_flattened()
+    }
+
     /// The bytes of the cells, as the kernel array holds them.
     pub fn as_bytes(&self) -> Vec<u8> {
         self.0
