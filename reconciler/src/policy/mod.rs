@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 /// What compiling policy remembers from one run to the next, so that a long-running
 /// reconciler recompiles after a small change only what the change touches: what selectors
-/// picked (for the same entities), the class functions painted (by content), the tries encoded
-/// from them (`tables::Nodes`) and the rulesets encoded (by their rules). Outputs never depend on it: a compile with a warm cache says what
-/// a fresh one says.
+/// picked (for the same entities), the class functions painted (by content), the tries
+/// encoded from them (`tables::Nodes`) and the rulesets encoded (by their rules). Outputs
+/// never depend on it: a compile with a warm cache says what a fresh one says.
 #[derive(Clone, Default)]
 pub struct Cache {
     pub selections: resolve::Selections,
