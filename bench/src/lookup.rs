@@ -20,6 +20,7 @@ use weft_golden::harness::IFINDEX;
 use weft_golden::packet;
 
 use crate::gen::Rng;
+use crate::policy::thousands;
 use crate::report::{self, Common, Report};
 use crate::{median, print_machine};
 
@@ -203,12 +204,16 @@ fn report(rows: &[Row], e: Effort) -> Report {
     let mut out = Vec::new();
     for r in rows {
         out.push(report::Row {
-            name: format!("LPM lookup, {} entries", r.entries),
+            name: format!(
+                "LPM lookup, {} {}",
+                thousands(r.entries),
+                if r.entries == 1 { "entry" } else { "entries" }
+            ),
             value: r.lookup_ns,
             unit: "ns/lookup".into(),
             runs: Some(e.runs as u32),
             baseline: Some(first),
-            baseline_name: Some(format!("{first_entries} entries")),
+            baseline_name: Some(format!("{} entries", thousands(first_entries))),
             ratio: Some(r.lookup_ns / first),
             detail: Some(format!(
                 "write per entry: {:.3} µs one syscall each, {:.3} µs batched; batched delete {:.3} µs",

@@ -518,7 +518,7 @@ fn report(all: &[SizeFigures], e: Effort) -> Report {
 }
 
 /// 10000 as "10,000".
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
