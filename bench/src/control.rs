@@ -136,6 +136,8 @@ fn run_timed(cmd: &mut Command) -> Ran {
     // Its log goes to a file: a pipe nobody reads until it exits would fill and stop it.
     let log = std::env::temp_dir().join(format!("weftbench-control-{}.log", std::process::id()));
     let t = Instant::now();
+    // Reaped below by wait4, which std's Child cannot do (it has no rusage).
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("a log file"))

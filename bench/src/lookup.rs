@@ -9,6 +9,7 @@
 use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -19,15 +20,36 @@ use weft_golden::harness::IFINDEX;
 use weft_golden::packet;
 
 use crate::gen::Rng;
+use crate::policy::thousands;
+use crate::report::{self, Common, Report};
 use crate::{median, print_machine};
 
 const COMMAND: &str = "cargo run --release -p weft-bench -- lookup";
 const SIZES: [usize; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
 const RULESETS: u32 = 8;
-const RUNS: usize = 5;
-const REPEAT: u32 = 1_000_000;
-/// Keys looked up per size (each its own measurement; the figure is their mean).
-const PROBES: usize = 16;
+
+/// How much to measure: the full runs, or `--quick`'s fewer and shorter ones.
+#[derive(Clone, Copy)]
+struct Effort {
+    sizes: &'static [usize],
+    runs: usize,
+    repeat: u32,
+    /// Keys looked up per size (each its own measurement; the figure is their mean).
+    probes: usize,
+}
+
+const FULL: Effort = Effort {
+    sizes: &SIZES,
+    runs: 5,
+    repeat: 1_000_000,
+    probes: 16,
+};
+const QUICK: Effort = Effort {
+    sizes: &[1, 100, 10_000, 100_000],
+    runs: 3,
+    repeat: 100_000,
+    probes: 4,
+};
 
 fn key(prefixlen: u32, hi: u32, lo: u32) -> [u8; 12] {
     let mut k = [0u8; 12];
@@ -45,13 +67,24 @@ struct Row {
     delete_batch_us: f64,
 }
 
-pub fn run() -> std::process::ExitCode {
-    if !weft_golden::kernel::available("weft-bench lookup") {
-        return std::process::ExitCode::FAILURE;
+pub fn run(common: Common, args: &[String]) -> ExitCode {
+    if !args.is_empty() {
+        eprintln!("weft-bench lookup: takes no arguments but --json and --quick");
+        return ExitCode::from(2);
     }
+    if !weft_golden::kernel::available("weft-bench lookup") {
+        return ExitCode::FAILURE;
+    }
+    let e = if common.quick { QUICK } else { FULL };
+    let Effort {
+        runs,
+        repeat,
+        probes,
+        ..
+    } = e;
     weft::bpf::load::route_libbpf_log();
     let mut rows = Vec::new();
-    for &n in &SIZES {
+    for &n in e.sizes {
         let mut storage = MaybeUninit::uninit();
         let skel = WeftProbeSkelBuilder::default()
             .open(&mut storage)
@@ -107,7 +140,7 @@ pub fn run() -> std::process::ExitCode {
 
         // Lookups: addresses inside random entries (the longest match may be another entry).
         let mut per_probe = Vec::new();
-        for _ in 0..PROBES {
+        for _ in 0..probes {
             let (hi, len, lo) = entries[rng.below(n as u64) as usize];
             let host = if len == 32 {
                 0
@@ -117,9 +150,9 @@ pub fn run() -> std::process::ExitCode {
             let pkt = packet::udp(Ipv4Addr::from(hi), 1, Ipv4Addr::from(lo | host), 2);
             let measure = |p: &ProgramHandle| {
                 median(
-                    (0..RUNS)
+                    (0..runs)
                         .map(|_| {
-                            let r = test_run(p.as_fd(), &pkt, IFINDEX, REPEAT).expect("test run");
+                            let r = test_run(p.as_fd(), &pkt, IFINDEX, repeat).expect("test run");
                             f64::from(r.duration_ns)
                         })
                         .collect(),
@@ -140,8 +173,15 @@ pub fn run() -> std::process::ExitCode {
         eprintln!("{n}: {:.1} ns per lookup", row.lookup_ns);
         rows.push(row);
     }
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report(&rows, e)).expect("a report serialises")
+        );
+        return ExitCode::SUCCESS;
+    }
     println!("one lookup in a kernel LPM trie (key: 32-bit ruleset, 32-bit address), ns beyond the same program without it;");
-    println!("mean over {PROBES} keys of the median of {RUNS} runs of repeat {REPEAT}; writes per entry into an empty trie");
+    println!("mean over {probes} keys of the median of {runs} runs of repeat {repeat}; writes per entry into an empty trie");
     println!("$ {COMMAND}");
     print_machine();
     println!();
@@ -155,5 +195,41 @@ pub fn run() -> std::process::ExitCode {
             r.entries, r.lookup_ns, r.single_us, r.batch_us, r.delete_batch_us
         );
     }
-    std::process::ExitCode::SUCCESS
+    ExitCode::SUCCESS
+}
+
+fn report(rows: &[Row], e: Effort) -> Report {
+    let first = rows.first().map_or(1.0, |r| r.lookup_ns);
+    let first_entries = rows.first().map_or(0, |r| r.entries);
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(report::Row {
+            name: format!(
+                "LPM lookup, {} {}",
+                thousands(r.entries),
+                if r.entries == 1 { "entry" } else { "entries" }
+            ),
+            value: r.lookup_ns,
+            unit: "ns/lookup".into(),
+            runs: Some(e.runs as u32),
+            baseline: Some(first),
+            baseline_name: Some(format!("{} entries", thousands(first_entries))),
+            ratio: Some(r.lookup_ns / first),
+            detail: Some(format!(
+                "write per entry: {:.3} µs one syscall each, {:.3} µs batched; batched delete {:.3} µs",
+                r.single_us, r.batch_us, r.delete_batch_us
+            )),
+            command: COMMAND.into(),
+            ..Default::default()
+        });
+    }
+    Report {
+        subcommand: "lookup".into(),
+        title: "A kernel LPM trie's lookup and write costs as it fills".into(),
+        rows: out,
+        notes: vec![format!(
+            "One lookup (key: 32-bit ruleset, 32-bit address) in bpf-src/weft_probe.bpf.c, ns beyond the same program without it: mean over {} keys of the median of {} runs of repeat {}. Writes per entry into an empty trie. The comparison behind rulesets as arrays of trie cells rather than LPM tries (docs/design.md).",
+            e.probes, e.runs, e.repeat
+        )],
+    }
 }

@@ -75,17 +75,17 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
     (
         "policy",
         "ns per new flow under 10 to 10,000 rules, cells and bytes, compile time",
-        |common, _| policy::run(common),
+        policy::run,
     ),
     (
         "policy-change",
         "ms from a one-rule change at 10,000 rules to the new policy live",
-        |common, _| change::run(common),
+        change::run,
     ),
     (
         "lookup",
         "ns per LPM trie lookup and µs per written entry as the trie fills",
-        |_, _| lookup::run(),
+        lookup::run,
     ),
     (
         "ct-gc",

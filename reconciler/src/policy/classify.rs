@@ -200,7 +200,17 @@ pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, Com
     let mut functions = Functions::default();
     // A rule takes part in context class c if it does not look at the context or holds there.
     let ctx_free: Vec<bool> = spec.rules.iter().map(FlatRule::ctx_free).collect();
-    let in_context = |r: usize, c: usize| ctx_free[r] || ctx.classes[c].contains(&r);
+    // As a table: the classes' keys below look it up for every rule of every class.
+    let active: Vec<Vec<bool>> = ctx
+        .classes
+        .iter()
+        .map(|holding| {
+            (0..spec.rules.len())
+                .map(|r| ctx_free[r] || holding.contains(&r))
+                .collect()
+        })
+        .collect();
+    let in_context = |r: usize, c: usize| active[c][r];
     let content: Vec<u64> = spec.rules.iter().map(rule_content).collect();
     // Per context class: the background, its fingerprint, and each rule's place among its
     // rules (how many come before it).
@@ -1169,6 +1179,15 @@ mod tests {
         // One memo across all the rulesets, as a long-running reconciler keeps it: what it
         // remembers of earlier ones must never change what a compile says.
         let mut memo = Memo::default();
+        // And one store of trie nodes: an encode through it lays out the cells a fresh one does.
+        let mut nodes = super::super::tables::Nodes::default();
+        let encode_both = |c: &Compiled, nodes: &mut super::super::tables::Nodes, round: usize| {
+            assert_eq!(
+                super::super::tables::encode_with(c, nodes),
+                super::super::tables::encode(c),
+                "round {round}: cells through a warm store"
+            );
+        };
         for round in 0..400 {
             let nsets = 1 + rnd(4) as usize;
             let sets: Vec<Vec<Net4>> = (0..nsets)
@@ -1251,6 +1270,7 @@ mod tests {
             }
             let fresh = check_all(&spec, &flows);
             assert_eq!(compile_with(&spec, &mut memo), Ok(fresh.clone()));
+            encode_both(&fresh, &mut nodes, round);
             // The same rules one step later in the list (the positions shift, the meaning not).
             let mut shifted = spec.clone();
             shifted.rules.insert(
@@ -1263,11 +1283,13 @@ mod tests {
                     SpanSet::from_spans([(0, 0)]),
                 ),
             );
+            let shifted_fresh = compile(&shifted);
             assert_eq!(
                 compile_with(&shifted, &mut memo),
-                compile(&shifted),
+                shifted_fresh,
                 "round {round}"
             );
+            encode_both(&shifted_fresh.expect("compiles"), &mut nodes, round);
             // Two neighbours swapped: the same rules, another order, maybe another meaning.
             if spec.rules.len() >= 2 {
                 let mut swapped = spec.clone();
@@ -1279,6 +1301,7 @@ mod tests {
             }
             if round % 10 == 0 {
                 memo.sweep();
+                nodes.sweep();
             }
         }
     }

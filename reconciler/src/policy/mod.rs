@@ -21,13 +21,14 @@ use std::sync::Arc;
 
 /// What compiling policy remembers from one run to the next, so that a long-running
 /// reconciler recompiles after a small change only what the change touches: what selectors
-/// picked (for the same entities), the class functions painted (by content) and the rulesets
-/// encoded (by their rules). Outputs never depend on it: a compile with a warm cache says what
-/// a fresh one says.
+/// picked (for the same entities), the class functions painted (by content), the tries
+/// encoded from them (`tables::Nodes`) and the rulesets encoded (by their rules). Outputs
+/// never depend on it: a compile with a warm cache says what a fresh one says.
 #[derive(Clone, Default)]
 pub struct Cache {
     pub selections: resolve::Selections,
     pub memo: classify::Memo,
+    pub nodes: tables::Nodes,
     rulesets: fxhash::FxHashMap<u128, (Arc<tables::Cells>, bool)>,
 }
 
@@ -49,7 +50,7 @@ impl Cache {
             return Ok(cells.clone());
         }
         let compiled = classify::compile_with(spec, &mut self.memo)?;
-        let cells = Arc::new(tables::encode(&compiled));
+        let cells = Arc::new(tables::encode_with(&compiled, &mut self.nodes));
         self.rulesets.insert(key, (cells.clone(), true));
         Ok(cells)
     }
@@ -57,6 +58,7 @@ impl Cache {
     /// Forgets what no compile used since the last sweep.
     pub fn sweep(&mut self) {
         self.memo.sweep();
+        self.nodes.sweep();
         self.rulesets.retain(|_, (_, used)| std::mem::take(used));
     }
 }

@@ -67,6 +67,11 @@ impl Cells {
         self.0.is_empty()
     }
 
+    /// The cells' words in order: the kernel array's contents in native byte order.
+    pub fn words(&self) -> &[u32] {
+        self.0.as_flattened()
+    }
+
     /// The bytes of the cells, as the kernel array holds them.
     pub fn as_bytes(&self) -> Vec<u8> {
         self.0
@@ -98,15 +103,68 @@ impl Cells {
     }
 }
 
-struct Builder {
-    cells: Vec<Cell>,
-    nodes: FxHashMap<Cell, u32>,
+/// Trie nodes by content, kept from one encode to the next (in `policy::Cache`), with the
+/// tries and overlays built from them by what they were built from: after a small change,
+/// only the functions it touched are built again. A node's children are named by their place
+/// in this store, not in any ruleset's cells; `Layout` gives each ruleset its own cells. As
+/// node content here and in the cells correspond one to one (children are distinct exactly
+/// when their contents are), laying out what the store holds gives the very cells a fresh
+/// encode would, whatever the store remembers.
+#[derive(Clone, Default)]
+pub struct Nodes {
+    store: Vec<Cell>,
+    index: FxHashMap<Cell, u32>,
+    /// (bits, steps) -> root entry.
+    tries: FxHashMap<u128, (u32, bool)>,
+    /// (class function's payload steps, background entry) -> root entry.
+    overlays: FxHashMap<(u128, u32), (u32, bool)>,
+    /// The store's length after the last collection: it is collected again when it doubles.
+    collected: usize,
 }
 
-impl Builder {
+/// A 128-bit name for steps (two independent 64-bit streams: collisions need not be
+/// considered), as classify names functions.
+fn steps_key<V: Copy>(bits: u32, steps: &[(u64, V)], value: impl Fn(V) -> u64) -> u128 {
+    let (mut a, mut b) = (0x243f_6a88_85a3_08d3u64, 0x1319_8a2e_0370_7344u64);
+    let mut add = |w: u64| {
+        a = (a.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        b = (b.rotate_left(7) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    };
+    add(u64::from(bits));
+    add(steps.len() as u64);
+    for (start, v) in steps {
+        add(*start);
+        add(value(*v));
+    }
+    u128::from(a) << 64 | u128::from(b)
+}
+
+impl Nodes {
     /// The trie of `steps` over a `bits`-bit space: its root entry.
     fn trie(&mut self, steps: &[(u64, u32)], bits: u32) -> u32 {
-        self.node(steps, 0, bits)
+        let key = steps_key(bits, steps, u64::from);
+        if let Some((e, used)) = self.tries.get_mut(&key) {
+            *used = true;
+            return *e;
+        }
+        let e = self.node(steps, 0, bits);
+        self.tries.insert(key, (e, true));
+        e
+    }
+
+    /// The trie of class function `f` laid over the background entry `bg` (see `overlay_at`).
+    fn overlay(&mut self, f: &[(u64, Option<u32>)], bg: u32, bits: u32) -> u32 {
+        let key = (
+            steps_key(bits, f, |v: Option<u32>| v.map_or(u64::MAX, u64::from)),
+            bg,
+        );
+        if let Some((e, used)) = self.overlays.get_mut(&key) {
+            *used = true;
+            return *e;
+        }
+        let e = self.overlay_at(f, bg, 0, bits);
+        self.overlays.insert(key, (e, true));
+        e
     }
 
     /// The entry for `[base, base + 2^bits)`, where `w` holds the steps that reach into it
@@ -130,7 +188,7 @@ impl Builder {
     /// background trie whose entry for the same range is `bg`: where `f` defers on a whole
     /// node, the entry is the background's own (shared, not copied), so a lookup needs one
     /// walk and the class costs only its own nodes. `f` is a window as in `node`.
-    fn overlay(&mut self, f: &[(u64, Option<u32>)], bg: u32, base: u64, bits: u32) -> u32 {
+    fn overlay_at(&mut self, f: &[(u64, Option<u32>)], bg: u32, base: u64, bits: u32) -> u32 {
         if f.len() == 1 {
             return match f[0].1 {
                 Some(v) => LEAF | v,
@@ -146,21 +204,107 @@ impl Builder {
             let bg_child = if bg & LEAF != 0 {
                 bg
             } else {
-                self.cells[bg as usize][i]
+                self.store[bg as usize][i]
             };
-            *e = self.overlay(fw, bg_child, cb, child);
+            *e = self.overlay_at(fw, bg_child, cb, child);
         }
         self.intern(cell)
     }
 
-    /// The cell index of the node `cell`, stored once.
+    /// The store index of the node `cell`, stored once.
     fn intern(&mut self, cell: Cell) -> u32 {
-        if let Some(&i) = self.nodes.get(&cell) {
+        if let Some(&i) = self.index.get(&cell) {
             return i;
+        }
+        let i = self.store.len() as u32;
+        self.store.push(cell);
+        self.index.insert(cell, i);
+        i
+    }
+
+    /// Forgets the tries and overlays no encode used since the last sweep, and, when the
+    /// store has doubled since it was last collected, the nodes none of the rest reaches.
+    pub fn sweep(&mut self) {
+        self.tries.retain(|_, (_, used)| std::mem::take(used));
+        self.overlays.retain(|_, (_, used)| std::mem::take(used));
+        if self.store.len() <= 2 * self.collected.max(1024) {
+            return;
+        }
+        // Children before parents, as stored: new places keep that order.
+        let mut live = vec![false; self.store.len()];
+        let mut stack: Vec<u32> = self
+            .tries
+            .values()
+            .chain(self.overlays.values())
+            .map(|(e, _)| *e)
+            .filter(|e| e & LEAF == 0)
+            .collect();
+        while let Some(e) = stack.pop() {
+            if std::mem::replace(&mut live[e as usize], true) {
+                continue;
+            }
+            stack.extend(
+                self.store[e as usize]
+                    .iter()
+                    .copied()
+                    .filter(|c| c & LEAF == 0),
+            );
+        }
+        let mut place = vec![u32::MAX; self.store.len()];
+        let mut store = Vec::new();
+        for (i, cell) in self.store.iter().enumerate() {
+            if live[i] {
+                place[i] = store.len() as u32;
+                store.push(cell.map(|c| if c & LEAF != 0 { c } else { place[c as usize] }));
+            }
+        }
+        let moved = |e: u32| if e & LEAF != 0 { e } else { place[e as usize] };
+        for (e, _) in self.tries.values_mut().chain(self.overlays.values_mut()) {
+            *e = moved(*e);
+        }
+        self.index = store
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (*c, i as u32))
+            .collect();
+        self.store = store;
+        self.collected = self.store.len();
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+}
+
+/// One ruleset's cells, laid out from the store: nodes in the order a walk of the tries meets
+/// them (children first, then their parent), each once.
+struct Layout<'a> {
+    store: &'a [Cell],
+    cells: Vec<Cell>,
+    /// Store index -> cell index.
+    at: FxHashMap<u32, u32>,
+}
+
+impl Layout<'_> {
+    /// The cells' entry for the store's entry `e`.
+    fn emit(&mut self, e: u32) -> u32 {
+        if e & LEAF != 0 {
+            return e;
+        }
+        if let Some(&i) = self.at.get(&e) {
+            return i;
+        }
+        let mut cell = self.store[e as usize];
+        for c in &mut cell {
+            *c = self.emit(*c);
         }
         let i = self.cells.len() as u32;
         self.cells.push(cell);
-        self.nodes.insert(cell, i);
+        self.at.insert(e, i);
         i
     }
 
@@ -225,10 +369,12 @@ fn local_steps(locals: &[u32]) -> Steps<u32> {
 
 /// Encodes a compiled ruleset; the id in its header is a hash of everything else.
 pub fn encode(c: &Compiled) -> Cells {
-    let mut b = Builder {
-        cells: vec![[0; CELL_WORDS]],
-        nodes: FxHashMap::default(),
-    };
+    encode_with(c, &mut Nodes::default())
+}
+
+/// As `encode`, building only the tries `nodes` does not hold yet (the cells are the same).
+pub fn encode_with(c: &Compiled, nodes: &mut Nodes) -> Cells {
+    let b = nodes;
     let mut verdict_index: HashMap<Verdict, u32> = HashMap::new();
     let mut verdicts: Vec<u32> = Vec::new();
     let mut payload = |v: &Verdict| {
@@ -282,7 +428,7 @@ pub fn encode(c: &Compiled) -> Cells {
                 None => bg_roots[cc],
                 Some(f) => *laid
                     .entry((*f, cc))
-                    .or_insert_with(|| b.overlay(&payloads[*f as usize], bg_roots[cc], 0, bits)),
+                    .or_insert_with(|| b.overlay(&payloads[*f as usize], bg_roots[cc], bits)),
             }
         })
         .collect();
@@ -304,7 +450,18 @@ pub fn encode(c: &Compiled) -> Cells {
     } else {
         (LEAF, Vec::new())
     };
-    let background = bg_roots;
+    // The cells, in the order a fresh builder would have made them: the address trie, the
+    // backgrounds, the rows' overlays, the local and context tries, then the tables.
+    let mut b = Layout {
+        store: &b.store,
+        cells: vec![[0; CELL_WORDS]],
+        at: FxHashMap::default(),
+    };
+    let addr = b.emit(addr);
+    let background: Vec<u32> = bg_roots.iter().map(|&e| b.emit(e)).collect();
+    let rows: Vec<u32> = rows.iter().map(|&e| b.emit(e)).collect();
+    let local_root = b.emit(local_root);
+    let ctx_roots: Vec<u32> = ctx_roots.iter().map(|&e| b.emit(e)).collect();
     let ctx_at = b.table(&ctx_roots);
     let rows_at = b.table(&rows);
     let bg_at = b.table(&background);
@@ -595,13 +752,11 @@ mod tests {
 
     #[test]
     fn a_trie_answers_like_its_step_function() {
-        let mut b = Builder {
-            cells: vec![[0; CELL_WORDS]],
-            nodes: FxHashMap::default(),
-        };
+        let mut b = Nodes::default();
         let steps: Steps<u32> = vec![(0, 1), (80, 2), (81, 1), (30000, 3), (32768, 1)];
         let root = b.trie(&steps, 24);
-        let cells = Cells(b.cells);
+        // The store is cells whose children are its own indexes.
+        let cells = Cells(b.store.clone());
         for x in [0u64, 79, 80, 81, 29999, 30000, 32767, 32768, (1 << 24) - 1] {
             assert_eq!(
                 walk(&cells, root, x, 24),
@@ -615,25 +770,19 @@ mod tests {
     }
 
     fn b_constant() -> u32 {
-        let mut b = Builder {
-            cells: vec![[0; CELL_WORDS]],
-            nodes: FxHashMap::default(),
-        };
+        let mut b = Nodes::default();
         b.trie(&[(0, 7)], 32)
     }
 
     #[test]
     fn identical_nodes_are_stored_once() {
-        let mut b = Builder {
-            cells: vec![[0; CELL_WORDS]],
-            nodes: FxHashMap::default(),
-        };
+        let mut b = Nodes::default();
         // The same single port in two functions, and in two protocols of one function.
         let one = |p: u64| vec![(0, 0), (p, 1), (p + 1, 0)];
         let r1 = b.trie(&one(80), 24);
         let r2 = b.trie(&one(80), 24);
         assert_eq!(r1, r2);
-        let before = b.cells.len();
+        let before = b.store.len();
         b.trie(
             &[
                 (0, 0),
@@ -646,7 +795,7 @@ mod tests {
         );
         // Only the nodes above the ports are new (the root, and one per protocol's high
         // nibble: 6 is 0x06, 17 is 0x11); below them the port's path is shared.
-        assert_eq!(b.cells.len() - before, 3, "{:?}", &b.cells[before..]);
+        assert_eq!(b.store.len() - before, 3, "{:?}", &b.store[before..]);
     }
 
     #[test]
@@ -769,6 +918,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_warm_store_lays_out_the_cells_of_a_fresh_encode() {
+        // Rulesets that differ in one rule's ports, one after another through one store, as a
+        // running reconciler encodes them; sweeping after each, as it does, so that the store
+        // is collected (and its nodes renumbered) now and then.
+        let mut nodes = Nodes::default();
+        let mut biggest = 0;
+        for round in 0..400u16 {
+            let mut s = spec();
+            let p = 100 + round * 37;
+            s.rules[0].dport =
+                SpanSet::from_spans([(proto_port(6, p), proto_port(6, p + round % 5))]);
+            s.sets[0].push(Net4::new(0x0b00_0000 | u32::from(round) << 8, 24));
+            let c = classify::compile(&s).expect("compiles");
+            assert_eq!(encode_with(&c, &mut nodes), encode(&c), "round {round}");
+            // The same again hits the remembered tries.
+            assert_eq!(
+                encode_with(&c, &mut nodes),
+                encode(&c),
+                "round {round}, again"
+            );
+            nodes.sweep();
+            biggest = biggest.max(nodes.len());
+        }
+        assert!(
+            nodes.collected > 0 && biggest < 4 * 1024,
+            "collected: {}, the store peaked at {biggest}",
+            nodes.collected
+        );
     }
 
     #[test]
