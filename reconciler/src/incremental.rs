@@ -193,7 +193,12 @@ impl Computed {
         cfg: &Config,
         keys: &BTreeSet<ServiceKey>,
     ) -> Option<Vec<Op>> {
-        if self.shared > 0 || !self.desired.state.maps.contains_key(maps::NAT_FE4) {
+        // Services must be there before (and after, below): their first coming and their
+        // last going add or remove more than entries (data interfaces' programs, bpfin/bpfout).
+        if self.shared > 0
+            || self.frontends.is_empty()
+            || !self.desired.state.maps.contains_key(maps::NAT_FE4)
+        {
             return None;
         }
         let settings = self.desired.settings.clone();
@@ -240,7 +245,6 @@ impl Computed {
                 return None;
             }
         }
-        // Services must not all go: that takes the maps and programs with them.
         let old_fe_count: usize = old_fe.values().map(|n| *n as usize).sum();
         if self.frontends.len() - old_fe_count + new_fe.len() == 0 {
             return None;
@@ -830,5 +834,13 @@ mod tests {
             c.desired.state, state,
             "declined changes leave the state as it was"
         );
+        // And the first coming brings programs and devices, not only entries.
+        let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
+        assert!(
+            c.desired.state.maps.contains_key(maps::NAT_FE4),
+            "the workload has maps"
+        );
+        let svc = service("a", "ClusterIP", "10.96.0.1", HTTP);
+        assert!(step(&dir, &mut docs, &mut c, "a.yaml", Some(svc)).is_none());
     }
 }
