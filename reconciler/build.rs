@@ -8,7 +8,14 @@ use std::process::Command;
 use libbpf_cargo::SkeletonBuilder;
 
 /// Entry programs, one per hook family: `bpf-src/<name>.bpf.c` becomes the skeleton `<name>.skel.rs`.
-const PROGRAMS: &[&str] = &["weft_wep", "weft_hep", "weft_ctlb", "weft_floor"];
+const PROGRAMS: &[&str] = &[
+    "weft_wep",
+    "weft_hep",
+    "weft_ctlb",
+    "weft_ctgc",
+    "weft_floor",
+    "weft_probe",
+];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf-src");

@@ -13,7 +13,9 @@ packages=(
   bpftool           # inspecting what weft attached (tests use it too)
   iputils-ping      # ICMP probes in tests
   socat             # the quickstart's clients and servers
-  iptables nftables # weft-bench services: kube-proxy's rulesets, timed beside weft
+  iperf3            # the traffic benchmark's throughput (scripts/bench.sh) ...
+  iptables nftables # ... and the configurations the traffic and services
+                    # benchmarks compare weft with (kube-proxy-style rulesets)
   nix-bin           # nix-instantiate, to check that flake.nix parses
 )
 

@@ -10,7 +10,12 @@ if [ "$(id -u)" = 0 ]; then
   scripts/setup.sh
 fi
 
-# The real-kernel tests run the weft binary itself.
+# The real-kernel tests run the weft binary itself. One of them upgrades weft under live
+# traffic to a rebuilt BPF object: the same source compiled for BPF ISA v3 (32-bit subregisters
+# and jumps, so different instructions throughout), kept beside weft as weft-rebuilt.
+target="${CARGO_TARGET_DIR:-target}"
+WEFT_BPF_CFLAGS="${WEFT_BPF_CFLAGS:-} -mcpu=v3" cargo build -p weft
+cp "$target/debug/weft" "$target/debug/weft-rebuilt"
 cargo build -p weft
 cargo test --workspace
 cargo fmt --all -- --check

@@ -18,8 +18,9 @@ use weft::bpf::Pins;
 use weft::plan::Op;
 use weft::run::{self, Host};
 
-use crate::gen::{self, Svc};
 use crate::netns::Netns;
+use crate::report::{Report, Row, Spread};
+use crate::svcgen::{self as gen, Svc};
 
 const COMMAND: &str = "cargo run --release -p weft-bench -- services";
 
@@ -28,6 +29,8 @@ pub struct Args {
     pub runs: usize,
     /// A baseline tool still running after this many seconds is stopped and reported so.
     pub limit_s: u64,
+    /// Print the report of bench/src/report.rs instead of the tables.
+    pub json: bool,
 }
 
 /// Where a run's pieces live outside the namespace.
@@ -106,7 +109,11 @@ fn rt() -> tokio::runtime::Runtime {
 async fn run_timed(host: &Host, ops: &[Op], cold: &mut Cold) -> Result<(), run::RunError> {
     let mut marks: Vec<(Instant, String)> = Vec::new();
     weft::apply::Applier::new(&host.pins, &host.nl, &host.facts)
-        .run(ops, |_, _, op| marks.push((Instant::now(), op_kind(op))))
+        .run(ops, |p| {
+            if p.starting {
+                marks.push((Instant::now(), op_kind(p.op)))
+            }
+        })
         .await?;
     let end = Instant::now();
     for (i, (t, kind)) in marks.iter().enumerate() {
@@ -293,7 +300,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
                 )
                 .await
                 .expect("open");
-                let (planned, outcome) = run::apply_config(&mut h, &cfg, |_, _, _| {})
+                let (planned, outcome) = run::apply_config(&mut h, &cfg, |_| {})
                     .await
                     .expect("apply");
                 full_change.push(t.elapsed());
@@ -326,7 +333,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
             }
             // A full apply afterwards finds nothing to do.
             let cfg = run::load(&dir).expect("load");
-            let (planned, _) = run::apply_config(&mut host, &cfg, |_, _, _| {})
+            let (planned, _) = run::apply_config(&mut host, &cfg, |_| {})
                 .await
                 .expect("apply");
             assert!(
@@ -334,9 +341,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
                 "weft apply after the incremental changes: {:?}",
                 planned.ops.iter().map(Op::describe).collect::<Vec<_>>()
             );
-            run::teardown(&mut host, |_, _, _| {})
-                .await
-                .expect("teardown");
+            run::teardown(&mut host, |_| {}).await.expect("teardown");
             drop(scratch);
             WeftRun {
                 cold,
@@ -536,6 +541,24 @@ pub fn run(args: &Args) -> ExitCode {
         })
         .collect();
 
+    if args.json {
+        let inc_all: Vec<f64> = weft_runs
+            .iter()
+            .flat_map(|r| r.incremental.iter().map(|(a, b)| ms_f(*a + *b)))
+            .collect();
+        let report = report(
+            args,
+            &weft_runs,
+            &baselines,
+            &inc_all,
+            weft_runs[0].cold.entries,
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serialises")
+        );
+        return ExitCode::SUCCESS;
+    }
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -624,4 +647,123 @@ pub fn run(args: &Args) -> ExitCode {
     println!("iptables-*-restore: kube-proxy's iptables mode (nat table, --noflush; every sync writes the whole ruleset)");
     println!("nft: kube-proxy's nftables mode, nft -f (one transaction; a change sends only the changed service's chains)");
     ExitCode::SUCCESS
+}
+
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Peak resident memory of this process so far (it converged through weft's library).
+fn peak_rss_mib() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
+        u.assume_init()
+    };
+    u.ru_maxrss as f64 / 1024.0
+}
+
+/// The figures as the suite's report: weft's cold converge and one change beside each
+/// baseline tool's, with the targets on the first row of each.
+fn report(
+    args: &Args,
+    weft_runs: &[WeftRun],
+    baselines: &BTreeMap<&str, Vec<BaselineRun>>,
+    incremental: &[f64],
+    entries: usize,
+) -> Report {
+    let n = args.services;
+    let spread = |v: &[f64]| Spread::of(v).expect("at least one run");
+    let cold = spread(
+        &weft_runs
+            .iter()
+            .map(|r| ms_f(r.cold.total))
+            .collect::<Vec<_>>(),
+    );
+    let full = spread(
+        &weft_runs
+            .iter()
+            .flat_map(|r| r.full_change.iter().map(|d| ms_f(*d)))
+            .collect::<Vec<_>>(),
+    );
+    let inc = spread(incremental);
+    let base = |tool: &str, cold: bool| -> Option<f64> {
+        let runs = baselines.get(tool)?;
+        let v: Vec<Option<Duration>> = if cold {
+            runs.iter().map(|r| r.cold).collect()
+        } else {
+            runs.iter().flat_map(|r| r.change.clone()).collect()
+        };
+        median_opt(&v).map(ms_f)
+    };
+    let mut rows = Vec::new();
+    // (what, weft's figures, a cold converge, the target: limit and how it reads)
+    type Case<'a> = (&'a str, Spread, bool, Option<(f64, &'a str)>);
+    let cases: [Case; 3] = [
+        (
+            "cold converge: files to programmed maps",
+            cold,
+            true,
+            Some((2000.0, "<= 2000 ms")),
+        ),
+        (
+            "one changed service to programmed maps, `weft run` (incremental)",
+            inc,
+            false,
+            Some((50.0, "<= 50 ms")),
+        ),
+        (
+            "one changed service, `weft apply` (parses, computes and observes everything)",
+            full,
+            false,
+            None,
+        ),
+    ];
+    for (what, w, cold, target) in cases {
+        for (i, tool) in ["iptables-legacy-restore", "nft", "iptables-nft-restore"]
+            .into_iter()
+            .enumerate()
+        {
+            if !baselines.contains_key(tool) {
+                continue;
+            }
+            let b = base(tool, cold);
+            rows.push(Row {
+                name: format!("{n} services, {what}, weft vs {tool}"),
+                value: w.median,
+                unit: "ms".into(),
+                runs: Some(w.runs),
+                min: Some(w.min),
+                max: Some(w.max),
+                baseline: b,
+                baseline_name: Some(match b {
+                    Some(b) => format!("{tool}: {b:.1} ms"),
+                    None => format!("{tool}: did not finish within {} s", args.limit_s),
+                }),
+                ratio: b.map(|b| w.median / b),
+                target: target.filter(|_| i == 0).map(|(_, t)| t.to_string()),
+                met: target.filter(|_| i == 0).map(|(t, _)| w.median <= t),
+                detail: (cold && i == 0).then(|| {
+                    format!(
+                        "{entries} map entries; peak RSS of the converging process {:.0} MiB",
+                        peak_rss_mib()
+                    )
+                }),
+                command: format!("weft-bench services --services {n}"),
+            });
+        }
+    }
+    Report {
+        subcommand: "services".into(),
+        title: format!(
+            "{n} Kubernetes services with {} backends each, from files: weft beside kube-proxy's rulesets",
+            gen::BACKENDS
+        ),
+        rows,
+        notes: vec![
+            format!("Every {}th service is a NodePort; one file per service (the Service and its EndpointSlice). Cold: from nothing to the last map entry written and observed (weft) or the restore finished (baselines), medians of {} runs. One change: one service's backends edited; `weft run` takes the incremental way (the file parsed again, that service worked out alone, the difference written), `weft apply` the full one.", gen::NODEPORT_EVERY, args.runs),
+            "Baselines, timed in a network namespace of their own in the same run: iptables-*-restore of kube-proxy's iptables-mode nat table (every sync writes the whole ruleset, as kube-proxy does), nft -f of kube-proxy's nftables-mode ruleset (a change sends only the changed service's chains). ratio = weft / baseline: below 1 is weft faster.".into(),
+        ],
+    }
 }

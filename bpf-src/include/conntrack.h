@@ -9,6 +9,16 @@
 #include "weft_bpf.h"
 #include "parse.h"
 
+/*
+ * Conntrack's clock: CLOCK_MONOTONIC at tick resolution. Timeouts are seconds, and reading
+ * the precise clock costs more than a conntrack lookup on a virtual machine (the benchmark's
+ * breakdown in BENCHMARKS.md), on every packet of every established flow.
+ */
+WEFT_INLINE __u64 weft_ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Builds the normalised key of a tuple; says whether the source landed on side a. */
 WEFT_INLINE bool weft_ct4_key_of(struct weft_ct4_key *k, __u32 saddr, __u32 daddr, __u16 sport,
 				 __u16 dport, __u8 proto)
@@ -73,7 +83,7 @@ WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_
 {
 	struct weft_ct4_value val = {}, *v = &val;
 	struct weft_ct_leg *src_leg, *dst_leg;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = weft_ct_now();
 
 	src_leg = src_is_a ? &v->leg_a : &v->leg_b;
 	dst_leg = src_is_a ? &v->leg_b : &v->leg_a;
@@ -102,7 +112,7 @@ WEFT_INLINE int weft_ct4_create_nat(const struct weft_ct4_key *fwd, const struct
 				    __u32 frontend, __u16 frontend_port)
 {
 	struct weft_ct4_value val = {}, *v = &val;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = weft_ct_now();
 
 	v->created_ns = now;
 	v->last_seen_ns = now;

@@ -18,6 +18,9 @@
  * which holds the flow's legs and the frontend to restore. The first weft hook that sees a
  * reply (backend -> client) restores the frontend as its source ("un-NAT"); hooks after it
  * see the frontend tuple and find NAT_FWD.
+ *
+ * Every packet leaves through weft_tc, which makes the translation, counts the reason and, for
+ * the few packets that call for one, writes a flow or trace record (events.h).
  */
 #ifndef WEFT_FLOW_H
 #define WEFT_FLOW_H
@@ -30,6 +33,7 @@
 #include "counters.h"
 #include "nat.h"
 #include "icmp.h"
+#include "events.h"
 
 
 #define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
@@ -37,10 +41,11 @@
 #define WEFT_DOES_NAT(hook) \
 	((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_FROM_HEP || (hook) == WEFT_HOOK_FROM_NAT)
 
+/* The same values as WEFT_EV_NAT_*: records show the translation as the pipeline chose it. */
 enum weft_nat_action {
-	WEFT_ACT_NONE = 0,
-	WEFT_ACT_DNAT,  /* destination -> backend */
-	WEFT_ACT_UNNAT, /* source backend -> frontend */
+	WEFT_ACT_NONE = WEFT_EV_NAT_NONE,
+	WEFT_ACT_DNAT = WEFT_EV_NAT_DNAT,   /* destination -> backend */
+	WEFT_ACT_UNNAT = WEFT_EV_NAT_UNNAT, /* source backend -> frontend */
 };
 
 /* Notes why a packet got its verdict (counted once, on the way out of weft_tc). */
@@ -77,10 +82,12 @@ WEFT_INLINE __u16 weft_icmp_dport(__u8 type, __u8 code)
 
 /*
  * Whether the endpoint behind a workload hook approves a known flow: its leg is approved by
- * its current ruleset, or its current ruleset allows the flow when judged again as first seen.
+ * its current ruleset, or its current ruleset allows the flow when judged again as first seen
+ * (which the outcome notes: it is this endpoint's decision on the flow).
  */
 WEFT_INLINE bool weft_ct_approve(const struct weft_iface_value *iface, const struct weft_ct4_key *k,
-				 struct weft_ct4_value *ct, bool ep_is_a, const struct weft_pkt4 *p)
+				 struct weft_ct4_value *ct, bool ep_is_a, const struct weft_pkt4 *p,
+				 struct weft_outcome *out)
 {
 	bool a_originated = !(ct->flags & WEFT_CT_F_B_ORIGINATED);
 	bool ep_originated = ep_is_a == a_originated;
@@ -103,6 +110,7 @@ WEFT_INLINE bool weft_ct_approve(const struct weft_iface_value *iface, const str
 	}
 	weft_policy4(ruleset, &f, &r);
 	weft_count_rule(r.rule_id);
+	weft_note_policy(out, r.action, r.flags, r.rule_id, ep_originated);
 	if (r.action != WEFT_ACT_ALLOW)
 		return false;
 	ep_leg->approved_by = ruleset;
@@ -123,15 +131,12 @@ WEFT_INLINE int weft_reject(struct __sk_buff *skb, const struct weft_pkt4 *p, __
 	return bpf_redirect(ifindex, 0);
 }
 
-/* The address translation a passed packet still needs (done once, in weft_tc). */
-struct weft_rewrite {
-	__u8 action;    /* WEFT_ACT_* */
-	__u16 port;     /* the new port, host order */
-	__u32 addr;     /* the new address */
-};
-
+/*
+ * Judges one packet: returns its verdict, says why in *reason, and notes in *out the
+ * translation a passed packet still needs (made once, in weft_tc) and what records say.
+ */
 WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *reason, struct weft_pkt4 *p,
-			       struct weft_rewrite *rw)
+			       struct weft_outcome *out)
 {
 	__u32 ifindex = skb->ifindex;
 	struct weft_iface_value *iface;
@@ -154,8 +159,11 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		*reason = WEFT_REASON_MAX; /* not counted: weft does not know the interface */
 		return WEFT_PASS;
 	}
+	if (iface->flags & WEFT_IFACE_F_TRACE)
+		out->flags = WEFT_OUT_F_TRACE;
 
-	switch (weft_parse4(skb, p)) {
+	out->parse = weft_parse4(skb, p);
+	switch (out->parse) {
 	case WEFT_PARSE_IPV4:
 		break;
 	case WEFT_PARSE_ARP:
@@ -184,18 +192,19 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 
 	if (hook == WEFT_HOOK_FROM_WEP) {
 		/* A workload sends only from its own addresses. */
-		struct weft_route4_key rk = { .prefixlen = 32, .addr = p->saddr };
-		struct weft_route_value *rt = bpf_map_lookup_elem(&weft_rt4, &rk);
+		__u32 *from = bpf_map_lookup_elem(&weft_wladdr4, &p->saddr);
 
-		if (!rt || !(rt->flags & WEFT_RT_F_LOCAL_WORKLOAD) || rt->ifindex != ifindex)
+		if (!from || *from != ifindex)
 			return weft_verdict(reason, WEFT_REASON_DROP_SPOOFED, WEFT_DROP);
 	}
 
 	if (p->icmp_error) {
 		/* An ICMP error about a known flow travels with that flow. */
 		weft_ct4_key_of(&k, p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport, p->inner_proto);
-		if (bpf_map_lookup_elem(&weft_ct4, &k))
+		if (bpf_map_lookup_elem(&weft_ct4, &k)) {
+			out->ct = WEFT_CTR_RELATED;
 			return weft_verdict(reason, WEFT_REASON_ACCEPT_RELATED, WEFT_PASS);
+		}
 	}
 
 	src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
@@ -215,6 +224,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 
 			post = rk;
 			holder = rev;
+			out->ct = WEFT_CTR_NAT_FWD;
 			if (p->saddr == client && p->sport == client_port) {
 				/* Client to frontend: on to the backend. */
 				src_is_a = client_is_a;
@@ -228,6 +238,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		}
 	} else if (ct) {
 		holder = ct;
+		out->ct = ct->type == WEFT_CT_NAT_REV ? WEFT_CTR_NAT_REV : WEFT_CTR_ESTABLISHED;
 		if (ct->type == WEFT_CT_NAT_REV && src_is_a == !!(ct->flags & WEFT_CT_F_B_ORIGINATED)) {
 			/* The backend answering: the client must see the frontend answer. */
 			action = WEFT_ACT_UNNAT;
@@ -237,6 +248,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	}
 	if (holder && weft_tcp_is_syn(p) && weft_ct_tcp_finished(holder)) {
 		/* The tuple is reused by a new connection: judge it afresh. */
+		out->ct = WEFT_CTR_REUSED;
 		holder = NULL;
 		action = WEFT_ACT_NONE;
 		post = k;
@@ -244,30 +256,37 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	}
 
 	if (holder) {
+		out->action = action;
+		out->addr = nat_addr;
+		out->port = nat_port;
 		if (WEFT_IS_WEP(hook)) {
 			bool ep_is_a = hook == WEFT_HOOK_FROM_WEP ? src_is_a : !src_is_a;
 
-			if (!weft_ct_approve(iface, &post, holder, ep_is_a, p))
+			if (!weft_ct_approve(iface, &post, holder, ep_is_a, p, out))
 				return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
 		}
 		if (src_is_a)
 			holder->leg_a.tcp_flags |= weft_ct_leg_flags(p);
 		else
 			holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
-		holder->last_seen_ns = bpf_ktime_get_ns();
-		rw->action = action;
-		rw->addr = nat_addr;
-		rw->port = nat_port;
+		holder->last_seen_ns = weft_ct_now();
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, WEFT_PASS);
 	}
 
 	/* A new flow, originated by this packet's source. */
+	if (out->ct == WEFT_CTR_NONE)
+		out->ct = WEFT_CTR_NEW;
 	if (WEFT_DOES_NAT(hook) && !p->icmp_error) {
 		switch (weft_nat_lookup4(p, &nat)) {
 		case WEFT_NAT_OK:
 			action = WEFT_ACT_DNAT;
 			nat_addr = nat.addr;
 			nat_port = nat.port;
+			/* Noted now, so that a record of a denial names the backend; weft_tc
+			 * translates only what passes. */
+			out->action = action;
+			out->addr = nat_addr;
+			out->port = nat_port;
 			break;
 		case WEFT_NAT_NO_BACKEND:
 			return weft_reject(skb, p, ifindex, hook, reason);
@@ -302,6 +321,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		ruleset = hook == WEFT_HOOK_FROM_WEP ? iface->ruleset_out : iface->ruleset_in;
 		weft_policy4(ruleset, &f, &r);
 		weft_count_rule(r.rule_id);
+		weft_note_policy(out, r.action, r.flags, r.rule_id, hook == WEFT_HOOK_FROM_WEP);
 		if (r.action != WEFT_ACT_ALLOW)
 			return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
 		if (hook == WEFT_HOOK_FROM_WEP && weft_ep_to_host_action == WEFT_EP_TO_HOST_DROP && weft_is_host_addr(dst))
@@ -314,9 +334,6 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	if (action == WEFT_ACT_DNAT) {
 		if (weft_ct4_create_nat(&k, &post, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, p->daddr, p->dport))
 			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
-		rw->action = action;
-		rw->addr = nat_addr;
-		rw->port = nat_port;
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, WEFT_PASS);
 	}
 	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset))
@@ -328,23 +345,30 @@ WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
 {
 	__u32 ifindex = skb->ifindex;
 	__u32 reason = WEFT_REASON_MAX;
-	struct weft_rewrite rw = {};
+	struct weft_outcome out = { .parse = WEFT_EV_PARSE_NONE };
 	struct weft_pkt4 p;
-	int rc = weft_tc_packet(skb, hook, &reason, &p, &rw);
+	int rc = weft_tc_packet(skb, hook, &reason, &p, &out);
 
-	if (rw.action == WEFT_ACT_DNAT) {
-		if (weft_rewrite4(skb, &p, true, p.daddr, rw.addr, p.dport, rw.port)) {
+	/* A denied flow's translation is noted for its record, but not made. */
+	if (out.action == WEFT_ACT_DNAT && rc == WEFT_PASS) {
+		if (weft_rewrite4(skb, &p, true, p.daddr, out.addr, p.dport, out.port)) {
 			rc = WEFT_DROP;
 			reason = WEFT_REASON_DROP_NAT;
 		}
-	} else if (rw.action == WEFT_ACT_UNNAT) {
-		if (weft_rewrite4(skb, &p, false, p.saddr, rw.addr, p.sport, rw.port)) {
+	} else if (out.action == WEFT_ACT_UNNAT && rc == WEFT_PASS) {
+		if (weft_rewrite4(skb, &p, false, p.saddr, out.addr, p.sport, out.port)) {
 			rc = WEFT_DROP;
 			reason = WEFT_REASON_DROP_NAT;
 		}
 	}
 	if (reason < WEFT_REASON_MAX)
 		weft_count(ifindex, hook, reason);
+	/* Established flows on untraced interfaces get no further than this test. */
+	if (out.flags || ((WEFT_FLOW_REASONS >> (reason & 63)) & 1)) {
+		out.reason = reason;
+		out.verdict = rc;
+		weft_report(skb, hook, &p, &out);
+	}
 	return rc;
 }
 

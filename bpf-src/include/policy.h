@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Policy: the classifier lookups of a compiled ruleset (see weft_maps.h). The cost is three LPM
- * lookups at most, whatever the number of rules behind the ruleset.
+ * Policy: the lookups of a compiled ruleset (see weft_maps.h): an address walk, a function walk
+ * (and two more with the context stage) of at most eight cells each, whatever the number of
+ * rules, prefixes or ports behind the ruleset.
  */
 #ifndef WEFT_POLICY_H
 #define WEFT_POLICY_H
@@ -24,54 +25,92 @@ struct weft_policy_result {
 	__u32 rule_id;
 };
 
+/* Word i of a ruleset's tables (words are numbered across cells); false beyond the cells. */
+WEFT_INLINE bool weft_pol_word(void *cells, __u32 i, __u32 *out)
+{
+	__u32 ci = i / WEFT_POL_CELL_WORDS;
+	struct weft_pol_cell *c = bpf_map_lookup_elem(cells, &ci);
+
+	if (!c)
+		return false;
+	*out = c->w[i % WEFT_POL_CELL_WORDS];
+	return true;
+}
+
+/*
+ * The value of the trie at `entry` for `key`, a `bits`-bit value (32 or 24): one node per 4
+ * bits, so at most 8 cells whatever the trie holds. False for a malformed trie.
+ */
+WEFT_INLINE bool weft_pol_walk(void *cells, __u32 entry, __u32 key, __u32 bits, __u32 *out)
+{
+	__u32 shift = bits;
+
+	for (int i = 0; i < 32 / WEFT_POL_STRIDE; i++) {
+		struct weft_pol_cell *c;
+
+		if (entry & WEFT_POL_LEAF)
+			break;
+		if (shift < WEFT_POL_STRIDE)
+			return false;
+		shift -= WEFT_POL_STRIDE;
+		c = bpf_map_lookup_elem(cells, &entry);
+		if (!c)
+			return false;
+		entry = c->w[(key >> shift) % WEFT_POL_CELL_WORDS];
+	}
+	if (!(entry & WEFT_POL_LEAF))
+		return false;
+	*out = entry & ~WEFT_POL_LEAF;
+	return true;
+}
+
+/* Decides a new flow with ruleset `ruleset`; anything missing or malformed denies. */
 WEFT_INLINE void weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct weft_policy_result *r)
 {
-	struct weft_pol4_addr_key ak = {
-		.prefixlen = 64,
-		.ruleset = ruleset,
-		.addr = f->peer,
-	};
-	struct weft_pol_vrdct_key vk = {
-		.prefixlen = 32 + 32 + 16 + 24,
-		.ruleset = ruleset,
-		.proto = f->proto,
-		.dport = { f->dport >> 8, f->dport & 0xff },
-	};
-	struct weft_pol_class *c;
-	struct weft_pol_verdict *v;
+	__u32 dport_key = (__u32)f->proto << 16 | f->dport;
+	__u32 zero = 0, aclass, cclass = 0, root, v, at, ci;
+	struct weft_pol_cell *h, *c;
+	void *cells;
 
 	r->action = WEFT_ACT_DENY;
 	r->flags = 0;
 	r->rule_id = 0;
-	/* No ruleset (or one half deleted): fail closed. */
-	c = bpf_map_lookup_elem(&weft_pol4_addr, &ak);
+	/* No ruleset (or a malformed one): fail closed. */
+	cells = bpf_map_lookup_elem(&weft_pol_rs, &ruleset);
+	if (!cells)
+		return;
+	h = bpf_map_lookup_elem(cells, &zero);
+	if (!h)
+		return;
+	if (!weft_pol_walk(cells, h->w[WEFT_POL_H_ADDR_ROOT], bpf_ntohl(f->peer), 32, &aclass))
+		return;
+	if (h->w[WEFT_POL_H_FLAGS] & WEFT_RS_F_CTX) {
+		__u32 n = h->w[WEFT_POL_H_LOCALS], addr = bpf_ntohl(f->local), local = n;
+
+		if (n <= WEFT_POL_INLINE_LOCALS) {
+			/* The endpoint's few addresses are in the header. */
+			for (int i = WEFT_POL_INLINE_LOCALS - 1; i >= 0; i--)
+				if (i < n && h->w[WEFT_POL_H_LOCAL0 + i] == addr)
+					local = i;
+		} else if (!weft_pol_walk(cells, h->w[WEFT_POL_H_LOCAL_ROOT], addr, 32, &local)) {
+			return;
+		}
+		if (!weft_pol_word(cells, h->w[WEFT_POL_H_CTX_ROOTS] + local, &root))
+			return;
+		if (!weft_pol_walk(cells, root, (__u32)f->proto << 16 | f->sport, 24, &cclass))
+			return;
+	}
+	at = h->w[WEFT_POL_H_ROWS] + aclass * h->w[WEFT_POL_H_CONTEXTS] + cclass;
+	if (!weft_pol_word(cells, at, &root) || !weft_pol_walk(cells, root, dport_key, 24, &v))
+		return;
+	at = h->w[WEFT_POL_H_VERDICTS] + 2 * v;
+	ci = at / WEFT_POL_CELL_WORDS;
+	c = bpf_map_lookup_elem(cells, &ci);
 	if (!c)
 		return;
-	vk.aclass = c->class;
-	if (c->flags & WEFT_RS_F_CTX) {
-		struct weft_pol4_ctx_key ck = {
-			.prefixlen = 32 + 56,
-			.ruleset = ruleset,
-			.local_addr = f->local,
-			.proto = f->proto,
-			.sport = { f->sport >> 8, f->sport & 0xff },
-		};
-		__u32 *cc = bpf_map_lookup_elem(&weft_pol4_ctx, &ck);
-
-		if (!cc) {
-			/* Not one of the endpoint's addresses: the entries for any other (0). */
-			ck.local_addr = 0;
-			cc = bpf_map_lookup_elem(&weft_pol4_ctx, &ck);
-		}
-		if (cc)
-			vk.cclass = *cc;
-	}
-	v = bpf_map_lookup_elem(&weft_pol_vrdct, &vk);
-	if (!v)
-		return;
-	r->action = v->action;
-	r->flags = v->flags;
-	r->rule_id = v->rule_id;
+	r->action = c->w[at % WEFT_POL_CELL_WORDS] & 0xff;
+	r->flags = (c->w[at % WEFT_POL_CELL_WORDS] >> 8) & 0xff;
+	r->rule_id = c->w[(at + 1) % WEFT_POL_CELL_WORDS];
 }
 
 WEFT_INLINE void weft_count_rule(__u32 rule_id)

@@ -31,29 +31,38 @@ struct {
 	__type(value, struct weft_route_value);
 } weft_rt4 SEC(".maps");
 
+/* A local workload's address -> the interface it must come from: the anti-spoofing check on
+ * every packet a workload sends, an exact match (weft_rt4 is an LPM trie, several times
+ * dearer per lookup). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1048576);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct weft_pol4_addr_key);
-	__type(value, struct weft_pol_class);
-} weft_pol4_addr SEC(".maps");
+	__type(key, __u32);   /* address, network order */
+	__type(value, __u32); /* ifindex */
+} weft_wladdr4 SEC(".maps");
+
+/*
+ * A ruleset's cells (weft_maps.h): the template of weft_pol_rs's inner maps. Each ruleset's
+ * array has exactly its own number of cells (BPF_F_INNER_MAP lets them differ); weft writes
+ * them through a mapping (BPF_F_MMAPABLE: one copy, no syscall per cell, which the kernel
+ * refuses for BPF_F_RDONLY_PROG maps) and freezes them; programs only read them.
+ */
+struct weft_pol_cells {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
+	/* Sizes rather than types: clang would only forward-declare the cell in its BTF here. */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct weft_pol_cell));
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct weft_pol4_ctx_key);
-	__type(value, __u32); /* context class */
-} weft_pol4_ctx SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1048576);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct weft_pol_vrdct_key);
-	__type(value, struct weft_pol_verdict);
-} weft_pol_vrdct SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4000);
+	__type(key, __u32); /* ruleset id */
+	__array(values, struct weft_pol_cells);
+} weft_pol_rs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -114,6 +123,31 @@ struct {
 	__type(key, struct weft_ctlb_rev4_key);
 	__type(value, struct weft_nat_be4_value); /* the frontend */
 } weft_ctlb_rev4 SEC(".maps");
+
+/* Flow logs and packet traces (weft_maps.h, events.h); sized by bpfExportBufferSizeMB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} weft_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} weft_trace SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_LOST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} weft_ring_lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1000);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct weft_trace_filter);
+} weft_trace_flt SEC(".maps");
 
 /*
  * Per-CPU scratch space for what the BPF stack (512 bytes) cannot hold. Only tc ingress

@@ -11,16 +11,17 @@ use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
-use weft::bpf::load::{self, ProgramSettings};
+use weft::bpf::load::{self, Object, ProgramSettings};
 use weft::bpf::maps::{
-    self, Ct4Key, Ct4Value, Entries, IfaceValue, MapSizes, Plain, PolAddrKey, PolClass, PolCtxKey,
-    PolVerdict, PolVerdictKey, Route4Key, RouteValue,
+    self, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Plain, Route4Key, RouteValue,
 };
 use weft::bpf::reasons::REASONS;
+use weft::bpf::rulesets;
 use weft::bpf::skel::floor::WeftFloorSkelBuilder;
 use weft::bpf::testrun::{test_run, TestRun};
 use weft::bpf::Pins;
-use weft::policy::flat::RulesetSpec;
+use weft::events::ring::{Reader, Ring};
+use weft::policy::flat::{proto_port, Flow, RulesetSpec, Verdict};
 use weft::policy::{classify, tables};
 use weft::state::HostState;
 
@@ -34,6 +35,7 @@ pub const DROP: i32 = 2;
 pub struct Harness {
     pub pins: Pins,
     progs: BTreeMap<String, ProgramHandle>,
+    sizes: MapSizes,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -50,11 +52,11 @@ impl Harness {
             conntrack: 4096,
             if_state: 64,
             route: 1024,
-            ip_sets: 65536,
             nat_frontend: 1024,
             nat_backend: 4096,
             nat_affinity: 1024,
             maglev: 2 * 503,
+            events: 1 << 16,
         };
         Self::load_sized(test, settings, &sizes)
     }
@@ -76,7 +78,38 @@ impl Harness {
         Some(Harness {
             pins,
             progs: loaded.programs,
+            sizes: *sizes,
         })
+    }
+
+    /// Loads another object into the same maps (the host object, say), adding its programs.
+    pub fn load_also(&mut self, object: Object) {
+        let loaded = load::load(object, &self.pins, &self.sizes, ProgramSettings::default())
+            .unwrap_or_else(|e| panic!("loading {}: {e}", object.name()));
+        self.progs.extend(loaded.programs);
+    }
+
+    /// The flow records the programs wrote since the last call (`weft flows` reads the same).
+    pub fn flows(&self) -> Vec<Event> {
+        self.events(Ring::Flows)
+    }
+
+    /// The trace records the programs wrote since the last call (`weft trace` reads the same).
+    pub fn traces(&self) -> Vec<Event> {
+        self.events(Ring::Trace)
+    }
+
+    fn events(&self, ring: Ring) -> Vec<Event> {
+        Reader::open(&self.pins, ring)
+            .and_then(|mut r| r.drain())
+            .unwrap_or_else(|e| panic!("reading {}: {e}", ring.map()))
+    }
+
+    /// Records lost since the last call because the ring was full.
+    pub fn lost(&self, ring: Ring) -> u64 {
+        Reader::open(&self.pins, ring)
+            .and_then(|mut r| r.lost())
+            .unwrap_or_else(|e| panic!("lost records of {}: {e}", ring.map()))
     }
 
     pub fn map(&self, name: &str) -> MapHandle {
@@ -92,9 +125,14 @@ impl Harness {
         }
     }
 
-    /// Writes the entries of every reconciled map of `state` (a desired state: what `weft
-    /// apply` would write), so that packets meet the policy a configuration compiles to.
+    /// Loads the rulesets and writes the entries of every reconciled map of `state` (a desired
+    /// state: what `weft apply` would write), so that packets meet the policy a configuration
+    /// compiles to.
     pub fn install(&self, state: &HostState) {
+        // Rulesets first, as `weft apply` loads them: the interface entries name them.
+        for (id, cells) in &state.rulesets {
+            rulesets::load(&self.pins, *id, cells).expect("loading the ruleset");
+        }
         for (name, m) in &state.maps {
             if let Some(entries) = &m.entries {
                 self.write(name, entries);
@@ -104,8 +142,13 @@ impl Harness {
 
     /// Makes `ifindex` a workload interface with the given rulesets.
     pub fn iface(&self, ifindex: u32, ruleset_in: u32, ruleset_out: u32) {
+        self.iface_flags(ifindex, maps::IFACE_F_WORKLOAD, ruleset_in, ruleset_out);
+    }
+
+    /// Writes `ifindex`'s weft_iface entry with `flags` (WEFT_IFACE_F_*).
+    pub fn iface_flags(&self, ifindex: u32, flags: u32, ruleset_in: u32, ruleset_out: u32) {
         let v = IfaceValue {
-            flags: maps::IFACE_F_WORKLOAD,
+            flags,
             ruleset_in,
             ruleset_out,
             pad: 0,
@@ -116,8 +159,18 @@ impl Harness {
             .expect("iface entry");
     }
 
-    /// Adds a weft_rt4 entry.
+    /// Adds a weft_rt4 entry; a local workload's address also goes into weft_wladdr4, as
+    /// `weft apply` writes it, so that the workload's packets pass the anti-spoofing check.
     pub fn route(&self, addr: Ipv4Addr, len: u8, flags: u32, ifindex: u32) {
+        if len == 32 && flags & maps::RT_F_LOCAL_WORKLOAD != 0 {
+            self.map(maps::WLADDR4)
+                .update(
+                    &maps::addr_be(addr).to_ne_bytes(),
+                    &ifindex.to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .expect("workload address entry");
+        }
         let k = Route4Key {
             prefixlen: u32::from(len),
             addr: maps::addr_be(addr),
@@ -136,12 +189,9 @@ impl Harness {
     /// Compiles and installs a ruleset; returns its id.
     pub fn ruleset(&self, spec: &RulesetSpec) -> u32 {
         let c = classify::compile(spec).expect("ruleset compiles");
-        let id = tables::ruleset_id(&c);
-        let e = tables::entries(id, &c);
-        self.write(maps::POL4_ADDR, &e.addr);
-        self.write(maps::POL4_CTX, &e.ctx);
-        self.write(maps::POL_VERDICT, &e.verdict);
-        id
+        let cells = tables::encode(&c);
+        rulesets::load(&self.pins, cells.id(), &cells).expect("loading the ruleset");
+        cells.id()
     }
 
     pub fn prog(&self, name: &str) -> &ProgramHandle {
@@ -191,61 +241,24 @@ impl Harness {
             .collect()
     }
 
-    /// The verdict ruleset `ruleset` gives a flow, found by the same three LPM lookups as
-    /// weft_policy4 (bpf-src/include/policy.h) made through the map syscalls: what the program
-    /// saw, including the Log flag that no counter records.
-    pub fn verdict(&self, ruleset: u32, flow: &Flow4) -> Option<PolVerdict> {
-        let ak = PolAddrKey {
-            prefixlen: 64,
-            ruleset,
-            addr: maps::addr_be(flow.peer),
+    /// The verdict ruleset `ruleset` gives a flow, found in the cells the kernel holds by the
+    /// same walk as weft_policy4 (bpf-src/include/policy.h): what the program saw, including
+    /// the Log flag that no counter records. None when the ruleset is not loaded.
+    pub fn verdict(&self, ruleset: u32, flow: &Flow4) -> Option<Verdict> {
+        let inner = rulesets::open(&self.pins, ruleset).expect("weft_pol_rs")?;
+        let cells = rulesets::read_one(&inner).expect("reading the ruleset's cells");
+        let (sport, dport) = if flow.proto == 1 {
+            (0, flow.dport)
+        } else {
+            (flow.sport, flow.dport)
         };
-        let class = self
-            .map(maps::POL4_ADDR)
-            .lookup(ak.as_bytes(), MapFlags::ANY)
-            .expect("address class lookup")
-            .and_then(|v| PolClass::from_bytes(&v))?;
-        let mut cclass = 0u16;
-        if class.flags & weft::policy::classify::RS_F_CTX != 0 {
-            let ck = PolCtxKey {
-                prefixlen: 32 + 56,
-                ruleset,
-                local_addr: maps::addr_be(flow.local),
-                proto: flow.proto,
-                sport: flow.sport.to_be_bytes(),
-                pad: 0,
-            };
-            let ctx = self.map(maps::POL4_CTX);
-            let mut found = ctx
-                .lookup(ck.as_bytes(), MapFlags::ANY)
-                .expect("context class lookup");
-            if found.is_none() {
-                // Not one of the endpoint's addresses: the entries for any other.
-                let other = PolCtxKey {
-                    local_addr: weft::policy::classify::OTHER_LOCAL,
-                    ..ck
-                };
-                found = ctx
-                    .lookup(other.as_bytes(), MapFlags::ANY)
-                    .expect("context class lookup");
-            }
-            if let Some(v) = found {
-                cclass = u32::from_bytes(&v).expect("context class") as u16;
-            }
-        }
-        let vk = PolVerdictKey {
-            prefixlen: 32 + 32 + 16 + 24,
-            ruleset,
-            aclass: class.class,
-            cclass,
-            proto: flow.proto,
-            dport: flow.dport.to_be_bytes(),
-            pad: [0; 3],
+        let f = Flow {
+            peer: u32::from(flow.peer),
+            local: 0,
+            sport: proto_port(flow.proto, sport),
+            dport: proto_port(flow.proto, dport),
         };
-        self.map(maps::POL_VERDICT)
-            .lookup(vk.as_bytes(), MapFlags::ANY)
-            .expect("verdict lookup")
-            .and_then(|v| PolVerdict::from_bytes(&v))
+        Some(tables::lookup(&cells, u32::from(flow.local), &f).expect("well-formed cells"))
     }
 
     /// A reason counter of a hook, summed over CPUs.

@@ -49,7 +49,9 @@ fn similar_lines(a: &str, b: &str) -> String {
     out
 }
 
-/// A fixed host: node "demo-node", the quickstart's interfaces at fixed indexes, one address.
+/// A fixed host: node "demo-node", the examples' interfaces at fixed indexes, one address.
+/// weft's own bpfin/bpfout pair is there too, as after the first phase of an apply that
+/// creates it (the plan of the second phase refers to its indexes).
 fn facts() -> HostFacts {
     let links: BTreeMap<String, u32> = [
         ("lo", 1),
@@ -57,6 +59,11 @@ fn facts() -> HostFacts {
         ("califrontend", 10),
         ("calibackend", 11),
         ("calidb", 12),
+        ("caliclient", 20),
+        ("caliweb1", 21),
+        ("caliweb2", 22),
+        ("bpfin.weft", 30),
+        ("bpfout.weft", 31),
     ]
     .into_iter()
     .map(|(n, i)| (n.to_string(), i))
@@ -153,7 +160,11 @@ fn the_broken_example_reports_every_mistake() {
 
 #[test]
 fn examples_carry_a_schema_modeline_that_exists() {
-    for dir in ["examples/quickstart", "examples/broken"] {
+    for dir in [
+        "examples/quickstart",
+        "examples/services",
+        "examples/broken",
+    ] {
         for e in std::fs::read_dir(root().join(dir))
             .expect("example dir")
             .flatten()

@@ -889,7 +889,9 @@ fn a_syn_after_rst_on_the_same_tuple_is_a_new_flow() {
     let (_, after) = w.only_flow();
     assert_eq!(after.leg_a.tcp_flags, maps::CT_LEG_SYN);
     assert_eq!((after.leg_b.tcp_flags, after.leg_b.approved_by), (0, 0));
-    assert!(after.created_ns > before.created_ns);
+    // Conntrack's clock ticks coarsely: the new entry is no older, and its legs (above) show
+    // it is new.
+    assert!(after.created_ns >= before.created_ns);
 }
 
 #[test]
@@ -1053,14 +1055,14 @@ fn a_log_rule_before_an_allow_flags_the_verdict_and_the_allow_is_counted() {
     let v =
         w.h.verdict(w.egress, &flow(80))
             .expect("a verdict for port 80");
-    assert_eq!((v.action, v.rule_id), (maps::ACT_ALLOW, 62));
-    assert_eq!(v.flags, maps::VERDICT_F_LOG);
+    assert_eq!((v.allow, v.rule_id), (true, 62));
+    assert!(v.log, "the Log rule matched first");
     assert_eq!((w.h.rule_hits(61), w.h.rule_hits(62)), (0, 1));
 
     assert_eq!(w.sends(&packet::tcp(WL, 40000, PEER, 81, TCP_SYN)), PASS);
     let v =
         w.h.verdict(w.egress, &flow(81))
             .expect("a verdict for port 81");
-    assert_eq!((v.action, v.rule_id, v.flags), (maps::ACT_ALLOW, 62, 0));
+    assert_eq!((v.allow, v.rule_id, v.log), (true, 62, false));
     assert_eq!(w.h.rule_hits(62), 2);
 }

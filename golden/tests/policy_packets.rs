@@ -13,7 +13,6 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use weft::bpf::maps;
 use weft::desired::{self, Desired};
 use weft::facts::HostFacts;
 use weft::policy::resolve::Direction;
@@ -616,11 +615,11 @@ fn log_then_allow() {
         dport,
     };
     let v = p.h.verdict(p.ruleset(IN), &flow(6, 80)).expect("a verdict");
-    assert_eq!(v.flags & maps::VERDICT_F_LOG, maps::VERDICT_F_LOG);
+    assert!(v.log, "the verdict carries the Log rule's mark");
     let udp =
         p.h.verdict(p.ruleset(IN), &flow(17, 53))
             .expect("a verdict");
-    assert_eq!(udp.flags & maps::VERDICT_F_LOG, 0, "the Log rule is TCP's");
+    assert!(!udp.log, "the Log rule is TCP's");
     p.expect(IN, &p.udp(CLIENT, 5000, WL, 53), DROP, TIER_END);
 }
 

@@ -13,12 +13,12 @@ use rtnetlink::packet_route::AddressFamily;
 use crate::bpf::link::{self, AttachMode};
 use crate::bpf::load;
 use crate::bpf::maps;
+use crate::bpf::rulesets;
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::neigh::Neigh4;
 use crate::netlink::route::Route4;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
-use crate::observe::read_entries;
 use crate::plan::Op;
 use crate::state::OWNED_ALIAS;
 
@@ -32,6 +32,30 @@ pub enum ApplyError {
     NoSuchLink { op: String, iface: String },
 }
 
+/// How many entries pass between two progress reports within one operation.
+const TICK: usize = 1024;
+
+/// How many kernel objects an operation touches: each entry of an entry operation, else one.
+pub fn objects(op: &Op) -> usize {
+    match op {
+        Op::WriteEntries { entries, .. } => entries.len(),
+        Op::DeleteEntries { keys, .. } => keys.len(),
+        _ => 1,
+    }
+}
+
+/// Where an apply is: `index` of `ops` operations, `objects_done` of `objects` objects (an
+/// operation on map entries counts each entry).
+pub struct Progress<'a> {
+    pub op: &'a Op,
+    pub index: usize,
+    pub ops: usize,
+    pub objects_done: usize,
+    pub objects: usize,
+    /// True when `op` is about to start, false for reports from within it.
+    pub starting: bool,
+}
+
 /// Route requests sent before their answers are awaited.
 const ROUTES_IN_FLIGHT: usize = 512;
 
@@ -39,8 +63,10 @@ pub struct Applier<'a> {
     pub pins: &'a Pins,
     pub nl: &'a Netlink,
     pub facts: &'a HostFacts,
-    /// Entries of replaced maps, written into their successors once loaded.
-    migrating: BTreeMap<String, maps::Entries>,
+    /// Replaced maps, whose entries go into their successors once loaded.
+    migrating: BTreeMap<String, Migration>,
+    /// Programs loaded but not yet put in place of the ones they replace.
+    unswitched: BTreeMap<String, ProgramHandle>,
 }
 
 fn map_err(name: &str) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
@@ -57,24 +83,38 @@ impl<'a> Applier<'a> {
             nl,
             facts,
             migrating: BTreeMap::new(),
+            unswitched: BTreeMap::new(),
         }
     }
 
-    /// Runs `ops` in order; `progress` hears about each before it runs.
+    /// Runs `ops` in order; `progress` hears about each before it runs, and about every
+    /// thousand entries written or deleted within one.
     pub async fn run(
         &mut self,
         ops: &[Op],
-        mut progress: impl FnMut(usize, usize, &Op),
+        mut progress: impl FnMut(&Progress<'_>),
     ) -> Result<(), ApplyError> {
+        let total = ops.iter().map(objects).sum();
+        let mut done = 0;
         let mut i = 0;
         while i < ops.len() {
+            let op = &ops[i];
+            if !matches!(
+                op,
+                Op::LoadPrograms { .. } | Op::WriteEntries { .. } | Op::DeleteEntries { .. }
+            ) {
+                self.switch_loaded().map_err(|source| ApplyError::Bpf {
+                    op: op.describe(),
+                    source,
+                })?;
+            }
             // A run of routes of one kind (direct, or through a gateway) goes to the kernel
             // together: a netlink request per route, but not a wait for each answer before
             // the next is sent. They do not depend on one another; the plan puts the direct
             // routes a gateway needs in a run before the gatewayed ones.
             let run = ops[i..]
                 .iter()
-                .take_while(|o| match (o, &ops[i]) {
+                .take_while(|o| match (o, op) {
                     (Op::RouteReplace { via: a, .. }, Op::RouteReplace { via: b, .. }) => {
                         a.is_some() == b.is_some()
                     }
@@ -83,18 +123,66 @@ impl<'a> Applier<'a> {
                 .count();
             if run > 1 {
                 for (j, op) in ops[i..i + run].iter().enumerate() {
-                    progress(i + j + 1, ops.len(), op);
+                    progress(&Progress {
+                        op,
+                        index: i + j + 1,
+                        ops: ops.len(),
+                        objects_done: done + j,
+                        objects: total,
+                        starting: true,
+                    });
                 }
                 for chunk in ops[i..i + run].chunks(ROUTES_IN_FLIGHT) {
                     futures_util::future::try_join_all(chunk.iter().map(|op| self.route(op)))
                         .await?;
                 }
+                done += run;
                 i += run;
                 continue;
             }
-            progress(i + 1, ops.len(), &ops[i]);
-            self.one(&ops[i]).await?;
+            let mut at = Progress {
+                op,
+                index: i + 1,
+                ops: ops.len(),
+                objects_done: done,
+                objects: total,
+                starting: true,
+            };
+            progress(&at);
+            at.starting = false;
+            self.one(op, &mut |n| {
+                at.objects_done = done + n;
+                progress(&at);
+            })
+            .await?;
+            done += objects(op);
             i += 1;
+        }
+        self.switch_loaded().map_err(|source| ApplyError::Bpf {
+            op: "switching to the programs loaded".into(),
+            source,
+        })
+    }
+
+    /// Puts the programs loaded so far in place of the ones they replace (every hook that ran
+    /// an old one runs the new one from now on) and pins them; then copies once more what the
+    /// old programs wrote into replaced maps meanwhile (entries the new programs have written
+    /// since are newer and stay).
+    fn switch_loaded(&mut self) -> Result<(), BpfError> {
+        if self.unswitched.is_empty() {
+            return Ok(());
+        }
+        for (name, new) in std::mem::take(&mut self.unswitched) {
+            self.switch_program(&name, &new)?;
+        }
+        for (name, m) in std::mem::take(&mut self.migrating) {
+            let late = m.copy(self.pins, &name, MapFlags::NO_EXIST)?;
+            tracing::info!(
+                map = %name,
+                entries = m.first.kept + late.kept,
+                dropped = m.first.dropped + late.dropped,
+                "migrated the entries of a replaced map"
+            );
         }
         Ok(())
     }
@@ -132,7 +220,8 @@ impl<'a> Applier<'a> {
             })
     }
 
-    async fn one(&mut self, op: &Op) -> Result<(), ApplyError> {
+    /// Runs one operation; `tick` hears how many of its entries are done, now and then.
+    async fn one(&mut self, op: &Op, tick: &mut dyn FnMut(usize)) -> Result<(), ApplyError> {
         let bpf = |source: BpfError| ApplyError::Bpf {
             op: op.describe(),
             source,
@@ -151,13 +240,24 @@ impl<'a> Applier<'a> {
                 sysctl::write(key, dev, &v).map_err(net)
             }
             Op::ReplaceMap { name, old, new } => {
+                // Rulesets are not entries to copy (their values are maps): the plan loads
+                // every desired ruleset into the new weft_pol_rs.
                 if old.map_type == new.map_type
                     && old.key_size == new.key_size
                     && old.value_size == new.value_size
+                    && name != maps::POL_RS
                 {
-                    let entries = read_entries(self.pins, name).map_err(bpf)?;
-                    self.migrating
-                        .insert(name.clone(), entries.into_iter().collect());
+                    // Held open, so its entries can be read after its pin is gone.
+                    let old = MapHandle::from_pinned_path(self.pins.map(name))
+                        .map_err(map_err(name))
+                        .map_err(bpf)?;
+                    self.migrating.insert(
+                        name.clone(),
+                        Migration {
+                            old,
+                            first: Copied::default(),
+                        },
+                    );
                 }
                 remove_pin(&self.pins.map(name)).map_err(bpf)
             }
@@ -186,38 +286,51 @@ impl<'a> Applier<'a> {
             } => {
                 let loaded =
                     load::load(*object, self.pins, sizes, identity.settings).map_err(bpf)?;
-                for (name, new) in &loaded.programs {
-                    self.switch_program(name, new).map_err(bpf)?;
+                // Entries of replaced maps go into their successors before the new programs
+                // run, so established flows find their conntrack entries at once ...
+                for (name, m) in &mut self.migrating {
+                    m.first = m.copy(self.pins, name, MapFlags::ANY).map_err(bpf)?;
                 }
-                for (name, entries) in std::mem::take(&mut self.migrating) {
-                    let m = MapHandle::from_pinned_path(self.pins.map(&name))
-                        .map_err(map_err(&name))
-                        .map_err(bpf)?;
-                    for (k, v) in entries {
-                        // A smaller map keeps what fits; conntrack is an LRU and makes room.
-                        let _ = m.update(&k, &v, MapFlags::ANY);
-                    }
-                }
+                // ... and the switch waits until the plan's entry writes that follow are done:
+                // a map the new programs bring (created empty by this load) must be filled
+                // before they run on live traffic.
+                self.unswitched.extend(loaded.programs);
                 Ok(())
             }
             Op::WriteEntries { map, entries } => {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                crate::bpf::batch::write(
-                    &m,
-                    entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                )
-                .map_err(map_err(map))
-                .map_err(bpf)
+                // In batches (one system call per BATCH entries where the map type has
+                // batch operations), TICK entries between two progress reports.
+                for (i, chunk) in entries.chunks(TICK).enumerate() {
+                    if i > 0 {
+                        tick(i * TICK);
+                    }
+                    crate::bpf::batch::write(
+                        &m,
+                        chunk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    )
+                    .map_err(map_err(map))
+                    .map_err(bpf)?;
+                }
+                Ok(())
             }
+            Op::LoadRuleset { id, cells } => rulesets::load(self.pins, *id, cells).map_err(bpf),
+            Op::DropRuleset { id } => rulesets::drop(self.pins, *id).map_err(bpf),
             Op::DeleteEntries { map, keys } => {
                 let m = MapHandle::from_pinned_path(self.pins.map(map))
                     .map_err(map_err(map))
                     .map_err(bpf)?;
-                crate::bpf::batch::delete(&m, keys)
-                    .map_err(map_err(map))
-                    .map_err(bpf)
+                for (i, chunk) in keys.chunks(TICK).enumerate() {
+                    if i > 0 {
+                        tick(i * TICK);
+                    }
+                    crate::bpf::batch::delete(&m, chunk)
+                        .map_err(map_err(map))
+                        .map_err(bpf)?;
+                }
+                Ok(())
             }
             Op::Attach {
                 iface,
@@ -408,6 +521,51 @@ impl<'a> Applier<'a> {
             name: name.to_string(),
             source,
         })
+    }
+}
+
+/// A map being replaced by one of the same layout (a resize): the old map, held open after its
+/// pin is gone, so its entries can be copied into the new one.
+pub struct Migration {
+    old: MapHandle,
+    /// What the copy before the switch achieved.
+    first: Copied,
+}
+
+/// What a copy achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub kept: usize,
+    /// Entries a smaller map had no room for (conntrack is an LRU and never refuses).
+    pub dropped: usize,
+}
+
+impl Migration {
+    /// Copies every entry of the old map into the map pinned as `name` now. With
+    /// `MapFlags::NO_EXIST`, entries the new map already has are left as they are.
+    fn copy(&self, pins: &Pins, name: &str, flags: MapFlags) -> Result<Copied, BpfError> {
+        let new = MapHandle::from_pinned_path(pins.map(name)).map_err(map_err(name))?;
+        let percpu = self.old.map_type().is_percpu();
+        let mut c = Copied::default();
+        for k in self.old.keys() {
+            let r = if percpu {
+                match self.old.lookup_percpu(&k, MapFlags::ANY) {
+                    Ok(Some(v)) => new.update_percpu(&k, &v, flags),
+                    _ => continue,
+                }
+            } else {
+                match self.old.lookup(&k, MapFlags::ANY) {
+                    Ok(Some(v)) => new.update(&k, &v, flags),
+                    _ => continue,
+                }
+            };
+            match r {
+                Ok(()) => c.kept += 1,
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
+                Err(_) => c.dropped += 1,
+            }
+        }
+        Ok(c)
     }
 }
 

@@ -18,15 +18,16 @@ use std::net::Ipv4Addr;
 
 use weft_model::{Cidr, Config};
 
+use crate::bpf::ctgc::CtTimeouts;
 use crate::bpf::link::{AttachMode, CgroupHook};
 use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::bpf::Hook;
+use crate::events::filter::{self as trace_filter, TraceSettings};
 use crate::facts::HostFacts;
-use crate::policy::classify::{self, CompileError};
+use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
-use crate::policy::tables;
 use crate::services::{self, ServiceSettings, ServiceTables};
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, Names, NeighbourState,
@@ -67,6 +68,10 @@ pub struct Settings {
     pub maglev_max_endpoints: u32,
     /// BPFExcludeCIDRsFromNAT.
     pub exclude_nat: Vec<Net4>,
+    /// BPFConntrackTimeouts: what the conntrack collector deletes when.
+    pub ct_timeouts: CtTimeouts,
+    /// BPFLogLevel and BPFLogFilters: which interfaces' packets are traced.
+    pub trace: TraceSettings,
 }
 
 impl Settings {
@@ -88,12 +93,12 @@ impl Settings {
             conntrack: felix.bpf_map_size_conntrack(),
             if_state: felix.bpf_map_size_if_state(),
             route: felix.bpf_map_size_route(),
-            ip_sets: felix.bpf_map_size_ip_sets(),
             nat_frontend: felix.bpf_map_size_nat_frontend(),
             nat_backend: felix.bpf_map_size_nat_backend(),
             nat_affinity: felix.bpf_map_size_nat_affinity(),
             maglev: felix.bpf_maglev_max_services()
                 * services::next_prime(5 * maglev_max_endpoints.max(1)),
+            events: felix.bpf_export_buffer_size_mb().next_power_of_two() << 20,
         };
         let ctlb = match felix.bpf_connect_time_load_balancing() {
             weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
@@ -122,6 +127,8 @@ impl Settings {
             data_ifaces: felix.bpf_data_iface_pattern().to_string(),
             maglev_max_endpoints,
             exclude_nat,
+            ct_timeouts: CtTimeouts::from_config(&felix.bpf_conntrack_timeouts()),
+            trace: TraceSettings::new(felix.bpf_log_level(), &felix.bpf_log_filters()),
         }
     }
 }
@@ -148,6 +155,8 @@ pub struct Desired {
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
     /// What service ids stand for.
     pub services: BTreeMap<u32, String>,
+    /// The address sets the local endpoints' rules select, by selector (Calico's IP sets).
+    pub ip_sets: BTreeMap<String, Vec<Net4>>,
 }
 
 impl Desired {
@@ -292,7 +301,29 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
     out
 }
 
+/// A workload endpoint as policy sees it: its labels, addresses, named ports and profiles.
+pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
+    Endpoint {
+        labels: cfg.endpoint_labels(wep),
+        addrs: v4_hosts(&read::cidrs(&wep.spec.ip_networks))
+            .iter()
+            .map(|a| u32::from(*a))
+            .collect(),
+        named_ports: read::wep_ports(&wep.spec.ports),
+        profiles: wep.spec.profiles.clone(),
+    }
+}
+
 pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
+    desired_with(cfg, facts, &mut crate::policy::Cache::default())
+}
+
+/// As `desired`, reusing and refreshing what `cache` remembers of earlier runs.
+pub fn desired_with(
+    cfg: &Config,
+    facts: &HostFacts,
+    cache: &mut crate::policy::Cache,
+) -> Result<Desired, DesiredError> {
     let settings = Settings::for_node(cfg, facts);
     let svc = services::tables(
         cfg,
@@ -300,7 +331,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
         &facts.host_addrs,
         &service_settings(&settings),
     );
-    desired_with(cfg, facts, &settings, svc)
+    desired_from(cfg, facts, &settings, svc, cache)
 }
 
 /// What shapes the service tables, from the node's settings.
@@ -311,13 +342,14 @@ pub fn service_settings(settings: &Settings) -> ServiceSettings {
     }
 }
 
-/// `desired`, with the service tables worked out already (the incremental reconciler keeps
-/// them per service).
-pub fn desired_with(
+/// `desired_with`, with the settings and service tables worked out already (the incremental
+/// reconciler keeps the tables per service).
+pub fn desired_from(
     cfg: &Config,
     facts: &HostFacts,
     settings: &Settings,
     svc: ServiceTables,
+    cache: &mut crate::policy::Cache,
 ) -> Result<Desired, DesiredError> {
     let settings = settings.clone();
     let mut d = Desired {
@@ -327,6 +359,7 @@ pub fn desired_with(
         endpoints: Vec::new(),
         rules: BTreeMap::new(),
         services: BTreeMap::new(),
+        ip_sets: BTreeMap::new(),
     };
 
     // This node's endpoints whose interface exists.
@@ -395,7 +428,7 @@ pub fn desired_with(
     }
 
     if !local.is_empty() {
-        workloads(cfg, &settings, local, &mut d, &mut add)?;
+        workloads(cfg, &settings, local, cache, &mut d, &mut add)?;
     }
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
@@ -410,6 +443,13 @@ pub fn desired_with(
             entries.insert(map, e);
         }
     }
+
+    let traced = trace_filter::apply(
+        &settings.trace,
+        entries.get_mut(maps::IFACE).expect("reconciled map"),
+        |i| facts.link_name(i).map(str::to_string),
+    );
+    entries.insert(maps::TRACE_FILTER, traced);
 
     for def in maps::defs(&settings.sizes) {
         let e = entries.remove(def.name.as_str());
@@ -436,40 +476,30 @@ fn workloads(
     cfg: &Config,
     settings: &Settings,
     local: Vec<(&weft_model::Item<weft_model::WorkloadEndpoint>, u32)>,
+    cache: &mut crate::policy::Cache,
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
-    let index = PolicyIndex::new(cfg, entities(cfg));
+    let index =
+        PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
         let iface = wep.spec.interface_name.clone().unwrap_or_default();
         let addrs = v4_hosts(&read::cidrs(&wep.spec.ip_networks));
-        let ep = Endpoint {
-            labels: cfg.endpoint_labels(wep),
-            addrs: addrs.iter().map(|a| u32::from(*a)).collect(),
-            named_ports: read::wep_ports(&wep.spec.ports),
-            profiles: wep.spec.profiles.clone(),
-        };
+        let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
-            let compiled = classify::compile(&spec).map_err(|source| DesiredError::Compile {
-                endpoint: name.clone(),
-                direction: dir,
-                source,
-            })?;
-            let id = tables::ruleset_id(&compiled);
-            let e = tables::entries(id, &compiled);
-            for kv in e.addr {
-                add(maps::POL4_ADDR, kv);
-            }
-            for kv in e.ctx {
-                add(maps::POL4_CTX, kv);
-            }
-            for kv in e.verdict {
-                add(maps::POL_VERDICT, kv);
-            }
+            let cells = cache
+                .ruleset(&spec)
+                .map_err(|source| DesiredError::Compile {
+                    endpoint: name.clone(),
+                    direction: dir,
+                    source,
+                })?;
+            let id = cells.id();
+            d.state.rulesets.entry(id).or_insert(cells);
             ids.insert(dir, id);
             d.rules.insert((name.clone(), dir), info);
         }
@@ -493,6 +523,7 @@ fn workloads(
                 pad: 0,
             };
             add(maps::RT4, maps::entry(&k, &v));
+            add(maps::WLADDR4, maps::entry(&maps::addr_be(*a), &ifindex));
             d.state.routes.insert(
                 Net4::host(u32::from(*a)),
                 RouteState {
@@ -538,6 +569,9 @@ fn workloads(
             ruleset_egress: ids[&Direction::Egress],
         });
     }
+    d.ip_sets = index.ip_sets();
+    cache.selections = index.into_selections();
+    cache.sweep();
     Ok(())
 }
 
@@ -729,6 +763,49 @@ mod tests {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
         )
+    }
+
+    #[test]
+    fn a_warm_cache_changes_nothing_desired_state_says() {
+        let policy = |port: u16, action: &str, net: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  selector: app == 'a'\n  ingress:\n    - action: {action}\n      protocol: TCP\n      source: {{selector: app == 'b'}}\n      destination: {{ports: [{port}]}}\n    - action: Deny\n      protocol: TCP\n      source: {{nets: [{net}]}}\n    - action: Allow\n      protocol: UDP\n      destination: {{ports: [53]}}\n"
+            )
+        };
+        let weps = [
+            wep(
+                "a",
+                "n1",
+                "calia",
+                "10.0.0.1",
+                "projectcalico-default-allow",
+            ),
+            wep(
+                "b",
+                "n1",
+                "calib",
+                "10.0.0.2",
+                "projectcalico-default-allow",
+            ),
+        ];
+        let config = |p: String| load(&[&weps[0], &weps[1], &p]);
+        let mut cache = crate::policy::Cache::default();
+        let mut previous = None;
+        for p in [
+            policy(80, "Allow", "10.1.0.0/16"),
+            policy(81, "Allow", "10.1.0.0/16"),
+            policy(81, "Deny", "10.1.0.0/16"),
+            policy(81, "Deny", "10.2.0.0/24"),
+            policy(80, "Allow", "10.1.0.0/16"),
+        ] {
+            let cfg = config(p);
+            let warm = desired_with(&cfg, &facts(), &mut cache).expect("desired");
+            let cold = desired(&cfg, &facts()).expect("desired");
+            assert_eq!(warm.state, cold.state);
+            if let Some(prev) = previous.replace(cold.state) {
+                assert_ne!(prev, warm.state, "each step changes the policy");
+            }
+        }
     }
 
     #[test]

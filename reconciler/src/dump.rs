@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
@@ -20,7 +21,9 @@ use crate::bpf::maps::{Route4Key, RouteValue};
 use crate::bpf::reasons::REASONS;
 use crate::bpf::{BpfError, Pins};
 use crate::desired::Desired;
+use crate::policy::lpm;
 use crate::policy::resolve::Direction;
+use crate::policy::tables::{self, Cells};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -358,11 +361,7 @@ pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Ve
             Some(EndpointRow {
                 ifindex,
                 iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
-                flags: if v.flags & maps::IFACE_F_WORKLOAD != 0 {
-                    vec!["workload"]
-                } else {
-                    Vec::new()
-                },
+                flags: maps::iface_flags(v.flags),
                 ruleset_ingress: v.ruleset_in,
                 ruleset_egress: v.ruleset_out,
             })
@@ -588,18 +587,11 @@ pub fn render_conntrack(rows: &[FlowRow]) -> String {
 pub struct CounterRow {
     pub ifindex: u32,
     pub iface: String,
-    /// from-wep (tc ingress of a workload interface) or to-wep (its tc egress).
+    /// from-wep (tc ingress of a workload interface), to-wep (its tc egress), from-hep,
+    /// to-hep (a data interface's), from-nat (bpfout.weft's ingress).
     pub hook: &'static str,
     /// Packets by reason (bpf/reasons.rs), summed over CPUs; only reasons that counted.
     pub reasons: BTreeMap<&'static str, u64>,
-}
-
-fn hook_name(hook: u32) -> &'static str {
-    match hook {
-        maps::HOOK_FROM_WEP => "from-wep",
-        maps::HOOK_TO_WEP => "to-wep",
-        _ => "unknown",
-    }
 }
 
 /// weft_ctrs decoded: per interface and hook, the non-zero reason counters.
@@ -623,7 +615,7 @@ pub fn counters(
             Some(CounterRow {
                 ifindex: k.ifindex,
                 iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
-                hook: hook_name(k.hook),
+                hook: maps::hook_name(k.hook),
                 reasons,
             })
         })
@@ -721,10 +713,126 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
     t.render()
 }
 
+// ---- IP sets --------------------------------------------------------------------------------
+
+/// What rule selectors stand for, and what the kernel classifies addresses by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpSetsDump {
+    /// Each selector the local endpoints' rules use, with the addresses it selects now
+    /// (workload and host endpoints' addresses, network sets' nets): Calico's IP sets.
+    pub sets: Vec<IpSetRow>,
+    /// The kernel's side: each ruleset's peer address prefixes (decoded from weft_pol_rs), the
+    /// sets compiled into address classes.
+    pub rulesets: Vec<RulesetPrefixes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpSetRow {
+    pub selector: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RulesetPrefixes {
+    pub ruleset: u32,
+    /// The endpoints and directions the configuration gives this ruleset (none: a ruleset
+    /// left in the kernel that no endpoint uses).
+    pub used_by: Vec<String>,
+    /// Address prefix -> class, most specific last.
+    pub prefixes: Vec<(String, u32)>,
+}
+
+/// The sets of `desired` beside the address stage of the rulesets in the kernel (weft_pol_rs,
+/// by id): each ruleset's peer-address step function, written as the prefixes that cover it.
+pub fn ip_sets(desired: &Desired, rulesets: &BTreeMap<u32, Arc<Cells>>) -> IpSetsDump {
+    let sets = desired
+        .ip_sets
+        .iter()
+        .map(|(sel, nets)| IpSetRow {
+            selector: sel.clone(),
+            members: nets.iter().map(|n| n.to_string()).collect(),
+        })
+        .collect();
+    let mut by_ruleset: BTreeMap<u32, Vec<(u32, u32, u32)>> = BTreeMap::new();
+    for (id, cells) in rulesets {
+        let prefixes = by_ruleset.entry(*id).or_default();
+        // A ruleset that does not decode shows with no prefixes; `weft dump policy` says why.
+        if let Ok(c) = tables::decode(cells) {
+            for p in lpm::encode(32, &c.addr) {
+                prefixes.push((u32::from(p.len), p.base as u32, p.value));
+            }
+        }
+    }
+    let mut users: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for e in &desired.endpoints {
+        users
+            .entry(e.ruleset_ingress)
+            .or_default()
+            .push(format!("{} ({}) ingress", e.name, e.iface));
+        users
+            .entry(e.ruleset_egress)
+            .or_default()
+            .push(format!("{} ({}) egress", e.name, e.iface));
+    }
+    let rulesets = by_ruleset
+        .into_iter()
+        .map(|(ruleset, mut prefixes)| {
+            prefixes.sort();
+            RulesetPrefixes {
+                ruleset,
+                used_by: users.get(&ruleset).cloned().unwrap_or_default(),
+                prefixes: prefixes
+                    .into_iter()
+                    .map(|(len, a, class)| (format!("{}/{len}", Ipv4Addr::from(a)), class))
+                    .collect(),
+            }
+        })
+        .collect();
+    IpSetsDump { sets, rulesets }
+}
+
+pub fn render_ip_sets(d: &IpSetsDump) -> String {
+    let mut t = Table::new(&[("SELECTOR", false), ("MEMBERS", false)]);
+    for s in &d.sets {
+        t.row(vec![
+            s.selector.clone(),
+            if s.members.is_empty() {
+                "(none)".into()
+            } else {
+                s.members.join(", ")
+            },
+        ]);
+    }
+    let mut out = t.render();
+    let _ = writeln!(out, "{} set(s)", d.sets.len());
+    out.push('\n');
+    let mut t = Table::new(&[("RULESET", false), ("PREFIXES", true), ("USED BY", false)]);
+    for r in &d.rulesets {
+        t.row(vec![
+            format!("{:#010x}", r.ruleset),
+            r.prefixes.len().to_string(),
+            if r.used_by.is_empty() {
+                "(no endpoint)".into()
+            } else {
+                r.used_by.join(", ")
+            },
+        ]);
+    }
+    out += &t.render();
+    let _ = writeln!(
+        out,
+        "{} ruleset(s) in the kernel (their prefixes with --json)",
+        d.rulesets.len()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::desired::{EndpointSummary, Settings};
+    use crate::policy::classify::{Compiled, Decision};
+    use crate::policy::flat::Verdict;
     use crate::policy::resolve::RuleInfo;
     use crate::state::HostState;
 
@@ -768,7 +876,70 @@ mod tests {
                 (("demo/wl".to_string(), Direction::Egress), egress),
             ]),
             services: BTreeMap::new(),
+            ip_sets: BTreeMap::from([(
+                "app == \"web\"".to_string(),
+                vec![
+                    crate::policy::flat::Net4::new(0x0a41_0003, 32),
+                    crate::policy::flat::Net4::new(0x0a42_0000, 16),
+                ],
+            )]),
         }
+    }
+
+    #[test]
+    fn ip_sets_show_selectors_members_and_the_kernels_prefixes_per_ruleset() {
+        let d = desired_with(Vec::new(), Vec::new());
+        // Ruleset 0x1111 gives 10.65.0.3 a class of its own; 0x9999 has none.
+        let ruleset = |addr: Vec<(u64, u32)>| {
+            let classes = addr.iter().map(|(_, c)| *c).max().unwrap_or(0) as usize + 1;
+            let deny = Decision::Verdict(Verdict {
+                allow: false,
+                log: false,
+                rule_id: 1,
+            });
+            Arc::new(tables::encode(&Compiled {
+                flags: 0,
+                addr,
+                locals: Vec::new(),
+                ctx: Vec::new(),
+                contexts: 1,
+                rows: vec![None; classes],
+                background: vec![0],
+                functions: vec![vec![(0, deny)]],
+            }))
+        };
+        let web = u64::from(u32::from(Ipv4Addr::new(10, 65, 0, 3)));
+        let kernel = BTreeMap::from([
+            (0x1111, ruleset(vec![(0, 0), (web, 1), (web + 1, 0)])),
+            (0x9999, ruleset(vec![(0, 0)])),
+        ]);
+        let dump = ip_sets(&d, &kernel);
+        assert_eq!(
+            dump.sets,
+            vec![IpSetRow {
+                selector: "app == \"web\"".into(),
+                members: vec!["10.65.0.3/32".into(), "10.66.0.0/16".into()],
+            }]
+        );
+        assert_eq!(dump.rulesets.len(), 2);
+        assert_eq!(dump.rulesets[0].used_by, vec!["demo/wl (caliwl) ingress"]);
+        assert_eq!(
+            dump.rulesets[0].prefixes,
+            vec![
+                ("0.0.0.0/0".to_string(), 0),
+                ("10.65.0.3/32".to_string(), 1)
+            ]
+        );
+        assert!(
+            dump.rulesets[1].used_by.is_empty(),
+            "a ruleset no endpoint uses"
+        );
+        let table = render_ip_sets(&dump);
+        assert!(table.contains("10.65.0.3/32, 10.66.0.0/16"), "{table}");
+        assert!(
+            table.contains("0x00009999") && table.contains("(no endpoint)"),
+            "{table}"
+        );
     }
 
     fn info(id: u32, origin: &str, dir: Direction, index: Option<usize>, action: &str) -> RuleInfo {

@@ -111,7 +111,12 @@ fn ports_now(
 
 impl Computed {
     /// The desired state of `cfg` on this host, as `desired::desired` computes it.
-    pub fn compute(cfg: &Config, facts: &HostFacts) -> Result<Computed, DesiredError> {
+    /// `cache` is the policy compiler's memory between runs (see `desired::desired_with`).
+    pub fn compute(
+        cfg: &Config,
+        facts: &HostFacts,
+        cache: &mut crate::policy::Cache,
+    ) -> Result<Computed, DesiredError> {
         let settings = Settings::for_node(cfg, facts);
         let ss = desired::service_settings(&settings);
         let slices = services::slices_by_service(cfg);
@@ -124,7 +129,7 @@ impl Computed {
         }
         let tables = merge(cfg, &ports);
         let service_warnings = tables.warnings.clone();
-        let desired = desired::desired_with(cfg, facts, &settings, tables)?;
+        let desired = desired::desired_from(cfg, facts, &settings, tables, cache)?;
         let n = service_warnings.len();
         let at = (0..=desired.warnings.len().saturating_sub(n))
             .find(|&i| desired.warnings[i..i + n] == service_warnings[..])
@@ -453,6 +458,9 @@ struct Pending {
 pub struct Reconciler {
     docs: Documents,
     applied: Option<Computed>,
+    /// What the policy compiler remembers between steps: a changed policy recompiles only
+    /// the rulesets it reaches.
+    policy: crate::policy::Cache,
     pending: Pending,
 }
 
@@ -462,6 +470,7 @@ impl Reconciler {
         Reconciler {
             docs: Documents::read_dir(dir),
             applied: None,
+            policy: crate::policy::Cache::default(),
             pending: Pending {
                 services: BTreeSet::new(),
                 other: true,
@@ -484,10 +493,35 @@ impl Reconciler {
         self.note(d);
     }
 
-    /// Reads the whole directory again, parsing what changed.
-    pub fn rescan(&mut self) {
+    /// Reads the whole directory again, parsing what changed; true when some file's text did.
+    pub fn rescan(&mut self) -> bool {
         let d = self.docs.rescan();
+        let changed = !matches!(d, Delta::Unchanged);
         self.note(d);
+        changed
+    }
+
+    /// Whether `apply_changes` would work from the state last applied (rather than observe).
+    pub fn trusted(&self, facts: &HostFacts) -> bool {
+        self.applied.as_ref().is_some_and(|c| &c.facts == facts)
+    }
+
+    /// The desired state of `cfg` (this reconciler's files, or a configuration kept from
+    /// before they broke) on a host with `facts`, through this reconciler's policy cache.
+    pub fn compute(&mut self, cfg: &Config, facts: &HostFacts) -> Result<Computed, DesiredError> {
+        Computed::compute(cfg, facts, &mut self.policy)
+    }
+
+    /// Takes `c` as the state live now: the caller applied it and observed it (a full
+    /// converge of its own), so later changes are applied against it.
+    pub fn adopt(&mut self, c: Computed) {
+        self.applied = Some(c);
+        self.pending = Pending::default();
+    }
+
+    /// What is live is not known: the next `apply_changes` observes.
+    pub fn forget(&mut self) {
+        self.applied = None;
     }
 
     fn note(&mut self, d: Delta) {
@@ -507,15 +541,16 @@ impl Reconciler {
             .map_err(|d| RunError::Invalid(d.clone()))?;
         host.refresh_facts().await?;
         let mut last = None;
+        let policy = &mut self.policy;
         let (planned, outcome) = run::apply_desired(
             host,
             |facts| {
-                let c = Computed::compute(cfg, facts)?;
+                let c = Computed::compute(cfg, facts, policy)?;
                 let d = c.desired.clone();
                 last = Some(c);
                 Ok(d)
             },
-            |_, _, _| {},
+            |_| {},
         )
         .await?;
         let converged = outcome.converged(&planned.desired.state);
@@ -523,7 +558,7 @@ impl Reconciler {
         // the state is trusted for the facts as they are now, if it is what is live.
         let computed = match last {
             Some(c) if c.facts == host.facts => Some(c),
-            _ => Some(Computed::compute(cfg, &host.facts)?),
+            _ => Some(Computed::compute(cfg, &host.facts, &mut self.policy)?),
         };
         self.applied = computed.filter(|c| converged && c.desired.state == outcome.after);
         self.pending = Pending::default();
@@ -560,7 +595,7 @@ impl Reconciler {
                 return self.run(host, ops, None, How::Services(n)).await;
             }
         }
-        let new = Computed::compute(cfg, &host.facts)?;
+        let new = Computed::compute(cfg, &host.facts, &mut self.policy)?;
         let ops = plan::plan(
             &new.desired.state,
             &applied.desired.state,
@@ -580,7 +615,7 @@ impl Reconciler {
         how: How,
     ) -> Result<Step, RunError> {
         let r = Applier::new(&host.pins, &host.nl, &host.facts)
-            .run(&ops, |_, _, _| {})
+            .run(&ops, |_| {})
             .await;
         if let Err(e) = r {
             // What is live now is not known: the next step observes.
@@ -701,7 +736,8 @@ mod tests {
             ),
         );
         let mut docs = Documents::read_dir(&dir.0);
-        let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
         assert!(!c.desired.warnings.is_empty(), "SCTP is warned about");
         let changes: Vec<(&str, &str, Option<String>)> = vec![
             (
@@ -767,7 +803,9 @@ mod tests {
         for (what, file, text) in changes {
             let (ops, before) = step(&dir, &mut docs, &mut c, file, text)
                 .unwrap_or_else(|| panic!("{what}: the fast path declined"));
-            let fresh = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
+            let fresh =
+                Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default())
+                    .unwrap();
             assert_eq!(c.desired.state, fresh.desired.state, "{what}: the state");
             assert_eq!(
                 c.desired.services, fresh.desired.services,
@@ -803,7 +841,8 @@ mod tests {
         dir.write("wep.yaml", Some(WEP.into()));
         dir.write("a.yaml", Some(service("a", "ClusterIP", "10.96.0.1", HTTP)));
         let mut docs = Documents::read_dir(&dir.0);
-        let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
         let state = c.desired.state.clone();
         // Another service on a's frontend: which one wins depends on order.
         assert!(step(
@@ -835,7 +874,8 @@ mod tests {
             "declined changes leave the state as it was"
         );
         // And the first coming brings programs and devices, not only entries.
-        let mut c = Computed::compute(docs.config().unwrap(), &facts()).unwrap();
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
         assert!(
             c.desired.state.maps.contains_key(maps::NAT_FE4),
             "the workload has maps"

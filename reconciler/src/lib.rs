@@ -2,8 +2,11 @@
 
 pub mod apply;
 pub mod bpf;
+pub mod confirm;
+pub mod daemon;
 pub mod desired;
 pub mod dump;
+pub mod events;
 pub mod facts;
 pub mod incremental;
 pub mod netlink;

@@ -1,7 +1,9 @@
 //! The `weft` command: one module per subcommand under cli/.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -39,10 +41,70 @@ enum Command {
     },
     /// Make the kernel match DIR, then check that it does. Exit 0 when the live state equals
     /// the desired state, 1 when the files are invalid (nothing is touched), 2 on other errors.
+    ///
+    /// With --confirm-within, wait for `weft confirm` that long; without it, put back the
+    /// state that was live before (exit 3), so a policy that cuts you off undoes itself.
     Apply {
         dir: PathBuf,
         #[command(flatten)]
         host: HostArgs,
+        /// Roll back unless `weft confirm` arrives within this long (e.g. 30s, 2m).
+        #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+        confirm_within: Option<Duration>,
+        /// Where the pending confirmation is kept.
+        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Keep what a `weft apply --confirm-within` applied. Exit 0 confirmed, 1 nothing waits.
+    Confirm {
+        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// The daemon: apply DIR, then converge again whenever a file under it changes, an
+    /// interface appears or goes, or the resync timer fires (repairing drift), until SIGTERM.
+    /// Files that do not validate are reported and the last good configuration stays.
+    Run {
+        dir: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Where the status file goes (read by `weft status`).
+        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// How often to look for drift when nothing else happens.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = cli::parse_duration)]
+        resync: Duration,
+        /// How long the files must be quiet before a change is acted on.
+        #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = cli::parse_duration)]
+        debounce: Duration,
+        /// Serve Prometheus metrics (/metrics) and the status (/status) on this address,
+        /// e.g. 127.0.0.1:9771.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// How often to sweep the conntrack map for flows idle past their timeouts
+        /// (BPFConntrackTimeouts); 0 turns the collector off.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = cli::parse_duration)]
+        conntrack_gc_interval: Duration,
+    },
+    /// What the daemon last did, its last error, drift repaired, and how full the maps are.
+    /// Exit 0 when the daemon runs and its last reconcile did not fail, 1 otherwise.
+    Status {
+        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Where weft pins its maps.
+        #[arg(long, default_value = weft::bpf::DEFAULT_ROOT)]
+        bpffs: PathBuf,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Sweep the conntrack map once, now: delete the flows idle past their timeouts
+    /// (BPFConntrackTimeouts of DIR's FelixConfiguration; Calico's defaults without DIR).
+    /// The daemon does this by itself every --conntrack-gc-interval.
+    Gc {
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Remove everything weft created, and nothing else.
     Teardown {
@@ -57,10 +119,45 @@ enum Command {
         #[command(subcommand)]
         what: cli::dump::What,
     },
+    /// Flow records: how policy decided each new flow for each endpoint (verdict, deciding
+    /// rule, service translation) and drops worth seeing. Prints what weft_flows holds, or
+    /// with --follow keeps printing. DIR, the configuration weft applied, names the rules.
+    Flows {
+        /// The configuration weft applied, to name the deciding rules.
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// One JSON object per line.
+        #[arg(long, short)]
+        json: bool,
+        /// Keep printing records as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Packet traces of the interfaces bpfLogLevel Debug and bpfLogFilters select: per packet,
+    /// parse, conntrack, policy and translation results and the verdict. Prints what
+    /// weft_trace holds, or with --follow keeps printing. DIR names the rules.
+    Trace {
+        /// The configuration weft applied, to name the deciding rules.
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// One JSON object per line.
+        #[arg(long, short)]
+        json: bool,
+        /// Keep printing records as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this interface's records.
+        #[arg(long, value_name = "NAME")]
+        iface: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli::init_logging(matches!(cli.command, Command::Run { .. }));
+    match cli.command {
         Command::Validate { dir } => cli::validate::run(&dir),
         Command::Schemas { dir } => cli::schemas::run(&dir),
         Command::Diff {
@@ -69,8 +166,77 @@ fn main() -> ExitCode {
             output,
             verbose,
         } => cli::block_on(cli::diff::run(&dir, &host, output, verbose)),
-        Command::Apply { dir, host } => cli::block_on(cli::apply::run(&dir, &host)),
+        Command::Apply {
+            dir,
+            host,
+            confirm_within,
+            state_dir,
+        } => {
+            let confirm = confirm_within.map(|within| cli::apply::Confirm { within, state_dir });
+            cli::block_on(cli::apply::run(&dir, &host, confirm))
+        }
+        Command::Confirm { state_dir } => cli::confirm::run(&state_dir),
+        Command::Run {
+            dir,
+            host,
+            state_dir,
+            resync,
+            debounce,
+            metrics_listen,
+            conntrack_gc_interval,
+        } => cli::block_on(cli::run::run(
+            &dir,
+            &host,
+            daemon_options(
+                state_dir,
+                resync,
+                debounce,
+                metrics_listen,
+                conntrack_gc_interval,
+            ),
+        )),
+        Command::Gc { dir, host, output } => cli::gc::run(dir.as_deref(), &host, output),
+        Command::Status {
+            state_dir,
+            bpffs,
+            output,
+        } => cli::status::run(&state_dir, &bpffs, output),
         Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
+        Command::Flows {
+            dir,
+            host,
+            json,
+            follow,
+        } => cli::block_on(cli::flows::run(dir.as_deref(), &host, json, follow)),
+        Command::Trace {
+            dir,
+            host,
+            json,
+            follow,
+            iface,
+        } => cli::block_on(cli::trace::run(
+            dir.as_deref(),
+            &host,
+            json,
+            follow,
+            iface.as_deref(),
+        )),
+    }
+}
+
+fn daemon_options(
+    state_dir: PathBuf,
+    resync: Duration,
+    debounce: Duration,
+    metrics: Option<SocketAddr>,
+    ct_gc: Duration,
+) -> cli::run::Timing {
+    cli::run::Timing {
+        state_dir,
+        resync,
+        debounce,
+        metrics,
+        ct_gc: (!ct_gc.is_zero()).then_some(ct_gc),
     }
 }

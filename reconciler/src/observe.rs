@@ -50,6 +50,17 @@ fn dir_names(dir: &std::path::Path) -> Result<Vec<String>, ObserveError> {
     }
 }
 
+/// A pin removed between listing its directory and opening it (someone unpinning by hand
+/// while weft looks) is as absent as one never there.
+fn gone(e: &BpfError) -> bool {
+    matches!(e, BpfError::Map { source, .. } if source.kind() == libbpf_rs::ErrorKind::NotFound)
+}
+
+/// Whether a pinned map or program is weft's: its name starts with `weft_`.
+pub fn owned(name: &str) -> bool {
+    name.starts_with("weft_")
+}
+
 /// Every entry of a pinned map (in batches where the map type allows).
 pub fn read_entries(pins: &Pins, name: &str) -> Result<Entries, BpfError> {
     let m = MapHandle::from_pinned_path(pins.map(name)).map_err(|source| BpfError::Map {
@@ -72,26 +83,39 @@ pub async fn observe(
 ) -> Result<HostState, ObserveError> {
     let mut st = HostState::default();
 
-    for name in dir_names(&pins.maps())? {
+    // Only names with weft's prefix are weft's: a pin someone else put beside them is theirs.
+    for name in dir_names(&pins.maps())?.into_iter().filter(|n| owned(n)) {
         let Some(def) = load::pinned_map_def(pins, &name)? else {
             continue;
         };
         let entries = if maps::RECONCILED.contains(&name.as_str()) {
-            Some(read_entries(pins, &name)?)
+            match read_entries(pins, &name) {
+                Ok(e) => Some(e),
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
         } else {
             None
         };
         st.maps.insert(name, MapState { def, entries });
     }
+    if st.maps.contains_key(maps::POL_RS) {
+        st.rulesets = crate::bpf::rulesets::read_all(pins)?;
+    }
 
     let mut prog_names: BTreeMap<u32, String> = BTreeMap::new();
-    for name in dir_names(&pins.progs())? {
-        let p = ProgramHandle::from_pinned_path(pins.prog(&name)).map_err(|source| {
-            BpfError::Program {
-                name: name.clone(),
-                source,
+    for name in dir_names(&pins.progs())?.into_iter().filter(|n| owned(n)) {
+        let p = match ProgramHandle::from_pinned_path(pins.prog(&name)) {
+            Ok(p) => p,
+            Err(source) if source.kind() == libbpf_rs::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(BpfError::Program {
+                    name: name.clone(),
+                    source,
+                }
+                .into())
             }
-        })?;
+        };
         prog_names.insert(p.id(), name.clone());
         if let Some(identity) = load::program_identity(p.as_fd())? {
             st.programs.insert(name, ProgramState { identity });
@@ -124,10 +148,17 @@ pub async fn observe(
         let Some((iface, hook)) = Pins::parse_link_name(&file) else {
             continue;
         };
-        let l = link::read_tcx(&pins.links().join(&file)).map_err(|source| BpfError::Query {
-            what: format!("link {file}"),
-            source,
-        })?;
+        let l = match link::read_tcx(&pins.links().join(&file)) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(BpfError::Query {
+                    what: format!("link {file}"),
+                    source,
+                }
+                .into())
+            }
+        };
         let program = if l.ifindex == 0 {
             "defunct (interface gone)".to_string()
         } else {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -16,6 +17,7 @@ use crate::bpf::load::{Object, ProgramIdentity};
 use crate::bpf::maps::{self, MapDef, MapSizes};
 use crate::bpf::Hook;
 use crate::policy::flat::Net4;
+use crate::policy::tables::Cells;
 use crate::state::{mac_string, HostState, Names};
 
 /// One change to the kernel.
@@ -71,6 +73,19 @@ pub enum Op {
         map: String,
         #[serde(serialize_with = "ser_entries")]
         entries: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Create an array of the ruleset's cells, write them, freeze it and add it to
+    /// weft_pol_rs under its id (`bpftool map create`, `update`, `freeze`, `update outer`).
+    LoadRuleset {
+        #[serde(serialize_with = "ser_id")]
+        id: u32,
+        #[serde(rename = "cells", serialize_with = "ser_cells")]
+        cells: Arc<Cells>,
+    },
+    /// Remove a ruleset from weft_pol_rs; the kernel frees its cells once no program reads them.
+    DropRuleset {
+        #[serde(serialize_with = "ser_id")]
+        id: u32,
     },
     /// `bpftool map delete` for each key.
     DeleteEntries {
@@ -132,6 +147,14 @@ pub enum Op {
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+fn ser_id<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:#010x}"))
+}
+
+fn ser_cells<S: serde::Serializer>(v: &Arc<Cells>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.len() as u64)
 }
 
 fn ser_mac<S: serde::Serializer>(v: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
@@ -196,6 +219,10 @@ impl Op {
             Op::WriteEntries { map, entries } => {
                 format!("write {} entries to {map}", entries.len())
             }
+            Op::LoadRuleset { id, cells } => {
+                format!("load ruleset {id:#010x} ({} cells)", cells.len())
+            }
+            Op::DropRuleset { id } => format!("drop ruleset {id:#010x}"),
             Op::DeleteEntries { map, keys } => format!("delete {} entries from {map}", keys.len()),
             Op::Attach {
                 iface,
@@ -238,16 +265,16 @@ impl Op {
     }
 }
 
-/// The maps whose entries are written in this order: what a key points at goes in first.
+/// The maps whose entries are written in this order, after the rulesets: what a key points at
+/// goes in first.
 const WRITE_ORDER: &[&str] = &[
-    maps::POL4_ADDR,
-    maps::POL4_CTX,
-    maps::POL_VERDICT,
     maps::NAT_BE4,
     maps::MAGLEV4,
     maps::NAT_SRC4,
     maps::NAT_FE4,
     maps::RT4,
+    maps::WLADDR4,
+    maps::TRACE_FILTER,
     maps::IFACE,
 ];
 
@@ -346,7 +373,25 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
-    // Entries, in an order that never lets a key point at something not there yet.
+    // Rulesets, then entries, in an order that never lets a key point at something not there
+    // yet: an interface switches to a ruleset only once all of it is in place.
+    let have_rulesets = if fresh_maps.contains(maps::POL_RS) {
+        None
+    } else {
+        Some(&observed.rulesets)
+    };
+    for (id, cells) in &desired.rulesets {
+        if have_rulesets.and_then(|h| h.get(id)) != Some(cells) {
+            if have_rulesets.is_some_and(|h| h.contains_key(id)) {
+                // Same id, other cells: not ours, or damaged. Replace it whole.
+                ops.push(Op::DropRuleset { id: *id });
+            }
+            ops.push(Op::LoadRuleset {
+                id: *id,
+                cells: cells.clone(),
+            });
+        }
+    }
     for map in WRITE_ORDER {
         let Some(want) = desired.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
             continue;
@@ -496,6 +541,16 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             });
         }
     }
+    // Rulesets no interface points at any more (its entry was switched or deleted above).
+    if let Some(have) = have_rulesets {
+        if desired.maps.contains_key(maps::POL_RS) {
+            for id in have.keys() {
+                if !desired.rulesets.contains_key(id) {
+                    ops.push(Op::DropRuleset { id: *id });
+                }
+            }
+        }
+    }
     for (dev, l) in &observed.links {
         let want = desired.links.get(dev);
         for key in l.sysctls.keys() {
@@ -607,10 +662,7 @@ mod tests {
         let ops = plan(&s, &HostState::default(), MapSizes::default());
         let sysctl = position(&ops, |o| matches!(o, Op::SetSysctl { .. }));
         let load = position(&ops, |o| matches!(o, Op::LoadPrograms { .. }));
-        let policy = position(
-            &ops,
-            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::POL_VERDICT),
-        );
+        let policy = position(&ops, |o| matches!(o, Op::LoadRuleset { .. }));
         let iface = position(
             &ops,
             |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::IFACE),
@@ -635,19 +687,21 @@ mod tests {
         let before = state(&[&wep("a", "calia", "10.0.0.1")]);
         let after = state(&[&wep("a", "calia", "10.0.0.1"), DENY_A]);
         let ops = plan(&after, &before, MapSizes::default());
-        let new_verdicts = position(
-            &ops,
-            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::POL_VERDICT),
-        );
+        let new_ruleset = position(&ops, |o| matches!(o, Op::LoadRuleset { .. }));
         let switch = position(
             &ops,
             |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::IFACE),
         );
-        let old = position(
-            &ops,
-            |o| matches!(o, Op::DeleteEntries { map, .. } if map == maps::POL_VERDICT),
+        let old = position(&ops, |o| matches!(o, Op::DropRuleset { .. }));
+        assert!(new_ruleset < switch && switch < old, "{ops:#?}");
+        // Only the changed direction's ruleset: the egress one is shared and stays.
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, Op::LoadRuleset { .. }))
+                .count(),
+            1,
+            "{ops:#?}"
         );
-        assert!(new_verdicts < switch && switch < old, "{ops:#?}");
         assert!(
             !ops.iter().any(|o| matches!(
                 o,

@@ -1,10 +1,12 @@
 //! The pipeline shared by the commands: load the files, gather the host's facts, compute the
 //! desired state, observe the live one, plan.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use weft_model::{Config, Diagnostics};
 
+use crate::apply::Progress;
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
@@ -34,6 +36,8 @@ pub struct Host {
     pub pins: Pins,
     pub nl: Netlink,
     pub facts: HostFacts,
+    /// Interfaces that are administratively down.
+    pub down: BTreeSet<String>,
 }
 
 impl Host {
@@ -42,18 +46,62 @@ impl Host {
     pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = HostFacts::gather(&nl, node, cgroup).await?;
-        Ok(Host { pins, nl, facts })
+        let down = down_links(&nl).await?;
+        Ok(Host {
+            pins,
+            nl,
+            facts,
+            down,
+        })
     }
 
     pub async fn refresh_facts(&mut self) -> Result<(), RunError> {
         self.facts =
             HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
+        self.down = down_links(&self.nl).await?;
         Ok(())
+    }
+
+    /// What `cfg` asks of this host as it is now: the desired state, less the routes and
+    /// neighbours of interfaces that are down. The kernel removes those when an interface
+    /// goes down and refuses them until it is up again; weft puts them back then (as Calico
+    /// does), rather than failing on them meanwhile. The programs stay attached throughout.
+    pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
+        Ok(self.without_down(desired::desired(cfg, &self.facts)?))
+    }
+
+    /// `d` less the routes and neighbours of interfaces that are down (see `desired`).
+    pub fn without_down(&self, mut d: Desired) -> Desired {
+        // Devices weft creates are brought up by the same plan, before their routes.
+        let down: BTreeSet<&String> = self
+            .down
+            .iter()
+            .filter(|dev| {
+                !d.state
+                    .links
+                    .get(*dev)
+                    .and_then(|l| l.owned.as_ref())
+                    .is_some_and(|o| o.up)
+            })
+            .collect();
+        d.state.routes.retain(|_, r| !down.contains(&r.dev));
+        d.state.neighbours.retain(|(dev, _), _| !down.contains(dev));
+        d
     }
 
     pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
         Ok(observe::observe(&self.pins, &self.nl, &self.facts, desired).await?)
     }
+}
+
+async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .filter(|l| !l.up)
+        .map(|l| l.name)
+        .collect())
 }
 
 pub fn load(dir: &Path) -> Result<Config, RunError> {
@@ -68,10 +116,10 @@ pub struct Planned {
 }
 
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    plan_desired(host, desired::desired(cfg, &host.facts)?).await
+    plan_desired(host, host.desired(cfg)?).await
 }
 
-/// What it would take to reach `desired` from the live state.
+/// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
 pub async fn plan_desired(host: &Host, desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
@@ -102,7 +150,7 @@ pub async fn converge(
     host: &mut Host,
     desired: &HostState,
     ops: &[Op],
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let mut applier = crate::apply::Applier::new(&host.pins, &host.nl, &host.facts);
     applier.run(ops, progress).await?;
@@ -120,46 +168,63 @@ pub async fn converge(
 pub async fn apply_config(
     host: &mut Host,
     cfg: &Config,
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
     apply_desired(host, |facts| Ok(desired::desired(cfg, facts)?), progress).await
 }
 
 /// `apply_config` for a desired state that `make` computes from the host's facts (asked again
-/// once devices weft creates exist).
+/// once devices weft creates exist); trimmed of what down interfaces refuse, as
+/// `Host::desired` does.
 pub async fn apply_desired(
     host: &mut Host,
     mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
-    mut progress: impl FnMut(usize, usize, &Op),
+    mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
-    let mut planned = plan_desired(host, make(&host.facts)?).await?;
-    if planned.ops.iter().any(Op::creates_link) {
-        let devices: Vec<Op> = planned
-            .ops
-            .iter()
-            .filter(|o| o.creates_link())
-            .cloned()
-            .collect();
-        crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
-            .run(&devices, &mut progress)
-            .await?;
-        host.refresh_facts().await?;
-        planned = plan_desired(host, make(&host.facts)?).await?;
+    let mut planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
+    if create_devices(host, &planned.ops, &mut progress).await? {
+        planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
     }
     let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
     Ok((planned, outcome))
 }
 
+/// Runs the operations of `ops` that create devices, and gathers the host's facts again so
+/// that a new plan can name the devices' indexes (map entries, attachments). True when there
+/// were any: the caller must then compute the desired state and plan again.
+pub async fn create_devices(
+    host: &mut Host,
+    ops: &[Op],
+    progress: impl FnMut(&Progress<'_>),
+) -> Result<bool, RunError> {
+    let devices: Vec<Op> = ops.iter().filter(|o| o.creates_link()).cloned().collect();
+    if devices.is_empty() {
+        return Ok(false);
+    }
+    crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
+        .run(&devices, progress)
+        .await?;
+    host.refresh_facts().await?;
+    Ok(true)
+}
+
 /// Removes everything weft created (its pin directories included).
 pub async fn teardown(
     host: &mut Host,
-    progress: impl FnMut(usize, usize, &Op),
+    progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let empty = HostState::default();
     let observed = host.observe(&empty).await?;
     let ops = plan::plan(&empty, &observed, Default::default());
     let outcome = converge(host, &empty, &ops, progress).await?;
+    for ring in [
+        crate::events::ring::Ring::Flows,
+        crate::events::ring::Ring::Trace,
+    ] {
+        let _ = std::fs::remove_dir(crate::events::ring::lock_path(&host.pins, ring));
+    }
     for d in [
+        host.pins.root.join("readers"),
         host.pins.links(),
         host.pins.progs(),
         host.pins.maps(),
@@ -168,4 +233,32 @@ pub async fn teardown(
         let _ = std::fs::remove_dir(d);
     }
     Ok(outcome)
+}
+
+/// A progress reporter that logs through tracing: each operation as it starts, with how many
+/// objects of how many are done, and within a long operation the count at most once a second.
+pub fn log_progress() -> impl FnMut(&Progress<'_>) {
+    let mut last = std::time::Instant::now();
+    move |p: &Progress<'_>| {
+        if p.starting {
+            tracing::info!(
+                "[{}/{}] {} ({} of {} objects done)",
+                p.index,
+                p.ops,
+                p.op.describe(),
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        } else if last.elapsed() >= std::time::Duration::from_secs(1) {
+            tracing::info!(
+                "[{}/{}] {} of {} objects done",
+                p.index,
+                p.ops,
+                p.objects_done,
+                p.objects
+            );
+            last = std::time::Instant::now();
+        }
+    }
 }

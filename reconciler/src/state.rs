@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -15,6 +16,8 @@ use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, Entries, MapDef};
 use crate::bpf::Hook;
 use crate::policy::flat::Net4;
+use crate::policy::show;
+use crate::policy::tables::Cells;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostState {
@@ -34,6 +37,8 @@ pub struct HostState {
     pub cgroup_attachments: BTreeMap<CgroupHook, CgroupAttachment>,
     /// Maps pinned under `<root>/maps`, by name.
     pub maps: BTreeMap<String, MapState>,
+    /// Compiled rulesets in weft_pol_rs, by id (the id is a hash of the cells).
+    pub rulesets: BTreeMap<u32, Arc<Cells>>,
 }
 
 /// What weft sets on an interface: per-device sysctls (`sysctl net.ipv4.conf.<dev>.<key>`), and
@@ -245,6 +250,13 @@ impl HostState {
                     let _ = writeln!(out, "map {name} {l}");
                 }
             }
+            if name == maps::POL_RS {
+                for (id, cells) in &self.rulesets {
+                    for l in show::render(*id, cells, &names.rules) {
+                        let _ = writeln!(out, "map {name} {l}");
+                    }
+                }
+            }
         }
         out
     }
@@ -269,6 +281,11 @@ impl HostState {
             ),
             ("maps", self.maps.len()),
             ("map entries", entries),
+            ("rulesets", self.rulesets.len()),
+            (
+                "ruleset cells",
+                self.rulesets.values().map(|c| c.len()).sum(),
+            ),
         ])
     }
 }

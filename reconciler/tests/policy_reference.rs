@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use weft::desired;
-use weft::policy::classify;
 use weft::policy::flat::{proto_port, Flow, Verdict};
 use weft::policy::reference::{Packet, Reference};
 use weft::policy::resolve::{Direction, Endpoint, PolicyIndex, RuleInfo};
+use weft::policy::{classify, tables};
 use weft_model::Config;
 
 // ---- A small seeded PRNG (splitmix64) ----------------------------------------------------------
@@ -1061,11 +1061,13 @@ fn check(seed: u64, flows_per: usize, outcomes: &mut Outcomes) -> Result<usize, 
             let (spec, info) = index.ruleset(&ep, dir);
             let compiled =
                 classify::compile(&spec).map_err(|e| format!("seed {seed}: compiling: {e}"))?;
+            // What the kernel holds: the compiled functions encoded as cells.
+            let cells = tables::encode(&compiled);
             for _ in 0..flows_per {
                 let pkt = random_packet(&mut rng, &addrs, &all_addrs);
                 let want = reference.evaluate(&ep, dir, &pkt);
                 let flow = flow_of(&ep, &pkt);
-                let got = classify::lookup(&compiled, &spec.locals, &flow);
+                let got = tables::lookup(&cells, u32::from(pkt.local), &flow).ok();
                 if got == Some(want) {
                     agreed += 1;
                     outcomes.count(&want, &info);
@@ -1073,7 +1075,7 @@ fn check(seed: u64, flows_per: usize, outcomes: &mut Outcomes) -> Result<usize, 
                 }
                 let ordered = spec.evaluate(&flow);
                 let stage = if ordered == want {
-                    "the ordered rules (resolve) agree with the reference: the classifier (classify) is at fault"
+                    "the ordered rules (resolve) agree with the reference: the classifier (classify, or its cells: tables) is at fault"
                 } else {
                     "the ordered rules (resolve) already disagree with the reference"
                 };

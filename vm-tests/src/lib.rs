@@ -17,7 +17,9 @@ use std::time::Duration;
 
 pub use weft_golden::kernel;
 
+pub mod daemon;
 pub mod netpol;
+pub mod streams;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -324,6 +326,7 @@ impl Drop for Bed {
         let _ = self.weft(&["teardown"]);
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.config);
+        let _ = std::fs::remove_dir_all(self.state_dir());
     }
 }
 

@@ -215,6 +215,50 @@ fn dump_shows_the_rules_that_decided_real_connections_and_the_flows() {
     let b_in = counted("calib", "to-wep");
     assert!(b_in["drop-policy"].as_u64() >= Some(2), "{b_in:#}");
     assert!(b_in["accept-conntrack"].as_u64() >= Some(3), "{b_in:#}");
+    // The IP set the web policy's source selector stands for holds a's address, and b's
+    // ingress classifier in the kernel tells that address apart.
+    let sets = json(&bed, &["ipsets", &dir]);
+    let client = sets["sets"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .find(|s| {
+            s["selector"]
+                .as_str()
+                .is_some_and(|x| x.contains("app == \"client\"") || x.contains("app == 'client'"))
+        })
+        .unwrap_or_else(|| panic!("no set for the client selector: {sets:#}"));
+    assert_eq!(
+        client["members"],
+        serde_json::json!([format!("{A}/32")]),
+        "{sets:#}"
+    );
+    let b_rs = &policy["directions"][0]["ruleset"];
+    let b_in = sets["rulesets"]
+        .as_array()
+        .expect("rulesets")
+        .iter()
+        .find(|r| &r["ruleset"] == b_rs)
+        .unwrap_or_else(|| panic!("b's ingress ruleset is not in the kernel: {sets:#}"));
+    assert!(
+        b_in["used_by"]
+            .as_array()
+            .expect("used_by")
+            .iter()
+            .any(|u| u == "shop/b (calib) ingress"),
+        "{b_in:#}"
+    );
+    assert!(
+        b_in["prefixes"]
+            .as_array()
+            .expect("prefixes")
+            .iter()
+            .any(|p| p[0] == format!("{A}/32")),
+        "a's address has a class of its own in b's ingress: {b_in:#}"
+    );
+    let table = dump(&bed, &["ipsets", &dir]);
+    assert!(table.contains(&format!("{A}/32")), "{table}");
+
     let routes = json(&bed, &["routes"]);
     assert!(
         routes

@@ -123,7 +123,7 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
                 // Nothing is left for `weft apply` to do.
                 let cfg = run::load(&bed.config).expect("valid");
                 let mut fresh = open().await.expect("host");
-                let (planned, outcome) = run::apply_config(&mut fresh, &cfg, |_, _, _| {})
+                let (planned, outcome) = run::apply_config(&mut fresh, &cfg, |_| {})
                     .await
                     .expect("apply");
                 assert!(

@@ -16,6 +16,7 @@
 //! - [`Selector`]: Calico's selector language, parsed with error columns and evaluated on a
 //!   label map.
 //! - [`schemas`]: draft-07 JSON Schemas of every kind, for editors.
+//! - [`pcap`]: the subset of pcap filter expressions `bpfLogFilters` may use.
 
 mod config;
 mod diag;
@@ -23,6 +24,7 @@ mod documents;
 mod ir;
 mod load;
 pub mod net;
+pub mod pcap;
 mod problems;
 pub mod resources;
 mod schema;

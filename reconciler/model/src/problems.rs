@@ -91,6 +91,16 @@ impl Problems {
         });
     }
 
+    /// Records a problem at character `col` (1-based) of the text at `path`: the file column
+    /// points at that character when the text is written verbatim on one line.
+    pub fn in_text(&mut self, path: &Path, text: &str, col: usize, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.clone(),
+            message: format!("{path}: {}", message.into()),
+            inner: Some((text.to_string(), col)),
+        });
+    }
+
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

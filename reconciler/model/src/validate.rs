@@ -550,6 +550,15 @@ pub(crate) fn felix_configuration(fc: &FelixConfiguration, p: &mut Problems) {
             }
         }
     }
+    if let Some(n) = spec.bpf_export_buffer_size_mb {
+        let max = felix::MAX_EXPORT_BUFFER_MB;
+        if n < 1 || n > i64::from(max) {
+            p.at(
+                &path.key("bpfExportBufferSizeMB"),
+                format!("bpfExportBufferSizeMB {n} is out of range; write 1 to {max} (MiB)"),
+            );
+        }
+    }
     for (field, value) in [
         (
             "bpfMaglevMaxEndpointsPerService",
@@ -630,11 +639,17 @@ pub(crate) fn felix_configuration(fc: &FelixConfiguration, p: &mut Problems) {
             }
         }
     }
-    for key in spec.bpf_log_filters.iter().flat_map(|m| m.keys()) {
+    for (key, expr) in spec.bpf_log_filters.iter().flatten() {
+        let at = path.key("bpfLogFilters").key(key);
         if let Some(e) = net::interface_name_problem(key) {
-            p.at(
-                &path.key("bpfLogFilters").key(key),
-                format!("{e}, or all, weps or heps"),
+            p.at(&at, format!("{e}, or all, weps or heps"));
+        }
+        if let Err(e) = crate::pcap::parse_filter(expr) {
+            p.in_text(
+                &at,
+                expr,
+                e.column,
+                format!("filter {expr:?} at column {}: {}", e.column, e.message),
             );
         }
     }

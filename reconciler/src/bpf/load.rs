@@ -160,10 +160,17 @@ pub fn pinned_map_def(pins: &Pins, name: &str) -> Result<Option<MapDef>, BpfErro
     if !path.exists() {
         return Ok(None);
     }
-    let m = MapHandle::from_pinned_path(&path).map_err(|source| BpfError::Map {
-        name: name.into(),
-        source,
-    })?;
+    let m = match MapHandle::from_pinned_path(&path) {
+        Ok(m) => m,
+        // Unpinned since the check above.
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(BpfError::Map {
+                name: name.into(),
+                source,
+            })
+        }
+    };
     let info = m.info().map_err(|source| BpfError::Map {
         name: name.into(),
         source,
@@ -380,16 +387,28 @@ fn prog_map_ids(prog: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
 }
 
 /// Routes libbpf's messages (the verifier's log above all: a rejection reaches Rust only as
-/// "Permission denied") to stderr through tracing, once.
+/// "Permission denied") into the log, once.
 pub fn route_libbpf_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        libbpf_rs::set_print(Some((
-            libbpf_rs::PrintLevel::Warn,
-            |level, msg: String| match level {
-                libbpf_rs::PrintLevel::Warn => eprint!("libbpf: {msg}"),
-                _ => eprint!("libbpf: {msg}"),
-            },
-        )));
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, |level, msg: String| {
+            let msg = msg.trim_end();
+            // Asking an interface without a clsact qdisc which tc filter weft has there is
+            // how weft learns it has none; the kernel's complaint about it is no news.
+            if msg.contains("Parent Qdisc doesn't exists") {
+                return;
+            }
+            // Without a subscriber (a test harness, say) tracing would drop the verifier's
+            // log: say it plainly then.
+            if !tracing::dispatcher::has_been_set() {
+                eprintln!("libbpf: {msg}");
+                return;
+            }
+            match level {
+                libbpf_rs::PrintLevel::Warn => tracing::warn!("libbpf: {msg}"),
+                libbpf_rs::PrintLevel::Info => tracing::info!("libbpf: {msg}"),
+                libbpf_rs::PrintLevel::Debug => tracing::debug!("libbpf: {msg}"),
+            }
+        })));
     });
 }

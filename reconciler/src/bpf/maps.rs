@@ -13,21 +13,20 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
-    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
+    weft_event as Event, weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
     weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
     weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
-    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey,
-    weft_pol4_addr_key as PolAddrKey, weft_pol4_ctx_key as PolCtxKey, weft_pol_class as PolClass,
-    weft_pol_verdict as PolVerdict, weft_pol_vrdct_key as PolVerdictKey,
-    weft_route4_key as Route4Key, weft_route_value as RouteValue,
+    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
+    weft_route_value as RouteValue, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
+    weft_trace_port as TracePort,
 };
 
 pub const CT4: &str = "weft_ct4";
 pub const IFACE: &str = "weft_iface";
 pub const RT4: &str = "weft_rt4";
-pub const POL4_ADDR: &str = "weft_pol4_addr";
-pub const POL4_CTX: &str = "weft_pol4_ctx";
-pub const POL_VERDICT: &str = "weft_pol_vrdct";
+pub const WLADDR4: &str = "weft_wladdr4";
+/// Rulesets by id, each an array of cells (policy::tables); a map of maps.
+pub const POL_RS: &str = "weft_pol_rs";
 pub const COUNTERS: &str = "weft_ctrs";
 pub const RULE_COUNTERS: &str = "weft_rule_ctrs";
 pub const NAT_FE4: &str = "weft_nat_fe4";
@@ -37,25 +36,33 @@ pub const NAT_AFF4: &str = "weft_nat_aff4";
 pub const MAGLEV4: &str = "weft_maglev4";
 pub const CTLB_REV4: &str = "weft_ctlb_rev4";
 pub const SCRATCH: &str = "weft_scratch";
+/// Ring buffers of `Event`s: flow records (`weft flows`) and packet traces (`weft trace`).
+pub const FLOWS: &str = "weft_flows";
+pub const TRACE: &str = "weft_trace";
+/// Per CPU, records the rings had no room for (slots `LOST_*`).
+pub const RING_LOST: &str = "weft_ring_lost";
+/// ifindex -> `TraceFilter`: which packets of a traced interface are traced.
+pub const TRACE_FILTER: &str = "weft_trace_flt";
 
 /// Maps whose entries are desired state (written by `weft apply`, compared by `weft diff`);
-/// the others hold what the dataplane learns (conntrack, counters, affinity).
+/// the others hold what the dataplane learns (conntrack, counters, affinity). weft_pol_rs is
+/// desired state too, but of its own kind: `HostState::rulesets`.
 pub const RECONCILED: &[&str] = &[
     IFACE,
     RT4,
-    POL4_ADDR,
-    POL4_CTX,
-    POL_VERDICT,
+    WLADDR4,
     NAT_FE4,
     NAT_BE4,
     NAT_SRC4,
     MAGLEV4,
+    TRACE_FILTER,
 ];
 
 // weft_iface_value.flags
 pub const IFACE_F_WORKLOAD: u32 = 0x01;
 pub const IFACE_F_DATA: u32 = 0x02;
 pub const IFACE_F_NAT: u32 = 0x04;
+pub const IFACE_F_TRACE: u32 = 0x08;
 // weft_nat_fe_value.flags
 pub const NAT_F_LOCAL_ONLY: u32 = 0x01;
 pub const NAT_F_SRC_RANGES: u32 = 0x02;
@@ -76,16 +83,77 @@ pub const CT_LEG_SYN: u8 = 0x01;
 pub const CT_LEG_ACK: u8 = 0x02;
 pub const CT_LEG_FIN: u8 = 0x04;
 pub const CT_LEG_RST: u8 = 0x08;
-// weft_pol_verdict.action and .flags
-pub const ACT_DENY: u8 = 0;
-pub const ACT_ALLOW: u8 = 1;
-pub const VERDICT_F_LOG: u8 = 0x01;
 // weft_counters_key.hook
 pub const HOOK_FROM_WEP: u32 = 0;
 pub const HOOK_TO_WEP: u32 = 1;
 pub const HOOK_FROM_HEP: u32 = 2;
 pub const HOOK_TO_HEP: u32 = 3;
 pub const HOOK_FROM_NAT: u32 = 4;
+// weft_event.kind, .ct, .flags, .nat, .parse
+pub const EVENT_FLOW: u8 = 1;
+pub const EVENT_TRACE: u8 = 2;
+pub const CTR_NONE: u8 = 0;
+pub const CTR_NEW: u8 = 1;
+pub const CTR_ESTABLISHED: u8 = 2;
+pub const CTR_NAT_FWD: u8 = 3;
+pub const CTR_NAT_REV: u8 = 4;
+pub const CTR_RELATED: u8 = 5;
+pub const CTR_REUSED: u8 = 6;
+pub const EV_F_POLICY: u8 = 0x01;
+pub const EV_F_ALLOW: u8 = 0x02;
+pub const EV_F_LOG: u8 = 0x04;
+pub const EV_F_EP_ORIGINATED: u8 = 0x08;
+pub const EV_NAT_NONE: u8 = 0;
+pub const EV_NAT_DNAT: u8 = 1;
+pub const EV_NAT_UNNAT: u8 = 2;
+pub const EV_PARSE_NONE: u8 = 0xff;
+/// enum weft_parse_result (bpf-src/include/parse.h), by value.
+pub const PARSE_RESULTS: &[&str] = &[
+    "ipv4",
+    "arp",
+    "ipv6",
+    "other-ethertype",
+    "short",
+    "bad-ipv4",
+    "fragment",
+];
+// weft_ring_lost slots
+pub const LOST_FLOWS: u32 = 0;
+pub const LOST_TRACE: u32 = 1;
+pub const LOST_FLOWS_SEEN: u32 = 2;
+pub const LOST_TRACE_SEEN: u32 = 3;
+// weft_trace_filter
+pub const TF_SIDE_SRC: u8 = 0x01;
+pub const TF_SIDE_DST: u8 = 0x02;
+pub const TF_F_IPV4: u8 = 0x01;
+pub const TF_MAX_HOSTS: usize = 4;
+pub const TF_MAX_PORTS: usize = 4;
+
+/// weft_iface_value.flags by name.
+pub fn iface_flags(f: u32) -> Vec<&'static str> {
+    [
+        (IFACE_F_WORKLOAD, "workload"),
+        (IFACE_F_DATA, "data"),
+        (IFACE_F_NAT, "nat"),
+        (IFACE_F_TRACE, "trace"),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
+/// A weft_counters_key.hook as dumps and metrics name it.
+pub fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        HOOK_FROM_WEP => "from-wep",
+        HOOK_TO_WEP => "to-wep",
+        HOOK_FROM_HEP => "from-hep",
+        HOOK_TO_HEP => "to-hep",
+        HOOK_FROM_NAT => "from-nat",
+        _ => "unknown",
+    }
+}
 
 /// Plain old data: a `#[repr(C)]` type with every padding byte spelled out as a field, so
 /// its bytes are exactly the map's bytes.
@@ -126,11 +194,6 @@ unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for RouteValue {}
-unsafe impl Plain for PolAddrKey {}
-unsafe impl Plain for PolClass {}
-unsafe impl Plain for PolCtxKey {}
-unsafe impl Plain for PolVerdictKey {}
-unsafe impl Plain for PolVerdict {}
 unsafe impl Plain for CountersKey {}
 unsafe impl Plain for Counters {}
 unsafe impl Plain for NatFrontendKey {}
@@ -141,6 +204,8 @@ unsafe impl Plain for NatSrcKey {}
 unsafe impl Plain for NatAffKey {}
 unsafe impl Plain for NatAffValue {}
 unsafe impl Plain for CtlbRevKey {}
+unsafe impl Plain for Event {}
+unsafe impl Plain for TraceFilter {}
 unsafe impl Plain for u32 {}
 unsafe impl Plain for u64 {}
 
@@ -171,12 +236,13 @@ pub struct MapSizes {
     pub conntrack: u32,
     pub if_state: u32,
     pub route: u32,
-    pub ip_sets: u32,
     pub nat_frontend: u32,
     pub nat_backend: u32,
     pub nat_affinity: u32,
     /// BPFMaglevMaxServices x the lookup table size.
     pub maglev: u32,
+    /// Bytes of each event ring (bpfExportBufferSizeMB): a power of two, a whole number of pages.
+    pub events: u32,
 }
 
 impl Default for MapSizes {
@@ -185,11 +251,11 @@ impl Default for MapSizes {
             conntrack: 512_000,
             if_state: 1000,
             route: 262_144,
-            ip_sets: 1_048_576,
             nat_frontend: 65_536,
             nat_backend: 262_144,
             nat_affinity: 65_536,
             maglev: 100 * 503,
+            events: 1 << 20,
         }
     }
 }
@@ -200,9 +266,9 @@ impl MapSizes {
         Some(match name {
             CT4 => self.conntrack,
             IFACE => self.if_state,
-            RT4 => self.route,
-            POL4_ADDR | POL_VERDICT => self.ip_sets,
-            POL4_CTX => 65_536,
+            RT4 | WLADDR4 => self.route,
+            // Every endpoint's two rulesets, twice: the old and the new during a change.
+            POL_RS => 4 * self.if_state,
             COUNTERS => 5 * self.if_state,
             RULE_COUNTERS => 65_536,
             NAT_FE4 => self.nat_frontend,
@@ -212,6 +278,9 @@ impl MapSizes {
             MAGLEV4 => self.maglev,
             CTLB_REV4 => self.nat_affinity,
             SCRATCH => 1,
+            FLOWS | TRACE => self.events,
+            TRACE_FILTER => self.if_state,
+            RING_LOST => 4,
             _ => return None,
         })
     }
@@ -291,39 +360,8 @@ fn rt_flags(flags: u32) -> String {
     }
 }
 
-fn port_prefix(bytes: [u8; 2], proto: u8, bits: u32) -> String {
-    let port = u16::from_be_bytes(bytes);
-    if bits == 0 {
-        return "any".into();
-    }
-    if bits < 8 {
-        return format!("proto {proto}/{bits}");
-    }
-    let pbits = bits - 8;
-    if pbits == 0 {
-        return format!("proto {proto}");
-    }
-    let lo = port;
-    let hi = port | ((1u32 << (16 - pbits)) - 1) as u16;
-    let what = if proto == 1 { "icmp" } else { "port" };
-    if proto == 1 {
-        let (t, c) = (lo >> 8, lo & 0xff);
-        return if pbits <= 8 {
-            format!("{what} type {t}")
-        } else {
-            format!("{what} type {t} code {c}")
-        };
-    }
-    if lo == hi {
-        format!("proto {proto} {what} {lo}")
-    } else {
-        format!("proto {proto} {what} {lo}-{hi}")
-    }
-}
-
 /// One entry of a reconciled map, for people (`weft diff`, `weft dump`).
 pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
-    let rules = &names.rules;
     let svc = |id: u32| {
         names
             .services
@@ -338,7 +376,10 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                     format!(
                 "ifindex {k} ({}) flags {} ingress-ruleset {:#010x} egress-ruleset {:#010x}",
                 from_c_name(&v.name),
-                if v.flags & IFACE_F_WORKLOAD != 0 { "workload" } else { "none" },
+                {
+                    let f = iface_flags(v.flags);
+                    if f.is_empty() { "none".to_string() } else { f.join(",") }
+                },
                 v.ruleset_in,
                 v.ruleset_out
             )
@@ -346,6 +387,10 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                 _ => raw(key, value),
             }
         }
+        WLADDR4 => match (u32::from_bytes(key), u32::from_bytes(value)) {
+            (Some(addr), Some(ifindex)) => format!("{} from ifindex {ifindex}", ip(addr)),
+            _ => raw(key, value),
+        },
         RT4 => match (Route4Key::from_bytes(key), RouteValue::from_bytes(value)) {
             (Some(k), Some(v)) => {
                 let mut s = format!("{}/{} {}", ip(k.addr), k.prefixlen, rt_flags(v.flags));
@@ -357,65 +402,6 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
                 }
                 s
             }
-            _ => raw(key, value),
-        },
-        POL4_ADDR => match (PolAddrKey::from_bytes(key), PolClass::from_bytes(value)) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} peer {}/{} -> class {}{}",
-                k.ruleset,
-                ip(k.addr),
-                k.prefixlen.saturating_sub(32),
-                v.class,
-                if v.flags & 1 != 0 {
-                    " (uses context)"
-                } else {
-                    ""
-                }
-            ),
-            _ => raw(key, value),
-        },
-        POL4_CTX => match (PolCtxKey::from_bytes(key), u32::from_bytes(value)) {
-            (Some(k), Some(v)) => {
-                let bits = k.prefixlen.saturating_sub(64);
-                format!(
-                    "ruleset {:#010x} local {} {} -> context {v}",
-                    k.ruleset,
-                    if k.local_addr == 0 {
-                        "other".to_string()
-                    } else {
-                        ip(k.local_addr).to_string()
-                    },
-                    port_prefix(k.sport, k.proto, bits).replace("port", "sport"),
-                )
-            }
-            _ => raw(key, value),
-        },
-        POL_VERDICT => match (
-            PolVerdictKey::from_bytes(key),
-            PolVerdict::from_bytes(value),
-        ) {
-            (Some(k), Some(v)) => format!(
-                "ruleset {:#010x} class {} context {} {} -> {} rule {:#010x}{}{}",
-                k.ruleset,
-                k.aclass,
-                k.cclass,
-                port_prefix(k.dport, k.proto, k.prefixlen.saturating_sub(80)),
-                if v.action == ACT_ALLOW {
-                    "allow"
-                } else {
-                    "deny"
-                },
-                v.rule_id,
-                if v.flags & VERDICT_F_LOG != 0 {
-                    " log"
-                } else {
-                    ""
-                },
-                rules
-                    .get(&v.rule_id)
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            ),
             _ => raw(key, value),
         },
         NAT_FE4 => match (
@@ -469,6 +455,12 @@ pub fn render(map: &str, key: &[u8], value: &[u8], names: &Names) -> String {
             ),
             _ => raw(key, value),
         },
+        TRACE_FILTER => match (u32::from_bytes(key), TraceFilter::from_bytes(value)) {
+            (Some(k), Some(v)) => {
+                format!("ifindex {k} traces {}", crate::events::filter::describe(&v))
+            }
+            _ => raw(key, value),
+        },
         NAT_SRC4 => match NatSrcKey::from_bytes(key) {
             Some(k) => format!(
                 "service {:#010x}{} allows clients in {}/{}",
@@ -518,13 +510,12 @@ mod tests {
         assert_eq!(size_of::<IfaceValue>(), 32);
         assert_eq!(size_of::<Route4Key>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
-        assert_eq!(size_of::<PolAddrKey>(), 12);
-        assert_eq!(size_of::<PolClass>(), 8);
-        assert_eq!(size_of::<PolCtxKey>(), 16);
-        assert_eq!(size_of::<PolVerdictKey>(), 20);
-        assert_eq!(size_of::<PolVerdict>(), 8);
         assert_eq!(size_of::<CountersKey>(), 8);
         assert_eq!(size_of::<Counters>(), 256);
+        assert_eq!(size_of::<Event>(), 56);
+        assert_eq!(size_of::<TraceHost>(), 12);
+        assert_eq!(size_of::<TracePort>(), 4);
+        assert_eq!(size_of::<TraceFilter>(), 68);
     }
 
     #[test]
@@ -534,11 +525,13 @@ mod tests {
             CT4,
             IFACE,
             RT4,
-            POL4_ADDR,
-            POL4_CTX,
-            POL_VERDICT,
+            POL_RS,
             COUNTERS,
             RULE_COUNTERS,
+            FLOWS,
+            TRACE,
+            RING_LOST,
+            TRACE_FILTER,
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
             assert!(

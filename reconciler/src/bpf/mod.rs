@@ -5,10 +5,13 @@
 //! `maps/<name>`, `progs/<name>`, `links/<ifname>:<ingress|egress>`.
 
 pub mod batch;
+pub mod ctgc;
 pub mod link;
 pub mod load;
 pub mod maps;
 pub mod reasons;
+pub mod rulesets;
+pub mod stats;
 pub mod testrun;
 
 use std::io;
@@ -28,8 +31,14 @@ pub mod skel {
         include!(concat!(env!("OUT_DIR"), "/weft_ctlb.skel.rs"));
         include!(concat!(env!("OUT_DIR"), "/weft_ctlb.id.rs"));
     }
+    pub mod ctgc {
+        include!(concat!(env!("OUT_DIR"), "/weft_ctgc.skel.rs"));
+    }
     pub mod floor {
         include!(concat!(env!("OUT_DIR"), "/weft_floor.skel.rs"));
+    }
+    pub mod probe {
+        include!(concat!(env!("OUT_DIR"), "/weft_probe.skel.rs"));
     }
 }
 

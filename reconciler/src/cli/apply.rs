@@ -1,46 +1,202 @@
 //! `weft apply DIR`: converge, then observe again; exit 0 only if the live state is the desired
 //! one, 1 if the files are invalid (nothing is touched), 2 otherwise.
+//!
+//! With `--confirm-within DURATION` it then waits for `weft confirm`, and without it puts back
+//! the state observed before the apply (exit 3). The wait survives the operator's terminal
+//! going away (SIGHUP is ignored); Ctrl-C or SIGTERM rolls back at once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use tokio::signal::unix::{signal, SignalKind};
+use weft::confirm::{self, Answer, Pending, PendingInfo};
+use weft::daemon::status;
 use weft::run::{self, RunError};
 
-use super::{progress, report, HostArgs};
+use super::{report, say, HostArgs};
 
-pub async fn run(dir: &Path, host: &HostArgs) -> ExitCode {
+/// How a confirm-within apply waits.
+pub struct Confirm {
+    pub within: Duration,
+    pub state_dir: PathBuf,
+}
+
+/// Exit code of an apply that was not confirmed and was rolled back.
+const ROLLED_BACK: u8 = 3;
+
+pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitCode {
     let label = dir.display().to_string();
+    // Registered before anything changes: from here on a hangup does not stop this process.
+    let signals = match &confirm {
+        Some(_) => match Signals::new() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                say(format_args!("weft: installing signal handlers: {e}"));
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    if let Some(other) = confirm
+        .as_ref()
+        .and_then(|c| confirm::waiting(&c.state_dir))
+    {
+        say(format_args!(
+            "weft: another apply (pid {}, {}) is waiting for confirmation; confirm it with `weft confirm` or let it roll back first",
+            other.pid, other.dir
+        ));
+        return ExitCode::from(2);
+    }
     let r = async {
         let cfg = run::load(dir)?;
         let mut h = host.open().await?;
-        let (planned, outcome) = run::apply_config(&mut h, &cfg, progress).await?;
-        for w in &planned.desired.warnings {
-            eprintln!("warning: {w}");
+        // What is live now: the state a rollback returns to.
+        let before = run::plan(&h, &cfg).await?;
+        for w in &before.desired.warnings {
+            tracing::warn!("{w}");
         }
-        if outcome.ops == 0 {
-            eprintln!("no changes: the live state matches {label}");
-            return Ok(true);
+        if before.ops.is_empty() {
+            say(format_args!("no changes: the live state matches {label}"));
+            return Ok((true, None));
         }
+        let result = run::apply_config(&mut h, &cfg, run::log_progress()).await;
+        let (planned, outcome) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                if confirm.is_some() {
+                    say(format_args!("weft: {e}; rolling back"));
+                    let _ =
+                        confirm::rollback(&mut h, &before.observed, &before.desired.state).await;
+                }
+                return Err(e);
+            }
+        };
+        let waiting = confirm
+            .is_some()
+            .then(|| (h, before.observed.clone(), planned.desired.state.clone()));
         let converged = outcome.converged(&planned.desired.state);
         if !converged {
             let names = planned.desired.names();
-            eprint!(
+            say(format_args!(
                 "{}",
                 weft::plan::render_diff(&outcome.after, &planned.desired.state, &label, &names)
-            );
+            ));
         }
-        Ok::<bool, RunError>(converged)
+        Ok::<_, RunError>((converged, waiting))
     }
     .await;
-    match r {
-        Ok(true) => {
-            eprintln!("applied: the live state matches {label}");
+    let (converged, waiting) = match r {
+        Ok(x) => x,
+        Err(e) => return report(&e),
+    };
+    if converged {
+        say(format_args!("applied: the live state matches {label}"));
+    } else {
+        say(format_args!(
+            "weft: applied, but the live state still differs from {label} (diff above)"
+        ));
+    }
+    let (Some((mut h, previous, applied)), Some(c), Some(mut signals)) =
+        (waiting, confirm, signals)
+    else {
+        return if converged {
             ExitCode::SUCCESS
-        }
-        Ok(false) => {
-            eprintln!("weft: applied, but the live state still differs from {label} (diff above)");
+        } else {
             ExitCode::from(2)
+        };
+    };
+    let info = PendingInfo {
+        pid: std::process::id(),
+        dir: label.clone(),
+        deadline: status::now() + c.within.as_secs(),
+    };
+    let pending = match Pending::begin(&c.state_dir, &info) {
+        Ok(p) => p,
+        Err(e) => {
+            say(format_args!("weft: {e}; rolling back"));
+            let _ = confirm::rollback(&mut h, &previous, &applied).await;
+            return ExitCode::from(2);
         }
-        Err(e) => report(&e),
+    };
+    say(format_args!(
+        "run `weft confirm` within {}s to keep this; otherwise the previous state comes back",
+        c.within.as_secs_f64()
+    ));
+    match wait(&pending, c.within, &mut signals).await {
+        Answer::Confirmed => {
+            pending.finish();
+            say(format_args!("confirmed: keeping {label}"));
+            if converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Answer::Expired => {
+            say(format_args!("not confirmed: rolling back"));
+            let r = confirm::rollback(&mut h, &previous, &applied).await;
+            pending.finish();
+            match r {
+                Ok(o) if o.converged(&previous) => {
+                    say(format_args!(
+                        "rolled back: the previous state is live again"
+                    ));
+                    ExitCode::from(ROLLED_BACK)
+                }
+                Ok(o) => {
+                    say(format_args!(
+                        "weft: rolled back, but the live state differs from the previous one:\n{}",
+                        weft::plan::render_diff(
+                            &o.after,
+                            &previous,
+                            "previous",
+                            &Default::default()
+                        )
+                    ));
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    say(format_args!("weft: rolling back: {e}"));
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+/// Waits for `weft confirm` until `within` has passed; Ctrl-C or SIGTERM ends the wait early
+/// (as a refusal), SIGHUP is ignored.
+async fn wait(pending: &Pending, within: Duration, s: &mut Signals) -> Answer {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                if pending.confirmed() {
+                    return Answer::Confirmed;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return pending.expire(),
+            _ = s.hup.recv() => {}
+            _ = s.int.recv() => return pending.expire(),
+            _ = s.term.recv() => return pending.expire(),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
-use weft::bpf::maps;
+use weft::bpf::{maps, rulesets};
 use weft::dump::{self, DumpError};
 use weft::policy::resolve::Direction;
 use weft::run::{self, Host, RunError};
@@ -23,6 +23,16 @@ pub enum What {
         /// One direction only.
         #[arg(long, value_enum)]
         direction: Option<DirectionArg>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// JSON instead of a table.
+        #[arg(long, short)]
+        json: bool,
+    },
+    /// The address sets rule selectors stand for (Calico's IP sets), from DIR as it is now,
+    /// beside the kernel's per-ruleset address prefixes (decoded from weft_pol_rs).
+    Ipsets {
+        dir: PathBuf,
         #[command(flatten)]
         host: HostArgs,
         /// JSON instead of a table.
@@ -135,6 +145,16 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             host,
             json,
         } => policy(endpoint, dir, *direction, host, *json).await?,
+        What::Ipsets { dir, host, json } => {
+            let cfg = run::load(dir)?;
+            let h = host.open().await?;
+            let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
+            let d = dump::ip_sets(
+                &desired,
+                &rulesets::read_all(&h.pins).map_err(DumpError::from)?,
+            );
+            print(*json, &d, dump::render_ip_sets);
+        }
         What::Endpoints { host, json } => {
             let h = host.open().await?;
             let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));

@@ -1,14 +1,22 @@
-//! Shared pieces of the subcommands: the host options, output format, exit codes.
+//! Shared pieces of the subcommands: the host options, output format, exit codes, logging.
 
 pub mod apply;
+pub mod confirm;
 pub mod diff;
 pub mod dump;
+pub mod flows;
+pub mod gc;
+pub mod run;
 pub mod schemas;
+pub mod status;
 pub mod teardown;
+pub mod trace;
 pub mod validate;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use weft::bpf::Pins;
@@ -52,31 +60,84 @@ pub fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
-            eprintln!("weft: starting the runtime: {e}");
+            say(format_args!("weft: starting the runtime: {e}"));
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes a line to stderr, ignoring failure: a confirm-within apply must go on (and roll
+/// back) after the operator's terminal is gone, where `eprintln!` would panic.
+pub fn say(msg: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Logs go to stderr through tracing, at the level `$WEFT_LOG` names (error, warn, info,
+/// debug, trace; default info). The daemon's lines carry a timestamp, a command's do not.
+pub fn init_logging(timestamps: bool) {
+    let level = std::env::var("WEFT_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    let _ = if timestamps {
+        b.try_init()
+    } else {
+        b.without_time().try_init()
+    };
 }
 
 /// Exit 1 for a configuration that does not validate (nothing was touched), 2 for the rest.
 pub fn report(e: &RunError) -> ExitCode {
     match e {
         RunError::Invalid(d) => {
-            eprintln!("{d}");
-            eprintln!(
+            say(format_args!("{d}"));
+            say(format_args!(
                 "nothing was changed: {} problem(s) in the configuration",
                 d.0.len()
-            );
+            ));
             ExitCode::from(1)
         }
         other => {
-            eprintln!("weft: {other}");
+            say(format_args!("weft: {other}"));
             ExitCode::from(2)
         }
     }
 }
 
-/// Prints an operation as it starts.
-pub fn progress(i: usize, n: usize, op: &weft::plan::Op) {
-    eprintln!("[{i}/{n}] {}", op.describe());
+/// A duration as people write it: `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30s, 5m, 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_written() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("s").is_err());
+    }
 }

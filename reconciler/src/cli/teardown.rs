@@ -5,23 +5,23 @@ use std::process::ExitCode;
 use weft::run;
 use weft::state::HostState;
 
-use super::{progress, report, HostArgs};
+use super::{report, say, HostArgs};
 
 pub async fn run(host: &HostArgs) -> ExitCode {
     let r = async {
         let mut h = host.open().await?;
-        run::teardown(&mut h, progress).await
+        run::teardown(&mut h, run::log_progress()).await
     }
     .await;
     match r {
         Ok(o) if o.converged(&HostState::default()) => {
             if o.ops == 0 {
-                eprintln!("nothing to remove");
+                say(format_args!("nothing to remove"));
             }
             ExitCode::SUCCESS
         }
         Ok(_) => {
-            eprintln!("weft: some of weft's objects remain");
+            say(format_args!("weft: some of weft's objects remain"));
             ExitCode::from(2)
         }
         Err(e) => report(&e),

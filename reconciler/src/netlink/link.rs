@@ -18,6 +18,8 @@ pub struct Link {
     pub name: String,
     pub alias: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// Administratively up (`ip link set X up`). The kernel deletes the routes through a
+    /// device that goes down and refuses new ones until it is up again.
     pub up: bool,
     /// `veth`, `vxlan`, ... (IFLA_INFO_KIND); None for physical devices and loopback.
     pub kind: Option<String>,

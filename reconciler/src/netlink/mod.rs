@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod link;
+pub mod monitor;
 pub mod neigh;
 pub mod route;
 pub mod sysctl;

@@ -1,9 +1,7 @@
-//! Step functions over a bit space as longest-prefix-match entries.
-//!
-//! The classifier's last fields (a port, protocol and port, an address) are matched by prefix:
-//! a step function over the field's values becomes the few prefixes that its boundaries need,
-//! longer prefixes overriding shorter ones. A port range 1-65535 costs two entries (the whole
-//! space, then port 0), not the 16 prefixes of a plain cover.
+//! Step functions over a bit space as longest-prefix-match entries: the few prefixes that a
+//! step function's boundaries need, longer prefixes overriding shorter ones. A port range
+//! 1-65535 is two prefixes (the whole space, then port 0), not the 16 of a plain cover. `show`
+//! writes rulesets this way for people.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -7,9 +7,10 @@
 //! its port numbers; on the peer's side a rule splits into one sub-rule per port value, each
 //! restricted to the peers that have that port (the same rule id, so counters and order hold).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use weft_model::{
     Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, ResourceId, RuleIr, Selector,
@@ -122,7 +123,34 @@ pub struct PolicyIndex<'c> {
     entities: Vec<Entity>,
     /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
     tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
-    sets: std::cell::RefCell<HashMap<String, Vec<Net4>>>,
+    selectors: std::cell::RefCell<Selections>,
+}
+
+/// What selectors picked from a universe of entities: the addresses each selector's entities
+/// have, and those with a named port. Kept between runs by a long-running reconciler, it is
+/// only used again for the same universe (`PolicyIndex::with_selections` checks a fingerprint
+/// of every entity's labels, addresses and named ports).
+#[derive(Clone, Default)]
+pub struct Selections {
+    universe: u64,
+    sets: super::fxhash::FxHashMap<String, Arc<Vec<Net4>>>,
+    named: super::fxhash::FxHashMap<(String, String), NamedPortNets>,
+}
+
+/// Per (protocol, port) a named port stands for, the addresses of the entities that have it.
+type NamedPortNets = BTreeMap<(u8, u16), Vec<Net4>>;
+
+/// A fingerprint of everything selectors can see of the entities.
+fn universe(entities: &[Entity]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = super::fxhash::FxHasher::default();
+    entities.len().hash(&mut h);
+    for e in entities {
+        e.labels.hash(&mut h);
+        e.nets.hash(&mut h);
+        e.named_ports.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
@@ -137,6 +165,22 @@ fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
 
 impl<'c> PolicyIndex<'c> {
     pub fn new(config: &'c Config, entities: Vec<Entity>) -> Self {
+        Self::with_selections(config, entities, Selections::default())
+    }
+
+    /// As `new`, reusing what `selections` remembers if it was made for the same entities.
+    pub fn with_selections(
+        config: &'c Config,
+        entities: Vec<Entity>,
+        mut selections: Selections,
+    ) -> Self {
+        let fingerprint = universe(&entities);
+        if selections.universe != fingerprint {
+            selections = Selections {
+                universe: fingerprint,
+                ..Default::default()
+            };
+        }
         let tiers = config
             .tiers_in_order()
             .into_iter()
@@ -149,14 +193,30 @@ impl<'c> PolicyIndex<'c> {
             config,
             entities,
             tiers,
-            sets: Default::default(),
+            selectors: std::cell::RefCell::new(selections),
         }
     }
 
+    /// The address sets the rules compiled so far selected, by selector (Calico's IP sets):
+    /// what `weft dump ipsets` shows.
+    pub fn ip_sets(&self) -> BTreeMap<String, Vec<Net4>> {
+        self.selectors
+            .borrow()
+            .sets
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect()
+    }
+
+    /// What the selectors picked, for the next index over the same entities.
+    pub fn into_selections(self) -> Selections {
+        self.selectors.into_inner()
+    }
+
     /// The addresses of every entity `sel` selects.
-    fn selected(&self, sel: &Selector) -> Vec<Net4> {
+    fn selected(&self, sel: &Selector) -> Arc<Vec<Net4>> {
         let key = sel.to_string();
-        if let Some(v) = self.sets.borrow().get(&key) {
+        if let Some(v) = self.selectors.borrow().sets.get(&key) {
             return v.clone();
         }
         let mut v: Vec<Net4> = self
@@ -167,7 +227,8 @@ impl<'c> PolicyIndex<'c> {
             .collect();
         v.sort();
         v.dedup();
-        self.sets.borrow_mut().insert(key, v.clone());
+        let v = Arc::new(v);
+        self.selectors.borrow_mut().sets.insert(key, v.clone());
         v
     }
 
@@ -177,6 +238,13 @@ impl<'c> PolicyIndex<'c> {
         sel: Option<&Selector>,
         name: &str,
     ) -> BTreeMap<(u8, u16), Vec<Net4>> {
+        let key = (
+            sel.map(|s| s.to_string()).unwrap_or_default(),
+            name.to_string(),
+        );
+        if let Some(v) = self.selectors.borrow().named.get(&key) {
+            return v.clone();
+        }
         let mut out: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
         for e in &self.entities {
             if sel.is_some_and(|s| !s.matches(&e.labels)) {
@@ -190,6 +258,7 @@ impl<'c> PolicyIndex<'c> {
                 }
             }
         }
+        self.selectors.borrow_mut().named.insert(key, out.clone());
         out
     }
 
@@ -202,7 +271,9 @@ impl<'c> PolicyIndex<'c> {
             dir,
             spec: RulesetSpec::default(),
             info: Vec::new(),
-            set_ids: HashMap::new(),
+            set_ids: Default::default(),
+            set_of_selection: Default::default(),
+            selections_held: Vec::new(),
         };
         b.spec.locals = ep.addrs.clone();
         for (tier, pols, pass) in &self.tiers {
@@ -283,7 +354,10 @@ struct Builder<'a, 'c> {
     dir: Direction,
     spec: RulesetSpec,
     info: Vec<RuleInfo>,
-    set_ids: HashMap<Vec<Net4>, usize>,
+    set_ids: super::fxhash::FxHashMap<Vec<Net4>, usize>,
+    /// Set index by the address of a selection (`PolicyIndex::selected`).
+    set_of_selection: super::fxhash::FxHashMap<usize, usize>,
+    selections_held: Vec<Arc<Vec<Net4>>>,
 }
 
 /// The (protocol, port) spans of one protocol's port range.
@@ -300,6 +374,21 @@ fn proto_span(proto: u8) -> SpanSet {
 const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
 
 impl Builder<'_, '_> {
+    /// The set of a selector's addresses: the same selector's set is found by identity before
+    /// its addresses are compared.
+    fn selected_set(&mut self, sel: &Selector) -> usize {
+        let nets = self.index.selected(sel);
+        let at = Arc::as_ptr(&nets) as usize;
+        if let Some(&i) = self.set_of_selection.get(&at) {
+            return i;
+        }
+        let i = self.set((*nets).clone());
+        self.set_of_selection.insert(at, i);
+        // Held, so that the address stays this selection's while the builder lives.
+        self.selections_held.push(nets);
+        i
+    }
+
     fn set(&mut self, mut nets: Vec<Net4>) -> usize {
         nets.sort();
         nets.dedup();
@@ -421,16 +510,14 @@ impl Builder<'_, '_> {
         }
         match (positive_selector(e), &e.not_selector) {
             (Some(sel), _) => {
-                let nets = self.index.selected(&sel);
-                let s = self.set(nets);
+                let s = self.selected_set(&sel);
                 terms.push(AddrTerm {
                     set: s,
                     member: true,
                 });
             }
             (None, Some(sel)) => {
-                let nets = self.index.selected(sel);
-                let s = self.set(nets);
+                let s = self.selected_set(sel);
                 terms.push(AddrTerm {
                     set: s,
                     member: false,

@@ -1,125 +1,840 @@
-//! A compiled ruleset as the entries of the kernel's classifier maps, under its id.
+//! A compiled ruleset as the kernel holds it: one array of 64-byte cells, written once into
+//! an array map of its own and found through weft_pol_rs under the ruleset's id (see
+//! bpf-src/include/weft_maps.h for the layout, policy.h for the lookup).
+//!
+//! Every step function becomes a trie of 16-way nodes, one node per cell: a lookup reads at
+//! most one node per 4 bits of its key (8 for an address, 6 for a protocol and port), however
+//! many rules, prefixes or port boundaries the ruleset has. Identical nodes are stored once,
+//! so a range of ports with one verdict, or the same function in two classes, costs nothing
+//! twice. Cell 0 is the header; the row, background and verdict tables follow the nodes.
+//!
+//! `decode` reads the cells back into the compiled form, and `lookup` walks them as the
+//! kernel does, so tests and `weft` tooling see what the kernel sees.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
 
-use crate::bpf::maps::{
-    self, Entries, Plain, PolAddrKey, PolClass, PolCtxKey, PolVerdict, PolVerdictKey,
-};
+use super::classify::{self, Compiled, Decision, Steps, PROTO_PORT_BITS, RS_F_CTX};
+use super::flat::{Flow, Verdict};
+use super::fxhash::FxHashMap;
 
-use super::classify::Compiled;
+/// One cell: a trie node (16 entries) or 16 words of a table.
+pub type Cell = [u32; CELL_WORDS];
+pub const CELL_WORDS: usize = 16;
+/// The bits a node consumes: 16 entries, one cell. (Wider nodes, 256 entries in 16 cells for
+/// the first 8 or 16 bits, measured no faster: a walk's cost is mostly its fixed steps.)
+pub const STRIDE: u32 = 4;
 
-/// The entries of the three classifier maps for one ruleset.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RulesetEntries {
-    pub addr: Entries,
-    pub ctx: Entries,
-    pub verdict: Entries,
-}
+/// An entry with this bit is a leaf with the other 31 bits as its value; otherwise it is the
+/// index of the node's cell.
+pub const LEAF: u32 = 0x8000_0000;
+/// Header cell words.
+pub const H_MAGIC: usize = 0;
+pub const H_FLAGS: usize = 1;
+pub const H_CONTEXTS: usize = 2;
+pub const H_ADDR_ROOT: usize = 3;
+pub const H_LOCAL_ROOT: usize = 4;
+pub const H_CTX_ROOTS: usize = 5;
+pub const H_ROWS: usize = 6;
+pub const H_BACKGROUND: usize = 7;
+pub const H_VERDICTS: usize = 8;
+pub const H_CELLS: usize = 9;
+pub const H_ID: usize = 10;
+/// How many addresses the endpoint has; up to INLINE_LOCALS of them follow from H_LOCAL0 on
+/// (then no local trie: a context lookup compares a few words instead of walking 8 cells).
+pub const H_LOCALS: usize = 11;
+pub const H_LOCAL0: usize = 12;
+pub const INLINE_LOCALS: usize = 4;
+/// "wpl1": the layout this code writes and reads.
+pub const MAGIC: u32 = 0x7770_6c31;
+/// A verdict's two words: action | flags << 8, then the rule id.
+pub const ACT_ALLOW: u32 = 1;
+pub const VERDICT_F_LOG: u32 = 0x01;
 
-impl RulesetEntries {
+/// The cells of one ruleset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cells(pub Vec<Cell>);
+
+impl Cells {
+    pub fn id(&self) -> u32 {
+        self.0[0][H_ID]
+    }
+
     pub fn len(&self) -> usize {
-        self.addr.len() + self.ctx.len() + self.verdict.len()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
+    }
+
+    /// The bytes of the cells, as the kernel array holds them.
+    pub fn as_bytes(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .flat_map(|c| c.iter().flat_map(|w| w.to_ne_bytes()))
+            .collect()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Cells> {
+        if b.len() % (4 * CELL_WORDS) != 0 {
+            return None;
+        }
+        Some(Cells(
+            b.chunks(4 * CELL_WORDS)
+                .map(|c| {
+                    let mut cell = [0u32; CELL_WORDS];
+                    for (w, bytes) in cell.iter_mut().zip(c.chunks(4)) {
+                        *w = u32::from_ne_bytes(bytes.try_into().expect("4 bytes"));
+                    }
+                    cell
+                })
+                .collect(),
+        ))
+    }
+
+    fn word(&self, i: u32) -> Option<u32> {
+        let i = i as usize;
+        self.0.get(i / CELL_WORDS).map(|c| c[i % CELL_WORDS])
     }
 }
 
-fn be(addr: u32) -> u32 {
-    maps::addr_be(Ipv4Addr::from(addr))
+struct Builder {
+    cells: Vec<Cell>,
+    nodes: FxHashMap<Cell, u32>,
 }
 
-pub fn entries(ruleset: u32, c: &Compiled) -> RulesetEntries {
-    let mut out = RulesetEntries::default();
-    for (net, class) in &c.addr {
-        let k = PolAddrKey {
-            prefixlen: 32 + u32::from(net.len),
-            ruleset,
-            addr: be(net.addr),
-        };
-        let v = PolClass {
-            class: *class,
-            flags: c.flags,
-        };
-        out.addr
-            .insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+impl Builder {
+    /// The trie of `steps` over a `bits`-bit space: its root entry.
+    fn trie(&mut self, steps: &[(u64, u32)], bits: u32) -> u32 {
+        self.node(steps, 0, bits)
     }
-    for (local, p) in &c.ctx {
-        let port = (p.base & 0xffff) as u16;
-        let k = PolCtxKey {
-            prefixlen: 64 + u32::from(p.len),
-            ruleset,
-            local_addr: be(*local),
-            proto: (p.base >> 16) as u8,
-            sport: port.to_be_bytes(),
-            pad: 0,
-        };
-        out.ctx.insert(
-            k.as_bytes().to_vec(),
-            u32::from(p.value).as_bytes().to_vec(),
-        );
+
+    /// The entry for `[base, base + 2^bits)`, where `w` holds the steps that reach into it
+    /// (the first holds at `base`).
+    fn node(&mut self, w: &[(u64, u32)], base: u64, bits: u32) -> u32 {
+        if w.len() == 1 {
+            debug_assert!(w[0].1 & LEAF == 0);
+            return LEAF | w[0].1;
+        }
+        let child = bits - STRIDE;
+        let mut cell = [0u32; CELL_WORDS];
+        let mut j = 0;
+        for (i, e) in cell.iter_mut().enumerate() {
+            let (cw, cb) = window(w, &mut j, base + ((i as u64) << child), child);
+            *e = self.node(cw, cb, child);
+        }
+        self.intern(cell)
     }
-    for (aclass, cclass, p) in &c.verdicts {
-        let port = (p.base & 0xffff) as u16;
-        let k = PolVerdictKey {
-            prefixlen: 80 + u32::from(p.len),
-            ruleset,
-            aclass: *aclass,
-            cclass: *cclass,
-            proto: (p.base >> 16) as u8,
-            dport: port.to_be_bytes(),
-            pad: [0; 3],
-        };
-        let v = PolVerdict {
-            action: if p.value.allow {
-                maps::ACT_ALLOW
+
+    /// The trie of a class function `f` (values, or None where it defers) laid over the
+    /// background trie whose entry for the same range is `bg`: where `f` defers on a whole
+    /// node, the entry is the background's own (shared, not copied), so a lookup needs one
+    /// walk and the class costs only its own nodes. `f` is a window as in `node`.
+    fn overlay(&mut self, f: &[(u64, Option<u32>)], bg: u32, base: u64, bits: u32) -> u32 {
+        if f.len() == 1 {
+            return match f[0].1 {
+                Some(v) => LEAF | v,
+                None => bg,
+            };
+        }
+        let child = bits - STRIDE;
+        let mut cell = [0u32; CELL_WORDS];
+        let mut j = 0;
+        for (i, e) in cell.iter_mut().enumerate() {
+            let cb = base + ((i as u64) << child);
+            let (fw, _) = window(f, &mut j, cb, child);
+            let bg_child = if bg & LEAF != 0 {
+                bg
             } else {
-                maps::ACT_DENY
-            },
-            flags: if p.value.log { maps::VERDICT_F_LOG } else { 0 },
-            pad: 0,
-            rule_id: p.value.rule_id,
-        };
-        out.verdict
-            .insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+                self.cells[bg as usize][i]
+            };
+            *e = self.overlay(fw, bg_child, cb, child);
+        }
+        self.intern(cell)
     }
+
+    /// The cell index of the node `cell`, stored once.
+    fn intern(&mut self, cell: Cell) -> u32 {
+        if let Some(&i) = self.nodes.get(&cell) {
+            return i;
+        }
+        let i = self.cells.len() as u32;
+        self.cells.push(cell);
+        self.nodes.insert(cell, i);
+        i
+    }
+
+    /// Appends `words` from a fresh cell on; returns the word index of the first.
+    fn table(&mut self, words: &[u32]) -> u32 {
+        let at = (self.cells.len() * CELL_WORDS) as u32;
+        for chunk in words.chunks(CELL_WORDS) {
+            let mut cell = [0u32; CELL_WORDS];
+            cell[..chunk.len()].copy_from_slice(chunk);
+            self.cells.push(cell);
+        }
+        at
+    }
+}
+
+/// The steps of `w` that reach into `[base, base + 2^bits)`, moving `j` (the index of the step
+/// holding at the previous child's base) forward; returns them with `base`.
+fn window<'a, V>(w: &'a [(u64, V)], j: &mut usize, base: u64, bits: u32) -> (&'a [(u64, V)], u64) {
+    while *j + 1 < w.len() && w[*j + 1].0 <= base {
+        *j += 1;
+    }
+    let end = base + (1u64 << bits);
+    let mut k = *j + 1;
+    while k < w.len() && w[k].0 < end {
+        k += 1;
+    }
+    (&w[*j..k], base)
+}
+
+fn verdict_words(v: &Verdict) -> [u32; 2] {
+    [
+        (u32::from(v.allow) * ACT_ALLOW) | ((if v.log { VERDICT_F_LOG } else { 0 }) << 8),
+        v.rule_id,
+    ]
+}
+
+/// The local addresses as a step function: each of `locals` to its index, others to
+/// `locals.len()`.
+fn local_steps(locals: &[u32]) -> Steps<u32> {
+    let other = locals.len() as u32;
+    let mut sorted: Vec<(u32, u32)> = locals
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a, i as u32))
+        .collect();
+    sorted.sort_unstable();
+    sorted.dedup_by_key(|(a, _)| *a);
+    let mut out: Steps<u32> = vec![(0, other)];
+    for (a, i) in sorted {
+        let a = u64::from(a);
+        if out.last().is_some_and(|l| l.0 == a) {
+            out.pop();
+        }
+        out.push((a, i));
+        if a < u64::from(u32::MAX) {
+            out.push((a + 1, other));
+        }
+    }
+    out.dedup_by(|b, a| a.1 == b.1);
     out
 }
 
-/// A ruleset's id: a hash of its entries, so equal policy gets the same id (and is shared), a
-/// changed one a new id. Never 0 (the programs read 0 as "no ruleset").
-pub fn ruleset_id(c: &Compiled) -> u32 {
-    // FNV-1a over a canonical encoding of the compiled tables.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |x: u64| {
-        for b in x.to_le_bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+/// Encodes a compiled ruleset; the id in its header is a hash of everything else.
+pub fn encode(c: &Compiled) -> Cells {
+    let mut b = Builder {
+        cells: vec![[0; CELL_WORDS]],
+        nodes: FxHashMap::default(),
     };
-    eat(u64::from(c.flags));
-    for (n, class) in &c.addr {
-        eat(u64::from(n.addr) << 8 | u64::from(n.len));
-        eat(u64::from(*class));
+    let mut verdict_index: HashMap<Verdict, u32> = HashMap::new();
+    let mut verdicts: Vec<u32> = Vec::new();
+    let mut payload = |v: &Verdict| {
+        *verdict_index.entry(*v).or_insert_with(|| {
+            verdicts.extend(verdict_words(v));
+            (verdicts.len() / 2 - 1) as u32
+        })
+    };
+    let addr = b.trie(&c.addr, 32);
+    let bits = u32::from(PROTO_PORT_BITS);
+    // Backgrounds first: class functions are laid over their context's background.
+    let mut payloads: Vec<Steps<Option<u32>>> = c
+        .functions
+        .iter()
+        .map(|f| {
+            f.iter()
+                .map(|(s, d)| {
+                    (
+                        *s,
+                        match d {
+                            Decision::Defer => None,
+                            Decision::Verdict(v) => Some(payload(v)),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    for f in &mut payloads {
+        f.dedup_by(|b, a| a.1 == b.1);
     }
-    eat(u64::MAX);
-    for (local, p) in &c.ctx {
-        eat(u64::from(*local));
-        eat(p.base << 8 | u64::from(p.len));
-        eat(u64::from(p.value));
-    }
-    eat(u64::MAX);
-    for (a, cc, p) in &c.verdicts {
-        eat(u64::from(*a) << 16 | u64::from(*cc));
-        eat(p.base << 8 | u64::from(p.len));
-        eat(u64::from(p.value.allow)
-            | u64::from(p.value.log) << 1
-            | u64::from(p.value.rule_id) << 8);
-    }
-    let id = (h ^ (h >> 32)) as u32;
-    if id == 0 {
-        1
+    let solid = |f: &Steps<Option<u32>>| -> Steps<u32> {
+        f.iter()
+            .map(|(s, v)| (*s, v.expect("a background never defers")))
+            .collect()
+    };
+    let bg_roots: Vec<u32> = c
+        .background
+        .iter()
+        .map(|&f| b.trie(&solid(&payloads[f as usize]), bits))
+        .collect();
+    let contexts = usize::from(c.contexts.max(1));
+    let mut laid: FxHashMap<(u32, usize), u32> = FxHashMap::default();
+    let rows: Vec<u32> = c
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let cc = i % contexts;
+            match f {
+                None => bg_roots[cc],
+                Some(f) => *laid
+                    .entry((*f, cc))
+                    .or_insert_with(|| b.overlay(&payloads[*f as usize], bg_roots[cc], 0, bits)),
+            }
+        })
+        .collect();
+    let (local_root, ctx_roots) = if c.flags & RS_F_CTX != 0 {
+        let local = if c.locals.len() <= INLINE_LOCALS {
+            LEAF | c.locals.len() as u32
+        } else {
+            b.trie(&local_steps(&c.locals), 32)
+        };
+        let ctx: Vec<u32> = c
+            .ctx
+            .iter()
+            .map(|s| {
+                let steps: Steps<u32> = s.iter().map(|(x, v)| (*x, u32::from(*v))).collect();
+                b.trie(&steps, u32::from(PROTO_PORT_BITS))
+            })
+            .collect();
+        (local, ctx)
     } else {
-        id
+        (LEAF, Vec::new())
+    };
+    let background = bg_roots;
+    let ctx_at = b.table(&ctx_roots);
+    let rows_at = b.table(&rows);
+    let bg_at = b.table(&background);
+    // Verdicts go in pairs of words that never straddle a cell (the table starts a cell).
+    let verdicts_at = b.table(&verdicts);
+    let n = b.cells.len() as u32;
+    let h = &mut b.cells[0];
+    h[H_MAGIC] = MAGIC;
+    h[H_FLAGS] = c.flags;
+    h[H_CONTEXTS] = u32::from(c.contexts);
+    h[H_ADDR_ROOT] = addr;
+    h[H_LOCAL_ROOT] = local_root;
+    h[H_LOCALS] = c.locals.len() as u32;
+    if c.locals.len() <= INLINE_LOCALS {
+        h[H_LOCAL0..H_LOCAL0 + c.locals.len()].copy_from_slice(&c.locals);
+    }
+    h[H_CTX_ROOTS] = ctx_at;
+    h[H_ROWS] = rows_at;
+    h[H_BACKGROUND] = bg_at;
+    h[H_VERDICTS] = verdicts_at;
+    h[H_CELLS] = n;
+    let mut cells = Cells(b.cells);
+    cells.0[0][H_ID] = content_id(&cells);
+    cells
+}
+
+/// A ruleset's id: a hash of its cells (the id word itself aside), so equal policy gets the
+/// same id and is shared, a changed one a new id. Never 0 (the programs read 0 as "no
+/// ruleset").
+fn content_id(cells: &Cells) -> u32 {
+    // FNV-1a.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, cell) in cells.0.iter().enumerate() {
+        for (j, w) in cell.iter().enumerate() {
+            let w = if i == 0 && j == H_ID { 0 } else { *w };
+            for byte in w.to_le_bytes() {
+                h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    match (h ^ (h >> 32)) as u32 {
+        0 => 1,
+        id => id,
+    }
+}
+
+pub fn ruleset_id(c: &Compiled) -> u32 {
+    encode(c).id()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ruleset cells: {0}")]
+    Malformed(&'static str),
+}
+
+use DecodeError::Malformed;
+
+/// The value of the trie at `entry` for `key` (a `bits`-bit value), as the kernel finds it.
+pub fn walk(cells: &Cells, mut entry: u32, key: u64, bits: u32) -> Result<u32, DecodeError> {
+    let mut left = bits;
+    loop {
+        if entry & LEAF != 0 {
+            return Ok(entry & !LEAF);
+        }
+        if left < STRIDE {
+            return Err(Malformed("a trie deeper than its key"));
+        }
+        left -= STRIDE;
+        let i = ((key >> left) & 0xf) as u32;
+        entry = cells
+            .word(entry * CELL_WORDS as u32 + i)
+            .ok_or(Malformed("a node beyond the cells"))?;
+    }
+}
+
+/// Every leaf of the trie at `entry` in order, as a step function over `bits` bits.
+fn trie_steps(cells: &Cells, entry: u32, bits: u32) -> Result<Steps<u32>, DecodeError> {
+    fn rec(
+        cells: &Cells,
+        entry: u32,
+        base: u64,
+        bits: u32,
+        out: &mut Steps<u32>,
+    ) -> Result<(), DecodeError> {
+        if entry & LEAF != 0 {
+            let v = entry & !LEAF;
+            if out.last().map(|l| l.1) != Some(v) {
+                out.push((base, v));
+            }
+            return Ok(());
+        }
+        if bits < STRIDE {
+            return Err(Malformed("a trie deeper than its key"));
+        }
+        let child = bits - STRIDE;
+        for i in 0..1u32 << STRIDE {
+            let e = cells
+                .word(entry * CELL_WORDS as u32 + i)
+                .ok_or(Malformed("a node beyond the cells"))?;
+            rec(cells, e, base + (u64::from(i) << child), child, out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    rec(cells, entry, 0, bits, &mut out)?;
+    Ok(out)
+}
+
+struct Header {
+    flags: u32,
+    locals: u32,
+    inline: [u32; INLINE_LOCALS],
+    contexts: u32,
+    addr: u32,
+    local: u32,
+    ctx_at: u32,
+    rows_at: u32,
+    bg_at: u32,
+    verdicts_at: u32,
+}
+
+fn header(cells: &Cells) -> Result<Header, DecodeError> {
+    let h = cells.0.first().ok_or(Malformed("no header"))?;
+    if h[H_MAGIC] != MAGIC {
+        return Err(Malformed("not a weft ruleset (bad magic)"));
+    }
+    if h[H_CELLS] as usize != cells.len() {
+        return Err(Malformed("the header's cell count is not the map's"));
+    }
+    let mut inline = [0; INLINE_LOCALS];
+    inline.copy_from_slice(&h[H_LOCAL0..H_LOCAL0 + INLINE_LOCALS]);
+    Ok(Header {
+        flags: h[H_FLAGS],
+        locals: h[H_LOCALS],
+        inline,
+        contexts: h[H_CONTEXTS].max(1),
+        addr: h[H_ADDR_ROOT],
+        local: h[H_LOCAL_ROOT],
+        ctx_at: h[H_CTX_ROOTS],
+        rows_at: h[H_ROWS],
+        bg_at: h[H_BACKGROUND],
+        verdicts_at: h[H_VERDICTS],
+    })
+}
+
+fn verdict(cells: &Cells, h: &Header, i: u32) -> Result<Verdict, DecodeError> {
+    let at = h.verdicts_at + 2 * i;
+    let (a, id) = (cells.word(at), cells.word(at + 1));
+    match (a, id) {
+        (Some(a), Some(rule_id)) => Ok(Verdict {
+            allow: a & 0xff == ACT_ALLOW,
+            log: (a >> 8) & VERDICT_F_LOG != 0,
+            rule_id,
+        }),
+        _ => Err(Malformed("a verdict beyond the cells")),
+    }
+}
+
+/// Decides `flow` with the cells, step by step as bpf-src/include/policy.h does.
+pub fn lookup(cells: &Cells, local_addr: u32, flow: &Flow) -> Result<Verdict, DecodeError> {
+    let h = header(cells)?;
+    let word = |i: u32| cells.word(i).ok_or(Malformed("a table beyond the cells"));
+    let aclass = walk(cells, h.addr, u64::from(flow.peer), 32)?;
+    let mut cclass = 0;
+    if h.flags & RS_F_CTX != 0 {
+        let local = if h.locals as usize <= INLINE_LOCALS {
+            (0..h.locals)
+                .find(|&i| h.inline[i as usize] == local_addr)
+                .unwrap_or(h.locals)
+        } else {
+            walk(cells, h.local, u64::from(local_addr), 32)?
+        };
+        cclass = walk(
+            cells,
+            word(h.ctx_at + local)?,
+            flow.sport,
+            u32::from(PROTO_PORT_BITS),
+        )?;
+    }
+    let row = word(h.rows_at + aclass * h.contexts + cclass)?;
+    let v = walk(cells, row, flow.dport, u32::from(PROTO_PORT_BITS))?;
+    verdict(cells, &h, v)
+}
+
+/// Reads cells back into the compiled form `encode` was given.
+pub fn decode(cells: &Cells) -> Result<Compiled, DecodeError> {
+    let h = header(cells)?;
+    let word = |i: u32| cells.word(i).ok_or(Malformed("a table beyond the cells"));
+    let bits = u32::from(PROTO_PORT_BITS);
+    let addr = trie_steps(cells, h.addr, 32)?;
+    let classes = addr.iter().map(|s| s.1).max().map_or(0, |m| m + 1);
+    let mut out = Compiled {
+        flags: h.flags,
+        addr: addr.iter().map(|(s, v)| (*s, *v)).collect(),
+        contexts: h.contexts as u16,
+        ..Default::default()
+    };
+    if h.flags & RS_F_CTX != 0 {
+        if h.locals as usize <= INLINE_LOCALS {
+            out.locals = h.inline[..h.locals as usize].to_vec();
+        } else {
+            let locals = trie_steps(cells, h.local, 32)?;
+            let other = locals[0].1;
+            let mut by_index: Vec<(u32, u32)> = locals
+                .iter()
+                .filter(|(_, i)| *i != other)
+                .map(|(a, i)| (*i, *a as u32))
+                .collect();
+            by_index.sort_unstable();
+            out.locals = by_index.into_iter().map(|(_, a)| a).collect();
+        }
+        for l in 0..=out.locals.len() as u32 {
+            let steps = trie_steps(cells, word(h.ctx_at + l)?, bits)?;
+            out.ctx
+                .push(steps.into_iter().map(|(s, v)| (s, v as u16)).collect());
+        }
+    }
+    // Functions numbered as `compile` numbers them: backgrounds first, then rows in order. A
+    // row laid over its background defers exactly where it agrees with it.
+    let decided = |root: u32| -> Result<Steps<Verdict>, DecodeError> {
+        trie_steps(cells, root, bits)?
+            .into_iter()
+            .map(|(s, v)| Ok((s, verdict(cells, &h, v)?)))
+            .collect()
+    };
+    let mut index: HashMap<Steps<Decision>, u32> = HashMap::new();
+    let mut intern = |steps: Steps<Decision>, out: &mut Compiled| -> u32 {
+        *index.entry(steps.clone()).or_insert_with(|| {
+            out.functions.push(steps);
+            (out.functions.len() - 1) as u32
+        })
+    };
+    let mut bg_roots = Vec::new();
+    let mut bg_steps = Vec::new();
+    for c in 0..h.contexts {
+        let root = word(h.bg_at + c)?;
+        let steps = decided(root)?;
+        let f = intern(
+            steps
+                .iter()
+                .map(|(s, v)| (*s, Decision::Verdict(*v)))
+                .collect(),
+            &mut out,
+        );
+        out.background.push(f);
+        bg_roots.push(root);
+        bg_steps.push(steps);
+    }
+    for i in 0..classes * h.contexts {
+        let cc = (i % h.contexts) as usize;
+        let root = word(h.rows_at + i)?;
+        if root == bg_roots[cc] {
+            out.rows.push(None);
+            continue;
+        }
+        let own = decided(root)?;
+        let bg = &bg_steps[cc];
+        // Cut at both functions' boundaries; defer where they agree.
+        let mut cuts: Vec<u64> = own.iter().chain(bg.iter()).map(|s| s.0).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut steps: Steps<Decision> = Vec::new();
+        for x in cuts {
+            let v = classify::step_at(&own, x);
+            let d = if v == classify::step_at(bg, x) {
+                Decision::Defer
+            } else {
+                Decision::Verdict(v)
+            };
+            if steps.last().map(|l| l.1) != Some(d) {
+                steps.push((x, d));
+            }
+        }
+        let f = intern(steps, &mut out);
+        out.rows.push(Some(f));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classify::{self, Decision};
+    use super::super::flat::{
+        proto_port, AddrTerm, FlatAction, FlatRule, GroupEnd, Net4, RulesetSpec, SpanSet,
+    };
+    use super::*;
+
+    #[test]
+    fn a_trie_answers_like_its_step_function() {
+        let mut b = Builder {
+            cells: vec![[0; CELL_WORDS]],
+            nodes: FxHashMap::default(),
+        };
+        let steps: Steps<u32> = vec![(0, 1), (80, 2), (81, 1), (30000, 3), (32768, 1)];
+        let root = b.trie(&steps, 24);
+        let cells = Cells(b.cells);
+        for x in [0u64, 79, 80, 81, 29999, 30000, 32767, 32768, (1 << 24) - 1] {
+            assert_eq!(
+                walk(&cells, root, x, 24),
+                Ok(classify::step_at(&steps, x)),
+                "{x}"
+            );
+        }
+        assert_eq!(trie_steps(&cells, root, 24), Ok(steps));
+        // A constant needs no node at all.
+        assert_eq!(b_constant(), LEAF | 7);
+    }
+
+    fn b_constant() -> u32 {
+        let mut b = Builder {
+            cells: vec![[0; CELL_WORDS]],
+            nodes: FxHashMap::default(),
+        };
+        b.trie(&[(0, 7)], 32)
+    }
+
+    #[test]
+    fn identical_nodes_are_stored_once() {
+        let mut b = Builder {
+            cells: vec![[0; CELL_WORDS]],
+            nodes: FxHashMap::default(),
+        };
+        // The same single port in two functions, and in two protocols of one function.
+        let one = |p: u64| vec![(0, 0), (p, 1), (p + 1, 0)];
+        let r1 = b.trie(&one(80), 24);
+        let r2 = b.trie(&one(80), 24);
+        assert_eq!(r1, r2);
+        let before = b.cells.len();
+        b.trie(
+            &[
+                (0, 0),
+                (proto_port(6, 80), 1),
+                (proto_port(6, 81), 0),
+                (proto_port(17, 80), 1),
+                (proto_port(17, 81), 0),
+            ],
+            24,
+        );
+        // Only the nodes above the ports are new (the root, and one per protocol's high
+        // nibble: 6 is 0x06, 17 is 0x11); below them the port's path is shared.
+        assert_eq!(b.cells.len() - before, 3, "{:?}", &b.cells[before..]);
+    }
+
+    #[test]
+    fn local_addresses_as_steps() {
+        assert_eq!(
+            local_steps(&[10, 5]),
+            vec![(0, 2), (5, 1), (6, 2), (10, 0), (11, 2)]
+        );
+        assert_eq!(local_steps(&[]), vec![(0, 0)]);
+        assert_eq!(
+            local_steps(&[0, u32::MAX]),
+            vec![(0, 0), (1, 2), (u64::from(u32::MAX), 1)]
+        );
+    }
+
+    fn spec() -> RulesetSpec {
+        let tcp = |lo: u16, hi: u16| SpanSet::from_spans([(proto_port(6, lo), proto_port(6, hi))]);
+        let mut sport_rule = FlatRule {
+            id: 3,
+            action: FlatAction::Allow,
+            group: 0,
+            peer: vec![],
+            local: vec![true, false],
+            sport: tcp(1024, 65535),
+            dport: tcp(22, 22),
+        };
+        sport_rule.local = vec![true, false];
+        RulesetSpec {
+            sets: vec![vec![Net4::new(0x0a00_0000, 8)]],
+            locals: vec![0x0a41_0002],
+            rules: vec![
+                FlatRule {
+                    id: 1,
+                    action: FlatAction::Allow,
+                    group: 0,
+                    peer: vec![AddrTerm {
+                        set: 0,
+                        member: true,
+                    }],
+                    local: vec![true, true],
+                    sport: SpanSet::full(),
+                    dport: tcp(80, 80).union(&tcp(8000, 8099)),
+                },
+                FlatRule {
+                    id: 2,
+                    action: FlatAction::Log,
+                    group: 0,
+                    peer: vec![],
+                    local: vec![true, true],
+                    sport: SpanSet::full(),
+                    dport: SpanSet::full(),
+                },
+                sport_rule,
+            ],
+            groups: vec![GroupEnd::Deny(100)],
+            default_rule: 999,
+        }
+    }
+
+    #[test]
+    fn cells_decode_to_what_was_encoded_and_answer_like_it() {
+        let spec = spec();
+        let c = classify::compile(&spec).expect("compiles");
+        assert_eq!(c.flags, RS_F_CTX);
+        let cells = encode(&c);
+        assert_eq!(decode(&cells), Ok(c.clone()));
+        assert_eq!(Cells::from_bytes(&cells.as_bytes()), Some(cells.clone()));
+        for peer in [0x0a00_0001u32, 0x0b00_0001] {
+            for (local, local_addr) in [(0usize, 0x0a41_0002u32), (1, 0x0a41_0003)] {
+                for sport in [80u16, 1024] {
+                    for dport in [22u16, 80, 81, 8050] {
+                        let flow = Flow {
+                            peer,
+                            local,
+                            sport: proto_port(6, sport),
+                            dport: proto_port(6, dport),
+                        };
+                        let want = spec.evaluate(&flow);
+                        assert_eq!(classify::lookup(&c, &flow), want, "{flow:?}");
+                        assert_eq!(lookup(&cells, local_addr, &flow), Ok(want), "{flow:?}");
+                    }
+                }
+            }
+        }
+        assert!(c
+            .functions
+            .iter()
+            .flatten()
+            .any(|(_, d)| *d == Decision::Defer));
+    }
+
+    #[test]
+    fn many_local_addresses_take_the_local_trie() {
+        let mut spec = spec();
+        spec.locals = (0..6).map(|i| 0x0a41_0010 + i).collect();
+        for r in &mut spec.rules {
+            let other = r.local[1];
+            let own = r.local[0];
+            r.local = (0..6).map(|i| own && i % 2 == 0).collect();
+            r.local.push(other);
+        }
+        let c = classify::compile(&spec).expect("compiles");
+        let cells = encode(&c);
+        assert_eq!(cells.0[0][H_LOCALS], 6);
+        assert_ne!(cells.0[0][H_LOCAL_ROOT] & LEAF, LEAF, "a trie, not inline");
+        assert_eq!(decode(&cells), Ok(c.clone()));
+        for local in 0..=6usize {
+            let addr = spec.locals.get(local).copied().unwrap_or(0x0a41_00ff);
+            for sport in [80u16, 1024] {
+                let flow = Flow {
+                    peer: 0x0b00_0001,
+                    local,
+                    sport: proto_port(6, sport),
+                    dport: proto_port(6, 22),
+                };
+                assert_eq!(
+                    lookup(&cells, addr, &flow),
+                    Ok(spec.evaluate(&flow)),
+                    "{flow:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_names_the_content() {
+        let c = classify::compile(&spec()).expect("compiles");
+        let a = encode(&c);
+        assert_eq!(encode(&c), a, "deterministic");
+        let mut other = spec();
+        other.rules[0].dport = SpanSet::from_spans([(proto_port(6, 81), proto_port(6, 81))]);
+        let b = encode(&classify::compile(&other).expect("compiles"));
+        assert_ne!(a.id(), b.id());
+        assert_ne!(a.id(), 0);
+    }
+
+    /// The constants above mirror #defines of bpf-src/include/weft_maps.h.
+    #[test]
+    fn the_layout_matches_the_c_header() {
+        let header = include_str!("../../../bpf-src/include/weft_maps.h");
+        let define = |name: &str| -> u64 {
+            let line = header
+                .lines()
+                .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
+                .unwrap_or_else(|| panic!("{name} is not defined in weft_maps.h"));
+            let v = line.split_whitespace().nth(2).expect("a value");
+            let v = v.trim_end_matches('u');
+            match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+                None => v.parse().expect("decimal"),
+            }
+        };
+        assert_eq!(define("WEFT_POL_CELL_WORDS"), CELL_WORDS as u64);
+        assert_eq!(define("WEFT_POL_STRIDE"), u64::from(STRIDE));
+
+        assert_eq!(define("WEFT_POL_LEAF"), u64::from(LEAF));
+        assert_eq!(define("WEFT_POL_MAGIC"), u64::from(MAGIC));
+        assert_eq!(define("WEFT_RS_F_CTX"), u64::from(RS_F_CTX));
+        assert_eq!(define("WEFT_POL_INLINE_LOCALS"), INLINE_LOCALS as u64);
+        assert_eq!(define("WEFT_ACT_ALLOW"), u64::from(ACT_ALLOW));
+        assert_eq!(define("WEFT_VERDICT_F_LOG"), u64::from(VERDICT_F_LOG));
+        for (name, word) in [
+            ("WEFT_POL_H_MAGIC", H_MAGIC),
+            ("WEFT_POL_H_FLAGS", H_FLAGS),
+            ("WEFT_POL_H_CONTEXTS", H_CONTEXTS),
+            ("WEFT_POL_H_ADDR_ROOT", H_ADDR_ROOT),
+            ("WEFT_POL_H_LOCAL_ROOT", H_LOCAL_ROOT),
+            ("WEFT_POL_H_CTX_ROOTS", H_CTX_ROOTS),
+            ("WEFT_POL_H_ROWS", H_ROWS),
+            ("WEFT_POL_H_BACKGROUND", H_BACKGROUND),
+            ("WEFT_POL_H_VERDICTS", H_VERDICTS),
+            ("WEFT_POL_H_CELLS", H_CELLS),
+            ("WEFT_POL_H_ID", H_ID),
+            ("WEFT_POL_H_LOCALS", H_LOCALS),
+            ("WEFT_POL_H_LOCAL0", H_LOCAL0),
+        ] {
+            assert_eq!(define(name), word as u64, "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_cells_are_refused() {
+        let c = classify::compile(&spec()).expect("compiles");
+        let mut cells = encode(&c);
+        cells.0[0][H_MAGIC] = 0;
+        assert!(decode(&cells).is_err());
+        let mut cells = encode(&c);
+        cells.0.pop();
+        assert!(decode(&cells).is_err());
     }
 }

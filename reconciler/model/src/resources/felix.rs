@@ -244,6 +244,7 @@ felix_spec! {
     /// Destinations that service NAT never translates.
     #[serde(rename = "bpfExcludeCIDRsFromNAT")]
     bpf_exclude_cidrs_from_nat: Vec<String>,
+    /// MiB of each event ring buffer: flow logs (`weft flows`) and packet traces (`weft trace`).
     #[serde(rename = "bpfExportBufferSizeMB")]
     bpf_export_buffer_size_mb: i64,
     istio_ambient_mode: String,
@@ -738,6 +739,9 @@ pub(crate) fn failsafe_protocol(p: Option<&str>) -> Result<u8, String> {
 pub const DEFAULT_BPF_DATA_IFACE_PATTERN: &str =
     "^((en|wl|ww|sl|ib)[Popsx].*|(eth|wlan|wwan|bond).*)";
 
+/// The largest bpfExportBufferSizeMB weft takes (a ring buffer's size is a u32 of bytes).
+pub const MAX_EXPORT_BUFFER_MB: u32 = 1024;
+
 /// Map sizes must fit the kernel's u32 max_entries; validation rejects the rest, so the
 /// accessors can fall back to the default for values that never get this far.
 fn map_size(v: Option<i64>, default: u32) -> u32 {
@@ -854,6 +858,15 @@ impl FelixConfigurationSpec {
 
     pub fn bpf_maglev_max_services(&self) -> u32 {
         map_size(self.bpf_maglev_max_services, 100)
+    }
+
+    /// The size of each of the event ring buffers (flow logs, packet traces), in MiB; default 1.
+    /// The kernel wants a power of two: other sizes are rounded up.
+    pub fn bpf_export_buffer_size_mb(&self) -> u32 {
+        self.bpf_export_buffer_size_mb
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=MAX_EXPORT_BUFFER_MB).contains(n))
+            .unwrap_or(1)
     }
 
     pub fn bpf_enforce_rpf(&self) -> BpfEnforceRpf {

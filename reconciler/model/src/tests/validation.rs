@@ -493,6 +493,25 @@ fn felix_configuration_values() {
 }
 
 #[test]
+fn bpf_log_filters_outside_the_pcap_subset_name_the_expression_and_the_subset() {
+    let errs = load_err(&[(
+        "f.yaml",
+        &felix(
+            "default",
+            "  bpfLogLevel: Debug\n  bpfLogFilters:\n    all: host 10.0.0.1 or port 53\n    weps: \"tcp and port 80\"\n    eth0: \"host db.local\"\n  bpfExportBufferSizeMB: 0\n",
+        ),
+    )]);
+    assert_eq!(
+        errs,
+        [
+            format!("f.yaml:7:24: FelixConfiguration default: spec.bpfLogFilters.all: filter \"host 10.0.0.1 or port 53\" at column 15: `or` is not supported; {}", crate::pcap::SUPPORTED),
+            "f.yaml:9:17: FelixConfiguration default: spec.bpfLogFilters.eth0: filter \"host db.local\" at column 6: \"db.local\" is not an IPv4 address; host names are not supported, write e.g. host 10.0.0.1".to_string(),
+            "f.yaml:10:26: FelixConfiguration default: spec.bpfExportBufferSizeMB: bpfExportBufferSizeMB 0 is out of range; write 1 to 1024 (MiB)".to_string(),
+        ]
+    );
+}
+
+#[test]
 fn felix_configuration_types() {
     assert_eq!(
         one_err(&[("f.yaml", &felix("default", "  defaultEndpointToHostAction: Allow\n"))]),

@@ -1,0 +1,151 @@
+//! What the pinned maps say about the dataplane, for `weft status` and the metrics endpoint:
+//! how full each map is, packets by reason per interface and hook (weft_ctrs), and hits per
+//! policy rule (weft_rule_ctrs). Read-only; nothing here needs the daemon.
+
+use std::collections::BTreeMap;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::maps::{self, Counters, CountersKey, IfaceValue, Plain};
+use super::{BpfError, Pins};
+
+/// How full one pinned map is (`bpftool map show` gives max_entries; the count is a walk of
+/// its keys).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: u64,
+    pub max_entries: u32,
+}
+
+impl MapFill {
+    pub fn percent(&self) -> f64 {
+        if self.max_entries == 0 {
+            0.0
+        } else {
+            100.0 * self.entries as f64 / f64::from(self.max_entries)
+        }
+    }
+}
+
+fn open(pins: &Pins, name: &str) -> Result<MapHandle, BpfError> {
+    MapHandle::from_pinned_path(pins.map(name)).map_err(|source| BpfError::Map {
+        name: name.into(),
+        source,
+    })
+}
+
+/// The fill level of every map pinned under `<root>/maps`, by name. A walk of a map's keys
+/// costs one system call per entry: about a third of a second for a full default conntrack.
+pub fn map_fill(pins: &Pins) -> Result<Vec<MapFill>, BpfError> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(pins.maps()) else {
+        return Ok(out);
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::observe::owned(n))
+        .collect();
+    names.sort();
+    for name in names {
+        let m = open(pins, &name)?;
+        out.push(MapFill {
+            entries: m.keys().count() as u64,
+            max_entries: m.max_entries(),
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// Packets one hook of one interface counted, by reason index (bpf::reasons::REASONS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookCounters {
+    pub ifindex: u32,
+    /// The interface's name as weft_iface records it, if it has an entry.
+    pub iface: Option<String>,
+    /// `maps::HOOK_FROM_WEP` or `maps::HOOK_TO_WEP`.
+    pub hook: u32,
+    pub packets: Vec<u64>,
+}
+
+/// Sums a per-CPU value of `T` over the CPUs.
+fn per_cpu<T: Plain>(values: &[Vec<u8>]) -> Vec<T> {
+    values.iter().filter_map(|v| T::from_bytes(v)).collect()
+}
+
+/// weft_ctrs, summed over CPUs. An absent map is no counters.
+pub fn packet_counters(pins: &Pins) -> Result<Vec<HookCounters>, BpfError> {
+    if !pins.map(maps::COUNTERS).exists() {
+        return Ok(Vec::new());
+    }
+    let names: BTreeMap<u32, String> = if pins.map(maps::IFACE).exists() {
+        let m = open(pins, maps::IFACE)?;
+        m.keys()
+            .filter_map(|k| {
+                let v = m.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                Some((
+                    u32::from_bytes(&k)?,
+                    maps::from_c_name(&IfaceValue::from_bytes(&v)?.name),
+                ))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let m = open(pins, maps::COUNTERS)?;
+    let mut out = Vec::new();
+    for k in m.keys() {
+        let Some(key) = CountersKey::from_bytes(&k) else {
+            continue;
+        };
+        let Some(values) = m
+            .lookup_percpu(&k, MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                name: maps::COUNTERS.into(),
+                source,
+            })?
+        else {
+            continue;
+        };
+        let mut packets = vec![0u64; super::reasons::REASONS.len()];
+        for c in per_cpu::<Counters>(&values) {
+            for (sum, n) in packets.iter_mut().zip(c.packets.iter()) {
+                *sum += n;
+            }
+        }
+        out.push(HookCounters {
+            ifindex: key.ifindex,
+            iface: names.get(&key.ifindex).cloned(),
+            hook: key.hook,
+            packets,
+        });
+    }
+    out.sort_by_key(|c| (c.ifindex, c.hook));
+    Ok(out)
+}
+
+/// weft_rule_ctrs, summed over CPUs: packets each rule decided, by rule id.
+pub fn rule_hits(pins: &Pins) -> Result<BTreeMap<u32, u64>, BpfError> {
+    let mut out = BTreeMap::new();
+    if !pins.map(maps::RULE_COUNTERS).exists() {
+        return Ok(out);
+    }
+    let m = open(pins, maps::RULE_COUNTERS)?;
+    for k in m.keys() {
+        let Some(id) = u32::from_bytes(&k) else {
+            continue;
+        };
+        if let Some(values) =
+            m.lookup_percpu(&k, MapFlags::ANY)
+                .map_err(|source| BpfError::Map {
+                    name: maps::RULE_COUNTERS.into(),
+                    source,
+                })?
+        {
+            out.insert(id, per_cpu::<u64>(&values).iter().sum());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,42 @@
+//! `weft run DIR`: apply, then watch DIR and converge on every change, repair drift at every
+//! resync, until SIGTERM. See weft::daemon.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use weft::daemon::{self, Options};
+
+use super::{report, HostArgs};
+
+/// The daemon's options from the command line, beside the directory and host.
+pub struct Timing {
+    pub state_dir: PathBuf,
+    pub resync: Duration,
+    pub debounce: Duration,
+    pub metrics: Option<SocketAddr>,
+    pub ct_gc: Option<Duration>,
+}
+
+pub async fn run(dir: &Path, host: &HostArgs, t: Timing) -> ExitCode {
+    let h = match host.open().await {
+        Ok(h) => h,
+        Err(e) => return report(&e),
+    };
+    let opts = Options {
+        dir: dir.to_path_buf(),
+        state_dir: t.state_dir,
+        resync: t.resync,
+        debounce: t.debounce,
+        metrics: t.metrics,
+        ct_gc: t.ct_gc,
+    };
+    match daemon::run(h, opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

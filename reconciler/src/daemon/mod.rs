@@ -1,0 +1,499 @@
+//! `weft run DIR`: the daemon. It converges once at start, then again whenever something
+//! wakes it (a change under DIR, an interface appearing or going, the resync timer, SIGHUP):
+//! read the files, gather the host's facts, compute the desired state, observe, plan, apply.
+//! One shortcut: when only files changed and the state it last converged to is trusted (it
+//! observed it live, and the host's facts are the same), the change is applied as the
+//! difference against that state without observing (`incremental`), a changed service worked
+//! out alone. The resync timer and every other wake observe, so drift is still found.
+//!
+//! Files that do not validate are reported (file:line:column) and the last good configuration
+//! stays in force, both in the kernel and for drift repair. Objects that drifted from what weft
+//! made are repaired by the same plan, and each repair is logged and counted (see `drift`).
+//! Stopping the daemon (SIGTERM, SIGINT, or kill -9) leaves the dataplane as it is: pinned
+//! maps, programs and links outlive it, and the next start adopts them.
+
+pub mod ctgc;
+pub mod drift;
+pub mod metrics;
+pub mod status;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::UnboundedSender;
+use weft_model::Config;
+
+use crate::incremental::{self, Computed};
+use crate::run::{self, Host, RunError};
+use crate::state::HostState;
+use metrics::Shared;
+use status::{ConfigStatus, ErrorRecord, Reconcile, RepairRecord};
+use watch::Trigger;
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub dir: PathBuf,
+    /// Where status.json goes.
+    pub state_dir: PathBuf,
+    /// How often to look for drift when nothing else wakes the daemon.
+    pub resync: Duration,
+    /// How long the files must be quiet before a change is acted on.
+    pub debounce: Duration,
+    /// Where to serve /metrics and /status, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// How often the conntrack collector sweeps (Calico: 10 s); None: never.
+    pub ct_gc: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("watching {dir}: {source}")]
+    Watch { dir: PathBuf, source: notify::Error },
+    #[error("listening for interface changes: {0}")]
+    Links(std::io::Error),
+    #[error("metrics: listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("installing a signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The longest a burst of file changes can hold a reconcile back.
+const MAX_BATCH: Duration = Duration::from_secs(5);
+
+/// The first retry after a failed reconcile; doubled at each failure up to the resync period.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// The daemon's memory between reconciles.
+struct Reconciler {
+    host: Host,
+    opts: Options,
+    shared: Arc<Mutex<Shared>>,
+    /// The files, parsed (only changed ones again), the policy compiler's memory, and the
+    /// state last converged to while it is trusted.
+    files: incremental::Reconciler,
+    /// The configuration last read that validated and compiled, and since when it has been
+    /// in force (its first read).
+    last_good: Option<(Config, u64)>,
+    /// The state weft last converged to (what drift is measured against).
+    last_made: Option<HostState>,
+    /// What was last said about the files, so an unchanged problem is not repeated at every
+    /// resync.
+    last_said: String,
+    retry: Duration,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    {
+        let mut sh = shared.lock().expect("status lock");
+        sh.status.pid = std::process::id();
+        sh.status.dir = opts.dir.display().to_string();
+        sh.status.node = host.facts.node.clone();
+        sh.status.started_at = status::now();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut files =
+        watch::FileWatch::new(&opts.dir, tx.clone()).map_err(|source| DaemonError::Watch {
+            dir: opts.dir.clone(),
+            source,
+        })?;
+    let links = tx.clone();
+    crate::netlink::monitor::watch_links(move || {
+        let _ = links.send(Trigger::Links);
+    })
+    .map_err(DaemonError::Links)?;
+    spawn_resync(tx.clone(), opts.resync);
+    if let Some(every) = opts.ct_gc {
+        ctgc::spawn(
+            host.pins.clone(),
+            every,
+            shared.clone(),
+            opts.state_dir.clone(),
+        );
+    }
+    if let Some(addr) = opts.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        tracing::info!("serving /metrics and /status on http://{addr}");
+        tokio::spawn(metrics::serve(listener, host.pins.clone(), shared.clone()));
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+
+    tracing::info!(
+        dir = %opts.dir.display(),
+        node = %host.facts.node,
+        resync = ?opts.resync,
+        "weft daemon starting"
+    );
+    let mut r = Reconciler {
+        host,
+        shared,
+        files: incremental::Reconciler::open(&opts.dir),
+        last_good: None,
+        last_made: None,
+        last_said: String::new(),
+        retry: FIRST_RETRY,
+        opts,
+    };
+    let _ = tx.send(Trigger::Start);
+    loop {
+        tokio::select! {
+            batch = watch::next_batch(&mut rx, r.opts.debounce, MAX_BATCH) => {
+                let Some(batch) = batch else { break };
+                files.rewatch();
+                if !r.reconcile(batch[0]).await {
+                    let (tx, wait) = (tx.clone(), r.retry);
+                    r.retry = (r.retry * 2).min(r.opts.resync.max(FIRST_RETRY));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = tx.send(Trigger::Retry);
+                    });
+                } else {
+                    r.retry = FIRST_RETRY;
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reconciling now");
+                let _ = tx.send(Trigger::Resync);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("weft daemon stopping; the dataplane stays as it is");
+    Ok(())
+}
+
+fn spawn_resync(tx: UnboundedSender<Trigger>, every: Duration) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            if tx.send(Trigger::Resync).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl Reconciler {
+    /// One reconcile; false when it failed (and should be retried).
+    async fn reconcile(&mut self, trigger: Trigger) -> bool {
+        let started = Instant::now();
+        let mut rec = Reconcile {
+            at: status::now(),
+            trigger: trigger.as_str().to_string(),
+            ..Default::default()
+        };
+        let result = self.converge(trigger, &mut rec).await;
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        let ok = result.is_ok();
+        let maps = crate::bpf::stats::map_fill(&self.host.pins).unwrap_or_default();
+        let mut sh = self.shared.lock().expect("status lock");
+        sh.durations.observe(started.elapsed().as_secs_f64());
+        let st = &mut sh.status;
+        *st.reconciles.entry(rec.trigger.clone()).or_default() += 1;
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!("reconcile failed (retrying): {e}");
+                rec.result = "failed".into();
+                st.apply_errors += 1;
+                st.last_error = Some(ErrorRecord {
+                    at: rec.at,
+                    message: e.to_string(),
+                });
+            }
+        }
+        if rec.operations > 0 {
+            st.applies += 1;
+            st.last_apply = Some(rec.clone());
+        }
+        tracing::debug!(
+            trigger = trigger.as_str(),
+            result = %rec.result,
+            operations = rec.operations,
+            ms = rec.duration_ms,
+            "reconciled"
+        );
+        st.last_reconcile = Some(rec);
+        st.maps = maps;
+        st.updated_at = status::now();
+        if let Err(e) = st.write(&self.opts.state_dir) {
+            tracing::warn!(
+                "writing {}: {e}",
+                status::status_path(&self.opts.state_dir).display()
+            );
+        }
+        ok
+    }
+
+    /// Takes the files as read (`changed`: some text changed since the last reconcile),
+    /// keeping the last good configuration when they do not validate, and computes what it
+    /// asks of this host. The second value is true
+    /// when that is the files' configuration (not the last good one kept in their place).
+    fn desired(&mut self, rec: &mut Reconcile, changed: bool) -> Option<(Computed, bool)> {
+        let read = match self.files.documents().config() {
+            Ok(cfg) => {
+                let cfg = cfg.clone();
+                self.files
+                    .compute(&cfg, &self.host.facts)
+                    .map(|c| (cfg, c))
+                    .map_err(|e| vec![e.to_string()])
+            }
+            Err(d) => Err(d.0.iter().map(|p| p.to_string()).collect()),
+        };
+        let problem = match read {
+            Ok((cfg, c)) => {
+                let since = match &self.last_good {
+                    Some((_, at)) if !changed => *at,
+                    _ => status::now(),
+                };
+                self.last_good = Some((cfg, since));
+                self.shared.lock().expect("status lock").ct_timeouts =
+                    Some(c.desired.settings.ct_timeouts);
+                self.set_config(true, Vec::new());
+                if !self.last_said.is_empty() {
+                    tracing::info!("the configuration validates again");
+                    self.last_said.clear();
+                }
+                return Some((c, true));
+            }
+            Err(problem) => problem,
+        };
+        rec.result = "invalid".into();
+        let said = problem.join("\n");
+        if said != self.last_said {
+            tracing::error!(
+                "{}: {} problem(s); {}:\n{said}",
+                self.opts.dir.display(),
+                problem.len(),
+                if self.last_good.is_some() {
+                    "the last good configuration stays in force"
+                } else {
+                    "nothing is applied until the files validate"
+                }
+            );
+            self.last_said = said;
+        }
+        self.set_config(false, problem);
+        let (cfg, _) = self.last_good.as_ref()?;
+        // Facts may have changed since; the last good files are recompiled against them.
+        match self.files.compute(&cfg.clone(), &self.host.facts) {
+            Ok(c) => Some((c, false)),
+            Err(e) => {
+                tracing::error!("the last good configuration no longer compiles: {e}");
+                None
+            }
+        }
+    }
+
+    fn set_config(&self, valid: bool, problems: Vec<String>) {
+        let mut sh = self.shared.lock().expect("status lock");
+        sh.status.config = ConfigStatus {
+            valid,
+            problems,
+            in_force_since: self.last_good.as_ref().map(|(_, at)| *at),
+        };
+    }
+
+    async fn converge(&mut self, trigger: Trigger, rec: &mut Reconcile) -> Result<(), RunError> {
+        self.host.refresh_facts().await?;
+        // Only the files whose text changed are parsed again.
+        let changed = self.files.rescan();
+        if trigger == Trigger::Files
+            && self.files.trusted(&self.host.facts)
+            && self.files.documents().config().is_ok()
+        {
+            return self.apply_changes(rec).await;
+        }
+        rec.how = "observed".into();
+        let Some((mut c, current)) = self.desired(rec, changed) else {
+            self.files.forget();
+            return Ok(());
+        };
+        let mut d = self.host.without_down(c.desired.clone());
+        for w in &d.warnings {
+            tracing::debug!("{w}");
+        }
+        let observed = self.host.observe(&d.state).await?;
+        let mut ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
+        let drifted = drift::find(&d.state, &observed, self.last_made.as_ref());
+        let mut created = 0;
+        if ops.iter().any(crate::plan::Op::creates_link) {
+            // Devices first; what refers to them by index is planned once they exist.
+            created = ops.iter().filter(|o| o.creates_link()).count();
+            run::create_devices(&mut self.host, &ops, run::log_progress()).await?;
+            let Some((cfg, _)) = &self.last_good else {
+                return Ok(());
+            };
+            c = self.files.compute(&cfg.clone(), &self.host.facts)?;
+            d = self.host.without_down(c.desired.clone());
+            let observed = self.host.observe(&d.state).await?;
+            ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
+        }
+        rec.operations = ops.len() + created;
+        rec.objects = ops.iter().map(crate::apply::objects).sum();
+        rec.repairs = drifted.len();
+        self.shared.lock().expect("status lock").rules = d.names();
+        if rec.result.is_empty() {
+            rec.result = "converged".into();
+        }
+        if ops.is_empty() {
+            if self.last_made.is_none() {
+                tracing::info!(
+                    "the live state already matches {}: adopted as it is",
+                    self.opts.dir.display()
+                );
+            }
+            self.trust(c, current, &d.state, true);
+            self.last_made = Some(d.state);
+            return Ok(());
+        }
+        for dr in &drifted {
+            tracing::warn!(
+                kind = dr.kind.as_str(),
+                "repairing drift: {} {} is {}",
+                dr.kind.as_str(),
+                dr.object,
+                dr.change.as_str()
+            );
+        }
+        tracing::info!(
+            "applying {} operation(s) on {} object(s){}",
+            rec.operations,
+            rec.objects,
+            if drifted.is_empty() {
+                String::new()
+            } else {
+                format!(", repairing {} drifted", drifted.len())
+            }
+        );
+        let outcome = run::converge(&mut self.host, &d.state, &ops, run::log_progress()).await?;
+        {
+            let mut sh = self.shared.lock().expect("status lock");
+            let st = &mut sh.status;
+            for dr in &drifted {
+                *st.drift_repaired
+                    .entry(dr.kind.as_str().to_string())
+                    .or_default() += 1;
+                st.recent_repairs.push(RepairRecord {
+                    at: rec.at,
+                    kind: dr.kind.as_str().into(),
+                    object: dr.object.clone(),
+                    change: dr.change.as_str().into(),
+                });
+            }
+            let n = st.recent_repairs.len();
+            if n > status::RECENT_REPAIRS {
+                st.recent_repairs.drain(..n - status::RECENT_REPAIRS);
+            }
+        }
+        if outcome.converged(&d.state) {
+            tracing::info!(
+                "converged: the live state matches {}",
+                self.opts.dir.display()
+            );
+        } else {
+            let diff = crate::plan::render_diff(
+                &outcome.after,
+                &d.state,
+                &self.opts.dir.display().to_string(),
+                &d.names(),
+            );
+            tracing::warn!("applied, but the live state still differs:\n{diff}");
+            if rec.result == "converged" {
+                rec.result = "differs".into();
+            }
+        }
+        self.trust(c, current, &d.state, outcome.after == d.state);
+        self.last_made = Some(d.state);
+        Ok(())
+    }
+
+    /// After a converge: the state `c` computed is what later file changes are applied
+    /// against, if it is what is live (`live`), it is the files' own configuration, and
+    /// nothing was left out of it for interfaces that are down.
+    fn trust(&mut self, c: Computed, current: bool, made: &HostState, live: bool) {
+        if live && current && c.desired.state == *made {
+            self.files.adopt(c);
+        } else {
+            self.files.forget();
+        }
+    }
+
+    /// Files changed and the state last converged to is trusted: the difference is applied
+    /// against it, without observing (`incremental::Reconciler::apply_changes`).
+    async fn apply_changes(&mut self, rec: &mut Reconcile) -> Result<(), RunError> {
+        let step = match self.files.apply_changes(&mut self.host).await {
+            Ok(step) => step,
+            Err(e) => {
+                // Whatever was applied of it is not known: the next wake observes.
+                self.files.forget();
+                return Err(e);
+            }
+        };
+        rec.how = match step.how {
+            incremental::How::Observed => "observed",
+            _ => "incremental",
+        }
+        .into();
+        rec.operations = step.ops.len();
+        rec.objects = step.ops.iter().map(crate::apply::objects).sum();
+        rec.result = if step.converged {
+            "converged".into()
+        } else {
+            "differs".into()
+        };
+        if let Ok(cfg) = self.files.documents().config() {
+            if step.how != incremental::How::Nothing {
+                self.last_good = Some((cfg.clone(), status::now()));
+            }
+        }
+        self.set_config(true, Vec::new());
+        if !self.last_said.is_empty() {
+            tracing::info!("the configuration validates again");
+            self.last_said.clear();
+        }
+        if let Some(c) = self.files.applied() {
+            let mut sh = self.shared.lock().expect("status lock");
+            sh.rules = c.desired.names();
+            sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);
+            self.last_made = Some(c.desired.state.clone());
+        }
+        if !step.ops.is_empty() {
+            tracing::info!(
+                how = ?step.how,
+                "applied {} operation(s) on {} object(s) against the state last converged to",
+                rec.operations,
+                rec.objects
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What to observe for a rollback: the interfaces and attachments of both states (`a` wins
+/// where both configure one).
+pub fn scope_of(a: &HostState, b: &HostState) -> HostState {
+    let mut scope = b.clone();
+    scope.links.extend(a.links.clone());
+    scope.attachments.extend(a.attachments.clone());
+    scope
+        .cgroup_attachments
+        .extend(a.cgroup_attachments.clone());
+    scope
+}

@@ -1,0 +1,213 @@
+//! What the daemon has done, as `weft status` and the metrics endpoint read it. The daemon
+//! rewrites `<state dir>/status.json` (default /run/weft) after every reconcile, atomically,
+//! so a reader never sees half a file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bpf::stats::MapFill;
+
+/// The default directory of the daemon's status file and of pending confirmations.
+pub const DEFAULT_STATE_DIR: &str = "/run/weft";
+
+pub fn status_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One reconcile: why it ran and what came of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconcile {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// What woke it: start, files, links, resync (the first of these, when several did).
+    pub trigger: String,
+    /// observed: the live state was read and diffed (start, resync, interfaces, retries, and
+    /// files when the last state is not trusted); incremental: the files' change was applied
+    /// against the state last converged to.
+    #[serde(default)]
+    pub how: String,
+    /// converged, differs (applied, but live still differs), failed, invalid (the files do
+    /// not validate; the last good configuration was used).
+    pub result: String,
+    pub operations: usize,
+    pub objects: usize,
+    /// How many of the objects were drift repairs.
+    pub repairs: usize,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub at: u64,
+    pub message: String,
+}
+
+/// The configuration as last read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub valid: bool,
+    /// Every problem, as `file:line:column: ...`, when it does not validate.
+    pub problems: Vec<String>,
+    /// When the configuration in force was read (seconds since the Unix epoch).
+    pub in_force_since: Option<u64>,
+}
+
+/// One repair of drift.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    pub at: u64,
+    pub kind: String,
+    pub object: String,
+    pub change: String,
+}
+
+/// How many repairs the status file keeps the details of.
+pub const RECENT_REPAIRS: usize = 32;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub dir: String,
+    pub node: String,
+    pub started_at: u64,
+    pub updated_at: u64,
+    /// Reconciles by trigger.
+    pub reconciles: BTreeMap<String, u64>,
+    /// Reconciles that ran at least one operation.
+    pub applies: u64,
+    pub apply_errors: u64,
+    pub last_reconcile: Option<Reconcile>,
+    /// The last reconcile that ran operations.
+    pub last_apply: Option<Reconcile>,
+    pub last_error: Option<ErrorRecord>,
+    pub config: ConfigStatus,
+    /// Drift repairs by kind of object.
+    pub drift_repaired: BTreeMap<String, u64>,
+    pub recent_repairs: Vec<RepairRecord>,
+    /// Fill levels of the pinned maps after the last reconcile.
+    pub maps: Vec<MapFill>,
+    /// The conntrack collector's work.
+    #[serde(default)]
+    pub conntrack_gc: CtGcStatus,
+}
+
+/// What the conntrack collector has done since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtGcStatus {
+    pub sweeps: u64,
+    pub errors: u64,
+    /// Entries deleted, by the timeout that expired them (see weft::bpf::ctgc).
+    pub deleted: BTreeMap<String, u64>,
+    pub last: Option<SweepRecord>,
+}
+
+impl CtGcStatus {
+    pub fn deleted_total(&self) -> u64 {
+        self.deleted.values().sum()
+    }
+}
+
+/// One sweep of the conntrack map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub at: u64,
+    pub scanned: u64,
+    pub deleted: u64,
+    pub wall_us: u64,
+    /// CPU time the sweep took (the BPF program runs in the daemon's system call).
+    pub cpu_us: u64,
+}
+
+impl Status {
+    pub fn reconciles_total(&self) -> u64 {
+        self.reconciles.values().sum()
+    }
+
+    pub fn repairs_total(&self) -> u64 {
+        self.drift_repaired.values().sum()
+    }
+
+    /// Writes the status file atomically (a temporary file renamed over it).
+    pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = status_path(state_dir);
+        let tmp = state_dir.join(".status.json.tmp");
+        let json = serde_json::to_vec_pretty(self).expect("status serializes");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    pub fn read(state_dir: &Path) -> std::io::Result<Status> {
+        let bytes = std::fs::read(status_path(state_dir))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending).
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// `secs` since the Unix epoch as RFC 3339 in UTC, e.g. 2024-05-01T12:00:00Z.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn the_status_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("weft-status-test-{}", std::process::id()));
+        let mut s = Status {
+            pid: 7,
+            applies: 2,
+            ..Default::default()
+        };
+        s.reconciles.insert("files".into(), 3);
+        s.write(&dir).expect("write");
+        assert_eq!(Status::read(&dir).expect("read"), s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
