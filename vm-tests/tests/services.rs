@@ -725,7 +725,9 @@ fn sockets_of_other_namespaces_are_not_translated() {
 /// do, and neither does `weft diff`.
 #[test]
 fn under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_do() {
-    let Some(bed) = bed("under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_do") else {
+    let Some(bed) =
+        bed("under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_do")
+    else {
         return;
     };
     let http = "    - {name: http, port: 80, targetPort: 8080}\n";
