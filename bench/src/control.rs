@@ -376,6 +376,9 @@ fn measure(bin: &Path, n: usize) -> Figures {
         std::thread::sleep(Duration::from_millis(50));
     }
     let daemon_rss_mib = vm_hwm_mib(daemon.0.id());
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status).unwrap_or_default()).unwrap_or_default();
+    eprintln!("{n}: the daemon's last apply: {}", last["last_apply"]);
     drop(daemon);
     drop(host);
     let _ = std::fs::remove_dir_all(&dir);

@@ -99,7 +99,7 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
     ),
     (
         "services",
-        "cold converge of 10,000 services and one changed service, beside iptables-restore and nft -f",
+        "cold converge of 1,000 and 10,000 services and one changed service, beside iptables-restore and nft -f",
         services_cmd,
     ),
     (
@@ -160,20 +160,22 @@ fn main() -> ExitCode {
 
 /// `weft-bench services [--services N] [--runs R] [--limit SECONDS]`.
 fn services_cmd(common: Common, args: &[String]) -> ExitCode {
+    // 1,000 and 10,000 services (the sizes); --quick: one run at 1,000.
     let mut a = services::Args {
-        services: 10_000,
+        sizes: if common.quick {
+            vec![1_000]
+        } else {
+            vec![1_000, 10_000]
+        },
         runs: if common.quick { 1 } else { 3 },
         limit_s: 120,
         json: common.json,
     };
-    if common.quick {
-        a.services = 1_000;
-    }
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().and_then(|v| v.parse::<usize>().ok());
         match (flag.as_str(), value) {
-            ("--services", Some(v)) if v >= 2 => a.services = v,
+            ("--services", Some(v)) if v >= 2 => a.sizes = vec![v],
             ("--runs", Some(v)) if v >= 1 => a.runs = v,
             ("--limit", Some(v)) if v >= 1 => a.limit_s = v as u64,
             _ => {

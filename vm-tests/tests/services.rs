@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 
+use weft_vm_tests::daemon::*;
 use weft_vm_tests::*;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B1: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 11);
 const B2: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 12);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
 
@@ -715,4 +717,98 @@ fn sockets_of_other_namespaces_are_not_translated() {
     let (peer, who) = host_connect(&bed.w(0).ns, VIP, 80).expect("reachable from the workload");
     assert_eq!(peer, SocketAddr::from((VIP, 80)));
     assert_eq!(who, "b1");
+}
+
+/// `weft run`: a changed EndpointSlice, and then a new Service, are each worked out alone
+/// against the state the daemon converged to (no observing), and real traffic follows them at
+/// once; a resync afterwards, which observes the kernel as `weft apply` does, finds nothing to
+/// do, and neither does `weft diff`.
+#[test]
+fn under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_do() {
+    let Some(bed) =
+        bed("under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_do")
+    else {
+        return;
+    };
+    let http = "    - {name: http, port: 80, targetPort: 8080}\n";
+    let ports = "  - {name: http, port: 8080, protocol: TCP}\n";
+    bed.write(
+        "svc/web.yaml",
+        &service("web", &format!("  clusterIP: {VIP}\n"), http),
+    );
+    bed.write(
+        "svc/web-slice.yaml",
+        &slice("web", ports, &[(B1, true)], &bed.node),
+    );
+    // No resync timer during the test: only files and SIGHUP wake the daemon.
+    let mut d = bed.daemon(&["--resync", "1h", "--debounce", "300ms"]);
+    let s = d.started();
+    assert_eq!(last_result(&s), "converged", "{s}");
+    for _ in 0..5 {
+        assert_eq!(tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(), Some("b1"));
+    }
+    let applies = |s: &serde_json::Value| s["applies"].as_u64().unwrap_or(0);
+
+    // The backend moves from b1 to b2.
+    let (files0, applies0) = (reconciles(&s, "files"), applies(&s));
+    bed.write(
+        "svc/web-slice.yaml",
+        &slice("web", ports, &[(B2, true)], &bed.node),
+    );
+    let s = d.wait("the slice's reconcile", |s| applies(s) > applies0);
+    assert_eq!(reconciles(&s, "files"), files0 + 1, "{s}");
+    let last = &s["last_apply"];
+    assert_eq!(last["trigger"], "files", "{s}");
+    assert_eq!(
+        (last["how"].as_str(), last["services"].as_u64()),
+        (Some("incremental"), Some(1)),
+        "one service worked out alone against the state converged to\n{s}\n{}",
+        d.log_text()
+    );
+    assert_eq!(last["result"], "converged", "{s}");
+    // The status is written after the maps are: every new connection goes to b2 now.
+    for _ in 0..5 {
+        assert_eq!(tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(), Some("b2"));
+    }
+
+    // A new service in files of its own: its frontend comes the same way.
+    let applies1 = applies(&s);
+    bed.write(
+        "svc/api.yaml",
+        &(service("api", &format!("  clusterIP: {VIP2}\n"), http)
+            + "---\n"
+            + &slice("api", ports, &[(B1, true)], &bed.node)),
+    );
+    let s = d.wait("the new service's reconcile", |s| applies(s) > applies1);
+    let last = &s["last_apply"];
+    assert_eq!(
+        (last["how"].as_str(), last["services"].as_u64()),
+        (Some("incremental"), Some(1)),
+        "{s}"
+    );
+    assert_eq!(tcp_hello(&bed.w(0).ns, VIP2, 80).as_deref(), Some("b1"));
+    assert_eq!(
+        tcp_hello(&bed.host, VIP2, 80).as_deref(),
+        Some("b1"),
+        "host processes reach it too"
+    );
+    assert_eq!(tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(), Some("b2"));
+
+    // The full way: SIGHUP asks for a resync, which observes the live state.
+    let (resyncs, applies2) = (reconciles(&s, "resync"), applies(&s));
+    // SAFETY: signalling the daemon this test started.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+    let s = d.wait("the resync", |s| reconciles(s, "resync") > resyncs);
+    let last = &s["last_reconcile"];
+    assert_eq!(last["how"], "observed", "{s}");
+    assert_eq!(
+        (last["operations"].as_u64(), last["repairs"].as_u64()),
+        (Some(0), Some(0)),
+        "the resync found nothing to do after the incremental reconciles\n{}",
+        d.log_text()
+    );
+    assert_eq!(last_result(&s), "converged", "{s}");
+    assert_eq!(applies(&s), applies2, "{s}");
+    let (code, diff) = bed.diff();
+    assert_eq!(code, 0, "weft diff finds nothing either:\n{diff}");
 }

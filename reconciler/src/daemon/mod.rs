@@ -419,7 +419,19 @@ impl Reconciler {
                 rec.result = "differs".into();
             }
         }
-        self.trust(c, current, &d.state, outcome.after == d.state);
+        // Applying can change the facts `c` was computed from (a device it created is up
+        // now): later changes are applied against the state as computed for the facts as
+        // they are, which `trust` keeps only if it is still what was made.
+        let now = match &self.last_good {
+            Some((cfg, _)) if current && c.facts != self.host.facts => {
+                self.files.compute(cfg, &self.host.facts).ok()
+            }
+            _ => Some(c),
+        };
+        match now {
+            Some(c) => self.trust(c, current, &d.state, outcome.after == d.state),
+            None => self.files.forget(),
+        }
         self.last_made = Some(d.state);
         Ok(())
     }
@@ -451,6 +463,9 @@ impl Reconciler {
             _ => "incremental",
         }
         .into();
+        if let incremental::How::Services(n) = step.how {
+            rec.services = n;
+        }
         rec.operations = step.ops.len();
         rec.objects = step.ops.iter().map(crate::apply::objects).sum();
         rec.result = if step.converged {

@@ -37,6 +37,10 @@ pub struct Reconcile {
     /// against the state last converged to.
     #[serde(default)]
     pub how: String,
+    /// For an incremental reconcile of Services and EndpointSlices alone: how many services
+    /// were worked out again on their own (0: the desired state was computed anew).
+    #[serde(default)]
+    pub services: usize,
     /// converged, differs (applied, but live still differs), failed, invalid (the files do
     /// not validate; the last good configuration was used).
     pub result: String,
