@@ -373,7 +373,10 @@ fn measure(bin: &Path, n: usize) -> Figures {
         wait_for("the service back", || {
             (backends() == Some(svc.backends.len() as u32)).then_some(())
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // The daemon's bookkeeping after an apply (status, metrics, the state kept for drift)
+        // runs on past the kernel change: let it finish, so each trial starts from an idle
+        // daemon.
+        std::thread::sleep(Duration::from_secs(1));
     }
     let daemon_rss_mib = vm_hwm_mib(daemon.0.id());
     let last: serde_json::Value =

@@ -488,9 +488,11 @@ impl Reconciler {
     }
 
     /// Reads these files again (changed, created or removed).
-    pub fn files_changed<P: AsRef<Path>>(&mut self, paths: &[P]) {
+    pub fn files_changed<P: AsRef<Path>>(&mut self, paths: &[P]) -> bool {
         let d = self.docs.reread(paths);
+        let changed = !matches!(d, Delta::Unchanged);
         self.note(d);
+        changed
     }
 
     /// Reads the whole directory again, parsing what changed; true when some file's text did.

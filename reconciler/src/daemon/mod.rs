@@ -79,6 +79,8 @@ struct Reconciler {
     /// The files, parsed (only changed ones again), the policy compiler's memory, and the
     /// state last converged to while it is trusted.
     files: incremental::Reconciler,
+    /// The files the watcher saw change since the last reconcile.
+    changed: Arc<Mutex<watch::Changed>>,
     /// The configuration last read that validated and compiled, and since when it has been
     /// in force (its first read).
     last_good: Option<(Config, u64)>,
@@ -141,6 +143,7 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         host,
         shared,
         files: incremental::Reconciler::open(&opts.dir),
+        changed: files.changed(),
         last_good: None,
         last_made: None,
         last_said: String::new(),
@@ -312,8 +315,13 @@ impl Reconciler {
 
     async fn converge(&mut self, trigger: Trigger, rec: &mut Reconcile) -> Result<(), RunError> {
         self.host.refresh_facts().await?;
-        // Only the files whose text changed are parsed again.
-        let changed = self.files.rescan();
+        // Only the files whose text changed are parsed again; on a file wake, only the files
+        // the events named are read (unless they could not say).
+        let named = self.changed.lock().expect("watch lock").take();
+        let changed = match named {
+            Some(paths) if trigger == Trigger::Files => self.files.files_changed(&paths),
+            _ => self.files.rescan(),
+        };
         if trigger == Trigger::Files
             && self.files.trusted(&self.host.facts)
             && self.files.documents().config().is_ok()

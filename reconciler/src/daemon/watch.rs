@@ -35,6 +35,13 @@ impl Trigger {
     }
 }
 
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
 /// Whether a change at `path` can matter to `load_dir(dir)`: a YAML file, or something that
 /// may be a directory (a name without an extension), outside hidden directories (`.git`).
 fn relevant(dir: &Path, path: &Path) -> bool {
@@ -64,14 +71,39 @@ pub struct FileWatch {
     dir: PathBuf,
     /// What the directory resolved to when last watched; the event handler reads it too.
     watched: Arc<Mutex<Option<PathBuf>>>,
+    /// The files events named since the reconciler last took them (relative to the
+    /// directory).
+    changed: Arc<Mutex<Changed>>,
     watcher: notify::RecommendedWatcher,
+}
+
+/// What changed under the directory, as the events tell it: YAML files by path relative to
+/// it, or
+/// `everything` when an event cannot be narrowed to files (a directory renamed, the directory
+/// swapped, a lost event), and the whole directory must be read again.
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub files: std::collections::BTreeSet<PathBuf>,
+    pub everything: bool,
+}
+
+impl Changed {
+    /// Takes what was recorded: Some(files) or None for everything.
+    pub fn take(&mut self) -> Option<Vec<PathBuf>> {
+        let c = std::mem::take(self);
+        (!c.everything).then(|| c.files.into_iter().collect())
+    }
 }
 
 impl FileWatch {
     pub fn new(dir: &Path, tx: UnboundedSender<Trigger>) -> notify::Result<FileWatch> {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let watched: Arc<Mutex<Option<PathBuf>>> = Arc::default();
-        let (root, target) = (dir.clone(), watched.clone());
+        let changed: Arc<Mutex<Changed>> = Arc::new(Mutex::new(Changed {
+            files: Default::default(),
+            everything: true,
+        }));
+        let (root, target, record) = (dir.clone(), watched.clone(), changed.clone());
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let wake = match &ev {
                 // Reading the files (the daemon's own reads above all) and metadata changes
@@ -88,14 +120,33 @@ impl FileWatch {
                     let target = target.lock().expect("watch lock").clone();
                     let roots = std::iter::once(&root).chain(target.as_ref());
                     let roots: Vec<&PathBuf> = roots.collect();
-                    ev.need_rescan()
-                        || ev
-                            .paths
-                            .iter()
-                            .any(|p| roots.iter().any(|r| p.starts_with(r) && relevant(r, p)))
+                    let hits: Vec<&PathBuf> = ev
+                        .paths
+                        .iter()
+                        .filter(|p| roots.iter().any(|r| p.starts_with(r) && relevant(r, p)))
+                        .collect();
+                    let mut c = record.lock().expect("watch lock");
+                    for p in &hits {
+                        // A YAML file named under the directory as configured can be read
+                        // again alone; anything else (a directory, a path through the
+                        // resolved target) means reading the directory again.
+                        match p.strip_prefix(&root) {
+                            Ok(rel) if is_yaml(p) => {
+                                c.files.insert(rel.to_path_buf());
+                            }
+                            _ => c.everything = true,
+                        }
+                    }
+                    if ev.need_rescan() {
+                        c.everything = true;
+                    }
+                    ev.need_rescan() || !hits.is_empty()
                 }
                 // A lost event (queue overflow) means we do not know: look.
-                Err(_) => true,
+                Err(_) => {
+                    record.lock().expect("watch lock").everything = true;
+                    true
+                }
             };
             tracing::trace!(wake, "file event: {ev:?}");
             if wake {
@@ -105,6 +156,7 @@ impl FileWatch {
         let mut w = FileWatch {
             dir,
             watched,
+            changed,
             watcher,
         };
         if let Some(parent) = w.dir.parent() {
@@ -112,6 +164,11 @@ impl FileWatch {
         }
         w.rewatch();
         Ok(w)
+    }
+
+    /// What changed, as the events named it: shared with the reconciler, which takes it.
+    pub fn changed(&self) -> Arc<Mutex<Changed>> {
+        self.changed.clone()
     }
 
     /// Watches what the directory is now, if that changed (it was replaced, or appeared).
