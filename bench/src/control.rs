@@ -408,19 +408,13 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
         eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
         return ExitCode::FAILURE;
     }
-    let bin = match std::env::var_os("WEFT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .expect("this binary")
-            .with_file_name("weft"),
+    let bin = match crate::traffic::weft_bin() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-bench control: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    if !bin.exists() {
-        eprintln!(
-            "weft-bench control: no weft binary at {} (cargo build --release -p weft, or WEFT_BIN)",
-            bin.display()
-        );
-        return ExitCode::FAILURE;
-    }
     let sizes: &[usize] = if common.quick {
         &[1_000]
     } else {

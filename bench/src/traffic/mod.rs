@@ -202,7 +202,7 @@ impl Options {
 }
 
 /// The weft binary beside this one (`cargo build --release -p weft`), or $WEFT_BIN.
-fn weft_bin() -> Result<PathBuf, String> {
+pub(crate) fn weft_bin() -> Result<PathBuf, String> {
     let bin = match std::env::var_os("WEFT_BIN") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()
