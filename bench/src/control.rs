@@ -256,6 +256,12 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The daemon's bookkeeping after an apply (status, metrics, the state kept for drift) runs
+/// on past the kernel change: let it finish, so each trial starts from an idle daemon.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 fn vm_hwm_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -353,6 +359,7 @@ fn measure(bin: &Path, n: usize) -> Figures {
             (ruleset_in() != before).then_some(())
         });
         policy_change.push(t.elapsed().as_secs_f64() * 1e3);
+        settle();
 
         let mut changed = svc.clone();
         changed
@@ -368,15 +375,13 @@ fn measure(bin: &Path, n: usize) -> Figures {
             (backends() == Some(want)).then_some(())
         });
         service_change.push(t.elapsed().as_secs_f64() * 1e3);
+        settle();
         // Back as it was, and settled, before the next trial.
         write_atomic(&dir.join("services").join(svc.file_name()), &svc.yaml());
         wait_for("the service back", || {
             (backends() == Some(svc.backends.len() as u32)).then_some(())
         });
-        // The daemon's bookkeeping after an apply (status, metrics, the state kept for drift)
-        // runs on past the kernel change: let it finish, so each trial starts from an idle
-        // daemon.
-        std::thread::sleep(Duration::from_secs(1));
+        settle();
     }
     let daemon_rss_mib = vm_hwm_mib(daemon.0.id());
     let last: serde_json::Value =
