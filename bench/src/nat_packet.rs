@@ -15,8 +15,7 @@ use std::process::ExitCode;
 
 use weft::bpf::load::ProgramSettings;
 use weft::bpf::maps::{self, MapSizes, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey};
-use weft::policy::flat::{FlatAction, FlatRule, GroupEnd, RulesetSpec, SpanSet};
-use weft_golden::harness::{Floor, Harness, IFINDEX, PASS};
+use weft_golden::harness::{allow_all, Floor, Harness, IFINDEX, PASS};
 use weft_golden::packet::{self, TCP_ACK, TCP_SYN};
 
 use crate::report::{Common, Report, Row};
@@ -59,24 +58,6 @@ fn vip(i: u32) -> Ipv4Addr {
 
 fn backend(i: u32, j: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + 2 + i * BACKENDS + j)
-}
-
-fn allow_all() -> RulesetSpec {
-    RulesetSpec {
-        sets: vec![],
-        locals: vec![],
-        rules: vec![FlatRule {
-            id: 1,
-            action: FlatAction::Allow,
-            group: 0,
-            peer: vec![],
-            local: vec![true, true],
-            sport: SpanSet::full(),
-            dport: SpanSet::full(),
-        }],
-        groups: vec![GroupEnd::Deny(2)],
-        default_rule: 3,
-    }
 }
 
 /// The harness with `n` services of ten backends each and a client workload.

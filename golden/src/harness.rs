@@ -361,3 +361,23 @@ impl Drop for Harness {
         let _ = std::fs::remove_dir_all(&self.pins.root);
     }
 }
+
+/// A ruleset that allows every flow (rule 1), for tests about something other than policy.
+pub fn allow_all() -> weft::policy::flat::RulesetSpec {
+    use weft::policy::flat::{FlatAction, FlatRule, GroupEnd, RulesetSpec, SpanSet};
+    RulesetSpec {
+        sets: vec![],
+        locals: vec![],
+        rules: vec![FlatRule {
+            id: 1,
+            action: FlatAction::Allow,
+            group: 0,
+            peer: vec![],
+            local: vec![true, true],
+            sport: SpanSet::full(),
+            dport: SpanSet::full(),
+        }],
+        groups: vec![GroupEnd::Deny(2)],
+        default_rule: 3,
+    }
+}

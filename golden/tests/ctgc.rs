@@ -10,7 +10,6 @@ use weft::bpf::ctgc::{Collector, CtTimeouts};
 use weft::bpf::maps::{
     self, Ct4Key, Ct4Value, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Plain,
 };
-use weft::policy::flat::{FlatAction, FlatRule, GroupEnd, RulesetSpec, SpanSet};
 use weft_golden::harness::*;
 use weft_golden::packet::*;
 
@@ -172,24 +171,6 @@ fn configured_timeouts_and_the_creation_grace_period_apply() {
     assert!(h.ct_get(&grown).is_none(), "past grace and idle 3 s > 2 s");
     assert!(h.ct_get(&fresh).is_some(), "idle 1 s < 2 s");
     assert_eq!(sweep.expired.get("udp"), Some(&1));
-}
-
-fn allow_all() -> RulesetSpec {
-    RulesetSpec {
-        sets: vec![],
-        locals: vec![],
-        rules: vec![FlatRule {
-            id: 1,
-            action: FlatAction::Allow,
-            group: 0,
-            peer: vec![],
-            local: vec![true, true],
-            sport: SpanSet::full(),
-            dport: SpanSet::full(),
-        }],
-        groups: vec![GroupEnd::Deny(2)],
-        default_rule: 3,
-    }
 }
 
 /// A client on IFINDEX and a service VIP:80/tcp with one backend on 8080; returns the harness

@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 use weft::bpf::maps::{
     self, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey, Plain,
 };
-use weft::policy::flat::{FlatAction, FlatRule, GroupEnd, RulesetSpec, SpanSet};
 use weft_golden::harness::*;
 use weft_golden::packet::*;
 
@@ -18,24 +17,6 @@ const SVC: u32 = 77;
 const FROM: &str = "weft_from_wep";
 /// tc's TC_ACT_REDIRECT: the packet went back where it came from (a reject).
 const REDIRECT: i32 = 7;
-
-fn allow_all() -> RulesetSpec {
-    RulesetSpec {
-        sets: vec![],
-        locals: vec![],
-        rules: vec![FlatRule {
-            id: 1,
-            action: FlatAction::Allow,
-            group: 0,
-            peer: vec![],
-            local: vec![true, true],
-            sport: SpanSet::full(),
-            dport: SpanSet::full(),
-        }],
-        groups: vec![GroupEnd::Deny(2)],
-        default_rule: 3,
-    }
-}
 
 /// A client workload on IFINDEX (its backends are reachable the same way, so the harness can
 /// play both sides) and a service VIP:80/tcp with the given backends on port 8080.
