@@ -15,42 +15,58 @@
 #include "weft_defs_maps.h"
 #include "conntrack.h"
 
+/*
+ * What keeps the verifier's cost small, on every kernel: the verifier checks a
+ * bpf_for_each_map_elem callback as a loop body (since Linux 6.7 it re-walks it until its states
+ * converge), and the cost of that multiplies with every branch whose outcome it must remember.
+ * So the callback remembers nothing:
+ * - the pass's timeouts and tallies live in a global (a map value, whose contents the verifier
+ *   does not track), not on the caller's stack, so every walk of the callback starts in the same
+ *   state and the second walk is pruned at once;
+ * - the decision of whether and why an entry expired is a global function over scalars, which
+ *   the verifier checks once, on its own, whatever calls it.
+ * `weft verifier` prints what this costs on the running kernel; a test keeps it far inside the
+ * budget.
+ *
+ * One sweep runs at a time (they share the global): the daemon's collector thread, or
+ * `weft gc`.
+ */
+struct weft_ctgc_args weft_ctgc_pass;
+
 /* now - then, or 0 where `then` is later (an entry touched after the pass began). */
 WEFT_INLINE __u64 weft_age(__u64 now, __u64 then)
 {
 	return now > then ? now - then : 0;
 }
 
-/* Why an entry has expired (a WEFT_CTGC_* index into weft_ctgc_args.expired), or -1. */
-WEFT_INLINE int weft_ctgc_expired(const struct weft_ct4_key *k, const struct weft_ct4_value *v,
-				  const struct weft_ctgc_args *a)
+/*
+ * Why an entry has expired (a WEFT_CTGC_* index into weft_ctgc_args.expired), or -1: from its
+ * protocol, its legs' TCP flags, how long it has been idle and how old it is. A global function:
+ * verified once, apart from its callers.
+ */
+__noinline long weft_ctgc_why(__u32 proto, __u32 flags_a, __u32 flags_b, __u64 idle, __u64 age)
 {
-	__u64 age = weft_age(a->now_ns, v->last_seen_ns);
-	__u8 fa = v->leg_a.tcp_flags, fb = v->leg_b.tcp_flags;
+	const __u64 *t = weft_ctgc_pass.timeout_ns;
 
 	/* A flow being set up may not have all its entries yet: leave it be. */
-	if (weft_age(a->now_ns, v->created_ns) < a->timeout_ns[WEFT_CTGC_GRACE])
+	if (age < t[WEFT_CTGC_GRACE])
 		return -1;
-	switch (k->proto) {
+	switch (proto) {
 	case IPPROTO_TCP:
-		if (((fa | fb) & WEFT_CT_LEG_RST) && age > a->timeout_ns[WEFT_CTGC_TCP_RST])
+		if (((flags_a | flags_b) & WEFT_CT_LEG_RST) && idle > t[WEFT_CTGC_TCP_RST])
 			return WEFT_CTGC_TCP_RST;
-		if ((fa & WEFT_CT_LEG_FIN) && (fb & WEFT_CT_LEG_FIN) && age > a->timeout_ns[WEFT_CTGC_TCP_FINS])
+		if ((flags_a & flags_b & WEFT_CT_LEG_FIN) && idle > t[WEFT_CTGC_TCP_FINS])
 			return WEFT_CTGC_TCP_FINS;
 		/* Both sides have acknowledged: established (a flow picked up mid-way included). */
-		if ((fa & WEFT_CT_LEG_ACK) && (fb & WEFT_CT_LEG_ACK)) {
-			if (age > a->timeout_ns[WEFT_CTGC_TCP_ESTABLISHED])
-				return WEFT_CTGC_TCP_ESTABLISHED;
-		} else if (age > a->timeout_ns[WEFT_CTGC_TCP_SYN_SENT]) {
-			return WEFT_CTGC_TCP_SYN_SENT;
-		}
-		return -1;
+		if (flags_a & flags_b & WEFT_CT_LEG_ACK)
+			return idle > t[WEFT_CTGC_TCP_ESTABLISHED] ? WEFT_CTGC_TCP_ESTABLISHED : -1;
+		return idle > t[WEFT_CTGC_TCP_SYN_SENT] ? WEFT_CTGC_TCP_SYN_SENT : -1;
 	case IPPROTO_UDP:
-		return age > a->timeout_ns[WEFT_CTGC_UDP] ? WEFT_CTGC_UDP : -1;
+		return idle > t[WEFT_CTGC_UDP] ? WEFT_CTGC_UDP : -1;
 	case IPPROTO_ICMP:
-		return age > a->timeout_ns[WEFT_CTGC_ICMP] ? WEFT_CTGC_ICMP : -1;
+		return idle > t[WEFT_CTGC_ICMP] ? WEFT_CTGC_ICMP : -1;
 	}
-	return age > a->timeout_ns[WEFT_CTGC_GENERIC] ? WEFT_CTGC_GENERIC : -1;
+	return idle > t[WEFT_CTGC_GENERIC] ? WEFT_CTGC_GENERIC : -1;
 }
 
 /* The forward entry of a service flow, rebuilt from its reverse entry: the tuple the client
@@ -69,12 +85,14 @@ WEFT_INLINE void weft_ctgc_fwd_key(struct weft_ct4_key *fwd, const struct weft_c
 	weft_ct4_key_of(fwd, client, v->nat_orig_daddr, client_port, v->nat_orig_dport, rev->proto);
 }
 
-static long weft_ctgc_visit(void *map, struct weft_ct4_key *k, struct weft_ct4_value *v,
-			    struct weft_ctgc_args *a)
+static long weft_ctgc_visit(void *map, struct weft_ct4_key *k, struct weft_ct4_value *v, void *ctx)
 {
+	struct weft_ctgc_args *a = &weft_ctgc_pass;
 	struct weft_ct4_key other;
 	struct weft_ct4_value *rev;
-	int why;
+	/* 64 bits wide, as the index it becomes: a narrower type is widened after its bounds
+	 * check, in a register the verifier knows no bounds of. */
+	__u64 why;
 
 	a->scanned++;
 	if (v->type == WEFT_CT_NAT_FWD) {
@@ -89,8 +107,10 @@ static long weft_ctgc_visit(void *map, struct weft_ct4_key *k, struct weft_ct4_v
 			a->expired[WEFT_CTGC_NAT_ORPHAN]++;
 		return 0;
 	}
-	why = weft_ctgc_expired(k, v, a);
-	if (why < 0 || why >= WEFT_CTGC_SLOTS)
+	why = weft_ctgc_why(k->proto, v->leg_a.tcp_flags, v->leg_b.tcp_flags,
+			    weft_age(a->now_ns, v->last_seen_ns), weft_age(a->now_ns, v->created_ns));
+	/* -1 (nothing expired) is out of range too. */
+	if (why >= WEFT_CTGC_SLOTS)
 		return 0;
 	if (v->type == WEFT_CT_NAT_REV) {
 		weft_ctgc_fwd_key(&other, k, v);
@@ -105,16 +125,16 @@ static long weft_ctgc_visit(void *map, struct weft_ct4_key *k, struct weft_ct4_v
 SEC("syscall")
 int weft_ctgc(struct weft_ctgc_args *ctx)
 {
-	struct weft_ctgc_args a;
+	struct weft_ctgc_args *a = &weft_ctgc_pass;
 
-	__builtin_memcpy(&a, ctx, sizeof(a));
-	a.now_ns = bpf_ktime_get_ns();
-	a.scanned = 0;
-	a.nat_fwd_deleted = 0;
+	__builtin_memcpy(a->timeout_ns, ctx->timeout_ns, sizeof(a->timeout_ns));
+	a->now_ns = bpf_ktime_get_ns();
+	a->scanned = 0;
+	a->nat_fwd_deleted = 0;
 	for (int i = 0; i < WEFT_CTGC_SLOTS; i++)
-		a.expired[i] = 0;
-	bpf_for_each_map_elem(&weft_ct4, weft_ctgc_visit, &a, 0);
-	__builtin_memcpy(ctx, &a, sizeof(a));
+		a->expired[i] = 0;
+	bpf_for_each_map_elem(&weft_ct4, weft_ctgc_visit, NULL, 0);
+	__builtin_memcpy(ctx, a, sizeof(*a));
 	return 0;
 }
 

@@ -154,6 +154,10 @@ impl Collector {
                 name: name.clone(),
                 source,
             };
+            if name.contains('.') {
+                // The object's own globals (.bss: the pass's timeouts and tallies).
+                continue;
+            }
             if name == CT4 {
                 // Whatever size the map has now: the collector follows it through resizes.
                 m.set_max_entries(pinned.max_entries).map_err(err)?;
