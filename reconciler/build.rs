@@ -17,6 +17,12 @@ const PROGRAMS: &[&str] = &[
     "weft_probe",
 ];
 
+/// The objects weft loads in production (the others are the benchmarks').
+const SHIPPED: &[&str] = &["weft_wep", "weft_hep", "weft_ctlb", "weft_ctgc"];
+
+/// The BPF instruction sets `weft verifier` checks besides clang's default.
+const ISAS: &[&str] = &["v2", "v3"];
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf-src");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
@@ -31,6 +37,22 @@ fn main() {
         .map(Into::into)
         .collect();
     println!("cargo:rerun-if-changed={}", root.display());
+    let args: Vec<std::ffi::OsString> = [
+        // Debian keeps asm/types.h under the multiarch directory.
+        format!(
+            "-I/usr/include/{}-linux-gnu",
+            env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default()
+        )
+        .into(),
+        format!("-I{}", root.join("include").display()).into(),
+        "-O2".into(),
+        "-g".into(),
+        "-Wall".into(),
+        "-Werror".into(),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .collect();
     for name in PROGRAMS {
         let src = root.join(format!("{name}.bpf.c"));
         let obj = out.join(format!("{name}.bpf.o"));
@@ -38,25 +60,22 @@ fn main() {
             .source(&src)
             .obj(&obj)
             .clang(&clang)
-            .clang_args::<_, std::ffi::OsString>(
-                [
-                    // Debian keeps asm/types.h under the multiarch directory.
-                    format!(
-                        "-I/usr/include/{}-linux-gnu",
-                        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default()
-                    )
-                    .into(),
-                    format!("-I{}", root.join("include").display()).into(),
-                    "-O2".into(),
-                    "-g".into(),
-                    "-Wall".into(),
-                    "-Werror".into(),
-                ]
-                .into_iter()
-                .chain(extra.iter().cloned()),
-            )
+            .clang_args(args.iter().cloned())
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+        // `weft verifier` also loads what weft ships built for other BPF instruction sets: the
+        // verifier walks other instructions, and what it accepts can differ.
+        if SHIPPED.contains(name) {
+            for isa in ISAS {
+                SkeletonBuilder::new()
+                    .source(&src)
+                    .obj(out.join(format!("{name}.{isa}.bpf.o")))
+                    .clang(&clang)
+                    .clang_args(args.iter().cloned().chain([format!("-mcpu={isa}").into()]))
+                    .build()
+                    .unwrap_or_else(|e| panic!("building {} for {isa}: {e:#}", src.display()));
+            }
+        }
         // The object's identity: a loaded program carries it in .rodata, so `weft diff` can
         // tell a program built from other sources.
         let bytes = std::fs::read(&obj).expect("reading the BPF object");

@@ -106,6 +106,14 @@ enum Command {
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Load every BPF program weft has, in every variant that changes what the verifier walks
+    /// (objects, settings compiled in, instruction sets), and print what each costs the
+    /// verifier on this kernel. Nothing is pinned or attached. Exit 1 when a program does not
+    /// load or uses more than a quarter of the verifier's limit.
+    Verifier {
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Remove everything weft created, and nothing else.
     Teardown {
         #[command(flatten)]
@@ -201,6 +209,7 @@ fn main() -> ExitCode {
             bpffs,
             output,
         } => cli::status::run(&state_dir, &bpffs, output),
+        Command::Verifier { output } => cli::verifier::run(output),
         Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
         Command::Flows {

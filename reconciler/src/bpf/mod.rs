@@ -13,6 +13,7 @@ pub mod reasons;
 pub mod rulesets;
 pub mod stats;
 pub mod testrun;
+pub mod verifier;
 
 use std::io;
 use std::path::{Path, PathBuf};

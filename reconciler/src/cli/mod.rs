@@ -12,6 +12,7 @@ pub mod status;
 pub mod teardown;
 pub mod trace;
 pub mod validate;
+pub mod verifier;
 
 use std::io::Write as _;
 use std::path::PathBuf;
