@@ -56,8 +56,11 @@ impl HostFacts {
             .into_iter()
             .map(|(_, a, _)| a)
             .collect();
-        let cgroup =
-            cgroup.or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()));
+        // A kernel without cgroup socket-address programs has no connect-time load balancing,
+        // as a host without cgroup2 has none (desired state says so).
+        let cgroup = cgroup
+            .or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()))
+            .filter(|_| crate::bpf::features::cgroup_sock_addr_programs());
         Ok(HostFacts {
             node,
             links,

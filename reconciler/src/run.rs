@@ -7,6 +7,7 @@ use std::path::Path;
 use weft_model::{Config, Diagnostics};
 
 use crate::apply::Progress;
+use crate::bpf::features::{self, Kernel, Without};
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
@@ -29,6 +30,11 @@ pub enum RunError {
     Apply(#[from] crate::apply::ApplyError),
     #[error("netlink: {0}")]
     Connect(std::io::Error),
+    #[error("this kernel ({release}) lacks what weft needs:\n  {}", missing.join("\n  "))]
+    Kernel {
+        release: String,
+        missing: Vec<String>,
+    },
 }
 
 /// Where weft runs: its pins, its netlink connection, the host's facts.
@@ -38,12 +44,35 @@ pub struct Host {
     pub facts: HostFacts,
     /// Interfaces that are administratively down.
     pub down: BTreeSet<String>,
+    /// What the kernel has of what weft uses.
+    pub kernel: Kernel,
 }
 
 impl Host {
     /// Connects and gathers the facts. `cgroup` is where connect-time load balancing attaches
     /// (None: the cgroup2 root).
+    /// Refuses a kernel that lacks what weft cannot do without, naming it; says once per
+    /// process what weft does about the rest.
     pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
+        let kernel = features::probe(&pins.root);
+        let required = kernel.missing_required();
+        if !required.is_empty() {
+            return Err(RunError::Kernel {
+                release: kernel.release.clone(),
+                missing: required.iter().map(|f| f.describe()).collect(),
+            });
+        }
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            for f in kernel.missing() {
+                match f.without {
+                    Without::Off(_) => {
+                        tracing::warn!("kernel {}: {}", kernel.release, f.describe())
+                    }
+                    _ => tracing::info!("kernel {}: {}", kernel.release, f.describe()),
+                }
+            }
+        });
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = HostFacts::gather(&nl, node, cgroup).await?;
         let down = down_links(&nl).await?;
@@ -52,6 +81,7 @@ impl Host {
             nl,
             facts,
             down,
+            kernel,
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod ctgc;
+pub mod features;
 pub mod link;
 pub mod load;
 pub mod maps;

@@ -23,6 +23,14 @@ pub fn run(dir: Option<&Path>, host: &HostArgs, output: Output) -> ExitCode {
         None => CtTimeouts::default(),
     };
     let pins = Pins::new(&host.bpffs);
+    if !weft::bpf::features::syscall_programs() {
+        say(format_args!(
+            "weft gc: this kernel has no BPF syscall programs with bpf_for_each_map_elem \
+             (Linux 5.14+): the conntrack collector cannot run; entries leave by LRU eviction \
+             only"
+        ));
+        return ExitCode::from(2);
+    }
     let collector = match Collector::load(&pins) {
         Ok(Some(c)) => c,
         Ok(None) => {

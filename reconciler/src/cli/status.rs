@@ -27,6 +27,7 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
                 "running": running,
                 "daemon": st.as_ref().ok(),
                 "maps": maps.as_ref().ok(),
+                "kernel": weft::bpf::features::probe(bpffs),
             });
             println!(
                 "{}",
@@ -36,10 +37,27 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
         Output::Text => {
             match &st {
                 Ok(s) => print!("{}", render(s, running)),
-                Err(e) => println!(
-                    "daemon: no status in {} ({e}); is `weft run` running?",
-                    status::status_path(state_dir).display()
-                ),
+                Err(e) => {
+                    println!(
+                        "daemon: no status in {} ({e}); is `weft run` running?",
+                        status::status_path(state_dir).display()
+                    );
+                    // No daemon to have recorded it: what this kernel lacks, asked now.
+                    let k = weft::bpf::features::probe(bpffs);
+                    let missing: Vec<String> = k.missing().map(|f| f.describe()).collect();
+                    println!(
+                        "kernel: {}{}",
+                        k.release,
+                        if missing.is_empty() {
+                            ", everything weft uses is there"
+                        } else {
+                            ""
+                        }
+                    );
+                    for m in missing {
+                        println!("  {m}");
+                    }
+                }
             }
             match &maps {
                 Ok(m) => print!("{}", render_maps(m)),
@@ -88,6 +106,20 @@ pub fn render(s: &Status, running: bool) -> String {
         s.node,
         rfc3339(s.started_at)
     ));
+    if !s.kernel.release.is_empty() {
+        line(format!(
+            "kernel: {}{}",
+            s.kernel.release,
+            if s.kernel.missing.is_empty() {
+                ", everything weft uses is there"
+            } else {
+                ""
+            }
+        ));
+        for m in &s.kernel.missing {
+            line(format!("  {m}"));
+        }
+    }
     line(format!(
         "last reconcile: {}",
         s.last_reconcile

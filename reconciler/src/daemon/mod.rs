@@ -101,6 +101,10 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         sh.status.dir = opts.dir.display().to_string();
         sh.status.node = host.facts.node.clone();
         sh.status.started_at = status::now();
+        sh.status.kernel = status::KernelStatus {
+            release: host.kernel.release.clone(),
+            missing: host.kernel.missing().map(|f| f.describe()).collect(),
+        };
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut files =
@@ -114,7 +118,8 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
     })
     .map_err(DaemonError::Links)?;
     spawn_resync(tx.clone(), opts.resync);
-    if let Some(every) = opts.ct_gc {
+    let collector_runs = host.kernel.has(crate::bpf::features::SYSCALL_PROGRAMS);
+    if let (Some(every), true) = (opts.ct_gc, collector_runs) {
         ctgc::spawn(
             host.pins.clone(),
             every,

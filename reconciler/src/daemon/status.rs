@@ -104,6 +104,17 @@ pub struct Status {
     /// The conntrack collector's work.
     #[serde(default)]
     pub conntrack_gc: CtGcStatus,
+    /// What the kernel lacks of what weft uses, and what weft does about it.
+    #[serde(default)]
+    pub kernel: KernelStatus,
+}
+
+/// The kernel as the daemon found it at start (weft::bpf::features).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelStatus {
+    pub release: String,
+    /// One line per missing feature: its name and what weft does without it.
+    pub missing: Vec<String>,
 }
 
 /// What the conntrack collector has done since the daemon started.
