@@ -57,6 +57,7 @@ mod policy;
 mod report;
 mod suite;
 mod traffic;
+mod verifier;
 
 use report::{Common, Report, Spread};
 
@@ -96,6 +97,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "traffic",
         "TCP between workloads on veths: no rules, weft, iptables, nftables",
         traffic::run,
+    ),
+    (
+        "verifier",
+        "the verifier's cost of every program and variant on this kernel, against its limit",
+        verifier::run,
     ),
     (
         "services",

@@ -34,6 +34,10 @@ const SUITE: &[(&str, &str)] = &[
     ("nat-packet", "NAT hit at 10,000 services"),
     ("ct-gc", "conntrack GC of 1,000,000 entries"),
     (
+        "verifier",
+        "the verifier's cost of every program (instructions processed against the limit)",
+    ),
+    (
         "traffic",
         "TCP between workloads: no rules, weft, iptables, nftables",
     ),
