@@ -62,17 +62,6 @@ impl Host {
                 missing: required.iter().map(|f| f.describe()).collect(),
             });
         }
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            for f in kernel.missing() {
-                match f.without {
-                    Without::Off(_) => {
-                        tracing::warn!("kernel {}: {}", kernel.release, f.describe())
-                    }
-                    _ => tracing::info!("kernel {}: {}", kernel.release, f.describe()),
-                }
-            }
-        });
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = HostFacts::gather(&nl, node, cgroup).await?;
         let down = down_links(&nl).await?;
@@ -83,6 +72,22 @@ impl Host {
             down,
             kernel,
         })
+    }
+
+    /// Says, once per process, what this kernel lacks and what weft does about it (for the
+    /// commands that program the kernel: apply and run).
+    pub fn say_kernel(&self) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            for f in self.kernel.missing() {
+                match f.without {
+                    Without::Off(_) => {
+                        tracing::warn!("kernel {}: {}", self.kernel.release, f.describe())
+                    }
+                    _ => tracing::info!("kernel {}: {}", self.kernel.release, f.describe()),
+                }
+            }
+        });
     }
 
     pub async fn refresh_facts(&mut self) -> Result<(), RunError> {

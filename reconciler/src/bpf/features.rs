@@ -125,6 +125,50 @@ pub fn syscall_programs() -> bool {
     }
 }
 
+/// Whether programs are JIT-compiled: a trivial program loaded and asked for its machine code
+/// (net.core.bpf_jit_enable exists only in the initial network namespace, where weft may not
+/// run).
+pub fn jit() -> bool {
+    // r0 = 0; exit
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+            ..Default::default()
+        },
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+            ..Default::default()
+        },
+    ];
+    // SAFETY: insns holds the number of instructions passed; null options are allowed.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            std::ptr::null(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: fd is ours; info is a zeroed bpf_prog_info of the size passed.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd,
+            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    rc == 0 && info.jited_prog_len > 0
+}
+
 impl Probed {
     /// Asks the running kernel; `bpffs` is where weft pins (its parent must be a bpffs).
     pub fn probe(bpffs: &Path) -> Probed {
@@ -149,8 +193,7 @@ impl Probed {
             syscall_programs: syscall_programs(),
             cgroup_sock_addr: cgroup_sock_addr_programs() && super::link::cgroup2_root().is_some(),
             kernel_btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
-            jit: std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable")
-                .is_ok_and(|s| s.trim() != "0"),
+            jit: jit(),
         }
     }
 

@@ -51,6 +51,7 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
     let r = async {
         let cfg = run::load(dir)?;
         let mut h = host.open().await?;
+        h.say_kernel();
         // What is live now: the state a rollback returns to.
         let before = run::plan(&h, &cfg).await?;
         for w in &before.desired.warnings {

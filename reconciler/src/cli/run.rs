@@ -24,6 +24,7 @@ pub async fn run(dir: &Path, host: &HostArgs, t: Timing) -> ExitCode {
         Ok(h) => h,
         Err(e) => return report(&e),
     };
+    h.say_kernel();
     let opts = Options {
         dir: dir.to_path_buf(),
         state_dir: t.state_dir,
