@@ -229,7 +229,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
     let b = load_and_compile(gen::render(&base));
     // What a long-running reconciler remembers after applying the starting configuration.
     let mut warm = weft::policy::Cache::default();
-    desired::desired_with(&b.config, &facts, &mut warm).expect("desired state");
+    desired::compute(&b.config, &facts, &mut warm).expect("desired state");
     eprintln!(
         "{RULES} rules: load {:.0} ms, compile {:.0} ms",
         b.load.as_secs_f64() * 1e3,
@@ -284,7 +284,9 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
             };
             let cpu0 = thread_cpu();
             let t0 = Instant::now();
-            let d1 = desired::desired_with(&cfg, &facts, &mut cache).expect("desired state");
+            let d1 = desired::compute(&cfg, &facts, &mut cache)
+                .expect("desired state")
+                .desired;
             let t1 = Instant::now();
             let cpu = thread_cpu() - cpu0;
             let ops = plan::plan(&d1.state, &d0.state, d1.settings.sizes);

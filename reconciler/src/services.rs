@@ -261,15 +261,35 @@ pub fn tables(
     host_addrs: &BTreeSet<Ipv4Addr>,
     settings: &ServiceSettings,
 ) -> ServiceTables {
+    merge(cfg, &ports(cfg, node, host_addrs, settings))
+}
+
+/// Every service's ports, worked out one service at a time.
+pub fn ports(
+    cfg: &Config,
+    node: &str,
+    host_addrs: &BTreeSet<Ipv4Addr>,
+    settings: &ServiceSettings,
+) -> BTreeMap<ServiceKey, Vec<PortTables>> {
     let slices = slices_by_service(cfg);
+    cfg.services
+        .iter()
+        .map(|item| {
+            let key = service_key(&item.value);
+            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let p = service_ports(item, mine, node, host_addrs, settings);
+            (key, p)
+        })
+        .collect()
+}
+
+/// Every service's ports put together in load order: the service tables, from the ports
+/// worked out per service.
+pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Vec<PortTables>>) -> ServiceTables {
     let mut t = ServiceTables::default();
     for item in &cfg.services {
-        let mine = slices
-            .get(&service_key(&item.value))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for p in service_ports(item, mine, node, host_addrs, settings) {
-            add_port(&mut t, p);
+        for p in ports.get(&service_key(&item.value)).into_iter().flatten() {
+            add_port(&mut t, p.clone());
         }
     }
     t

@@ -27,7 +27,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedSender;
 use weft_model::Config;
 
-use crate::incremental::{self, Computed};
+use crate::desired::Computed;
+use crate::incremental;
 use crate::run::{self, Host, RunError};
 use crate::state::HostState;
 use metrics::Shared;

@@ -29,6 +29,9 @@ use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
 use crate::services::{self, ServiceSettings, ServiceTables};
+pub mod computed;
+pub use computed::Computed;
+
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, Names, NeighbourState,
     OwnedLink, ProgramState, RouteState, DATA_SYSCTLS, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS,
@@ -314,24 +317,21 @@ pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
     }
 }
 
-pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
-    desired_with(cfg, facts, &mut crate::policy::Cache::default())
-}
-
-/// As `desired`, reusing and refreshing what `cache` remembers of earlier runs.
-pub fn desired_with(
+/// The desired state of `cfg` on a host with `facts`: the one computation every caller makes.
+/// `cache` is what a long-running caller keeps between computations (the policy compiler's
+/// memory: a changed policy recompiles only the rulesets it reaches); a fresh cache is a full
+/// computation, and gives the same result.
+pub fn compute(
     cfg: &Config,
     facts: &HostFacts,
     cache: &mut crate::policy::Cache,
-) -> Result<Desired, DesiredError> {
-    let settings = Settings::for_node(cfg, facts);
-    let svc = services::tables(
-        cfg,
-        &facts.node,
-        &facts.host_addrs,
-        &service_settings(&settings),
-    );
-    desired_from(cfg, facts, &settings, svc, cache)
+) -> Result<Computed, DesiredError> {
+    Computed::compute(cfg, facts, cache)
+}
+
+/// `compute` with nothing remembered, for a one-shot caller.
+pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError> {
+    Ok(compute(cfg, facts, &mut crate::policy::Cache::default())?.desired)
 }
 
 /// What shapes the service tables, from the node's settings.
@@ -342,9 +342,9 @@ pub fn service_settings(settings: &Settings) -> ServiceSettings {
     }
 }
 
-/// `desired_with`, with the settings and service tables worked out already (the incremental
-/// reconciler keeps the tables per service).
-pub fn desired_from(
+/// The desired state, with the settings and service tables worked out already (`Computed`
+/// keeps the tables per service).
+fn desired_from(
     cfg: &Config,
     facts: &HostFacts,
     settings: &Settings,
@@ -799,7 +799,9 @@ mod tests {
             policy(80, "Allow", "10.1.0.0/16"),
         ] {
             let cfg = config(p);
-            let warm = desired_with(&cfg, &facts(), &mut cache).expect("desired");
+            let warm = compute(&cfg, &facts(), &mut cache)
+                .expect("desired")
+                .desired;
             let cold = desired(&cfg, &facts()).expect("desired");
             assert_eq!(warm.state, cold.state);
             if let Some(prev) = previous.replace(cold.state) {

@@ -1,0 +1,651 @@
+//! The desired state with the service tables kept per service, so that a long-running caller
+//! can work out a changed service alone (`Computed::update_services`) and get what a full
+//! computation gives. `desired::compute` makes one; `desired::desired` is the same with nothing
+//! remembered.
+//!
+//! A changed service takes this way only when nothing outside it depends on it: its port ids
+//! and frontends are its own (no other service claims them), its addresses are not a
+//! workload's, and services neither appear nor all go (which adds or removes maps and
+//! programs). Otherwise the caller computes anew, which is always right.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use weft_model::{Config, Delta};
+
+use super::{Desired, DesiredError, Settings, NAT_GATEWAY, NAT_IN};
+use crate::bpf::maps;
+use crate::facts::HostFacts;
+use crate::plan::{self, Op};
+use crate::policy::flat::Net4;
+use crate::services::{self, PortTables, ServiceKey};
+use crate::state::{HostState, MapState, RouteState};
+
+/// The maps whose entries belong to service ports.
+const SERVICE_MAPS: [&str; 4] = [maps::NAT_FE4, maps::NAT_BE4, maps::NAT_SRC4, maps::MAGLEV4];
+
+/// A desired state, what it was computed from, and its service tables per service.
+#[derive(Clone, Debug)]
+pub struct Computed {
+    pub facts: HostFacts,
+    pub desired: Desired,
+    /// `desired.warnings` is these, the services' warnings, then `warnings_after`.
+    warnings_before: Vec<String>,
+    warnings_after: Vec<String>,
+    ports: BTreeMap<ServiceKey, Vec<PortTables>>,
+    /// How many ports claim each service id ...
+    ids: BTreeMap<u32, u32>,
+    /// ... write each frontend key ...
+    frontends: BTreeMap<Vec<u8>, u32>,
+    /// ... and are reached at each service address.
+    ips: BTreeMap<Ipv4Addr, u32>,
+    /// Ids and frontend keys claimed more than once: the tables then depend on service order.
+    shared: usize,
+    /// Routes that are not services': workloads' and the NAT gateway's.
+    other_routes: BTreeSet<Net4>,
+}
+
+fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
+    match p {
+        PortTables::Port(e) => Some(e),
+        PortTables::Warning(_) => None,
+    }
+}
+
+fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [(Vec<u8>, Vec<u8>)] {
+    match map {
+        maps::NAT_FE4 => &e.frontends,
+        maps::NAT_BE4 => &e.backends,
+        maps::NAT_SRC4 => &e.source_ranges,
+        _ => &e.maglev,
+    }
+}
+
+fn service_route() -> RouteState {
+    RouteState {
+        dev: NAT_IN.into(),
+        via: Some(NAT_GATEWAY),
+    }
+}
+
+fn is_key(svc: &weft_model::Service, key: &ServiceKey) -> bool {
+    svc.metadata.name == key.1 && svc.metadata.namespace.as_deref().unwrap_or("default") == key.0
+}
+
+/// The ports of the service `key` as `cfg` has it now (none if it is gone).
+fn ports_now(
+    cfg: &Config,
+    key: &ServiceKey,
+    facts: &HostFacts,
+    settings: &Settings,
+) -> Vec<PortTables> {
+    let Some(item) = cfg.services.iter().find(|s| is_key(&s.value, key)) else {
+        return Vec::new();
+    };
+    let slices: Vec<_> = cfg
+        .endpoint_slices
+        .iter()
+        .filter(|s| services::slice_service(&s.value).as_ref() == Some(key))
+        .map(|s| &s.value)
+        .collect();
+    services::service_ports(
+        item,
+        &slices,
+        &facts.node,
+        &facts.host_addrs,
+        &super::service_settings(settings),
+    )
+}
+
+impl Computed {
+    /// The desired state of `cfg` on this host (`desired::compute`). `cache` is the policy
+    /// compiler's memory between runs.
+    pub(super) fn compute(
+        cfg: &Config,
+        facts: &HostFacts,
+        cache: &mut crate::policy::Cache,
+    ) -> Result<Computed, DesiredError> {
+        let settings = Settings::for_node(cfg, facts);
+        let ss = super::service_settings(&settings);
+        let slices = services::slices_by_service(cfg);
+        let mut ports = BTreeMap::new();
+        for item in &cfg.services {
+            let key = services::service_key(&item.value);
+            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let p = services::service_ports(item, mine, &facts.node, &facts.host_addrs, &ss);
+            ports.insert(key, p);
+        }
+        let tables = services::merge(cfg, &ports);
+        let service_warnings = tables.warnings.clone();
+        let desired = super::desired_from(cfg, facts, &settings, tables, cache)?;
+        let n = service_warnings.len();
+        let at = (0..=desired.warnings.len().saturating_sub(n))
+            .find(|&i| desired.warnings[i..i + n] == service_warnings[..])
+            .unwrap_or(desired.warnings.len());
+        let mut c = Computed {
+            facts: facts.clone(),
+            warnings_before: desired.warnings[..at].to_vec(),
+            warnings_after: desired.warnings[(at + n).min(desired.warnings.len())..].to_vec(),
+            ports: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            frontends: BTreeMap::new(),
+            ips: BTreeMap::new(),
+            shared: 0,
+            other_routes: desired
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addrs.iter())
+                .chain([&NAT_GATEWAY])
+                .map(|a| Net4::host(u32::from(*a)))
+                .collect(),
+            desired,
+        };
+        for e in ports.values().flatten().filter_map(port_entries) {
+            c.count(e, 1);
+        }
+        c.ports = ports;
+        Ok(c)
+    }
+
+    /// Counts a port's claims in (+1) or out (-1).
+    fn count(&mut self, e: &services::PortEntries, by: i32) {
+        fn bump<K: Ord>(m: &mut BTreeMap<K, u32>, k: K, by: i32) -> u32 {
+            let n = m.entry(k).or_default();
+            let was = *n;
+            *n = n.wrapping_add_signed(by);
+            was
+        }
+        fn unzero<K: Ord>(m: &mut BTreeMap<K, u32>, k: &K) {
+            if m.get(k) == Some(&0) {
+                m.remove(k);
+            }
+        }
+        let shared = |was: u32| match (was, by) {
+            (1, 1) => 1i64,
+            (2, -1) => -1,
+            _ => 0,
+        };
+        let mut delta = shared(bump(&mut self.ids, e.id, by));
+        unzero(&mut self.ids, &e.id);
+        for (k, _) in &e.frontends {
+            delta += shared(bump(&mut self.frontends, k.clone(), by));
+            unzero(&mut self.frontends, k);
+        }
+        for ip in &e.service_ips {
+            bump(&mut self.ips, *ip, by);
+            unzero(&mut self.ips, ip);
+        }
+        self.shared = (self.shared as i64 + delta) as usize;
+    }
+
+    /// Takes the services `keys` to what `cfg` says of them now, and returns the operations
+    /// that take the kernel there from the state this one stood for. None, with nothing
+    /// changed, when the change reaches beyond those services: then compute anew.
+    pub fn update_services(
+        &mut self,
+        cfg: &Config,
+        keys: &BTreeSet<ServiceKey>,
+    ) -> Option<Vec<Op>> {
+        // Services must be there before (and after, below): their first coming and their
+        // last going add or remove more than entries (data interfaces' programs, bpfin/bpfout).
+        if self.shared > 0
+            || self.frontends.is_empty()
+            || !self.desired.state.maps.contains_key(maps::NAT_FE4)
+        {
+            return None;
+        }
+        let settings = self.desired.settings.clone();
+        let new: BTreeMap<&ServiceKey, Vec<PortTables>> = keys
+            .iter()
+            .map(|k| (k, ports_now(cfg, k, &self.facts, &settings)))
+            .collect();
+        let old: BTreeMap<&ServiceKey, Vec<PortTables>> = keys
+            .iter()
+            .map(|k| (k, self.ports.get(k).cloned().unwrap_or_default()))
+            .collect();
+        let olds = || old.values().flat_map(|v| v.iter()).filter_map(port_entries);
+        let news = || new.values().flatten().filter_map(port_entries);
+
+        // Nothing outside these services may claim what they claim now.
+        let mut old_ids: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut old_fe: BTreeMap<&[u8], u32> = BTreeMap::new();
+        for e in olds() {
+            *old_ids.entry(e.id).or_default() += 1;
+            for (k, _) in &e.frontends {
+                *old_fe.entry(k).or_default() += 1;
+            }
+        }
+        let mut new_ids = BTreeSet::new();
+        let mut new_fe = BTreeSet::new();
+        for e in news() {
+            let elsewhere = self.ids.get(&e.id).copied().unwrap_or(0)
+                - old_ids.get(&e.id).copied().unwrap_or(0);
+            if elsewhere > 0 || !new_ids.insert(e.id) {
+                return None;
+            }
+            for (k, _) in &e.frontends {
+                let elsewhere = self.frontends.get(k).copied().unwrap_or(0)
+                    - old_fe.get(k.as_slice()).copied().unwrap_or(0);
+                if elsewhere > 0 || !new_fe.insert(k.as_slice()) {
+                    return None;
+                }
+            }
+            if settings.host_nat
+                && e.service_ips
+                    .iter()
+                    .any(|ip| self.other_routes.contains(&Net4::host(u32::from(*ip))))
+            {
+                return None;
+            }
+        }
+        let old_fe_count: usize = old_fe.values().map(|n| *n as usize).sum();
+        if self.frontends.len() - old_fe_count + new_fe.len() == 0 {
+            return None;
+        }
+
+        // The old and new entries of these services, and their routes that come or go.
+        let mut before = HostState::default();
+        let mut after = HostState::default();
+        for map in SERVICE_MAPS {
+            let def = self.desired.state.maps.get(map)?.def.clone();
+            let entries = |ports: &mut dyn Iterator<Item = &services::PortEntries>| {
+                ports
+                    .flat_map(|e| map_entries(e, map).iter().cloned())
+                    .collect::<maps::Entries>()
+            };
+            before.maps.insert(
+                map.to_string(),
+                MapState {
+                    def: def.clone(),
+                    entries: Some(entries(&mut olds())),
+                },
+            );
+            after.maps.insert(
+                map.to_string(),
+                MapState {
+                    def,
+                    entries: Some(entries(&mut news())),
+                },
+            );
+        }
+        let affected: BTreeSet<Ipv4Addr> = olds()
+            .chain(news())
+            .flat_map(|e| e.service_ips.iter().copied())
+            .collect();
+        let had: BTreeSet<Ipv4Addr> = affected
+            .iter()
+            .filter(|ip| self.ips.contains_key(ip))
+            .copied()
+            .collect();
+        let old_refs: Vec<services::PortEntries> = olds().cloned().collect();
+        let new_refs: Vec<services::PortEntries> = news().cloned().collect();
+        for e in &old_refs {
+            self.count(e, -1);
+        }
+        for e in &new_refs {
+            self.count(e, 1);
+        }
+        if settings.host_nat {
+            for ip in &affected {
+                let dst = Net4::host(u32::from(*ip));
+                match (had.contains(ip), self.ips.contains_key(ip)) {
+                    (true, false) => {
+                        before.routes.insert(dst, service_route());
+                    }
+                    (false, true) => {
+                        after.routes.insert(dst, service_route());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let ops = plan::plan(&after, &before, settings.sizes);
+
+        // The desired state, patched as the operations patch the kernel.
+        for map in SERVICE_MAPS {
+            let (Some(b), Some(a)) = (
+                before.maps[map].entries.as_ref(),
+                after.maps[map].entries.as_ref(),
+            ) else {
+                continue;
+            };
+            let Some(entries) = self
+                .desired
+                .state
+                .maps
+                .get_mut(map)
+                .and_then(|m| m.entries.as_mut())
+            else {
+                continue;
+            };
+            for k in b.keys() {
+                entries.remove(k);
+            }
+            entries.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for op in &ops {
+            match op {
+                Op::RouteReplace { dst, dev, via } => {
+                    self.desired.state.routes.insert(
+                        *dst,
+                        RouteState {
+                            dev: dev.clone(),
+                            via: *via,
+                        },
+                    );
+                }
+                Op::RouteDelete { dst, .. } => {
+                    self.desired.state.routes.remove(dst);
+                }
+                _ => {}
+            }
+        }
+        for e in olds() {
+            self.desired.services.remove(&e.id);
+        }
+        for e in news() {
+            self.desired.services.insert(e.id, e.name.clone());
+        }
+        for (k, p) in new {
+            if p.is_empty() && !cfg.services.iter().any(|s| is_key(&s.value, k)) {
+                self.ports.remove(k);
+            } else {
+                self.ports.insert(k.clone(), p);
+            }
+        }
+        self.desired.warnings = self.warnings_before.clone();
+        for item in &cfg.services {
+            for p in self
+                .ports
+                .get(&services::service_key(&item.value))
+                .into_iter()
+                .flatten()
+            {
+                if let PortTables::Warning(w) = p {
+                    self.desired.warnings.push(w.clone());
+                }
+            }
+        }
+        self.desired
+            .warnings
+            .extend(self.warnings_after.iter().cloned());
+        Some(ops)
+    }
+}
+
+/// The services a change of files touched (through their Service or their slices), or None
+/// for a change that is not only services'.
+pub fn touched(d: Delta) -> Option<BTreeSet<ServiceKey>> {
+    match d {
+        Delta::Unchanged => Some(BTreeSet::new()),
+        Delta::Other => None,
+        Delta::Services { before, after } => {
+            let mut keys = BTreeSet::new();
+            for part in [before, after] {
+                keys.extend(
+                    part.services
+                        .iter()
+                        .map(|s| services::service_key(&s.value)),
+                );
+                keys.extend(
+                    part.endpoint_slices
+                        .iter()
+                        .filter_map(|s| services::slice_service(&s.value)),
+                );
+            }
+            Some(keys)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use weft_model::Documents;
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            owned_links: Default::default(),
+            cgroup: None,
+            netns_cookie: 0,
+            node: "n1".into(),
+            links: BTreeMap::from([
+                ("lo".into(), 1),
+                ("eth0".into(), 2),
+                ("calia".into(), 5),
+                (NAT_IN.into(), 7),
+                (super::super::NAT_OUT.into(), 8),
+            ]),
+            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
+            tcx: true,
+        }
+    }
+
+    fn service(name: &str, ty: &str, ip: &str, ports: &str) -> String {
+        // Each service its own external address (from its name's first letter).
+        let ext = name.as_bytes()[0];
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  type: {ty}\n  clusterIP: {ip}\n  externalIPs: [198.51.100.{ext}]\n  ports:\n{ports}")
+    }
+
+    const HTTP: &str = "    - {name: http, port: 80, targetPort: 8080, nodePort: 30080}\n";
+    const TWO: &str = "    - {name: http, port: 80, nodePort: 30081}\n    - {name: dns, port: 53, protocol: UDP}\n    - {name: sig, port: 99, protocol: SCTP}\n";
+
+    fn slice(service: &str, port: u16, addrs: &[&str]) -> String {
+        let eps: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("  - {{addresses: [{a}], nodeName: n{}}}\n", i % 2 + 1))
+            .collect();
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports:\n  - {{name: http, port: {port}}}\n  - {{name: dns, port: 53, protocol: UDP}}\nendpoints:\n{eps}")
+    }
+
+    const WEP: &str = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: a, namespace: shop}\nspec:\n  node: n1\n  interfaceName: calia\n  ipNetworks: [10.65.0.2]\n  profiles: [projectcalico-default-allow]\n";
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("weft-incr-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        fn write(&self, file: &str, text: Option<String>) {
+            match text {
+                Some(t) => std::fs::write(self.0.join(file), t).unwrap(),
+                None => std::fs::remove_file(self.0.join(file)).unwrap(),
+            }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Applies one file change to `docs` and `c` through the fast path; None if it declined.
+    fn step(
+        dir: &Dir,
+        docs: &mut Documents,
+        c: &mut Computed,
+        file: &str,
+        text: Option<String>,
+    ) -> Option<(Vec<Op>, HostState)> {
+        dir.write(file, text);
+        let keys = touched(docs.reread(&[file])).expect("a change to services only");
+        let before = c.desired.state.clone();
+        let ops = c.update_services(docs.config().expect("valid"), &keys)?;
+        Some((ops, before))
+    }
+
+    #[test]
+    fn a_changed_service_worked_out_alone_gives_what_a_full_computation_gives() {
+        let dir = Dir::new("same");
+        dir.write("wep.yaml", Some(WEP.into()));
+        dir.write(
+            "a.yaml",
+            Some(
+                service("a", "NodePort", "10.96.0.1", TWO)
+                    + "---\n"
+                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
+            ),
+        );
+        dir.write(
+            "b.yaml",
+            Some(
+                service("b", "ClusterIP", "10.96.0.2", HTTP)
+                    + "---\n"
+                    + &slice("b", 8080, &["10.65.2.1"]),
+            ),
+        );
+        let mut docs = Documents::read_dir(&dir.0);
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
+        assert!(!c.desired.warnings.is_empty(), "SCTP is warned about");
+        let changes: Vec<(&str, &str, Option<String>)> = vec![
+            (
+                "an endpoint added",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.1", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.1", "10.65.1.2", "10.65.1.3"]),
+                ),
+            ),
+            (
+                "an endpoint removed",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.1", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.3"]),
+                ),
+            ),
+            (
+                "a port changed",
+                "b.yaml",
+                Some(
+                    service("b", "ClusterIP", "10.96.0.2", HTTP)
+                        + "---\n"
+                        + &slice("b", 8081, &["10.65.2.1"]),
+                ),
+            ),
+            (
+                "a service added",
+                "d.yaml",
+                Some(service("d", "ClusterIP", "10.96.0.4", HTTP)),
+            ),
+            (
+                "its slice in a file of its own",
+                "d-slice.yaml",
+                Some(slice("d", 8080, &["10.65.4.1"])),
+            ),
+            (
+                "a cluster IP changed",
+                "a.yaml",
+                Some(
+                    service("a", "NodePort", "10.96.0.9", TWO)
+                        + "---\n"
+                        + &slice("a", 80, &["10.65.1.3"]),
+                ),
+            ),
+            (
+                "a service sharing b's address on another port",
+                "e.yaml",
+                Some(service(
+                    "e",
+                    "ClusterIP",
+                    "10.96.0.2",
+                    "    - {name: http, port: 81}\n",
+                )),
+            ),
+            ("b goes, e keeps the address", "b.yaml", None),
+            ("e goes, the address with it", "e.yaml", None),
+            ("a slice without its service", "d.yaml", None),
+        ];
+        for (what, file, text) in changes {
+            let (ops, before) = step(&dir, &mut docs, &mut c, file, text)
+                .unwrap_or_else(|| panic!("{what}: the fast path declined"));
+            let fresh =
+                Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default())
+                    .unwrap();
+            assert_eq!(c.desired.state, fresh.desired.state, "{what}: the state");
+            assert_eq!(
+                c.desired.services, fresh.desired.services,
+                "{what}: the names"
+            );
+            assert_eq!(
+                c.desired.warnings, fresh.desired.warnings,
+                "{what}: the warnings"
+            );
+            assert_eq!(
+                (&c.ports, &c.ids, &c.frontends, &c.ips, c.shared),
+                (
+                    &fresh.ports,
+                    &fresh.ids,
+                    &fresh.frontends,
+                    &fresh.ips,
+                    fresh.shared
+                ),
+                "{what}: the books"
+            );
+            assert_eq!(
+                ops,
+                plan::plan(&fresh.desired.state, &before, fresh.desired.settings.sizes),
+                "{what}: the operations are the full plan's"
+            );
+            assert!(!ops.is_empty(), "{what}: something to do");
+        }
+    }
+
+    #[test]
+    fn a_change_that_reaches_beyond_its_services_is_declined_and_changes_nothing() {
+        let dir = Dir::new("beyond");
+        dir.write("wep.yaml", Some(WEP.into()));
+        dir.write("a.yaml", Some(service("a", "ClusterIP", "10.96.0.1", HTTP)));
+        let mut docs = Documents::read_dir(&dir.0);
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
+        let state = c.desired.state.clone();
+        // Another service on a's frontend: which one wins depends on order.
+        assert!(step(
+            &dir,
+            &mut docs,
+            &mut c,
+            "b.yaml",
+            Some(service("b", "ClusterIP", "10.96.0.1", HTTP))
+        )
+        .is_none());
+        assert_eq!(c.desired.state, state);
+        dir.write("b.yaml", None);
+        docs.reread(&["b.yaml"]);
+        // A service on a workload's address.
+        assert!(step(
+            &dir,
+            &mut docs,
+            &mut c,
+            "c.yaml",
+            Some(service("c", "ClusterIP", "10.65.0.2", HTTP))
+        )
+        .is_none());
+        dir.write("c.yaml", None);
+        docs.reread(&["c.yaml"]);
+        // The last service going takes the maps with it.
+        assert!(step(&dir, &mut docs, &mut c, "a.yaml", None).is_none());
+        assert_eq!(
+            c.desired.state, state,
+            "declined changes leave the state as it was"
+        );
+        // And the first coming brings programs and devices, not only entries.
+        let mut c =
+            Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
+        assert!(
+            c.desired.state.maps.contains_key(maps::NAT_FE4),
+            "the workload has maps"
+        );
+        let svc = service("a", "ClusterIP", "10.96.0.1", HTTP);
+        assert!(step(&dir, &mut docs, &mut c, "a.yaml", Some(svc)).is_none());
+    }
+}
