@@ -25,6 +25,7 @@ use crate::facts::HostFacts;
 use crate::plan::{self, Op};
 use crate::run::{self, Host, RunError};
 use crate::services::ServiceKey;
+use crate::state::HostState;
 
 /// How a step reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,9 +44,22 @@ pub enum How {
 #[derive(Clone, Debug)]
 pub struct Step {
     pub how: How,
+    /// The operations run (for a full sync: the final plan's, after any devices).
     pub ops: Vec<Op>,
-    /// For a full sync: whether the live state matched the desired one afterwards.
+    /// Devices created before them.
+    pub created: usize,
+    /// Whether the live state matched the desired one afterwards (taken as so by a step that
+    /// trusts its writes).
     pub converged: bool,
+    /// For a full sync: the states it made and found.
+    pub sync: Option<Synced>,
+}
+
+/// What a full sync converged to, and the live state it observed afterwards.
+#[derive(Clone, Debug)]
+pub struct Synced {
+    pub made: HostState,
+    pub after: HostState,
 }
 
 /// What has changed since the last step.
@@ -137,38 +151,67 @@ impl Reconciler {
     /// Converges as `weft apply` does: observes the live state, applies the difference,
     /// observes again. The level-triggered step, for start-up and for periodic resyncs.
     pub async fn sync(&mut self, host: &mut Host) -> Result<Step, RunError> {
-        self.applied = None;
         let cfg = self
             .docs
             .config()
-            .map_err(|d| RunError::Invalid(d.clone()))?;
+            .map_err(|d| RunError::Invalid(d.clone()))?
+            .clone();
         host.refresh_facts().await?;
-        let mut last = None;
+        let c = desired::compute(&cfg, &host.facts, &mut self.policy)?;
+        self.sync_to(host, &cfg, c, true, |_| {}).await
+    }
+
+    /// `sync` to `cfg`, whose desired state for the host's facts as they are is `c` (computed
+    /// already by the caller); `current` says whether `cfg` is the files' own configuration
+    /// (rather than the last good one kept in their place), for only that is trusted after.
+    /// `first` sees the plan from the live state as first observed, before anything runs.
+    /// This is `run::apply_desired`, the one converge loop, with this reconciler's policy cache.
+    pub async fn sync_to(
+        &mut self,
+        host: &mut Host,
+        cfg: &Config,
+        c: Computed,
+        current: bool,
+        first: impl FnOnce(&run::Planned),
+    ) -> Result<Step, RunError> {
+        self.applied = None;
+        let mut last = Some(c);
         let policy = &mut self.policy;
-        let (planned, outcome) = run::apply_desired(
+        let converged = run::apply_desired(
             host,
             |facts| {
-                let c = desired::compute(cfg, facts, policy)?;
+                let c = match last.take().filter(|c| &c.facts == facts) {
+                    Some(c) => c,
+                    None => desired::compute(cfg, facts, policy)?,
+                };
                 let d = c.desired.clone();
                 last = Some(c);
                 Ok(d)
             },
-            |_| {},
+            first,
+            run::log_progress(),
         )
         .await?;
-        let converged = outcome.converged(&planned.desired.state);
+        let made = converged.planned.desired.state;
+        let after = converged.outcome.after;
+        // Nothing to do is live as planned (a plan covers what observe reads).
+        let nothing = converged.planned.ops.is_empty() && converged.created == 0;
+        let live = nothing || after == made;
         // Applying can change the facts it was computed from (a device it created comes up):
-        // the state is trusted for the facts as they are now, if it is what is live.
+        // the state is trusted for the facts as they are now, if it is what is live and was
+        // not trimmed for interfaces that are down.
         let computed = match last {
             Some(c) if c.facts == host.facts => Some(c),
-            _ => Some(desired::compute(cfg, &host.facts, &mut self.policy)?),
+            _ => desired::compute(cfg, &host.facts, &mut self.policy).ok(),
         };
-        self.applied = computed.filter(|c| converged && c.desired.state == outcome.after);
+        self.applied = computed.filter(|c| current && live && c.desired.state == made);
         self.pending = Pending::default();
         Ok(Step {
             how: How::Observed,
-            ops: planned.ops,
-            converged,
+            ops: converged.planned.ops,
+            created: converged.created,
+            converged: live,
+            sync: Some(Synced { made, after }),
         })
     }
 
@@ -176,16 +219,27 @@ impl Reconciler {
     /// service alone where it can, else the desired state computed anew; a full `sync` when
     /// there is no trusted state, the host's facts changed, or devices must be created.
     pub async fn apply_changes(&mut self, host: &mut Host) -> Result<Step, RunError> {
+        match self.try_apply_changes(host).await? {
+            Some(step) => Ok(step),
+            None => self.sync(host).await,
+        }
+    }
+
+    /// `apply_changes` without the full sync: None when the change needs one (the caller
+    /// then runs its own, as the daemon does to count drift).
+    pub async fn try_apply_changes(&mut self, host: &mut Host) -> Result<Option<Step>, RunError> {
         let trusted = self.applied.as_ref().is_some_and(|c| c.facts == host.facts);
         if !trusted {
-            return self.sync(host).await;
+            return Ok(None);
         }
         if !self.pending.other && self.pending.services.is_empty() {
-            return Ok(Step {
+            return Ok(Some(Step {
                 how: How::Nothing,
                 ops: Vec::new(),
+                created: 0,
                 converged: true,
-            });
+                sync: None,
+            }));
         }
         let cfg = self
             .docs
@@ -195,7 +249,7 @@ impl Reconciler {
         if !self.pending.other {
             if let Some(ops) = applied.update_services(cfg, &self.pending.services) {
                 let n = self.pending.services.len();
-                return self.run(host, ops, None, How::Services(n)).await;
+                return self.run(host, ops, None, How::Services(n)).await.map(Some);
             }
         }
         let new = desired::compute(cfg, &host.facts, &mut self.policy)?;
@@ -205,9 +259,9 @@ impl Reconciler {
             new.desired.settings.sizes,
         );
         if ops.iter().any(Op::creates_link) {
-            return self.sync(host).await;
+            return Ok(None);
         }
-        self.run(host, ops, Some(new), How::Desired).await
+        self.run(host, ops, Some(new), How::Desired).await.map(Some)
     }
 
     async fn run(
@@ -232,7 +286,9 @@ impl Reconciler {
         Ok(Step {
             how,
             ops,
+            created: 0,
             converged: true,
+            sync: None,
         })
     }
 }

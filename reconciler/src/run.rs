@@ -205,23 +205,62 @@ pub async fn apply_config(
     cfg: &Config,
     progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
-    apply_desired(host, |facts| Ok(desired::desired(cfg, facts)?), progress).await
+    let c = apply_desired(
+        host,
+        |facts| Ok(desired::desired(cfg, facts)?),
+        |_| {},
+        progress,
+    )
+    .await?;
+    Ok((c.planned, c.outcome))
 }
 
-/// `apply_config` for a desired state that `make` computes from the host's facts (asked again
-/// once devices weft creates exist); trimmed of what down interfaces refuse, as
-/// `Host::desired` does.
+/// What one converge did.
+pub struct Converged {
+    /// The final plan: from the live state as observed once devices existed.
+    pub planned: Planned,
+    /// How many devices were created before it.
+    pub created: usize,
+    pub outcome: Outcome,
+}
+
+/// The converge loop every full reconcile runs (`weft apply`, the daemon's start and resyncs,
+/// `incremental::Reconciler::sync`): the desired state that `make` computes from the host's
+/// facts, trimmed of what down interfaces refuse (`Host::without_down`); the live state
+/// observed; the plan, which `first` sees before anything runs (the daemon judges drift on
+/// it); devices weft creates first, then `make` asked again and the rest planned once they
+/// exist; the plan run; the live state observed again. With nothing to do, nothing runs and
+/// the observation stands.
 pub async fn apply_desired(
     host: &mut Host,
     mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
+    first: impl FnOnce(&Planned),
     mut progress: impl FnMut(&Progress<'_>),
-) -> Result<(Planned, Outcome), RunError> {
+) -> Result<Converged, RunError> {
     let mut planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
+    first(&planned);
+    let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {
+        created = planned.ops.iter().filter(|o| o.creates_link()).count();
         planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
     }
+    if planned.ops.is_empty() && created == 0 {
+        let outcome = Outcome {
+            after: std::mem::take(&mut planned.observed),
+            ops: 0,
+        };
+        return Ok(Converged {
+            planned,
+            created,
+            outcome,
+        });
+    }
     let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
-    Ok((planned, outcome))
+    Ok(Converged {
+        planned,
+        created,
+        outcome,
+    })
 }
 
 /// Runs the operations of `ops` that create devices, and gathers the host's facts again so

@@ -29,7 +29,7 @@ use weft_model::Config;
 
 use crate::desired::Computed;
 use crate::incremental;
-use crate::run::{self, Host, RunError};
+use crate::run::{Host, RunError};
 use crate::state::HostState;
 use metrics::Shared;
 use status::{ConfigStatus, ErrorRecord, Reconcile, RepairRecord};
@@ -331,63 +331,61 @@ impl Reconciler {
         if trigger == Trigger::Files
             && self.files.trusted(&self.host.facts)
             && self.files.documents().config().is_ok()
+            && self.apply_changes(rec).await?
         {
-            return self.apply_changes(rec).await;
+            return Ok(());
         }
         rec.how = "observed".into();
-        let Some((mut c, current)) = self.desired(rec, changed) else {
+        let Some((c, current)) = self.desired(rec, changed) else {
             self.files.forget();
             return Ok(());
         };
-        let mut d = self.host.without_down(c.desired.clone());
-        for w in &d.warnings {
+        let Some((cfg, _)) = &self.last_good else {
+            return Ok(());
+        };
+        let cfg = cfg.clone();
+        for w in &c.desired.warnings {
             tracing::debug!("{w}");
         }
-        let observed = self.host.observe(&d.state).await?;
-        let mut ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
-        let drifted = drift::find(&d.state, &observed, self.last_made.as_ref());
-        let mut created = 0;
-        if ops.iter().any(crate::plan::Op::creates_link) {
-            // Devices first; what refers to them by index is planned once they exist.
-            created = ops.iter().filter(|o| o.creates_link()).count();
-            run::create_devices(&mut self.host, &ops, run::log_progress()).await?;
-            let Some((cfg, _)) = &self.last_good else {
-                return Ok(());
-            };
-            c = self.files.compute(&cfg.clone(), &self.host.facts)?;
-            d = self.host.without_down(c.desired.clone());
-            let observed = self.host.observe(&d.state).await?;
-            ops = crate::plan::plan(&d.state, &observed, d.settings.sizes);
-        }
-        rec.operations = ops.len() + created;
-        rec.objects = ops.iter().map(crate::apply::objects).sum();
+        let names = c.desired.names();
+        // The one converge loop; drift is judged on the live state as first observed.
+        let mut drifted = Vec::new();
+        let last_made = self.last_made.as_ref();
+        let step = self
+            .files
+            .sync_to(&mut self.host, &cfg, c, current, |planned| {
+                drifted = drift::find(&planned.desired.state, &planned.observed, last_made);
+                for dr in &drifted {
+                    tracing::warn!(
+                        kind = dr.kind.as_str(),
+                        "repairing drift: {} {} is {}",
+                        dr.kind.as_str(),
+                        dr.object,
+                        dr.change.as_str()
+                    );
+                }
+            })
+            .await?;
+        let synced = step.sync.expect("a full sync says what it made");
+        rec.operations = step.ops.len() + step.created;
+        rec.objects = step.ops.iter().map(crate::apply::objects).sum();
         rec.repairs = drifted.len();
-        self.shared.lock().expect("status lock").rules = d.names();
+        self.shared.lock().expect("status lock").rules = names;
         if rec.result.is_empty() {
             rec.result = "converged".into();
         }
-        if ops.is_empty() {
+        if rec.operations == 0 {
             if self.last_made.is_none() {
                 tracing::info!(
                     "the live state already matches {}: adopted as it is",
                     self.opts.dir.display()
                 );
             }
-            self.trust(c, current, &d.state, true);
-            self.last_made = Some(d.state);
+            self.last_made = Some(synced.made);
             return Ok(());
         }
-        for dr in &drifted {
-            tracing::warn!(
-                kind = dr.kind.as_str(),
-                "repairing drift: {} {} is {}",
-                dr.kind.as_str(),
-                dr.object,
-                dr.change.as_str()
-            );
-        }
         tracing::info!(
-            "applying {} operation(s) on {} object(s){}",
+            "applied {} operation(s) on {} object(s){}",
             rec.operations,
             rec.objects,
             if drifted.is_empty() {
@@ -396,7 +394,6 @@ impl Reconciler {
                 format!(", repairing {} drifted", drifted.len())
             }
         );
-        let outcome = run::converge(&mut self.host, &d.state, &ops, run::log_progress()).await?;
         {
             let mut sh = self.shared.lock().expect("status lock");
             let st = &mut sh.status;
@@ -416,67 +413,42 @@ impl Reconciler {
                 st.recent_repairs.drain(..n - status::RECENT_REPAIRS);
             }
         }
-        if outcome.converged(&d.state) {
+        if step.converged {
             tracing::info!(
                 "converged: the live state matches {}",
                 self.opts.dir.display()
             );
         } else {
+            let rules = self.shared.lock().expect("status lock").rules.clone();
             let diff = crate::plan::render_diff(
-                &outcome.after,
-                &d.state,
+                &synced.after,
+                &synced.made,
                 &self.opts.dir.display().to_string(),
-                &d.names(),
+                &rules,
             );
             tracing::warn!("applied, but the live state still differs:\n{diff}");
             if rec.result == "converged" {
                 rec.result = "differs".into();
             }
         }
-        // Applying can change the facts `c` was computed from (a device it created is up
-        // now): later changes are applied against the state as computed for the facts as
-        // they are, which `trust` keeps only if it is still what was made.
-        let now = match &self.last_good {
-            Some((cfg, _)) if current && c.facts != self.host.facts => {
-                self.files.compute(cfg, &self.host.facts).ok()
-            }
-            _ => Some(c),
-        };
-        match now {
-            Some(c) => self.trust(c, current, &d.state, outcome.after == d.state),
-            None => self.files.forget(),
-        }
-        self.last_made = Some(d.state);
+        self.last_made = Some(synced.made);
         Ok(())
-    }
-
-    /// After a converge: the state `c` computed is what later file changes are applied
-    /// against, if it is what is live (`live`), it is the files' own configuration, and
-    /// nothing was left out of it for interfaces that are down.
-    fn trust(&mut self, c: Computed, current: bool, made: &HostState, live: bool) {
-        if live && current && c.desired.state == *made {
-            self.files.adopt(c);
-        } else {
-            self.files.forget();
-        }
     }
 
     /// Files changed and the state last converged to is trusted: the difference is applied
     /// against it, without observing (`incremental::Reconciler::apply_changes`).
-    async fn apply_changes(&mut self, rec: &mut Reconcile) -> Result<(), RunError> {
-        let step = match self.files.apply_changes(&mut self.host).await {
-            Ok(step) => step,
+    async fn apply_changes(&mut self, rec: &mut Reconcile) -> Result<bool, RunError> {
+        let step = match self.files.try_apply_changes(&mut self.host).await {
+            Ok(Some(step)) => step,
+            // The change needs a full sync: the caller's, which counts drift.
+            Ok(None) => return Ok(false),
             Err(e) => {
                 // Whatever was applied of it is not known: the next wake observes.
                 self.files.forget();
                 return Err(e);
             }
         };
-        rec.how = match step.how {
-            incremental::How::Observed => "observed",
-            _ => "incremental",
-        }
-        .into();
+        rec.how = "incremental".into();
         if let incremental::How::Services(n) = step.how {
             rec.services = n;
         }
@@ -511,7 +483,7 @@ impl Reconciler {
                 rec.objects
             );
         }
-        Ok(())
+        Ok(true)
     }
 }
 
