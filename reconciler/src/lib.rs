@@ -16,3 +16,4 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod state;
+pub mod warning;

@@ -19,6 +19,7 @@ use crate::bpf::maps::{
     self, Entries, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey,
 };
 use crate::policy::flat::Net4;
+use crate::warning::Warning;
 
 /// Calico's annotation asking for Maglev backend selection of a service's external traffic.
 pub const MAGLEV_ANNOTATION: &str = "lb.projectcalico.org/external-traffic-strategy";
@@ -35,7 +36,7 @@ pub struct ServiceTables {
     /// svc_id -> "namespace/name port" for renderings.
     pub names: BTreeMap<u32, String>,
     /// Things the user should know (ports weft cannot translate, id clashes).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl ServiceTables {
@@ -232,7 +233,7 @@ fn backends(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortTables {
     /// A port weft cannot translate: only a warning.
-    Warning(String),
+    Warning(Warning),
     Port(Box<PortEntries>),
 }
 
@@ -305,9 +306,12 @@ pub fn add_port(t: &mut ServiceTables, p: PortTables) {
         PortTables::Port(p) => p,
     };
     if let Some(other) = t.names.get(&p.id) {
-        t.warnings.push(format!(
-            "Service {} port {}: its id clashes with {other}; it is not programmed",
-            p.service, p.label
+        t.warnings.push(Warning::service(
+            p.service.clone(),
+            format!(
+                "Service {} port {}: its id clashes with {other}; it is not programmed",
+                p.service, p.label
+            ),
         ));
         return;
     }
@@ -394,9 +398,12 @@ pub fn service_ports(
             name.clone()
         };
         if proto == 132 {
-            out.push(PortTables::Warning(format!(
-                "{}: Service {ns}/{}: port {label} is SCTP, which weft does not translate yet",
-                item.source, svc.metadata.name
+            out.push(PortTables::Warning(Warning::service(
+                format!("{ns}/{}", svc.metadata.name),
+                format!(
+                    "{}: Service {ns}/{}: port {label} is SCTP, which weft does not translate yet",
+                    item.source, svc.metadata.name
+                ),
             )));
             continue;
         }

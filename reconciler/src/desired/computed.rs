@@ -29,9 +29,6 @@ const SERVICE_MAPS: [&str; 4] = [maps::NAT_FE4, maps::NAT_BE4, maps::NAT_SRC4, m
 pub struct Computed {
     pub facts: HostFacts,
     pub desired: Desired,
-    /// `desired.warnings` is these, the services' warnings, then `warnings_after`.
-    warnings_before: Vec<String>,
-    warnings_after: Vec<String>,
     ports: BTreeMap<ServiceKey, Vec<PortTables>>,
     /// How many ports claim each service id ...
     ids: BTreeMap<u32, u32>,
@@ -116,16 +113,9 @@ impl Computed {
             ports.insert(key, p);
         }
         let tables = services::merge(cfg, &ports);
-        let service_warnings = tables.warnings.clone();
         let desired = super::desired_from(cfg, facts, &settings, tables, cache)?;
-        let n = service_warnings.len();
-        let at = (0..=desired.warnings.len().saturating_sub(n))
-            .find(|&i| desired.warnings[i..i + n] == service_warnings[..])
-            .unwrap_or(desired.warnings.len());
         let mut c = Computed {
             facts: facts.clone(),
-            warnings_before: desired.warnings[..at].to_vec(),
-            warnings_after: desired.warnings[(at + n).min(desired.warnings.len())..].to_vec(),
             ports: BTreeMap::new(),
             ids: BTreeMap::new(),
             frontends: BTreeMap::new(),
@@ -353,7 +343,8 @@ impl Computed {
                 self.ports.insert(k.clone(), p);
             }
         }
-        self.desired.warnings = self.warnings_before.clone();
+        // The services' warnings as a full computation gives them: in the services' order.
+        self.desired.warnings.retain(|w| !w.is_service());
         for item in &cfg.services {
             for p in self
                 .ports
@@ -366,9 +357,7 @@ impl Computed {
                 }
             }
         }
-        self.desired
-            .warnings
-            .extend(self.warnings_after.iter().cloned());
+        crate::warning::order(&mut self.desired.warnings);
         Some(ops)
     }
 }

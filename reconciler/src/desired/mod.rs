@@ -32,6 +32,8 @@ use crate::services::{self, ServiceSettings, ServiceTables};
 pub mod computed;
 pub use computed::Computed;
 
+use crate::warning::{self, Warning};
+
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, Names, NeighbourState,
     OwnedLink, ProgramState, RouteState, DATA_SYSCTLS, NAT_IN_SYSCTLS, NAT_OUT_SYSCTLS,
@@ -151,8 +153,8 @@ pub struct EndpointSummary {
 pub struct Desired {
     pub state: HostState,
     pub settings: Settings,
-    /// Things the user should know that do not stop the apply.
-    pub warnings: Vec<String>,
+    /// Things the user should know that do not stop the apply, in `warning::order`.
+    pub warnings: Vec<Warning>,
     pub endpoints: Vec<EndpointSummary>,
     /// Per (endpoint name, direction): its rules in evaluation order, with ids.
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
@@ -391,9 +393,12 @@ fn desired_from(
         }
         match facts.links.get(iface) {
             Some(&ifindex) => local.push((w, ifindex)),
-            None => d.warnings.push(format!(
-                "{}: WorkloadEndpoint {name}: interface {iface} does not exist on node {}; it is programmed once it appears",
-                w.source, facts.node
+            None => d.warnings.push(Warning::endpoint(
+                name.clone(),
+                format!(
+                    "{}: WorkloadEndpoint {name}: interface {iface} does not exist on node {}; it is programmed once it appears",
+                    w.source, facts.node
+                ),
             )),
         }
     }
@@ -457,6 +462,7 @@ fn desired_from(
             .maps
             .insert(def.name.clone(), MapState { def, entries: e });
     }
+    warning::order(&mut d.warnings);
     Ok(d)
 }
 
@@ -722,9 +728,9 @@ fn service_plumbing(
                     d.state.cgroup_attachments.insert(*hook, CgroupAttachment { cgroup: cgroup.clone(), program: prog });
                 }
             }
-            None => d.warnings.push(
-                "no cgroup2 hierarchy is mounted: connect-time load balancing is off (host processes reach services through bpfin.weft)".into(),
-            ),
+            None => d.warnings.push(Warning::host(
+                "no cgroup2 hierarchy is mounted: connect-time load balancing is off (host processes reach services through bpfin.weft)",
+            )),
         }
     }
     Ok(())
@@ -844,7 +850,9 @@ mod tests {
         );
         assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
         assert!(
-            d.warnings[0].contains("interface calic does not exist on node n1"),
+            d.warnings[0]
+                .message
+                .contains("interface calic does not exist on node n1"),
             "{:?}",
             d.warnings
         );
