@@ -72,6 +72,43 @@ const MAX_BATCH: Duration = Duration::from_secs(5);
 /// The first retry after a failed reconcile; doubled at each failure up to the resync period.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// What the loop does after a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Wait for the next wake.
+    Await,
+    /// Reconcile again after this long, whatever else wakes the loop meanwhile.
+    Requeue(Duration),
+}
+
+/// The error policy: after a failed reconcile, try again after a delay that doubles with each
+/// failure in a row, up to the resync period; a success starts over. (Level-triggered: the
+/// retry reconciles everything, not the failed part.)
+#[derive(Clone, Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(resync: Duration) -> Backoff {
+        Backoff {
+            next: FIRST_RETRY,
+            max: resync.max(FIRST_RETRY),
+        }
+    }
+
+    fn after(&mut self, ok: bool) -> Action {
+        if ok {
+            self.next = FIRST_RETRY;
+            return Action::Await;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Action::Requeue(wait)
+    }
+}
+
 /// The daemon's memory between reconciles.
 struct Reconciler {
     host: Host,
@@ -90,7 +127,6 @@ struct Reconciler {
     /// What was last said about the files, so an unchanged problem is not repeated at every
     /// resync.
     last_said: String,
-    retry: Duration,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -153,24 +189,22 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         last_good: None,
         last_made: None,
         last_said: String::new(),
-        retry: FIRST_RETRY,
         opts,
     };
     let _ = tx.send(Trigger::Start);
+    let mut backoff = Backoff::new(r.opts.resync);
     loop {
         tokio::select! {
             batch = watch::next_batch(&mut rx, r.opts.debounce, MAX_BATCH) => {
                 let Some(batch) = batch else { break };
                 files.rewatch();
-                if !r.reconcile(batch[0]).await {
-                    let (tx, wait) = (tx.clone(), r.retry);
-                    r.retry = (r.retry * 2).min(r.opts.resync.max(FIRST_RETRY));
+                let ok = r.reconcile(batch[0]).await;
+                if let Action::Requeue(wait) = backoff.after(ok) {
+                    let tx = tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
                         let _ = tx.send(Trigger::Retry);
                     });
-                } else {
-                    r.retry = FIRST_RETRY;
                 }
             }
             _ = hup.recv() => {
@@ -497,4 +531,26 @@ pub fn scope_of(a: &HostState, b: &HostState) -> HostState {
         .cgroup_attachments
         .extend(a.cgroup_attachments.clone());
     scope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_in_a_row_wait_twice_as_long_up_to_the_resync_and_a_success_starts_over() {
+        let mut b = Backoff::new(Duration::from_secs(5));
+        let s = Duration::from_secs;
+        let waits: Vec<Action> = (0..5).map(|_| b.after(false)).collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4, 5, 5].map(|n| Action::Requeue(s(n))).to_vec()
+        );
+        assert_eq!(b.after(true), Action::Await);
+        assert_eq!(b.after(false), Action::Requeue(s(1)));
+        // A resync shorter than the first retry still retries.
+        let mut b = Backoff::new(Duration::from_millis(100));
+        assert_eq!(b.after(false), Action::Requeue(FIRST_RETRY));
+        assert_eq!(b.after(false), Action::Requeue(FIRST_RETRY));
+    }
 }
