@@ -336,12 +336,18 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
 
     // Maps: missing or reshaped ones mean a (re)load of every object that uses them.
     let mut fresh_maps: BTreeSet<&str> = BTreeSet::new();
+    // Replaced maps whose entries the applier copies into their successors: what is there
+    // and not desired must still be deleted.
+    let mut carried: BTreeSet<&str> = BTreeSet::new();
     for (name, m) in &desired.maps {
         match observed.maps.get(name) {
             None => {
                 fresh_maps.insert(name);
             }
             Some(o) if o.def != m.def => {
+                if carries_entries(name, &o.def, &m.def) {
+                    carried.insert(name);
+                }
                 ops.push(Op::ReplaceMap {
                     name: name.clone(),
                     old: o.def.clone(),
@@ -522,7 +528,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     for map in WRITE_ORDER.iter().rev() {
-        if fresh_maps.contains(map) {
+        if fresh_maps.contains(map) && !carried.contains(map) {
             continue;
         }
         let Some(have) = observed.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
@@ -578,6 +584,15 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     ops
+}
+
+/// Whether replacing the map `name` keeps its entries: the applier copies them into the new
+/// map when the layout allows (a resize). weft_pol_rs's values are maps, not entries to copy.
+pub fn carries_entries(name: &str, old: &MapDef, new: &MapDef) -> bool {
+    old.map_type == new.map_type
+        && old.key_size == new.key_size
+        && old.value_size == new.value_size
+        && name != maps::POL_RS
 }
 
 /// The unified diff of the two renderings, as `weft diff` prints it; empty when equal.
