@@ -7,7 +7,7 @@
 //! `apply.rs` operation by operation; where the two differ it is because `observe` cannot
 //! tell, and the doc comment of `HostState::apply` says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bpf::link::AttachMode;
 use crate::bpf::load::ProgramIdentity;
@@ -401,6 +401,16 @@ impl HostState {
             }
         }
         Ok(())
+    }
+
+    /// This state as it is once the devices `gone` are deleted (see `DeleteLink`): what the
+    /// plan compares desired state with for devices it makes again.
+    pub(crate) fn without_devices(&self, gone: &BTreeSet<String>) -> HostState {
+        let mut s = self.clone();
+        for dev in gone {
+            s.forget_device(dev, &mut Run::default());
+        }
+        s
     }
 
     /// A device gone: its settings, routes and neighbours with it, its tc programs detached,
