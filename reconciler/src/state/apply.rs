@@ -436,3 +436,5 @@ impl HostState {
     }
 }
 
+#[cfg(test)]
+mod tests;
