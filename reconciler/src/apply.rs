@@ -218,7 +218,14 @@ impl<'a> Applier<'a> {
             self.switch_program(&name, &new)?;
         }
         for (name, m) in std::mem::take(&mut self.migrating) {
-            let late = m.copy(self.pins, &name, MapFlags::NO_EXIST)?;
+            // Only the dataplane's maps (conntrack, affinity) have late entries: weft alone
+            // writes the reconciled ones, so the first copy had all of theirs, and a late copy
+            // would bring back what the plan has deleted since.
+            let late = if maps::RECONCILED.contains(&name.as_str()) {
+                Copied::default()
+            } else {
+                m.copy(self.pins, &name, MapFlags::NO_EXIST)?
+            };
             tracing::info!(
                 map = %name,
                 entries = m.first.kept + late.kept,
@@ -364,11 +371,7 @@ impl<'a> Applier<'a> {
             Op::ReplaceMap { name, old, new } => {
                 // Rulesets are not entries to copy (their values are maps): the plan loads
                 // every desired ruleset into the new weft_pol_rs.
-                if old.map_type == new.map_type
-                    && old.key_size == new.key_size
-                    && old.value_size == new.value_size
-                    && name != maps::POL_RS
-                {
+                if crate::plan::carries_entries(name, old, new) {
                     // Held open, so its entries can be read after its pin is gone.
                     let old = MapHandle::from_pinned_path(self.pins.map(name))
                         .map_err(map_err(name))

@@ -160,7 +160,7 @@ pub async fn observe(
             }
         };
         let program = if l.ifindex == 0 {
-            "defunct (interface gone)".to_string()
+            crate::state::DEFUNCT.to_string()
         } else {
             prog_name(l.prog_id)
         };

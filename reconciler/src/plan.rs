@@ -282,43 +282,55 @@ const WRITE_ORDER: &[&str] = &[
 pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<Op> {
     let mut ops = Vec::new();
 
-    // Devices weft creates: recreated when they differ (a veth pair is made whole).
+    // Devices weft creates, a veth pair at a time (from the end whose name sorts first): made
+    // again whole when either end differs, as deleting one end deletes the other.
+    let owned = |s: &'_ HostState, n: &str| s.links.get(n).and_then(|l| l.owned.clone());
+    // Devices deleted here: nothing that was on them (settings, attachments, routes,
+    // neighbours) is on the devices made in their place.
+    let mut gone: BTreeSet<String> = BTreeSet::new();
     for (name, l) in &desired.links {
         let Some(want) = &l.owned else { continue };
-        let have = observed.links.get(name).and_then(|o| o.owned.as_ref());
-        let same =
-            have.is_some_and(|h| h.kind == want.kind && h.peer == want.peer && h.mac == want.mac);
-        if !same {
-            if have.is_some() {
-                ops.push(Op::DeleteLink { name: name.clone() });
-            }
-            let peer = want.peer.clone().unwrap_or_default();
-            let peer_mac = desired
-                .links
-                .get(&peer)
-                .and_then(|p| p.owned.as_ref())
-                .map(|p| p.mac)
-                .unwrap_or_default();
-            // One creation per pair, from the end whose name sorts first.
-            if peer.is_empty() || name < &peer || !desired.links.contains_key(&peer) {
-                ops.push(Op::CreateVeth {
-                    name: name.clone(),
-                    mac: want.mac,
-                    peer,
-                    peer_mac,
-                });
-            }
+        let peer = want.peer.clone().unwrap_or_default();
+        let peer_want = owned(desired, &peer);
+        if peer_want.is_some() && peer < *name {
+            continue;
         }
-        if want.up && (!same || have.is_some_and(|h| !h.up)) {
-            ops.push(Op::SetLinkUp { name: name.clone() });
+        let mut ends = vec![(name.clone(), want.clone())];
+        ends.extend(peer_want.clone().map(|w| (peer.clone(), w)));
+        let whole = ends.iter().all(|(n, w)| {
+            owned(observed, n)
+                .is_some_and(|h| h.kind == w.kind && h.peer == w.peer && h.mac == w.mac)
+        });
+        if !whole {
+            for (n, _) in &ends {
+                let Some(have) = owned(observed, n) else {
+                    continue;
+                };
+                if gone.insert(n.clone()) {
+                    ops.push(Op::DeleteLink { name: n.clone() });
+                }
+                gone.extend(have.peer);
+            }
+            ops.push(Op::CreateVeth {
+                name: name.clone(),
+                mac: want.mac,
+                peer,
+                peer_mac: peer_want.map(|p| p.mac).unwrap_or_default(),
+            });
+        }
+        for (n, w) in &ends {
+            if w.up && (!whole || owned(observed, n).is_some_and(|h| !h.up)) {
+                ops.push(Op::SetLinkUp { name: n.clone() });
+            }
         }
     }
-    // A pair created above must not also be deleted as "different" from its other end's view.
-    let mut seen = BTreeSet::new();
-    ops.retain(|o| match o {
-        Op::DeleteLink { name } => seen.insert(name.clone()),
-        _ => true,
-    });
+    let without_gone;
+    let observed = if gone.is_empty() {
+        observed
+    } else {
+        without_gone = observed.without_devices(&gone);
+        &without_gone
+    };
 
     // Interface settings weft wants.
     for (dev, l) in &desired.links {
@@ -336,12 +348,18 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
 
     // Maps: missing or reshaped ones mean a (re)load of every object that uses them.
     let mut fresh_maps: BTreeSet<&str> = BTreeSet::new();
+    // Replaced maps whose entries the applier copies into their successors: what is there
+    // and not desired must still be deleted.
+    let mut carried: BTreeSet<&str> = BTreeSet::new();
     for (name, m) in &desired.maps {
         match observed.maps.get(name) {
             None => {
                 fresh_maps.insert(name);
             }
             Some(o) if o.def != m.def => {
+                if carries_entries(name, &o.def, &m.def) {
+                    carried.insert(name);
+                }
                 ops.push(Op::ReplaceMap {
                     name: name.clone(),
                     old: o.def.clone(),
@@ -522,7 +540,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     for map in WRITE_ORDER.iter().rev() {
-        if fresh_maps.contains(map) {
+        if fresh_maps.contains(map) && !carried.contains(map) {
             continue;
         }
         let Some(have) = observed.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
@@ -578,6 +596,15 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     ops
+}
+
+/// Whether replacing the map `name` keeps its entries: the applier copies them into the new
+/// map when the layout allows (a resize). weft_pol_rs's values are maps, not entries to copy.
+pub fn carries_entries(name: &str, old: &MapDef, new: &MapDef) -> bool {
+    old.map_type == new.map_type
+        && old.key_size == new.key_size
+        && old.value_size == new.value_size
+        && name != maps::POL_RS
 }
 
 /// The unified diff of the two renderings, as `weft diff` prints it; empty when equal.

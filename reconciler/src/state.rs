@@ -19,6 +19,9 @@ use crate::policy::flat::Net4;
 use crate::policy::show;
 use crate::policy::tables::Cells;
 
+mod apply;
+pub use apply::Refused;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostState {
     /// Interfaces weft configures, by name.
@@ -94,6 +97,10 @@ pub struct AttachmentState {
     pub program: String,
     pub mode: AttachMode,
 }
+
+/// What `observe` names the program of a TCX link whose interface is gone (the link stays
+/// pinned until detached).
+pub const DEFUNCT: &str = "defunct (interface gone)";
 
 /// A program on a cgroup hook: `bpftool cgroup attach <cgroup> <hook> pinned <program>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
