@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use weft::bpf::maps::{self, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Plain};
 use weft::bpf::Pins;
+use weft::kernel::Kernel;
 use weft::plan::Op;
 use weft::run::{self, Host};
 

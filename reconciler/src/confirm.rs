@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bpf::maps::{self, MapSizes};
 use crate::daemon::status::alive;
+use crate::kernel::Kernel;
 use crate::observe;
 use crate::run::{self, Host, Outcome, RunError};
 use crate::state::HostState;

@@ -18,12 +18,12 @@ use std::path::Path;
 
 use weft_model::{Config, Delta, Documents};
 
-use crate::apply::Applier;
 use crate::desired::computed::touched;
 use crate::desired::{self, Computed, DesiredError};
 use crate::facts::HostFacts;
+use crate::kernel::Kernel;
 use crate::plan::{self, Op};
-use crate::run::{self, Host, RunError};
+use crate::run::{self, RunError};
 use crate::services::ServiceKey;
 use crate::state::HostState;
 
@@ -150,14 +150,14 @@ impl Reconciler {
 
     /// Converges as `weft apply` does: observes the live state, applies the difference,
     /// observes again. The level-triggered step, for start-up and for periodic resyncs.
-    pub async fn sync(&mut self, host: &mut Host) -> Result<Step, RunError> {
+    pub async fn sync<K: Kernel>(&mut self, host: &mut K) -> Result<Step, RunError> {
         let cfg = self
             .docs
             .config()
             .map_err(|d| RunError::Invalid(d.clone()))?
             .clone();
         host.refresh_facts().await?;
-        let c = desired::compute(&cfg, &host.facts, &mut self.policy)?;
+        let c = desired::compute(&cfg, host.facts(), &mut self.policy)?;
         self.sync_to(host, &cfg, c, true, |_| {}).await
     }
 
@@ -166,9 +166,9 @@ impl Reconciler {
     /// (rather than the last good one kept in their place), for only that is trusted after.
     /// `first` sees the plan from the live state as first observed, before anything runs.
     /// This is `run::apply_desired`, the one converge loop, with this reconciler's policy cache.
-    pub async fn sync_to(
+    pub async fn sync_to<K: Kernel>(
         &mut self,
-        host: &mut Host,
+        host: &mut K,
         cfg: &Config,
         c: Computed,
         current: bool,
@@ -201,8 +201,8 @@ impl Reconciler {
         // the state is trusted for the facts as they are now, if it is what is live and was
         // not trimmed for interfaces that are down.
         let computed = match last {
-            Some(c) if c.facts == host.facts => Some(c),
-            _ => desired::compute(cfg, &host.facts, &mut self.policy).ok(),
+            Some(c) if &c.facts == host.facts() => Some(c),
+            _ => desired::compute(cfg, host.facts(), &mut self.policy).ok(),
         };
         self.applied = computed.filter(|c| current && live && c.desired.state == made);
         self.pending = Pending::default();
@@ -218,7 +218,7 @@ impl Reconciler {
     /// Applies what changed since the last step, trusting the state last applied: a changed
     /// service alone where it can, else the desired state computed anew; a full `sync` when
     /// there is no trusted state, the host's facts changed, or devices must be created.
-    pub async fn apply_changes(&mut self, host: &mut Host) -> Result<Step, RunError> {
+    pub async fn apply_changes<K: Kernel>(&mut self, host: &mut K) -> Result<Step, RunError> {
         match self.try_apply_changes(host).await? {
             Some(step) => Ok(step),
             None => self.sync(host).await,
@@ -227,8 +227,14 @@ impl Reconciler {
 
     /// `apply_changes` without the full sync: None when the change needs one (the caller
     /// then runs its own, as the daemon does to count drift).
-    pub async fn try_apply_changes(&mut self, host: &mut Host) -> Result<Option<Step>, RunError> {
-        let trusted = self.applied.as_ref().is_some_and(|c| c.facts == host.facts);
+    pub async fn try_apply_changes<K: Kernel>(
+        &mut self,
+        host: &mut K,
+    ) -> Result<Option<Step>, RunError> {
+        let trusted = self
+            .applied
+            .as_ref()
+            .is_some_and(|c| &c.facts == host.facts());
         if !trusted {
             return Ok(None);
         }
@@ -252,7 +258,7 @@ impl Reconciler {
                 return self.run(host, ops, None, How::Services(n)).await.map(Some);
             }
         }
-        let new = desired::compute(cfg, &host.facts, &mut self.policy)?;
+        let new = desired::compute(cfg, host.facts(), &mut self.policy)?;
         let ops = plan::plan(
             &new.desired.state,
             &applied.desired.state,
@@ -264,20 +270,19 @@ impl Reconciler {
         self.run(host, ops, Some(new), How::Desired).await.map(Some)
     }
 
-    async fn run(
+    /// The converge loop fed a smaller difference: `ops`, planned against the state last
+    /// applied, run without observing before or after (the state is trusted).
+    async fn run<K: Kernel>(
         &mut self,
-        host: &mut Host,
+        host: &mut K,
         ops: Vec<Op>,
         new: Option<Computed>,
         how: How,
     ) -> Result<Step, RunError> {
-        let r = Applier::new(&host.pins, &host.nl, &host.facts)
-            .run(&ops, |_| {})
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = host.apply(&ops, &mut |_| {}).await {
             // What is live now is not known: the next step observes.
             self.applied = None;
-            return Err(e.into());
+            return Err(e);
         }
         if let Some(new) = new {
             self.applied = Some(new);

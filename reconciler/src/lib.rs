@@ -9,6 +9,7 @@ pub mod dump;
 pub mod events;
 pub mod facts;
 pub mod incremental;
+pub mod kernel;
 pub mod netlink;
 pub mod observe;
 pub mod plan;

@@ -7,10 +7,11 @@ use std::path::Path;
 use weft_model::{Config, Diagnostics};
 
 use crate::apply::Progress;
-use crate::bpf::features::{self, Kernel, Without};
+use crate::bpf::features::{self, Features, Without};
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
+use crate::kernel::Kernel;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::observe::{self, ObserveError};
 use crate::plan::{self, Op};
@@ -30,6 +31,9 @@ pub enum RunError {
     Apply(#[from] crate::apply::ApplyError),
     #[error("netlink: {0}")]
     Connect(std::io::Error),
+    /// An operation the in-memory kernel (`kernel::MemKernel`) refused or was told to fail.
+    #[error("{0}")]
+    Mem(String),
     #[error("this kernel ({release}) lacks what weft needs:\n  {}", missing.join("\n  "))]
     Kernel {
         release: String,
@@ -45,7 +49,7 @@ pub struct Host {
     /// Interfaces that are administratively down.
     pub down: BTreeSet<String>,
     /// What the kernel has of what weft uses.
-    pub kernel: Kernel,
+    pub kernel: Features,
 }
 
 impl Host {
@@ -90,13 +94,6 @@ impl Host {
         });
     }
 
-    pub async fn refresh_facts(&mut self) -> Result<(), RunError> {
-        self.facts =
-            HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
-        self.down = down_links(&self.nl).await?;
-        Ok(())
-    }
-
     /// What `cfg` asks of this host as it is now: the desired state, less the routes and
     /// neighbours of interfaces that are down. The kernel removes those when an interface
     /// goes down and refuses them until it is up again; weft puts them back then (as Calico
@@ -104,28 +101,39 @@ impl Host {
     pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
         Ok(self.without_down(desired::desired(cfg, &self.facts)?))
     }
+}
 
-    /// `d` less the routes and neighbours of interfaces that are down (see `desired`).
-    pub fn without_down(&self, mut d: Desired) -> Desired {
-        // Devices weft creates are brought up by the same plan, before their routes.
-        let down: BTreeSet<&String> = self
-            .down
-            .iter()
-            .filter(|dev| {
-                !d.state
-                    .links
-                    .get(*dev)
-                    .and_then(|l| l.owned.as_ref())
-                    .is_some_and(|o| o.up)
-            })
-            .collect();
-        d.state.routes.retain(|_, r| !down.contains(&r.dev));
-        d.state.neighbours.retain(|(dev, _), _| !down.contains(dev));
-        d
+/// The real host: netlink for links, addresses, routes and neighbours, bpffs and the BPF
+/// syscalls for programs and maps.
+impl Kernel for Host {
+    fn facts(&self) -> &HostFacts {
+        &self.facts
     }
 
-    pub async fn observe(&self, desired: &HostState) -> Result<HostState, RunError> {
-        Ok(observe::observe(&self.pins, &self.nl, &self.facts, desired).await?)
+    fn down(&self) -> &BTreeSet<String> {
+        &self.down
+    }
+
+    async fn refresh_facts(&mut self) -> Result<(), RunError> {
+        self.facts =
+            HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
+        self.down = down_links(&self.nl).await?;
+        Ok(())
+    }
+
+    async fn observe(&self, scope: &HostState) -> Result<HostState, RunError> {
+        Ok(observe::observe(&self.pins, &self.nl, &self.facts, scope).await?)
+    }
+
+    async fn apply(
+        &mut self,
+        ops: &[Op],
+        progress: &mut dyn FnMut(&Progress<'_>),
+    ) -> Result<(), RunError> {
+        crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
+            .run(ops, progress)
+            .await?;
+        Ok(())
     }
 }
 
@@ -155,7 +163,7 @@ pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
 }
 
 /// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
-pub async fn plan_desired(host: &Host, desired: Desired) -> Result<Planned, RunError> {
+pub async fn plan_desired<K: Kernel>(host: &K, desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
@@ -181,14 +189,13 @@ impl Outcome {
 
 /// Runs `ops` (planned to reach `desired`), then observes again. `progress` hears about each
 /// operation before it runs.
-pub async fn converge(
-    host: &mut Host,
+pub async fn converge<K: Kernel>(
+    host: &mut K,
     desired: &HostState,
     ops: &[Op],
-    progress: impl FnMut(&Progress<'_>),
+    mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
-    let mut applier = crate::apply::Applier::new(&host.pins, &host.nl, &host.facts);
-    applier.run(ops, progress).await?;
+    host.apply(ops, &mut progress).await?;
     host.refresh_facts().await?;
     let after = host.observe(desired).await?;
     Ok(Outcome {
@@ -231,18 +238,18 @@ pub struct Converged {
 /// it); devices weft creates first, then `make` asked again and the rest planned once they
 /// exist; the plan run; the live state observed again. With nothing to do, nothing runs and
 /// the observation stands.
-pub async fn apply_desired(
-    host: &mut Host,
+pub async fn apply_desired<K: Kernel>(
+    host: &mut K,
     mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
     first: impl FnOnce(&Planned),
     mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<Converged, RunError> {
-    let mut planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
+    let mut planned = plan_desired(host, host.without_down(make(host.facts())?)).await?;
     first(&planned);
     let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {
         created = planned.ops.iter().filter(|o| o.creates_link()).count();
-        planned = plan_desired(host, host.without_down(make(&host.facts)?)).await?;
+        planned = plan_desired(host, host.without_down(make(host.facts())?)).await?;
     }
     if planned.ops.is_empty() && created == 0 {
         let outcome = Outcome {
@@ -266,18 +273,16 @@ pub async fn apply_desired(
 /// Runs the operations of `ops` that create devices, and gathers the host's facts again so
 /// that a new plan can name the devices' indexes (map entries, attachments). True when there
 /// were any: the caller must then compute the desired state and plan again.
-pub async fn create_devices(
-    host: &mut Host,
+pub async fn create_devices<K: Kernel>(
+    host: &mut K,
     ops: &[Op],
-    progress: impl FnMut(&Progress<'_>),
+    mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<bool, RunError> {
     let devices: Vec<Op> = ops.iter().filter(|o| o.creates_link()).cloned().collect();
     if devices.is_empty() {
         return Ok(false);
     }
-    crate::apply::Applier::new(&host.pins, &host.nl, &host.facts)
-        .run(&devices, progress)
-        .await?;
+    host.apply(&devices, &mut progress).await?;
     host.refresh_facts().await?;
     Ok(true)
 }

@@ -54,12 +54,12 @@ impl Feature {
 
 /// What the kernel has, feature by feature.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Kernel {
+pub struct Features {
     pub release: String,
     pub features: Vec<Feature>,
 }
 
-impl Kernel {
+impl Features {
     /// The features this kernel lacks.
     pub fn missing(&self) -> impl Iterator<Item = &Feature> {
         self.features.iter().filter(|f| !f.present)
@@ -280,8 +280,8 @@ impl Probed {
 }
 
 /// Probes the running kernel.
-pub fn probe(bpffs: &Path) -> Kernel {
-    Kernel {
+pub fn probe(bpffs: &Path) -> Features {
+    Features {
         release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into()),
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_6_1_kernel_attaches_with_tc_and_needs_nothing_else() {
-        let k = Kernel {
+        let k = Features {
             release: "6.1.0".into(),
             features: Probed {
                 tcx: false,
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn without_bpffs_or_ring_buffers_weft_cannot_run_and_says_which() {
-        let k = Kernel {
+        let k = Features {
             release: "5.4.0".into(),
             features: Probed {
                 bpffs: false,

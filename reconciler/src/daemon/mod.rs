@@ -29,6 +29,7 @@ use weft_model::Config;
 
 use crate::desired::Computed;
 use crate::incremental;
+use crate::kernel::Kernel;
 use crate::run::{Host, RunError};
 use crate::state::HostState;
 use metrics::Shared;
