@@ -58,56 +58,20 @@ pub const RECONCILED: &[&str] = &[
     TRACE_FILTER,
 ];
 
-// weft_iface_value.flags
-pub const IFACE_F_WORKLOAD: u32 = 0x01;
-pub const IFACE_F_DATA: u32 = 0x02;
-pub const IFACE_F_NAT: u32 = 0x04;
-pub const IFACE_F_TRACE: u32 = 0x08;
-// weft_nat_fe_value.flags
-pub const NAT_F_LOCAL_ONLY: u32 = 0x01;
-pub const NAT_F_SRC_RANGES: u32 = 0x02;
-pub const NAT_F_MAGLEV: u32 = 0x04;
-// weft_route_value.flags
-pub const RT_F_LOCAL_HOST: u32 = 0x01;
-pub const RT_F_LOCAL_WORKLOAD: u32 = 0x02;
-pub const RT_F_REMOTE_WORKLOAD: u32 = 0x04;
-pub const RT_F_IN_POOL: u32 = 0x08;
-pub const RT_F_NAT_OUTGOING: u32 = 0x10;
-// weft_ct4_value.type and .flags, weft_ct_leg.tcp_flags
-pub const CT_NORMAL: u8 = 0;
-pub const CT_NAT_FWD: u8 = 1;
-pub const CT_NAT_REV: u8 = 2;
-pub const CT_F_B_ORIGINATED: u8 = 0x01;
-pub const CT_F_MIDFLOW: u8 = 0x02;
-pub const CT_LEG_SYN: u8 = 0x01;
-pub const CT_LEG_ACK: u8 = 0x02;
-pub const CT_LEG_FIN: u8 = 0x04;
-pub const CT_LEG_RST: u8 = 0x08;
-// weft_counters_key.hook
-pub const HOOK_FROM_WEP: u32 = 0;
-pub const HOOK_TO_WEP: u32 = 1;
-pub const HOOK_FROM_HEP: u32 = 2;
-pub const HOOK_TO_HEP: u32 = 3;
-pub const HOOK_FROM_NAT: u32 = 4;
-// weft_event.kind, .ct, .flags, .nat, .parse
-pub const EVENT_FLOW: u8 = 1;
-pub const EVENT_TRACE: u8 = 2;
-pub const CTR_NONE: u8 = 0;
-pub const CTR_NEW: u8 = 1;
-pub const CTR_ESTABLISHED: u8 = 2;
-pub const CTR_NAT_FWD: u8 = 3;
-pub const CTR_NAT_REV: u8 = 4;
-pub const CTR_RELATED: u8 = 5;
-pub const CTR_REUSED: u8 = 6;
-pub const EV_F_POLICY: u8 = 0x01;
-pub const EV_F_ALLOW: u8 = 0x02;
-pub const EV_F_LOG: u8 = 0x04;
-pub const EV_F_EP_ORIGINATED: u8 = 0x08;
-pub const EV_NAT_NONE: u8 = 0;
-pub const EV_NAT_DNAT: u8 = 1;
-pub const EV_NAT_UNNAT: u8 = 2;
-pub const EV_PARSE_NONE: u8 = 0xff;
-/// enum weft_parse_result (bpf-src/include/parse.h), by value.
+// The flags and codes of the layouts below, generated from weft_maps.h (see `crate::abi`).
+pub use crate::abi::{
+    CTR_ESTABLISHED, CTR_NAT_FWD, CTR_NAT_REV, CTR_NEW, CTR_NONE, CTR_RELATED, CTR_REUSED,
+    CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN,
+    CT_NAT_FWD, CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW,
+    EV_F_EP_ORIGINATED, EV_F_LOG, EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT,
+    EV_PARSE_NONE, HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP,
+    IFACE_F_DATA, IFACE_F_NAT, IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN,
+    LOST_SLOTS, LOST_TRACE, LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES,
+    RT_F_IN_POOL, RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING,
+    RT_F_REMOTE_WORKLOAD, TF_F_IPV4, TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
+};
+/// enum weft_parse_result (bpf-src/include/parse.h), by value (`crate::abi::PARSE_*`; a test
+/// holds each name to its value).
 pub const PARSE_RESULTS: &[&str] = &[
     "ipv4",
     "arp",
@@ -117,18 +81,6 @@ pub const PARSE_RESULTS: &[&str] = &[
     "bad-ipv4",
     "fragment",
 ];
-// weft_ring_lost slots
-pub const LOST_FLOWS: u32 = 0;
-pub const LOST_TRACE: u32 = 1;
-pub const LOST_FLOWS_SEEN: u32 = 2;
-pub const LOST_TRACE_SEEN: u32 = 3;
-// weft_trace_filter
-pub const TF_SIDE_SRC: u8 = 0x01;
-pub const TF_SIDE_DST: u8 = 0x02;
-pub const TF_F_IPV4: u8 = 0x01;
-pub const TF_MAX_HOSTS: usize = 4;
-pub const TF_MAX_PORTS: usize = 4;
-
 /// weft_iface_value.flags by name.
 pub fn iface_flags(f: u32) -> Vec<&'static str> {
     [
