@@ -15,6 +15,8 @@ use weft_model::{
     SessionAffinity, TrafficPolicy,
 };
 
+pub use weft_model::next_prime;
+
 use crate::bpf::maps::{
     self, Entries, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey,
 };
@@ -81,14 +83,6 @@ pub fn svc_id(namespace: &str, name: &str, port: &str) -> u32 {
 
 fn v4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
-}
-
-/// The smallest prime at least `n` (Maglev's table size must be prime).
-pub fn next_prime(n: u32) -> u32 {
-    let is_prime = |x: u32| x >= 2 && (2..).take_while(|d| d * d <= x).all(|d| x % d != 0);
-    (n.max(2)..)
-        .find(|&x| is_prime(x))
-        .expect("primes do not run out")
 }
 
 fn fnv64(seed: u64, s: &str) -> u64 {
@@ -433,7 +427,7 @@ pub fn service_ports(
             t.backends.push(maps::entry(&k, &v));
         }
         let maglev_size = if maglev && !bes.is_empty() {
-            next_prime(5 * settings.maglev_max_endpoints.max(1))
+            weft_model::maglev_table_size(settings.maglev_max_endpoints)
         } else {
             0
         };

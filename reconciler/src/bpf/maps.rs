@@ -198,21 +198,28 @@ pub struct MapSizes {
 }
 
 impl Default for MapSizes {
+    /// Calico's defaults (`weft_model::map_size_defaults`): what an empty FelixConfiguration
+    /// asks for.
     fn default() -> Self {
-        MapSizes {
-            conntrack: 512_000,
-            if_state: 1000,
-            route: 262_144,
-            nat_frontend: 65_536,
-            nat_backend: 262_144,
-            nat_affinity: 65_536,
-            maglev: 100 * 503,
-            events: 1 << 20,
-        }
+        MapSizes::from_felix(&weft_model::FelixConfigurationSpec::default())
     }
 }
 
 impl MapSizes {
+    /// The sizes a FelixConfiguration asks for.
+    pub fn from_felix(felix: &weft_model::FelixConfigurationSpec) -> MapSizes {
+        MapSizes {
+            conntrack: felix.bpf_map_size_conntrack(),
+            if_state: felix.bpf_map_size_if_state(),
+            route: felix.bpf_map_size_route(),
+            nat_frontend: felix.bpf_map_size_nat_frontend(),
+            nat_backend: felix.bpf_map_size_nat_backend(),
+            nat_affinity: felix.bpf_map_size_nat_affinity(),
+            maglev: felix.bpf_maglev_max_services() * felix.bpf_maglev_table_size(),
+            events: felix.bpf_export_buffer_size_mb().next_power_of_two() << 20,
+        }
+    }
+
     /// How many entries the map named `name` gets.
     pub fn max_entries(&self, name: &str) -> Option<u32> {
         Some(match name {
@@ -499,6 +506,22 @@ mod tests {
             d.iter().find(|d| d.name == CT4).map(|d| d.max_entries),
             Some(1234)
         );
+    }
+
+    /// The loader overrides every max_entries, but the object as compiled is sized like weft's
+    /// default, so that it says what weft would do (and loads like it where nothing overrides).
+    #[test]
+    fn the_c_map_sizes_are_the_default_sizes() {
+        let sizes = MapSizes::default();
+        for d in compiled_defs() {
+            assert_eq!(
+                Some(d.max_entries),
+                sizes.max_entries(&d.name),
+                "{}: max_entries in bpf-src/include/weft_defs_maps.h is not weft's default \
+                 (weft_model::map_size_defaults through MapSizes)",
+                d.name
+            );
+        }
     }
 
     #[test]
