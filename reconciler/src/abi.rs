@@ -27,7 +27,11 @@ mod tests {
     #[test]
     fn each_name_is_at_its_value() {
         let parse = crate::bpf::maps::PARSE_RESULTS;
-        assert_eq!(parse.len(), usize::from(PARSE_FRAGMENT) + 1, "a parse result without a name");
+        assert_eq!(
+            parse.len(),
+            usize::from(PARSE_FRAGMENT) + 1,
+            "a parse result without a name"
+        );
         for (value, name) in [
             (PARSE_IPV4, "ipv4"),
             (PARSE_ARP, "arp"),

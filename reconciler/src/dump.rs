@@ -352,12 +352,12 @@ pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Ve
     let mut rows: Vec<EndpointRow> = maps::spec::IFACE
         .decode_all(iface)
         .map(|(ifindex, v)| EndpointRow {
-                ifindex,
-                iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
-                flags: maps::iface_flags(v.flags),
-                ruleset_ingress: v.ruleset_in,
-                ruleset_egress: v.ruleset_out,
-            })
+            ifindex,
+            iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
+            flags: maps::iface_flags(v.flags),
+            ruleset_ingress: v.ruleset_in,
+            ruleset_egress: v.ruleset_out,
+        })
         .collect();
     rows.sort_by_key(|r| r.ifindex);
     rows

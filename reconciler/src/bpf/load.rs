@@ -10,11 +10,11 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 use super::maps::{MapDef, MapSizes};
-use crate::abi;
 use super::skel::ctlb::{self, WeftCtlbSkelBuilder};
 use super::skel::hep::{self, WeftHepSkelBuilder};
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
+use crate::abi;
 
 /// DefaultEndpointToHostAction (Calico's default: Drop).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -208,7 +208,11 @@ impl<K: Plain, V: Plain> MapSpec<K, V> {
     }
 
     /// `bpftool map lookup` of a per-CPU map: each CPU's value.
-    pub fn lookup_percpu(&self, m: &MapHandle, key: &K) -> Result<Option<Vec<V>>, libbpf_rs::Error> {
+    pub fn lookup_percpu(
+        &self,
+        m: &MapHandle,
+        key: &K,
+    ) -> Result<Option<Vec<V>>, libbpf_rs::Error> {
         Ok(m.lookup_percpu(key.as_bytes(), MapFlags::ANY)?
             .map(|cpus| cpus.iter().filter_map(|v| V::from_bytes(v)).collect()))
     }
@@ -274,14 +278,14 @@ pub const RECONCILED: &[&str] = &[
 // The flags and codes of the layouts below, generated from weft_maps.h (see `crate::abi`).
 pub use crate::abi::{
     CTR_ESTABLISHED, CTR_NAT_FWD, CTR_NAT_REV, CTR_NEW, CTR_NONE, CTR_RELATED, CTR_REUSED,
-    CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN,
-    CT_NAT_FWD, CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW,
-    EV_F_EP_ORIGINATED, EV_F_LOG, EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT,
-    EV_PARSE_NONE, HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP,
-    IFACE_F_DATA, IFACE_F_NAT, IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN,
-    LOST_SLOTS, LOST_TRACE, LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES,
-    RT_F_IN_POOL, RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING,
-    RT_F_REMOTE_WORKLOAD, TF_F_IPV4, TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
+    CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN, CT_NAT_FWD,
+    CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW, EV_F_EP_ORIGINATED, EV_F_LOG,
+    EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, HOOK_FROM_HEP,
+    HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, IFACE_F_DATA, IFACE_F_NAT,
+    IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN, LOST_SLOTS, LOST_TRACE,
+    LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES, RT_F_IN_POOL,
+    RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING, RT_F_REMOTE_WORKLOAD, TF_F_IPV4,
+    TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
 };
 /// enum weft_parse_result (bpf-src/include/parse.h), by value (`crate::abi::PARSE_*`; a test
 /// holds each name to its value).

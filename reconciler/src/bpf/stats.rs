@@ -125,13 +125,12 @@ pub fn rule_hits(pins: &Pins) -> Result<BTreeMap<u32, u64>, BpfError> {
     }
     let m = spec::RULE_COUNTERS.open(pins)?;
     for id in spec::RULE_COUNTERS.keys(&m) {
-        if let Some(values) =
-            spec::RULE_COUNTERS
-                .lookup_percpu(&m, &id)
-                .map_err(|source| BpfError::Map {
-                    name: spec::RULE_COUNTERS.name.into(),
-                    source,
-                })?
+        if let Some(values) = spec::RULE_COUNTERS
+            .lookup_percpu(&m, &id)
+            .map_err(|source| BpfError::Map {
+                name: spec::RULE_COUNTERS.name.into(),
+                source,
+            })?
         {
             out.insert(id, values.iter().sum());
         }

@@ -822,15 +822,24 @@ impl FelixConfigurationSpec {
     }
 
     pub fn bpf_map_size_nat_frontend(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_frontend, map_size_defaults::NAT_FRONTEND)
+        map_size(
+            self.bpf_map_size_nat_frontend,
+            map_size_defaults::NAT_FRONTEND,
+        )
     }
 
     pub fn bpf_map_size_nat_backend(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_backend, map_size_defaults::NAT_BACKEND)
+        map_size(
+            self.bpf_map_size_nat_backend,
+            map_size_defaults::NAT_BACKEND,
+        )
     }
 
     pub fn bpf_map_size_nat_affinity(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_affinity, map_size_defaults::NAT_AFFINITY)
+        map_size(
+            self.bpf_map_size_nat_affinity,
+            map_size_defaults::NAT_AFFINITY,
+        )
     }
 
     pub fn bpf_map_size_route(&self) -> u32 {
