@@ -449,7 +449,7 @@ fn side(addr: u32, port: u16, leg: &CtLeg) -> FlowSide {
 pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
     let mut rows: Vec<FlowRow> = maps::spec::CT4
         .decode_all(ct)
-        .filter_map(|(k, v)| {
+        .map(|(k, v)| {
             let a = side(k.addr_a, k.port_a, &v.leg_a);
             let b = side(k.addr_b, k.port_b, &v.leg_b);
             let (originator, responder) = if v.flags & maps::CT_F_B_ORIGINATED != 0 {
@@ -457,7 +457,7 @@ pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
             } else {
                 (a, b)
             };
-            Some(FlowRow {
+            FlowRow {
                 protocol: weft_model::net::protocol_name(k.proto).to_lowercase(),
                 proto: k.proto,
                 kind: match v.r#type {
@@ -495,7 +495,7 @@ pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
                 },
                 age_ns: now_ns.saturating_sub(v.created_ns),
                 idle_ns: now_ns.saturating_sub(v.last_seen_ns),
-            })
+            }
         })
         .collect();
     rows.sort_by(|x, y| {
@@ -591,7 +591,7 @@ pub fn counters(
 ) -> Vec<CounterRow> {
     let mut rows: Vec<CounterRow> = maps::spec::COUNTERS
         .decode_per_cpu(per_cpu)
-        .filter_map(|(k, cpus)| {
+        .map(|(k, cpus)| {
             let mut reasons = BTreeMap::new();
             for c in &cpus {
                 for (i, n) in c.packets.iter().enumerate() {
@@ -601,12 +601,12 @@ pub fn counters(
                     }
                 }
             }
-            Some(CounterRow {
+            CounterRow {
                 ifindex: k.ifindex,
                 iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
                 hook: maps::hook_name(k.hook),
                 reasons,
-            })
+            }
         })
         .collect();
     rows.sort_by(|a, b| (a.ifindex, a.hook).cmp(&(b.ifindex, b.hook)));
@@ -666,11 +666,11 @@ fn route_flags(f: u32) -> Vec<&'static str> {
 pub fn routes(rt: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<RouteRow> {
     let mut rows: Vec<(u32, u32, RouteRow)> = maps::spec::RT4
         .decode_all(rt)
-        .filter_map(|(k, v)| {
+        .map(|(k, v)| {
             let local = v.flags & maps::RT_F_LOCAL_WORKLOAD != 0;
             let remote = v.flags & maps::RT_F_REMOTE_WORKLOAD != 0;
             let ifindex = local.then_some(v.ifindex);
-            Some((
+            (
                 u32::from(ip(k.addr)),
                 k.prefixlen,
                 RouteRow {
@@ -680,7 +680,7 @@ pub fn routes(rt: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<Rout
                     iface: ifindex.map(|i| name_of(i).unwrap_or_else(|| format!("if{i}"))),
                     next_hop: remote.then(|| ip(v.next_hop)),
                 },
-            ))
+            )
         })
         .collect();
     rows.sort_by_key(|r| (r.0, r.1));

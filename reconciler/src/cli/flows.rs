@@ -202,12 +202,11 @@ fn warn_untraced(h: &Host, iface: Option<&str>) {
     };
     let traced: Vec<String> = maps::spec::IFACE
         .decode_all(&entries)
-        .filter_map(|(i, v)| {
-            (v.flags & maps::IFACE_F_TRACE != 0).then(|| {
-                h.facts
-                    .link_name(i)
-                    .map_or_else(|| maps::from_c_name(&v.name), str::to_string)
-            })
+        .filter(|(_, v)| v.flags & maps::IFACE_F_TRACE != 0)
+        .map(|(i, v)| {
+            h.facts
+                .link_name(i)
+                .map_or_else(|| maps::from_c_name(&v.name), str::to_string)
         })
         .collect();
     let advice = "set bpfLogLevel: Debug in a FelixConfiguration (with a bpfLogFilters key that covers it, if it has filters) and apply";
