@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The map objects. Their layouts are in weft_maps.h; the sizes here are placeholders: the loader
- * sets every max_entries from FelixConfiguration (BPFMapSize*) before load, and reuses the maps
- * pinned under weft's bpffs root, so every program shares one instance of each.
+ * The map objects. Their layouts are in weft_maps.h. The loader sets every max_entries from
+ * FelixConfiguration (BPFMapSize*) before load (reconciler/src/bpf/maps.rs, each map's spec),
+ * and reuses the maps pinned under weft's bpffs root, so every program shares one instance of
+ * each. The sizes here are what an empty FelixConfiguration gives, so the object loaded as it
+ * is (bpftool, the verifier's checks) is sized like weft's default: a test holds each to it.
  */
 #ifndef WEFT_DEFS_MAPS_H
 #define WEFT_DEFS_MAPS_H
@@ -66,7 +68,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 2000);
+	__uint(max_entries, 5000); /* five hooks per interface */
 	__type(key, struct weft_counters_key);
 	__type(value, struct weft_counters);
 } weft_ctrs SEC(".maps");

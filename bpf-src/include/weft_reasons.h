@@ -2,8 +2,9 @@
 /*
  * Why a packet was accepted or dropped: the index into struct weft_counters.packets.
  *
- * Mirrors (keep in step, append only, never renumber: counters are pinned):
- *   reconciler/src/bpf/reasons.rs  (names shown by `weft dump counters`)
+ * Append only, never renumber: counters are pinned. Rust's constants are generated from this
+ * file (reconciler/src/abi.rs); the names `weft dump counters` shows are in
+ * reconciler/src/bpf/reasons.rs, one per reason up to WEFT_REASON_MAX (checked at compile time).
  */
 #ifndef WEFT_REASONS_H
 #define WEFT_REASONS_H

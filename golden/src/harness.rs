@@ -13,7 +13,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 use weft::bpf::load::{self, Object, ProgramSettings};
 use weft::bpf::maps::{
-    self, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Plain, Route4Key, RouteValue,
+    self, spec, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Route4Key, RouteValue,
 };
 use weft::bpf::reasons::REASONS;
 use weft::bpf::rulesets;
@@ -154,8 +154,8 @@ impl Harness {
             pad: 0,
             name: maps::c_name("test0"),
         };
-        self.map(maps::IFACE)
-            .update(ifindex.as_bytes(), v.as_bytes(), MapFlags::ANY)
+        spec::IFACE
+            .update(&self.map(spec::IFACE.name), &ifindex, &v)
             .expect("iface entry");
     }
 
@@ -163,11 +163,11 @@ impl Harness {
     /// `weft apply` writes it, so that the workload's packets pass the anti-spoofing check.
     pub fn route(&self, addr: Ipv4Addr, len: u8, flags: u32, ifindex: u32) {
         if len == 32 && flags & maps::RT_F_LOCAL_WORKLOAD != 0 {
-            self.map(maps::WLADDR4)
+            spec::WLADDR4
                 .update(
-                    &maps::addr_be(addr).to_ne_bytes(),
-                    &ifindex.to_ne_bytes(),
-                    MapFlags::ANY,
+                    &self.map(spec::WLADDR4.name),
+                    &maps::addr_be(addr),
+                    &ifindex,
                 )
                 .expect("workload address entry");
         }
@@ -181,8 +181,8 @@ impl Harness {
             next_hop: 0,
             pad: 0,
         };
-        self.map(maps::RT4)
-            .update(k.as_bytes(), v.as_bytes(), MapFlags::ANY)
+        spec::RT4
+            .update(&self.map(spec::RT4.name), &k, &v)
             .expect("route entry");
     }
 
@@ -212,22 +212,18 @@ impl Harness {
 
     /// Conntrack entries.
     pub fn ct(&self) -> Vec<(Ct4Key, Ct4Value)> {
-        let m = self.map(maps::CT4);
-        m.keys()
-            .filter_map(|k| {
-                let v = m.lookup(&k, MapFlags::ANY).ok()??;
-                Some((Ct4Key::from_bytes(&k)?, Ct4Value::from_bytes(&v)?))
-            })
+        let m = self.map(spec::CT4.name);
+        spec::CT4
+            .keys(&m)
+            .filter_map(|k| Some((k, spec::CT4.lookup(&m, &k).ok()??)))
             .collect()
     }
 
     /// The conntrack entry under `key`, if any.
     pub fn ct_get(&self, key: &Ct4Key) -> Option<Ct4Value> {
-        let v = self
-            .map(maps::CT4)
-            .lookup(key.as_bytes(), MapFlags::ANY)
-            .expect("conntrack lookup")?;
-        Ct4Value::from_bytes(&v)
+        spec::CT4
+            .lookup(&self.map(spec::CT4.name), key)
+            .expect("conntrack lookup")
     }
 
     /// Every non-zero reason counter of a hook, by name (`weft dump counters`), so a test can
@@ -264,28 +260,21 @@ impl Harness {
     /// A reason counter of a hook, summed over CPUs.
     pub fn counter(&self, ifindex: u32, hook: u32, reason: usize) -> u64 {
         let k = maps::CountersKey { ifindex, hook };
-        let Ok(Some(per_cpu)) = self
-            .map(maps::COUNTERS)
-            .lookup_percpu(k.as_bytes(), MapFlags::ANY)
+        let Ok(Some(per_cpu)) = spec::COUNTERS.lookup_percpu(&self.map(spec::COUNTERS.name), &k)
         else {
             return 0;
         };
-        per_cpu
-            .iter()
-            .filter_map(|v| maps::Counters::from_bytes(v))
-            .map(|c| c.packets[reason])
-            .sum()
+        per_cpu.iter().map(|c| c.packets[reason]).sum()
     }
 
     /// How many packets rule `id` decided, summed over CPUs.
     pub fn rule_hits(&self, id: u32) -> u64 {
-        let Ok(Some(per_cpu)) = self
-            .map(maps::RULE_COUNTERS)
-            .lookup_percpu(id.as_bytes(), MapFlags::ANY)
+        let Ok(Some(per_cpu)) =
+            spec::RULE_COUNTERS.lookup_percpu(&self.map(spec::RULE_COUNTERS.name), &id)
         else {
             return 0;
         };
-        per_cpu.iter().filter_map(|v| u64::from_bytes(v)).sum()
+        per_cpu.iter().sum()
     }
 }
 

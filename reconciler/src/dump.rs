@@ -16,8 +16,7 @@ use std::sync::Arc;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
 
-use crate::bpf::maps::{self, Counters, Ct4Key, Ct4Value, CtLeg, Entries, IfaceValue, Plain};
-use crate::bpf::maps::{Route4Key, RouteValue};
+use crate::bpf::maps::{self, CtLeg, Entries, IfaceValue, Plain};
 use crate::bpf::reasons::REASONS;
 use crate::bpf::{BpfError, Pins};
 use crate::desired::Desired;
@@ -175,12 +174,9 @@ pub fn duration(ns: u64) -> String {
 
 /// Packets each rule decided, summed over CPUs, from weft_rule_ctrs.
 pub fn rule_hits(per_cpu: &PerCpuEntries) -> BTreeMap<u32, u64> {
-    per_cpu
-        .iter()
-        .filter_map(|(k, cpus)| {
-            let id = u32::from_bytes(k)?;
-            Some((id, cpus.iter().filter_map(|v| u64::from_bytes(v)).sum()))
-        })
+    maps::spec::RULE_COUNTERS
+        .decode_per_cpu(per_cpu)
+        .map(|(id, cpus)| (id, cpus.iter().sum()))
         .collect()
 }
 
@@ -353,18 +349,14 @@ pub struct EndpointRow {
 
 /// weft_iface decoded; `name_of` names interfaces that exist (the entry's own name otherwise).
 pub fn endpoints(iface: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<EndpointRow> {
-    let mut rows: Vec<EndpointRow> = iface
-        .iter()
-        .filter_map(|(k, v)| {
-            let ifindex = u32::from_bytes(k)?;
-            let v = IfaceValue::from_bytes(v)?;
-            Some(EndpointRow {
-                ifindex,
-                iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
-                flags: maps::iface_flags(v.flags),
-                ruleset_ingress: v.ruleset_in,
-                ruleset_egress: v.ruleset_out,
-            })
+    let mut rows: Vec<EndpointRow> = maps::spec::IFACE
+        .decode_all(iface)
+        .map(|(ifindex, v)| EndpointRow {
+            ifindex,
+            iface: name_of(ifindex).unwrap_or_else(|| maps::from_c_name(&v.name)),
+            flags: maps::iface_flags(v.flags),
+            ruleset_ingress: v.ruleset_in,
+            ruleset_egress: v.ruleset_out,
         })
         .collect();
     rows.sort_by_key(|r| r.ifindex);
@@ -455,11 +447,9 @@ fn side(addr: u32, port: u16, leg: &CtLeg) -> FlowSide {
 /// weft_ct4 decoded, each flow oriented from its originator; ages against `now_ns`
 /// (CLOCK_MONOTONIC).
 pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
-    let mut rows: Vec<FlowRow> = ct
-        .iter()
-        .filter_map(|(k, v)| {
-            let k = Ct4Key::from_bytes(k)?;
-            let v = Ct4Value::from_bytes(v)?;
+    let mut rows: Vec<FlowRow> = maps::spec::CT4
+        .decode_all(ct)
+        .map(|(k, v)| {
             let a = side(k.addr_a, k.port_a, &v.leg_a);
             let b = side(k.addr_b, k.port_b, &v.leg_b);
             let (originator, responder) = if v.flags & maps::CT_F_B_ORIGINATED != 0 {
@@ -467,7 +457,7 @@ pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
             } else {
                 (a, b)
             };
-            Some(FlowRow {
+            FlowRow {
                 protocol: weft_model::net::protocol_name(k.proto).to_lowercase(),
                 proto: k.proto,
                 kind: match v.r#type {
@@ -505,7 +495,7 @@ pub fn conntrack(ct: &Entries, now_ns: u64) -> Vec<FlowRow> {
                 },
                 age_ns: now_ns.saturating_sub(v.created_ns),
                 idle_ns: now_ns.saturating_sub(v.last_seen_ns),
-            })
+            }
         })
         .collect();
     rows.sort_by(|x, y| {
@@ -599,12 +589,11 @@ pub fn counters(
     per_cpu: &PerCpuEntries,
     name_of: impl Fn(u32) -> Option<String>,
 ) -> Vec<CounterRow> {
-    let mut rows: Vec<CounterRow> = per_cpu
-        .iter()
-        .filter_map(|(k, cpus)| {
-            let k = maps::CountersKey::from_bytes(k)?;
+    let mut rows: Vec<CounterRow> = maps::spec::COUNTERS
+        .decode_per_cpu(per_cpu)
+        .map(|(k, cpus)| {
             let mut reasons = BTreeMap::new();
-            for c in cpus.iter().filter_map(|v| Counters::from_bytes(v)) {
+            for c in &cpus {
                 for (i, n) in c.packets.iter().enumerate() {
                     if *n != 0 {
                         let name = REASONS.get(i).copied().unwrap_or("unknown-reason");
@@ -612,12 +601,12 @@ pub fn counters(
                     }
                 }
             }
-            Some(CounterRow {
+            CounterRow {
                 ifindex: k.ifindex,
                 iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
                 hook: maps::hook_name(k.hook),
                 reasons,
-            })
+            }
         })
         .collect();
     rows.sort_by(|a, b| (a.ifindex, a.hook).cmp(&(b.ifindex, b.hook)));
@@ -675,15 +664,13 @@ fn route_flags(f: u32) -> Vec<&'static str> {
 
 /// weft_rt4 decoded, by prefix.
 pub fn routes(rt: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<RouteRow> {
-    let mut rows: Vec<(u32, u32, RouteRow)> = rt
-        .iter()
-        .filter_map(|(k, v)| {
-            let k = Route4Key::from_bytes(k)?;
-            let v = RouteValue::from_bytes(v)?;
+    let mut rows: Vec<(u32, u32, RouteRow)> = maps::spec::RT4
+        .decode_all(rt)
+        .map(|(k, v)| {
             let local = v.flags & maps::RT_F_LOCAL_WORKLOAD != 0;
             let remote = v.flags & maps::RT_F_REMOTE_WORKLOAD != 0;
             let ifindex = local.then_some(v.ifindex);
-            Some((
+            (
                 u32::from(ip(k.addr)),
                 k.prefixlen,
                 RouteRow {
@@ -693,7 +680,7 @@ pub fn routes(rt: &Entries, name_of: impl Fn(u32) -> Option<String>) -> Vec<Rout
                     iface: ifindex.map(|i| name_of(i).unwrap_or_else(|| format!("if{i}"))),
                     next_hop: remote.then(|| ip(v.next_hop)),
                 },
-            ))
+            )
         })
         .collect();
     rows.sort_by_key(|r| (r.0, r.1));
@@ -830,6 +817,7 @@ pub fn render_ip_sets(d: &IpSetsDump) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::maps::{Counters, Ct4Key, Ct4Value, Route4Key, RouteValue};
     use crate::desired::{EndpointSummary, Settings};
     use crate::policy::classify::{Compiled, Decision};
     use crate::policy::flat::Verdict;

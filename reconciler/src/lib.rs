@@ -1,5 +1,6 @@
 //! weft: a file-driven eBPF dataplane. See docs/design.md for the flow from files to kernel.
 
+pub mod abi;
 pub mod apply;
 pub mod bpf;
 pub mod confirm;

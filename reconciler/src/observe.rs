@@ -10,7 +10,7 @@ use libbpf_rs::{MapHandle, ProgramHandle};
 
 use crate::bpf::link::{self, AttachMode, CgroupHook};
 use crate::bpf::load;
-use crate::bpf::maps::{self, Entries, IfaceValue, Plain};
+use crate::bpf::maps::{self, Entries};
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
@@ -134,10 +134,7 @@ pub async fn observe(
     ifaces.extend(desired.attachments.keys().map(|(i, _)| i.clone()));
     ifaces.extend(facts.owned_links.keys().cloned());
     if let Some(e) = st.maps.get(maps::IFACE).and_then(|m| m.entries.as_ref()) {
-        for (k, v) in e {
-            let (Some(ifindex), Some(v)) = (u32::from_bytes(k), IfaceValue::from_bytes(v)) else {
-                continue;
-            };
+        for (ifindex, v) in maps::spec::IFACE.decode_all(e) {
             match facts.link_name(ifindex) {
                 Some(n) => ifaces.insert(n.to_string()),
                 None => ifaces.insert(maps::from_c_name(&v.name)),

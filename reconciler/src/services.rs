@@ -15,8 +15,10 @@ use weft_model::{
     SessionAffinity, TrafficPolicy,
 };
 
+pub use weft_model::next_prime;
+
 use crate::bpf::maps::{
-    self, Entries, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey,
+    self, spec, Entries, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, NatSrcKey,
 };
 use crate::policy::flat::Net4;
 use crate::warning::Warning;
@@ -81,14 +83,6 @@ pub fn svc_id(namespace: &str, name: &str, port: &str) -> u32 {
 
 fn v4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
-}
-
-/// The smallest prime at least `n` (Maglev's table size must be prime).
-pub fn next_prime(n: u32) -> u32 {
-    let is_prime = |x: u32| x >= 2 && (2..).take_while(|d| d * d <= x).all(|d| x % d != 0);
-    (n.max(2)..)
-        .find(|&x| is_prime(x))
-        .expect("primes do not run out")
 }
 
 fn fnv64(seed: u64, s: &str) -> u64 {
@@ -430,10 +424,10 @@ pub fn service_ports(
                 port: b.port,
                 pad: 0,
             };
-            t.backends.push(maps::entry(&k, &v));
+            t.backends.push(spec::NAT_BE4.entry(&k, &v));
         }
         let maglev_size = if maglev && !bes.is_empty() {
-            next_prime(5 * settings.maglev_max_endpoints.max(1))
+            weft_model::maglev_table_size(settings.maglev_max_endpoints)
         } else {
             0
         };
@@ -453,7 +447,7 @@ pub fn service_ports(
                     port: b.port,
                     pad: 0,
                 };
-                t.maglev.push(maps::entry(&k, &v));
+                t.maglev.push(spec::MAGLEV4.entry(&k, &v));
             }
         }
         for r in &source_ranges {
@@ -462,7 +456,7 @@ pub fn service_ports(
                 svc_id: id,
                 addr: maps::addr_be(Ipv4Addr::from(r.addr)),
             };
-            t.source_ranges.push(maps::entry(&k, &1u32));
+            t.source_ranges.push(spec::NAT_SRC4.entry(&k, &1u32));
         }
         let frontend = |addr: Ipv4Addr, fport: u16, flags: u32, t: &mut PortEntries| {
             if excluded(addr) {
@@ -486,7 +480,7 @@ pub fn service_ports(
                     0
                 },
             };
-            t.frontends.push(maps::entry(&k, &v));
+            t.frontends.push(spec::NAT_FE4.entry(&k, &v));
         };
         let internal = if itp_local { maps::NAT_F_LOCAL_ONLY } else { 0 };
         let external_flags = if etp_local { maps::NAT_F_LOCAL_ONLY } else { 0 }

@@ -83,9 +83,9 @@ impl CtTimeouts {
     }
 }
 
-/// WEFT_CTGC_SLOTS (checked against the generated context type below), and the names of the
-/// slots as tallies.
-const SLOTS: usize = 9;
+/// WEFT_CTGC_SLOTS (generated, and checked against the generated context type below), and the
+/// names of the slots as tallies.
+use crate::abi::CTGC_SLOTS as SLOTS;
 const _: () = assert!(std::mem::size_of::<Args>() == 8 * (2 * SLOTS + 3));
 pub const EXPIRY_REASONS: [&str; SLOTS] = [
     "grace",

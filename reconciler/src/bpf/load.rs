@@ -14,6 +14,7 @@ use super::skel::ctlb::{self, WeftCtlbSkelBuilder};
 use super::skel::hep::{self, WeftHepSkelBuilder};
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
+use crate::abi;
 
 /// DefaultEndpointToHostAction (Calico's default: Drop).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -25,19 +26,20 @@ pub enum EpToHost {
 }
 
 impl EpToHost {
+    /// As weft_ep_to_host_action holds it (WEFT_EP_TO_HOST_*, weft_bpf.h).
     fn code(self) -> u8 {
         match self {
-            EpToHost::Drop => 0,
-            EpToHost::Return => 1,
-            EpToHost::Accept => 2,
+            EpToHost::Drop => abi::EP_TO_HOST_DROP,
+            EpToHost::Return => abi::EP_TO_HOST_RETURN,
+            EpToHost::Accept => abi::EP_TO_HOST_ACCEPT,
         }
     }
 
     fn from_code(c: u8) -> Option<Self> {
         Some(match c {
-            0 => EpToHost::Drop,
-            1 => EpToHost::Return,
-            2 => EpToHost::Accept,
+            abi::EP_TO_HOST_DROP => EpToHost::Drop,
+            abi::EP_TO_HOST_RETURN => EpToHost::Return,
+            abi::EP_TO_HOST_ACCEPT => EpToHost::Accept,
             _ => return None,
         })
     }

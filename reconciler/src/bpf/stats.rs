@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapHandle};
 
-use super::maps::{self, Counters, CountersKey, IfaceValue, Plain};
+use super::maps::{self, spec};
 use super::{BpfError, Pins};
 
 /// How full one pinned map is (`bpftool map show` gives max_entries; the count is a walk of
@@ -70,47 +70,38 @@ pub struct HookCounters {
     pub packets: Vec<u64>,
 }
 
-/// Sums a per-CPU value of `T` over the CPUs.
-fn per_cpu<T: Plain>(values: &[Vec<u8>]) -> Vec<T> {
-    values.iter().filter_map(|v| T::from_bytes(v)).collect()
-}
-
 /// weft_ctrs, summed over CPUs. An absent map is no counters.
 pub fn packet_counters(pins: &Pins) -> Result<Vec<HookCounters>, BpfError> {
-    if !pins.map(maps::COUNTERS).exists() {
+    if !pins.map(spec::COUNTERS.name).exists() {
         return Ok(Vec::new());
     }
-    let names: BTreeMap<u32, String> = if pins.map(maps::IFACE).exists() {
-        let m = open(pins, maps::IFACE)?;
-        m.keys()
-            .filter_map(|k| {
-                let v = m.lookup(&k, MapFlags::ANY).ok().flatten()?;
-                Some((
-                    u32::from_bytes(&k)?,
-                    maps::from_c_name(&IfaceValue::from_bytes(&v)?.name),
-                ))
+    let names: BTreeMap<u32, String> = if pins.map(spec::IFACE.name).exists() {
+        let m = spec::IFACE.open(pins)?;
+        spec::IFACE
+            .keys(&m)
+            .filter_map(|ifindex| {
+                let v = spec::IFACE.lookup(&m, &ifindex).ok().flatten()?;
+                Some((ifindex, maps::from_c_name(&v.name)))
             })
             .collect()
     } else {
         BTreeMap::new()
     };
-    let m = open(pins, maps::COUNTERS)?;
+    let m = spec::COUNTERS.open(pins)?;
     let mut out = Vec::new();
-    for k in m.keys() {
-        let Some(key) = CountersKey::from_bytes(&k) else {
-            continue;
-        };
-        let Some(values) = m
-            .lookup_percpu(&k, MapFlags::ANY)
-            .map_err(|source| BpfError::Map {
-                name: maps::COUNTERS.into(),
-                source,
-            })?
+    for key in spec::COUNTERS.keys(&m) {
+        let Some(values) =
+            spec::COUNTERS
+                .lookup_percpu(&m, &key)
+                .map_err(|source| BpfError::Map {
+                    name: spec::COUNTERS.name.into(),
+                    source,
+                })?
         else {
             continue;
         };
         let mut packets = vec![0u64; super::reasons::REASONS.len()];
-        for c in per_cpu::<Counters>(&values) {
+        for c in &values {
             for (sum, n) in packets.iter_mut().zip(c.packets.iter()) {
                 *sum += n;
             }
@@ -129,22 +120,19 @@ pub fn packet_counters(pins: &Pins) -> Result<Vec<HookCounters>, BpfError> {
 /// weft_rule_ctrs, summed over CPUs: packets each rule decided, by rule id.
 pub fn rule_hits(pins: &Pins) -> Result<BTreeMap<u32, u64>, BpfError> {
     let mut out = BTreeMap::new();
-    if !pins.map(maps::RULE_COUNTERS).exists() {
+    if !pins.map(spec::RULE_COUNTERS.name).exists() {
         return Ok(out);
     }
-    let m = open(pins, maps::RULE_COUNTERS)?;
-    for k in m.keys() {
-        let Some(id) = u32::from_bytes(&k) else {
-            continue;
-        };
-        if let Some(values) =
-            m.lookup_percpu(&k, MapFlags::ANY)
-                .map_err(|source| BpfError::Map {
-                    name: maps::RULE_COUNTERS.into(),
-                    source,
-                })?
+    let m = spec::RULE_COUNTERS.open(pins)?;
+    for id in spec::RULE_COUNTERS.keys(&m) {
+        if let Some(values) = spec::RULE_COUNTERS
+            .lookup_percpu(&m, &id)
+            .map_err(|source| BpfError::Map {
+                name: spec::RULE_COUNTERS.name.into(),
+                source,
+            })?
         {
-            out.insert(id, per_cpu::<u64>(&values).iter().sum());
+            out.insert(id, values.iter().sum());
         }
     }
     Ok(out)

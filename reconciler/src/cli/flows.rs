@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use weft::bpf::maps::{self, Event, IfaceValue, Plain};
+use weft::bpf::maps::{self, Event};
 use weft::events::ring::{Reader, Ring, RingError};
 use weft::events::{self, Clock, Record, RuleNames};
 use weft::run::{self, Host, RunError};
@@ -200,15 +200,13 @@ fn warn_untraced(h: &Host, iface: Option<&str>) {
     let Ok(entries) = weft::dump::read_map(&h.pins, maps::IFACE) else {
         return;
     };
-    let traced: Vec<String> = entries
-        .iter()
-        .filter_map(|(k, v)| {
-            let (i, v) = (u32::from_bytes(k)?, IfaceValue::from_bytes(v)?);
-            (v.flags & maps::IFACE_F_TRACE != 0).then(|| {
-                h.facts
-                    .link_name(i)
-                    .map_or_else(|| maps::from_c_name(&v.name), str::to_string)
-            })
+    let traced: Vec<String> = maps::spec::IFACE
+        .decode_all(&entries)
+        .filter(|(_, v)| v.flags & maps::IFACE_F_TRACE != 0)
+        .map(|(i, v)| {
+            h.facts
+                .link_name(i)
+                .map_or_else(|| maps::from_c_name(&v.name), str::to_string)
         })
         .collect();
     let advice = "set bpfLogLevel: Debug in a FelixConfiguration (with a bpfLogFilters key that covers it, if it has filters) and apply";

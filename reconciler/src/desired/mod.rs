@@ -28,7 +28,7 @@ use crate::facts::HostFacts;
 use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
-use crate::services::{self, ServiceSettings, ServiceTables};
+use crate::services::{ServiceSettings, ServiceTables};
 pub mod computed;
 pub use computed::Computed;
 
@@ -94,17 +94,7 @@ impl Settings {
             weft_model::BpfAttachType::Tcx => AttachMode::Tc,
         };
         let maglev_max_endpoints = felix.bpf_maglev_max_endpoints_per_service();
-        let sizes = MapSizes {
-            conntrack: felix.bpf_map_size_conntrack(),
-            if_state: felix.bpf_map_size_if_state(),
-            route: felix.bpf_map_size_route(),
-            nat_frontend: felix.bpf_map_size_nat_frontend(),
-            nat_backend: felix.bpf_map_size_nat_backend(),
-            nat_affinity: felix.bpf_map_size_nat_affinity(),
-            maglev: felix.bpf_maglev_max_services()
-                * services::next_prime(5 * maglev_max_endpoints.max(1)),
-            events: felix.bpf_export_buffer_size_mb().next_power_of_two() << 20,
-        };
+        let sizes = MapSizes::from_felix(&felix);
         let ctlb = match felix.bpf_connect_time_load_balancing() {
             weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
             weft_model::BpfConnectTimeLoadBalancing::Enabled => Ctlb::Enabled,

@@ -32,8 +32,8 @@ use super::fxhash::FxHashMap;
 /// The bits of the (protocol, port) space.
 pub const PROTO_PORT_BITS: u8 = 24;
 
-/// The ruleset needs the context stage (`WEFT_RS_F_CTX`).
-pub const RS_F_CTX: u32 = 0x01;
+/// The ruleset needs the context stage (`WEFT_RS_F_CTX`, generated from weft_maps.h).
+pub use crate::abi::RS_F_CTX;
 
 /// A step function over a space of values: `(start, value)` pairs sorted by start, the first
 /// at 0, neighbours with different values. A value holds from its start to the next start.

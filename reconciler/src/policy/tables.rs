@@ -19,36 +19,26 @@ use super::fxhash::FxHashMap;
 
 /// One cell: a trie node (16 entries) or 16 words of a table.
 pub type Cell = [u32; CELL_WORDS];
-pub const CELL_WORDS: usize = 16;
-/// The bits a node consumes: 16 entries, one cell. (Wider nodes, 256 entries in 16 cells for
-/// the first 8 or 16 bits, measured no faster: a walk's cost is mostly its fixed steps.)
-pub const STRIDE: u32 = 4;
-
-/// An entry with this bit is a leaf with the other 31 bits as its value; otherwise it is the
-/// index of the node's cell.
-pub const LEAF: u32 = 0x8000_0000;
-/// Header cell words.
-pub const H_MAGIC: usize = 0;
-pub const H_FLAGS: usize = 1;
-pub const H_CONTEXTS: usize = 2;
-pub const H_ADDR_ROOT: usize = 3;
-pub const H_LOCAL_ROOT: usize = 4;
-pub const H_CTX_ROOTS: usize = 5;
-pub const H_ROWS: usize = 6;
-pub const H_BACKGROUND: usize = 7;
-pub const H_VERDICTS: usize = 8;
-pub const H_CELLS: usize = 9;
-pub const H_ID: usize = 10;
-/// How many addresses the endpoint has; up to INLINE_LOCALS of them follow from H_LOCAL0 on
-/// (then no local trie: a context lookup compares a few words instead of walking 8 cells).
-pub const H_LOCALS: usize = 11;
-pub const H_LOCAL0: usize = 12;
-pub const INLINE_LOCALS: usize = 4;
-/// "wpl1": the layout this code writes and reads.
-pub const MAGIC: u32 = 0x7770_6c31;
-/// A verdict's two words: action | flags << 8, then the rule id.
-pub const ACT_ALLOW: u32 = 1;
-pub const VERDICT_F_LOG: u32 = 0x01;
+// The layout's numbers, generated from weft_maps.h (`crate::abi`, WEFT_POL_*):
+// - CELL_WORDS: words in a cell; STRIDE: the bits a node consumes, 16 entries, one cell.
+//   (Wider nodes, 256 entries in 16 cells for the first 8 or 16 bits, measured no faster: a
+//   walk's cost is mostly its fixed steps.)
+// - LEAF: an entry with this bit is a leaf with the other 31 bits as its value; otherwise it is
+//   the index of the node's cell.
+// - H_*: header cell words. H_LOCALS: how many addresses the endpoint has; up to INLINE_LOCALS
+//   of them follow from H_LOCAL0 on (then no local trie: a context lookup compares a few words
+//   instead of walking 8 cells).
+// - MAGIC: "wpl1", the layout this code writes and reads.
+// - a verdict's two words: action (ACT_ALLOW) | flags (VERDICT_F_LOG) << 8, then the rule id.
+pub use crate::abi::{
+    ACT_ALLOW, POL_CELL_WORDS as CELL_WORDS, POL_H_ADDR_ROOT as H_ADDR_ROOT,
+    POL_H_BACKGROUND as H_BACKGROUND, POL_H_CELLS as H_CELLS, POL_H_CONTEXTS as H_CONTEXTS,
+    POL_H_CTX_ROOTS as H_CTX_ROOTS, POL_H_FLAGS as H_FLAGS, POL_H_ID as H_ID,
+    POL_H_LOCAL0 as H_LOCAL0, POL_H_LOCALS as H_LOCALS, POL_H_LOCAL_ROOT as H_LOCAL_ROOT,
+    POL_H_MAGIC as H_MAGIC, POL_H_ROWS as H_ROWS, POL_H_VERDICTS as H_VERDICTS,
+    POL_INLINE_LOCALS as INLINE_LOCALS, POL_LEAF as LEAF, POL_MAGIC as MAGIC, POL_STRIDE as STRIDE,
+    VERDICT_F_LOG,
+};
 
 /// The cells of one ruleset.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -961,50 +951,6 @@ mod tests {
         let b = encode(&classify::compile(&other).expect("compiles"));
         assert_ne!(a.id(), b.id());
         assert_ne!(a.id(), 0);
-    }
-
-    /// The constants above mirror #defines of bpf-src/include/weft_maps.h.
-    #[test]
-    fn the_layout_matches_the_c_header() {
-        let header = include_str!("../../../bpf-src/include/weft_maps.h");
-        let define = |name: &str| -> u64 {
-            let line = header
-                .lines()
-                .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
-                .unwrap_or_else(|| panic!("{name} is not defined in weft_maps.h"));
-            let v = line.split_whitespace().nth(2).expect("a value");
-            let v = v.trim_end_matches('u');
-            match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
-                None => v.parse().expect("decimal"),
-            }
-        };
-        assert_eq!(define("WEFT_POL_CELL_WORDS"), CELL_WORDS as u64);
-        assert_eq!(define("WEFT_POL_STRIDE"), u64::from(STRIDE));
-
-        assert_eq!(define("WEFT_POL_LEAF"), u64::from(LEAF));
-        assert_eq!(define("WEFT_POL_MAGIC"), u64::from(MAGIC));
-        assert_eq!(define("WEFT_RS_F_CTX"), u64::from(RS_F_CTX));
-        assert_eq!(define("WEFT_POL_INLINE_LOCALS"), INLINE_LOCALS as u64);
-        assert_eq!(define("WEFT_ACT_ALLOW"), u64::from(ACT_ALLOW));
-        assert_eq!(define("WEFT_VERDICT_F_LOG"), u64::from(VERDICT_F_LOG));
-        for (name, word) in [
-            ("WEFT_POL_H_MAGIC", H_MAGIC),
-            ("WEFT_POL_H_FLAGS", H_FLAGS),
-            ("WEFT_POL_H_CONTEXTS", H_CONTEXTS),
-            ("WEFT_POL_H_ADDR_ROOT", H_ADDR_ROOT),
-            ("WEFT_POL_H_LOCAL_ROOT", H_LOCAL_ROOT),
-            ("WEFT_POL_H_CTX_ROOTS", H_CTX_ROOTS),
-            ("WEFT_POL_H_ROWS", H_ROWS),
-            ("WEFT_POL_H_BACKGROUND", H_BACKGROUND),
-            ("WEFT_POL_H_VERDICTS", H_VERDICTS),
-            ("WEFT_POL_H_CELLS", H_CELLS),
-            ("WEFT_POL_H_ID", H_ID),
-            ("WEFT_POL_H_LOCALS", H_LOCALS),
-            ("WEFT_POL_H_LOCAL0", H_LOCAL0),
-        ] {
-            assert_eq!(define(name), word as u64, "{name}");
-        }
     }
 
     #[test]

@@ -742,6 +742,47 @@ pub const DEFAULT_BPF_DATA_IFACE_PATTERN: &str =
 /// The largest bpfExportBufferSizeMB weft takes (a ring buffer's size is a u32 of bytes).
 pub const MAX_EXPORT_BUFFER_MB: u32 = 1024;
 
+/// Calico's defaults for the settings that size weft's BPF maps: the one table. The accessors
+/// of `FelixConfigurationSpec` fall back to it; weft's `MapSizes::default()` is its
+/// `MapSizes::from_felix` of an empty FelixConfiguration, and a test in weft holds the
+/// max_entries compiled into bpf-src/include/weft_defs_maps.h to what that gives.
+pub mod map_size_defaults {
+    /// bpfMapSizeConntrack: entries of the connection tracking map.
+    pub const CONNTRACK: u32 = 512_000;
+    /// bpfMapSizeNATFrontend: entries of the service frontend map.
+    pub const NAT_FRONTEND: u32 = 65_536;
+    /// bpfMapSizeNATBackend: entries of the service backend map.
+    pub const NAT_BACKEND: u32 = 262_144;
+    /// bpfMapSizeNATAffinity: entries of the session affinity map.
+    pub const NAT_AFFINITY: u32 = 65_536;
+    /// bpfMapSizeRoute: entries of the route map.
+    pub const ROUTE: u32 = 262_144;
+    /// bpfMapSizeIPSets: entries of the IP set map.
+    pub const IP_SETS: u32 = 1_048_576;
+    /// bpfMapSizeIfState: entries of the interface state map.
+    pub const IF_STATE: u32 = 1_000;
+    /// bpfMaglevMaxServices: the largest number of Maglev services.
+    pub const MAGLEV_MAX_SERVICES: u32 = 100;
+    /// bpfMaglevMaxEndpointsPerService: the largest number of backends of a Maglev service.
+    pub const MAGLEV_MAX_ENDPOINTS_PER_SERVICE: u32 = 100;
+    /// bpfExportBufferSizeMB: MiB of each event ring buffer.
+    pub const EXPORT_BUFFER_MB: u32 = 1;
+}
+
+/// The slots of a Maglev service's lookup table for at most `max_endpoints` backends: the
+/// smallest prime at least five times as many.
+pub fn maglev_table_size(max_endpoints: u32) -> u32 {
+    next_prime(5 * max_endpoints.max(1))
+}
+
+/// The smallest prime at least `n` (Maglev's table size must be prime).
+pub fn next_prime(n: u32) -> u32 {
+    let is_prime = |x: u32| x >= 2 && (2..).take_while(|d| d * d <= x).all(|d| x % d != 0);
+    (n.max(2)..)
+        .find(|&x| is_prime(x))
+        .expect("primes do not run out")
+}
+
 /// Map sizes must fit the kernel's u32 max_entries; validation rejects the rest, so the
 /// accessors can fall back to the default for values that never get this far.
 fn map_size(v: Option<i64>, default: u32) -> u32 {
@@ -777,31 +818,40 @@ impl FelixConfigurationSpec {
     }
 
     pub fn bpf_map_size_conntrack(&self) -> u32 {
-        map_size(self.bpf_map_size_conntrack, 512_000)
+        map_size(self.bpf_map_size_conntrack, map_size_defaults::CONNTRACK)
     }
 
     pub fn bpf_map_size_nat_frontend(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_frontend, 65_536)
+        map_size(
+            self.bpf_map_size_nat_frontend,
+            map_size_defaults::NAT_FRONTEND,
+        )
     }
 
     pub fn bpf_map_size_nat_backend(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_backend, 262_144)
+        map_size(
+            self.bpf_map_size_nat_backend,
+            map_size_defaults::NAT_BACKEND,
+        )
     }
 
     pub fn bpf_map_size_nat_affinity(&self) -> u32 {
-        map_size(self.bpf_map_size_nat_affinity, 65_536)
+        map_size(
+            self.bpf_map_size_nat_affinity,
+            map_size_defaults::NAT_AFFINITY,
+        )
     }
 
     pub fn bpf_map_size_route(&self) -> u32 {
-        map_size(self.bpf_map_size_route, 262_144)
+        map_size(self.bpf_map_size_route, map_size_defaults::ROUTE)
     }
 
     pub fn bpf_map_size_ip_sets(&self) -> u32 {
-        map_size(self.bpf_map_size_ip_sets, 1_048_576)
+        map_size(self.bpf_map_size_ip_sets, map_size_defaults::IP_SETS)
     }
 
     pub fn bpf_map_size_if_state(&self) -> u32 {
-        map_size(self.bpf_map_size_if_state, 1_000)
+        map_size(self.bpf_map_size_if_state, map_size_defaults::IF_STATE)
     }
 
     pub fn bpf_conntrack_timeouts(&self) -> ConntrackTimeouts {
@@ -853,11 +903,22 @@ impl FelixConfigurationSpec {
     }
 
     pub fn bpf_maglev_max_endpoints_per_service(&self) -> u32 {
-        map_size(self.bpf_maglev_max_endpoints_per_service, 100)
+        map_size(
+            self.bpf_maglev_max_endpoints_per_service,
+            map_size_defaults::MAGLEV_MAX_ENDPOINTS_PER_SERVICE,
+        )
+    }
+
+    /// Slots in each Maglev service's lookup table (`maglev_table_size`).
+    pub fn bpf_maglev_table_size(&self) -> u32 {
+        maglev_table_size(self.bpf_maglev_max_endpoints_per_service())
     }
 
     pub fn bpf_maglev_max_services(&self) -> u32 {
-        map_size(self.bpf_maglev_max_services, 100)
+        map_size(
+            self.bpf_maglev_max_services,
+            map_size_defaults::MAGLEV_MAX_SERVICES,
+        )
     }
 
     /// The size of each of the event ring buffers (flow logs, packet traces), in MiB; default 1.
@@ -866,7 +927,7 @@ impl FelixConfigurationSpec {
         self.bpf_export_buffer_size_mb
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| (1..=MAX_EXPORT_BUFFER_MB).contains(n))
-            .unwrap_or(1)
+            .unwrap_or(map_size_defaults::EXPORT_BUFFER_MB)
     }
 
     pub fn bpf_enforce_rpf(&self) -> BpfEnforceRpf {
