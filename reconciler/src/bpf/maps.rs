@@ -619,7 +619,7 @@ fn render_backend_as(what: &str, k: &NatBackendKey, v: &NatBackend, names: &Name
 }
 
 fn render_trace_filter(k: &u32, v: &TraceFilter, _: &Names) -> String {
-    format!("ifindex {k} traces {}", crate::events::filter::describe(v))
+    format!("ifindex {k} traces {}", v.describe())
 }
 
 fn render_source_range(k: &NatSrcKey, _: &u32, names: &Names) -> String {
@@ -652,6 +652,44 @@ pub struct Names {
 fn raw(key: &[u8], value: &[u8]) -> String {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!("key {} value {}", hex(key), hex(value))
+}
+
+impl TraceFilter {
+    /// The filter this entry holds, back in the pcap subset's words (for `weft diff`; the
+    /// other way is `events::filter::compile`).
+    pub fn describe(&self) -> weft_model::pcap::PacketFilter {
+        use weft_model::pcap::{HostTerm, PortTerm, Side};
+        let side = |sides: u8| match sides & (TF_SIDE_SRC | TF_SIDE_DST) {
+            TF_SIDE_SRC => Side::Src,
+            TF_SIDE_DST => Side::Dst,
+            _ => Side::Either,
+        };
+        weft_model::pcap::PacketFilter {
+            ipv4: self.flags & TF_F_IPV4 != 0,
+            proto: (self.proto != 0).then_some(self.proto),
+            hosts: self
+                .hosts
+                .iter()
+                .filter(|h| h.sides != 0)
+                .map(|h| HostTerm {
+                    side: side(h.sides),
+                    addr: std::net::Ipv4Addr::from(h.addr.to_ne_bytes()),
+                    len: std::net::Ipv4Addr::from(h.mask.to_ne_bytes())
+                        .to_bits()
+                        .count_ones() as u8,
+                })
+                .collect(),
+            ports: self
+                .ports
+                .iter()
+                .filter(|p| p.sides != 0)
+                .map(|p| PortTerm {
+                    side: side(p.sides),
+                    port: p.port,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,14 +72,6 @@ fn sides(s: Side) -> u8 {
     }
 }
 
-fn side(sides: u8) -> Side {
-    match sides & (maps::TF_SIDE_SRC | maps::TF_SIDE_DST) {
-        maps::TF_SIDE_SRC => Side::Src,
-        maps::TF_SIDE_DST => Side::Dst,
-        _ => Side::Either,
-    }
-}
-
 /// The fixed match a filter compiles to (struct weft_trace_filter). The model's parser keeps
 /// filters within the match's slots.
 pub fn compile(f: &PacketFilter) -> TraceFilter {
@@ -109,29 +101,7 @@ pub fn compile(f: &PacketFilter) -> TraceFilter {
 
 /// The filter a weft_trace_flt entry holds, back in the subset's words (for `weft diff`).
 pub fn describe(t: &TraceFilter) -> PacketFilter {
-    PacketFilter {
-        ipv4: t.flags & maps::TF_F_IPV4 != 0,
-        proto: (t.proto != 0).then_some(t.proto),
-        hosts: t
-            .hosts
-            .iter()
-            .filter(|h| h.sides != 0)
-            .map(|h| pcap::HostTerm {
-                side: side(h.sides),
-                addr: Ipv4Addr::from(h.addr.to_ne_bytes()),
-                len: Ipv4Addr::from(h.mask.to_ne_bytes()).to_bits().count_ones() as u8,
-            })
-            .collect(),
-        ports: t
-            .ports
-            .iter()
-            .filter(|p| p.sides != 0)
-            .map(|p| pcap::PortTerm {
-                side: side(p.sides),
-                port: p.port,
-            })
-            .collect(),
-    }
+    t.describe()
 }
 
 /// Marks the traced interfaces among weft_iface's entries (`ifaces`: ifindex -> value) and
