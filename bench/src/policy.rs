@@ -13,7 +13,6 @@
 //! per run (a distinct source port each), as the mean of the kernel's durations, beside the
 //! floor measured the same way.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
@@ -82,13 +81,7 @@ fn sizes(common: Common) -> Vec<usize> {
 }
 
 pub fn facts() -> HostFacts {
-    HostFacts {
-        node: gen::NODE.into(),
-        links: BTreeMap::from([(gen::TARGET_IFACE.to_string(), IFINDEX)]),
-        host_addrs: BTreeSet::new(),
-        tcx: true,
-        ..HostFacts::default()
-    }
+    HostFacts::fixture(gen::NODE, &[(gen::TARGET_IFACE, IFINDEX)])
 }
 
 pub fn target() -> Ipv4Addr {

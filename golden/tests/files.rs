@@ -2,8 +2,6 @@
 //! `weft validate` says about the broken example. `UPDATE_GOLDEN=1 cargo test -p weft-golden
 //! --test files` rewrites them; review the change like code.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use weft::facts::HostFacts;
@@ -53,30 +51,21 @@ fn similar_lines(a: &str, b: &str) -> String {
 /// weft's own bpfin/bpfout pair is there too, as after the first phase of an apply that
 /// creates it (the plan of the second phase refers to its indexes).
 fn facts() -> HostFacts {
-    let links: BTreeMap<String, u32> = [
-        ("lo", 1),
-        ("up0", 2),
-        ("califrontend", 10),
-        ("calibackend", 11),
-        ("calidb", 12),
-        ("caliclient", 20),
-        ("caliweb1", 21),
-        ("caliweb2", 22),
-        ("bpfin.weft", 30),
-        ("bpfout.weft", 31),
-    ]
-    .into_iter()
-    .map(|(n, i)| (n.to_string(), i))
-    .collect();
-    HostFacts {
-        owned_links: Default::default(),
-        cgroup: None,
-        netns_cookie: 0,
-        node: "demo-node".into(),
-        links,
-        host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
-        tcx: true,
-    }
+    HostFacts::fixture(
+        "demo-node",
+        &[
+            ("lo", 1),
+            ("up0", 2),
+            ("califrontend", 10),
+            ("calibackend", 11),
+            ("calidb", 12),
+            ("caliclient", 20),
+            ("caliweb1", 21),
+            ("caliweb2", 22),
+            ("bpfin.weft", 30),
+            ("bpfout.weft", 31),
+        ],
+    )
 }
 
 /// The object id changes with every change to bpf-src/; the golden files should not.

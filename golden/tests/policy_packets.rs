@@ -10,7 +10,7 @@
 //! Tests skip only where root or bpffs is missing, and fail there under WEFT_REQUIRE_KERNEL=1.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use weft::desired::{self, Desired};
@@ -89,13 +89,7 @@ fn setup(test: &str, profiles: &[&str], policy: &str) -> Option<Policy> {
         ("policy.yaml".to_string(), policy.to_string()),
     ])
     .unwrap_or_else(|d| panic!("{test}: the configuration is invalid:\n{d}"));
-    let facts = HostFacts {
-        node: "n1".into(),
-        links: BTreeMap::from([("caliwl".to_string(), IFINDEX)]),
-        host_addrs: BTreeSet::new(),
-        tcx: true,
-        ..Default::default()
-    };
+    let facts = HostFacts::fixture("n1", &[("caliwl", IFINDEX)]);
     let d = desired::desired(&cfg, &facts).unwrap_or_else(|e| panic!("{test}: {e}"));
     assert_eq!(d.endpoints.len(), 1, "{test}: only demo/wl is on this node");
     let h = Harness::load(test)?;

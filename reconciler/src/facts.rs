@@ -72,6 +72,18 @@ impl HostFacts {
         })
     }
 
+    /// A host for tests and benchmarks, without asking a kernel: node `node`, the interfaces
+    /// `links` (name, ifindex), 192.0.2.1 (TEST-NET-1) as its one address, TCX, no cgroup.
+    pub fn fixture(node: &str, links: &[(&str, u32)]) -> HostFacts {
+        HostFacts {
+            node: node.into(),
+            links: links.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
+            tcx: true,
+            ..Default::default()
+        }
+    }
+
     /// The name of interface `index`, if it exists.
     pub fn link_name(&self, index: u32) -> Option<&str> {
         self.links

@@ -168,21 +168,14 @@ impl Kernel for MemKernel {
 /// creation, and what a failed apply leaves.
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::net::Ipv4Addr;
+
     use std::path::PathBuf;
 
     use super::*;
     use crate::incremental::{How, Reconciler};
 
     fn facts() -> HostFacts {
-        HostFacts {
-            node: "n1".into(),
-            links: BTreeMap::from([("lo".into(), 1), ("eth0".into(), 2), ("calia".into(), 5)]),
-            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
-            tcx: true,
-            ..Default::default()
-        }
+        HostFacts::fixture("n1", &[("lo", 1), ("eth0", 2), ("calia", 5)])
     }
 
     const WEP: &str = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: a, namespace: shop}\nspec:\n  node: n1\n  interfaceName: calia\n  ipNetworks: [10.65.0.2]\n  profiles: [projectcalico-default-allow]\n";

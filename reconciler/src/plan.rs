@@ -627,23 +627,13 @@ pub fn render_diff(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::net::Ipv4Addr;
 
     use super::*;
     use crate::desired::desired;
     use crate::facts::HostFacts;
 
     fn facts() -> HostFacts {
-        HostFacts {
-            owned_links: Default::default(),
-            cgroup: None,
-            netns_cookie: 0,
-            node: "n1".into(),
-            links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
-            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
-            tcx: true,
-        }
+        HostFacts::fixture("n1", &[("lo", 1), ("calia", 5), ("calib", 6)])
     }
 
     fn wep(name: &str, iface: &str, ip: &str) -> String {

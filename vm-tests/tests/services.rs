@@ -756,12 +756,7 @@ fn under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_
         &slice("web", ports, &[(B2, true)], &bed.node),
     );
     let s = d.wait("the slice's reconcile", |s| applies(s) > applies0);
-    assert_eq!(
-        reconciles(&s, "files"),
-        files0 + 1,
-        "{s}\n{}",
-        d.log_text()
-    );
+    assert_eq!(reconciles(&s, "files"), files0 + 1, "{s}\n{}", d.log_text());
     let last = &s["last_apply"];
     assert_eq!(last["trigger"], "files", "{s}");
     assert_eq!(

@@ -227,7 +227,7 @@ pub fn find(desired: &HostState, observed: &HostState, last: Option<&HostState>)
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+
     use std::net::Ipv4Addr;
 
     use super::*;
@@ -237,13 +237,7 @@ mod tests {
     use crate::policy::flat::Net4;
 
     fn facts() -> HostFacts {
-        HostFacts {
-            node: "n1".into(),
-            links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
-            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
-            tcx: true,
-            ..Default::default()
-        }
+        HostFacts::fixture("n1", &[("lo", 1), ("calia", 5), ("calib", 6)])
     }
 
     fn wep(name: &str, iface: &str, ip: &str) -> String {

@@ -389,28 +389,23 @@ pub fn touched(d: Delta) -> Option<BTreeSet<ServiceKey>> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+
     use std::path::PathBuf;
 
     use super::*;
     use weft_model::Documents;
 
     fn facts() -> HostFacts {
-        HostFacts {
-            owned_links: Default::default(),
-            cgroup: None,
-            netns_cookie: 0,
-            node: "n1".into(),
-            links: BTreeMap::from([
-                ("lo".into(), 1),
-                ("eth0".into(), 2),
-                ("calia".into(), 5),
-                (NAT_IN.into(), 7),
-                (super::super::NAT_OUT.into(), 8),
-            ]),
-            host_addrs: BTreeSet::from([Ipv4Addr::new(192, 0, 2, 1)]),
-            tcx: true,
-        }
+        HostFacts::fixture(
+            "n1",
+            &[
+                ("lo", 1),
+                ("eth0", 2),
+                ("calia", 5),
+                (NAT_IN, 7),
+                (super::super::NAT_OUT, 8),
+            ],
+        )
     }
 
     fn service(name: &str, ty: &str, ip: &str, ports: &str) -> String {

@@ -728,21 +728,12 @@ fn service_plumbing(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
     use crate::policy::flat::{proto_port, Flow};
 
     fn facts() -> HostFacts {
-        HostFacts {
-            owned_links: Default::default(),
-            cgroup: None,
-            netns_cookie: 0,
-            node: "n1".into(),
-            links: BTreeMap::from([("lo".into(), 1), ("calia".into(), 5), ("calib".into(), 6)]),
-            host_addrs: BTreeSet::new(),
-            tcx: true,
-        }
+        HostFacts::fixture("n1", &[("lo", 1), ("calia", 5), ("calib", 6)])
     }
 
     fn load(texts: &[&str]) -> Config {

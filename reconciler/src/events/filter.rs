@@ -235,12 +235,7 @@ mod tests {
                 .map(|(i, t)| (format!("f{i}.yaml"), t.clone())),
         )
         .expect("valid");
-        let facts = crate::facts::HostFacts {
-            node: "n1".into(),
-            links: [("calia".to_string(), 5), ("calib".to_string(), 6)].into(),
-            tcx: true,
-            ..Default::default()
-        };
+        let facts = crate::facts::HostFacts::fixture("n1", &[("calia", 5), ("calib", 6)]);
         let d = crate::desired::desired(&cfg, &facts).expect("desired");
         let text = d.state.render(&d.names());
         assert!(

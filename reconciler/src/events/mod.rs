@@ -473,11 +473,7 @@ mod tests {
                 .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
         )
         .expect("valid");
-        let facts = crate::facts::HostFacts {
-            node: "n1".into(),
-            links: [("calib".to_string(), 6)].into(),
-            ..Default::default()
-        };
+        let facts = crate::facts::HostFacts::fixture("n1", &[("calib", 6)]);
         let d = crate::desired::desired(&cfg, &facts).expect("desired");
         let names = RuleNames::new(&d);
         let rules = &d.rules[&("shop/b".to_string(), Direction::Ingress)];
