@@ -6,8 +6,9 @@
  * None of this is on the per-packet path. The pipeline notes what it decided in a struct
  * weft_outcome as it goes (a few bytes it writes anyway); weft_tc calls weft_report only when
  * policy ran, a drop worth a flow record happened, or the interface is traced, so packets of
- * established flows pay one test. weft_report is a subprogram of its own, so its stack frame is
- * not added to the pipeline's, and the record itself lives in the ring, not on the stack.
+ * established flows pay one test. weft_report is a global function of its own, so its stack
+ * frame is not added to the pipeline's, the verifier checks it once, and the record itself
+ * lives in the ring, not on the stack.
  * A full ring drops the record and counts it (weft_ring_lost): a flood of denied packets costs
  * a failed reservation each, never more.
  */
@@ -156,11 +157,15 @@ WEFT_INLINE bool weft_trace_match(const struct weft_trace_filter *f, const struc
 	return true;
 }
 
-/* Writes the flow record and the trace record a packet calls for. */
-static __attribute__((noinline)) int weft_report(struct __sk_buff *skb, __u32 hook,
-						  const struct weft_pkt4 *p, const struct weft_outcome *o)
+/* Writes the flow record and the trace record a packet calls for. A global function: verified
+ * once, on its own, not again for every path of the pipeline that reaches it. */
+__noinline int weft_report(struct __sk_buff *skb, __u32 hook, const struct weft_pkt4 *p,
+			   const struct weft_outcome *o)
 {
 	struct weft_event *e;
+
+	if (!p || !o)
+		return 0;
 
 	if ((o->flags & WEFT_EV_F_POLICY) || ((WEFT_FLOW_REASONS >> (o->reason & 63)) & 1)) {
 		e = bpf_ringbuf_reserve(&weft_flows, sizeof(*e), 0);

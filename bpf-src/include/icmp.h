@@ -78,10 +78,14 @@ WEFT_INLINE int weft_icmp_reply4(struct __sk_buff *skb, const struct weft_pkt4 *
 	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + sizeof(ip), icmp, sizeof(icmp), 0))
 		return -1;
 	{
-		__u32 n = (quoted + 8) & 0x7c;
+		__u32 q = quoted + 8, n;
 
-		if (n < 36 || n > sizeof(scratch->icmp))
+		if (q < 36 || q > sizeof(scratch->icmp))
 			return -1;
+		/* q rounded down to a multiple of 4, computed so that the register passed carries
+		 * its own bounds ([36, 96]): older verifiers (6.1, with 32-bit subregisters) lose a
+		 * bound that was checked on a copy. */
+		n = ((q - 36) & 0x3c) + 36;
 		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + sizeof(ip), scratch->icmp, n))
 			return -1;
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)scratch->icmp, n, 0);

@@ -44,7 +44,7 @@ WEFT_INLINE __u32 weft_flow_hash(const struct weft_pkt4 *p)
 }
 
 /* Looks up the frontend of a new flow and chooses its backend. */
-WEFT_INLINE int weft_nat_lookup4(const struct weft_pkt4 *p, struct weft_nat_choice *c)
+WEFT_INLINE int weft_nat_choose4(const struct weft_pkt4 *p, struct weft_nat_choice *c)
 {
 	struct weft_nat_fe4_key fk = { .addr = p->daddr, .port = p->dport, .proto = p->proto };
 	struct weft_nat_fe_value *fe;
@@ -103,6 +103,14 @@ WEFT_INLINE int weft_nat_lookup4(const struct weft_pkt4 *p, struct weft_nat_choi
 	c->addr = be->addr;
 	c->port = be->port;
 	return WEFT_NAT_OK;
+}
+
+/* weft_nat_choose4 as a global function: the verifier checks it once, on its own. */
+__noinline int weft_nat_lookup4(const struct weft_pkt4 *p, struct weft_nat_choice *c)
+{
+	if (!p || !c)
+		return WEFT_NAT_NONE;
+	return weft_nat_choose4(p, c);
 }
 
 /* Offset of the L4 checksum, or 0 for protocols weft does not translate. */

@@ -65,7 +65,7 @@ WEFT_INLINE bool weft_pol_walk(void *cells, __u32 entry, __u32 key, __u32 bits, 
 }
 
 /* Decides a new flow with ruleset `ruleset`; anything missing or malformed denies. */
-WEFT_INLINE void weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct weft_policy_result *r)
+WEFT_INLINE void weft_policy4_walk(__u32 ruleset, const struct weft_flow4 *f, struct weft_policy_result *r)
 {
 	__u32 dport_key = (__u32)f->proto << 16 | f->dport;
 	__u32 zero = 0, aclass, cclass = 0, root, v, at, ci;
@@ -111,6 +111,20 @@ WEFT_INLINE void weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct 
 	r->action = c->w[at % WEFT_POL_CELL_WORDS] & 0xff;
 	r->flags = (c->w[at % WEFT_POL_CELL_WORDS] >> 8) & 0xff;
 	r->rule_id = c->w[(at + 1) % WEFT_POL_CELL_WORDS];
+}
+
+/*
+ * weft_policy4_walk as a global function: the verifier checks it once, on its own, and each
+ * call costs the caller's verification one call rather than the walk's every path. (Inlined
+ * at its two call sites, the walk made weft_to_wep cost Linux 6.1's verifier over a third of
+ * its limit.)
+ */
+__noinline int weft_policy4(__u32 ruleset, const struct weft_flow4 *f, struct weft_policy_result *r)
+{
+	if (!f || !r)
+		return 0;
+	weft_policy4_walk(ruleset, f, r);
+	return 0;
 }
 
 WEFT_INLINE void weft_count_rule(__u32 rule_id)
