@@ -215,7 +215,7 @@ for k in "${klist[@]}"; do
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
     -nographic -no-reboot -nic none \
     -kernel "$kdir/vmlinuz" -initrd "$cache/initramfs/$suite.initrd" \
-    -append "console=ttyS0 panic=-1 rdinit=/init mitigations=off" </dev/null 2>&1 |
+    -append "console=ttyS0 loglevel=4 panic=-1 rdinit=/init mitigations=off" </dev/null 2>&1 |
     stdbuf -oL tr -d '\r' | tee "$log" | grep --line-buffered -E '^WEFT-MATRIX (begin|result|failed|attach|verifier rc|kernel)'
   qrc=${PIPESTATUS[0]}
   set -e
