@@ -17,8 +17,9 @@
 # Prints: kernel | programs loaded | attach mode | tests passed | wall time. Exits non-zero if
 # any kernel fails anything. Logs (the whole serial console) are kept in the cache's logs/.
 # Environment: CARGO_TARGET_DIR (shared with the rest of the build), WEFT_MATRIX_CACHE
-# (default $target/kernel-matrix), WEFT_MATRIX_TIMEOUT (seconds per guest, default 1800),
-# WEFT_MATRIX_GUEST_ENV (extra VAR=value words for the tests, e.g. RUST_LOG=debug).
+# (default $target/kernel-matrix), WEFT_MATRIX_TIMEOUT (seconds per guest, default 3600),
+# WEFT_MATRIX_GUEST_ENV (extra VAR=value words for the tests, e.g. WEFT_LOG=debug: weft's logs
+# then carry the verifier's log of a rejected program).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -54,7 +55,7 @@ for k in "${klist[@]}"; do suite_of "$k" >/dev/null; done
 
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 cache=$(realpath -m "${WEFT_MATRIX_CACHE:-$target/kernel-matrix}")
-timeout_s=${WEFT_MATRIX_TIMEOUT:-1800}
+timeout_s=${WEFT_MATRIX_TIMEOUT:-3600}
 mkdir -p "$cache/logs"
 t_all=$(date +%s)
 
@@ -167,9 +168,16 @@ parse() { # key log seconds
   if grep -q '^WEFT-MATRIX verifier rc=' "$log"; then
     local json
     json=$(sed -n 's/^WEFT-MATRIX verifier-json //p' "$log")
-    progs=$(jq -r '[.. | objects | select(has("insns_processed") or has("processed"))] | length' \
-      <<<"$json" 2>/dev/null || echo "?")
-    progs="$progs (weft verifier)"
+    # Loaded of all variants, and the costliest one's share of the verifier's limit.
+    progs=$(jq -r '"\(.loaded)/\(.programs | length), max \([.programs[].insns_processed // 0]
+      | max | . * 1000 / $l | floor / 10)%"' --argjson l "$(jq .limit <<<"$json")" <<<"$json" \
+      2>/dev/null || echo "? (no verifier JSON)")
+    while read -r line; do
+      failures+=("$key: weft verifier: $line")
+    done < <(jq -r '.programs[] | select((.loaded | not) or .insns_processed > $b)
+      | "\(.object) \(.program) isa \(.isa) [\(.settings)]: \(if .loaded
+        then "\(.insns_processed) instructions, over the budget" else .error end)"' \
+      --argjson b "$(jq .budget <<<"$json")" <<<"$json" 2>/dev/null)
     grep -q '^WEFT-MATRIX verifier rc=0' "$log" || { ok=0; failures+=("$key: weft verifier failed"); }
   fi
   grep -q '^WEFT-MATRIX done' "$log" || { ok=0; failures+=("$key: the suite did not finish (see $log)"); }
@@ -212,7 +220,8 @@ for k in "${klist[@]}"; do
   echo "== $k: $(cat "$kdir/package") under qemu (TCG), log in $log"
   t0=$(date +%s)
   set +e
-  timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+  # --foreground: qemu stays in this script's process group, so stopping the script stops it.
+  timeout --foreground -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
     -nographic -no-reboot -nic none \
     -kernel "$kdir/vmlinuz" -initrd "$cache/initramfs/$suite.initrd" \
     -append "console=ttyS0 loglevel=4 panic=-1 rdinit=/init mitigations=off" </dev/null 2>&1 |
@@ -249,13 +258,13 @@ fi
 
 # --- the table
 echo
-printf '%-28s | %-26s | %-11s | %-12s | %s\n' kernel "programs loaded" "attach mode" "tests passed" "wall time"
-printf '%s\n' "-----------------------------+----------------------------+-------------+--------------+----------"
+printf '%-34s | %-20s | %-11s | %-12s | %s\n' kernel "programs loaded" "attach mode" "tests passed" "wall time"
+printf '%s\n' "-----------------------------------+----------------------+-------------+--------------+----------"
 status=0
 for r in "${rows[@]}"; do
   name=${row_kernel[$r]:-?}
   [ "$r" != host ] || name="$name (host, native)"
-  printf '%-28s | %-26s | %-11s | %-12s | %ss\n' "$name" "${row_progs[$r]}" "${row_attach[$r]}" \
+  printf '%-34s | %-20s | %-11s | %-12s | %ss\n' "$name" "${row_progs[$r]}" "${row_attach[$r]}" \
     "${row_tests[$r]}" "${row_secs[$r]}"
   [ "${row_ok[$r]}" = 1 ] || status=1
 done
