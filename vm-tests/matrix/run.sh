@@ -176,7 +176,8 @@ parse() { # key log seconds
       failures+=("$key: weft verifier: $line")
     done < <(jq -r '.programs[] | select((.loaded | not) or .insns_processed > $b)
       | "\(.object) \(.program) isa \(.isa) [\(.settings)]: \(if .loaded
-        then "\(.insns_processed) instructions, over the budget" else .error end)"' \
+        then "\(.insns_processed) instructions, over the budget"
+        else .error | split("\n") | map(select(length > 0 and (test("^[0-9]+: |^; |^verification time|^stack depth|^processed") | not))) | join("; ") end)"' \
       --argjson b "$(jq .budget <<<"$json")" <<<"$json" 2>/dev/null)
     grep -q '^WEFT-MATRIX verifier rc=0' "$log" || { ok=0; failures+=("$key: weft verifier failed"); }
   fi
