@@ -70,9 +70,27 @@ fn bed(test: &str) -> Option<Bed> {
     Some(bed)
 }
 
-/// A pinned TCX link as bpftool shows it: (link id, program id).
+/// What runs on a hook: a pinned TCX link as bpftool shows it, (link id, program id); or, where
+/// weft attached with legacy tc because the kernel has no TCX (before 6.6: no link to pin), the
+/// program in weft's clsact filter, (0, program id).
 fn link(bed: &Bed, pin: &str) -> (u64, u64) {
     let path = bed.bpffs.join("links").join(pin);
+    if !path.exists() {
+        let (iface, hook) = pin.split_once(':').expect("<iface>:<hook>");
+        let hook = match hook {
+            "ingress" => weft::bpf::Hook::Ingress,
+            _ => weft::bpf::Hook::Egress,
+        };
+        let name = std::ffi::CString::new(iface).expect("interface name");
+        let prog = bed.host.run(move || {
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(ifindex, 0, "{name:?}: {}", std::io::Error::last_os_error());
+            weft::bpf::link::query_tc(ifindex, hook).expect("tc filter query")
+        });
+        let prog = prog.unwrap_or_else(|| panic!("{pin}: neither a TCX link nor a tc filter"));
+        return (0, u64::from(prog));
+    }
     let out = sh(&[
         "bpftool",
         "-j",
