@@ -278,8 +278,11 @@ fn an_endpoint_whose_interface_appears_later_is_programmed_and_unprogrammed_when
     bed.host.ip(&["link", "set", "calid", "up"]);
     d.wait("d's route", |_| routes().contains("10.65.0.5 dev calid"));
     wait_tcp(&bed, 0, D, 80, true);
-    let s = d.status().expect("status");
-    assert!(reconciles(&s, "links") >= 1, "{s}");
+    // The status is written once the reconcile that added the route is done: wait for it
+    // rather than race it.
+    let s = d.wait("the interface's reconcile recorded", |s| {
+        reconciles(s, "links") >= 1
+    });
     assert_eq!(reconciles(&s, "resync"), 0, "{s}");
     assert!(bed.bpffs.join("links/calid:ingress").exists());
 
