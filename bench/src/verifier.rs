@@ -13,11 +13,14 @@ const COMMAND: &str = "weft verifier";
 pub fn run(common: Common, _args: &[String]) -> ExitCode {
     let costs = verifier::measure();
     let mut rows = Vec::new();
-    let mut keys: Vec<(&str, String, verifier::Isa)> = costs
-        .iter()
-        .map(|c| (c.object, c.program.clone(), c.isa))
-        .collect();
-    keys.dedup();
+    // Each (program, ISA) once, in the order measured.
+    let mut keys: Vec<(&str, String, verifier::Isa)> = Vec::new();
+    for c in &costs {
+        let k = (c.object, c.program.clone(), c.isa);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
     let mut all_met = true;
     for (object, program, isa) in keys {
         let variants: Vec<&ProgramCost> = costs
