@@ -28,7 +28,7 @@ WEFT_INLINE bool weft_ctlb_serves(struct bpf_sock_addr *ctx, __u8 proto)
 WEFT_INLINE void weft_ctlb_translate(struct bpf_sock_addr *ctx, __u8 proto)
 {
 	struct weft_pkt4 p = {};
-	struct weft_nat_choice c;
+	struct weft_nat_choice c = {};
 
 	p.daddr = ctx->user_ip4;
 	p.dport = bpf_ntohs(ctx->user_port);

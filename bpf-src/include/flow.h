@@ -93,8 +93,8 @@ WEFT_INLINE bool weft_ct_approve(const struct weft_iface_value *iface, const str
 	bool ep_originated = ep_is_a == a_originated;
 	struct weft_ct_leg *ep_leg = ep_is_a ? &ct->leg_a : &ct->leg_b;
 	__u32 ruleset = ep_originated ? iface->ruleset_out : iface->ruleset_in;
-	struct weft_policy_result r;
-	struct weft_flow4 f;
+	struct weft_policy_result r = {};
+	struct weft_flow4 f = {};
 
 	if (ruleset != 0 && ep_leg->approved_by == ruleset)
 		return true;
@@ -142,9 +142,9 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	struct weft_iface_value *iface;
 	struct weft_ct4_value *ct = NULL, *holder = NULL;
 	struct weft_ct4_key k, post;
-	struct weft_policy_result r;
+	struct weft_policy_result r = {};
 	struct weft_nat_choice nat = {};
-	struct weft_flow4 f;
+	struct weft_flow4 f = {};
 	__u8 action = WEFT_ACT_NONE;
 	__u32 nat_addr = 0;
 	__u16 nat_port = 0;
@@ -346,7 +346,9 @@ WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
 	__u32 ifindex = skb->ifindex;
 	__u32 reason = WEFT_REASON_MAX;
 	struct weft_outcome out = { .parse = WEFT_EV_PARSE_NONE };
-	struct weft_pkt4 p;
+	/* Zeroed: it goes whole to global functions (weft_report), and verifiers before 6.3
+	 * refuse a pointer to stack bytes never written. */
+	struct weft_pkt4 p = {};
 	int rc = weft_tc_packet(skb, hook, &reason, &p, &out);
 
 	/* A denied flow's translation is noted for its record, but not made. */
