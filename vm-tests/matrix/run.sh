@@ -152,7 +152,8 @@ declare -A row_kernel row_progs row_attach row_tests row_secs row_ok
 failures=()
 parse() { # key log seconds
   local key=$1 log=$2 secs=$3 passed=0 failed=0 ok=1 progs attach
-  row_kernel[$key]=$(sed -n 's/^WEFT-MATRIX kernel //p' "$log" | head -1)
+  # The console may put escape sequences before the first line of the guest's own.
+  row_kernel[$key]=$(sed -n 's/.*WEFT-MATRIX kernel //p' "$log" | head -1)
   while read -r _ _ label rc p f _; do
     passed=$((passed + ${p#passed=})) failed=$((failed + ${f#failed=}))
     [ "$rc" = rc=0 ] || ok=0
