@@ -111,7 +111,7 @@ impl Backoff {
 }
 
 /// The daemon's memory between reconciles.
-struct Reconciler {
+struct Daemon {
     host: Host,
     opts: Options,
     shared: Arc<Mutex<Shared>>,
@@ -182,7 +182,7 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         resync = ?opts.resync,
         "weft daemon starting"
     );
-    let mut r = Reconciler {
+    let mut r = Daemon {
         host,
         shared,
         files: incremental::Reconciler::open(&opts.dir),
@@ -233,7 +233,7 @@ fn spawn_resync(tx: UnboundedSender<Trigger>, every: Duration) {
     });
 }
 
-impl Reconciler {
+impl Daemon {
     /// One reconcile; false when it failed (and should be retried).
     async fn reconcile(&mut self, trigger: Trigger) -> bool {
         let started = Instant::now();
