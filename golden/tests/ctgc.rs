@@ -43,9 +43,17 @@ fn secs(s: u64) -> u64 {
 fn put(h: &Harness, sport: u16, proto: u8, flags: (u8, u8), created_ago: u64, idle: u64) -> Ct4Key {
     let (key, a_is_a) = ct4_key(A, sport, B, 80, proto);
     let now = now_ns();
+    let back = |by: u64| {
+        now.checked_sub(by).unwrap_or_else(|| {
+            panic!(
+                "this test ages entries {} s back on CLOCK_MONOTONIC: the machine must be up that long",
+                by / secs(1)
+            )
+        })
+    };
     let mut v = Ct4Value {
-        created_ns: now - created_ago,
-        last_seen_ns: now - idle,
+        created_ns: back(created_ago),
+        last_seen_ns: back(idle),
         ..Default::default()
     };
     let (fa, fb) = if a_is_a { flags } else { (flags.1, flags.0) };
