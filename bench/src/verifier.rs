@@ -72,9 +72,7 @@ pub fn run(common: Common, _args: &[String]) -> ExitCode {
         subcommand: "verifier".into(),
         title: format!(
             "the verifier's cost of every program on Linux {}",
-            std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
+            weft::bpf::features::kernel_release()
         ),
         rows,
         notes: vec![format!(

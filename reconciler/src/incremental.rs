@@ -151,21 +151,23 @@ impl Reconciler {
     /// Converges as `weft apply` does: observes the live state, applies the difference,
     /// observes again. The level-triggered step, for start-up and for periodic resyncs.
     pub async fn sync<K: Kernel>(&mut self, host: &mut K) -> Result<Step, RunError> {
+        self.applied = None;
+        host.refresh_facts().await?;
         let cfg = self
             .docs
             .config()
-            .map_err(|d| RunError::Invalid(d.clone()))?
-            .clone();
-        host.refresh_facts().await?;
-        let c = desired::compute(&cfg, host.facts(), &mut self.policy)?;
-        self.sync_to(host, &cfg, c, true, |_| {}).await
+            .map_err(|d| RunError::Invalid(d.clone()))?;
+        let c = desired::compute(cfg, host.facts(), &mut self.policy)?;
+        let (step, trusted) = converge_to(&mut self.policy, host, cfg, c, true, |_| {}).await?;
+        self.applied = trusted;
+        self.pending = Pending::default();
+        Ok(step)
     }
 
     /// `sync` to `cfg`, whose desired state for the host's facts as they are is `c` (computed
     /// already by the caller); `current` says whether `cfg` is the files' own configuration
     /// (rather than the last good one kept in their place), for only that is trusted after.
     /// `first` sees the plan from the live state as first observed, before anything runs.
-    /// This is `run::apply_desired`, the one converge loop, with this reconciler's policy cache.
     pub async fn sync_to<K: Kernel>(
         &mut self,
         host: &mut K,
@@ -175,44 +177,10 @@ impl Reconciler {
         first: impl FnOnce(&run::Planned),
     ) -> Result<Step, RunError> {
         self.applied = None;
-        let mut last = Some(c);
-        let policy = &mut self.policy;
-        let converged = run::apply_desired(
-            host,
-            |facts| {
-                let c = match last.take().filter(|c| &c.facts == facts) {
-                    Some(c) => c,
-                    None => desired::compute(cfg, facts, policy)?,
-                };
-                let d = c.desired.clone();
-                last = Some(c);
-                Ok(d)
-            },
-            first,
-            run::log_progress(),
-        )
-        .await?;
-        let made = converged.planned.desired.state;
-        let after = converged.outcome.after;
-        // Nothing to do is live as planned (a plan covers what observe reads).
-        let nothing = converged.planned.ops.is_empty() && converged.created == 0;
-        let live = nothing || after == made;
-        // Applying can change the facts it was computed from (a device it created comes up):
-        // the state is trusted for the facts as they are now, if it is what is live and was
-        // not trimmed for interfaces that are down.
-        let computed = match last {
-            Some(c) if &c.facts == host.facts() => Some(c),
-            _ => desired::compute(cfg, host.facts(), &mut self.policy).ok(),
-        };
-        self.applied = computed.filter(|c| current && live && c.desired.state == made);
+        let (step, trusted) = converge_to(&mut self.policy, host, cfg, c, current, first).await?;
+        self.applied = trusted;
         self.pending = Pending::default();
-        Ok(Step {
-            how: How::Observed,
-            ops: converged.planned.ops,
-            created: converged.created,
-            converged: live,
-            sync: Some(Synced { made, after }),
-        })
+        Ok(step)
     }
 
     /// Applies what changed since the last step, trusting the state last applied: a changed
@@ -296,4 +264,57 @@ impl Reconciler {
             sync: None,
         })
     }
+}
+
+/// A full sync: `run::apply_desired`, the one converge loop, computing through `policy`.
+/// Returns what it did and the state to trust after, if any: `c` (or a computation for the
+/// facts as they are now), when it is live, was not trimmed for interfaces that are down, and
+/// `current` says it is the files' own. Free of the reconciler, so that `cfg` may be borrowed
+/// from its files.
+async fn converge_to<K: Kernel>(
+    policy: &mut crate::policy::Cache,
+    host: &mut K,
+    cfg: &Config,
+    c: Computed,
+    current: bool,
+    first: impl FnOnce(&run::Planned),
+) -> Result<(Step, Option<Computed>), RunError> {
+    let mut last = Some(c);
+    let converged = run::apply_desired(
+        host,
+        |facts| {
+            let c = match last.take().filter(|c| &c.facts == facts) {
+                Some(c) => c,
+                None => desired::compute(cfg, facts, policy)?,
+            };
+            let d = c.desired.clone();
+            last = Some(c);
+            Ok(d)
+        },
+        first,
+        run::log_progress(),
+    )
+    .await?;
+    let made = converged.planned.desired.state;
+    let after = converged.outcome.after;
+    // Nothing to do is live as planned (a plan covers what observe reads).
+    let nothing = converged.planned.ops.is_empty() && converged.created == 0;
+    let live = nothing || after == made;
+    // Applying can change the facts it was computed from (a device it created comes up):
+    // the state is trusted for the facts as they are now.
+    let computed = match last {
+        Some(c) if &c.facts == host.facts() => Some(c),
+        _ => desired::compute(cfg, host.facts(), policy).ok(),
+    };
+    let trusted = computed.filter(|c| current && live && c.desired.state == made);
+    Ok((
+        Step {
+            how: How::Observed,
+            ops: converged.planned.ops,
+            created: converged.created,
+            converged: live,
+            sync: Some(Synced { made, after }),
+        },
+        trusted,
+    ))
 }

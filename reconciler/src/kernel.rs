@@ -169,10 +169,9 @@ impl Kernel for MemKernel {
 #[cfg(test)]
 mod tests {
 
-    use std::path::PathBuf;
-
     use super::*;
     use crate::incremental::{How, Reconciler};
+    use crate::testdir::TestDir;
 
     fn facts() -> HostFacts {
         HostFacts::fixture("n1", &[("lo", 1), ("eth0", 2), ("calia", 5)])
@@ -192,26 +191,13 @@ mod tests {
         format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080}}\nendpoints:\n{eps}")
     }
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("weft-memk-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            let d = Dir(p);
-            d.write("wep.yaml", WEP);
-            d.write("svc.yaml", &service("10.96.0.10"));
-            d.write("slice.yaml", &slice(&["10.65.1.1"]));
-            d
-        }
-        fn write(&self, file: &str, text: &str) {
-            std::fs::write(self.0.join(file), text).unwrap();
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A directory with a workload, a service and its slice.
+    fn config_dir(name: &str) -> TestDir {
+        let d = TestDir::new(name);
+        d.write("wep.yaml", WEP);
+        d.write("svc.yaml", &service("10.96.0.10"));
+        d.write("slice.yaml", &slice(&["10.65.1.1"]));
+        d
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -223,7 +209,7 @@ mod tests {
 
     /// What a fresh reconciler converges a fresh copy of `k`'s host to: the reference every
     /// shortcut must agree with.
-    fn fresh(dir: &Dir, k: &MemKernel) -> HostState {
+    fn fresh(dir: &TestDir, k: &MemKernel) -> HostState {
         let mut k = k.clone();
         let mut r = Reconciler::open(&dir.0);
         let step = block_on(r.sync(&mut k)).expect("a full sync");
@@ -233,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_sync_creates_devices_first_converges_and_is_then_trusted() {
-        let dir = Dir::new("sync");
+        let dir = config_dir("sync");
         let mut k = MemKernel::new(facts());
         let mut r = Reconciler::open(&dir.0);
         let step = block_on(r.sync(&mut k)).expect("sync");
@@ -259,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_changed_service_is_applied_alone_without_observing_and_matches_a_full_sync() {
-        let dir = Dir::new("service");
+        let dir = config_dir("service");
         let mut k = MemKernel::new(facts());
         let mut r = Reconciler::open(&dir.0);
         block_on(r.sync(&mut k)).expect("sync");
@@ -287,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_failed_apply_forgets_trust_and_the_next_change_takes_a_full_sync() {
-        let dir = Dir::new("fail");
+        let dir = config_dir("fail");
         let mut k = MemKernel::new(facts());
         let mut r = Reconciler::open(&dir.0);
         block_on(r.sync(&mut k)).expect("sync");
@@ -308,7 +294,7 @@ mod tests {
 
     #[test]
     fn drift_is_left_by_the_trusted_path_and_repaired_by_the_next_sync() {
-        let dir = Dir::new("drift");
+        let dir = config_dir("drift");
         let mut k = MemKernel::new(facts());
         let mut r = Reconciler::open(&dir.0);
         block_on(r.sync(&mut k)).expect("sync");

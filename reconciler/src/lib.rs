@@ -18,4 +18,6 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod state;
+#[cfg(test)]
+mod testdir;
 pub mod warning;

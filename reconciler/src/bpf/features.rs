@@ -100,21 +100,25 @@ pub struct Probed {
     pub jit: bool,
 }
 
-/// The kernel runs cgroup socket-address programs (connect-time load balancing).
+/// The kernel runs cgroup socket-address programs (connect-time load balancing). Asked once
+/// per process: each probe loads a program, and host facts are gathered at every reconcile.
 pub fn cgroup_sock_addr_programs() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: a plain probe; null options are allowed.
-    unsafe {
+    *HAS.get_or_init(|| unsafe {
         libbpf_sys::libbpf_probe_bpf_prog_type(
             libbpf_sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
             std::ptr::null(),
         ) == 1
-    }
+    })
 }
 
 /// The kernel runs the conntrack collector: syscall programs calling bpf_for_each_map_elem.
+/// Asked once per process.
 pub fn syscall_programs() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: plain probes; null options are allowed.
-    unsafe {
+    *HAS.get_or_init(|| unsafe {
         libbpf_sys::libbpf_probe_bpf_prog_type(libbpf_sys::BPF_PROG_TYPE_SYSCALL, std::ptr::null())
             == 1
             && libbpf_sys::libbpf_probe_bpf_helper(
@@ -122,7 +126,14 @@ pub fn syscall_programs() -> bool {
                 libbpf_sys::BPF_FUNC_for_each_map_elem,
                 std::ptr::null(),
             ) == 1
-    }
+    })
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Whether programs are JIT-compiled: a trivial program loaded and asked for its machine code
@@ -282,9 +293,7 @@ impl Probed {
 /// Probes the running kernel.
 pub fn probe(bpffs: &Path) -> Features {
     Features {
-        release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into()),
+        release: kernel_release(),
         features: Probed::probe(bpffs).judge(),
     }
 }

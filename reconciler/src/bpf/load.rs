@@ -27,7 +27,7 @@ pub enum EpToHost {
 
 impl EpToHost {
     /// As weft_ep_to_host_action holds it (WEFT_EP_TO_HOST_*, weft_bpf.h).
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             EpToHost::Drop => abi::EP_TO_HOST_DROP,
             EpToHost::Return => abi::EP_TO_HOST_RETURN,
@@ -350,40 +350,46 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
     Ok(None)
 }
 
+/// What the kernel says of a loaded program (`bpftool prog show`).
+pub(crate) fn prog_info(
+    prog: BorrowedFd<'_>,
+) -> std::io::Result<libbpf_rs::libbpf_sys::bpf_prog_info> {
+    prog_info_into(prog, libbpf_rs::libbpf_sys::bpf_prog_info::default())
+}
+
+/// `bpf_obj_get_info_by_fd` into `info`, whose pointers (if any) say what else to fill in.
+fn prog_info_into(
+    prog: BorrowedFd<'_>,
+    mut info: libbpf_rs::libbpf_sys::bpf_prog_info,
+) -> std::io::Result<libbpf_rs::libbpf_sys::bpf_prog_info> {
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a bpf_prog_info of the size passed; an array it points at has the
+    // length it gives.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+            prog.as_raw_fd(),
+            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info)
+}
+
 /// The ids of the maps a program uses (`bpftool prog show` lists them as map_ids).
 fn prog_map_ids(prog: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a zeroed bpf_prog_info of the size passed.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            prog.as_raw_fd(),
-            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = info.nr_map_ids;
+    let n = prog_info(prog)?.nr_map_ids;
     let mut ids = vec![0u32; n as usize];
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info {
-        nr_map_ids: n,
-        map_ids: ids.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: map_ids points at n writable u32s.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            prog.as_raw_fd(),
-            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let info = prog_info_into(
+        prog,
+        libbpf_rs::libbpf_sys::bpf_prog_info {
+            nr_map_ids: n,
+            map_ids: ids.as_mut_ptr() as u64,
+            ..Default::default()
+        },
+    )?;
     ids.truncate(info.nr_map_ids.min(n) as usize);
     Ok(ids)
 }

@@ -13,7 +13,7 @@
 //! Settings that live in maps rather than .rodata (bpfLogLevel, the trace and flow-log filters)
 //! do not change the program, so one variant covers them.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use libbpf_rs::{AsRawLibbpf, ObjectBuilder};
@@ -192,31 +192,29 @@ fn measure_object(
     settings: ProgramSettings,
     sizes: &MapSizes,
 ) -> Vec<ProgramCost> {
-    let programs = match program_names(object, bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            return vec![failed(object, "*".into(), isa, &settings, e)];
-        }
-    };
-    match load(object, bytes, settings, sizes, None, STATS) {
-        Ok(costs) => costs
+    if let Ok(costs) = load(object, bytes, settings, sizes, None, STATS) {
+        return costs
             .into_iter()
             .map(|(program, stats)| cost(object, program, isa, &settings, stats))
-            .collect(),
-        Err(_) => programs
-            .into_iter()
-            .map(
-                |p| match load(object, bytes, settings, sizes, Some(&p), STATS | LEVEL1) {
-                    Ok(mut c) if !c.is_empty() => {
-                        let (program, stats) = c.remove(0);
-                        cost(object, program, isa, &settings, stats)
-                    }
-                    Ok(_) => failed(object, p, isa, &settings, "not in the object".into()),
-                    Err(e) => failed(object, p, isa, &settings, e),
-                },
-            )
-            .collect(),
+            .collect();
     }
+    let programs = match program_names(object, bytes) {
+        Ok(p) => p,
+        Err(e) => return vec![failed(object, "*".into(), isa, &settings, e)],
+    };
+    programs
+        .into_iter()
+        .map(
+            |p| match load(object, bytes, settings, sizes, Some(&p), STATS | LEVEL1) {
+                Ok(mut c) if !c.is_empty() => {
+                    let (program, stats) = c.remove(0);
+                    cost(object, program, isa, &settings, stats)
+                }
+                Ok(_) => failed(object, p, isa, &settings, "not in the object".into()),
+                Err(e) => failed(object, p, isa, &settings, e),
+            },
+        )
+        .collect()
 }
 
 fn cost(
@@ -428,7 +426,7 @@ fn load(
         if log.verification_us.is_none() && logs.len() == 1 {
             log.verification_us = Some(elapsed.as_micros() as u64);
         }
-        let info = prog_info(p.as_fd().as_raw_fd());
+        let info = super::load::prog_info(p.as_fd()).ok();
         out.push((
             name,
             Stats {
@@ -440,20 +438,6 @@ fn load(
         ));
     }
     Ok(out)
-}
-
-fn prog_info(fd: i32) -> Option<libbpf_rs::libbpf_sys::bpf_prog_info> {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a zeroed bpf_prog_info of the size passed.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            fd,
-            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(info)
 }
 
 /// Writes the settings into an object's .rodata at the offsets of the generated skeleton's
@@ -477,11 +461,7 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
     put(
         data,
         std::mem::offset_of!(rodata, weft_ep_to_host_action),
-        &[match s.ep_to_host {
-            EpToHost::Drop => 0,
-            EpToHost::Return => 1,
-            EpToHost::Accept => 2,
-        }],
+        &[s.ep_to_host.code()],
     );
     put(
         data,

@@ -8,7 +8,7 @@ use weft::bpf::verifier::{self, ProgramCost, BUDGET, INSN_LIMIT};
 use super::{say, Output};
 
 pub fn run(output: Output) -> ExitCode {
-    let kernel = kernel_release();
+    let kernel = weft::bpf::features::kernel_release();
     let costs = verifier::measure();
     let failed = costs.iter().filter(|c| !c.loaded).count();
     let over = costs
@@ -36,13 +36,6 @@ pub fn run(output: Output) -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
-}
-
-/// `uname -r`.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn render(kernel: &str, costs: &[ProgramCost]) -> String {

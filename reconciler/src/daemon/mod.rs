@@ -378,7 +378,6 @@ impl Daemon {
         let Some((cfg, _)) = &self.last_good else {
             return Ok(());
         };
-        let cfg = cfg.clone();
         for w in &c.desired.warnings {
             tracing::debug!("{w}");
         }
@@ -388,7 +387,7 @@ impl Daemon {
         let last_made = self.last_made.as_ref();
         let step = self
             .files
-            .sync_to(&mut self.host, &cfg, c, current, |planned| {
+            .sync_to(&mut self.host, cfg, c, current, |planned| {
                 drifted = drift::find(&planned.desired.state, &planned.observed, last_made);
                 for dr in &drifted {
                     tracing::warn!(

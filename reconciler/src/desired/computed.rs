@@ -390,9 +390,8 @@ pub fn touched(d: Delta) -> Option<BTreeSet<ServiceKey>> {
 #[cfg(test)]
 mod tests {
 
-    use std::path::PathBuf;
-
     use super::*;
+    use crate::testdir::TestDir;
     use weft_model::Documents;
 
     fn facts() -> HostFacts {
@@ -428,36 +427,15 @@ mod tests {
 
     const WEP: &str = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: a, namespace: shop}\nspec:\n  node: n1\n  interfaceName: calia\n  ipNetworks: [10.65.0.2]\n  profiles: [projectcalico-default-allow]\n";
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("weft-incr-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-        fn write(&self, file: &str, text: Option<String>) {
-            match text {
-                Some(t) => std::fs::write(self.0.join(file), t).unwrap(),
-                None => std::fs::remove_file(self.0.join(file)).unwrap(),
-            }
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// Applies one file change to `docs` and `c` through the fast path; None if it declined.
     fn step(
-        dir: &Dir,
+        dir: &TestDir,
         docs: &mut Documents,
         c: &mut Computed,
         file: &str,
         text: Option<String>,
     ) -> Option<(Vec<Op>, HostState)> {
-        dir.write(file, text);
+        dir.set(file, text);
         let keys = touched(docs.reread(&[file])).expect("a change to services only");
         let before = c.desired.state.clone();
         let ops = c.update_services(docs.config().expect("valid"), &keys)?;
@@ -466,9 +444,9 @@ mod tests {
 
     #[test]
     fn a_changed_service_worked_out_alone_gives_what_a_full_computation_gives() {
-        let dir = Dir::new("same");
-        dir.write("wep.yaml", Some(WEP.into()));
-        dir.write(
+        let dir = TestDir::new("same");
+        dir.set("wep.yaml", Some(WEP.into()));
+        dir.set(
             "a.yaml",
             Some(
                 service("a", "NodePort", "10.96.0.1", TWO)
@@ -476,7 +454,7 @@ mod tests {
                     + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
             ),
         );
-        dir.write(
+        dir.set(
             "b.yaml",
             Some(
                 service("b", "ClusterIP", "10.96.0.2", HTTP)
@@ -586,9 +564,9 @@ mod tests {
 
     #[test]
     fn a_change_that_reaches_beyond_its_services_is_declined_and_changes_nothing() {
-        let dir = Dir::new("beyond");
-        dir.write("wep.yaml", Some(WEP.into()));
-        dir.write("a.yaml", Some(service("a", "ClusterIP", "10.96.0.1", HTTP)));
+        let dir = TestDir::new("beyond");
+        dir.set("wep.yaml", Some(WEP.into()));
+        dir.set("a.yaml", Some(service("a", "ClusterIP", "10.96.0.1", HTTP)));
         let mut docs = Documents::read_dir(&dir.0);
         let mut c =
             Computed::compute(docs.config().unwrap(), &facts(), &mut Default::default()).unwrap();
@@ -603,7 +581,7 @@ mod tests {
         )
         .is_none());
         assert_eq!(c.desired.state, state);
-        dir.write("b.yaml", None);
+        dir.set("b.yaml", None);
         docs.reread(&["b.yaml"]);
         // A service on a workload's address.
         assert!(step(
@@ -614,7 +592,7 @@ mod tests {
             Some(service("c", "ClusterIP", "10.65.0.2", HTTP))
         )
         .is_none());
-        dir.write("c.yaml", None);
+        dir.set("c.yaml", None);
         docs.reread(&["c.yaml"]);
         // The last service going takes the maps with it.
         assert!(step(&dir, &mut docs, &mut c, "a.yaml", None).is_none());
