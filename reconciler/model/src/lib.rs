@@ -21,6 +21,7 @@
 mod config;
 mod diag;
 mod documents;
+mod fastyaml;
 mod ir;
 mod load;
 pub mod net;

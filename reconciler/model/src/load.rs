@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+use crate::fastyaml;
 use crate::ir;
 use crate::problems::{Problem, Problems};
 use crate::resources::calico::{
@@ -534,20 +535,46 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
     }
 }
 
-/// A file of plain manifests read with one pass of the YAML parser instead of two: the headers
+/// A file of plain manifests read with one pass of a YAML parser instead of two: the headers
 /// come from `yaml::quick_headers`, and each document must then deserialize and agree with its
-/// header (apiVersion, kind, name, namespace). None, with nothing loaded, for anything else:
-/// the two passes then read it and report what is wrong.
+/// header (apiVersion, kind, name, namespace). The documents are read by `fastyaml` where it
+/// can, else by serde_yaml. None, with nothing loaded, for anything else: the two passes then
+/// read it and report what is wrong.
 fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
     let text = file.text.as_str();
     let headers = yaml::quick_headers(text)?;
-    let mut loaded = Vec::with_capacity(headers.len());
-    let mut docs = serde_yaml::Deserializer::from_str(text);
-    for (d, (start, header)) in headers.iter().enumerate() {
+    let mut kinds = Vec::with_capacity(headers.len());
+    for (_, header) in &headers {
         let Ok(Class::Resource(kind)) = classify(header, false) else {
             return None;
         };
-        let value = parse_kind(kind, docs.next()?).ok()?;
+        kinds.push(kind);
+    }
+    let fast = fastyaml::documents(text)
+        .filter(|docs| docs.len() == headers.len())
+        .and_then(|docs| {
+            docs.iter()
+                .zip(&kinds)
+                .map(|(doc, &kind)| parse_kind(kind, fastyaml::De(doc)).ok())
+                .collect::<Option<Vec<AnyResource>>>()
+        });
+    let values = match fast {
+        Some(values) => values,
+        None => {
+            let mut docs = serde_yaml::Deserializer::from_str(text);
+            let values = kinds
+                .iter()
+                .map(|&kind| parse_kind(kind, docs.next()?).ok())
+                .collect::<Option<Vec<AnyResource>>>()?;
+            // No document the scan missed.
+            if docs.next().is_some() {
+                return None;
+            }
+            values
+        }
+    };
+    let mut loaded = Vec::with_capacity(headers.len());
+    for (d, (((start, header), kind), value)) in headers.iter().zip(kinds).zip(values).enumerate() {
         let meta = value.metadata();
         let agrees = value.type_meta() == (header.api_version.as_deref()?, header.kind.as_deref()?)
             && Some(&meta.name) == header.name.as_ref()
@@ -566,8 +593,7 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
             value,
         });
     }
-    // No document the scan missed.
-    docs.next().is_none().then_some(loaded)
+    Some(loaded)
 }
 
 /// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
