@@ -44,15 +44,17 @@ pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> 
                 eprintln!("warning: {w}");
             }
             let label = dir.display().to_string();
-            print!(
-                "{}",
-                weft::plan::render_diff(
-                    &planned.observed,
-                    &planned.desired.state,
-                    &label,
-                    &planned.desired.names()
-                )
-            );
+            if planned.observed != planned.desired.state {
+                print!(
+                    "{}",
+                    weft::plan::render_diff(
+                        &planned.observed,
+                        &planned.desired.state,
+                        &label,
+                        &planned.desired.names()
+                    )
+                );
+            }
             if verbose {
                 for (i, op) in planned.ops.iter().enumerate() {
                     println!("# {:>3}. {}", i + 1, op.describe());
