@@ -20,4 +20,5 @@ pub mod services;
 pub mod state;
 #[cfg(test)]
 mod testdir;
+pub mod timing;
 pub mod warning;

@@ -58,6 +58,7 @@ impl Host {
     /// Refuses a kernel that lacks what weft cannot do without, naming it; says once per
     /// process what weft does about the rest.
     pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
+        let _p = crate::timing::phase("open the host");
         let kernel = features::probe(&pins.root);
         let required = kernel.missing_required();
         if !required.is_empty() {
@@ -115,6 +116,7 @@ impl Kernel for Host {
     }
 
     async fn refresh_facts(&mut self) -> Result<(), RunError> {
+        let _p = crate::timing::phase("facts");
         self.facts =
             HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
         self.down = down_links(&self.nl).await?;
@@ -122,6 +124,7 @@ impl Kernel for Host {
     }
 
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError> {
+        let _p = crate::timing::phase("observe");
         Ok(observe::observe(&self.pins, &self.nl, &self.facts, scope).await?)
     }
 
@@ -130,6 +133,7 @@ impl Kernel for Host {
         ops: &[Op],
         progress: &mut dyn FnMut(&Progress<'_>),
     ) -> Result<(), RunError> {
+        let _p = crate::timing::phase("apply");
         crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
             .run(ops, progress)
             .await?;
@@ -148,6 +152,7 @@ async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
 }
 
 pub fn load(dir: &Path) -> Result<Config, RunError> {
+    let _p = crate::timing::phase("load the files");
     weft_model::load_dir(dir).map_err(RunError::Invalid)
 }
 
@@ -165,6 +170,7 @@ pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
 /// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
 pub async fn plan_desired<K: Kernel>(host: &K, desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
+    let _p = crate::timing::phase("plan");
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
         desired,

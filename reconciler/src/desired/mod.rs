@@ -318,6 +318,7 @@ pub fn compute(
     facts: &HostFacts,
     cache: &mut crate::policy::Cache,
 ) -> Result<Computed, DesiredError> {
+    let _p = crate::timing::phase("desired");
     Computed::compute(cfg, facts, cache)
 }
 
