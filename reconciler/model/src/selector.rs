@@ -182,6 +182,21 @@ impl Selector {
         }
     }
 
+    /// A `key == 'value'` every match must satisfy (the root, or a term of a root `&&`), for
+    /// indexes that look up by label before evaluating whole selectors.
+    pub fn required_label(&self) -> Option<(&str, &str)> {
+        fn eq(n: &Node) -> Option<(&str, &str)> {
+            match n {
+                Node::Eq(k, v) => Some((k.as_str(), v.as_str())),
+                _ => None,
+            }
+        }
+        match &self.root {
+            Node::And(terms) => terms.iter().find_map(eq),
+            n => eq(n),
+        }
+    }
+
     /// True if `global()` appears anywhere.
     pub fn uses_global(&self) -> bool {
         self.root.any(&|n| matches!(n, Node::Global))

@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::fxhash::FxHashMap;
+
 use weft_model::{
     Action, Cidr, Config, EntityIr, PolicyIr, PortMatch, ResourceId, RuleIr, Selector,
 };
@@ -123,7 +125,64 @@ pub struct PolicyIndex<'c> {
     entities: Vec<Entity>,
     /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
     tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
+    /// Per tier, its policies by the label their selector requires.
+    tier_index: Vec<PolicyLabels<'c>>,
+    /// The entities by label, made when a selector first needs it.
+    entity_index: std::cell::OnceCell<EntityLabels>,
     selectors: std::cell::RefCell<Selections>,
+}
+
+/// A tier's policies (positions in its list) by the `key == 'value'` their selector requires
+/// (`Selector::required_label`); the others in `rest`. An endpoint needs only evaluate the
+/// policies under its own labels and the rest: at 10,000 namespaced policies, a few hundred.
+struct PolicyLabels<'c> {
+    by: FxHashMap<&'c str, FxHashMap<&'c str, Vec<usize>>>,
+    rest: Vec<usize>,
+}
+
+impl<'c> PolicyLabels<'c> {
+    fn new(pols: &[&'c PolicyIr]) -> Self {
+        let mut by: FxHashMap<&str, FxHashMap<&str, Vec<usize>>> = FxHashMap::default();
+        let mut rest = Vec::new();
+        for (i, p) in pols.iter().enumerate() {
+            match p.selector.required_label() {
+                Some((k, v)) => by.entry(k).or_default().entry(v).or_default().push(i),
+                None => rest.push(i),
+            }
+        }
+        PolicyLabels { by, rest }
+    }
+
+    /// Positions of the policies that may select an endpoint with `labels`, in order.
+    fn candidates(&self, labels: &BTreeMap<String, String>) -> Vec<usize> {
+        let mut out = self.rest.clone();
+        for (k, v) in labels {
+            if let Some(hit) = self.by.get(k.as_str()).and_then(|m| m.get(v.as_str())) {
+                out.extend_from_slice(hit);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Entities (positions) by each of their labels.
+struct EntityLabels(FxHashMap<String, FxHashMap<String, Vec<usize>>>);
+
+impl EntityLabels {
+    fn new(entities: &[Entity]) -> Self {
+        let mut by: FxHashMap<String, FxHashMap<String, Vec<usize>>> = FxHashMap::default();
+        for (i, e) in entities.iter().enumerate() {
+            for (k, v) in &e.labels {
+                by.entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        EntityLabels(by)
+    }
 }
 
 /// What selectors picked from a universe of entities: the addresses each selector's entities
@@ -188,11 +247,14 @@ impl<'c> PolicyIndex<'c> {
                 let pols = config.policies_in_tier(&t.name);
                 (t.name, pols, t.default_action == Action::Pass)
             })
-            .collect();
+            .collect::<Vec<(String, Vec<&PolicyIr>, bool)>>();
+        let tier_index = tiers.iter().map(|(_, p, _)| PolicyLabels::new(p)).collect();
         PolicyIndex {
             config,
             entities,
             tiers,
+            tier_index,
+            entity_index: std::cell::OnceCell::new(),
             selectors: std::cell::RefCell::new(selections),
         }
     }
@@ -220,8 +282,7 @@ impl<'c> PolicyIndex<'c> {
             return v.clone();
         }
         let mut v: Vec<Net4> = self
-            .entities
-            .iter()
+            .entities_for(sel)
             .filter(|e| sel.matches(&e.labels))
             .flat_map(|e| e.nets.iter().copied())
             .collect();
@@ -230,6 +291,23 @@ impl<'c> PolicyIndex<'c> {
         let v = Arc::new(v);
         self.selectors.borrow_mut().sets.insert(key, v.clone());
         v
+    }
+
+    /// The entities that may match `sel`: those with the label it requires, if it requires one.
+    fn entities_for<'s>(&'s self, sel: &Selector) -> Box<dyn Iterator<Item = &'s Entity> + 's> {
+        let Some((k, v)) = sel.required_label() else {
+            return Box::new(self.entities.iter());
+        };
+        let index = self
+            .entity_index
+            .get_or_init(|| EntityLabels::new(&self.entities));
+        let hit = index.0.get(k).and_then(|m| m.get(v));
+        Box::new(
+            hit.map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|&i| &self.entities[i]),
+        )
     }
 
     /// The addresses of entities `sel` selects that have named port `name` as (proto, port).
@@ -276,9 +354,11 @@ impl<'c> PolicyIndex<'c> {
             selections_held: Vec::new(),
         };
         b.spec.locals = ep.addrs.clone();
-        for (tier, pols, pass) in &self.tiers {
-            let selecting: Vec<&&PolicyIr> = pols
-                .iter()
+        for ((tier, pols, pass), index) in self.tiers.iter().zip(&self.tier_index) {
+            let selecting: Vec<&&PolicyIr> = index
+                .candidates(&ep.labels)
+                .into_iter()
+                .map(|i| &pols[i])
                 .filter(|p| match dir {
                     Direction::Ingress => p.ingress.is_some(),
                     Direction::Egress => p.egress.is_some(),
