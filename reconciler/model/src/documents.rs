@@ -112,8 +112,8 @@ impl Documents {
         };
         let mut unread = Vec::new();
         let mut texts = Vec::new();
-        for path in paths {
-            match load::read_file(path) {
+        for read in load::read_files(paths) {
+            match read {
                 Ok(f) => texts.push(f),
                 Err(diag) => unread.push(diag),
             }
