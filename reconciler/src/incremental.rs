@@ -226,7 +226,10 @@ impl Reconciler {
                 return self.run(host, ops, None, How::Services(n)).await.map(Some);
             }
         }
-        let new = desired::compute(cfg, host.facts(), &mut self.policy)?;
+        let mut new = desired::compute(cfg, host.facts(), &mut self.policy)?;
+        if new.desired.settings.attach_auto {
+            plan::settle_attach_modes(&mut new.desired.state, &applied.desired.state);
+        }
         let ops = plan::plan(
             &new.desired.state,
             &applied.desired.state,
@@ -306,7 +309,14 @@ async fn converge_to<K: Kernel>(
         Some(c) if &c.facts == host.facts() => Some(c),
         _ => desired::compute(cfg, host.facts(), policy).ok(),
     };
-    let trusted = computed.filter(|c| current && live && c.desired.state == made);
+    let trusted = computed
+        .map(|mut c| {
+            if c.desired.settings.attach_auto {
+                plan::settle_attach_modes(&mut c.desired.state, &made);
+            }
+            c
+        })
+        .filter(|c| current && live && c.desired.state == made);
     Ok((
         Step {
             how: How::Observed,

@@ -167,10 +167,24 @@ pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
     plan_desired(host, host.desired(cfg)?).await
 }
 
+/// `plan`, remembering what the policy compiler compiled in `cache`, for a caller that goes on
+/// to `apply_config` with the plan and the cache.
+pub async fn plan_cached(
+    host: &Host,
+    cfg: &Config,
+    cache: &mut crate::policy::Cache,
+) -> Result<Planned, RunError> {
+    let d = desired::compute(cfg, host.facts(), cache)?.desired;
+    plan_desired(host, host.without_down(d)).await
+}
+
 /// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
-pub async fn plan_desired<K: Kernel>(host: &K, desired: Desired) -> Result<Planned, RunError> {
+pub async fn plan_desired<K: Kernel>(host: &K, mut desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let _p = crate::timing::phase("plan");
+    if desired.settings.attach_auto {
+        plan::settle_attach_modes(&mut desired.state, &observed);
+    }
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
         desired,
@@ -218,9 +232,30 @@ pub async fn apply_config(
     cfg: &Config,
     progress: impl FnMut(&Progress<'_>),
 ) -> Result<(Planned, Outcome), RunError> {
-    let c = apply_desired(
+    apply_planned(
         host,
-        |facts| Ok(desired::desired(cfg, facts)?),
+        cfg,
+        None,
+        &mut crate::policy::Cache::default(),
+        progress,
+    )
+    .await
+}
+
+/// `apply_config` from a plan made already for the host as it is (`plan_cached`, with the same
+/// `cache`): the desired state is not worked out again for the same facts, and once weft's
+/// devices exist, it is worked out with what the compiler remembers.
+pub async fn apply_planned(
+    host: &mut Host,
+    cfg: &Config,
+    first: Option<Planned>,
+    cache: &mut crate::policy::Cache,
+    progress: impl FnMut(&Progress<'_>),
+) -> Result<(Planned, Outcome), RunError> {
+    let c = converge_from(
+        host,
+        first,
+        |facts| Ok(desired::compute(cfg, facts, cache)?.desired),
         |_| {},
         progress,
     )
@@ -246,11 +281,26 @@ pub struct Converged {
 /// the observation stands.
 pub async fn apply_desired<K: Kernel>(
     host: &mut K,
+    make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
+    first: impl FnOnce(&Planned),
+    progress: impl FnMut(&Progress<'_>),
+) -> Result<Converged, RunError> {
+    converge_from(host, None, make, first, progress).await
+}
+
+/// `apply_desired`, starting from `planned` when the caller has planned for the host as it is
+/// already.
+async fn converge_from<K: Kernel>(
+    host: &mut K,
+    planned: Option<Planned>,
     mut make: impl FnMut(&HostFacts) -> Result<Desired, RunError>,
     first: impl FnOnce(&Planned),
     mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<Converged, RunError> {
-    let mut planned = plan_desired(host, host.without_down(make(host.facts())?)).await?;
+    let mut planned = match planned {
+        Some(p) => p,
+        None => plan_desired(host, host.without_down(make(host.facts())?)).await?,
+    };
     first(&planned);
     let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {

@@ -403,7 +403,12 @@ pub fn route_libbpf_log() {
             let msg = msg.trim_end();
             // Asking an interface without a clsact qdisc which tc filter weft has there is
             // how weft learns it has none; the kernel's complaint about it is no news.
-            if msg.contains("Parent Qdisc doesn't exists") {
+            // Likewise a clsact qdisc without weft's filter on a hook, and creating the
+            // qdisc for an interface's second hook when the first made it already.
+            if msg.contains("Parent Qdisc doesn't exists")
+                || msg.contains("Cannot find specified filter chain")
+                || msg.contains("Exclusivity flag on, cannot modify")
+            {
                 return;
             }
             // Without a subscriber (a test harness, say) tracing would drop the verifier's

@@ -53,29 +53,37 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         let mut h = host.open().await?;
         h.say_kernel();
         // What is live now: the state a rollback returns to.
-        let before = run::plan(&h, &cfg).await?;
+        let mut cache = weft::policy::Cache::default();
+        let before = run::plan_cached(&h, &cfg, &mut cache).await?;
         for w in &before.desired.warnings {
             tracing::warn!("{w}");
         }
         if before.ops.is_empty() {
             say(format_args!("no changes: the live state matches {label}"));
+            std::mem::forget(cfg);
             return Ok((true, None));
         }
-        let result = run::apply_config(&mut h, &cfg, run::log_progress()).await;
+        // With --confirm-within: the state a rollback returns to, and what this apply aims at.
+        let previous = confirm
+            .is_some()
+            .then(|| (before.observed.clone(), before.desired.state.clone()));
+        let result =
+            run::apply_planned(&mut h, &cfg, Some(before), &mut cache, run::log_progress()).await;
+        // The process ends soon: freeing a large configuration piece by piece takes longer
+        // than the kernel takes to take back the whole.
+        std::mem::forget(cache);
+        std::mem::forget(cfg);
         let (planned, outcome) = match result {
             Ok(x) => x,
             Err(e) => {
-                if confirm.is_some() {
+                if let Some((previous, aimed)) = &previous {
                     say(format_args!("weft: {e}; rolling back"));
-                    let _ =
-                        confirm::rollback(&mut h, &before.observed, &before.desired.state).await;
+                    let _ = confirm::rollback(&mut h, previous, aimed).await;
                 }
                 return Err(e);
             }
         };
-        let waiting = confirm
-            .is_some()
-            .then(|| (h, before.observed.clone(), planned.desired.state.clone()));
+        let waiting = previous.map(|(previous, _)| (h, previous, planned.desired.state.clone()));
         let converged = outcome.converged(&planned.desired.state);
         if !converged {
             let names = planned.desired.names();

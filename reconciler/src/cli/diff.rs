@@ -12,7 +12,11 @@ pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> 
     let r = async {
         let cfg = run::load(dir)?;
         let h = host.open().await?;
-        run::plan(&h, &cfg).await
+        let planned = run::plan(&h, &cfg).await;
+        // The process ends soon: freeing a large configuration piece by piece takes longer
+        // than the kernel takes to take back the whole.
+        std::mem::forget(cfg);
+        planned
     }
     .await;
     let planned = match r {
@@ -65,5 +69,6 @@ pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> 
             }
         }
     }
+    std::mem::forget(planned);
     ExitCode::from(u8::from(changes))
 }

@@ -64,6 +64,9 @@ pub enum Ctlb {
 pub struct Settings {
     pub wep: ProgramSettings,
     pub attach: AttachMode,
+    /// bpfAttachType is left unset on a kernel with TCX: the mode of each attachment is
+    /// settled against the live state (`plan::settle_attach_modes`).
+    pub attach_auto: bool,
     pub sizes: MapSizes,
     pub ctlb: Ctlb,
     /// BPFHostNetworkedNATWithoutCTLB.
@@ -115,6 +118,7 @@ impl Settings {
                 netns_cookie: facts.netns_cookie,
             },
             attach,
+            attach_auto: attach == AttachMode::Tcx && !felix.bpf_attach_type_is_set(),
             sizes,
             ctlb,
             host_nat: felix.bpf_host_networked_nat_without_ctlb()

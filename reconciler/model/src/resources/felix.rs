@@ -809,6 +809,12 @@ impl FelixConfigurationSpec {
         }
     }
 
+    /// Whether bpfAttachType is set at all (left unset, weft picks per attachment: see
+    /// `weft::plan::settle_attach_modes`).
+    pub fn bpf_attach_type_is_set(&self) -> bool {
+        self.bpf_attach_type.is_some()
+    }
+
     pub fn bpf_log_level(&self) -> BpfLogLevel {
         self.bpf_log_level.unwrap_or(BpfLogLevel::Off)
     }
