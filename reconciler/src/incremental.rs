@@ -102,6 +102,11 @@ impl Reconciler {
         self.applied.as_ref()
     }
 
+    /// Takes the state last applied, trusting it no more (a full sync follows).
+    pub fn take_applied(&mut self) -> Option<Computed> {
+        self.applied.take()
+    }
+
     /// Reads these files again (changed, created or removed).
     pub fn files_changed<P: AsRef<Path>>(&mut self, paths: &[P]) -> bool {
         let d = self.docs.reread(paths);
@@ -256,7 +261,7 @@ impl Reconciler {
             return Err(e);
         }
         if let Some(new) = new {
-            self.applied = Some(new);
+            drop_later(self.applied.replace(new));
         }
         self.pending = Pending::default();
         Ok(Step {
@@ -327,4 +332,16 @@ async fn converge_to<K: Kernel>(
         },
         trusted,
     ))
+}
+
+/// Frees `v` on a thread of its own: a state or configuration of 10,000 endpoints takes tens
+/// of milliseconds to free, which a change should not wait for.
+pub(crate) fn drop_later<T: Send + 'static>(v: T) {
+    if std::thread::Builder::new()
+        .name("weft-free".into())
+        .spawn(move || drop(v))
+        .is_err()
+    {
+        // No thread to be had: the value was dropped with the closure, here.
+    }
 }

@@ -48,7 +48,7 @@ impl ServiceTables {
 }
 
 /// Settings that shape the tables.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceSettings {
     /// BPFMaglevMaxEndpointsPerService.
     pub maglev_max_endpoints: u32,
@@ -265,7 +265,7 @@ pub fn ports(
     node: &str,
     host_addrs: &BTreeSet<Ipv4Addr>,
     settings: &ServiceSettings,
-) -> BTreeMap<ServiceKey, Vec<PortTables>> {
+) -> BTreeMap<ServiceKey, std::sync::Arc<Vec<PortTables>>> {
     let slices = slices_by_service(cfg);
     cfg.services
         .iter()
@@ -273,17 +273,24 @@ pub fn ports(
             let key = service_key(&item.value);
             let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
             let p = service_ports(item, mine, node, host_addrs, settings);
-            (key, p)
+            (key, std::sync::Arc::new(p))
         })
         .collect()
 }
 
 /// Every service's ports put together in load order: the service tables, from the ports
 /// worked out per service.
-pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Vec<PortTables>>) -> ServiceTables {
+pub fn merge(
+    cfg: &Config,
+    ports: &BTreeMap<ServiceKey, std::sync::Arc<Vec<PortTables>>>,
+) -> ServiceTables {
     let mut t = ServiceTables::default();
     for item in &cfg.services {
-        for p in ports.get(&service_key(&item.value)).into_iter().flatten() {
+        for p in ports
+            .get(&service_key(&item.value))
+            .into_iter()
+            .flat_map(|p| p.iter())
+        {
             add_port(&mut t, p.clone());
         }
     }

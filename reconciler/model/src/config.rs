@@ -4,6 +4,7 @@
 //! FelixConfigurations).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::diag::{Item, Kind};
 use crate::ir::{PolicyIr, RuleIr};
@@ -47,8 +48,8 @@ pub struct Config {
     pub services: Vec<Item<Service>>,
     pub endpoint_slices: Vec<Item<EndpointSlice>>,
     /// Every policy (Calico NetworkPolicy and GlobalNetworkPolicy, Kubernetes NetworkPolicy)
-    /// in load order.
-    pub policies: Vec<PolicyIr>,
+    /// in load order; shared by copies of the configuration, as the resources are.
+    pub policies: Vec<Arc<PolicyIr>>,
     /// Rules of every profile in `profiles`, by name: (ingress, egress).
     pub(crate) profile_rules: BTreeMap<String, (Vec<RuleIr>, Vec<RuleIr>)>,
     /// How many of `profiles` weft made (namespace profiles and the default-allow one).
@@ -231,8 +232,12 @@ impl Config {
     /// breaks them (felix's policy sorter compares "name/namespace/kind", the most specific part
     /// first), whatever the kinds.
     pub fn policies_in_tier(&self, tier: &str) -> Vec<&PolicyIr> {
-        let mut policies: Vec<&PolicyIr> =
-            self.policies.iter().filter(|p| p.tier == tier).collect();
+        let mut policies: Vec<&PolicyIr> = self
+            .policies
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| p.tier == tier)
+            .collect();
         let tie = |p: &PolicyIr| {
             let kind = match p.id.kind {
                 Kind::KubernetesNetworkPolicy => "KubernetesNetworkPolicy",

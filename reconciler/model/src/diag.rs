@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -161,11 +162,13 @@ impl fmt::Display for Source {
     }
 }
 
-/// A resource together with where it was read.
+/// A resource together with where it was read. The resource is shared: a process that keeps
+/// the parsed files and the configuration made from them (`Documents`), or a last good
+/// configuration beside the current one, holds each resource once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<T> {
     pub source: Source,
-    pub value: T,
+    pub value: Arc<T>,
 }
 
 /// One problem in the configuration.

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::diag::{Diagnostics, Item, Kind, ResourceId, Source};
@@ -30,7 +31,7 @@ impl Cached {
         let mut out = Out::default();
         load::load_file(0, &file, &mut out);
         for l in &mut out.loaded {
-            load::normalize(l);
+            load::judge(&file, l);
         }
         Cached { file, out }
     }
@@ -75,7 +76,9 @@ pub struct Documents {
     dir: PathBuf,
     /// By path relative to `dir`, as bytes: the order `load_dir` reads files in.
     files: BTreeMap<Vec<u8>, Cached>,
-    config: Result<Config, Diagnostics>,
+    /// Shared with whoever keeps it (a daemon's last good configuration): a change copies it
+    /// only then, and the copy shares every resource.
+    config: Result<Arc<Config>, Diagnostics>,
     /// How many resources have each id, while the configuration is valid.
     ids: BTreeMap<ResourceId, u32>,
 }
@@ -100,7 +103,7 @@ impl Documents {
         let mut d = Documents {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
-            config: Ok(Config::default()),
+            config: Ok(Arc::default()),
             ids: BTreeMap::new(),
         };
         let paths = match load::find_files(dir) {
@@ -130,7 +133,7 @@ impl Documents {
         }
         d.rebuild();
         if !unread.is_empty() {
-            let mut all = match std::mem::replace(&mut d.config, Ok(Config::default())) {
+            let mut all = match std::mem::replace(&mut d.config, Ok(Arc::default())) {
                 Ok(_) => Vec::new(),
                 Err(e) => e.0,
             };
@@ -147,7 +150,7 @@ impl Documents {
     }
 
     /// The configuration the files make now, or every problem in them.
-    pub fn config(&self) -> Result<&Config, &Diagnostics> {
+    pub fn config(&self) -> Result<&Arc<Config>, &Diagnostics> {
         self.config.as_ref()
     }
 
@@ -251,11 +254,11 @@ impl Documents {
                 match l.value {
                     AnyResource::Service(s) => p.services.push(Item {
                         source: l.source,
-                        value: *s,
+                        value: s,
                     }),
                     AnyResource::EndpointSlice(s) => p.endpoint_slices.push(Item {
                         source: l.source,
-                        value: *s,
+                        value: s,
                     }),
                     _ => unreachable!("checked: services only"),
                 }
@@ -307,7 +310,7 @@ impl Documents {
                 self.ids.remove(id);
             }
         }
-        let Ok(cfg) = self.config.as_mut() else {
+        let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
             return false;
         };
         cfg.services.retain(|i| !touched.contains(&i.source.file));
@@ -319,14 +322,14 @@ impl Documents {
                     &mut cfg.services,
                     Item {
                         source: l.source.clone(),
-                        value: (**s).clone(),
+                        value: s.clone(),
                     },
                 ),
                 AnyResource::EndpointSlice(s) => insert_ordered(
                     &mut cfg.endpoint_slices,
                     Item {
                         source: l.source.clone(),
-                        value: (**s).clone(),
+                        value: s.clone(),
                     },
                 ),
                 _ => unreachable!("checked: services only"),
@@ -350,7 +353,7 @@ impl Documents {
         for l in &out.loaded {
             *ids.entry(load::resource_id(l)).or_default() += 1;
         }
-        self.config = load::finish(&files, out);
+        self.config = load::finish(&files, out).map(Arc::new);
         self.ids = if self.config.is_ok() {
             ids
         } else {

@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -65,7 +66,7 @@ macro_rules! any_resource {
         /// A resource of any kind.
         #[derive(Debug, Clone)]
         pub(crate) enum AnyResource {
-            $($kind(Box<$ty>),)*
+            $($kind(Arc<$ty>),)*
         }
 
         impl AnyResource {
@@ -82,9 +83,10 @@ macro_rules! any_resource {
                 }
             }
 
+            /// The metadata to change: the resource is copied first if it is shared.
             pub(crate) fn metadata_mut(&mut self) -> &mut ObjectMeta {
                 match self {
-                    $(AnyResource::$kind(r) => &mut r.metadata,)*
+                    $(AnyResource::$kind(r) => &mut Arc::make_mut(r).metadata,)*
                 }
             }
         }
@@ -92,14 +94,14 @@ macro_rules! any_resource {
         /// Deserializes a resource of a known kind.
         fn parse_kind<'de, D: Deserializer<'de>>(kind: Kind, d: D) -> Result<AnyResource, D::Error> {
             match kind {
-                $(Kind::$kind => $ty::deserialize(d).map(|r| AnyResource::$kind(Box::new(r))),)*
+                $(Kind::$kind => $ty::deserialize(d).map(|r| AnyResource::$kind(Arc::new(r))),)*
             }
         }
 
         /// Moves a resource into its list of the configuration.
         fn push(config: &mut Config, source: Source, value: AnyResource) {
             match value {
-                $(AnyResource::$kind(value) => config.$field.push(Item { source, value: *value }),)*
+                $(AnyResource::$kind(value) => config.$field.push(Item { source, value }),)*
             }
         }
     };
@@ -184,6 +186,9 @@ pub(crate) fn parse_files(files: &[&FileText]) -> Vec<Out> {
             .map(|&(i, f)| {
                 let mut out = Out::default();
                 load_file(i, f, &mut out);
+                for l in &mut out.loaded {
+                    judge(f, l);
+                }
                 out
             })
             .collect()
@@ -309,6 +314,40 @@ pub(crate) struct Loaded {
     pub(crate) source: Source,
     pub(crate) at: DocRef,
     pub(crate) value: AnyResource,
+    /// What the resource's own checks found (`judge`), made where its file was parsed and
+    /// kept with it: a configuration made again from kept files checks only what is new.
+    pub(crate) verdict: Option<Arc<Verdict>>,
+}
+
+/// A resource's id and what its own checks made of it.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    pub(crate) id: ResourceId,
+    policy: Option<Arc<ir::PolicyIr>>,
+    profile_rules: Option<(Vec<ir::RuleIr>, Vec<ir::RuleIr>)>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Normalizes `l` and checks it on its own, once; `file` is the file it was read from.
+pub(crate) fn judge(file: &FileText, l: &mut Loaded) {
+    if l.verdict.is_some() {
+        return;
+    }
+    normalize(l);
+    let id = resource_id(l);
+    let mut p = Problems::default();
+    let checked = check(l, &id, &mut p);
+    let diags = p
+        .0
+        .iter()
+        .map(|problem| problem_diag(&[file], DocRef { file: 0, ..l.at }, &l.source, &id, problem))
+        .collect();
+    l.verdict = Some(Arc::new(Verdict {
+        id,
+        policy: checked.policy.map(Arc::new),
+        profile_rules: checked.profile_rules,
+        diags,
+    }));
 }
 
 #[derive(Debug, Clone, Default)]
@@ -535,6 +574,7 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
                         item: None,
                     },
                     value,
+                    verdict: None,
                 }),
                 Err(e) => {
                     let e = yaml::yaml_error(&e);
@@ -610,6 +650,7 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
                 item: None,
             },
             value,
+            verdict: None,
         });
     }
     Some(loaded)
@@ -664,6 +705,7 @@ fn load_list(
                     item: Some(j),
                 },
                 value,
+                verdict: None,
             });
         }
         match (result, current.get()) {
@@ -966,9 +1008,9 @@ fn namespace_profile(ns: &Namespace) -> Profile {
 
 /// Namespaced kinds live in "default" unless they say otherwise.
 pub(crate) fn normalize(l: &mut Loaded) {
-    if l.kind.is_namespaced() {
-        let meta = l.value.metadata_mut();
-        meta.namespace.get_or_insert_with(|| "default".into());
+    // Asked first, so that a resource normalized already (and shared) is not copied.
+    if l.kind.is_namespaced() && l.value.metadata().namespace.is_none() {
+        l.value.metadata_mut().namespace = Some("default".into());
     }
 }
 
@@ -1004,36 +1046,29 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
             .map(|(_, name)| name.clone())
     };
 
-    // Each resource on its own, on every core: a resource's checks read nothing else.
-    let each = |chunk: &mut [Loaded]| -> Vec<(ResourceId, Checked, Vec<Diagnostic>)> {
-        chunk
-            .iter_mut()
-            .map(|l| {
-                normalize(l);
-                let id = resource_id(l);
-                let mut p = Problems::default();
-                let checked = check(l, &id, &mut p);
-                let diags =
-                    p.0.iter()
-                        .map(|problem| problem_diag(files, l.at, &l.source, &id, problem))
-                        .collect();
-                (id, checked, diags)
-            })
-            .collect()
-    };
-    let results = on_threads(&mut loaded, each);
-    let mut ids = Vec::with_capacity(results.len());
+    // Each resource on its own (judged where its file was parsed, unless it came some other
+    // way), on every core: a resource's checks read nothing else.
+    if loaded.iter().any(|l| l.verdict.is_none()) {
+        on_threads(&mut loaded, |chunk| {
+            for l in chunk.iter_mut() {
+                judge(files[l.at.file], l);
+            }
+            vec![()]
+        });
+    }
+    let mut ids = Vec::with_capacity(loaded.len());
     let mut policies = Vec::new();
     let mut profile_rules = BTreeMap::new();
-    for (id, checked, problems) in results {
-        diags.extend(problems);
-        if let Some(policy) = checked.policy {
-            policies.push(policy);
+    for l in &loaded {
+        let v = l.verdict.as_ref().expect("judged");
+        diags.extend(v.diags.iter().cloned());
+        if let Some(policy) = &v.policy {
+            policies.push(policy.clone());
         }
-        if let Some(rules) = checked.profile_rules {
-            profile_rules.insert(id.name.clone(), rules);
+        if let Some(rules) = &v.profile_rules {
+            profile_rules.insert(v.id.name.clone(), rules.clone());
         }
-        ids.push(id);
+        ids.push(v.id.clone());
     }
 
     // Profiles weft makes: one per namespace, and the default-allow one.
@@ -1166,7 +1201,7 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         );
         config.profiles.push(Item {
             source,
-            value: profile,
+            value: Arc::new(profile),
         });
     }
     config.profile_rules = profile_rules;

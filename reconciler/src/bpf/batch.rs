@@ -52,6 +52,42 @@ pub fn read_all(m: &MapHandle) -> Result<Entries, libbpf_rs::Error> {
 /// Every entry through BPF_MAP_LOOKUP_BATCH, or None where the map type has no batches.
 fn read_batched(m: &MapHandle) -> Result<Option<Entries>, libbpf_rs::Error> {
     let (ks, vs) = (m.key_size() as usize, m.value_size() as usize);
+    let mut out = Entries::new();
+    let supported = each_batch(m, |keys, values, n| {
+        for i in 0..n {
+            out.insert(
+                keys[i * ks..(i + 1) * ks].to_vec(),
+                values[i * vs..(i + 1) * vs].to_vec(),
+            );
+        }
+    })?;
+    Ok(supported.then_some(out))
+}
+
+/// How many entries `m` holds, in a call per few thousand entries where the map type has
+/// batches (one per entry otherwise, and for per-CPU maps, whose values are wider).
+pub fn count(m: &MapHandle) -> Result<u64, libbpf_rs::Error> {
+    use libbpf_rs::MapType;
+    let per_cpu = matches!(
+        m.map_type(),
+        MapType::PercpuHash | MapType::PercpuArray | MapType::LruPercpuHash
+    );
+    if !per_cpu {
+        let mut n = 0u64;
+        if each_batch(m, |_, _, got| n += got as u64)? {
+            return Ok(n);
+        }
+    }
+    Ok(m.keys().count() as u64)
+}
+
+/// Calls `f` with each batch of `m`'s keys and values (and how many there are); false, with
+/// `f` never called, where the map type has no batches. Not for per-CPU maps.
+fn each_batch(
+    m: &MapHandle,
+    mut f: impl FnMut(&[u8], &[u8], usize),
+) -> Result<bool, libbpf_rs::Error> {
+    let (ks, vs) = (m.key_size() as usize, m.value_size() as usize);
     let fd = m.as_fd().as_raw_fd();
     let mut count = BATCH;
     let mut keys = vec![0u8; count * ks];
@@ -60,7 +96,7 @@ fn read_batched(m: &MapHandle) -> Result<Option<Entries>, libbpf_rs::Error> {
     let token = ks.max(8);
     let mut in_batch: Option<Vec<u8>> = None;
     let mut out_batch = vec![0u8; token];
-    let mut out = Entries::new();
+    let mut any = false;
     let o = opts();
     loop {
         let mut n = count as u32;
@@ -81,7 +117,7 @@ fn read_batched(m: &MapHandle) -> Result<Option<Entries>, libbpf_rs::Error> {
         };
         let err = errno(rc);
         match err {
-            Some(e) if in_batch.is_none() && out.is_empty() && unsupported(e) => return Ok(None),
+            Some(e) if in_batch.is_none() && !any && unsupported(e) => return Ok(false),
             // A bucket with more entries than fit: again from the same place, with room.
             Some(libc::ENOSPC) => {
                 count *= 2;
@@ -94,14 +130,12 @@ fn read_batched(m: &MapHandle) -> Result<Option<Entries>, libbpf_rs::Error> {
             }
             _ => {}
         }
-        for i in 0..n as usize {
-            out.insert(
-                keys[i * ks..(i + 1) * ks].to_vec(),
-                values[i * vs..(i + 1) * vs].to_vec(),
-            );
+        if n > 0 {
+            any = true;
+            f(&keys, &values, n as usize);
         }
         if err == Some(libc::ENOENT) {
-            return Ok(Some(out));
+            return Ok(true);
         }
         in_batch = Some(out_batch.clone());
     }

@@ -122,9 +122,10 @@ struct Daemon {
     changed: Arc<Mutex<watch::Changed>>,
     /// The configuration last read that validated and compiled, and since when it has been
     /// in force (its first read).
-    last_good: Option<(Config, u64)>,
+    /// Shared with the files' own configuration while they validate.
+    last_good: Option<(Arc<Config>, u64)>,
     /// The state weft last converged to (what drift is measured against).
-    last_made: Option<HostState>,
+    last_made: Made,
     /// What was last said about the files, so an unchanged problem is not repeated at every
     /// resync.
     last_said: String,
@@ -188,7 +189,7 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         files: incremental::Reconciler::open(&opts.dir),
         changed: files.changed(),
         last_good: None,
-        last_made: None,
+        last_made: Made::Nothing,
         last_said: String::new(),
         opts,
     };
@@ -384,11 +385,20 @@ impl Daemon {
         let names = c.desired.names();
         // The one converge loop; drift is judged on the live state as first observed.
         let mut drifted = Vec::new();
-        let last_made = self.last_made.as_ref();
+        let last_made = match std::mem::replace(&mut self.last_made, Made::Nothing) {
+            Made::Nothing => None,
+            Made::Own(s) => Some(s),
+            Made::Trusted => self.files.take_applied().map(|c| c.desired.state),
+        };
+        let cfg = cfg.clone();
         let step = self
             .files
-            .sync_to(&mut self.host, cfg, c, current, |planned| {
-                drifted = drift::find(&planned.desired.state, &planned.observed, last_made);
+            .sync_to(&mut self.host, &cfg, c, current, |planned| {
+                drifted = drift::find(
+                    &planned.desired.state,
+                    &planned.observed,
+                    last_made.as_ref(),
+                );
                 for dr in &drifted {
                     tracing::warn!(
                         kind = dr.kind.as_str(),
@@ -399,7 +409,14 @@ impl Daemon {
                     );
                 }
             })
-            .await?;
+            .await;
+        let step = match step {
+            Ok(step) => step,
+            Err(e) => {
+                self.last_made = last_made.map_or(Made::Nothing, Made::Own);
+                return Err(e);
+            }
+        };
         let synced = step.sync.expect("a full sync says what it made");
         rec.operations = step.ops.len() + step.created;
         rec.objects = step.ops.iter().map(crate::apply::objects).sum();
@@ -409,13 +426,13 @@ impl Daemon {
             rec.result = "converged".into();
         }
         if rec.operations == 0 {
-            if self.last_made.is_none() {
+            if last_made.is_none() {
                 tracing::info!(
                     "the live state already matches {}: adopted as it is",
                     self.opts.dir.display()
                 );
             }
-            self.last_made = Some(synced.made);
+            self.last_made = Made::Own(synced.made);
             return Ok(());
         }
         tracing::info!(
@@ -465,7 +482,7 @@ impl Daemon {
                 rec.result = "differs".into();
             }
         }
-        self.last_made = Some(synced.made);
+        self.last_made = Made::Own(synced.made);
         Ok(())
     }
 
@@ -495,7 +512,7 @@ impl Daemon {
         };
         if let Ok(cfg) = self.files.documents().config() {
             if step.how != incremental::How::Nothing {
-                self.last_good = Some((cfg.clone(), status::now()));
+                incremental::drop_later(self.last_good.replace((cfg.clone(), status::now())));
             }
         }
         self.set_config(true, Vec::new());
@@ -507,7 +524,7 @@ impl Daemon {
             let mut sh = self.shared.lock().expect("status lock");
             sh.rules = c.desired.names();
             sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);
-            self.last_made = Some(c.desired.state.clone());
+            self.last_made = Made::Trusted;
         }
         if !step.ops.is_empty() {
             tracing::info!(
@@ -519,6 +536,18 @@ impl Daemon {
         }
         Ok(true)
     }
+}
+
+/// The state weft last converged to.
+enum Made {
+    /// None yet: the daemon just started.
+    Nothing,
+    /// What a full sync made.
+    Own(HostState),
+    /// What the incremental reconciler applied and trusts (not copied: at 10,000 endpoints a
+    /// copy was a large part of a change's bookkeeping). Should it stop trusting it after a
+    /// failed step, the next sync counts no drift.
+    Trusted,
 }
 
 /// What to observe for a rollback: the interfaces and attachments of both states (`a` wins

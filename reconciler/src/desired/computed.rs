@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use weft_model::{Config, Delta};
+use weft_model::{Config, Delta, EndpointSlice, Service, Source};
 
 use super::{Desired, DesiredError, Settings, NAT_GATEWAY, NAT_IN};
 use crate::bpf::maps;
@@ -24,12 +25,83 @@ use crate::state::{HostState, MapState, RouteState};
 /// The maps whose entries belong to service ports.
 const SERVICE_MAPS: [&str; 4] = [maps::NAT_FE4, maps::NAT_BE4, maps::NAT_SRC4, maps::MAGLEV4];
 
+/// Each service's ports as last worked out, and what from: the same Service and EndpointSlices
+/// (the very resources, shared with the configuration, so an unchanged file's are the same),
+/// on a node with the same name, addresses and settings. A computation after a change
+/// elsewhere (a policy) reuses them rather than working out every service again.
+#[derive(Clone, Default)]
+pub struct PortsMemo {
+    context: Option<(String, BTreeSet<Ipv4Addr>, services::ServiceSettings)>,
+    by_service: BTreeMap<ServiceKey, Memoized>,
+}
+
+#[derive(Clone)]
+struct Memoized {
+    service: Arc<Service>,
+    source: Source,
+    slices: Vec<Arc<EndpointSlice>>,
+    ports: Arc<Vec<PortTables>>,
+}
+
+impl PortsMemo {
+    /// The ports of every service of `cfg`, reusing what is unchanged.
+    fn ports(
+        &mut self,
+        cfg: &Config,
+        facts: &HostFacts,
+        ss: &services::ServiceSettings,
+    ) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
+        let context = (facts.node.clone(), facts.host_addrs.clone(), ss.clone());
+        if self.context.as_ref() != Some(&context) {
+            self.by_service.clear();
+            self.context = Some(context);
+        }
+        let mut slices: BTreeMap<ServiceKey, Vec<&Arc<EndpointSlice>>> = BTreeMap::new();
+        for s in &cfg.endpoint_slices {
+            if let Some(k) = services::slice_service(&s.value) {
+                slices.entry(k).or_default().push(&s.value);
+            }
+        }
+        let mut now = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for item in &cfg.services {
+            let key = services::service_key(&item.value);
+            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let same = self.by_service.remove(&key).filter(|m| {
+                Arc::ptr_eq(&m.service, &item.value)
+                    && m.source == item.source
+                    && m.slices.len() == mine.len()
+                    && m.slices.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            let m = match same {
+                Some(m) => m,
+                None => {
+                    let refs: Vec<&EndpointSlice> = mine.iter().map(|s| &***s).collect();
+                    let ports =
+                        services::service_ports(item, &refs, &facts.node, &facts.host_addrs, ss);
+                    Memoized {
+                        service: item.value.clone(),
+                        source: item.source.clone(),
+                        slices: mine.iter().map(|s| (*s).clone()).collect(),
+                        ports: Arc::new(ports),
+                    }
+                }
+            };
+            out.insert(key.clone(), m.ports.clone());
+            now.insert(key, m);
+        }
+        // Only what this configuration has stays remembered.
+        self.by_service = now;
+        out
+    }
+}
+
 /// A desired state, what it was computed from, and its service tables per service.
 #[derive(Clone, Debug)]
 pub struct Computed {
     pub facts: HostFacts,
     pub desired: Desired,
-    ports: BTreeMap<ServiceKey, Vec<PortTables>>,
+    ports: BTreeMap<ServiceKey, Arc<Vec<PortTables>>>,
     /// How many ports claim each service id ...
     ids: BTreeMap<u32, u32>,
     /// ... write each frontend key ...
@@ -83,7 +155,7 @@ fn ports_now(
         .endpoint_slices
         .iter()
         .filter(|s| services::slice_service(&s.value).as_ref() == Some(key))
-        .map(|s| &s.value)
+        .map(|s| &*s.value)
         .collect();
     services::service_ports(
         item,
@@ -104,15 +176,14 @@ impl Computed {
     ) -> Result<Computed, DesiredError> {
         let settings = Settings::for_node(cfg, facts);
         let ss = super::service_settings(&settings);
-        let slices = services::slices_by_service(cfg);
-        let mut ports = BTreeMap::new();
-        for item in &cfg.services {
-            let key = services::service_key(&item.value);
-            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let p = services::service_ports(item, mine, &facts.node, &facts.host_addrs, &ss);
-            ports.insert(key, p);
-        }
-        let tables = services::merge(cfg, &ports);
+        let ports = {
+            let _p = crate::timing::phase("desired: service ports");
+            cache.services.ports(cfg, facts, &ss)
+        };
+        let tables = {
+            let _p = crate::timing::phase("desired: service tables");
+            services::merge(cfg, &ports)
+        };
         let desired = super::desired_from(cfg, facts, &settings, tables, cache)?;
         let mut c = Computed {
             facts: facts.clone(),
@@ -130,7 +201,11 @@ impl Computed {
                 .collect(),
             desired,
         };
-        for e in ports.values().flatten().filter_map(port_entries) {
+        for e in ports
+            .values()
+            .flat_map(|p| p.iter())
+            .filter_map(port_entries)
+        {
             c.count(e, 1);
         }
         c.ports = ports;
@@ -191,7 +266,12 @@ impl Computed {
             .collect();
         let old: BTreeMap<&ServiceKey, Vec<PortTables>> = keys
             .iter()
-            .map(|k| (k, self.ports.get(k).cloned().unwrap_or_default()))
+            .map(|k| {
+                (
+                    k,
+                    self.ports.get(k).map(|p| (**p).clone()).unwrap_or_default(),
+                )
+            })
             .collect();
         let olds = || old.values().flat_map(|v| v.iter()).filter_map(port_entries);
         let news = || new.values().flatten().filter_map(port_entries);
@@ -340,7 +420,7 @@ impl Computed {
             if p.is_empty() && !cfg.services.iter().any(|s| is_key(&s.value, k)) {
                 self.ports.remove(k);
             } else {
-                self.ports.insert(k.clone(), p);
+                self.ports.insert(k.clone(), Arc::new(p));
             }
         }
         // The services' warnings as a full computation gives them: in the services' order.
@@ -350,7 +430,7 @@ impl Computed {
                 .ports
                 .get(&services::service_key(&item.value))
                 .into_iter()
-                .flatten()
+                .flat_map(|p| p.iter())
             {
                 if let PortTables::Warning(w) = p {
                     self.desired.warnings.push(w.clone());

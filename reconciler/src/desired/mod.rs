@@ -481,6 +481,7 @@ fn workloads(
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
+    let _p = crate::timing::phase("desired: workloads");
     let index =
         PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
     for (w, ifindex) in local {

@@ -30,6 +30,9 @@ pub struct Cache {
     pub memo: classify::Memo,
     pub nodes: tables::Nodes,
     rulesets: fxhash::FxHashMap<u128, (Arc<tables::Cells>, bool)>,
+    /// Not policy's, but remembered alike by the desired-state computation that carries this
+    /// cache: each service's ports, while its resources are the same.
+    pub services: crate::desired::computed::PortsMemo,
 }
 
 impl Cache {

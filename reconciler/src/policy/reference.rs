@@ -179,6 +179,7 @@ impl<'c> Reference<'c> {
             t.policies = config
                 .policies
                 .iter()
+                .map(|p| &**p)
                 .filter(|p| p.tier == t.name && !p.do_not_track && !p.pre_dnat)
                 .collect();
             t.policies.sort_by(|a, b| {
