@@ -387,7 +387,7 @@ impl Daemon {
         let mut drifted = Vec::new();
         let last_made = match std::mem::replace(&mut self.last_made, Made::Nothing) {
             Made::Nothing => None,
-            Made::Own(s) => Some(s),
+            Made::Own(s) => Some(*s),
             Made::Trusted => self.files.take_applied().map(|c| c.desired.state),
         };
         let cfg = cfg.clone();
@@ -413,7 +413,7 @@ impl Daemon {
         let step = match step {
             Ok(step) => step,
             Err(e) => {
-                self.last_made = last_made.map_or(Made::Nothing, Made::Own);
+                self.last_made = last_made.map_or(Made::Nothing, |s| Made::Own(Box::new(s)));
                 return Err(e);
             }
         };
@@ -432,7 +432,7 @@ impl Daemon {
                     self.opts.dir.display()
                 );
             }
-            self.last_made = Made::Own(synced.made);
+            self.last_made = Made::Own(Box::new(synced.made));
             return Ok(());
         }
         tracing::info!(
@@ -482,7 +482,7 @@ impl Daemon {
                 rec.result = "differs".into();
             }
         }
-        self.last_made = Made::Own(synced.made);
+        self.last_made = Made::Own(Box::new(synced.made));
         Ok(())
     }
 
@@ -543,7 +543,7 @@ enum Made {
     /// None yet: the daemon just started.
     Nothing,
     /// What a full sync made.
-    Own(HostState),
+    Own(Box<HostState>),
     /// What the incremental reconciler applied and trusts (not copied: at 10,000 endpoints a
     /// copy was a large part of a change's bookkeeping). Should it stop trusting it after a
     /// failed step, the next sync counts no drift.
