@@ -126,6 +126,19 @@ fn write_config(dir: &Path, n: usize) -> Vec<Svc> {
     for i in 0..n {
         write_atomic(&policy_path(dir, i), &policy_yaml(i, 0));
     }
+    // Past Calico's default map sizes (262,144 backends), the maps are sized as an operator
+    // would size them for this many services.
+    if n * svcgen::BACKENDS > 200_000 {
+        write_atomic(
+            &dir.join("felix.yaml"),
+            &format!(
+                "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfMapSizeNATBackend: {}\n  bpfMapSizeNATFrontend: {}\n  bpfMapSizeRoute: {}\n",
+                2 * n * svcgen::BACKENDS,
+                4 * n,
+                4 * n
+            ),
+        );
+    }
     crate::services::write_dir(&dir.join("services"), n)
 }
 
@@ -601,7 +614,7 @@ fn report(all: &[Figures]) -> Report {
         title: "the control plane at 1,000, 10,000 and 50,000 endpoints, policies and services (the weft binary)".into(),
         rows,
         notes: vec![format!(
-            "N WorkloadEndpoints (a hundred to a file; {LOCAL} on this node with a veth each, the rest on other nodes, where they are members of the policies' selectors), N Kubernetes NetworkPolicies (one per file: a pod selector, a peer selector, a /24, a port, a port range and a named port) and N Services with 10 backends each (one per file with its EndpointSlice), in {NAMESPACES} namespaces. weft runs in a network namespace of its own with a private bpffs root. One change: a file renamed into place until this process sees the pinned map entry change (a local endpoint's ruleset id; a frontend's backend count), {CHANGES} trials each, with `weft run --debounce {DEBOUNCE}` (the default 300 ms waits for a sync to finish writing). Peak RSS from wait4 (apply, diff) and VmHWM (the daemon)."
+            "N WorkloadEndpoints (a hundred to a file; {LOCAL} on this node with a veth each, the rest on other nodes, where they are members of the policies' selectors), N Kubernetes NetworkPolicies (one per file: a pod selector, a peer selector, a /24, a port, a port range and a named port) and N Services with 10 backends each (one per file with its EndpointSlice), in {NAMESPACES} namespaces; at 50,000 a FelixConfiguration sizes the NAT and route maps past Calico's defaults (262,144 backends). weft runs in a network namespace of its own with a private bpffs root. One change: a file renamed into place until this process sees the pinned map entry change (a local endpoint's ruleset id; a frontend's backend count), {CHANGES} trials each, with `weft run --debounce {DEBOUNCE}` (the default 300 ms waits for a sync to finish writing). Peak RSS from wait4 (apply, diff) and VmHWM (the daemon)."
         )],
     }
 }

@@ -193,6 +193,13 @@ pub enum DesiredError {
         "FelixConfiguration bpfDataIfacePattern {pattern:?} is not a regular expression: {message}"
     )]
     DataIfacePattern { pattern: String, message: String },
+    #[error("{map} would hold {entries} entries and holds at most {max}: {setting}")]
+    MapFull {
+        map: String,
+        entries: usize,
+        max: u32,
+        setting: &'static str,
+    },
 }
 
 /// Reading the validated resources: the values were checked by weft-model, so a value that
@@ -453,12 +460,40 @@ fn desired_from(
 
     for def in maps::defs(&settings.sizes) {
         let e = entries.remove(def.name.as_str());
+        // The kernel refuses entries past a map's size: say which setting to raise, before
+        // anything is written, rather than fail halfway through an apply.
+        if let Some(n) = e
+            .as_ref()
+            .map(|e| e.len())
+            .filter(|n| *n > def.max_entries as usize)
+        {
+            return Err(DesiredError::MapFull {
+                map: def.name.clone(),
+                entries: n,
+                max: def.max_entries,
+                setting: size_setting(&def.name),
+            });
+        }
         d.state
             .maps
             .insert(def.name.clone(), MapState { def, entries: e });
     }
     warning::order(&mut d.warnings);
     Ok(d)
+}
+
+/// The FelixConfiguration field that sizes map `name`, or what to do where none does.
+fn size_setting(name: &str) -> &'static str {
+    match name {
+        maps::NAT_FE4 => "raise FelixConfiguration bpfMapSizeNATFrontend",
+        maps::NAT_BE4 => "raise FelixConfiguration bpfMapSizeNATBackend",
+        maps::RT4 => "raise FelixConfiguration bpfMapSizeRoute",
+        maps::IFACE => "raise FelixConfiguration bpfMapSizeIfState",
+        maps::MAGLEV4 => {
+            "lower FelixConfiguration bpfMaglevMaxEndpointsPerService or use fewer Maglev services"
+        }
+        _ => "this map's size is fixed; configure fewer objects of its kind",
+    }
 }
 
 /// Wants the program `name`, and with it every program of its object: they are loaded and
@@ -756,6 +791,27 @@ mod tests {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
         )
+    }
+
+    #[test]
+    fn more_backends_than_the_map_holds_name_the_setting_to_raise() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  ports:\n    - {name: http, port: 80}\n";
+        let eps: String = (1..=10)
+            .map(|i| format!("  - {{addresses: [10.65.1.{i}]}}\n"))
+            .collect();
+        let slice = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 80}}\nendpoints:\n{eps}");
+        let felix = |n: u32| {
+            format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfMapSizeNATBackend: {n}\n")
+        };
+        let err = desired(&load(&[svc, &slice, &felix(4)]), &facts()).expect_err("too small");
+        let said = err.to_string();
+        assert!(
+            said.contains(maps::NAT_BE4)
+                && said.contains("10 entries")
+                && said.contains("bpfMapSizeNATBackend"),
+            "{said}"
+        );
+        assert!(desired(&load(&[svc, &slice, &felix(10)]), &facts()).is_ok());
     }
 
     #[test]
