@@ -246,7 +246,17 @@ impl Daemon {
         let result = self.converge(trigger, &mut rec).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let ok = result.is_ok();
-        let maps = crate::bpf::stats::map_fill(&self.host.pins).unwrap_or_default();
+        let maps = {
+            let _p = crate::timing::phase("map fill");
+            // After a converge, the maps weft sets whole hold what it made; the rest (and
+            // everything after a failure) are counted.
+            let made = self.made().filter(|_| ok && rec.result == "converged");
+            let known = |name: &str| {
+                let m = made?.maps.get(name)?;
+                m.entries.as_ref().map(|e| e.len() as u64)
+            };
+            crate::bpf::stats::map_fill_knowing(&self.host.pins, known).unwrap_or_default()
+        };
         let mut sh = self.shared.lock().expect("status lock");
         sh.durations.observe(started.elapsed().as_secs_f64());
         let st = &mut sh.status;
@@ -277,6 +287,7 @@ impl Daemon {
         st.last_reconcile = Some(rec);
         st.maps = maps;
         st.updated_at = status::now();
+        let _p = crate::timing::phase("status");
         if let Err(e) = st.write(&self.opts.state_dir) {
             tracing::warn!(
                 "writing {}: {e}",
@@ -343,6 +354,15 @@ impl Daemon {
                 tracing::error!("the last good configuration no longer compiles: {e}");
                 None
             }
+        }
+    }
+
+    /// The state weft last converged to, if it knows it.
+    fn made(&self) -> Option<&HostState> {
+        match &self.last_made {
+            Made::Nothing => None,
+            Made::Own(s) => Some(s),
+            Made::Trusted => self.files.applied().map(|c| &c.desired.state),
         }
     }
 
@@ -521,6 +541,7 @@ impl Daemon {
             self.last_said.clear();
         }
         if let Some(c) = self.files.applied() {
+            let _p = crate::timing::phase("names");
             let mut sh = self.shared.lock().expect("status lock");
             sh.rules = c.desired.names();
             sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);

@@ -161,13 +161,13 @@ pub struct Desired {
 impl Desired {
     /// What the rule and service ids of the configuration stand for.
     pub fn names(&self) -> Names {
+        // A rule shared by many endpoints is described once.
+        let mut rules = BTreeMap::new();
+        for r in self.rules.values().flatten() {
+            rules.entry(r.id).or_insert_with(|| r.describe());
+        }
         Names {
-            rules: self
-                .rules
-                .values()
-                .flatten()
-                .map(|r| (r.id, r.describe()))
-                .collect(),
+            rules,
             services: self.services.clone(),
         }
     }
