@@ -2,7 +2,7 @@
 //! file, line and column and, when known, the resource; a failed load returns all of them.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -140,16 +140,23 @@ impl fmt::Display for ResourceId {
 /// Where a resource's document (or list item) starts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Source {
-    pub file: PathBuf,
+    /// Shared by every resource of the file (a configuration is copied often, its 10,000
+    /// paths need not be).
+    #[serde(serialize_with = "serialize_path")]
+    pub file: Arc<Path>,
     pub line: usize,
     pub column: usize,
+}
+
+fn serialize_path<S: Serializer>(p: &Arc<Path>, s: S) -> Result<S::Ok, S::Error> {
+    Serialize::serialize(&**p, s)
 }
 
 impl Source {
     /// The source of things weft makes itself, such as the built-in default-allow profile.
     pub fn builtin() -> Source {
         Source {
-            file: PathBuf::from("<built-in>"),
+            file: Arc::from(Path::new("<built-in>")),
             line: 0,
             column: 0,
         }

@@ -313,9 +313,9 @@ impl Documents {
         let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
             return false;
         };
-        cfg.services.retain(|i| !touched.contains(&i.source.file));
+        cfg.services.retain(|i| !touched.contains(&*i.source.file));
         cfg.endpoint_slices
-            .retain(|i| !touched.contains(&i.source.file));
+            .retain(|i| !touched.contains(&*i.source.file));
         for l in after {
             match &l.value {
                 AnyResource::Service(s) => insert_ordered(

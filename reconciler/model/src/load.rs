@@ -496,7 +496,7 @@ fn pos_diag(
 
 fn source_of(file: &FileText, pos: Pos) -> Source {
     Source {
-        file: file.path.clone(),
+        file: Arc::from(file.path.as_path()),
         line: pos.line,
         column: pos.column,
     }
@@ -1113,7 +1113,7 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
                     format!("duplicate {id} (first defined at {prev})")
                 };
                 diags.push(Diagnostic {
-                    file: l.source.file.clone(),
+                    file: l.source.file.to_path_buf(),
                     line: l.source.line,
                     column: l.source.column,
                     resource: Some(id.clone()),

@@ -57,7 +57,7 @@ fn follows_symlinked_files_but_skips_configmap_internals() {
     link(Path::new("missing.yaml"), "dangling.yaml");
     let c = crate::load_dir(dir.path()).unwrap();
     assert_eq!(names(&c), ["mounted", "linked"]);
-    assert_eq!(c.namespaces[1].source.file, dir.path().join("link.yaml"));
+    assert_eq!(*c.namespaces[1].source.file, *dir.path().join("link.yaml"));
 }
 
 #[test]
