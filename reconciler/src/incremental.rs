@@ -334,14 +334,18 @@ async fn converge_to<K: Kernel>(
     ))
 }
 
-/// Frees `v` on a thread of its own: a state or configuration of 10,000 endpoints takes tens
-/// of milliseconds to free, which a change should not wait for.
+/// What replaced states and configurations wait in to be freed.
+static TRASH: std::sync::Mutex<Vec<Box<dyn Send>>> = std::sync::Mutex::new(Vec::new());
+
+/// Frees `v` later, when `empty_trash` is called: a state or configuration of 10,000
+/// endpoints takes tens of milliseconds to free, which a change should not wait for (and a
+/// thread freeing it meanwhile slows the reconcile down through the allocator's locks).
 pub(crate) fn drop_later<T: Send + 'static>(v: T) {
-    if std::thread::Builder::new()
-        .name("weft-free".into())
-        .spawn(move || drop(v))
-        .is_err()
-    {
-        // No thread to be had: the value was dropped with the closure, here.
-    }
+    TRASH.lock().expect("trash lock").push(Box::new(v));
+}
+
+/// Frees what `drop_later` kept: the daemon calls it once a reconcile's work is done.
+pub fn empty_trash() {
+    let trash = std::mem::take(&mut *TRASH.lock().expect("trash lock"));
+    drop(trash);
 }

@@ -126,6 +126,8 @@ struct Daemon {
     last_good: Option<(Arc<Config>, u64)>,
     /// The state weft last converged to (what drift is measured against).
     last_made: Made,
+    /// The rules' names are to be made again from the state last applied.
+    names_stale: bool,
     /// What was last said about the files, so an unchanged problem is not repeated at every
     /// resync.
     last_said: String,
@@ -190,6 +192,7 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
         changed: files.changed(),
         last_good: None,
         last_made: Made::Nothing,
+        names_stale: false,
         last_said: String::new(),
         opts,
     };
@@ -294,6 +297,16 @@ impl Daemon {
                 status::status_path(&self.opts.state_dir).display()
             );
         }
+        drop(sh);
+        if std::mem::take(&mut self.names_stale) {
+            if let Some(c) = self.files.applied() {
+                let _p = crate::timing::phase("names");
+                let names = c.desired.names();
+                self.shared.lock().expect("status lock").rules = names;
+            }
+        }
+        // What this reconcile replaced is freed now that its work is done and said.
+        incremental::empty_trash();
         ok
     }
 
@@ -541,11 +554,11 @@ impl Daemon {
             self.last_said.clear();
         }
         if let Some(c) = self.files.applied() {
-            let _p = crate::timing::phase("names");
             let mut sh = self.shared.lock().expect("status lock");
-            sh.rules = c.desired.names();
             sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);
             self.last_made = Made::Trusted;
+            // The rules' names (for metrics and messages) are made once the status is out.
+            self.names_stale = true;
         }
         if !step.ops.is_empty() {
             tracing::info!(
