@@ -199,14 +199,21 @@ fn render(
         })
         .collect();
     if !targets.is_empty() {
-        s.push_str("## Targets\n\n| what | ratio | target | met |\n|---|---|---|---|\n");
+        s.push_str("## Targets\n\n| what | result | target | met |\n|---|---|---|---|\n");
         for (_, row) in &targets {
+            let target = row.target.as_deref().unwrap_or_default();
+            // A target on the ratio shows the ratio; one on the figure (ms, MiB) the figure.
+            let result = if target.starts_with("ratio") {
+                row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default()
+            } else {
+                format!("{} {}", figure(row.value), row.unit)
+            };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
                 cell(&row.name),
-                row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
-                cell(row.target.as_deref().unwrap_or_default()),
+                result,
+                cell(target),
                 met(row.met)
             );
         }
