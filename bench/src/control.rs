@@ -31,7 +31,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use weft::bpf::maps::{self, IfaceValue, NatFrontend, NatFrontendKey, Plain};
 use weft::bpf::Pins;
 
-use crate::netns::Netns;
+use crate::netns;
 use crate::report::{Common, Report, Row, Spread};
 use crate::svcgen::{self, Svc};
 
@@ -186,7 +186,7 @@ fn run_timed(cmd: &mut Command) -> Ran {
 
 /// One scale's host: a namespace with LOCAL veths, a bpffs root, a state directory.
 struct Host {
-    ns: Netns,
+    ns: netns::Netns,
     bin: PathBuf,
     bpffs: PathBuf,
     state: PathBuf,
@@ -194,7 +194,7 @@ struct Host {
 
 impl Host {
     fn new(bin: &Path, tag: &str) -> Host {
-        let ns = Netns::new();
+        let ns = netns::host();
         let mut batch = String::new();
         for i in 0..LOCAL {
             let _ = writeln!(

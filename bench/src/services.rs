@@ -20,7 +20,7 @@ use weft::kernel::Kernel;
 use weft::plan::Op;
 use weft::run::{self, Host};
 
-use crate::netns::Netns;
+use crate::netns;
 use crate::report::{Report, Row, Spread};
 use crate::svcgen::{self as gen, Svc};
 
@@ -301,7 +301,7 @@ struct WeftRun {
 }
 
 fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
-    let ns = Netns::new();
+    let ns = netns::host();
     let scratch = Scratch::new(&format!("weft{run_no}"));
     let dir = dir.to_path_buf();
     let changed = changes(svcs, svcs.len());
@@ -388,9 +388,9 @@ struct BaselineRun {
 /// kube-proxy's iptables mode through `restore` (iptables-legacy-restore or
 /// iptables-nft-restore: kube-proxy uses whichever the host uses).
 fn iptables_run(restore: &str, svcs: &[Svc], limit: Duration) -> BaselineRun {
-    let ns = Netns::new();
+    let ns = netns::host();
     let args = ["--noflush"];
-    let cold = ns.time_command(restore, &args, &gen::iptables_ruleset(svcs), limit);
+    let cold = netns::time_command(&ns, restore, &args, &gen::iptables_ruleset(svcs), limit);
     eprintln!("  {restore}: cold {}", opt_ms(cold));
     let k = svcs.len() / 2;
     let mut change = Vec::new();
@@ -399,7 +399,13 @@ fn iptables_run(restore: &str, svcs: &[Svc], limit: Duration) -> BaselineRun {
         for svc in changes(svcs, svcs.len()) {
             current[k] = svc;
             // kube-proxy's iptables mode writes its whole ruleset on every sync.
-            change.push(ns.time_command(restore, &args, &gen::iptables_ruleset(&current), limit));
+            change.push(netns::time_command(
+                &ns,
+                restore,
+                &args,
+                &gen::iptables_ruleset(&current),
+                limit,
+            ));
         }
         eprintln!("  {restore}: one change {}", opt_ms(median_opt(&change)));
     }
@@ -407,15 +413,16 @@ fn iptables_run(restore: &str, svcs: &[Svc], limit: Duration) -> BaselineRun {
 }
 
 fn nft_run(svcs: &[Svc], limit: Duration) -> BaselineRun {
-    let ns = Netns::new();
-    let cold = ns.time_command("nft", &["-f", "-"], &gen::nft_ruleset(svcs), limit);
+    let ns = netns::host();
+    let cold = netns::time_command(&ns, "nft", &["-f", "-"], &gen::nft_ruleset(svcs), limit);
     eprintln!("  nft -f: cold {}", opt_ms(cold));
     let mut change = Vec::new();
     if cold.is_some() {
         let mut before = svcs[svcs.len() / 2].clone();
         for svc in changes(svcs, svcs.len()) {
             // kube-proxy's nftables mode sends only what changed.
-            change.push(ns.time_command(
+            change.push(netns::time_command(
+                &ns,
                 "nft",
                 &["-f", "-"],
                 &gen::nft_change(&before, &svc),
