@@ -23,45 +23,8 @@ use weft::policy::resolve::{Direction, Endpoint, PolicyIndex, RuleInfo};
 use weft::policy::{classify, tables};
 use weft_model::Config;
 
-// ---- A small seeded PRNG (splitmix64) ----------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True `percent` times in a hundred.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-
-    /// Picks by weight.
-    fn weighted<T: Copy>(&mut self, xs: &[(T, usize)]) -> T {
-        let total: usize = xs.iter().map(|x| x.1).sum();
-        let mut n = self.below(total);
-        for &(x, w) in xs {
-            if n < w {
-                return x;
-            }
-            n -= w;
-        }
-        unreachable!("weights add up")
-    }
-}
+// The seeded generator is weft_model::rng::Rng (splitmix64).
+use weft_model::rng::Rng;
 
 // ---- YAML, written as people write it --------------------------------------------------------
 
@@ -233,7 +196,7 @@ impl Gen {
         let mut v = Vec::new();
         for (k, values) in keys {
             if self.rng.chance(percent) {
-                v.push((k.to_string(), s(self.rng.pick(values))));
+                v.push((k.to_string(), s(self.rng.pick_copied(values))));
             }
         }
         Y::M(v)
@@ -241,7 +204,7 @@ impl Gen {
 
     /// A space, or none, around operators: the parser must not care.
     fn sp(&mut self) -> &'static str {
-        self.rng.pick(&[" ", " ", ""])
+        self.rng.pick_copied(&[" ", " ", ""])
     }
 
     fn quoted(&mut self, v: &str) -> String {
@@ -253,9 +216,9 @@ impl Gen {
     }
 
     fn label_atom(&mut self, keys: &[(&str, &[&str])]) -> String {
-        let (k, values) = self.rng.pick(keys);
-        let v = self.rng.pick(values);
-        let w = self.rng.pick(values);
+        let (k, values) = self.rng.pick_copied(keys);
+        let v = self.rng.pick_copied(values);
+        let w = self.rng.pick_copied(values);
         let sp = self.sp();
         match self.rng.below(9) {
             0 => format!("has({k})"),
@@ -276,7 +239,7 @@ impl Gen {
             return match self.rng.below(13) {
                 0 => "all()".into(),
                 1 => {
-                    let ns = self.rng.pick(&NAMESPACES);
+                    let ns = self.rng.pick_copied(&NAMESPACES);
                     format!("projectcalico.org/namespace == {}", self.quoted(ns))
                 }
                 _ => self.label_atom(&LABELS),
@@ -300,7 +263,7 @@ impl Gen {
             1 if in_rule => "global()".into(),
             1 => "!has(team)".into(),
             2 => {
-                let ns = self.rng.pick(&NAMESPACES);
+                let ns = self.rng.pick_copied(&NAMESPACES);
                 format!("projectcalico.org/name == {}", self.quoted(ns))
             }
             3 => {
@@ -314,7 +277,7 @@ impl Gen {
 
     fn net(&mut self, v6: bool) -> String {
         if v6 {
-            return self.rng.pick(&NETS_V6).to_string();
+            return self.rng.pick_copied(&NETS_V6).to_string();
         }
         if self.rng.chance(15) {
             let all: Vec<Ipv4Addr> = self
@@ -323,9 +286,9 @@ impl Gen {
                 .chain(&self.hep_addrs)
                 .copied()
                 .collect();
-            return format!("{}/32", self.rng.pick(&all));
+            return format!("{}/32", self.rng.pick_copied(&all));
         }
-        self.rng.pick(&NETS_V4).to_string()
+        self.rng.pick_copied(&NETS_V4).to_string()
     }
 
     fn port_list(&mut self, numeric: bool, named: bool) -> Y {
@@ -340,9 +303,9 @@ impl Gen {
                 2
             };
             v.push(match choice {
-                0 => s(self.rng.pick(&PORTS)),
-                1 => q(self.rng.pick(&RANGES)),
-                _ => s(self.rng.pick(&PORT_NAMES)),
+                0 => s(self.rng.pick_copied(&PORTS)),
+                1 => q(self.rng.pick_copied(&RANGES)),
+                _ => s(self.rng.pick_copied(&PORT_NAMES)),
             });
         }
         Y::L(v)
@@ -379,7 +342,7 @@ impl Gen {
             e.push(("namespaceSelector", q(&sel)));
         }
         if self.rng.chance(5) {
-            let sa = self.rng.pick(&SERVICE_ACCOUNTS);
+            let sa = self.rng.pick_copied(&SERVICE_ACCOUNTS);
             e.push(("serviceAccounts", m(vec![("names", Y::L(vec![s(sa)]))])));
         }
         if (numeric && self.rng.chance(40)) || (named && !numeric && self.rng.chance(20)) {
@@ -392,9 +355,9 @@ impl Gen {
     }
 
     fn icmp_fields(&mut self) -> Y {
-        let mut f = vec![("type", s(self.rng.pick(&[0u8, 3, 8, 11])))];
+        let mut f = vec![("type", s(self.rng.pick_copied(&[0u8, 3, 8, 11])))];
         if self.rng.chance(50) {
-            f.push(("code", s(self.rng.pick(&[0u8, 1, 3]))));
+            f.push(("code", s(self.rng.pick_copied(&[0u8, 1, 3]))));
         }
         m(f)
     }
@@ -408,7 +371,7 @@ impl Gen {
         let v6 = self.rng.chance(6);
         let mut kind = None;
         if self.rng.chance(65) {
-            let (written, k) = self.rng.pick(&[
+            let (written, k) = self.rng.pick_copied(&[
                 ("TCP", ProtoKind::Ports),
                 ("UDP", ProtoKind::Ports),
                 ("SCTP", ProtoKind::Ports),
@@ -434,7 +397,7 @@ impl Gen {
             } else {
                 &["TCP", "UDP", "ICMP", "17", "47"]
             };
-            r.push(("notProtocol", s(self.rng.pick(choices))));
+            r.push(("notProtocol", s(self.rng.pick_copied(choices))));
         }
         if v6 && self.rng.chance(50) {
             r.push(("ipVersion", s(6)));
@@ -469,7 +432,7 @@ impl Gen {
 
     fn name(&mut self, scope: &str) -> String {
         loop {
-            let n = self.rng.pick(&POLICY_NAMES);
+            let n = self.rng.pick_copied(&POLICY_NAMES);
             let key = format!("{scope}/{n}");
             if !self.used_names.contains(&key) {
                 self.used_names.push(key);
@@ -479,12 +442,12 @@ impl Gen {
     }
 
     fn order(&mut self) -> Option<Y> {
-        self.rng.pick(&ORDERS).map(s)
+        self.rng.pick_copied(&ORDERS).map(s)
     }
 
     fn tier(&mut self) -> Option<Y> {
         if !self.tiers.is_empty() && self.rng.chance(50) {
-            Some(s(self.rng.pick(&self.tiers)))
+            Some(s(self.rng.pick_copied(&self.tiers)))
         } else if self.rng.chance(10) {
             Some(s("default"))
         } else {
@@ -493,7 +456,7 @@ impl Gen {
     }
 
     fn calico_policy(&mut self, global: bool) -> String {
-        let ns = self.rng.pick(&NAMESPACES);
+        let ns = self.rng.pick_copied(&NAMESPACES);
         let scope = if global {
             "gnp".to_string()
         } else {
@@ -516,7 +479,7 @@ impl Gen {
             spec.push(("namespaceSelector", q(&sel)));
         }
         if self.rng.chance(8) {
-            let sa = self.rng.pick(&SERVICE_ACCOUNTS);
+            let sa = self.rng.pick_copied(&SERVICE_ACCOUNTS);
             spec.push((
                 "serviceAccountSelector",
                 q(&format!("projectcalico.org/name == '{sa}'")),
@@ -566,11 +529,13 @@ impl Gen {
             0 => m(vec![]),
             1 | 2 => m(vec![("matchLabels", self.labels(keys, 50))]),
             _ => {
-                let (k, values) = self.rng.pick(keys);
-                let op = self.rng.pick(&["In", "NotIn", "Exists", "DoesNotExist"]);
+                let (k, values) = self.rng.pick_copied(keys);
+                let op = self
+                    .rng
+                    .pick_copied(&["In", "NotIn", "Exists", "DoesNotExist"]);
                 let mut e = vec![("key", s(k)), ("operator", s(op))];
                 if op == "In" || op == "NotIn" {
-                    e.push(("values", Y::L(vec![s(self.rng.pick(values))])));
+                    e.push(("values", Y::L(vec![s(self.rng.pick_copied(values))])));
                 }
                 m(vec![("matchExpressions", Y::L(vec![m(e)]))])
             }
@@ -579,7 +544,7 @@ impl Gen {
 
     fn k8s_peer(&mut self) -> Y {
         if self.rng.chance(30) {
-            let (cidr, excepts): (&str, &[&str]) = self.rng.pick(&[
+            let (cidr, excepts): (&str, &[&str]) = self.rng.pick_copied(&[
                 ("10.65.0.0/16", &["10.65.1.0/24", "10.65.2.16/28"][..]),
                 ("0.0.0.0/0", &["10.65.0.0/16"][..]),
                 ("10.65.1.0/24", &["10.65.1.0/28"][..]),
@@ -587,7 +552,7 @@ impl Gen {
             ]);
             let mut b = vec![("cidr", s(cidr))];
             if !excepts.is_empty() && self.rng.chance(50) {
-                b.push(("except", Y::L(vec![s(self.rng.pick(excepts))])));
+                b.push(("except", Y::L(vec![s(self.rng.pick_copied(excepts))])));
             }
             return m(vec![("ipBlock", m(b))]);
         }
@@ -605,17 +570,17 @@ impl Gen {
     fn k8s_port(&mut self) -> Y {
         let mut p = Vec::new();
         if self.rng.chance(60) {
-            p.push(("protocol", s(self.rng.pick(&["TCP", "UDP", "SCTP"]))));
+            p.push(("protocol", s(self.rng.pick_copied(&["TCP", "UDP", "SCTP"]))));
         }
         match self.rng.below(5) {
             0 => {}
-            1 => p.push(("port", s(self.rng.pick(&PORT_NAMES)))),
+            1 => p.push(("port", s(self.rng.pick_copied(&PORT_NAMES)))),
             2 => {
-                let lo = self.rng.pick(&[50u16, 8000, 1000]);
+                let lo = self.rng.pick_copied(&[50u16, 8000, 1000]);
                 p.push(("port", s(lo)));
-                p.push(("endPort", s(lo + self.rng.pick(&[0u16, 10, 100]))));
+                p.push(("endPort", s(lo + self.rng.pick_copied(&[0u16, 10, 100]))));
             }
-            _ => p.push(("port", s(self.rng.pick(&PORTS)))),
+            _ => p.push(("port", s(self.rng.pick_copied(&PORTS)))),
         }
         m(p)
     }
@@ -642,7 +607,7 @@ impl Gen {
     }
 
     fn k8s_policy(&mut self) -> String {
-        let ns = self.rng.pick(&NAMESPACES);
+        let ns = self.rng.pick_copied(&NAMESPACES);
         let name = self.name(&format!("knp/{ns}"));
         let mut spec = vec![("podSelector", self.k8s_label_selector(&LABELS))];
         match self.rng.below(5) {
@@ -672,8 +637,14 @@ impl Gen {
             let name = names.remove(self.rng.below(names.len()));
             v.push(m(vec![
                 ("name", s(name)),
-                ("protocol", s(self.rng.pick(&["TCP", "TCP", "UDP", "SCTP"]))),
-                ("port", s(self.rng.pick(&[80u16, 53, 8080, 9090, 443]))),
+                (
+                    "protocol",
+                    s(self.rng.pick_copied(&["TCP", "TCP", "UDP", "SCTP"])),
+                ),
+                (
+                    "port",
+                    s(self.rng.pick_copied(&[80u16, 53, 8080, 9090, 443])),
+                ),
             ]));
         }
         Some(Y::L(v))
@@ -775,7 +746,7 @@ fn generate(seed: u64) -> Vec<(String, String)> {
 
     let mut endpoints = Vec::new();
     for (i, addrs) in wep_addrs.iter().enumerate() {
-        let ns = g.rng.pick(&NAMESPACES);
+        let ns = g.rng.pick_copied(&NAMESPACES);
         let labels = g.labels(&LABELS, 60);
         let mut spec = vec![
             ("node", s(if g.rng.chance(80) { "n1" } else { "n2" })),
@@ -786,10 +757,10 @@ fn generate(seed: u64) -> Vec<(String, String)> {
             ),
         ];
         if g.rng.chance(85) {
-            spec.push(("orchestrator", s(g.rng.pick(&["k8s", "cni"]))));
+            spec.push(("orchestrator", s(g.rng.pick_copied(&["k8s", "cni"]))));
         }
         if g.rng.chance(30) {
-            spec.push(("serviceAccountName", s(g.rng.pick(&SERVICE_ACCOUNTS))));
+            spec.push(("serviceAccountName", s(g.rng.pick_copied(&SERVICE_ACCOUNTS))));
         }
         let mut profiles = Vec::new();
         for p in [
@@ -856,7 +827,7 @@ fn generate(seed: u64) -> Vec<(String, String)> {
             "NetworkSet",
             m(vec![
                 ("name", s(format!("set{i}"))),
-                ("namespace", s(g.rng.pick(&NAMESPACES))),
+                ("namespace", s(g.rng.pick_copied(&NAMESPACES))),
                 ("labels", labels),
             ]),
             Some(m(vec![("nets", Y::L(nets))])),
@@ -892,28 +863,28 @@ fn generate(seed: u64) -> Vec<(String, String)> {
 
 fn random_packet(rng: &mut Rng, ep_addrs: &[Ipv4Addr], others: &[Ipv4Addr]) -> Packet {
     let peer = match rng.below(20) {
-        0..=6 => rng.pick(others),
-        7..=8 => rng.pick(ep_addrs),
+        0..=6 => rng.pick_copied(others),
+        7..=8 => rng.pick_copied(ep_addrs),
         9..=12 => Ipv4Addr::new(10, 65, rng.below(4) as u8, rng.below(256) as u8),
-        _ => rng.pick(&OUTSIDE),
+        _ => rng.pick_copied(&OUTSIDE),
     };
-    let local = rng.pick(ep_addrs);
+    let local = rng.pick_copied(ep_addrs);
     let proto = rng.weighted(&[(6u8, 35), (17, 25), (132, 8), (136, 4), (1, 20), (47, 8)]);
     match proto {
         1 => Packet::icmp(
             peer,
             local,
-            rng.pick(&[0, 3, 8, 11, 5]),
-            rng.pick(&[0, 1, 3]),
+            rng.pick_copied(&[0, 3, 8, 11, 5]),
+            rng.pick_copied(&[0, 1, 3]),
         ),
         6 | 17 | 132 | 136 => {
             let sport = if rng.chance(70) {
-                rng.pick(&[53, 80, 1000, 40000, 8080, 8050])
+                rng.pick_copied(&[53, 80, 1000, 40000, 8080, 8050])
             } else {
                 rng.next() as u16
             };
             let dport = if rng.chance(85) {
-                rng.pick(&[
+                rng.pick_copied(&[
                     0, 1, 53, 55, 80, 443, 1000, 1024, 1025, 8000, 8050, 8080, 8100, 9090, 65535,
                 ])
             } else {

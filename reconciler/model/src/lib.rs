@@ -28,6 +28,7 @@ pub mod net;
 pub mod pcap;
 mod problems;
 pub mod resources;
+pub mod rng;
 mod schema;
 pub mod selector;
 mod validate;

@@ -14,31 +14,7 @@ use crate::policy::flat::Net4;
 use crate::policy::tables::{Cells, CELL_WORDS, H_ID};
 use crate::state::managed_sysctl_keys;
 
-/// splitmix64: a seed names a case, so a failure can be run again alone.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent` in 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+use weft_model::rng::Rng;
 
 /// Interfaces weft does not create (facts).
 const DEVICES: &[&str] = &["calia", "calib", "calic", "eth0"];
