@@ -881,14 +881,14 @@ fn random_packet(rng: &mut Rng, ep_addrs: &[Ipv4Addr], others: &[Ipv4Addr]) -> P
             let sport = if rng.chance(70) {
                 rng.pick_copied(&[53, 80, 1000, 40000, 8080, 8050])
             } else {
-                rng.next() as u16
+                rng.next_u64() as u16
             };
             let dport = if rng.chance(85) {
                 rng.pick_copied(&[
                     0, 1, 53, 55, 80, 443, 1000, 1024, 1025, 8000, 8050, 8080, 8100, 9090, 65535,
                 ])
             } else {
-                rng.next() as u16
+                rng.next_u64() as u16
             };
             Packet::ports(peer, local, proto, sport, dport)
         }
