@@ -760,7 +760,10 @@ fn generate(seed: u64) -> Vec<(String, String)> {
             spec.push(("orchestrator", s(g.rng.pick_copied(&["k8s", "cni"]))));
         }
         if g.rng.chance(30) {
-            spec.push(("serviceAccountName", s(g.rng.pick_copied(&SERVICE_ACCOUNTS))));
+            spec.push((
+                "serviceAccountName",
+                s(g.rng.pick_copied(&SERVICE_ACCOUNTS)),
+            ));
         }
         let mut profiles = Vec::new();
         for p in [
