@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use weft::bpf::pinned::Pinned as _;
 
 use std::mem::MaybeUninit;
 

@@ -12,6 +12,7 @@ pub mod facts;
 pub mod incremental;
 pub mod kernel;
 pub mod netlink;
+pub mod objects;
 pub mod observe;
 pub mod plan;
 pub mod policy;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::bpf::link::{AttachMode, CgroupHook};
-use crate::bpf::load::{Object, ProgramIdentity};
 use crate::bpf::maps::{self, MapDef, MapSizes};
-use crate::bpf::Hook;
+use crate::objects::Hook;
+use crate::objects::{AttachMode, CgroupHook};
+use crate::objects::{Object, ProgramIdentity};
 use crate::policy::flat::Net4;
 use crate::policy::tables::Cells;
 use crate::state::{mac_string, HostState, Names};

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::bpf::link::{AttachMode, CgroupHook};
-use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, Entries, MapDef};
-use crate::bpf::Hook;
+use crate::objects::Hook;
+use crate::objects::ProgramIdentity;
+use crate::objects::{AttachMode, CgroupHook};
 use crate::policy::flat::Net4;
 use crate::policy::show;
 use crate::policy::tables::Cells;

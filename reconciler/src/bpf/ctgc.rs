@@ -14,73 +14,21 @@ use super::maps::CT4;
 use super::skel::ctgc::WeftCtgcSkelBuilder;
 use super::{BpfError, Pins};
 
-/// How long an idle flow lives, by its state (Calico's BPFConntrackTimeouts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct CtTimeouts {
-    /// Nothing younger than this is deleted, whatever its state: a flow being set up may not
-    /// have all its entries yet.
-    pub creation_grace: Duration,
-    pub tcp_syn_sent: Duration,
-    pub tcp_established: Duration,
-    pub tcp_fins_seen: Duration,
-    pub tcp_reset_seen: Duration,
-    pub udp: Duration,
-    pub generic: Duration,
-    pub icmp: Duration,
-}
+pub use crate::objects::CtTimeouts;
 
-impl Default for CtTimeouts {
-    /// Calico's defaults.
-    fn default() -> Self {
-        let s = Duration::from_secs;
-        CtTimeouts {
-            creation_grace: s(10),
-            tcp_syn_sent: s(20),
-            tcp_established: s(3600),
-            tcp_fins_seen: s(30),
-            tcp_reset_seen: s(40),
-            udp: s(60),
-            generic: s(600),
-            icmp: s(5),
-        }
-    }
-}
-
-impl CtTimeouts {
-    /// The timeouts a FelixConfiguration asks for. `Auto` takes Calico's default: weft tracks
-    /// connections itself, so there is no netfilter setting to inherit.
-    pub fn from_config(t: &weft_model::ConntrackTimeouts) -> Self {
-        let d = CtTimeouts::default();
-        let pick = |v: &weft_model::ConntrackTimeout, default: Duration| match v {
-            weft_model::ConntrackTimeout::After(x) => *x,
-            weft_model::ConntrackTimeout::Auto => default,
-        };
-        CtTimeouts {
-            creation_grace: pick(&t.creation_grace_period, d.creation_grace),
-            tcp_syn_sent: pick(&t.tcp_syn_sent, d.tcp_syn_sent),
-            tcp_established: pick(&t.tcp_established, d.tcp_established),
-            tcp_fins_seen: pick(&t.tcp_fins_seen, d.tcp_fins_seen),
-            tcp_reset_seen: pick(&t.tcp_reset_seen, d.tcp_reset_seen),
-            udp: pick(&t.udp, d.udp),
-            generic: pick(&t.generic, d.generic),
-            icmp: pick(&t.icmp, d.icmp),
-        }
-    }
-
-    /// In the order of the WEFT_CTGC_* indexes (weft_maps.h).
-    fn slots(&self) -> [Duration; SLOTS] {
-        [
-            self.creation_grace,
-            self.tcp_syn_sent,
-            self.tcp_established,
-            self.tcp_fins_seen,
-            self.tcp_reset_seen,
-            self.udp,
-            self.generic,
-            self.icmp,
-            Duration::ZERO,
-        ]
-    }
+/// The timeouts in the order of the WEFT_CTGC_* indexes (weft_maps.h).
+fn slots(t: &CtTimeouts) -> [Duration; SLOTS] {
+    [
+        t.creation_grace,
+        t.tcp_syn_sent,
+        t.tcp_established,
+        t.tcp_fins_seen,
+        t.tcp_reset_seen,
+        t.udp,
+        t.generic,
+        t.icmp,
+        Duration::ZERO,
+    ]
 }
 
 /// WEFT_CTGC_SLOTS (generated, and checked against the generated context type below), and the
@@ -189,7 +137,7 @@ impl Collector {
     /// One pass over the conntrack map.
     pub fn sweep(&self, timeouts: &CtTimeouts) -> std::io::Result<Sweep> {
         let mut args = Args::default();
-        for (slot, t) in args.timeout_ns.iter_mut().zip(timeouts.slots()) {
+        for (slot, t) in args.timeout_ns.iter_mut().zip(slots(timeouts)) {
             *slot = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
         }
         let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
@@ -246,6 +194,6 @@ mod tests {
         assert_eq!(c.udp, Duration::from_millis(1500));
         assert_eq!(c.tcp_fins_seen, Duration::from_secs(30));
         assert_eq!(c.tcp_established, Duration::from_secs(3600));
-        assert_eq!(c.slots()[5], c.udp);
+        assert_eq!(slots(&c)[5], c.udp);
     }
 }

@@ -11,23 +11,7 @@ use libbpf_rs::libbpf_sys;
 
 use super::Hook;
 
-/// How programs are attached (FelixConfiguration BPFAttachType).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    #[default]
-    Tcx,
-    Tc,
-}
-
-impl AttachMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::Tcx => "tcx",
-            AttachMode::Tc => "tc",
-        }
-    }
-}
+pub use crate::objects::{AttachMode, CgroupHook};
 
 /// weft's legacy tc filter: handle 0x3ef7 ("weft" on a phone keypad, near enough), priority 1.
 pub const TC_HANDLE: u32 = 0x3ef7;
@@ -181,40 +165,12 @@ pub fn update_link(pin: &Path, prog: BorrowedFd<'_>) -> io::Result<()> {
     update_tcx(pin, prog)
 }
 
-/// The cgroup hooks weft attaches connect-time load balancing to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupHook {
-    Connect4,
-    Sendmsg4,
-    Recvmsg4,
-}
-
-impl CgroupHook {
-    pub const ALL: [CgroupHook; 3] = [
-        CgroupHook::Connect4,
-        CgroupHook::Sendmsg4,
-        CgroupHook::Recvmsg4,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CgroupHook::Connect4 => "connect4",
-            CgroupHook::Sendmsg4 => "sendmsg4",
-            CgroupHook::Recvmsg4 => "recvmsg4",
-        }
-    }
-
-    fn attach_type(self) -> libbpf_sys::bpf_attach_type {
-        match self {
-            CgroupHook::Connect4 => libbpf_sys::BPF_CGROUP_INET4_CONNECT,
-            CgroupHook::Sendmsg4 => libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
-            CgroupHook::Recvmsg4 => libbpf_sys::BPF_CGROUP_UDP4_RECVMSG,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CgroupHook> {
-        CgroupHook::ALL.into_iter().find(|h| h.as_str() == s)
+/// The kernel's attach type of a cgroup hook.
+fn cgroup_attach_type(hook: CgroupHook) -> libbpf_sys::bpf_attach_type {
+    match hook {
+        CgroupHook::Connect4 => libbpf_sys::BPF_CGROUP_INET4_CONNECT,
+        CgroupHook::Sendmsg4 => libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
+        CgroupHook::Recvmsg4 => libbpf_sys::BPF_CGROUP_UDP4_RECVMSG,
     }
 }
 
@@ -232,7 +188,12 @@ pub fn attach_cgroup(
     };
     // SAFETY: plain syscall wrapper; opts is valid for the call.
     let fd = check(unsafe {
-        libbpf_sys::bpf_link_create(prog.as_raw_fd(), dir.as_raw_fd(), hook.attach_type(), &opts)
+        libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            dir.as_raw_fd(),
+            cgroup_attach_type(hook),
+            &opts,
+        )
     })?;
     // SAFETY: fd is a new link fd we own.
     let link = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -268,7 +229,7 @@ pub fn read_cgroup(pin: &Path) -> io::Result<CgroupLink> {
     };
     let hook = CgroupHook::ALL
         .into_iter()
-        .find(|h| h.attach_type() == attach_type);
+        .find(|h| cgroup_attach_type(*h) == attach_type);
     Ok(CgroupLink {
         cgroup_id,
         hook,

@@ -15,8 +15,6 @@ use std::marker::PhantomData;
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
-
 use super::skel::wep::types;
 
 pub use types::{
@@ -191,40 +189,6 @@ impl<K: Plain, V: Plain> MapSpec<K, V> {
                 cpus.iter().filter_map(|v| V::from_bytes(v)).collect(),
             ))
         })
-    }
-
-    /// The map pinned under `pins` (`bpftool map show pinned ...`).
-    pub fn open(&self, pins: &super::Pins) -> Result<MapHandle, super::BpfError> {
-        MapHandle::from_pinned_path(pins.map(self.name)).map_err(|source| super::BpfError::Map {
-            name: self.name.into(),
-            source,
-        })
-    }
-
-    /// `bpftool map lookup`.
-    pub fn lookup(&self, m: &MapHandle, key: &K) -> Result<Option<V>, libbpf_rs::Error> {
-        Ok(m.lookup(key.as_bytes(), MapFlags::ANY)?
-            .and_then(|v| V::from_bytes(&v)))
-    }
-
-    /// `bpftool map lookup` of a per-CPU map: each CPU's value.
-    pub fn lookup_percpu(
-        &self,
-        m: &MapHandle,
-        key: &K,
-    ) -> Result<Option<Vec<V>>, libbpf_rs::Error> {
-        Ok(m.lookup_percpu(key.as_bytes(), MapFlags::ANY)?
-            .map(|cpus| cpus.iter().filter_map(|v| V::from_bytes(v)).collect()))
-    }
-
-    /// `bpftool map update`.
-    pub fn update(&self, m: &MapHandle, key: &K, value: &V) -> Result<(), libbpf_rs::Error> {
-        m.update(key.as_bytes(), value.as_bytes(), MapFlags::ANY)
-    }
-
-    /// The keys of `m` that decode (`bpftool map dump`, keys only).
-    pub fn keys<'a>(&self, m: &'a MapHandle) -> impl Iterator<Item = K> + 'a {
-        m.keys().filter_map(|k| K::from_bytes(&k))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod features;
 pub mod link;
 pub mod load;
 pub mod maps;
+pub mod pinned;
 pub mod reasons;
 pub mod rulesets;
 pub mod stats;
@@ -131,24 +132,7 @@ pub fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// A tc hook of an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Hook {
-    /// Packets the interface receives (`tc ... ingress`).
-    Ingress,
-    /// Packets the interface sends (`tc ... egress`).
-    Egress,
-}
-
-impl Hook {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::Ingress => "ingress",
-            Hook::Egress => "egress",
-        }
-    }
-}
+pub use crate::objects::Hook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {

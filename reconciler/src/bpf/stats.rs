@@ -2,6 +2,7 @@
 //! how full each map is, packets by reason per interface and hook (weft_ctrs), and hits per
 //! policy rule (weft_rule_ctrs). Read-only; nothing here needs the daemon.
 
+use crate::bpf::pinned::Pinned as _;
 use std::collections::BTreeMap;
 
 use libbpf_rs::{MapCore, MapHandle};

@@ -18,13 +18,13 @@ use std::net::Ipv4Addr;
 
 use weft_model::{Cidr, Config};
 
-use crate::bpf::ctgc::CtTimeouts;
-use crate::bpf::link::{AttachMode, CgroupHook};
-use crate::bpf::load::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
-use crate::bpf::Hook;
 use crate::events::filter::{self as trace_filter, TraceSettings};
 use crate::facts::HostFacts;
+use crate::objects::CtTimeouts;
+use crate::objects::Hook;
+use crate::objects::{AttachMode, CgroupHook};
+use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};

@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::bpf::link::AttachMode;
-use crate::bpf::load::ProgramIdentity;
 use crate::bpf::maps::{self, Entries};
-use crate::bpf::Hook;
+use crate::objects::AttachMode;
+use crate::objects::Hook;
+use crate::objects::ProgramIdentity;
 use crate::plan::Op;
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, NeighbourState, OwnedLink,

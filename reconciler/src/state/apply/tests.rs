@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::*;
-use crate::bpf::link::CgroupHook;
-use crate::bpf::load::{EpToHost, Object, ProgramSettings};
 use crate::bpf::maps::{MapDef, MapSizes};
+use crate::objects::CgroupHook;
+use crate::objects::{EpToHost, Object, ProgramSettings};
 use crate::plan::plan;
 use crate::policy::flat::Net4;
 use crate::policy::tables::{Cells, CELL_WORDS, H_ID};
