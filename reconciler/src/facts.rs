@@ -1,11 +1,11 @@
 //! Facts about the host that desired state depends on but weft does not own: its node name,
-//! its interfaces and their indexes, its own addresses, what the kernel supports.
+//! its interfaces and their indexes, its own addresses, what the kernel supports. Gathering
+//! them is the kernel side's (`netlink::facts::gather`); here they are values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::netlink::{Netlink, NetlinkError};
-use crate::state::{OwnedLink, OWNED_ALIAS};
+use crate::state::OwnedLink;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostFacts {
@@ -26,52 +26,6 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
-    pub async fn gather(
-        nl: &Netlink,
-        node: String,
-        cgroup: Option<String>,
-    ) -> Result<HostFacts, NetlinkError> {
-        let all = nl.links().await?;
-        let name_of: BTreeMap<u32, String> =
-            all.iter().map(|l| (l.index, l.name.clone())).collect();
-        let owned_links = all
-            .iter()
-            .filter(|l| l.alias.as_deref() == Some(OWNED_ALIAS))
-            .map(|l| {
-                (
-                    l.name.clone(),
-                    OwnedLink {
-                        kind: l.kind.clone().unwrap_or_default(),
-                        peer: l.peer.and_then(|p| name_of.get(&p).cloned()),
-                        mac: l.mac.unwrap_or_default(),
-                        up: l.up,
-                    },
-                )
-            })
-            .collect();
-        let links = all.into_iter().map(|l| (l.name, l.index)).collect();
-        let host_addrs = nl
-            .addresses_v4()
-            .await?
-            .into_iter()
-            .map(|(_, a, _)| a)
-            .collect();
-        // A kernel without cgroup socket-address programs has no connect-time load balancing,
-        // as a host without cgroup2 has none (desired state says so).
-        let cgroup = cgroup
-            .or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()))
-            .filter(|_| crate::bpf::features::cgroup_sock_addr_programs());
-        Ok(HostFacts {
-            node,
-            links,
-            owned_links,
-            host_addrs,
-            tcx: crate::bpf::link::tcx_supported(),
-            cgroup,
-            netns_cookie: crate::bpf::link::netns_cookie(),
-        })
-    }
-
     /// A host for tests and benchmarks, without asking a kernel: node `node`, the interfaces
     /// `links` (name, ifindex), 192.0.2.1 (TEST-NET-1) as its one address, TCX, no cgroup.
     pub fn fixture(node: &str, links: &[(&str, u32)]) -> HostFacts {

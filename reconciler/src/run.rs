@@ -68,7 +68,7 @@ impl Host {
             });
         }
         let nl = Netlink::connect().map_err(RunError::Connect)?;
-        let facts = HostFacts::gather(&nl, node, cgroup).await?;
+        let facts = crate::netlink::facts::gather(&nl, node, cgroup).await?;
         let down = down_links(&nl).await?;
         Ok(Host {
             pins,
@@ -117,8 +117,12 @@ impl Kernel for Host {
 
     async fn refresh_facts(&mut self) -> Result<(), RunError> {
         let _p = crate::timing::phase("facts");
-        self.facts =
-            HostFacts::gather(&self.nl, self.facts.node.clone(), self.facts.cgroup.clone()).await?;
+        self.facts = crate::netlink::facts::gather(
+            &self.nl,
+            self.facts.node.clone(),
+            self.facts.cgroup.clone(),
+        )
+        .await?;
         self.down = down_links(&self.nl).await?;
         Ok(())
     }

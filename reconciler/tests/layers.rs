@@ -1,4 +1,4 @@
-//! The pure stages (desired, services, plan, state, policy, and the vocabulary they share:
+//! The pure stages (desired, services, plan, state, facts, policy, and the vocabulary they share:
 //! `objects`, `bpf::maps`) import nothing that touches the kernel, so that they can be read,
 //! tested and reasoned about without one. This test reads their sources and fails on an import
 //! of the kernel side: libbpf, netlink, observe, apply, the BPF loading, attaching and map I/O

@@ -4,6 +4,7 @@
 //! it finds its own and leaves everyone else's alone.
 
 pub mod addr;
+pub mod facts;
 pub mod link;
 pub mod monitor;
 pub mod neigh;

@@ -1,0 +1,54 @@
+//! The host's facts (`facts::HostFacts`) as the kernel tells them: interfaces, weft's own
+//! devices, addresses, and what the kernel supports.
+
+use std::collections::BTreeMap;
+
+use super::{Netlink, NetlinkError};
+use crate::facts::HostFacts;
+use crate::state::{OwnedLink, OWNED_ALIAS};
+
+/// Gathers the facts of the host `nl` talks to; `node` and `cgroup` are the caller's.
+pub async fn gather(
+    nl: &Netlink,
+    node: String,
+    cgroup: Option<String>,
+) -> Result<HostFacts, NetlinkError> {
+    let all = nl.links().await?;
+    let name_of: BTreeMap<u32, String> = all.iter().map(|l| (l.index, l.name.clone())).collect();
+    let owned_links = all
+        .iter()
+        .filter(|l| l.alias.as_deref() == Some(OWNED_ALIAS))
+        .map(|l| {
+            (
+                l.name.clone(),
+                OwnedLink {
+                    kind: l.kind.clone().unwrap_or_default(),
+                    peer: l.peer.and_then(|p| name_of.get(&p).cloned()),
+                    mac: l.mac.unwrap_or_default(),
+                    up: l.up,
+                },
+            )
+        })
+        .collect();
+    let links = all.into_iter().map(|l| (l.name, l.index)).collect();
+    let host_addrs = nl
+        .addresses_v4()
+        .await?
+        .into_iter()
+        .map(|(_, a, _)| a)
+        .collect();
+    // A kernel without cgroup socket-address programs has no connect-time load balancing,
+    // as a host without cgroup2 has none (desired state says so).
+    let cgroup = cgroup
+        .or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()))
+        .filter(|_| crate::bpf::features::cgroup_sock_addr_programs());
+    Ok(HostFacts {
+        node,
+        links,
+        owned_links,
+        host_addrs,
+        tcx: crate::bpf::link::tcx_supported(),
+        cgroup,
+        netns_cookie: crate::bpf::link::netns_cookie(),
+    })
+}
