@@ -216,6 +216,26 @@ impl Bed {
         self.workloads.len() - 1
     }
 
+    /// The shop most tests start from: the Namespace `namespace` (YAML) as
+    /// `00-namespace.yaml`, and one workload per label (a, b, c... on calia, calib, calic...,
+    /// addresses 10.65.0.2 and up) in namespace "shop" with that one label and the namespace's
+    /// profile, each written to `<dir>/<name>.yaml` (`dir` may be empty).
+    pub fn shop(&mut self, namespace: &str, dir: &str, labels: &[(&str, &str)]) {
+        self.write("00-namespace.yaml", namespace);
+        for (i, label) in labels.iter().enumerate() {
+            let name = char::from(b'a' + i as u8).to_string();
+            let ip = Ipv4Addr::new(10, 65, 0, 2 + i as u8);
+            let w = self.workload(&format!("cali{name}"), ip);
+            let yaml = self.wep_yaml(w, &name, "shop", &[*label], &["kns.shop"]);
+            let path = if dir.is_empty() {
+                format!("{name}.yaml")
+            } else {
+                format!("{dir}/{name}.yaml")
+            };
+            self.write(&path, &yaml);
+        }
+    }
+
     pub fn w(&self, i: usize) -> &Workload {
         &self.workloads[i]
     }

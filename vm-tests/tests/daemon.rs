@@ -10,7 +10,6 @@ use weft_vm_tests::*;
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
-const C: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 4);
 const D: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 5);
 
 const NAMESPACE: &str =
@@ -37,21 +36,10 @@ spec:
 /// a (client), b (web server), c (not a client yet).
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
-    bed.workload("calia", A);
-    bed.workload("calib", B);
-    bed.workload("calic", C);
-    bed.write("00-namespace.yaml", NAMESPACE);
-    bed.write(
-        "wl/a.yaml",
-        &bed.wep_yaml(0, "a", "shop", &[("role", "client")], &["kns.shop"]),
-    );
-    bed.write(
-        "wl/b.yaml",
-        &bed.wep_yaml(1, "b", "shop", &[("app", "web")], &["kns.shop"]),
-    );
-    bed.write(
-        "wl/c.yaml",
-        &bed.wep_yaml(2, "c", "shop", &[("role", "other")], &["kns.shop"]),
+    bed.shop(
+        NAMESPACE,
+        "wl",
+        &[("role", "client"), ("app", "web"), ("role", "other")],
     );
     bed.write("policy.yaml", WEB_POLICY);
     tcp_server(&bed.w(1).ns, 80);

@@ -8,9 +8,7 @@ use weft::bpf::Pins;
 use weft_vm_tests::daemon::*;
 use weft_vm_tests::*;
 
-const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
-const C: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 4);
 
 const NAMESPACE: &str =
     "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
@@ -31,21 +29,10 @@ spec:
 
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
-    bed.workload("calia", A);
-    bed.workload("calib", B);
-    bed.workload("calic", C);
-    bed.write("00-namespace.yaml", NAMESPACE);
-    bed.write(
-        "a.yaml",
-        &bed.wep_yaml(0, "a", "shop", &[("app", "client")], &["kns.shop"]),
-    );
-    bed.write(
-        "b.yaml",
-        &bed.wep_yaml(1, "b", "shop", &[("app", "web")], &["kns.shop"]),
-    );
-    bed.write(
-        "c.yaml",
-        &bed.wep_yaml(2, "c", "shop", &[("app", "other")], &["kns.shop"]),
+    bed.shop(
+        NAMESPACE,
+        "",
+        &[("app", "client"), ("app", "web"), ("app", "other")],
     );
     bed.write("policy.yaml", WEB_POLICY);
     tcp_server(&bed.w(1).ns, 80);

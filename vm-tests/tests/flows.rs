@@ -32,18 +32,8 @@ spec:
 /// a (client, calia) and b (web, calib) in namespace shop, b serving TCP 80 and 8080.
 fn two(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
-    bed.workload("calia", A);
-    bed.workload("calib", B);
-    bed.write("00-namespace.yaml", NAMESPACE);
+    bed.shop(NAMESPACE, "wl", &[("app", "client"), ("app", "web")]);
     bed.write("policy.yaml", WEB_POLICY);
-    bed.write(
-        "wl/a.yaml",
-        &bed.wep_yaml(0, "a", "shop", &[("app", "client")], &["kns.shop"]),
-    );
-    bed.write(
-        "wl/b.yaml",
-        &bed.wep_yaml(1, "b", "shop", &[("app", "web")], &["kns.shop"]),
-    );
     tcp_server(&bed.w(1).ns, 80);
     tcp_server(&bed.w(1).ns, 8080);
     Some(bed)

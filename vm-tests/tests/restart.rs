@@ -11,9 +11,7 @@ use weft_vm_tests::daemon::*;
 use weft_vm_tests::streams::{tcp_echo_server, Streams, STALL};
 use weft_vm_tests::*;
 
-const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
-const C: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 4);
 const PORT: u16 = 7000;
 const STREAMS: usize = 24;
 
@@ -48,21 +46,10 @@ spec:
 
 fn bed(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
-    bed.workload("calia", A);
-    bed.workload("calib", B);
-    bed.workload("calic", C);
-    bed.write("00-namespace.yaml", NAMESPACE);
-    bed.write(
-        "a.yaml",
-        &bed.wep_yaml(0, "a", "shop", &[("app", "client")], &["kns.shop"]),
-    );
-    bed.write(
-        "b.yaml",
-        &bed.wep_yaml(1, "b", "shop", &[("app", "echo")], &["kns.shop"]),
-    );
-    bed.write(
-        "c.yaml",
-        &bed.wep_yaml(2, "c", "shop", &[("app", "other")], &["kns.shop"]),
+    bed.shop(
+        NAMESPACE,
+        "",
+        &[("app", "client"), ("app", "echo"), ("app", "other")],
     );
     bed.write("policy.yaml", POLICY);
     tcp_echo_server(&bed.w(1).ns, PORT);
