@@ -53,55 +53,71 @@ pub mod spec {
     use super::*;
 
     /// Connections: one entry per flow under its normalised tuple (weft_maps.h).
-    pub const CT4: MapSpec<Ct4Key, Ct4Value> = MapSpec::new("weft_ct4", |s| s.conntrack);
+    pub const CT4: MapSpec<Ct4Key, Ct4Value> =
+        MapSpec::new("weft_ct4", |s| s.conntrack).sized_by("bpfMapSizeConntrack");
     /// ifindex -> the interface's flags and rulesets.
-    pub const IFACE: MapSpec<u32, IfaceValue> =
-        MapSpec::new("weft_iface", |s| s.if_state).rendered(render_iface);
+    pub const IFACE: MapSpec<u32, IfaceValue> = MapSpec::new("weft_iface", |s| s.if_state)
+        .sized_by("bpfMapSizeIfState")
+        .rendered(render_iface);
     /// Destinations by longest prefix.
-    pub const RT4: MapSpec<Route4Key, RouteValue> =
-        MapSpec::new("weft_rt4", |s| s.route).rendered(render_route);
+    pub const RT4: MapSpec<Route4Key, RouteValue> = MapSpec::new("weft_rt4", |s| s.route)
+        .sized_by("bpfMapSizeRoute")
+        .rendered(render_route);
     /// A local workload's address (network order) -> the ifindex it must come from.
-    pub const WLADDR4: MapSpec<u32, u32> =
-        MapSpec::new("weft_wladdr4", |s| s.route).rendered(render_wladdr);
+    pub const WLADDR4: MapSpec<u32, u32> = MapSpec::new("weft_wladdr4", |s| s.route)
+        .sized_by("bpfMapSizeRoute")
+        .rendered(render_wladdr);
     /// Rulesets by id, each an array of cells (policy::tables); a map of maps, whose values
     /// are the inner maps' ids.
     // Every endpoint's two rulesets, twice: the old and the new during a change.
-    pub const POL_RS: MapSpec<u32, u32> = MapSpec::new("weft_pol_rs", |s| 4 * s.if_state);
+    pub const POL_RS: MapSpec<u32, u32> =
+        MapSpec::new("weft_pol_rs", |s| 4 * s.if_state).sized_by("bpfMapSizeIfState");
     /// Per CPU: packets by reason, per interface and hook (five hooks per interface).
     pub const COUNTERS: MapSpec<CountersKey, Counters> =
-        MapSpec::new("weft_ctrs", |s| 5 * s.if_state);
+        MapSpec::new("weft_ctrs", |s| 5 * s.if_state).sized_by("bpfMapSizeIfState");
     /// Per CPU: packets each rule decided, by rule id.
     pub const RULE_COUNTERS: MapSpec<u32, u64> = MapSpec::new("weft_rule_ctrs", |_| 65_536);
     /// Service frontends.
     pub const NAT_FE4: MapSpec<NatFrontendKey, NatFrontend> =
-        MapSpec::new("weft_nat_fe4", |s| s.nat_frontend).rendered(render_frontend);
+        MapSpec::new("weft_nat_fe4", |s| s.nat_frontend)
+            .sized_by("bpfMapSizeNATFrontend")
+            .rendered(render_frontend);
     /// (service, ordinal) -> backend.
     pub const NAT_BE4: MapSpec<NatBackendKey, NatBackend> =
-        MapSpec::new("weft_nat_be4", |s| s.nat_backend).rendered(render_backend);
+        MapSpec::new("weft_nat_be4", |s| s.nat_backend)
+            .sized_by("bpfMapSizeNATBackend")
+            .rendered(render_backend);
     /// loadBalancerSourceRanges: (service, client prefix) -> allowed.
-    pub const NAT_SRC4: MapSpec<NatSrcKey, u32> =
-        MapSpec::new("weft_nat_src4", |s| s.nat_frontend).rendered(render_source_range);
+    pub const NAT_SRC4: MapSpec<NatSrcKey, u32> = MapSpec::new("weft_nat_src4", |s| s.nat_frontend)
+        .sized_by("bpfMapSizeNATFrontend")
+        .rendered(render_source_range);
     /// sessionAffinity ClientIP: (service, client) -> the backend it was given.
     pub const NAT_AFF4: MapSpec<NatAffKey, NatAffValue> =
-        MapSpec::new("weft_nat_aff4", |s| s.nat_affinity);
+        MapSpec::new("weft_nat_aff4", |s| s.nat_affinity).sized_by("bpfMapSizeNATAffinity");
     /// (service, slot) -> backend: Maglev's lookup tables.
     pub const MAGLEV4: MapSpec<NatBackendKey, NatBackend> =
-        MapSpec::new("weft_maglev4", |s| s.maglev).rendered(render_maglev);
+        MapSpec::new("weft_maglev4", |s| s.maglev)
+            .sized_by("bpfMaglevMaxServices")
+            .rendered(render_maglev);
     /// Connect-time load balancing of UDP: (backend, socket) -> the frontend.
     pub const CTLB_REV4: MapSpec<CtlbRevKey, NatBackend> =
-        MapSpec::new("weft_ctlb_rev4", |s| s.nat_affinity);
+        MapSpec::new("weft_ctlb_rev4", |s| s.nat_affinity).sized_by("bpfMapSizeNATAffinity");
     /// Per CPU: what the BPF stack cannot hold.
     pub const SCRATCH: MapSpec<u32, Scratch> = MapSpec::new("weft_scratch", |_| 1);
     /// Ring buffers of `Event`s: flow records (`weft flows`) and packet traces (`weft trace`).
     /// A ring has no keys or values: its size is in bytes.
-    pub const FLOWS: MapSpec<(), ()> = MapSpec::new("weft_flows", |s| s.events);
-    pub const TRACE: MapSpec<(), ()> = MapSpec::new("weft_trace", |s| s.events);
+    pub const FLOWS: MapSpec<(), ()> =
+        MapSpec::new("weft_flows", |s| s.events).sized_by("bpfExportBufferSizeMB");
+    pub const TRACE: MapSpec<(), ()> =
+        MapSpec::new("weft_trace", |s| s.events).sized_by("bpfExportBufferSizeMB");
     /// Per CPU, records the rings had no room for (slots `LOST_*`).
     pub const RING_LOST: MapSpec<u32, u64> =
         MapSpec::new("weft_ring_lost", |_| crate::abi::LOST_SLOTS);
     /// ifindex -> `TraceFilter`: which packets of a traced interface are traced.
     pub const TRACE_FILTER: MapSpec<u32, TraceFilter> =
-        MapSpec::new("weft_trace_flt", |s| s.if_state).rendered(render_trace_filter);
+        MapSpec::new("weft_trace_flt", |s| s.if_state)
+            .sized_by("bpfMapSizeIfState")
+            .rendered(render_trace_filter);
 
     /// Every map, once.
     pub static ALL: [&dyn AnyMapSpec; 18] = [
@@ -140,6 +156,8 @@ pub struct MapSpec<K, V> {
     size: fn(&MapSizes) -> u32,
     /// One entry for people, for the maps `weft diff` shows.
     render: Option<fn(&K, &V, &Names) -> String>,
+    /// The FelixConfiguration field its size follows, if one does.
+    sized_by: Option<&'static str>,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -149,7 +167,15 @@ impl<K: Plain, V: Plain> MapSpec<K, V> {
             name,
             size,
             render: None,
+            sized_by: None,
             types: PhantomData,
+        }
+    }
+
+    const fn sized_by(self, field: &'static str) -> Self {
+        MapSpec {
+            sized_by: Some(field),
+            ..self
         }
     }
 
@@ -200,6 +226,8 @@ pub trait AnyMapSpec: Sync {
     fn max_entries(&self, sizes: &MapSizes) -> u32;
     /// One entry for people; None when the map has no rendering or the entry does not decode.
     fn render(&self, key: &[u8], value: &[u8], names: &Names) -> Option<String>;
+    /// The FelixConfiguration field its size follows, if one does.
+    fn sized_by(&self) -> Option<&'static str>;
 }
 
 impl<K: Plain, V: Plain> AnyMapSpec for MapSpec<K, V> {
@@ -222,6 +250,10 @@ impl<K: Plain, V: Plain> AnyMapSpec for MapSpec<K, V> {
     fn render(&self, key: &[u8], value: &[u8], names: &Names) -> Option<String> {
         let (k, v) = self.decode(key, value)?;
         Some((self.render?)(&k, &v, names))
+    }
+
+    fn sized_by(&self) -> Option<&'static str> {
+        self.sized_by
     }
 }
 
@@ -659,6 +691,36 @@ impl TraceFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_map_whose_size_follows_a_setting_names_it() {
+        let a = MapSizes::default();
+        let b = MapSizes {
+            conntrack: 2 * a.conntrack,
+            if_state: 2 * a.if_state,
+            route: 2 * a.route,
+            nat_frontend: 2 * a.nat_frontend,
+            nat_backend: 2 * a.nat_backend,
+            nat_affinity: 2 * a.nat_affinity,
+            maglev: 2 * a.maglev,
+            events: 2 * a.events,
+        };
+        for m in spec::ALL {
+            let follows = m.max_entries(&a) != m.max_entries(&b);
+            assert_eq!(
+                follows,
+                m.sized_by().is_some(),
+                "{}: its size {} a setting, and its spec {} one",
+                m.name(),
+                if follows { "follows" } else { "follows no" },
+                if m.sized_by().is_some() {
+                    "names"
+                } else {
+                    "names no"
+                }
+            );
+        }
+    }
 
     #[test]
     fn generated_types_have_the_sizes_the_c_header_asserts() {

@@ -198,7 +198,7 @@ pub enum DesiredError {
         map: String,
         entries: usize,
         max: u32,
-        setting: &'static str,
+        setting: String,
     },
 }
 
@@ -482,17 +482,12 @@ fn desired_from(
     Ok(d)
 }
 
-/// The FelixConfiguration field that sizes map `name`, or what to do where none does.
-fn size_setting(name: &str) -> &'static str {
-    match name {
-        maps::NAT_FE4 => "raise FelixConfiguration bpfMapSizeNATFrontend",
-        maps::NAT_BE4 => "raise FelixConfiguration bpfMapSizeNATBackend",
-        maps::RT4 => "raise FelixConfiguration bpfMapSizeRoute",
-        maps::IFACE => "raise FelixConfiguration bpfMapSizeIfState",
-        maps::MAGLEV4 => {
-            "lower FelixConfiguration bpfMaglevMaxEndpointsPerService or use fewer Maglev services"
-        }
-        _ => "this map's size is fixed; configure fewer objects of its kind",
+/// What to do about map `name` being too small: raise the FelixConfiguration field its spec
+/// says it follows, or, for a map of fixed size, configure fewer objects.
+fn size_setting(name: &str) -> String {
+    match maps::spec::named(name).and_then(|s| s.sized_by()) {
+        Some(field) => format!("raise FelixConfiguration {field}"),
+        None => "this map's size is fixed; configure fewer objects of its kind".into(),
     }
 }
 
