@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use weft::bpf::pinned::Pinned as _;
 
 use std::mem::MaybeUninit;
 
@@ -16,6 +15,7 @@ use weft::bpf::load::{self, Object, ProgramSettings};
 use weft::bpf::maps::{
     self, spec, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Route4Key, RouteValue,
 };
+use weft::bpf::pinned::Pinned as _;
 use weft::bpf::reasons::REASONS;
 use weft::bpf::rulesets;
 use weft::bpf::skel::floor::WeftFloorSkelBuilder;

@@ -232,9 +232,7 @@ impl Reconciler {
             }
         }
         let mut new = desired::compute(cfg, host.facts(), &mut self.policy)?;
-        if new.desired.settings.attach_auto {
-            plan::settle_attach_modes(&mut new.desired.state, &applied.desired.state);
-        }
+        new.desired.settle_attach_modes(&applied.desired.state);
         let ops = plan::plan(
             &new.desired.state,
             &applied.desired.state,
@@ -316,9 +314,7 @@ async fn converge_to<K: Kernel>(
     };
     let trusted = computed
         .map(|mut c| {
-            if c.desired.settings.attach_auto {
-                plan::settle_attach_modes(&mut c.desired.state, &made);
-            }
+            c.desired.settle_attach_modes(&made);
             c
         })
         .filter(|c| current && live && c.desired.state == made);

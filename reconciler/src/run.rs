@@ -100,7 +100,17 @@ impl Host {
     /// goes down and refuses them until it is up again; weft puts them back then (as Calico
     /// does), rather than failing on them meanwhile. The programs stay attached throughout.
     pub fn desired(&self, cfg: &Config) -> Result<Desired, RunError> {
-        Ok(self.without_down(desired::desired(cfg, &self.facts)?))
+        self.desired_cached(cfg, &mut crate::policy::Cache::default())
+    }
+
+    /// `desired`, through what the compiler remembers in `cache`.
+    pub fn desired_cached(
+        &self,
+        cfg: &Config,
+        cache: &mut crate::policy::Cache,
+    ) -> Result<Desired, RunError> {
+        let d = desired::compute(cfg, &self.facts, cache)?.desired;
+        Ok(self.without_down(d))
     }
 }
 
@@ -167,28 +177,27 @@ pub struct Planned {
     pub ops: Vec<Op>,
 }
 
+/// What `cfg` asks of this host as it is now (`Host::desired`), and what it would take.
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    plan_desired(host, host.desired(cfg)?).await
+    plan_cached(host, cfg, &mut crate::policy::Cache::default()).await
 }
 
 /// `plan`, remembering what the policy compiler compiled in `cache`, for a caller that goes on
-/// to `apply_config` with the plan and the cache.
+/// to `apply_planned` with the plan and the cache.
 pub async fn plan_cached(
     host: &Host,
     cfg: &Config,
     cache: &mut crate::policy::Cache,
 ) -> Result<Planned, RunError> {
-    let d = desired::compute(cfg, host.facts(), cache)?.desired;
-    plan_desired(host, host.without_down(d)).await
+    plan_desired(host, host.desired_cached(cfg, cache)?).await
 }
 
-/// What it would take to reach `desired` (as `Host::desired` trims it) from the live state.
+/// What it would take to reach `desired` (as `Kernel::without_down` trims it) from the live
+/// state.
 pub async fn plan_desired<K: Kernel>(host: &K, mut desired: Desired) -> Result<Planned, RunError> {
     let observed = host.observe(&desired.state).await?;
     let _p = crate::timing::phase("plan");
-    if desired.settings.attach_auto {
-        plan::settle_attach_modes(&mut desired.state, &observed);
-    }
+    desired.settle_attach_modes(&observed);
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
     Ok(Planned {
         desired,

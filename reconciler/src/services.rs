@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use weft_model::{
     AddressType, Cidr, Config, EndpointSlice, Item, KubernetesProtocol, Service, ServiceType,
@@ -162,8 +163,8 @@ pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
 
 /// Every service's IPv4 EndpointSlices, in load order: one pass, so that finding a service's
 /// slices costs a lookup rather than a scan of every slice.
-pub fn slices_by_service(cfg: &Config) -> BTreeMap<ServiceKey, Vec<&EndpointSlice>> {
-    let mut by: BTreeMap<ServiceKey, Vec<&EndpointSlice>> = BTreeMap::new();
+pub fn slices_by_service(cfg: &Config) -> BTreeMap<ServiceKey, Vec<&Arc<EndpointSlice>>> {
+    let mut by: BTreeMap<ServiceKey, Vec<&Arc<EndpointSlice>>> = BTreeMap::new();
     for s in &cfg.endpoint_slices {
         if let Some(k) = slice_service(&s.value) {
             by.entry(k).or_default().push(&s.value);
@@ -265,25 +266,27 @@ pub fn ports(
     node: &str,
     host_addrs: &BTreeSet<Ipv4Addr>,
     settings: &ServiceSettings,
-) -> BTreeMap<ServiceKey, std::sync::Arc<Vec<PortTables>>> {
+) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
     let slices = slices_by_service(cfg);
     cfg.services
         .iter()
         .map(|item| {
             let key = service_key(&item.value);
-            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let p = service_ports(item, mine, node, host_addrs, settings);
-            (key, std::sync::Arc::new(p))
+            let mine: Vec<&EndpointSlice> = slices
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|s| &***s)
+                .collect();
+            let p = service_ports(item, &mine, node, host_addrs, settings);
+            (key, Arc::new(p))
         })
         .collect()
 }
 
 /// Every service's ports put together in load order: the service tables, from the ports
 /// worked out per service.
-pub fn merge(
-    cfg: &Config,
-    ports: &BTreeMap<ServiceKey, std::sync::Arc<Vec<PortTables>>>,
-) -> ServiceTables {
+pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Arc<Vec<PortTables>>>) -> ServiceTables {
     let mut t = ServiceTables::default();
     for item in &cfg.services {
         for p in ports

@@ -124,9 +124,9 @@ impl Documents {
         let refs: Vec<&FileText> = texts.iter().collect();
         let outs = load::parse_files(&refs);
         for (file, mut out) in texts.into_iter().zip(outs) {
+            // Judged (normalized and checked) where it was parsed.
             for l in &mut out.loaded {
                 l.at.file = 0;
-                load::normalize(l);
             }
             let rel = d.relative(&file.path);
             d.files.insert(rel, Cached { file, out });
@@ -279,17 +279,13 @@ impl Documents {
         before: &[load::Loaded],
         after: &[load::Loaded],
     ) -> bool {
-        let after_ids: Vec<ResourceId> = after.iter().map(load::resource_id).collect();
-        if !after
-            .iter()
-            .zip(&after_ids)
-            .all(|(l, id)| load::valid_alone(l, id))
-        {
+        if !after.iter().all(load::valid_alone) {
             return false;
         }
+        let after_ids: Vec<ResourceId> = after.iter().map(load::id_of).collect();
         // Duplicates, counted without copying the book: what stays, less what went, plus
         // what came.
-        let before_ids: Vec<ResourceId> = before.iter().map(load::resource_id).collect();
+        let before_ids: Vec<ResourceId> = before.iter().map(load::id_of).collect();
         let mut change: BTreeMap<&ResourceId, i64> = BTreeMap::new();
         for id in &before_ids {
             *change.entry(id).or_default() -= 1;
@@ -351,7 +347,7 @@ impl Documents {
         }
         let mut ids: BTreeMap<ResourceId, u32> = BTreeMap::new();
         for l in &out.loaded {
-            *ids.entry(load::resource_id(l)).or_default() += 1;
+            *ids.entry(load::id_of(l)).or_default() += 1;
         }
         self.config = load::finish(&files, out).map(Arc::new);
         self.ids = if self.config.is_ok() {

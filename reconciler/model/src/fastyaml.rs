@@ -417,47 +417,45 @@ impl<'t> Flow<'t> {
         match self.byte()? {
             b'[' => {
                 self.at += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.spaces();
-                    if self.byte()? == b']' {
-                        self.at += 1;
-                        return Some(Node::Seq(items));
-                    }
-                    items.push(self.node(depth + 1)?);
-                    self.spaces();
-                    match self.byte()? {
-                        b',' => self.at += 1,
-                        b']' => {}
-                        _ => return None, // `[a: b]` and the like
-                    }
-                }
+                self.entries(b']', |f| f.node(depth + 1)).map(Node::Seq)
             }
             b'{' => {
                 self.at += 1;
-                let mut entries = Vec::new();
-                loop {
-                    self.spaces();
-                    if self.byte()? == b'}' {
-                        self.at += 1;
-                        return Some(Node::Map(entries));
-                    }
-                    let key = self.scalar()?;
-                    self.expect(b':')?;
-                    if !matches!(self.byte()?, b' ') {
+                self.entries(b'}', |f| {
+                    let key = f.scalar()?;
+                    f.expect(b':')?;
+                    if f.byte()? != b' ' {
                         return None;
                     }
-                    let value = self.node(depth + 1)?;
-                    entries.push((key, value));
-                    self.spaces();
-                    match self.byte()? {
-                        b',' => self.at += 1,
-                        b'}' => {}
-                        _ => return None,
-                    }
-                }
+                    Some((key, f.node(depth + 1)?))
+                })
+                .map(Node::Map)
             }
             _ => self.scalar(),
+        }
+    }
+
+    /// The entries of a flow collection up to `close` (its opening bracket read already), each
+    /// read by `entry`, separated by commas.
+    fn entries<T>(
+        &mut self,
+        close: u8,
+        mut entry: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        loop {
+            self.spaces();
+            if self.byte()? == close {
+                self.at += 1;
+                return Some(out);
+            }
+            out.push(entry(self)?);
+            self.spaces();
+            match self.byte()? {
+                b',' => self.at += 1,
+                c if c == close => {}
+                _ => return None, // `[a: b]` and the like
+            }
         }
     }
 

@@ -1007,7 +1007,7 @@ fn namespace_profile(ns: &Namespace) -> Profile {
 }
 
 /// Namespaced kinds live in "default" unless they say otherwise.
-pub(crate) fn normalize(l: &mut Loaded) {
+fn normalize(l: &mut Loaded) {
     // Asked first, so that a resource normalized already (and shared) is not copied.
     if l.kind.is_namespaced() && l.value.metadata().namespace.is_none() {
         l.value.metadata_mut().namespace = Some("default".into());
@@ -1028,11 +1028,25 @@ pub(crate) fn resource_id(l: &Loaded) -> ResourceId {
     }
 }
 
-/// Whether a resource passes the checks that look at it alone.
-pub(crate) fn valid_alone(l: &Loaded, id: &ResourceId) -> bool {
-    let mut p = Problems::default();
-    let checked = check(l, id, &mut p);
-    p.0.is_empty() && checked.policy.is_none() && checked.profile_rules.is_none()
+/// Whether a resource passes the checks that look at it alone (and is not one whose IR the
+/// configuration holds apart: a policy or profile), from its verdict where it has one.
+pub(crate) fn valid_alone(l: &Loaded) -> bool {
+    match &l.verdict {
+        Some(v) => v.diags.is_empty() && v.policy.is_none() && v.profile_rules.is_none(),
+        None => {
+            let mut p = Problems::default();
+            let checked = check(l, &resource_id(l), &mut p);
+            p.0.is_empty() && checked.policy.is_none() && checked.profile_rules.is_none()
+        }
+    }
+}
+
+/// A resource's id, from its verdict where it has one.
+pub(crate) fn id_of(l: &Loaded) -> ResourceId {
+    match &l.verdict {
+        Some(v) => v.id.clone(),
+        None => resource_id(l),
+    }
 }
 
 pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagnostics> {

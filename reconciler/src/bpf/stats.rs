@@ -2,16 +2,16 @@
 //! how full each map is, packets by reason per interface and hook (weft_ctrs), and hits per
 //! policy rule (weft_rule_ctrs). Read-only; nothing here needs the daemon.
 
-use crate::bpf::pinned::Pinned as _;
 use std::collections::BTreeMap;
 
 use libbpf_rs::{MapCore, MapHandle};
 
 use super::maps::{self, spec};
+use super::pinned::Pinned as _;
 use super::{BpfError, Pins};
 
-/// How full one pinned map is (`bpftool map show` gives max_entries; the count is a walk of
-/// its keys).
+/// How full one pinned map is (`bpftool map show` gives max_entries; the count is taken in
+/// batches, or known from the state weft made).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MapFill {
     pub name: String,

@@ -249,17 +249,14 @@ impl Daemon {
         let result = self.converge(trigger, &mut rec).await;
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let ok = result.is_ok();
-        let maps = {
-            let _p = crate::timing::phase("map fill");
-            // After a converge, the maps weft sets whole hold what it made; the rest (and
-            // everything after a failure) are counted.
-            let made = self.made().filter(|_| ok && rec.result == "converged");
-            let known = |name: &str| {
-                let m = made?.maps.get(name)?;
-                m.entries.as_ref().map(|e| e.len() as u64)
-            };
-            crate::bpf::stats::map_fill_knowing(&self.host.pins, known).unwrap_or_default()
+        // After a converge, the maps weft sets whole hold what it made; the rest (and
+        // everything after a failure) are counted.
+        let made = self.made().filter(|_| ok && rec.result == "converged");
+        let known = |name: &str| {
+            let m = made?.maps.get(name)?;
+            m.entries.as_ref().map(|e| e.len() as u64)
         };
+        let maps = crate::bpf::stats::map_fill_knowing(&self.host.pins, known).unwrap_or_default();
         let mut sh = self.shared.lock().expect("status lock");
         sh.durations.observe(started.elapsed().as_secs_f64());
         let st = &mut sh.status;
@@ -290,7 +287,6 @@ impl Daemon {
         st.last_reconcile = Some(rec);
         st.maps = maps;
         st.updated_at = status::now();
-        let _p = crate::timing::phase("status");
         if let Err(e) = st.write(&self.opts.state_dir) {
             tracing::warn!(
                 "writing {}: {e}",
@@ -300,7 +296,6 @@ impl Daemon {
         drop(sh);
         if std::mem::take(&mut self.names_stale) {
             if let Some(c) = self.files.applied() {
-                let _p = crate::timing::phase("names");
                 let names = c.desired.names();
                 self.shared.lock().expect("status lock").rules = names;
             }
@@ -423,10 +418,9 @@ impl Daemon {
             Made::Own(s) => Some(*s),
             Made::Trusted => self.files.take_applied().map(|c| c.desired.state),
         };
-        let cfg = cfg.clone();
         let step = self
             .files
-            .sync_to(&mut self.host, &cfg, c, current, |planned| {
+            .sync_to(&mut self.host, cfg, c, current, |planned| {
                 drifted = drift::find(
                     &planned.desired.state,
                     &planned.observed,

@@ -56,12 +56,7 @@ impl PortsMemo {
             self.by_service.clear();
             self.context = Some(context);
         }
-        let mut slices: BTreeMap<ServiceKey, Vec<&Arc<EndpointSlice>>> = BTreeMap::new();
-        for s in &cfg.endpoint_slices {
-            if let Some(k) = services::slice_service(&s.value) {
-                slices.entry(k).or_default().push(&s.value);
-            }
-        }
+        let slices = services::slices_by_service(cfg);
         let mut now = BTreeMap::new();
         let mut out = BTreeMap::new();
         for item in &cfg.services {

@@ -159,6 +159,15 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// The attach modes, settled against `live` (the state observed, or the state last applied
+    /// when that is trusted) where bpfAttachType is left unset: `plan::settle_attach_modes`.
+    /// Every plan from a computed state to a live one goes through here first.
+    pub fn settle_attach_modes(&mut self, live: &HostState) {
+        if self.settings.attach_auto {
+            crate::plan::settle_attach_modes(&mut self.state, live);
+        }
+    }
+
     /// What the rule and service ids of the configuration stand for.
     pub fn names(&self) -> Names {
         // A rule shared by many endpoints is described once.
