@@ -147,6 +147,37 @@ fn the_broken_example_reports_every_mistake() {
     check_golden("validate/broken.txt", &format!("{text}\n"));
 }
 
+/// What validate finds in each node's desired state, with no host asked: every map too small
+/// (at the FelixConfiguration that sizes it), and endpoints that share an interface or an
+/// address (at the second of them), on each node an endpoint names.
+#[test]
+fn validate_reports_what_each_nodes_desired_state_would_break() {
+    let wep = |name: &str, node: &str, iface: &str, ip: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}/32]\n  profiles: [projectcalico-default-allow]\n")
+    };
+    let files = [
+        ("cfg/a.yaml", wep("a", "node-a", "calia", "10.65.0.2")),
+        ("cfg/b.yaml", wep("b", "node-a", "calib", "10.65.0.3")),
+        ("cfg/c.yaml", wep("c", "node-a", "calic", "10.65.0.4")),
+        // node-b: two endpoints on one interface.
+        ("cfg/d.yaml", wep("d", "node-b", "calid", "10.65.1.2")),
+        ("cfg/e.yaml", wep("e", "node-b", "calid", "10.65.1.3")),
+        (
+            "cfg/felix.yaml",
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: node.node-a\nspec:\n  bpfMapSizeIfState: 2\n  bpfMapSizeRoute: 3\n".into(),
+        ),
+    ];
+    let cfg = weft_model::load_texts(files).expect("each file is valid on its own");
+    let all = weft_model::Diagnostics(weft::validate::node_problems(Path::new("cfg"), &cfg, None));
+    let text = all.to_string();
+    assert_eq!(all.0.len(), 3, "{text}");
+    check_golden("validate/nodes.txt", &format!("{text}\n"));
+    // --node limits the check to one node.
+    let b = weft::validate::node_problems(Path::new("cfg"), &cfg, Some("node-b"));
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(b[0].message.contains("calid"), "{b:?}");
+}
+
 #[test]
 fn examples_carry_a_schema_modeline_that_exists() {
     for dir in [

@@ -22,4 +22,5 @@ pub mod state;
 #[cfg(test)]
 mod testdir;
 pub mod timing;
+pub mod validate;
 pub mod warning;

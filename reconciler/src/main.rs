@@ -24,9 +24,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check every resource under DIR; report all problems with file:line:column.
-    /// Exit 0 valid, 1 invalid.
-    Validate { dir: PathBuf },
+    /// Check every resource under DIR; report all problems with file:line:column. Also checks
+    /// what each node's desired state would break (maps too small for their entries,
+    /// endpoints sharing an interface or address). Exit 0 valid, 1 invalid.
+    Validate {
+        dir: PathBuf,
+        /// Check the desired state of this node only. Default: every node an endpoint names.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Show what `apply` would change, as a unified diff of the live and the desired state.
     /// Changes nothing. Exit 0 no changes, 1 changes, 2 error.
     Diff {
@@ -166,7 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     match cli.command {
-        Command::Validate { dir } => cli::validate::run(&dir),
+        Command::Validate { dir, node } => cli::validate::run(&dir, node.as_deref()),
         Command::Schemas { dir } => cli::schemas::run(&dir),
         Command::Diff {
             dir,

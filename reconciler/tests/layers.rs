@@ -51,6 +51,7 @@ fn the_pure_stages_import_nothing_of_the_kernel_side() {
         "state.rs",
         "services.rs",
         "objects.rs",
+        "validate.rs",
         "bpf/maps.rs",
     ] {
         files.push(src.join(f));

@@ -1,10 +1,23 @@
 //! `weft validate DIR`: every problem at once; exit 0 valid, 1 invalid.
+//!
+//! First the files and resources (weft-model), then what the desired state of each node would
+//! break without asking its host (`weft::validate`).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(dir: &Path) -> ExitCode {
-    match weft_model::load_dir(dir) {
+use weft_model::Diagnostics;
+
+pub fn run(dir: &Path, node: Option<&str>) -> ExitCode {
+    let r = weft_model::load_dir(dir).and_then(|cfg| {
+        let problems = weft::validate::node_problems(dir, &cfg, node);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(Diagnostics(problems))
+        }
+    });
+    match r {
         Ok(cfg) => {
             println!(
                 "{}: valid ({} resources)",

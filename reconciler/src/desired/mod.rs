@@ -13,7 +13,7 @@
 //!
 //! With neither workloads nor services weft wants nothing at all: no maps, no programs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use weft_model::{Cidr, Config};
@@ -202,13 +202,21 @@ pub enum DesiredError {
         "FelixConfiguration bpfDataIfacePattern {pattern:?} is not a regular expression: {message}"
     )]
     DataIfacePattern { pattern: String, message: String },
-    #[error("{map} would hold {entries} entries and holds at most {max}: {setting}")]
-    MapFull {
-        map: String,
-        entries: usize,
-        max: u32,
-        setting: String,
-    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    MapsFull(Vec<FullMap>),
+}
+
+/// A map too small for the entries the desired state puts in it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("map {map} would hold {entries} entries and holds at most {max}: {setting}")]
+pub struct FullMap {
+    pub map: String,
+    pub entries: usize,
+    pub max: u32,
+    /// What to do about it: the FelixConfiguration field to raise, or that the size is fixed.
+    pub setting: String,
+    /// The FelixConfiguration field the map's size follows, if any.
+    pub field: Option<&'static str>,
 }
 
 /// Reading the validated resources: the values were checked by weft-model, so a value that
@@ -347,6 +355,23 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     Ok(compute(cfg, facts, &mut crate::policy::Cache::default())?.desired)
 }
 
+/// What can be found wrong with the desired state of `cfg` on node `node` before any host is
+/// asked (`weft validate`): maps too small for their entries, endpoints sharing an interface
+/// or an address, policies that do not compile. It assumes a host where every interface the
+/// node's endpoints name exists and 192.0.2.1 is the one address; the plan checks again
+/// against the real host, whose facts may add entries (more addresses, say).
+pub fn check_node(cfg: &Config, node: &str) -> Result<(), DesiredError> {
+    let ifaces: BTreeSet<&str> = cfg
+        .workload_endpoints
+        .iter()
+        .filter(|w| w.value.spec.node.as_deref() == Some(node))
+        .filter_map(|w| w.value.spec.interface_name.as_deref())
+        .collect();
+    // Index 1 is lo's.
+    let links: Vec<(&str, u32)> = ifaces.into_iter().zip(2..).collect();
+    desired(cfg, &HostFacts::fixture(node, &links)).map(|_| ())
+}
+
 /// What shapes the service tables, from the node's settings.
 pub fn service_settings(settings: &Settings) -> ServiceSettings {
     ServiceSettings {
@@ -467,34 +492,40 @@ fn desired_from(
     );
     entries.insert(maps::TRACE_FILTER, traced);
 
+    // The kernel refuses entries past a map's size: say which settings to raise, before
+    // anything is written, rather than fail halfway through an apply.
+    let mut full = Vec::new();
     for def in maps::defs(&settings.sizes) {
         let e = entries.remove(def.name.as_str());
-        // The kernel refuses entries past a map's size: say which setting to raise, before
-        // anything is written, rather than fail halfway through an apply.
         if let Some(n) = e
             .as_ref()
             .map(|e| e.len())
             .filter(|n| *n > def.max_entries as usize)
         {
-            return Err(DesiredError::MapFull {
+            let field = maps::spec::named(&def.name).and_then(|s| s.sized_by());
+            full.push(FullMap {
                 map: def.name.clone(),
                 entries: n,
                 max: def.max_entries,
-                setting: size_setting(&def.name),
+                setting: size_setting(field),
+                field,
             });
         }
         d.state
             .maps
             .insert(def.name.clone(), MapState { def, entries: e });
     }
+    if !full.is_empty() {
+        return Err(DesiredError::MapsFull(full));
+    }
     warning::order(&mut d.warnings);
     Ok(d)
 }
 
-/// What to do about map `name` being too small: raise the FelixConfiguration field its spec
-/// says it follows, or, for a map of fixed size, configure fewer objects.
-fn size_setting(name: &str) -> String {
-    match maps::spec::named(name).and_then(|s| s.sized_by()) {
+/// What to do about a map too small: raise `field`, the FelixConfiguration field its spec says
+/// it follows, or, for a map of fixed size, configure fewer objects.
+fn size_setting(field: Option<&str>) -> String {
+    match field {
         Some(field) => format!("raise FelixConfiguration {field}"),
         None => "this map's size is fixed; configure fewer objects of its kind".into(),
     }
