@@ -2,7 +2,8 @@
 //! plan's order keeps endpoints protected at every step, so stopping early leaves a state that
 //! is incomplete but never open. "Already there" and "already gone" are success.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
@@ -12,7 +13,6 @@ use rtnetlink::packet_route::AddressFamily;
 
 use crate::bpf::link::{self, AttachMode};
 use crate::bpf::load;
-use crate::bpf::maps;
 use crate::bpf::rulesets;
 use crate::bpf::{BpfError, Hook, Pins};
 use crate::facts::HostFacts;
@@ -81,6 +81,10 @@ pub struct Applier<'a> {
     migrating: BTreeMap<String, Migration>,
     /// Programs loaded but not yet put in place of the ones they replace.
     unswitched: BTreeMap<String, ProgramHandle>,
+    /// Interfaces gone since the facts were gathered (an operation on one failed, and it no
+    /// longer exists with the index the plan used): the rest of their operations are skipped.
+    /// The kernel took their routes, neighbours and attachments with them.
+    vanished: RefCell<BTreeSet<String>>,
 }
 
 fn map_err(name: &str) -> impl Fn(libbpf_rs::Error) -> BpfError + '_ {
@@ -98,25 +102,26 @@ impl<'a> Applier<'a> {
             facts,
             migrating: BTreeMap::new(),
             unswitched: BTreeMap::new(),
+            vanished: RefCell::default(),
         }
     }
 
     /// Runs `ops` in order; `progress` hears about each before it runs, and about every
-    /// thousand entries written or deleted within one.
+    /// thousand entries written or deleted within one. Stops at the first operation that
+    /// fails, except where it fails because its interface has gone meanwhile: that one, and
+    /// the interface's operations after it, are skipped, and the interface is among those
+    /// returned (a plan made now would leave it out, with a warning).
     pub async fn run(
         &mut self,
         ops: &[Op],
         mut progress: impl FnMut(&Progress<'_>),
-    ) -> Result<(), ApplyError> {
+    ) -> Result<BTreeSet<String>, ApplyError> {
         let total = ops.iter().map(objects).sum();
         let mut done = 0;
         let mut i = 0;
         while i < ops.len() {
             let op = &ops[i];
-            if !matches!(
-                op,
-                Op::LoadPrograms { .. } | Op::WriteEntries { .. } | Op::DeleteEntries { .. }
-            ) {
+            if !op.runs_before_switch() {
                 self.switch_loaded().map_err(|source| ApplyError::Bpf {
                     op: op.describe(),
                     source,
@@ -174,9 +179,18 @@ impl<'a> Applier<'a> {
                         starting: true,
                     });
                 }
+                let this = &*self;
                 for chunk in ops[i..i + run].chunks(ROUTES_IN_FLIGHT) {
-                    futures_util::future::try_join_all(chunk.iter().map(|op| self.route(op)))
-                        .await?;
+                    futures_util::future::try_join_all(
+                        chunk
+                            .iter()
+                            .filter(|op| !this.skipped(op))
+                            .map(|op| async move {
+                                let r = this.route(op).await;
+                                this.excuse(op, r)
+                            }),
+                    )
+                    .await?;
                 }
                 done += run;
                 i += run;
@@ -192,18 +206,52 @@ impl<'a> Applier<'a> {
             };
             progress(&at);
             at.starting = false;
-            self.one(op, &mut |n| {
-                at.objects_done = done + n;
-                progress(&at);
-            })
-            .await?;
+            if !self.skipped(op) {
+                let r = self
+                    .one(op, &mut |n| {
+                        at.objects_done = done + n;
+                        progress(&at);
+                    })
+                    .await;
+                self.excuse(op, r)?;
+            }
             done += objects(op);
             i += 1;
         }
         self.switch_loaded().map_err(|source| ApplyError::Bpf {
             op: "switching to the programs loaded".into(),
             source,
-        })
+        })?;
+        Ok(self.vanished.take())
+    }
+
+    /// Whether `op` is skipped: its interface has gone.
+    fn skipped(&self, op: &Op) -> bool {
+        op.iface()
+            .is_some_and(|i| self.vanished.borrow().contains(i))
+    }
+
+    /// `r`, the result of `op`, unless it failed because its interface has gone since the
+    /// facts were gathered: then the interface is remembered as vanished and `op` counts as
+    /// done. Whatever the error says (ENODEV from netlink, ENOENT from a sysctl file), the
+    /// interface's absence now is what decides.
+    fn excuse(&self, op: &Op, r: Result<(), ApplyError>) -> Result<(), ApplyError> {
+        let Err(e) = r else {
+            return Ok(());
+        };
+        let Some(iface) = op.iface() else {
+            return Err(e);
+        };
+        let planned = self.facts.links.get(iface).copied();
+        if planned.is_none() || crate::netlink::link::index_now(iface) == planned {
+            return Err(e);
+        }
+        tracing::warn!(
+            "{iface} has gone since this apply began ({}: {e}); skipping its operations",
+            op.describe()
+        );
+        self.vanished.borrow_mut().insert(iface.to_string());
+        Ok(())
     }
 
     /// Puts the programs loaded so far in place of the ones they replace (every hook that ran
@@ -218,14 +266,9 @@ impl<'a> Applier<'a> {
             self.switch_program(&name, &new)?;
         }
         for (name, m) in std::mem::take(&mut self.migrating) {
-            // Only the dataplane's maps (conntrack, affinity) have late entries: weft alone
-            // writes the reconciled ones, so the first copy had all of theirs, and a late copy
-            // would bring back what the plan has deleted since.
-            let late = if maps::RECONCILED.contains(&name.as_str()) {
-                Copied::default()
-            } else {
-                m.copy(self.pins, &name, MapFlags::NO_EXIST)?
-            };
+            // Carried maps are the dataplane's own (conntrack, affinity): the old programs
+            // went on writing into the old one until now.
+            let late = m.copy(self.pins, &name, MapFlags::NO_EXIST)?;
             tracing::info!(
                 map = %name,
                 entries = m.first.kept + late.kept,

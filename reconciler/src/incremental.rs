@@ -253,20 +253,28 @@ impl Reconciler {
         new: Option<Computed>,
         how: How,
     ) -> Result<Step, RunError> {
-        if let Err(e) = host.apply(&ops, &mut |_| {}).await {
-            // What is live now is not known: the next step observes.
-            self.applied = None;
-            return Err(e);
-        }
-        if let Some(new) = new {
-            drop_later(self.applied.replace(new));
+        let applied = match host.apply(&ops, &mut |_| {}).await {
+            Ok(a) => a,
+            Err(e) => {
+                // What is live now is not known: the next step observes.
+                self.applied = None;
+                return Err(e);
+            }
+        };
+        // An interface went away meanwhile and its operations were skipped: the state
+        // planned for is not live, so the next step observes (the link monitor wakes it).
+        let converged = applied.vanished.is_empty();
+        match new {
+            Some(new) if converged => drop_later(self.applied.replace(new)),
+            _ if !converged => self.applied = None,
+            _ => {}
         }
         self.pending = Pending::default();
         Ok(Step {
             how,
             ops,
             created: 0,
-            converged: true,
+            converged,
             sync: None,
         })
     }

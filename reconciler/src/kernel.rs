@@ -31,12 +31,13 @@ pub trait Kernel {
     /// The live state of what weft owns, and of the interfaces and hooks `scope` names.
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError>;
 
-    /// Runs `ops` in order, stopping at the first that fails.
+    /// Runs `ops` in order, stopping at the first that fails; operations on an interface
+    /// that has gone meanwhile are skipped, and it is named in the answer.
     async fn apply(
         &mut self,
         ops: &[Op],
         progress: &mut dyn FnMut(&Progress<'_>),
-    ) -> Result<(), RunError>;
+    ) -> Result<Applied, RunError>;
 
     /// `d` less the routes and neighbours of interfaces that are down: the kernel refuses
     /// them, and removes them when an interface goes down. Devices weft creates are brought
@@ -57,6 +58,14 @@ pub trait Kernel {
         d.state.neighbours.retain(|(dev, _), _| !down.contains(dev));
         d
     }
+}
+
+/// What an apply that did not fail did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Interfaces that went away during the apply: their operations were skipped, so the live
+    /// state is not the one planned for, and a plan from the facts as they are now is due.
+    pub vanished: BTreeSet<String>,
 }
 
 /// A host in memory: its facts, and the state `observe` would read, changed by operations as
@@ -145,7 +154,7 @@ impl Kernel for MemKernel {
         &mut self,
         ops: &[Op],
         _progress: &mut dyn FnMut(&Progress<'_>),
-    ) -> Result<(), RunError> {
+    ) -> Result<Applied, RunError> {
         self.applied.push(ops.to_vec());
         let (run, fail) = match self.fail_after.take() {
             Some(n) => (&ops[..n.min(ops.len())], n < ops.len()),
@@ -160,7 +169,7 @@ impl Kernel for MemKernel {
                 ops[run.len()].describe()
             )));
         }
-        Ok(())
+        Ok(Applied::default())
     }
 }
 

@@ -259,9 +259,41 @@ impl Op {
         }
     }
 
+    /// The interface the operation acts on, if any: gone, it takes the operation's object
+    /// with it (routes, neighbours, attachments and settings live on their device).
+    pub fn iface(&self) -> Option<&str> {
+        match self {
+            Op::SetLinkUp { name } => Some(name),
+            Op::SetSysctl { dev, .. }
+            | Op::ResetSysctl { dev, .. }
+            | Op::RouteReplace { dev, .. }
+            | Op::RouteDelete { dev, .. }
+            | Op::NeighReplace { dev, .. }
+            | Op::NeighDelete { dev, .. } => Some(dev),
+            Op::Attach { iface, .. } | Op::Detach { iface, .. } => Some(iface),
+            _ => None,
+        }
+    }
+
     /// Operations that create devices: everything else may need their indexes.
     pub fn creates_link(&self) -> bool {
         matches!(self, Op::CreateVeth { .. } | Op::DeleteLink { .. })
+    }
+
+    /// Operations that run before the programs a `LoadPrograms` loaded are switched to: they
+    /// fill the maps those programs bring (rulesets, then entries) and name no program. Any
+    /// other operation (an attachment names a program) switches first. Filling a replaced map
+    /// whole before the switch is what lets the new programs find every entry from their first
+    /// packet.
+    pub fn runs_before_switch(&self) -> bool {
+        matches!(
+            self,
+            Op::LoadPrograms { .. }
+                | Op::LoadRuleset { .. }
+                | Op::DropRuleset { .. }
+                | Op::WriteEntries { .. }
+                | Op::DeleteEntries { .. }
+        )
     }
 }
 
@@ -348,18 +380,12 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
 
     // Maps: missing or reshaped ones mean a (re)load of every object that uses them.
     let mut fresh_maps: BTreeSet<&str> = BTreeSet::new();
-    // Replaced maps whose entries the applier copies into their successors: what is there
-    // and not desired must still be deleted.
-    let mut carried: BTreeSet<&str> = BTreeSet::new();
     for (name, m) in &desired.maps {
         match observed.maps.get(name) {
             None => {
                 fresh_maps.insert(name);
             }
             Some(o) if o.def != m.def => {
-                if carries_entries(name, &o.def, &m.def) {
-                    carried.insert(name);
-                }
                 ops.push(Op::ReplaceMap {
                     name: name.clone(),
                     old: o.def.clone(),
@@ -540,7 +566,8 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     for map in WRITE_ORDER.iter().rev() {
-        if fresh_maps.contains(map) && !carried.contains(map) {
+        // A replaced map is written whole (its entries are not carried over): nothing to delete.
+        if fresh_maps.contains(map) {
             continue;
         }
         let Some(have) = observed.maps.get(*map).and_then(|m| m.entries.as_ref()) else {
@@ -599,12 +626,17 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
 }
 
 /// Whether replacing the map `name` keeps its entries: the applier copies them into the new
-/// map when the layout allows (a resize). weft_pol_rs's values are maps, not entries to copy.
+/// map when the layout allows (a resize). Only the dataplane's own maps (conntrack, affinity)
+/// are carried: the reconciled ones get exactly their desired entries, written whole into the
+/// new map before the switch (a copy of the old ones would bring back entries the plan
+/// removes and, into a smaller map, crowd out live ones). weft_pol_rs's values are maps, not
+/// entries to copy.
 pub fn carries_entries(name: &str, old: &MapDef, new: &MapDef) -> bool {
     old.map_type == new.map_type
         && old.key_size == new.key_size
         && old.value_size == new.value_size
         && name != maps::POL_RS
+        && !maps::RECONCILED.contains(&name)
 }
 
 /// The unified diff of the two renderings, as `weft diff` prints it; empty when equal.
@@ -833,6 +865,52 @@ mod tests {
             |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::RT4),
         );
         assert!(replace < load && load < refill, "{ops:#?}");
+    }
+
+    #[test]
+    fn a_shrunk_map_gets_exactly_its_desired_entries_before_the_switch() {
+        let felix = |n: u32| {
+            format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec:\n  bpfMapSizeIfState: {n}\n")
+        };
+        // Two endpoints, room for ten; then one leaves and the map shrinks to one entry.
+        let before = state(&[
+            &wep("a", "calia", "10.0.0.1"),
+            &wep("b", "calib", "10.0.0.2"),
+            &felix(10),
+        ]);
+        let after = state(&[&wep("a", "calia", "10.0.0.1"), &felix(1)]);
+        let ops = plan(&after, &before, MapSizes::default());
+        let writes: Vec<&Op> = ops
+            .iter()
+            .filter(|o| matches!(o, Op::WriteEntries { map, .. } | Op::DeleteEntries { map, .. } if map == maps::IFACE))
+            .collect();
+        let want = after.maps[maps::IFACE].entries.as_ref().expect("entries");
+        assert!(
+            matches!(writes[..], [Op::WriteEntries { entries, .. }] if entries.len() == want.len()),
+            "the new map is written whole, nothing carried to delete: {writes:#?}"
+        );
+        let Some(Op::ReplaceMap { name, old, new }) = ops
+            .iter()
+            .find(|o| matches!(o, Op::ReplaceMap { name, .. } if name == maps::IFACE))
+        else {
+            panic!("weft_iface is replaced: {ops:#?}");
+        };
+        assert!(!carries_entries(name, old, new));
+        // Run against the model of the kernel: the map holds exactly a's entry, and the
+        // programs were switched to only after every write (nothing after the load but
+        // rulesets and entries until then).
+        let mut live = before.clone();
+        live.apply(&ops).expect("the plan applies");
+        assert_eq!(live.maps[maps::IFACE].entries.as_ref(), Some(want));
+        let load = position(&ops, |o| matches!(o, Op::LoadPrograms { .. }));
+        let write = position(
+            &ops,
+            |o| matches!(o, Op::WriteEntries { map, .. } if map == maps::IFACE),
+        );
+        assert!(
+            ops[load..=write].iter().all(Op::runs_before_switch),
+            "{ops:#?}"
+        );
     }
 
     #[test]

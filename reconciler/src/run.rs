@@ -11,7 +11,7 @@ use crate::bpf::features::{self, Features, Without};
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::HostFacts;
-use crate::kernel::Kernel;
+use crate::kernel::{Applied, Kernel};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::observe::{self, ObserveError};
 use crate::plan::{self, Op};
@@ -146,12 +146,12 @@ impl Kernel for Host {
         &mut self,
         ops: &[Op],
         progress: &mut dyn FnMut(&Progress<'_>),
-    ) -> Result<(), RunError> {
+    ) -> Result<Applied, RunError> {
         let _p = crate::timing::phase("apply");
-        crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
+        let vanished = crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
             .run(ops, progress)
             .await?;
-        Ok(())
+        Ok(Applied { vanished })
     }
 }
 
@@ -212,6 +212,8 @@ pub struct Outcome {
     pub after: HostState,
     /// How many operations ran.
     pub ops: usize,
+    /// Interfaces that went away while the operations ran (theirs were skipped).
+    pub vanished: BTreeSet<String>,
 }
 
 impl Outcome {
@@ -228,12 +230,13 @@ pub async fn converge<K: Kernel>(
     ops: &[Op],
     mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
-    host.apply(ops, &mut progress).await?;
+    let applied = host.apply(ops, &mut progress).await?;
     host.refresh_facts().await?;
     let after = host.observe(desired).await?;
     Ok(Outcome {
         after,
         ops: ops.len(),
+        vanished: applied.vanished,
     })
 }
 
@@ -324,6 +327,7 @@ async fn converge_from<K: Kernel>(
         let outcome = Outcome {
             after: std::mem::take(&mut planned.observed),
             ops: 0,
+            vanished: BTreeSet::new(),
         };
         return Ok(Converged {
             planned,
@@ -331,13 +335,30 @@ async fn converge_from<K: Kernel>(
             outcome,
         });
     }
-    let outcome = converge(host, &planned.desired.state, &planned.ops, progress).await?;
+    let mut outcome = converge(host, &planned.desired.state, &planned.ops, &mut progress).await?;
+    // Interfaces that went away meanwhile had their operations skipped: the rest converged,
+    // and a plan from the facts as they are now (which leave those endpoints out, with a
+    // warning) takes away what they left behind, such as their map entries. Interfaces may
+    // keep going away; after a few rounds the next reconcile is left to finish.
+    let mut vanished = std::mem::take(&mut outcome.vanished);
+    for _ in 0..VANISHED_ROUNDS {
+        if vanished.is_empty() || outcome.converged(&planned.desired.state) {
+            break;
+        }
+        planned = plan_desired(host, host.without_down(make(host.facts())?)).await?;
+        outcome = converge(host, &planned.desired.state, &planned.ops, &mut progress).await?;
+        vanished.append(&mut outcome.vanished);
+    }
+    outcome.vanished = vanished;
     Ok(Converged {
         planned,
         created,
         outcome,
     })
 }
+
+/// How many times one converge plans again for interfaces that went away during its apply.
+const VANISHED_ROUNDS: usize = 3;
 
 /// Runs the operations of `ops` that create devices, and gathers the host's facts again so
 /// that a new plan can name the devices' indexes (map entries, attachments). True when there
@@ -351,6 +372,7 @@ pub async fn create_devices<K: Kernel>(
     if devices.is_empty() {
         return Ok(false);
     }
+    // weft's own devices: none of them goes away unasked.
     host.apply(&devices, &mut progress).await?;
     host.refresh_facts().await?;
     Ok(true)

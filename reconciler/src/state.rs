@@ -172,6 +172,17 @@ pub fn mac_string(m: &[u8; 6]) -> String {
 }
 
 impl HostState {
+    /// What `observe` looks at of a state to know where to look (its interfaces and hooks),
+    /// without the rest: a scope that costs little to keep.
+    pub fn scope(&self) -> HostState {
+        HostState {
+            links: self.links.clone(),
+            attachments: self.attachments.clone(),
+            cgroup_attachments: self.cgroup_attachments.clone(),
+            ..HostState::default()
+        }
+    }
+
     /// A stable, line-per-object rendering grouped by kind of object: what `weft diff` diffs.
     /// `names` says what rule and service ids stand for, so entries say which rule they are.
     pub fn render(&self, names: &Names) -> String {

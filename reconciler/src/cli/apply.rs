@@ -63,10 +63,10 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
             std::mem::forget(cfg);
             return Ok((true, None));
         }
-        // With --confirm-within: the state a rollback returns to, and what this apply aims at.
-        let previous = confirm
-            .is_some()
-            .then(|| (before.observed.clone(), before.desired.state.clone()));
+        // The state a rollback returns to (should the apply fail partway, or go unconfirmed),
+        // and where this apply aims (a rollback observes its interfaces too).
+        let previous = before.observed.clone();
+        let aimed = before.desired.state.scope();
         let result =
             run::apply_planned(&mut h, &cfg, Some(before), &mut cache, run::log_progress()).await;
         // The process ends soon: freeing a large configuration piece by piece takes longer
@@ -76,14 +76,28 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         let (planned, outcome) = match result {
             Ok(x) => x,
             Err(e) => {
-                if let Some((previous, aimed)) = &previous {
-                    say(format_args!("weft: {e}; rolling back"));
-                    let _ = confirm::rollback(&mut h, previous, aimed).await;
+                // Nothing half-applied: what was live before comes back.
+                say(format_args!("weft: {e}; rolling back to the state before this apply"));
+                match confirm::rollback(&mut h, &previous, &aimed).await {
+                    Ok(o) if o.converged(&previous) => {
+                        say(format_args!("rolled back: the live state is as it was"))
+                    }
+                    Ok(_) => say(format_args!(
+                        "weft: rolled back, but the live state still differs from before"
+                    )),
+                    Err(r) => say(format_args!("weft: the rollback failed too: {r}")),
                 }
                 return Err(e);
             }
         };
-        let waiting = previous.map(|(previous, _)| (h, previous, planned.desired.state.clone()));
+        for iface in &outcome.vanished {
+            say(format_args!(
+                "weft: warning: interface {iface} went away during the apply; its endpoint is left out until it is back"
+            ));
+        }
+        let waiting = confirm
+            .is_some()
+            .then(|| (h, previous, planned.desired.state.scope()));
         let converged = outcome.converged(&planned.desired.state);
         if !converged {
             let names = planned.desired.names();

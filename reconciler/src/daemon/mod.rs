@@ -581,7 +581,7 @@ enum Made {
 /// What to observe for a rollback: the interfaces and attachments of both states (`a` wins
 /// where both configure one).
 pub fn scope_of(a: &HostState, b: &HostState) -> HostState {
-    let mut scope = b.clone();
+    let mut scope = b.scope();
     scope.links.extend(a.links.clone());
     scope.attachments.extend(a.attachments.clone());
     scope

@@ -157,3 +157,12 @@ impl Netlink {
         }
     }
 }
+
+/// The index interface `name` has now in this network namespace, if it exists
+/// (`if_nametoindex(3)`: asks the kernel, not a cache).
+pub fn index_now(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}

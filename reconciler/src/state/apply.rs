@@ -65,16 +65,17 @@ impl HostState {
     ///   not know still removes what is on it.
     /// - `ResetSysctl` drops the key (back at the default, so unread); a link left with no
     ///   sysctls and not weft's own is no longer shown.
-    /// - `ReplaceMap` unpins the map (weft_pol_rs with its rulesets); when the layout allows,
-    ///   its entries are kept and go into the successor the next `LoadPrograms` creates, and
-    ///   once more, without overwriting, when the loaded programs are switched to. Entries
-    ///   are assumed to fit: a smaller map drops what it has no room for, and which ones
-    ///   depends on the kernel's iteration order.
+    /// - `ReplaceMap` unpins the map (weft_pol_rs with its rulesets); when
+    ///   `plan::carries_entries` says so (the dataplane's own maps, resized), its entries are
+    ///   kept and go into the successor the next `LoadPrograms` creates, and once more, without
+    ///   overwriting, when the loaded programs are switched to. Entries are assumed to fit: a
+    ///   smaller map drops what it has no room for, and which ones depends on the kernel's
+    ///   iteration order. A reconciled map's successor starts empty.
     /// - `LoadPrograms` creates every missing map the object defines (every object defines
     ///   every map, `weft_defs_maps.h`), sized by the operation's `sizes`, empty; a pinned map
     ///   of another shape refuses it. The programs are pinned with the identity of this
     ///   build's object and the operation's settings when the applier switches to them: before
-    ///   the next operation that is not a load or an entry write or delete, or at the end.
+    ///   the next operation that does not `Op::runs_before_switch`, or at the end.
     ///   Attachments name programs, so they follow the switch unchanged.
     /// - Entry writes and deletes need the map pinned; maps whose entries `observe` does not
     ///   read (conntrack, counters) stay without entries.
@@ -88,10 +89,7 @@ impl HostState {
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), Refused> {
         let mut run = Run::default();
         for op in ops {
-            if !matches!(
-                op,
-                Op::LoadPrograms { .. } | Op::WriteEntries { .. } | Op::DeleteEntries { .. }
-            ) {
+            if !op.runs_before_switch() {
                 self.switch_loaded(&mut run);
             }
             self.one(op, &mut run)?;
@@ -110,10 +108,6 @@ impl HostState {
             self.programs.insert(name, ProgramState { identity });
         }
         for (name, old) in std::mem::take(&mut run.migrating) {
-            // Not for the reconciled maps (the applier skips them: weft alone writes them).
-            if maps::RECONCILED.contains(&name.as_str()) {
-                continue;
-            }
             if let (Some(old), Some(new)) = (
                 old,
                 self.maps.get_mut(&name).and_then(|m| m.entries.as_mut()),
