@@ -22,7 +22,7 @@ fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
     f.extend_from_slice(&DST_MAC);
     f.extend_from_slice(&SRC_MAC);
