@@ -19,6 +19,7 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod state;
+pub mod statedir;
 #[cfg(test)]
 mod testdir;
 pub mod timing;

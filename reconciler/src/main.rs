@@ -86,7 +86,8 @@ enum Command {
         conntrack_gc_interval: Duration,
     },
     /// What the daemon last did, its last error, drift repaired, and how full the maps are.
-    /// Exit 0 when the daemon runs and its last reconcile did not fail, 1 otherwise.
+    /// Exit 0 when the daemon runs and its last reconcile did not fail, 2 when this user
+    /// cannot tell (the state directory is root's alone), 1 otherwise.
     Status {
         #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
