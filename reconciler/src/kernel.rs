@@ -31,6 +31,12 @@ pub trait Kernel {
     /// The live state of what weft owns, and of the interfaces and hooks `scope` names.
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError>;
 
+    /// Refuses a plan this host must not run, before any of it runs: one that takes over
+    /// routes of others without leave (`takeover`).
+    fn may_run(&self, _ops: &[Op]) -> Result<(), RunError> {
+        Ok(())
+    }
+
     /// Runs `ops` in order, stopping at the first that fails.
     async fn apply(
         &mut self,

@@ -20,6 +20,7 @@ pub mod run;
 pub mod services;
 pub mod state;
 pub mod statedir;
+pub mod takeover;
 #[cfg(test)]
 mod testdir;
 pub mod timing;

@@ -2,7 +2,7 @@
 //! desired state, observe the live one, plan.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use weft_model::{Config, Diagnostics};
 
@@ -16,6 +16,7 @@ use crate::netlink::{Netlink, NetlinkError};
 use crate::observe::{self, ObserveError};
 use crate::plan::{self, Op};
 use crate::state::HostState;
+use crate::takeover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -34,6 +35,8 @@ pub enum RunError {
     /// An operation the in-memory kernel (`kernel::MemKernel`) refused or was told to fail.
     #[error("{0}")]
     Mem(String),
+    #[error(transparent)]
+    Takeover(#[from] crate::takeover::TakeoverError),
     #[error("this kernel ({release}) lacks what weft needs:\n  {}", missing.join("\n  "))]
     Kernel {
         release: String,
@@ -50,6 +53,11 @@ pub struct Host {
     pub down: BTreeSet<String>,
     /// What the kernel has of what weft uses.
     pub kernel: Features,
+    /// Where weft keeps what the kernel does not: the status, confirmations, and the record
+    /// of the routes it took over (`takeover`).
+    pub state_dir: PathBuf,
+    /// Whether weft may replace routes of others at destinations it wants (`takeover`).
+    pub take_over_routes: bool,
 }
 
 impl Host {
@@ -57,7 +65,12 @@ impl Host {
     /// (None: the cgroup2 root).
     /// Refuses a kernel that lacks what weft cannot do without, naming it; says once per
     /// process what weft does about the rest.
-    pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
+    pub async fn open(
+        pins: Pins,
+        state_dir: PathBuf,
+        node: String,
+        cgroup: Option<String>,
+    ) -> Result<Host, RunError> {
         let _p = crate::timing::phase("open the host");
         let kernel = features::probe(&pins.root);
         let required = kernel.missing_required();
@@ -68,7 +81,8 @@ impl Host {
             });
         }
         let nl = Netlink::connect().map_err(RunError::Connect)?;
-        let facts = crate::netlink::facts::gather(&nl, node, cgroup).await?;
+        let mut facts = crate::netlink::facts::gather(&nl, node, cgroup).await?;
+        facts.taken_over = takeover::recorded(&state_dir, &facts.foreign_routes);
         let down = down_links(&nl).await?;
         Ok(Host {
             pins,
@@ -76,6 +90,8 @@ impl Host {
             facts,
             down,
             kernel,
+            state_dir,
+            take_over_routes: false,
         })
     }
 
@@ -133,8 +149,13 @@ impl Kernel for Host {
             self.facts.cgroup.clone(),
         )
         .await?;
+        self.facts.taken_over = takeover::recorded(&self.state_dir, &self.facts.foreign_routes);
         self.down = down_links(&self.nl).await?;
         Ok(())
+    }
+
+    fn may_run(&self, ops: &[Op]) -> Result<(), RunError> {
+        Ok(takeover::check(ops, self.take_over_routes)?)
     }
 
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError> {
@@ -148,9 +169,18 @@ impl Kernel for Host {
         progress: &mut dyn FnMut(&Progress<'_>),
     ) -> Result<(), RunError> {
         let _p = crate::timing::phase("apply");
+        // Every way to the kernel passes here, the incremental one too: routes of others are
+        // taken over only with leave, and put back where weft lets go.
+        let ops = takeover::mark(ops, &self.facts);
+        let takeovers = takeover::Takeovers {
+            allowed: self.take_over_routes,
+            state_dir: &self.state_dir,
+        };
+        takeovers.before(&ops, &self.facts.taken_over)?;
         crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
-            .run(ops, progress)
+            .run(&ops, progress)
             .await?;
+        takeovers.after(&ops)?;
         Ok(())
     }
 }
@@ -198,7 +228,10 @@ pub async fn plan_desired<K: Kernel>(host: &K, mut desired: Desired) -> Result<P
     let observed = host.observe(&desired.state).await?;
     let _p = crate::timing::phase("plan");
     desired.settle_attach_modes(&observed);
-    let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
+    let ops = plan::with_foreign_routes(
+        plan::plan(&desired.state, &observed, desired.settings.sizes),
+        host.facts(),
+    );
     Ok(Planned {
         desired,
         observed,
@@ -315,6 +348,7 @@ async fn converge_from<K: Kernel>(
         None => plan_desired(host, host.without_down(make(host.facts())?)).await?,
     };
     first(&planned);
+    host.may_run(&planned.ops)?;
     let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {
         created = planned.ops.iter().filter(|o| o.creates_link()).count();
@@ -356,14 +390,23 @@ pub async fn create_devices<K: Kernel>(
     Ok(true)
 }
 
-/// Removes everything weft created (its pin directories included).
+/// Removes everything weft created (its pin directories included), and puts back the routes
+/// of others it took over.
 pub async fn teardown(
     host: &mut Host,
     progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let empty = HostState::default();
     let observed = host.observe(&empty).await?;
-    let ops = plan::plan(&empty, &observed, Default::default());
+    let mut ops = plan::plan(&empty, &observed, Default::default());
+    // Routes weft took over whose own route is gone already (deleted by hand): put back too.
+    ops.extend(
+        host.facts
+            .taken_over
+            .values()
+            .filter(|r| !observed.routes.contains_key(&r.dst))
+            .map(|r| Op::RouteRestore { route: r.clone() }),
+    );
     let outcome = converge(host, &empty, &ops, progress).await?;
     for ring in [
         crate::events::ring::Ring::Flows,

@@ -1,5 +1,6 @@
 //! The host's facts (`facts::HostFacts`) as the kernel tells them: interfaces, weft's own
-//! devices, addresses, and what the kernel supports.
+//! devices, addresses, the routes of others weft's could replace, and what the kernel
+//! supports.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,7 @@ pub async fn gather(
             )
         })
         .collect();
+    let foreign_routes = nl.foreign_host_routes_v4(&name_of).await?;
     let links = all.into_iter().map(|l| (l.name, l.index)).collect();
     let host_addrs = nl
         .addresses_v4()
@@ -50,5 +52,8 @@ pub async fn gather(
         tcx: crate::bpf::link::tcx_supported(),
         cgroup,
         netns_cookie: crate::bpf::link::netns_cookie(),
+        foreign_routes,
+        // The record is the state directory's: `run::Host` reads it.
+        taken_over: Default::default(),
     })
 }
