@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -28,8 +29,9 @@ pub struct HostFacts {
     pub netns_cookie: u64,
     /// Routes of others (any protocol but 87) in the main table that a route of weft's would
     /// replace: `ip route replace` replaces the route of the same destination, tos and metric.
-    /// Only host routes (/32) are gathered, as weft's routes are all host routes.
-    pub foreign_routes: BTreeMap<Net4, ForeignRoute>,
+    /// Only host routes (/32) are gathered, as weft's routes are all host routes. Shared:
+    /// facts are copied with every desired state computed, and a host may have many.
+    pub foreign_routes: Arc<BTreeMap<Net4, ForeignRoute>>,
     /// Routes of others that weft replaced with leave (`--take-over-routes`), as they were,
     /// from the record in the state directory: put back when weft's route there goes.
     pub taken_over: BTreeMap<Net4, ForeignRoute>,

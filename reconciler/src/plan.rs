@@ -999,6 +999,7 @@ mod tests {
 
     #[test]
     fn a_route_over_a_foreign_one_takes_it_over_and_one_taken_is_put_back_after_weft_lets_go() {
+        use std::collections::BTreeMap;
         let s = state(&[&wep("a", "calia", "10.0.0.1")]);
         let dst = Net4::host(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
         let theirs = ForeignRoute {
@@ -1017,7 +1018,7 @@ mod tests {
         assert_eq!(render_foreign(&plain), "");
 
         let mut f = facts();
-        f.foreign_routes.insert(dst, theirs.clone());
+        f.foreign_routes = Arc::new(BTreeMap::from([(dst, theirs.clone())]));
         let ops = with_foreign_routes(plan(&s, &HostState::default(), MapSizes::default()), &f);
         assert_eq!(takeovers(&ops), vec![&theirs]);
         assert_eq!(ops.len(), plain.len(), "marked, not added to");

@@ -31,7 +31,7 @@ pub async fn gather(
             )
         })
         .collect();
-    let foreign_routes = nl.foreign_host_routes_v4(&name_of).await?;
+    let foreign_routes = std::sync::Arc::new(nl.foreign_host_routes_v4(&name_of).await?);
     let links = all.into_iter().map(|l| (l.name, l.index)).collect();
     let host_addrs = nl
         .addresses_v4()

@@ -93,15 +93,13 @@ impl Netlink {
             .map_err(NetlinkError::request("listing routes"))?
         {
             let h = &m.header;
-            let metric = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            });
             if h.protocol == RouteProtocol::Other(WEFT_PROTO)
                 || h.table != RouteHeader::RT_TABLE_MAIN
                 || h.destination_prefix_length != 32
                 || h.tos != 0
-                || metric.unwrap_or(0) != 0
+                || m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Priority(p) if *p != 0))
             {
                 continue;
             }
