@@ -40,6 +40,8 @@ pub struct Args {
 struct Scratch {
     pins: Pins,
     cgroup: PathBuf,
+    /// weft's state directory (nothing is written there unless routes are taken over).
+    state: PathBuf,
 }
 
 impl Scratch {
@@ -48,8 +50,9 @@ impl Scratch {
         let cgroup = PathBuf::from("/sys/fs/cgroup/unified").join(&name);
         let _ = std::fs::create_dir(&cgroup);
         Scratch {
-            pins: Pins::new(PathBuf::from("/sys/fs/bpf").join(name)),
+            pins: Pins::new(PathBuf::from("/sys/fs/bpf").join(&name)),
             cgroup,
+            state: std::env::temp_dir().join(name),
         }
     }
 }
@@ -144,6 +147,7 @@ async fn weft_cold(dir: &Path, scratch: &Scratch) -> Result<(Host, Cold), run::R
     let t = Instant::now();
     let mut host = Host::open(
         scratch.pins.clone(),
+        scratch.state.clone(),
         gen::NODE.into(),
         Some(scratch.cgroup.display().to_string()),
     )
@@ -320,6 +324,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
                 let cfg = run::load(&dir).expect("load");
                 let mut h = Host::open(
                     scratch.pins.clone(),
+                    scratch.state.clone(),
                     gen::NODE.into(),
                     Some(scratch.cgroup.display().to_string()),
                 )

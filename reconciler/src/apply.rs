@@ -361,7 +361,7 @@ impl<'a> Applier<'a> {
 
     /// `ip route replace` for a RouteReplace operation.
     async fn route(&self, op: &Op) -> Result<(), ApplyError> {
-        let Op::RouteReplace { dst, dev, via } = op else {
+        let Op::RouteReplace { dst, dev, via, .. } = op else {
             unreachable!("only routes are sent together");
         };
         let oif = self.ifindex(op, dev)?;
@@ -558,7 +558,7 @@ impl<'a> Applier<'a> {
                     source,
                 })
                 .map_err(bpf),
-            Op::RouteReplace { dst, dev, via } => {
+            Op::RouteReplace { dst, dev, via, .. } => {
                 let oif = self.ifindex(op, dev)?;
                 self.nl
                     .route_replace(&Route4 {
@@ -582,6 +582,7 @@ impl<'a> Applier<'a> {
                     .await
                     .map_err(net)
             }
+            Op::RouteRestore { route } => self.nl.route_restore(route).await.map_err(net),
             Op::NeighReplace { dev, ip, lladdr } => {
                 let ifindex = self.ifindex(op, dev)?;
                 self.nl

@@ -8,6 +8,9 @@
 //! or finds the file gone, so exactly one of the two wins, whatever the timing.
 //!
 //! The rollback restores what was observed live before the apply: `plan(previous, live)`.
+//!
+//! Only the user who runs the apply (root) may confirm: the state directory is theirs alone
+//! (`statedir`), and `weft confirm` says so plainly to anyone else.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use crate::kernel::Kernel;
 use crate::observe;
 use crate::run::{self, Host, Outcome, RunError};
 use crate::state::HostState;
+use crate::statedir::{self, StateDirError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfirmError {
@@ -27,6 +31,10 @@ pub enum ConfirmError {
     Busy { pid: u32, dir: String },
     #[error("nothing is waiting for confirmation (no {path}): it was confirmed, rolled back, or never asked for")]
     NothingPending { path: PathBuf },
+    #[error("only the user who runs `weft apply` (uid {owner}) may confirm, as {dir} is theirs; run `sudo weft confirm`")]
+    NotOwner { dir: PathBuf, owner: u32 },
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -82,7 +90,7 @@ impl Pending {
     /// Announces that this process waits for confirmation until `info.deadline`. Fails while
     /// another live process waits; a file left by a dead one is replaced.
     pub fn begin(state_dir: &Path, info: &PendingInfo) -> Result<Pending, ConfirmError> {
-        std::fs::create_dir_all(state_dir).map_err(io_err(state_dir))?;
+        statedir::ensure(state_dir)?;
         let path = pending_path(state_dir);
         if let Ok(other) = read_info(&path) {
             if other.pid != info.pid && alive(other.pid) {
@@ -95,10 +103,8 @@ impl Pending {
         for stale in [done_path(state_dir), expired_path(state_dir)] {
             let _ = std::fs::remove_file(stale);
         }
-        let tmp = state_dir.join(".confirm.pending.tmp");
         let json = serde_json::to_vec(info).expect("pending info serializes");
-        std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        statedir::write(state_dir, "confirm.pending", &json)?;
         Ok(Pending {
             state_dir: state_dir.to_path_buf(),
         })
@@ -145,6 +151,12 @@ pub fn waiting(state_dir: &Path) -> Option<PendingInfo> {
 
 /// `weft confirm`: answers the pending confirmation, if there is one.
 pub fn confirm(state_dir: &Path) -> Result<PendingInfo, ConfirmError> {
+    if let Some(Err(owner)) = statedir::owner_check(state_dir) {
+        return Err(ConfirmError::NotOwner {
+            dir: state_dir.to_path_buf(),
+            owner,
+        });
+    }
     let path = pending_path(state_dir);
     let info = match read_info(&path) {
         Ok(i) => i,

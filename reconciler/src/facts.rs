@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use serde::Serialize;
+
+use crate::policy::flat::Net4;
 use crate::state::OwnedLink;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,6 +26,32 @@ pub struct HostFacts {
     pub cgroup: Option<String>,
     /// This network namespace's cookie: connect-time load balancing serves its sockets only.
     pub netns_cookie: u64,
+    /// Routes of others that weft replaced with leave (`--take-over-routes`), as they were,
+    /// from the record in the state directory: put back when weft's route there goes.
+    pub taken_over: BTreeMap<Net4, ForeignRoute>,
+}
+
+/// A route in the main table that is not weft's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ForeignRoute {
+    #[serde(serialize_with = "ser_display")]
+    pub dst: Net4,
+    /// As `ip route` shows it, e.g. `10.65.0.2/32 via 192.0.2.2 dev up0 proto static`.
+    pub shown: String,
+    /// The kernel's own message for it (rtnetlink RTM_NEWROUTE), so that it is put back as it
+    /// was, nexthops, source address and all.
+    #[serde(skip)]
+    pub message: Vec<u8>,
+}
+
+fn ser_display<S: serde::Serializer>(v: &Net4, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl std::fmt::Display for ForeignRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
 }
 
 impl HostFacts {

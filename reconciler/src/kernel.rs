@@ -4,12 +4,13 @@
 //! `HostState::apply`, so that the orchestration (trust, retries, device creation, the
 //! incremental path) is tested without root.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::Progress;
 use crate::desired::Desired;
-use crate::facts::HostFacts;
+use crate::facts::{ForeignRoute, HostFacts};
 use crate::plan::Op;
+use crate::policy::flat::Net4;
 use crate::run::RunError;
 use crate::state::HostState;
 
@@ -30,6 +31,21 @@ pub trait Kernel {
 
     /// The live state of what weft owns, and of the interfaces and hooks `scope` names.
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError>;
+
+    /// The routes of others at the destinations `at` that a route of weft's would replace
+    /// (`plan::with_foreign_routes`).
+    async fn foreign_routes(
+        &self,
+        _at: &BTreeSet<Net4>,
+    ) -> Result<BTreeMap<Net4, ForeignRoute>, RunError> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Refuses a plan this host must not run, before any of it runs: one that takes over
+    /// routes of others without leave (`takeover`).
+    fn may_run(&self, _ops: &[Op]) -> Result<(), RunError> {
+        Ok(())
+    }
 
     /// Runs `ops` in order, stopping at the first that fails; operations on an interface
     /// that has gone meanwhile are skipped, and it is named in the answer.

@@ -19,6 +19,8 @@ pub mod policy;
 pub mod run;
 pub mod services;
 pub mod state;
+pub mod statedir;
+pub mod takeover;
 #[cfg(test)]
 mod testdir;
 pub mod timing;

@@ -57,9 +57,10 @@ enum Command {
         /// Roll back unless `weft confirm` arrives within this long (e.g. 30s, 2m).
         #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
         confirm_within: Option<Duration>,
-        /// Where the pending confirmation is kept.
-        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// Let weft's routes replace routes of others at the same destinations (`weft diff`
+        /// shows them). weft records each and puts it back when its own route there goes.
+        #[arg(long)]
+        take_over_routes: bool,
     },
     /// Keep what a `weft apply --confirm-within` applied. Exit 0 confirmed, 1 nothing waits.
     Confirm {
@@ -73,9 +74,10 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         host: HostArgs,
-        /// Where the status file goes (read by `weft status`).
-        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// Let weft's routes replace routes of others at the same destinations, as
+        /// `weft apply --take-over-routes` does.
+        #[arg(long)]
+        take_over_routes: bool,
         /// How often to look for drift when nothing else happens.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = cli::parse_duration)]
         resync: Duration,
@@ -92,7 +94,8 @@ enum Command {
         conntrack_gc_interval: Duration,
     },
     /// What the daemon last did, its last error, drift repaired, and how full the maps are.
-    /// Exit 0 when the daemon runs and its last reconcile did not fail, 1 otherwise.
+    /// Exit 0 when the daemon runs and its last reconcile did not fail, 2 when this user
+    /// cannot tell (the state directory is root's alone), 1 otherwise.
     Status {
         #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -182,33 +185,40 @@ fn main() -> ExitCode {
         } => cli::block_on(cli::diff::run(&dir, &host, output, verbose)),
         Command::Apply {
             dir,
-            host,
+            mut host,
             confirm_within,
-            state_dir,
+            take_over_routes,
         } => {
-            let confirm = confirm_within.map(|within| cli::apply::Confirm { within, state_dir });
+            host.take_over_routes = take_over_routes;
+            let confirm = confirm_within.map(|within| cli::apply::Confirm {
+                within,
+                state_dir: host.state_dir.clone(),
+            });
             cli::block_on(cli::apply::run(&dir, &host, confirm))
         }
         Command::Confirm { state_dir } => cli::confirm::run(&state_dir),
         Command::Run {
             dir,
-            host,
-            state_dir,
+            mut host,
+            take_over_routes,
             resync,
             debounce,
             metrics_listen,
             conntrack_gc_interval,
-        } => cli::block_on(cli::run::run(
-            &dir,
-            &host,
-            daemon_options(
-                state_dir,
-                resync,
-                debounce,
-                metrics_listen,
-                conntrack_gc_interval,
-            ),
-        )),
+        } => {
+            host.take_over_routes = take_over_routes;
+            cli::block_on(cli::run::run(
+                &dir,
+                &host,
+                daemon_options(
+                    host.state_dir.clone(),
+                    resync,
+                    debounce,
+                    metrics_listen,
+                    conntrack_gc_interval,
+                ),
+            ))
+        }
         Command::Gc { dir, host, output } => cli::gc::run(dir.as_deref(), &host, output),
         Command::Status {
             state_dir,

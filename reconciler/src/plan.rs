@@ -6,13 +6,14 @@
 //! only then the routes that send traffic to a new workload or service. Removal runs the other
 //! way: routes first, then attachments, then entries, pins and devices.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::bpf::maps::{self, MapDef, MapSizes};
+use crate::facts::ForeignRoute;
 use crate::objects::Hook;
 use crate::objects::{AttachMode, CgroupHook};
 use crate::objects::{Object, ProgramIdentity};
@@ -119,6 +120,10 @@ pub enum Op {
         dst: Net4,
         dev: String,
         via: Option<Ipv4Addr>,
+        /// The route of someone else's this one replaces (`foreign_routes`): run only with
+        /// leave, and recorded so that it is put back when weft's route goes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        takes_over: Option<ForeignRoute>,
     },
     RouteDelete {
         #[serde(serialize_with = "ser_display")]
@@ -136,6 +141,11 @@ pub enum Op {
     NeighDelete {
         dev: String,
         ip: Ipv4Addr,
+    },
+    /// `ip route add <route>`: a route of someone else's that weft took over, put back as it
+    /// was once weft's route there is gone.
+    RouteRestore {
+        route: ForeignRoute,
     },
     UnpinProgram {
         name: String,
@@ -245,10 +255,25 @@ impl Op {
                 format!("attach {program} to cgroup {cgroup} {}", hook.as_str())
             }
             Op::DetachCgroup { hook } => format!("detach from cgroup {}", hook.as_str()),
-            Op::RouteReplace { dst, dev, via } => {
-                format!("ip route replace {}", route(dst, dev, via))
-            }
+            Op::RouteReplace {
+                dst,
+                dev,
+                via,
+                takes_over: None,
+            } => format!("ip route replace {}", route(dst, dev, via)),
+            Op::RouteReplace {
+                dst,
+                dev,
+                via,
+                takes_over: Some(theirs),
+            } => format!(
+                "ip route replace {}, taking over the foreign route {theirs}",
+                route(dst, dev, via)
+            ),
             Op::RouteDelete { dst, dev, via } => format!("ip route del {}", route(dst, dev, via)),
+            Op::RouteRestore { route } => {
+                format!("ip route add {route} (the foreign route weft took over, put back)")
+            }
             Op::NeighReplace { dev, ip, lladdr } => format!(
                 "ip neigh replace {ip} lladdr {} dev {dev} nud permanent proto 87",
                 mac_string(lladdr)
@@ -522,6 +547,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                     dst: *dst,
                     dev: r.dev.clone(),
                     via: r.via,
+                    takes_over: None,
                 });
             }
         }
@@ -623,6 +649,93 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
     ops
+}
+
+/// The plan `ops` on a host with routes of others: a RouteReplace whose destination has a
+/// route of someone else's (`foreign`) is marked as taking it over, which `weft diff` shows and
+/// apply refuses without leave; after a RouteDelete where weft took a route over
+/// (`taken_over`), that route is put back. The rest is `ops` as it was. Marking a marked plan
+/// again changes nothing.
+pub fn with_foreign_routes(
+    ops: Vec<Op>,
+    foreign: &BTreeMap<Net4, ForeignRoute>,
+    taken_over: &BTreeMap<Net4, ForeignRoute>,
+) -> Vec<Op> {
+    if foreign.is_empty() && taken_over.is_empty() {
+        return ops;
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::RouteReplace { dst, dev, via, .. } => out.push(Op::RouteReplace {
+                takes_over: foreign.get(&dst).cloned(),
+                dst,
+                dev,
+                via,
+            }),
+            Op::RouteDelete { dst, dev, via } => {
+                out.push(Op::RouteDelete { dst, dev, via });
+                if let Some(theirs) = taken_over.get(&dst) {
+                    out.push(Op::RouteRestore {
+                        route: theirs.clone(),
+                    });
+                }
+            }
+            // Put back after their RouteDelete, above.
+            Op::RouteRestore { .. } => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The destinations `ops` routes anew: a route of someone else's can be there only where weft
+/// has none of its own (the kernel keeps one route per destination, tos and metric), so these
+/// are where to look for one (`with_foreign_routes`).
+pub fn new_route_destinations(ops: &[Op], observed: Option<&HostState>) -> BTreeSet<Net4> {
+    ops.iter()
+        .filter_map(|o| match o {
+            Op::RouteReplace { dst, .. } => Some(*dst),
+            _ => None,
+        })
+        .filter(|dst| observed.is_none_or(|o| !o.routes.contains_key(dst)))
+        .collect()
+}
+
+/// The routes of others `ops` takes over, one per line as `ip route` shows them.
+pub fn takeovers(ops: &[Op]) -> Vec<&ForeignRoute> {
+    ops.iter()
+        .filter_map(|o| match o {
+            Op::RouteReplace {
+                takes_over: Some(theirs),
+                ..
+            } => Some(theirs),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `ops` does to routes that are not weft's, a line each, as `weft diff` shows it below
+/// the diff (which shows weft's objects only).
+pub fn render_foreign(ops: &[Op]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        match op {
+            Op::RouteReplace {
+                dst,
+                dev,
+                takes_over: Some(theirs),
+                ..
+            } => out.push_str(&format!(
+                "take over foreign route {theirs}: replaced by weft's {dst} dev {dev} (apply refuses without --take-over-routes)\n"
+            )),
+            Op::RouteRestore { route } => {
+                out.push_str(&format!("put back foreign route {route}: weft took it over\n"))
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Whether replacing the map `name` keeps its entries: the applier copies them into the new
@@ -977,6 +1090,78 @@ mod tests {
         );
         // Settled against what it produced, a plan has nothing to do.
         assert!(plan(&many, &many.clone(), MapSizes::default()).is_empty());
+    }
+
+    #[test]
+    fn a_route_over_a_foreign_one_takes_it_over_and_one_taken_is_put_back_after_weft_lets_go() {
+        let s = state(&[&wep("a", "calia", "10.0.0.1")]);
+        let dst = Net4::host(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
+        let theirs = ForeignRoute {
+            dst,
+            shown: "10.0.0.1/32 via 192.0.2.2 dev eth0 proto static".into(),
+            message: vec![2, 32],
+        };
+        let none = BTreeMap::new();
+        let plain = with_foreign_routes(
+            plan(&s, &HostState::default(), MapSizes::default()),
+            &none,
+            &none,
+        );
+        assert!(
+            takeovers(&plain).is_empty(),
+            "no foreign route, no takeover"
+        );
+        assert_eq!(render_foreign(&plain), "");
+
+        let foreign = BTreeMap::from([(dst, theirs.clone())]);
+        let fresh = plan(&s, &HostState::default(), MapSizes::default());
+        assert_eq!(
+            new_route_destinations(&fresh, Some(&HostState::default())),
+            BTreeSet::from([dst]),
+            "where to look for routes of others"
+        );
+        assert!(
+            new_route_destinations(&fresh, Some(&s)).is_empty(),
+            "not where weft has its own"
+        );
+        let ops = with_foreign_routes(fresh, &foreign, &none);
+        assert_eq!(takeovers(&ops), vec![&theirs]);
+        assert_eq!(ops.len(), plain.len(), "marked, not added to");
+        assert!(
+            render_foreign(&ops).contains(
+                "take over foreign route 10.0.0.1/32 via 192.0.2.2 dev eth0 proto static: replaced by weft's 10.0.0.1/32 dev calia"
+            ),
+            "{}",
+            render_foreign(&ops)
+        );
+        assert_eq!(
+            with_foreign_routes(ops.clone(), &foreign, &none),
+            ops,
+            "marking twice"
+        );
+
+        // The workload goes: weft's route is deleted, and theirs comes back right after.
+        let taken = BTreeMap::from([(dst, theirs.clone())]);
+        let ops = with_foreign_routes(
+            plan(&HostState::default(), &s, MapSizes::default()),
+            &none,
+            &taken,
+        );
+        let del = position(
+            &ops,
+            |o| matches!(o, Op::RouteDelete { dst: d, .. } if *d == dst),
+        );
+        let put = position(
+            &ops,
+            |o| matches!(o, Op::RouteRestore { route } if *route == theirs),
+        );
+        assert_eq!(put, del + 1, "{ops:#?}");
+        assert_eq!(
+            with_foreign_routes(ops.clone(), &none, &taken),
+            ops,
+            "put back once"
+        );
+        assert!(render_foreign(&ops).contains("put back foreign route 10.0.0.1/32 via"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The pipeline shared by the commands: load the files, gather the host's facts, compute the
 //! desired state, observe the live one, plan.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use weft_model::{Config, Diagnostics};
 
@@ -10,12 +10,14 @@ use crate::apply::Progress;
 use crate::bpf::features::{self, Features, Without};
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
-use crate::facts::HostFacts;
+use crate::facts::{ForeignRoute, HostFacts};
 use crate::kernel::{Applied, Kernel};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::observe::{self, ObserveError};
 use crate::plan::{self, Op};
+use crate::policy::flat::Net4;
 use crate::state::HostState;
+use crate::takeover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -34,6 +36,8 @@ pub enum RunError {
     /// An operation the in-memory kernel (`kernel::MemKernel`) refused or was told to fail.
     #[error("{0}")]
     Mem(String),
+    #[error(transparent)]
+    Takeover(#[from] crate::takeover::TakeoverError),
     #[error("this kernel ({release}) lacks what weft needs:\n  {}", missing.join("\n  "))]
     Kernel {
         release: String,
@@ -50,14 +54,33 @@ pub struct Host {
     pub down: BTreeSet<String>,
     /// What the kernel has of what weft uses.
     pub kernel: Features,
+    /// Where weft keeps what the kernel does not: the status, confirmations, and the record
+    /// of the routes it took over (`takeover`).
+    pub state_dir: PathBuf,
+    /// Whether weft may replace routes of others at destinations it wants (`takeover`).
+    pub take_over_routes: bool,
 }
 
 impl Host {
+    /// The routes the record in the state directory says weft took over and still holds.
+    async fn taken_over(&self) -> Result<BTreeMap<Net4, ForeignRoute>, RunError> {
+        let record = takeover::read(&self.state_dir);
+        let foreign = self
+            .foreign_routes(&record.keys().copied().collect())
+            .await?;
+        Ok(takeover::recorded(record, &foreign))
+    }
+
     /// Connects and gathers the facts. `cgroup` is where connect-time load balancing attaches
     /// (None: the cgroup2 root).
     /// Refuses a kernel that lacks what weft cannot do without, naming it; says once per
     /// process what weft does about the rest.
-    pub async fn open(pins: Pins, node: String, cgroup: Option<String>) -> Result<Host, RunError> {
+    pub async fn open(
+        pins: Pins,
+        state_dir: PathBuf,
+        node: String,
+        cgroup: Option<String>,
+    ) -> Result<Host, RunError> {
         let _p = crate::timing::phase("open the host");
         let kernel = features::probe(&pins.root);
         let required = kernel.missing_required();
@@ -70,13 +93,17 @@ impl Host {
         let nl = Netlink::connect().map_err(RunError::Connect)?;
         let facts = crate::netlink::facts::gather(&nl, node, cgroup).await?;
         let down = down_links(&nl).await?;
-        Ok(Host {
+        let mut host = Host {
             pins,
             nl,
             facts,
             down,
             kernel,
-        })
+            state_dir,
+            take_over_routes: false,
+        };
+        host.facts.taken_over = host.taken_over().await?;
+        Ok(host)
     }
 
     /// Says, once per process, what this kernel lacks and what weft does about it (for the
@@ -133,8 +160,30 @@ impl Kernel for Host {
             self.facts.cgroup.clone(),
         )
         .await?;
+        self.facts.taken_over = self.taken_over().await?;
         self.down = down_links(&self.nl).await?;
         Ok(())
+    }
+
+    async fn foreign_routes(
+        &self,
+        at: &BTreeSet<Net4>,
+    ) -> Result<BTreeMap<Net4, ForeignRoute>, RunError> {
+        if at.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let _p = crate::timing::phase("foreign routes");
+        let name_of: BTreeMap<u32, String> = self
+            .facts
+            .links
+            .iter()
+            .map(|(n, i)| (*i, n.clone()))
+            .collect();
+        Ok(self.nl.foreign_host_routes_v4(at, &name_of).await?)
+    }
+
+    fn may_run(&self, ops: &[Op]) -> Result<(), RunError> {
+        Ok(takeover::check(ops, self.take_over_routes)?)
     }
 
     async fn observe(&self, scope: &HostState) -> Result<HostState, RunError> {
@@ -148,9 +197,21 @@ impl Kernel for Host {
         progress: &mut dyn FnMut(&Progress<'_>),
     ) -> Result<Applied, RunError> {
         let _p = crate::timing::phase("apply");
-        let vanished = crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
-            .run(ops, progress)
+        // Every way to the kernel passes here, the incremental one too: routes of others are
+        // taken over only with leave, and put back where weft lets go.
+        let foreign = self
+            .foreign_routes(&plan::new_route_destinations(ops, None))
             .await?;
+        let ops = takeover::mark(ops, &foreign, &self.facts.taken_over);
+        let takeovers = takeover::Takeovers {
+            allowed: self.take_over_routes,
+            state_dir: &self.state_dir,
+        };
+        takeovers.before(&ops, &self.facts.taken_over)?;
+        let vanished = crate::apply::Applier::new(&self.pins, &self.nl, &self.facts)
+            .run(&ops, progress)
+            .await?;
+        takeovers.after(&ops)?;
         Ok(Applied { vanished })
     }
 }
@@ -199,6 +260,10 @@ pub async fn plan_desired<K: Kernel>(host: &K, mut desired: Desired) -> Result<P
     let _p = crate::timing::phase("plan");
     desired.settle_attach_modes(&observed);
     let ops = plan::plan(&desired.state, &observed, desired.settings.sizes);
+    let foreign = host
+        .foreign_routes(&plan::new_route_destinations(&ops, Some(&observed)))
+        .await?;
+    let ops = plan::with_foreign_routes(ops, &foreign, &host.facts().taken_over);
     Ok(Planned {
         desired,
         observed,
@@ -318,6 +383,7 @@ async fn converge_from<K: Kernel>(
         None => plan_desired(host, host.without_down(make(host.facts())?)).await?,
     };
     first(&planned);
+    host.may_run(&planned.ops)?;
     let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {
         created = planned.ops.iter().filter(|o| o.creates_link()).count();
@@ -378,14 +444,23 @@ pub async fn create_devices<K: Kernel>(
     Ok(true)
 }
 
-/// Removes everything weft created (its pin directories included).
+/// Removes everything weft created (its pin directories included), and puts back the routes
+/// of others it took over.
 pub async fn teardown(
     host: &mut Host,
     progress: impl FnMut(&Progress<'_>),
 ) -> Result<Outcome, RunError> {
     let empty = HostState::default();
     let observed = host.observe(&empty).await?;
-    let ops = plan::plan(&empty, &observed, Default::default());
+    let mut ops = plan::plan(&empty, &observed, Default::default());
+    // Routes weft took over whose own route is gone already (deleted by hand): put back too.
+    ops.extend(
+        host.facts
+            .taken_over
+            .values()
+            .filter(|r| !observed.routes.contains_key(&r.dst))
+            .map(|r| Op::RouteRestore { route: r.clone() }),
+    );
     let outcome = converge(host, &empty, &ops, progress).await?;
     for ring in [
         crate::events::ring::Ring::Flows,

@@ -49,6 +49,22 @@ impl Bed {
 
     /// `weft run <dir>`, for a directory other than the bed's config (a symlink to it, say).
     pub fn daemon_on(&self, bin: &Path, dir: &Path, args: &[&str]) -> Daemon {
+        self.spawn_daemon(bin, dir, args, None)
+    }
+
+    /// `weft run` with this build's binary, started under file creation mask `umask` (0: what
+    /// it creates is open to all unless it says otherwise).
+    pub fn daemon_umask(&self, umask: libc::mode_t, args: &[&str]) -> Daemon {
+        self.spawn_daemon(&Bed::weft_bin(), &self.config, args, Some(umask))
+    }
+
+    fn spawn_daemon(
+        &self,
+        bin: &Path,
+        dir: &Path,
+        args: &[&str],
+        umask: Option<libc::mode_t>,
+    ) -> Daemon {
         let state_dir = self.state_dir();
         std::fs::create_dir_all(&state_dir).expect("state dir");
         let _ = std::fs::remove_file(state_dir.join("status.json"));
@@ -60,7 +76,11 @@ impl Bed {
                 .unwrap_or(0)
         ));
         let logf = std::fs::File::create(&log).expect("daemon log");
-        let child = Command::new("nsenter")
+        let mut cmd = Command::new("nsenter");
+        if let Some(mask) = umask {
+            with_umask(&mut cmd, mask);
+        }
+        let child = cmd
             .arg(format!("--net={}", self.host.path().display()))
             .arg(bin)
             .arg("run")
@@ -166,6 +186,18 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Makes `cmd` run under file creation mask `mask`.
+pub fn with_umask(cmd: &mut Command, mask: libc::mode_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask is async-signal-safe and touches only the child's own mask.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask);
+            Ok(())
+        });
     }
 }
 

@@ -309,7 +309,10 @@ impl Bed {
             args.first(),
             Some(&"apply") | Some(&"diff") | Some(&"teardown")
         ) {
-            cmd.args(["--node", &self.node, "--bpffs"]).arg(&self.bpffs);
+            cmd.args(["--node", &self.node, "--bpffs"])
+                .arg(&self.bpffs)
+                .arg("--state-dir")
+                .arg(self.state_dir());
         }
         cmd.output()
             .unwrap_or_else(|e| panic!("running weft {args:?}: {e}"))

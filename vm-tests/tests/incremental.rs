@@ -84,7 +84,14 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let open = || Host::open(Pins::new(&bed.bpffs), bed.node.clone(), None);
+                let open = || {
+                    Host::open(
+                        Pins::new(&bed.bpffs),
+                        bed.state_dir(),
+                        bed.node.clone(),
+                        None,
+                    )
+                };
                 let mut host = open().await.expect("host");
                 let mut rec = Reconciler::open(&bed.config);
                 let step = rec.sync(&mut host).await.expect("sync");

@@ -103,13 +103,16 @@ impl Pins {
         Some((iface.replace(':', "."), hook))
     }
 
-    /// Creates the directories, checking that the root is on a bpffs.
+    /// Creates the directories, 0700 whatever the umask (`statedir::ensure`: bpffs has
+    /// permissions too, and a directory others can write lets them unpin weft's links), and
+    /// checks that the root is on a bpffs. A root that is a mount of its own (`--bpffs
+    /// /sys/fs/bpf`) keeps its mode: other programs pin there too.
     pub fn ensure(&self) -> Result<(), BpfError> {
-        for d in [self.root.clone(), self.maps(), self.progs(), self.links()] {
-            std::fs::create_dir_all(&d).map_err(|source| BpfError::Pin {
-                path: d.clone(),
-                source,
-            })?;
+        if !is_mount_point(&self.root) {
+            crate::statedir::ensure(&self.root)?;
+        }
+        for d in [self.maps(), self.progs(), self.links()] {
+            crate::statedir::ensure(&d)?;
         }
         if !is_bpffs(&self.root) {
             return Err(BpfError::NotBpffs {
@@ -118,6 +121,18 @@ impl Pins {
         }
         Ok(())
     }
+}
+
+/// True when `path` is the root of a mounted filesystem (its parent is on another device).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Some(Ok(p))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    m.dev() != p.dev()
 }
 
 /// True when `path` is on a BPF filesystem (`mount -t bpf bpf /sys/fs/bpf`).
@@ -140,6 +155,8 @@ pub enum BpfError {
     NotBpffs { path: PathBuf },
     #[error("pinning {path}: {source}")]
     Pin { path: PathBuf, source: io::Error },
+    #[error("the pin root: {0}")]
+    Dir(#[from] crate::statedir::StateDirError),
     #[error("opening BPF object {object}: {source}")]
     Open {
         object: &'static str,

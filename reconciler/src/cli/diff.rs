@@ -1,5 +1,6 @@
 //! `weft diff DIR`: the unified diff of the live and the desired state (kubectl diff's exit
-//! codes: 0 none, 1 changes, 2 error); `--output json` prints the plan.
+//! codes: 0 none, 1 changes, 2 error), then what it does to routes that are not weft's (takes
+//! them over, puts them back); `--output json` prints the plan.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> 
                     )
                 );
             }
+            print!("{}", weft::plan::render_foreign(&planned.ops));
             if verbose {
                 for (i, op) in planned.ops.iter().enumerate() {
                     println!("# {:>3}. {}", i + 1, op.describe());

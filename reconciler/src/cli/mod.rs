@@ -35,16 +35,27 @@ pub struct HostArgs {
     /// The cgroup connect-time load balancing attaches to. Default: the cgroup2 root.
     #[arg(long)]
     pub cgroup: Option<String>,
+    /// Where weft keeps what the kernel does not: the daemon's status, a pending confirmation,
+    /// the routes it took over. Made root's alone (0700).
+    #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Whether weft may replace routes of others at destinations it wants (set by the
+    /// commands that change the kernel: `--take-over-routes`).
+    #[arg(skip)]
+    pub take_over_routes: bool,
 }
 
 impl HostArgs {
     pub async fn open(&self) -> Result<Host, RunError> {
-        Host::open(
+        let mut h = Host::open(
             Pins::new(&self.bpffs),
+            self.state_dir.clone(),
             weft::facts::node_name(self.node.as_deref()),
             self.cgroup.clone(),
         )
-        .await
+        .await?;
+        h.take_over_routes = self.take_over_routes;
+        Ok(h)
     }
 }
 

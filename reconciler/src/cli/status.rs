@@ -1,6 +1,6 @@
 //! `weft status`: what the daemon last did (from its status file) and how full the pinned maps
-//! are (read live). Exit 0 when the daemon runs and its last reconcile did not fail, 1
-//! otherwise.
+//! are (read live). Exit 0 when the daemon runs and its last reconcile did not fail, 2 when
+//! this user cannot tell (the state directory is root's alone), 1 otherwise.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use super::{say, Output};
 pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     let st = Status::read(state_dir);
     let maps = stats::map_fill(&Pins::new(bpffs));
+    // Another user may not read root's state directory: that says nothing of the daemon.
+    let denied = matches!(&st, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
     let running = st.as_ref().is_ok_and(|s| status::alive(s.pid));
     let healthy = running
         && st.as_ref().is_ok_and(|s| {
@@ -24,7 +26,8 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     match output {
         Output::Json => {
             let doc = serde_json::json!({
-                "running": running,
+                // null: cannot tell.
+                "running": (!denied).then_some(running),
                 "daemon": st.as_ref().ok(),
                 "maps": maps.as_ref().ok(),
                 "kernel": weft::bpf::features::probe(bpffs),
@@ -37,6 +40,10 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
         Output::Text => {
             match &st {
                 Ok(s) => print!("{}", render(s, running)),
+                Err(e) if denied => println!(
+                    "daemon: cannot tell: permission denied reading {} ({e}); the state directory is root's, run `sudo weft status`",
+                    status::status_path(state_dir).display()
+                ),
                 Err(e) => {
                     println!(
                         "daemon: no status in {} ({e}); is `weft run` running?",
@@ -67,6 +74,8 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     }
     if healthy {
         ExitCode::SUCCESS
+    } else if denied {
+        ExitCode::from(2)
     } else {
         ExitCode::from(1)
     }

@@ -65,6 +65,8 @@ pub enum DaemonError {
     },
     #[error("installing a signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("the state directory: {0}")]
+    StateDir(#[from] crate::statedir::StateDirError),
 }
 
 /// The longest a burst of file changes can hold a reconcile back.
@@ -135,6 +137,9 @@ struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
+    // Refused at start rather than warned about at every reconcile: a directory of another
+    // user's is one where they could write in root's place.
+    crate::statedir::ensure(&opts.state_dir)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     {
         let mut sh = shared.lock().expect("status lock");

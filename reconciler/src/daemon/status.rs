@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::bpf::stats::MapFill;
+use crate::statedir::{self, StateDirError};
 
 /// The default directory of the daemon's status file and of pending confirmations.
 pub const DEFAULT_STATE_DIR: &str = "/run/weft";
@@ -153,14 +154,10 @@ impl Status {
         self.drift_repaired.values().sum()
     }
 
-    /// Writes the status file atomically (a temporary file renamed over it).
-    pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
-        let path = status_path(state_dir);
-        let tmp = state_dir.join(".status.json.tmp");
+    /// Writes the status file atomically, readable by root alone (`statedir::write`).
+    pub fn write(&self, state_dir: &Path) -> Result<(), StateDirError> {
         let json = serde_json::to_vec_pretty(self).expect("status serializes");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &path)
+        statedir::write(state_dir, "status.json", &json)
     }
 
     pub fn read(state_dir: &Path) -> std::io::Result<Status> {
@@ -170,13 +167,18 @@ impl Status {
     }
 }
 
-/// Whether process `pid` exists (signal 0 checks without sending).
+/// Whether process `pid` exists (signal 0 checks without sending). A process of another user
+/// exists too: kill refuses it (EPERM) rather than not finding it (ESRCH).
 pub fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
+    if pid <= 0 {
+        return false;
+    }
     // SAFETY: kill with signal 0 sends nothing.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC, e.g. 2024-05-01T12:00:00Z.

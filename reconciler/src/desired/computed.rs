@@ -390,7 +390,7 @@ impl Computed {
         }
         for op in &ops {
             match op {
-                Op::RouteReplace { dst, dev, via } => {
+                Op::RouteReplace { dst, dev, via, .. } => {
                     self.desired.state.routes.insert(
                         *dst,
                         RouteState {

@@ -66,6 +66,8 @@ pub enum RingError {
     NotPinned { name: &'static str, root: PathBuf },
     #[error("another `weft {ring}` is reading {path} (a ring buffer has a single reader); stop it first")]
     Busy { ring: &'static str, path: PathBuf },
+    #[error("the readers' lock directory: {0}")]
+    LockDir(crate::statedir::StateDirError),
     #[error("locking {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -145,8 +147,10 @@ impl Reader {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&path).map_err(lock_err)?;
-        let lock = File::open(&path).map_err(lock_err)?;
+        // The readers' directory is root's alone, as the rest of the pin root: a lock another
+        // user could take (or plant in its place) would keep root's reader out.
+        crate::statedir::ensure(&pins.root.join("readers")).map_err(RingError::LockDir)?;
+        let lock = crate::statedir::open_lock_dir(&path).map_err(RingError::LockDir)?;
         // SAFETY: a valid fd of a file we hold open.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();

@@ -50,5 +50,7 @@ pub async fn gather(
         tcx: crate::bpf::link::tcx_supported(),
         cgroup,
         netns_cookie: crate::bpf::link::netns_cookie(),
+        // The record is the state directory's: `run::Host` reads it.
+        taken_over: Default::default(),
     })
 }

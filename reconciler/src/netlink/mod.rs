@@ -44,6 +44,8 @@ pub enum NetlinkError {
     NoSuchLink { name: String },
     #[error("sysctl {path}: {source}")]
     Sysctl { path: String, source: io::Error },
+    #[error("{op}: the route recorded is not one the kernel can read back ({reason}); add it again by hand")]
+    Restore { op: String, reason: String },
 }
 
 impl NetlinkError {

@@ -343,7 +343,7 @@ impl HostState {
             Op::DetachCgroup { hook } => {
                 self.cgroup_attachments.remove(hook);
             }
-            Op::RouteReplace { dst, dev, via } => {
+            Op::RouteReplace { dst, dev, via, .. } => {
                 self.routes.insert(
                     *dst,
                     RouteState {
@@ -361,6 +361,8 @@ impl HostState {
                     self.routes.remove(dst);
                 }
             }
+            // The route put back is someone else's: not in weft's state.
+            Op::RouteRestore { .. } => {}
             Op::NeighReplace { dev, ip, lladdr } => {
                 self.neighbours
                     .insert((dev.clone(), *ip), NeighbourState { lladdr: *lladdr });
