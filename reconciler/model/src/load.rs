@@ -2,9 +2,11 @@
 //!
 //! 1. Files: every `*.yaml`/`*.yml` under the directory, recursively, in byte order of the
 //!    relative path; names starting with '.' are skipped (a GitOps checkout's `.git`, a
-//!    ConfigMap mount's `..data`); symlinked files are followed, symlinked directories are not
-//!    (a mount's `..data` link is skipped by name anyway, and not following them rules out
-//!    loops).
+//!    ConfigMap mount's `..data`); symlinked files are followed while they stay inside the
+//!    directory (`ReadOptions` may allow more), symlinked directories are not (a mount's
+//!    `..data` link is skipped by name anyway, and not following them rules out loops). Only
+//!    regular files are read, at most `MAX_FILE_BYTES` of each; anything else named like a
+//!    YAML file (a FIFO, a device, a link out) is a problem of its own, with nothing read.
 //! 2. Documents: a header pass reads apiVersion, kind and names and where each document starts;
 //!    then each document is deserialized into the type of its kind (`kind: List` items each
 //!    into their own type).
@@ -109,15 +111,21 @@ macro_rules! any_resource {
 
 with_kinds!(any_resource);
 
-/// Reads and checks every resource under `dir`.
+/// Reads and checks every resource under `dir`, refusing links that lead out of it.
 pub fn load_dir(dir: &FsPath) -> Result<Config, Diagnostics> {
+    load_dir_with(dir, ReadOptions::default())
+}
+
+/// `load_dir`, reading files as `opts` says.
+pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnostics> {
+    let reader = Reader::new(dir, opts);
     let mut out = Out::default();
-    let paths = match find_files(dir) {
+    let paths = match reader.find_files() {
         Ok(p) => p,
         Err(d) => return Err(Diagnostics(vec![d])),
     };
     let mut files = Vec::new();
-    for read in read_files(paths) {
+    for read in reader.read_files(paths) {
         match read {
             Ok(f) => files.push(f),
             Err(d) => out.diags.push(d),
@@ -195,41 +203,255 @@ pub(crate) fn parse_files(files: &[&FileText]) -> Vec<Out> {
     })
 }
 
-/// Reads files, on every core: at 20,000 files, opening and reading them is a third of a load.
-pub(crate) fn read_files(paths: Vec<PathBuf>) -> Vec<Result<FileText, Diagnostic>> {
-    let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
-    on_threads(&mut slots, |chunk| {
-        chunk
-            .iter_mut()
-            .map(|p| read_file(p.take().expect("each path is read once")))
-            .collect()
-    })
+/// The most a configuration file may hold. A Kubernetes object is at most about 1.5 MiB (what
+/// etcd stores), and a file of thousands of them is still a few MiB; the cap keeps a file that
+/// is not configuration (a log, a disk image) from being read whole into memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// How the loader treats what it finds in the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Read files that symbolic links lead to outside the directory. Off by default: the
+    /// directory is often a checkout that a commit writes, and a commit can hold a link to
+    /// any file the reader (root, for the daemon) may read, whose content would then show in
+    /// the diagnostics.
+    pub follow_outside_links: bool,
 }
 
-/// Reads one file as UTF-8 text.
-pub(crate) fn read_file(path: PathBuf) -> Result<FileText, Diagnostic> {
-    match std::fs::read(&path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
+/// Reads a configuration directory's files: only regular files (a FIFO would block the read
+/// for ever, a device would never end), at most `MAX_FILE_BYTES` each, and through a symbolic
+/// link only when it stays inside the directory (unless the options say otherwise). Whatever
+/// is refused is a diagnostic naming the file, and nothing of its content is read.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader {
+    dir: PathBuf,
+    /// The directory with every link resolved, that links must stay under; None if it
+    /// cannot be resolved (then every link is refused).
+    root: Option<PathBuf>,
+    opts: ReadOptions,
+}
+
+/// What kind of file a non-regular one is, for messages.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn file_diag(path: &FsPath, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        resource: None,
+        message,
+    }
+}
+
+impl Reader {
+    /// A reader of `dir` as it resolves now (a directory swapped by a symlink flip is
+    /// resolved again by a new reader).
+    pub(crate) fn new(dir: &FsPath, opts: ReadOptions) -> Reader {
+        Reader {
+            dir: dir.to_path_buf(),
+            root: dir.canonicalize().ok(),
+            opts,
+        }
+    }
+
+    /// Reads files, on every core: at 20,000 files, opening and reading them is a third of a
+    /// load.
+    pub(crate) fn read_files(&self, paths: Vec<PathBuf>) -> Vec<Result<FileText, Diagnostic>> {
+        let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
+        on_threads(&mut slots, |chunk| {
+            chunk
+                .iter_mut()
+                .map(|p| self.read_file(p.take().expect("each path is read once")))
+                .collect()
+        })
+    }
+
+    /// Reads one file (a path `find_files` listed) as UTF-8 text, or says why not.
+    pub(crate) fn read_file(&self, path: PathBuf) -> Result<FileText, Diagnostic> {
+        let cannot = |e: std::io::Error| file_diag(&path, format!("cannot read the file: {e}"));
+        let meta = std::fs::symlink_metadata(&path).map_err(cannot)?;
+        let open_path = if meta.file_type().is_symlink() {
+            let target = path
+                .canonicalize()
+                .map_err(|e| file_diag(&path, format!("cannot follow the symbolic link: {e}")))?;
+            let inside = self.root.as_ref().is_some_and(|r| target.starts_with(r));
+            if !inside && !self.opts.follow_outside_links {
+                return Err(file_diag(
+                    &path,
+                    format!(
+                        "a symbolic link to {}, outside {}: weft does not follow links out of the configuration directory; copy the file in, or run weft with --follow-outside-links",
+                        target.display(),
+                        self.dir.display()
+                    ),
+                ));
+            }
+            target
+        } else {
+            path.clone()
+        };
+        // Looked at before opening: opening a FIFO waits for a writer, opening a device can
+        // do things.
+        let meta = std::fs::metadata(&open_path).map_err(cannot)?;
+        self.regular(&path, &meta)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Should the file have been swapped since it was looked at: a FIFO does not block
+            // the open, and a link is not followed.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+                .open(&open_path)
+                .map_err(cannot)?
+        };
+        self.regular(&path, &file.metadata().map_err(cannot)?)?;
+        let mut bytes = Vec::new();
+        {
+            use std::io::Read;
+            file.take(MAX_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(cannot)?;
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(&path));
+        }
+        match String::from_utf8(bytes) {
             Ok(text) => Ok(FileText { path, text }),
-            Err(e) => Err(Diagnostic {
-                file: path,
-                line: 1,
-                column: 1,
-                resource: None,
-                message: format!(
+            Err(e) => Err(file_diag(
+                &path,
+                format!(
                     "the file is not UTF-8 text (byte {} is not); save it as UTF-8",
                     e.utf8_error().valid_up_to()
                 ),
-            }),
-        },
-        Err(e) => Err(Diagnostic {
-            file: path,
-            line: 1,
-            column: 1,
-            resource: None,
-            message: format!("cannot read the file: {e}"),
-        }),
+            )),
+        }
     }
+
+    /// Refuses anything but a regular file of at most `MAX_FILE_BYTES`.
+    fn regular(&self, path: &FsPath, meta: &std::fs::Metadata) -> Result<(), Diagnostic> {
+        if !meta.file_type().is_file() {
+            return Err(file_diag(
+                path,
+                format!(
+                    "this is {}, not a regular file, and weft reads only regular files; remove it, or rename it so that it does not end in .yaml or .yml",
+                    file_kind(meta.file_type())
+                ),
+            ));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_large(path));
+        }
+        Ok(())
+    }
+
+    /// The YAML files under the directory, as the directory joined with their relative path,
+    /// in byte order of the relative path. Every name ending in .yaml or .yml is listed,
+    /// whatever it is, so that `read_file` can refuse what is not a regular file by name;
+    /// only links that lead to a directory or nowhere are left out.
+    pub(crate) fn find_files(&self) -> Result<Vec<PathBuf>, Diagnostic> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = &self.dir;
+        let mut found: Vec<PathBuf> = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let here = if rel.as_os_str().is_empty() {
+                dir.to_path_buf()
+            } else {
+                dir.join(&rel)
+            };
+            let entries = std::fs::read_dir(&here).map_err(|e| io_diag(&here, &e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_diag(&here, &e))?;
+                let name = entry.file_name();
+                if name.as_bytes().first() == Some(&b'.') {
+                    continue;
+                }
+                let rel_path = rel.join(&name);
+                // The entry itself, not what a link leads to: directories that are links are
+                // not walked.
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
+                if file_type.is_dir() {
+                    stack.push(rel_path);
+                    continue;
+                }
+                if !is_yaml_name(name.as_bytes()) {
+                    continue;
+                }
+                if file_type.is_symlink() && !leads_to_a_file(&dir.join(&rel_path)) {
+                    continue;
+                }
+                found.push(rel_path);
+            }
+        }
+        found.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
+    }
+
+    /// Reads the file at `rel` (relative to the directory) if `find_files` would list it now;
+    /// None if it would not (gone, not a YAML name, hidden, under a link to a directory).
+    pub(crate) fn reread(&self, rel: &FsPath) -> Option<Result<FileText, Diagnostic>> {
+        use std::os::unix::ffi::OsStrExt;
+        let hidden = rel.iter().any(|c| c.as_bytes().first() == Some(&b'.'));
+        let name = rel.file_name()?;
+        if hidden || !is_yaml_name(name.as_bytes()) {
+            return None;
+        }
+        let path = self.dir.join(rel);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if meta.is_dir() || (meta.file_type().is_symlink() && !leads_to_a_file(&path)) {
+            return None;
+        }
+        // Every directory on the way is a directory of its own, not a link (those the walk
+        // does not enter).
+        let parent = rel.parent().unwrap_or(FsPath::new(""));
+        let mut on_the_way = self.dir.clone();
+        for c in parent.iter() {
+            on_the_way.push(c);
+            if !std::fs::symlink_metadata(&on_the_way).is_ok_and(|m| m.is_dir()) {
+                return None;
+            }
+        }
+        Some(self.read_file(path))
+    }
+}
+
+fn too_large(path: &FsPath) -> Diagnostic {
+    file_diag(
+        path,
+        format!(
+            "the file is larger than {} MiB, the most weft reads; split it into smaller files",
+            MAX_FILE_BYTES >> 20
+        ),
+    )
+}
+
+fn is_yaml_name(name: &[u8]) -> bool {
+    name.ends_with(b".yaml") || name.ends_with(b".yml")
+}
+
+/// A link counts as a file unless it leads to a directory (not walked, which rules out
+/// loops) or nowhere. Whatever else it leads to is the reader's to judge.
+fn leads_to_a_file(link: &FsPath) -> bool {
+    std::fs::metadata(link).is_ok_and(|m| !m.is_dir())
 }
 
 fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
@@ -240,48 +462,6 @@ fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
         resource: None,
         message: format!("cannot read: {e}"),
     }
-}
-
-/// The YAML files under `dir`, as `dir` joined with their relative path, in byte order of the
-/// relative path.
-pub(crate) fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut found: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let here = if rel.as_os_str().is_empty() {
-            dir.to_path_buf()
-        } else {
-            dir.join(&rel)
-        };
-        let entries = std::fs::read_dir(&here).map_err(|e| io_diag(&here, &e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_diag(&here, &e))?;
-            let name = entry.file_name();
-            if name.as_bytes().first() == Some(&b'.') {
-                continue;
-            }
-            let rel_path = rel.join(&name);
-            let file_type = entry
-                .file_type()
-                .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
-            if file_type.is_dir() {
-                stack.push(rel_path);
-                continue;
-            }
-            let is_yaml = name.as_bytes().ends_with(b".yaml") || name.as_bytes().ends_with(b".yml");
-            if !is_yaml {
-                continue;
-            }
-            // Symlinks count if they lead to a file.
-            if file_type.is_symlink() && !dir.join(&rel_path).is_file() {
-                continue;
-            }
-            found.push(rel_path);
-        }
-    }
-    found.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-    Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,141 @@
+//! What the loader reads and what it refuses: only regular files, at most `MAX_FILE_BYTES`,
+//! through links only inside the directory; a refused file is a problem naming it, and
+//! nothing of it is read. A configuration directory is often a checkout that any commit
+//! writes, so none of this may hang, exhaust memory, or show another file's content.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::*;
+use crate::{load_dir_with, Diagnostics, ReadOptions, MAX_FILE_BYTES};
+
+fn ns(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+/// Loads `dir` on a thread of its own and fails the test if that takes more than a few
+/// seconds (a read that blocks would otherwise hang the test run).
+fn load_within(dir: &Path, opts: ReadOptions) -> Result<Config, Diagnostics> {
+    let (tx, rx) = mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(load_dir_with(&dir, opts));
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("loading the directory did not finish: a read blocked or never ended")
+}
+
+/// The diagnostics as printed, with paths relative to `dir`.
+fn printed(dir: &TempDir, d: &Diagnostics) -> Vec<String> {
+    let prefix = format!("{}/", dir.path().display());
+    d.to_string()
+        .lines()
+        .map(|l| l.replace(&prefix, ""))
+        .collect()
+}
+
+fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("running mkfifo");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_named_like_yaml_is_a_problem_and_no_one_waits_for_a_writer() {
+    let dir = TempDir::new(&[("a.yaml", &ns("a"))]);
+    mkfifo(&dir.path().join("b.yaml"));
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    mkfifo(&dir.path().join("sub/pipe.yml"));
+    // A FIFO not named like YAML is none of the loader's business.
+    mkfifo(&dir.path().join("pipe"));
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let why = "not a regular file, and weft reads only regular files; remove it, or rename it so that it does not end in .yaml or .yml";
+    assert_eq!(
+        printed(&dir, &d),
+        [
+            format!("b.yaml:1:1: this is a FIFO, {why}"),
+            format!("sub/pipe.yml:1:1: this is a FIFO, {why}"),
+        ]
+    );
+}
+
+#[test]
+fn a_device_is_a_problem_and_nothing_of_it_is_read() {
+    // A link, since making a device needs privileges; the device is what it leads to.
+    let dir = TempDir::new(&[("a.yaml", &ns("a"))]);
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).unwrap();
+    let follow = ReadOptions {
+        follow_outside_links: true,
+    };
+    let d = load_within(dir.path(), follow).unwrap_err();
+    assert_eq!(
+        printed(&dir, &d),
+        ["zero.yaml:1:1: this is a character device, not a regular file, and weft reads only regular files; remove it, or rename it so that it does not end in .yaml or .yml"]
+    );
+}
+
+#[test]
+fn a_file_larger_than_the_cap_is_a_problem_and_is_not_read() {
+    let dir = TempDir::new(&[("a.yaml", &ns("a"))]);
+    // Sparse: nothing is written, and a read of it would take 16 MiB of zeros.
+    let big = std::fs::File::create(dir.path().join("big.yaml")).unwrap();
+    big.set_len(MAX_FILE_BYTES + 1).unwrap();
+    let at_cap = std::fs::File::create(dir.path().join("cap.yaml")).unwrap();
+    at_cap.set_len(MAX_FILE_BYTES).unwrap();
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let p = printed(&dir, &d);
+    assert_eq!(
+        p[0],
+        "big.yaml:1:1: the file is larger than 16 MiB, the most weft reads; split it into smaller files"
+    );
+    // The file at the cap is read (and found to be no YAML text).
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(p[1].starts_with("cap.yaml:"), "{p:#?}");
+}
+
+#[test]
+fn links_out_of_the_directory_are_refused_and_nothing_of_the_target_shows() {
+    // A file the daemon could read and its users could not: were it read, its content
+    // would be quoted back in the problem (an unknown kind is named).
+    let secret = "apiVersion: v1\nkind: TOP-SECRET-7f3a\n";
+    let outside = TempDir::new(&[("secret.yaml", secret), ("d/x.yaml", &ns("x"))]);
+    let dir = TempDir::new(&[("a.yaml", &ns("a"))]);
+    let target = outside.path().join("secret.yaml");
+    std::os::unix::fs::symlink(&target, dir.path().join("abs.yaml")).unwrap();
+    // Relative, and a link inside that leads to one out.
+    let rel = Path::new("../..")
+        .join(outside.path().file_name().unwrap())
+        .join("secret.yaml");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(rel, dir.path().join("sub/rel.yaml")).unwrap();
+    std::os::unix::fs::symlink("sub/rel.yaml", dir.path().join("chain.yaml")).unwrap();
+    // A link to a directory out is not walked, as no directory link is.
+    std::os::unix::fs::symlink(outside.path().join("d"), dir.path().join("d")).unwrap();
+
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let out = format!(
+        "a symbolic link to {}, outside {}: weft does not follow links out of the configuration directory; copy the file in, or run weft with --follow-outside-links",
+        target.canonicalize().unwrap().display(),
+        dir.path().display()
+    );
+    assert_eq!(
+        printed(&dir, &d),
+        [
+            format!("abs.yaml:1:1: {out}"),
+            format!("chain.yaml:1:1: {out}"),
+            format!("sub/rel.yaml:1:1: {out}"),
+        ]
+    );
+    assert!(!d.to_string().contains("TOP-SECRET"), "{d}");
+
+    // Allowed, each is read: the content shows, which is what the default keeps out.
+    let follow = ReadOptions {
+        follow_outside_links: true,
+    };
+    let d = load_within(dir.path(), follow).unwrap_err();
+    let p = printed(&dir, &d);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(p.iter().all(|l| l.contains("TOP-SECRET-7f3a")), "{p:#?}");
+}
