@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
-use cli::{HostArgs, Output};
+use cli::{HostArgs, LoadArgs, Output};
 
 #[derive(Parser)]
 #[command(
@@ -26,11 +26,17 @@ struct Cli {
 enum Command {
     /// Check every resource under DIR; report all problems with file:line:column.
     /// Exit 0 valid, 1 invalid.
-    Validate { dir: PathBuf },
+    Validate {
+        dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Show what `apply` would change, as a unified diff of the live and the desired state.
     /// Changes nothing. Exit 0 no changes, 1 changes, 2 error.
     Diff {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         #[arg(long, short, value_enum, default_value = "text")]
@@ -46,6 +52,8 @@ enum Command {
     /// state that was live before (exit 3), so a policy that cuts you off undoes itself.
     Apply {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// Roll back unless `weft confirm` arrives within this long (e.g. 30s, 2m).
@@ -65,6 +73,8 @@ enum Command {
     /// Files that do not validate are reported and the last good configuration stays.
     Run {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// Where the status file goes (read by `weft status`).
@@ -102,6 +112,8 @@ enum Command {
     Gc {
         dir: Option<PathBuf>,
         #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
         host: HostArgs,
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
@@ -134,6 +146,8 @@ enum Command {
         /// The configuration weft applied, to name the deciding rules.
         dir: Option<PathBuf>,
         #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
         host: HostArgs,
         /// One JSON object per line.
         #[arg(long, short)]
@@ -148,6 +162,8 @@ enum Command {
     Trace {
         /// The configuration weft applied, to name the deciding rules.
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// One JSON object per line.
@@ -166,26 +182,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     match cli.command {
-        Command::Validate { dir } => cli::validate::run(&dir),
+        Command::Validate { dir, load } => cli::validate::run(&dir, load),
         Command::Schemas { dir } => cli::schemas::run(&dir),
         Command::Diff {
             dir,
+            load,
             host,
             output,
             verbose,
-        } => cli::block_on(cli::diff::run(&dir, &host, output, verbose)),
+        } => cli::block_on(cli::diff::run(&dir, load, &host, output, verbose)),
         Command::Apply {
             dir,
+            load,
             host,
             confirm_within,
             state_dir,
         } => {
             let confirm = confirm_within.map(|within| cli::apply::Confirm { within, state_dir });
-            cli::block_on(cli::apply::run(&dir, &host, confirm))
+            cli::block_on(cli::apply::run(&dir, load, &host, confirm))
         }
         Command::Confirm { state_dir } => cli::confirm::run(&state_dir),
         Command::Run {
             dir,
+            load,
             host,
             state_dir,
             resync,
@@ -196,6 +215,7 @@ fn main() -> ExitCode {
             &dir,
             &host,
             daemon_options(
+                load,
                 state_dir,
                 resync,
                 debounce,
@@ -203,7 +223,12 @@ fn main() -> ExitCode {
                 conntrack_gc_interval,
             ),
         )),
-        Command::Gc { dir, host, output } => cli::gc::run(dir.as_deref(), &host, output),
+        Command::Gc {
+            dir,
+            load,
+            host,
+            output,
+        } => cli::gc::run(dir.as_deref(), load, &host, output),
         Command::Status {
             state_dir,
             bpffs,
@@ -214,18 +239,21 @@ fn main() -> ExitCode {
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
         Command::Flows {
             dir,
+            load,
             host,
             json,
             follow,
-        } => cli::block_on(cli::flows::run(dir.as_deref(), &host, json, follow)),
+        } => cli::block_on(cli::flows::run(dir.as_deref(), load, &host, json, follow)),
         Command::Trace {
             dir,
+            load,
             host,
             json,
             follow,
             iface,
         } => cli::block_on(cli::trace::run(
             dir.as_deref(),
+            load,
             &host,
             json,
             follow,
@@ -235,6 +263,7 @@ fn main() -> ExitCode {
 }
 
 fn daemon_options(
+    load: LoadArgs,
     state_dir: PathBuf,
     resync: Duration,
     debounce: Duration,
@@ -242,6 +271,7 @@ fn daemon_options(
     ct_gc: Duration,
 ) -> cli::run::Timing {
     cli::run::Timing {
+        read: load.options(),
         state_dir,
         resync,
         debounce,

@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(dir: &Path) -> ExitCode {
-    match weft_model::load_dir(dir) {
+use super::LoadArgs;
+
+pub fn run(dir: &Path, load: LoadArgs) -> ExitCode {
+    match weft_model::load_dir_with(dir, load.options()) {
         Ok(cfg) => {
             println!(
                 "{}: valid ({} resources)",
