@@ -20,6 +20,7 @@
 //! - [`schemas`]: draft-07 JSON Schemas of every kind, for editors.
 //! - [`pcap`]: the subset of pcap filter expressions `bpfLogFilters` may use.
 
+mod aliases;
 mod config;
 mod diag;
 mod documents;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::aliases;
 use crate::config::{Config, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
 use crate::fastyaml;
@@ -688,11 +689,28 @@ enum Pending {
 }
 
 pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
-    if let Some(loaded) = load_quick(index, file) {
+    let text = file.text.as_str();
+    let quick = quick_kinds(text);
+    if let Some(loaded) = quick
+        .as_ref()
+        .and_then(|q| load_quick(index, file, q, Parser::Fast))
+    {
         out.loaded.extend(loaded);
         return;
     }
-    let text = file.text.as_str();
+    // serde_yaml reads the file from here on, and it expands aliases: how far is bounded
+    // first, once for every pass below.
+    if let Err(e) = aliases::check(text, aliases::Limit::for_file(text.len())) {
+        out.diags.push(pos_diag(file, e.pos, None, e.message));
+        return;
+    }
+    if let Some(loaded) = quick
+        .as_ref()
+        .and_then(|q| load_quick(index, file, q, Parser::Serde))
+    {
+        out.loaded.extend(loaded);
+        return;
+    }
     let (docs, syntax) = yaml::scan_headers(text);
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
     for (d, doc) in docs.iter().enumerate() {
@@ -774,36 +792,52 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
     }
 }
 
-/// A file of plain manifests read with one pass of a YAML parser instead of two: the headers
-/// come from `yaml::quick_headers`, and each document must then deserialize and agree with its
-/// header (apiVersion, kind, name, namespace). The documents are read by `fastyaml` where it
-/// can, else by serde_yaml. None, with nothing loaded, for anything else: the two passes then
-/// read it and report what is wrong.
-fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
-    let text = file.text.as_str();
+/// The headers of a file of plain manifests (`yaml::quick_headers`) with the kind of each
+/// document, if every document is a resource of a kind weft reads.
+fn quick_kinds(text: &str) -> Option<Vec<(Pos, Header, Kind)>> {
     let headers = yaml::quick_headers(text)?;
-    let mut kinds = Vec::with_capacity(headers.len());
-    for (_, header) in &headers {
-        let Ok(Class::Resource(kind)) = classify(header, false) else {
-            return None;
-        };
-        kinds.push(kind);
-    }
-    let fast = fastyaml::documents(text)
-        .filter(|docs| docs.len() == headers.len())
-        .and_then(|docs| {
+    headers
+        .into_iter()
+        .map(|(start, header)| match classify(&header, false) {
+            Ok(Class::Resource(kind)) => Some((start, header, kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Which YAML parser `load_quick` uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parser {
+    /// `fastyaml`, which declines anything unusual (anchors and aliases among it).
+    Fast,
+    /// serde_yaml: whatever fastyaml declined (once `aliases::check` has passed the file).
+    Serde,
+}
+
+/// A file of plain manifests read with one pass of a YAML parser instead of two: the headers
+/// come from `quick_kinds`, and each document must then deserialize and agree with its
+/// header (apiVersion, kind, name, namespace). None, with nothing loaded, for anything else:
+/// the two passes then read it and report what is wrong.
+fn load_quick(
+    index: usize,
+    file: &FileText,
+    headers: &[(Pos, Header, Kind)],
+    parser: Parser,
+) -> Option<Vec<Loaded>> {
+    let text = file.text.as_str();
+    let values = match parser {
+        Parser::Fast => {
+            let docs = fastyaml::documents(text).filter(|docs| docs.len() == headers.len())?;
             docs.iter()
-                .zip(&kinds)
-                .map(|(doc, &kind)| parse_kind(kind, fastyaml::De(doc)).ok())
-                .collect::<Option<Vec<AnyResource>>>()
-        });
-    let values = match fast {
-        Some(values) => values,
-        None => {
+                .zip(headers)
+                .map(|(doc, &(_, _, kind))| parse_kind(kind, fastyaml::De(doc)).ok())
+                .collect::<Option<Vec<AnyResource>>>()?
+        }
+        Parser::Serde => {
             let mut docs = serde_yaml::Deserializer::from_str(text);
-            let values = kinds
+            let values = headers
                 .iter()
-                .map(|&kind| parse_kind(kind, docs.next()?).ok())
+                .map(|&(_, _, kind)| parse_kind(kind, docs.next()?).ok())
                 .collect::<Option<Vec<AnyResource>>>()?;
             // No document the scan missed.
             if docs.next().is_some() {
@@ -813,7 +847,8 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
         }
     };
     let mut loaded = Vec::with_capacity(headers.len());
-    for (d, (((start, header), kind), value)) in headers.iter().zip(kinds).zip(values).enumerate() {
+    for (d, ((start, header, kind), value)) in headers.iter().zip(values).enumerate() {
+        let kind = *kind;
         let meta = value.metadata();
         let agrees = value.type_meta() == (header.api_version.as_deref()?, header.kind.as_deref()?)
             && Some(&meta.name) == header.name.as_ref()
