@@ -247,7 +247,7 @@ mod tests {
         let mut text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
         for i in 1..10 {
             let prev = format!("*l{}", i - 1);
-            let items = vec![prev.as_str(); 10].join(", ");
+            let items = [prev.as_str(); 10].join(", ");
             text.push_str(&format!("l{i}: &l{i} [{items}]\n"));
         }
         let started = std::time::Instant::now();
