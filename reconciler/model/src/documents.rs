@@ -54,10 +54,8 @@ impl Cached {
 
     fn parse(file: FileText) -> Cached {
         let mut out = Out::default();
+        // Judged (normalized and checked) as it is read.
         load::load_file(0, &file, &mut out);
-        for l in &mut out.loaded {
-            load::judge(&file, l);
-        }
         Cached {
             file,
             out,

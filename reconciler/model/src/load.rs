@@ -13,7 +13,10 @@
 //! 3. Resources: each is checked on its own (`validate`, `ir`), then against the others
 //!    (duplicates, references to profiles and tiers).
 //!
-//! Every problem of every step is collected; any problem means no `Config`.
+//! Every problem of every step is collected; any problem means no `Config`. What a broken file
+//! costs is bounded as well: the positions of its problems are found within a budget
+//! (`yaml::Locator`), and past `MAX_PROBLEMS_PER_FILE` a file's problems are counted, not
+//! listed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +32,7 @@ use crate::config::{Config, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
 use crate::fastyaml;
 use crate::ir;
-use crate::problems::{Problem, Problems};
+use crate::problems::Problems;
 use crate::resources::calico::{
     Action, EntityRule, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint,
     IPPool, NetworkPolicy, NetworkSet, Node, Profile, ProfileSpec, Rule, Tier, WorkloadEndpoint,
@@ -38,7 +41,7 @@ use crate::resources::k8s::{EndpointSlice, KubernetesNetworkPolicy, Namespace, S
 use crate::resources::meta::ObjectMeta;
 use crate::selector::{NAMESPACE_LABEL_PREFIX, NAME_LABEL};
 use crate::validate;
-use crate::yaml::{self, DocHeader, Header, Path, Pos};
+use crate::yaml::{self, DocHeader, Header, Locator, Path, Pos};
 
 /// Lists every kind with its Rust type and its `Config` field, for the code below that has to
 /// handle each kind alike.
@@ -195,14 +198,16 @@ pub(crate) fn parse_files(files: &[&FileText]) -> Vec<Out> {
             .map(|&(i, f)| {
                 let mut out = Out::default();
                 load_file(i, f, &mut out);
-                for l in &mut out.loaded {
-                    judge(f, l);
-                }
                 out
             })
             .collect()
     })
 }
+
+/// The most problems listed for one file: a file with more is broken throughout (a generator
+/// gone wrong, or a hostile commit), and thousands of lines help nobody while they fill the
+/// log and the status.
+pub(crate) const MAX_PROBLEMS_PER_FILE: usize = 100;
 
 /// The most a configuration file may hold. A Kubernetes object is at most about 1.5 MiB (what
 /// etcd stores), and a file of thousands of them is still a few MiB; the cap keeps a file that
@@ -509,8 +514,9 @@ pub(crate) struct Verdict {
     diags: Vec<Diagnostic>,
 }
 
-/// Normalizes `l` and checks it on its own, once; `file` is the file it was read from.
-pub(crate) fn judge(file: &FileText, l: &mut Loaded) {
+/// Normalizes `l` and checks it on its own, once; `file` is the file it was read from, and
+/// `locator` finds positions in it.
+fn judge(file: &FileText, l: &mut Loaded, locator: &Locator<'_>) {
     if l.verdict.is_some() {
         return;
     }
@@ -518,11 +524,7 @@ pub(crate) fn judge(file: &FileText, l: &mut Loaded) {
     let id = resource_id(l);
     let mut p = Problems::default();
     let checked = check(l, &id, &mut p);
-    let diags = p
-        .0
-        .iter()
-        .map(|problem| problem_diag(&[file], DocRef { file: 0, ..l.at }, &l.source, &id, problem))
-        .collect();
+    let diags = problem_diags(file, locator, l, &id, &p);
     l.verdict = Some(Arc::new(Verdict {
         id,
         policy: checked.policy.map(Arc::new),
@@ -685,10 +687,20 @@ fn source_of(file: &FileText, pos: Pos) -> Source {
 
 enum Pending {
     One(Kind, Pos, Header),
-    List(Vec<Option<Kind>>, Vec<Header>),
+    List(Pos, Vec<Option<Kind>>, Vec<Header>),
 }
 
+/// Reads file `index`'s documents into resources and checks each on its own.
 pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
+    // One budget for every position the file's problems need.
+    let locator = Locator::new(&file.text);
+    read_documents(index, file, &locator, out);
+    for l in &mut out.loaded {
+        judge(file, l, &locator);
+    }
+}
+
+fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mut Out) {
     let text = file.text.as_str();
     let quick = quick_kinds(text);
     if let Some(loaded) = quick
@@ -732,19 +744,19 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
                             if !field.is_empty() {
                                 path = path.key(field);
                             }
-                            let pos = yaml::locate(text, d, &path);
-                            out.diags.push(pos_diag(file, pos, None, message));
+                            let pos = locator.locate(d, &path).unwrap_or(*start);
+                            out.diags.push(pos_diag(file, Some(pos), None, message));
                             kinds.push(None);
                         }
                     }
                 }
-                pending.insert(d, Pending::List(kinds, items));
+                pending.insert(d, Pending::List(*start, kinds, items));
             }
             Err((field, message)) => {
                 let pos = if field.is_empty() {
                     Some(*start)
                 } else {
-                    yaml::locate(text, d, &Path::root().key(field))
+                    locator.locate(d, &Path::root().key(field)).or(Some(*start))
                 };
                 out.diags.push(pos_diag(file, pos, None, message));
             }
@@ -787,7 +799,15 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
                     ));
                 }
             },
-            Some(Pending::List(kinds, headers)) => load_list(index, file, d, &kinds, &headers, out),
+            Some(Pending::List(start, kinds, headers)) => {
+                let list = List {
+                    doc: d,
+                    start,
+                    kinds: &kinds,
+                    headers: &headers,
+                };
+                load_list(index, file, locator, &list, out)
+            }
         }
     }
 }
@@ -871,21 +891,25 @@ fn load_quick(
     Some(loaded)
 }
 
-/// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
-/// error the document is read again from the item after it, until every item was tried.
-fn load_list(
-    index: usize,
-    file: &FileText,
+/// A `kind: List` document: which one, where it starts, and its items' kinds and headers.
+struct List<'a> {
     doc: usize,
-    kinds: &[Option<Kind>],
-    headers: &[Header],
-    out: &mut Out,
-) {
-    let text = file.text.as_str();
+    start: Pos,
+    kinds: &'a [Option<Kind>],
+    headers: &'a [Header],
+}
+
+/// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
+/// error the document is read again from the item after it, until every item was tried or
+/// the file's budget for reading it again is spent; the items left untried are then one
+/// problem of their own.
+fn load_list(index: usize, file: &FileText, locator: &Locator<'_>, list: &List<'_>, out: &mut Out) {
+    let (doc, kinds, headers) = (list.doc, list.kinds, list.headers);
     let mut skip = 0;
     let mut positions: Option<Vec<Option<Pos>>> = None;
     while skip < kinds.len() {
-        let Some(de) = yaml::nth_document(text, doc) else {
+        let Some(de) = locator.nth_document(doc) else {
+            untried(file, list, skip, out);
             return;
         };
         let current = Cell::new(None);
@@ -899,18 +923,14 @@ fn load_list(
         .deserialize(de);
         let items = items.into_inner();
         if positions.is_none() && !items.is_empty() {
-            positions = Some(yaml::sequence_item_positions(
-                text,
-                doc,
-                &Path::root().key("items"),
-                kinds.len(),
-            ));
+            positions =
+                Some(locator.sequence_item_positions(doc, &Path::root().key("items"), kinds.len()));
         }
         for (j, kind, value) in items {
             let pos = positions
                 .as_ref()
                 .and_then(|p| p.get(j).copied().flatten())
-                .unwrap_or(Pos { line: 1, column: 1 });
+                .unwrap_or(list.start);
             out.loaded.push(Loaded {
                 kind,
                 source: source_of(file, pos),
@@ -948,6 +968,25 @@ fn load_list(
             }
         }
     }
+}
+
+/// Says that a List's items from `from` on were not read, and keeps their names from being
+/// reported again as missing references.
+fn untried(file: &FileText, list: &List<'_>, from: usize, out: &mut Out) {
+    for (kind, header) in list.kinds.iter().zip(list.headers).skip(from) {
+        if let (Some(kind), Some(name)) = (kind, &header.name) {
+            out.unreadable.push((*kind, name.clone()));
+        }
+    }
+    out.diags.push(pos_diag(
+        file,
+        Some(list.start),
+        None,
+        format!(
+            "items[{from}] and the {} after it were not read: after a bad item weft reads the List again from the next one, and it has too many bad items to do that for each; fix those reported and validate again",
+            list.kinds.len() - from - 1
+        ),
+    ));
 }
 
 /// Walks a List document and deserializes items `skip..` whose kind is known.
@@ -1041,30 +1080,47 @@ impl<'de> DeserializeSeed<'de> for KindSeed {
     }
 }
 
-/// Turns a problem in a resource into a diagnostic at the position of the value at fault.
-fn problem_diag(
-    files: &[&FileText],
-    at: DocRef,
-    fallback: &Source,
+/// Turns the problems of resource `l` into diagnostics at the positions of the values at
+/// fault, as far as `locator`'s budget goes; the problems past it are counted in one more
+/// diagnostic where the resource starts.
+fn problem_diags(
+    file: &FileText,
+    locator: &Locator<'_>,
+    l: &Loaded,
     id: &ResourceId,
-    problem: &Problem,
-) -> Diagnostic {
-    let file = &files[at.file];
-    let pos = yaml::locate(&file.text, at.doc, &at.doc_path(&problem.path)).unwrap_or(Pos {
-        line: fallback.line,
-        column: fallback.column,
-    });
-    let column = match &problem.inner {
-        Some((selector, col)) => column_in_scalar(&file.text, pos, selector, *col),
-        None => pos.column,
-    };
-    Diagnostic {
-        file: file.path.clone(),
-        line: pos.line,
-        column,
-        resource: Some(id.clone()),
-        message: problem.message.clone(),
+    problems: &Problems,
+) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut unplaced = 0;
+    for problem in &problems.0 {
+        let Some(pos) = locator.locate(l.at.doc, &l.at.doc_path(&problem.path)) else {
+            unplaced += 1;
+            continue;
+        };
+        let column = match &problem.inner {
+            Some((selector, col)) => column_in_scalar(&file.text, pos, selector, *col),
+            None => pos.column,
+        };
+        diags.push(Diagnostic {
+            file: file.path.clone(),
+            line: pos.line,
+            column,
+            resource: Some(id.clone()),
+            message: problem.message.clone(),
+        });
     }
+    if unplaced > 0 {
+        diags.push(Diagnostic {
+            file: file.path.clone(),
+            line: l.source.line,
+            column: l.source.column,
+            resource: Some(id.clone()),
+            message: format!(
+                "{unplaced} more problem(s) in this resource, not listed: weft finds the place of only so many problems in one file; fix the ones listed and validate again"
+            ),
+        });
+    }
+    diags
 }
 
 /// When a scalar is written on one line exactly as its value (plain, or quoted without
@@ -1280,7 +1336,8 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
     if loaded.iter().any(|l| l.verdict.is_none()) {
         on_threads(&mut loaded, |chunk| {
             for l in chunk.iter_mut() {
-                judge(files[l.at.file], l);
+                let file = files[l.at.file];
+                judge(file, l, &Locator::new(&file.text));
             }
             vec![()]
         });
@@ -1352,6 +1409,8 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         }
     }
 
+    // Problems in references are placed within a budget per file, as in `load_file`.
+    let locators: Vec<Locator<'_>> = files.iter().map(|f| Locator::new(&f.text)).collect();
     // References to profiles and tiers.
     let profile_names: BTreeSet<String> = synthesized
         .iter()
@@ -1404,14 +1463,14 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
                 );
             }
         }
-        for problem in &p.0 {
-            diags.push(problem_diag(files, l.at, &l.source, id, problem));
-        }
+        let file = files[l.at.file];
+        diags.extend(problem_diags(file, &locators[l.at.file], l, id, &p));
     }
 
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
+        d.cap_per_file(MAX_PROBLEMS_PER_FILE);
         return Err(d);
     }
 

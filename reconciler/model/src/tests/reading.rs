@@ -194,3 +194,86 @@ fn anchors_reused_as_people_write_them_still_load() {
     assert_eq!(rules[1].destination, rules[0].destination);
     assert_eq!(rules[1].destination.ports.len(), 2);
 }
+
+/// `n` GlobalNetworkSets, each in a document of its own (`docs`) or all in one `kind: List`,
+/// every one with a network that is not a CIDR.
+fn bad_sets(n: usize, list: bool) -> String {
+    let set = |i: usize| {
+        format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {{name: s{i}}}\nspec: {{nets: [1.2.3.4/33]}}")
+    };
+    if list {
+        let items: Vec<String> = (0..n)
+            .map(|i| format!("- {}", set(i).replace('\n', "\n  ")))
+            .collect();
+        format!("apiVersion: v1\nkind: List\nitems:\n{}\n", items.join("\n"))
+    } else {
+        (0..n).map(set).collect::<Vec<_>>().join("\n---\n") + "\n"
+    }
+}
+
+#[test]
+fn a_file_with_thousands_of_problems_is_not_parsed_again_for_each() {
+    // Twenty thousand bad networks in one set, 400 KiB: each problem's position was a parse
+    // of the whole file, and the load took longer than five minutes.
+    let nets: String = (0..20_000)
+        .map(|i| format!("    - 10.0.{}.300/8\n", i % 250))
+        .collect();
+    let text = format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: s\nspec:\n  nets:\n{nets}");
+    let dir = TempDir::new(&[("s.yaml", &text)]);
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let p = printed(&dir, &d);
+    // The first ones where they are; the rest counted where the set starts.
+    assert_eq!(
+        p[1],
+        "s.yaml:7:7: GlobalNetworkSet s: spec.nets[0]: \"10.0.0.300/8\" is not a CIDR; write an address and prefix length such as 10.0.0.0/8"
+    );
+    let placed = p.len() - 1;
+    assert!(placed >= crate::yaml::MIN_LOCATES, "{p:#?}");
+    assert_eq!(
+        p[0],
+        format!("s.yaml:1:1: GlobalNetworkSet s: {} more problem(s) in this resource, not listed: weft finds the place of only so many problems in one file; fix the ones listed and validate again", 20_000 - placed)
+    );
+}
+
+#[test]
+fn a_list_with_thousands_of_bad_items_is_not_read_again_for_each() {
+    // After each bad item the List was read again from the next: 3,000 bad items took
+    // longer than five minutes.
+    let text = bad_sets(3_000, true).replace("[1.2.3.4/33]}", "[1.2.3.4/33], bogus: 1}");
+    let dir = TempDir::new(&[("l.yaml", &text)]);
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let p = printed(&dir, &d);
+    assert_eq!(
+        p[1],
+        "l.yaml:7:30: GlobalNetworkSet s0: spec: unknown field `bogus`; write one of `nets`"
+    );
+    let tried = p.len() - 1;
+    assert!(tried >= crate::yaml::MIN_LOCATES, "{p:#?}");
+    assert_eq!(
+        p[0],
+        format!("l.yaml:1:1: items[{tried}] and the {} after it were not read: after a bad item weft reads the List again from the next one, and it has too many bad items to do that for each; fix those reported and validate again", 3_000 - tried - 1)
+    );
+}
+
+#[test]
+fn past_a_hundred_problems_a_file_lists_only_how_many_more() {
+    let dir = TempDir::new(&[
+        ("d.yaml", &bad_sets(3_000, false)),
+        ("e.yaml", &bad_sets(2, false).replace("name: s", "name: e")),
+    ]);
+    let d = load_within(dir.path(), ReadOptions::default()).unwrap_err();
+    let p = printed(&dir, &d);
+    let in_d: Vec<&String> = p.iter().filter(|l| l.starts_with("d.yaml:")).collect();
+    assert_eq!(in_d.len(), crate::load::MAX_PROBLEMS_PER_FILE + 1, "{p:#?}");
+    assert_eq!(
+        in_d[0],
+        "d.yaml:4:15: GlobalNetworkSet s0: spec.nets[0]: \"1.2.3.4/33\" is not a CIDR; write an address and prefix length such as 10.0.0.0/8"
+    );
+    let more = in_d[100];
+    assert!(
+        more.ends_with("more problems in this file from here on, not listed; fix the ones listed and validate again"),
+        "{more}"
+    );
+    // Each file has its own hundred.
+    assert_eq!(p.iter().filter(|l| l.starts_with("e.yaml:")).count(), 2);
+}
