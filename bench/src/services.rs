@@ -142,7 +142,7 @@ async fn weft_cold(dir: &Path, scratch: &Scratch) -> Result<(Host, Cold), run::R
     let cpu = cpu_time();
     let start = Instant::now();
     let t = Instant::now();
-    let cfg = run::load(dir)?;
+    let cfg = run::load(dir, Default::default())?;
     c.add("load files", t.elapsed());
     let t = Instant::now();
     let mut host = Host::open(
@@ -321,7 +321,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
             for svc in &changed {
                 write_service(&dir, svc);
                 let t = Instant::now();
-                let cfg = run::load(&dir).expect("load");
+                let cfg = run::load(&dir, Default::default()).expect("load");
                 let mut h = Host::open(
                     scratch.pins.clone(),
                     scratch.state.clone(),
@@ -343,7 +343,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
             }
             // The incremental reconciler, as `weft run` holds it: started on the converged
             // host (its sync finds nothing to do), then told of each changed file.
-            let mut rec = weft::incremental::Reconciler::open(&dir);
+            let mut rec = weft::incremental::Reconciler::open(&dir, Default::default());
             let step = rec.sync(&mut host).await.expect("sync");
             assert!(step.converged && step.ops.is_empty(), "{:?}", step.ops);
             let mut incremental = Vec::new();
@@ -362,7 +362,7 @@ fn weft_run(dir: &Path, svcs: &[Svc], run_no: usize) -> WeftRun {
                 );
             }
             // A full apply afterwards finds nothing to do.
-            let cfg = run::load(&dir).expect("load");
+            let cfg = run::load(&dir, Default::default()).expect("load");
             let (planned, _) = run::apply_config(&mut host, &cfg, |_| {})
                 .await
                 .expect("apply");

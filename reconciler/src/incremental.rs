@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use weft_model::{Config, Delta, Documents};
+use weft_model::{Config, Delta, Documents, ReadOptions};
 
 use crate::desired::computed::touched;
 use crate::desired::{self, Computed, DesiredError};
@@ -81,9 +81,9 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Reads every file under `dir`; nothing is applied until `sync`.
-    pub fn open(dir: &Path) -> Reconciler {
+    pub fn open(dir: &Path, read: ReadOptions) -> Reconciler {
         Reconciler {
-            docs: Documents::read_dir(dir),
+            docs: Documents::read_dir_with(dir, read),
             applied: None,
             policy: crate::policy::Cache::default(),
             pending: Pending {

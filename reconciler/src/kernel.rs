@@ -197,6 +197,7 @@ mod tests {
     use super::*;
     use crate::incremental::{How, Reconciler};
     use crate::testdir::TestDir;
+    use weft_model::ReadOptions;
 
     fn facts() -> HostFacts {
         HostFacts::fixture("n1", &[("lo", 1), ("eth0", 2), ("calia", 5)])
@@ -236,7 +237,7 @@ mod tests {
     /// shortcut must agree with.
     fn fresh(dir: &TestDir, k: &MemKernel) -> HostState {
         let mut k = k.clone();
-        let mut r = Reconciler::open(&dir.0);
+        let mut r = Reconciler::open(&dir.0, ReadOptions::default());
         let step = block_on(r.sync(&mut k)).expect("a full sync");
         assert!(step.converged);
         k.state
@@ -246,7 +247,7 @@ mod tests {
     fn a_sync_creates_devices_first_converges_and_is_then_trusted() {
         let dir = config_dir("sync");
         let mut k = MemKernel::new(facts());
-        let mut r = Reconciler::open(&dir.0);
+        let mut r = Reconciler::open(&dir.0, ReadOptions::default());
         let step = block_on(r.sync(&mut k)).expect("sync");
         assert_eq!(step.how, How::Observed);
         assert!(step.converged, "the live state is the desired one");
@@ -272,7 +273,7 @@ mod tests {
     fn a_changed_service_is_applied_alone_without_observing_and_matches_a_full_sync() {
         let dir = config_dir("service");
         let mut k = MemKernel::new(facts());
-        let mut r = Reconciler::open(&dir.0);
+        let mut r = Reconciler::open(&dir.0, ReadOptions::default());
         block_on(r.sync(&mut k)).expect("sync");
         let observed = k.observed_count();
         dir.write("slice.yaml", &slice(&["10.65.1.1", "10.65.1.2"]));
@@ -300,7 +301,7 @@ mod tests {
     fn a_failed_apply_forgets_trust_and_the_next_change_takes_a_full_sync() {
         let dir = config_dir("fail");
         let mut k = MemKernel::new(facts());
-        let mut r = Reconciler::open(&dir.0);
+        let mut r = Reconciler::open(&dir.0, ReadOptions::default());
         block_on(r.sync(&mut k)).expect("sync");
         dir.write("slice.yaml", &slice(&["10.65.1.3"]));
         r.files_changed(&["slice.yaml"]);
@@ -321,7 +322,7 @@ mod tests {
     fn drift_is_left_by_the_trusted_path_and_repaired_by_the_next_sync() {
         let dir = config_dir("drift");
         let mut k = MemKernel::new(facts());
-        let mut r = Reconciler::open(&dir.0);
+        let mut r = Reconciler::open(&dir.0, ReadOptions::default());
         block_on(r.sync(&mut k)).expect("sync");
         let want = k.state.clone();
         let (dst, _) = k.state.routes.pop_first().expect("a route to take away");

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
-use cli::{HostArgs, Output};
+use cli::{HostArgs, LoadArgs, Output};
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +32,15 @@ enum Command {
         /// Check the desired state of this node only. Default: every node an endpoint names.
         #[arg(long)]
         node: Option<String>,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Show what `apply` would change, as a unified diff of the live and the desired state.
     /// Changes nothing. Exit 0 no changes, 1 changes, 2 error.
     Diff {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         #[arg(long, short, value_enum, default_value = "text")]
@@ -52,6 +56,8 @@ enum Command {
     /// state that was live before (exit 3), so a policy that cuts you off undoes itself.
     Apply {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// Roll back unless `weft confirm` arrives within this long (e.g. 30s, 2m).
@@ -72,6 +78,8 @@ enum Command {
     /// Files that do not validate are reported and the last good configuration stays.
     Run {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// Let weft's routes replace routes of others at the same destinations, as
@@ -111,6 +119,8 @@ enum Command {
     Gc {
         dir: Option<PathBuf>,
         #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
         host: HostArgs,
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
@@ -143,6 +153,8 @@ enum Command {
         /// The configuration weft applied, to name the deciding rules.
         dir: Option<PathBuf>,
         #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
         host: HostArgs,
         /// One JSON object per line.
         #[arg(long, short)]
@@ -157,6 +169,8 @@ enum Command {
     Trace {
         /// The configuration weft applied, to name the deciding rules.
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// One JSON object per line.
@@ -175,16 +189,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     match cli.command {
-        Command::Validate { dir, node } => cli::validate::run(&dir, node.as_deref()),
+        Command::Validate { dir, node, load } => cli::validate::run(&dir, node.as_deref(), load),
         Command::Schemas { dir } => cli::schemas::run(&dir),
         Command::Diff {
             dir,
+            load,
             host,
             output,
             verbose,
-        } => cli::block_on(cli::diff::run(&dir, &host, output, verbose)),
+        } => cli::block_on(cli::diff::run(&dir, load, &host, output, verbose)),
         Command::Apply {
             dir,
+            load,
             mut host,
             confirm_within,
             take_over_routes,
@@ -194,11 +210,12 @@ fn main() -> ExitCode {
                 within,
                 state_dir: host.state_dir.clone(),
             });
-            cli::block_on(cli::apply::run(&dir, &host, confirm))
+            cli::block_on(cli::apply::run(&dir, load, &host, confirm))
         }
         Command::Confirm { state_dir } => cli::confirm::run(&state_dir),
         Command::Run {
             dir,
+            load,
             mut host,
             take_over_routes,
             resync,
@@ -211,6 +228,7 @@ fn main() -> ExitCode {
                 &dir,
                 &host,
                 daemon_options(
+                    load,
                     host.state_dir.clone(),
                     resync,
                     debounce,
@@ -219,7 +237,12 @@ fn main() -> ExitCode {
                 ),
             ))
         }
-        Command::Gc { dir, host, output } => cli::gc::run(dir.as_deref(), &host, output),
+        Command::Gc {
+            dir,
+            load,
+            host,
+            output,
+        } => cli::gc::run(dir.as_deref(), load, &host, output),
         Command::Status {
             state_dir,
             bpffs,
@@ -230,18 +253,21 @@ fn main() -> ExitCode {
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
         Command::Flows {
             dir,
+            load,
             host,
             json,
             follow,
-        } => cli::block_on(cli::flows::run(dir.as_deref(), &host, json, follow)),
+        } => cli::block_on(cli::flows::run(dir.as_deref(), load, &host, json, follow)),
         Command::Trace {
             dir,
+            load,
             host,
             json,
             follow,
             iface,
         } => cli::block_on(cli::trace::run(
             dir.as_deref(),
+            load,
             &host,
             json,
             follow,
@@ -251,6 +277,7 @@ fn main() -> ExitCode {
 }
 
 fn daemon_options(
+    load: LoadArgs,
     state_dir: PathBuf,
     resync: Duration,
     debounce: Duration,
@@ -258,6 +285,7 @@ fn daemon_options(
     ct_gc: Duration,
 ) -> cli::run::Timing {
     cli::run::Timing {
+        read: load.options(),
         state_dir,
         resync,
         debounce,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use weft_model::{Config, Diagnostics};
+use weft_model::{Config, Diagnostics, ReadOptions};
 
 use crate::apply::Progress;
 use crate::bpf::features::{self, Features, Without};
@@ -226,9 +226,10 @@ async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
         .collect())
 }
 
-pub fn load(dir: &Path) -> Result<Config, RunError> {
+/// Reads and checks the configuration under `dir`.
+pub fn load(dir: &Path, read: ReadOptions) -> Result<Config, RunError> {
     let _p = crate::timing::phase("load the files");
-    weft_model::load_dir(dir).map_err(RunError::Invalid)
+    weft_model::load_dir_with(dir, read).map_err(RunError::Invalid)
 }
 
 /// What a run would do.

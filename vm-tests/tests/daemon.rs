@@ -435,3 +435,171 @@ fn a_directory_swapped_by_a_symlink_flip_is_followed() {
     wait_tcp(&bed, 0, B, 80, false);
     drop(d);
 }
+
+/// A `kind: List` of `items` policies that share one spec of `rules` rules, each aliasing one
+/// list of `nets` networks: `items * rules * nets` networks out of a few hundred KiB.
+fn alias_bomb(nets: usize, rules: usize, items: usize) -> String {
+    let nets: Vec<String> = (0..nets)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let mut t = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkSet\n  metadata: {{name: nets}}\n  spec:\n    nets: &n [{}]\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {{name: p0}}\n  spec: &s\n    ingress:\n",
+        nets.join(", ")
+    );
+    for _ in 0..rules {
+        t.push_str("    - {action: Allow, source: {nets: *n}}\n");
+    }
+    for i in 1..items {
+        t.push_str(&format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p{i}}}, spec: *s}}\n"));
+    }
+    t
+}
+
+/// The line and column of the problem `problems` report for `file` (a path under `dir`).
+fn position_of(problems: &[String], dir: &std::path::Path, file: &str) -> (u32, u32) {
+    let prefix = format!("{}/{file}:", dir.display());
+    let p = problems
+        .iter()
+        .find_map(|p| p.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no problem names {file}: {problems:#?}"));
+    let mut at = p.splitn(3, ':').map(|n| n.parse::<u32>());
+    match (at.next(), at.next()) {
+        (Some(Ok(line)), Some(Ok(column))) => (line, column),
+        _ => panic!("{file}'s problem has no line and column: {p}"),
+    }
+}
+
+/// SIGTERM, and the daemon must be gone within 2 s.
+fn term_within_2s(d: &mut Daemon) {
+    let started = std::time::Instant::now();
+    d.term();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "weft run took {took:?} to stop after SIGTERM; its log:\n{}",
+        d.log_text()
+    );
+}
+
+/// What a hostile or broken commit can put in the directory: aliases that expand to
+/// billions of values, a selector nested 5,000 deep, a FIFO and a device named like YAML, a
+/// file past the size cap, and a link to a file only root may read. Each used to kill,
+/// hang, exhaust or leak through the daemon; now each is a problem naming its file, the last
+/// good state stays live, nothing of the secret shows, and SIGTERM stops the daemon at once,
+/// even when it starts on these files.
+#[test]
+fn hostile_files_are_problems_the_last_good_state_stays_and_sigterm_stops_the_daemon() {
+    let Some(bed) =
+        three("hostile_files_are_problems_the_last_good_state_stays_and_sigterm_stops_the_daemon")
+    else {
+        return;
+    };
+    let mut d = bed.daemon(&[
+        "--resync",
+        "1h",
+        "--debounce",
+        "200ms",
+        "--metrics-listen",
+        "127.0.0.1:9771",
+    ]);
+    d.started();
+    assert!(tcp_ok(&bed.w(0).ns, B, 80));
+    assert!(!tcp_ok(&bed.w(2).ns, B, 80));
+
+    // A file only root may read, outside the directory, that a link in it points at.
+    let secret = bed.state_dir().join("secret.yaml");
+    std::fs::write(&secret, "apiVersion: v1\nkind: TOP-SECRET-c0ffee\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let at = |name: &str| bed.config.join(name);
+    let bomb = alias_bomb(2000, 100, 6000);
+    assert!(bomb.len() > 600_000, "{}", bomb.len());
+    bed.write("bomb.yaml", &bomb);
+    let deep = format!("{}a == 'b'{}", "(".repeat(5_000), ")".repeat(5_000));
+    bed.write(
+        "deep.yaml",
+        &format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: deep\nspec:\n  selector: \"{deep}\"\n"),
+    );
+    sh(&["mkfifo", at("pipe.yaml").to_str().unwrap()]);
+    // The kernel's /dev/zero: a read of it never ends.
+    sh(&["mknod", at("zero.yaml").to_str().unwrap(), "c", "1", "5"]);
+    std::fs::File::create(at("huge.yaml"))
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    std::os::unix::fs::symlink(&secret, at("leak.yaml")).unwrap();
+    let files = [
+        "bomb.yaml",
+        "deep.yaml",
+        "pipe.yaml",
+        "zero.yaml",
+        "huge.yaml",
+        "leak.yaml",
+    ];
+
+    let s = d.wait("every hostile file to be reported", |s| {
+        let problems = s["config"]["problems"].as_array();
+        s["config"]["valid"] == false
+            && files.iter().all(|f| {
+                problems.is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p.as_str().is_some_and(|p| p.contains(&format!("/{f}:"))))
+                })
+            })
+    });
+    let problems: Vec<String> = s["config"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(problems.len(), files.len(), "{problems:#?}");
+    for f in files {
+        let (line, column) = position_of(&problems, &bed.config, f);
+        assert!(line >= 1 && column >= 1, "{f}: {problems:#?}");
+    }
+    assert!(position_of(&problems, &bed.config, "bomb.yaml").0 > 1);
+    assert_eq!(position_of(&problems, &bed.config, "deep.yaml"), (6, 78));
+    assert_eq!(last_result(&s), "invalid");
+    assert!(s["config"]["in_force_since"].is_u64(), "{s}");
+    // The last good state is live: a still let in, c still kept out.
+    assert!(tcp_ok(&bed.w(0).ns, B, 80), "a still let in");
+    assert!(!tcp_ok(&bed.w(2).ns, B, 80), "c still kept out");
+    // Nothing of the secret anywhere the daemon reports.
+    let status_file = std::fs::read_to_string(d.state_dir.join("status.json")).unwrap();
+    let served = http_get(&bed, 9771, "/status");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    for (what, text) in [
+        ("status.json", &status_file),
+        ("/status", &served),
+        ("the log", &d.log_text()),
+    ] {
+        assert!(
+            text.contains("leak.yaml") && !text.contains("TOP-SECRET"),
+            "{what} must name the link and nothing of its target:\n{text}"
+        );
+    }
+    term_within_2s(&mut d);
+
+    // Started on them (a deep selector used to kill every start while it was there): the
+    // dataplane it left is untouched, the files are reported, and SIGTERM still works.
+    let mut d = bed.daemon(&["--resync", "1h", "--debounce", "200ms"]);
+    let s = d.started();
+    assert_eq!(last_result(&s), "invalid", "{s}");
+    assert_eq!(
+        s["config"]["problems"].as_array().map(Vec::len),
+        Some(files.len()),
+        "{s}"
+    );
+    assert!(tcp_ok(&bed.w(0).ns, B, 80), "a still let in");
+    assert!(!tcp_ok(&bed.w(2).ns, B, 80), "c still kept out");
+
+    // Gone again: the files validate, and the daemon converges on them.
+    for f in files {
+        std::fs::remove_file(at(f)).unwrap();
+    }
+    d.wait("the files to validate again", |s| {
+        s["config"]["valid"] == true
+    });
+    wait_converged(&bed);
+    term_within_2s(&mut d);
+}

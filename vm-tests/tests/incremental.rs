@@ -93,7 +93,7 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
                     )
                 };
                 let mut host = open().await.expect("host");
-                let mut rec = Reconciler::open(&bed.config);
+                let mut rec = Reconciler::open(&bed.config, Default::default());
                 let step = rec.sync(&mut host).await.expect("sync");
                 assert!(step.converged);
                 assert_eq!(step.how, How::Observed);
@@ -128,7 +128,7 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
                 assert_eq!(step.how, How::Desired);
 
                 // Nothing is left for `weft apply` to do.
-                let cfg = run::load(&bed.config).expect("valid");
+                let cfg = run::load(&bed.config, Default::default()).expect("valid");
                 let mut fresh = open().await.expect("host");
                 let (planned, outcome) = run::apply_config(&mut fresh, &cfg, |_| {})
                     .await

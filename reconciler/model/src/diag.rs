@@ -215,6 +215,35 @@ impl Diagnostics {
     }
 }
 
+impl Diagnostics {
+    /// Keeps the first `n` problems of each file (in the order `sort` gives) and says how many
+    /// more there are, where the first of them is.
+    pub(crate) fn cap_per_file(&mut self, n: usize) {
+        let mut kept: Vec<Diagnostic> = Vec::with_capacity(self.0.len().min(n * 4));
+        let mut i = 0;
+        while i < self.0.len() {
+            let file = &self.0[i].file;
+            let end = i + self.0[i..].iter().take_while(|d| &d.file == file).count();
+            kept.extend(self.0[i..end.min(i + n)].iter().cloned());
+            if end - i > n {
+                let first = &self.0[i + n];
+                kept.push(Diagnostic {
+                    file: first.file.clone(),
+                    line: first.line,
+                    column: first.column,
+                    resource: None,
+                    message: format!(
+                        "{} more problems in this file from here on, not listed; fix the ones listed and validate again",
+                        end - i - n
+                    ),
+                });
+            }
+            i = end;
+        }
+        self.0 = kept;
+    }
+}
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sorted = self.clone();

@@ -14,26 +14,62 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::diag::{Diagnostics, Item, Kind, ResourceId, Source};
-use crate::load::{self, AnyResource, FileText, Out};
+use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+use crate::load::{self, AnyResource, FileText, Out, ReadOptions, Reader};
 use crate::resources::k8s::{EndpointSlice, Service};
 
 /// One file as last read.
 #[derive(Debug, Clone)]
 struct Cached {
+    /// Empty when the file was refused.
     file: FileText,
-    /// Its documents, parsed on their own (resources normalized, file index 0).
+    /// Its documents, parsed on their own (resources normalized, file index 0); or the
+    /// refusal, as the one diagnostic.
     out: Out,
+    /// Why the file was not read (not a regular file, too large, a link out...), if it was
+    /// not: a refused file stays in the directory's problems until it changes or goes.
+    refused: Option<Diagnostic>,
 }
 
+/// A file as read: its text, or why it was not read.
+type Read = Result<FileText, Diagnostic>;
+
 impl Cached {
+    fn new(read: Read) -> Cached {
+        match read {
+            Ok(file) => Cached::parse(file),
+            Err(d) => Cached {
+                file: FileText {
+                    path: d.file.clone(),
+                    text: String::new(),
+                },
+                out: Out {
+                    diags: vec![d.clone()],
+                    ..Out::default()
+                },
+                refused: Some(d),
+            },
+        }
+    }
+
     fn parse(file: FileText) -> Cached {
         let mut out = Out::default();
+        // Judged (normalized and checked) as it is read.
         load::load_file(0, &file, &mut out);
-        for l in &mut out.loaded {
-            load::judge(&file, l);
+        Cached {
+            file,
+            out,
+            refused: None,
         }
-        Cached { file, out }
+    }
+
+    /// Whether `read` is what this file held when last read.
+    fn same(&self, read: &Read) -> bool {
+        match (&self.refused, read) {
+            (None, Ok(f)) => self.file.text == f.text,
+            (Some(d), Err(e)) => d == e,
+            _ => false,
+        }
     }
 
     /// Only Services and EndpointSlices, all of which deserialized.
@@ -74,6 +110,8 @@ pub struct ServicesPart {
 /// A directory's files, parsed, and the configuration they make.
 pub struct Documents {
     dir: PathBuf,
+    /// How files are read (the same at every read).
+    opts: ReadOptions,
     /// By path relative to `dir`, as bytes: the order `load_dir` reads files in.
     files: BTreeMap<Vec<u8>, Cached>,
     /// Shared with whoever keeps it (a daemon's last good configuration): a change copies it
@@ -100,25 +138,35 @@ fn order_key(s: &Source) -> (&[u8], usize, usize) {
 impl Documents {
     /// Reads every YAML file under `dir` (as `load_dir` does).
     pub fn read_dir(dir: &Path) -> Documents {
+        Documents::read_dir_with(dir, ReadOptions::default())
+    }
+
+    /// Reads every YAML file under `dir` as `opts` say (as `load_dir_with` does), and every
+    /// file again later the same way.
+    pub fn read_dir_with(dir: &Path, opts: ReadOptions) -> Documents {
         let mut d = Documents {
             dir: dir.to_path_buf(),
+            opts,
             files: BTreeMap::new(),
             config: Ok(Arc::default()),
             ids: BTreeMap::new(),
         };
-        let paths = match load::find_files(dir) {
+        let reader = Reader::new(dir, opts);
+        let paths = match reader.find_files() {
             Ok(p) => p,
             Err(diag) => {
                 d.config = Err(Diagnostics(vec![diag]));
                 return d;
             }
         };
-        let mut unread = Vec::new();
         let mut texts = Vec::new();
-        for read in load::read_files(paths) {
+        for read in reader.read_files(paths) {
             match read {
                 Ok(f) => texts.push(f),
-                Err(diag) => unread.push(diag),
+                Err(diag) => {
+                    let rel = d.relative(&diag.file);
+                    d.files.insert(rel, Cached::new(Err(diag)));
+                }
             }
         }
         let refs: Vec<&FileText> = texts.iter().collect();
@@ -129,19 +177,16 @@ impl Documents {
                 l.at.file = 0;
             }
             let rel = d.relative(&file.path);
-            d.files.insert(rel, Cached { file, out });
+            d.files.insert(
+                rel,
+                Cached {
+                    file,
+                    out,
+                    refused: None,
+                },
+            );
         }
         d.rebuild();
-        if !unread.is_empty() {
-            let mut all = match std::mem::replace(&mut d.config, Ok(Arc::default())) {
-                Ok(_) => Vec::new(),
-                Err(e) => e.0,
-            };
-            all.extend(unread);
-            let mut diags = Diagnostics(all);
-            diags.sort();
-            d.config = Err(diags);
-        }
         d
     }
 
@@ -165,6 +210,7 @@ impl Documents {
     /// Reads the named files again (paths under the directory, relative or not; a file that is
     /// gone, or is no longer a YAML file, is dropped).
     pub fn reread<P: AsRef<Path>>(&mut self, paths: &[P]) -> Delta {
+        let reader = Reader::new(&self.dir, self.opts);
         let changes = paths
             .iter()
             .map(|p| {
@@ -175,18 +221,8 @@ impl Documents {
                     self.dir.join(p)
                 };
                 let rel = self.relative(&abs);
-                let name = abs.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-                let wanted = (name.ends_with(b".yaml") || name.ends_with(b".yml"))
-                    && !rel.split(|b| *b == b'/').any(|c| c.first() == Some(&b'.'))
-                    && abs.is_file();
-                let text = if wanted {
-                    std::fs::read(&abs)
-                        .ok()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                } else {
-                    None
-                };
-                (rel, text)
+                let read = reader.reread(Path::new(std::ffi::OsStr::from_bytes(&rel)));
+                (rel, read)
             })
             .collect();
         self.update(changes)
@@ -195,7 +231,7 @@ impl Documents {
     /// Lists the directory again and reads every file, parsing those whose text changed:
     /// for when nobody said what changed.
     pub fn rescan(&mut self) -> Delta {
-        let paths = match load::find_files(&self.dir) {
+        let paths = match Reader::new(&self.dir, self.opts).find_files() {
             Ok(p) => p,
             Err(_) => return self.update(Vec::new()),
         };
@@ -213,20 +249,25 @@ impl Documents {
         self.reread(&all)
     }
 
-    /// Sets files' texts (None: the file is gone). Paths are relative to the directory.
-    pub fn update(&mut self, changes: Vec<(Vec<u8>, Option<String>)>) -> Delta {
+    /// Sets files as read (None: the file is gone). Paths are relative to the directory.
+    fn update(&mut self, changes: Vec<(Vec<u8>, Option<Read>)>) -> Delta {
         let mut before = Vec::new();
         let mut after = Vec::new();
         let mut fast = self.config.is_ok();
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
-        for (rel, text) in changes {
+        for (rel, read) in changes {
             let old = self.files.get(&rel);
-            if old.map(|c| &c.file.text) == text.as_ref() {
+            let same = match (old, &read) {
+                (None, None) => true,
+                (Some(c), Some(r)) => c.same(r),
+                _ => false,
+            };
+            if same {
                 continue;
             }
             let path = self.dir.join(std::ffi::OsStr::from_bytes(&rel));
-            touched.insert(path.clone());
-            let new = text.map(|text| Cached::parse(FileText { path, text }));
+            touched.insert(path);
+            let new = read.map(Cached::new);
             for c in old.iter().copied().chain(new.as_ref()) {
                 fast &= c.services_only();
             }
@@ -476,6 +517,60 @@ mod tests {
         .unwrap();
         assert_eq!(docs.rescan(), Delta::Other);
         assert_eq!(current(&docs), fresh(d0));
+    }
+
+    #[test]
+    fn a_refused_file_stays_a_problem_until_it_changes_or_goes() {
+        let dir = temp("refused");
+        let d0 = &dir.0;
+        let outside = temp("refused-outside");
+        std::fs::write(outside.0.join("secret.yaml"), service("s", "10.96.0.9")).unwrap();
+        std::fs::write(d0.join("a.yaml"), service("a", "10.96.0.1")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(d0.join("b.yaml"))
+            .status()
+            .expect("mkfifo");
+        assert!(fifo.success());
+        let mut docs = Documents::read_dir(d0);
+        let e = docs.config().expect_err("a FIFO is refused");
+        assert!(e.to_string().contains("b.yaml:1:1: this is a FIFO"), "{e}");
+        assert_eq!(current(&docs), fresh(d0));
+
+        // Another file changes: the refusal is still one of the directory's problems.
+        std::fs::write(d0.join("c.yaml"), service("c", "10.96.0.3")).unwrap();
+        assert_eq!(docs.reread(&["c.yaml"]), Delta::Other);
+        assert_eq!(current(&docs), fresh(d0));
+        assert!(docs.config().is_err());
+        assert_eq!(docs.rescan(), Delta::Unchanged);
+
+        // It goes; a link out comes, and a file under a link to a directory (not walked).
+        std::fs::remove_file(d0.join("b.yaml")).unwrap();
+        std::os::unix::fs::symlink(outside.0.join("secret.yaml"), d0.join("out.yaml")).unwrap();
+        std::os::unix::fs::symlink(&outside.0, d0.join("linked")).unwrap();
+        docs.reread(&["b.yaml", "out.yaml", "linked/secret.yaml"]);
+        let e = docs.config().expect_err("a link out is refused");
+        assert!(
+            e.to_string().contains("out.yaml:1:1: a symbolic link to"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("b.yaml"), "{e}");
+        assert_eq!(current(&docs), fresh(d0));
+        assert_eq!(docs.rescan(), Delta::Unchanged);
+
+        // Followed when the options allow it, at every read.
+        let follow = ReadOptions {
+            follow_outside_links: true,
+        };
+        let mut docs = Documents::read_dir_with(d0, follow);
+        assert_eq!(docs.config().map(|c| c.services.len()), Ok(3));
+        std::fs::write(outside.0.join("secret.yaml"), service("t", "10.96.0.8")).unwrap();
+        assert!(matches!(docs.reread(&["out.yaml"]), Delta::Services { .. }));
+        assert!(docs
+            .config()
+            .unwrap()
+            .services
+            .iter()
+            .any(|s| s.value.metadata.name == "t"));
     }
 
     #[test]

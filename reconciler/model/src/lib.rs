@@ -5,7 +5,9 @@
 //! apply).
 //!
 //! - [`load_dir`]: files to a [`Config`], or every problem of the run as [`Diagnostics`]
-//!   (file:line:column, the resource, what to write instead). Nothing half-loads.
+//!   (file:line:column, the resource, what to write instead). Nothing half-loads. Only regular
+//!   files of at most [`MAX_FILE_BYTES`] are read, links only inside the directory unless
+//!   [`ReadOptions`] say otherwise ([`load_dir_with`]).
 //! - [`Documents`]: the same, kept file by file for a process that runs on: only changed files
 //!   are parsed again, and a change to Services and EndpointSlices alone patches the `Config`.
 //! - [`Config`]: every resource as an [`Item`] (value and [`Source`]) in load order; the
@@ -18,6 +20,7 @@
 //! - [`schemas`]: draft-07 JSON Schemas of every kind, for editors.
 //! - [`pcap`]: the subset of pcap filter expressions `bpfLogFilters` may use.
 
+mod aliases;
 mod config;
 mod diag;
 mod documents;
@@ -38,7 +41,7 @@ pub use config::{Config, TierIr, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX
 pub use diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
 pub use documents::{Delta, Documents, ServicesPart};
 pub use ir::{EntityIr, IcmpMatch, PolicyIr, RuleIr};
-pub use load::{load_dir, load_texts};
+pub use load::{load_dir, load_dir_with, load_texts, ReadOptions, MAX_FILE_BYTES};
 pub use net::{Cidr, IntOrString, PortMatch};
 pub use resources::calico::*;
 pub use resources::felix::*;

@@ -2,16 +2,21 @@
 //!
 //! 1. Files: every `*.yaml`/`*.yml` under the directory, recursively, in byte order of the
 //!    relative path; names starting with '.' are skipped (a GitOps checkout's `.git`, a
-//!    ConfigMap mount's `..data`); symlinked files are followed, symlinked directories are not
-//!    (a mount's `..data` link is skipped by name anyway, and not following them rules out
-//!    loops).
+//!    ConfigMap mount's `..data`); symlinked files are followed while they stay inside the
+//!    directory (`ReadOptions` may allow more), symlinked directories are not (a mount's
+//!    `..data` link is skipped by name anyway, and not following them rules out loops). Only
+//!    regular files are read, at most `MAX_FILE_BYTES` of each; anything else named like a
+//!    YAML file (a FIFO, a device, a link out) is a problem of its own, with nothing read.
 //! 2. Documents: a header pass reads apiVersion, kind and names and where each document starts;
 //!    then each document is deserialized into the type of its kind (`kind: List` items each
 //!    into their own type).
 //! 3. Resources: each is checked on its own (`validate`, `ir`), then against the others
 //!    (duplicates, references to profiles and tiers).
 //!
-//! Every problem of every step is collected; any problem means no `Config`.
+//! Every problem of every step is collected; any problem means no `Config`. What a broken file
+//! costs is bounded as well: the positions of its problems are found within a budget
+//! (`yaml::Locator`), and past `MAX_PROBLEMS_PER_FILE` a file's problems are counted, not
+//! listed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,11 +27,12 @@ use std::sync::Arc;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::aliases;
 use crate::config::{Config, DEFAULT_ALLOW_PROFILE, NAMESPACE_PROFILE_PREFIX};
 use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
 use crate::fastyaml;
 use crate::ir;
-use crate::problems::{Problem, Problems};
+use crate::problems::Problems;
 use crate::resources::calico::{
     Action, EntityRule, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint,
     IPPool, NetworkPolicy, NetworkSet, Node, Profile, ProfileSpec, Rule, Tier, WorkloadEndpoint,
@@ -35,7 +41,7 @@ use crate::resources::k8s::{EndpointSlice, KubernetesNetworkPolicy, Namespace, S
 use crate::resources::meta::ObjectMeta;
 use crate::selector::{NAMESPACE_LABEL_PREFIX, NAME_LABEL};
 use crate::validate;
-use crate::yaml::{self, DocHeader, Header, Path, Pos};
+use crate::yaml::{self, DocHeader, Header, Locator, Path, Pos};
 
 /// Lists every kind with its Rust type and its `Config` field, for the code below that has to
 /// handle each kind alike.
@@ -109,15 +115,21 @@ macro_rules! any_resource {
 
 with_kinds!(any_resource);
 
-/// Reads and checks every resource under `dir`.
+/// Reads and checks every resource under `dir`, refusing links that lead out of it.
 pub fn load_dir(dir: &FsPath) -> Result<Config, Diagnostics> {
+    load_dir_with(dir, ReadOptions::default())
+}
+
+/// `load_dir`, reading files as `opts` says.
+pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnostics> {
+    let reader = Reader::new(dir, opts);
     let mut out = Out::default();
-    let paths = match find_files(dir) {
+    let paths = match reader.find_files() {
         Ok(p) => p,
         Err(d) => return Err(Diagnostics(vec![d])),
     };
     let mut files = Vec::new();
-    for read in read_files(paths) {
+    for read in reader.read_files(paths) {
         match read {
             Ok(f) => files.push(f),
             Err(d) => out.diags.push(d),
@@ -186,50 +198,266 @@ pub(crate) fn parse_files(files: &[&FileText]) -> Vec<Out> {
             .map(|&(i, f)| {
                 let mut out = Out::default();
                 load_file(i, f, &mut out);
-                for l in &mut out.loaded {
-                    judge(f, l);
-                }
                 out
             })
             .collect()
     })
 }
 
-/// Reads files, on every core: at 20,000 files, opening and reading them is a third of a load.
-pub(crate) fn read_files(paths: Vec<PathBuf>) -> Vec<Result<FileText, Diagnostic>> {
-    let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
-    on_threads(&mut slots, |chunk| {
-        chunk
-            .iter_mut()
-            .map(|p| read_file(p.take().expect("each path is read once")))
-            .collect()
-    })
+/// The most problems listed for one file: a file with more is broken throughout (a generator
+/// gone wrong, or a hostile commit), and thousands of lines help nobody while they fill the
+/// log and the status.
+pub(crate) const MAX_PROBLEMS_PER_FILE: usize = 100;
+
+/// The most a configuration file may hold. A Kubernetes object is at most about 1.5 MiB (what
+/// etcd stores), and a file of thousands of them is still a few MiB; the cap keeps a file that
+/// is not configuration (a log, a disk image) from being read whole into memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// How the loader treats what it finds in the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Read files that symbolic links lead to outside the directory. Off by default: the
+    /// directory is often a checkout that a commit writes, and a commit can hold a link to
+    /// any file the reader (root, for the daemon) may read, whose content would then show in
+    /// the diagnostics.
+    pub follow_outside_links: bool,
 }
 
-/// Reads one file as UTF-8 text.
-pub(crate) fn read_file(path: PathBuf) -> Result<FileText, Diagnostic> {
-    match std::fs::read(&path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
+/// Reads a configuration directory's files: only regular files (a FIFO would block the read
+/// for ever, a device would never end), at most `MAX_FILE_BYTES` each, and through a symbolic
+/// link only when it stays inside the directory (unless the options say otherwise). Whatever
+/// is refused is a diagnostic naming the file, and nothing of its content is read.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader {
+    dir: PathBuf,
+    /// The directory with every link resolved, that links must stay under; None if it
+    /// cannot be resolved (then every link is refused).
+    root: Option<PathBuf>,
+    opts: ReadOptions,
+}
+
+/// What kind of file a non-regular one is, for messages.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn file_diag(path: &FsPath, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        resource: None,
+        message,
+    }
+}
+
+impl Reader {
+    /// A reader of `dir` as it resolves now (a directory swapped by a symlink flip is
+    /// resolved again by a new reader).
+    pub(crate) fn new(dir: &FsPath, opts: ReadOptions) -> Reader {
+        Reader {
+            dir: dir.to_path_buf(),
+            root: dir.canonicalize().ok(),
+            opts,
+        }
+    }
+
+    /// Reads files, on every core: at 20,000 files, opening and reading them is a third of a
+    /// load.
+    pub(crate) fn read_files(&self, paths: Vec<PathBuf>) -> Vec<Result<FileText, Diagnostic>> {
+        let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
+        on_threads(&mut slots, |chunk| {
+            chunk
+                .iter_mut()
+                .map(|p| self.read_file(p.take().expect("each path is read once")))
+                .collect()
+        })
+    }
+
+    /// Reads one file (a path `find_files` listed) as UTF-8 text, or says why not.
+    pub(crate) fn read_file(&self, path: PathBuf) -> Result<FileText, Diagnostic> {
+        let cannot = |e: std::io::Error| file_diag(&path, format!("cannot read the file: {e}"));
+        let meta = std::fs::symlink_metadata(&path).map_err(cannot)?;
+        let open_path = if meta.file_type().is_symlink() {
+            let target = path
+                .canonicalize()
+                .map_err(|e| file_diag(&path, format!("cannot follow the symbolic link: {e}")))?;
+            let inside = self.root.as_ref().is_some_and(|r| target.starts_with(r));
+            if !inside && !self.opts.follow_outside_links {
+                return Err(file_diag(
+                    &path,
+                    format!(
+                        "a symbolic link to {}, outside {}: weft does not follow links out of the configuration directory; copy the file in, or run weft with --follow-outside-links",
+                        target.display(),
+                        self.dir.display()
+                    ),
+                ));
+            }
+            target
+        } else {
+            path.clone()
+        };
+        // Looked at before opening: opening a FIFO waits for a writer, opening a device can
+        // do things.
+        let meta = std::fs::metadata(&open_path).map_err(cannot)?;
+        self.regular(&path, &meta)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Should the file have been swapped since it was looked at: a FIFO does not block
+            // the open, and a link is not followed.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+                .open(&open_path)
+                .map_err(cannot)?
+        };
+        self.regular(&path, &file.metadata().map_err(cannot)?)?;
+        let mut bytes = Vec::new();
+        {
+            use std::io::Read;
+            file.take(MAX_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(cannot)?;
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(&path));
+        }
+        match String::from_utf8(bytes) {
             Ok(text) => Ok(FileText { path, text }),
-            Err(e) => Err(Diagnostic {
-                file: path,
-                line: 1,
-                column: 1,
-                resource: None,
-                message: format!(
+            Err(e) => Err(file_diag(
+                &path,
+                format!(
                     "the file is not UTF-8 text (byte {} is not); save it as UTF-8",
                     e.utf8_error().valid_up_to()
                 ),
-            }),
-        },
-        Err(e) => Err(Diagnostic {
-            file: path,
-            line: 1,
-            column: 1,
-            resource: None,
-            message: format!("cannot read the file: {e}"),
-        }),
+            )),
+        }
     }
+
+    /// Refuses anything but a regular file of at most `MAX_FILE_BYTES`.
+    fn regular(&self, path: &FsPath, meta: &std::fs::Metadata) -> Result<(), Diagnostic> {
+        if !meta.file_type().is_file() {
+            return Err(file_diag(
+                path,
+                format!(
+                    "this is {}, not a regular file, and weft reads only regular files; remove it, or rename it so that it does not end in .yaml or .yml",
+                    file_kind(meta.file_type())
+                ),
+            ));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_large(path));
+        }
+        Ok(())
+    }
+
+    /// The YAML files under the directory, as the directory joined with their relative path,
+    /// in byte order of the relative path. Every name ending in .yaml or .yml is listed,
+    /// whatever it is, so that `read_file` can refuse what is not a regular file by name;
+    /// only links that lead to a directory or nowhere are left out.
+    pub(crate) fn find_files(&self) -> Result<Vec<PathBuf>, Diagnostic> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = &self.dir;
+        let mut found: Vec<PathBuf> = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let here = if rel.as_os_str().is_empty() {
+                dir.to_path_buf()
+            } else {
+                dir.join(&rel)
+            };
+            let entries = std::fs::read_dir(&here).map_err(|e| io_diag(&here, &e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_diag(&here, &e))?;
+                let name = entry.file_name();
+                if name.as_bytes().first() == Some(&b'.') {
+                    continue;
+                }
+                let rel_path = rel.join(&name);
+                // The entry itself, not what a link leads to: directories that are links are
+                // not walked.
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
+                if file_type.is_dir() {
+                    stack.push(rel_path);
+                    continue;
+                }
+                if !is_yaml_name(name.as_bytes()) {
+                    continue;
+                }
+                if file_type.is_symlink() && !leads_to_a_file(&dir.join(&rel_path)) {
+                    continue;
+                }
+                found.push(rel_path);
+            }
+        }
+        found.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
+    }
+
+    /// Reads the file at `rel` (relative to the directory) if `find_files` would list it now;
+    /// None if it would not (gone, not a YAML name, hidden, under a link to a directory).
+    pub(crate) fn reread(&self, rel: &FsPath) -> Option<Result<FileText, Diagnostic>> {
+        use std::os::unix::ffi::OsStrExt;
+        let hidden = rel.iter().any(|c| c.as_bytes().first() == Some(&b'.'));
+        let name = rel.file_name()?;
+        if hidden || !is_yaml_name(name.as_bytes()) {
+            return None;
+        }
+        let path = self.dir.join(rel);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if meta.is_dir() || (meta.file_type().is_symlink() && !leads_to_a_file(&path)) {
+            return None;
+        }
+        // Every directory on the way is a directory of its own, not a link (those the walk
+        // does not enter).
+        let parent = rel.parent().unwrap_or(FsPath::new(""));
+        let mut on_the_way = self.dir.clone();
+        for c in parent.iter() {
+            on_the_way.push(c);
+            if !std::fs::symlink_metadata(&on_the_way).is_ok_and(|m| m.is_dir()) {
+                return None;
+            }
+        }
+        Some(self.read_file(path))
+    }
+}
+
+fn too_large(path: &FsPath) -> Diagnostic {
+    file_diag(
+        path,
+        format!(
+            "the file is larger than {} MiB, the most weft reads; split it into smaller files",
+            MAX_FILE_BYTES >> 20
+        ),
+    )
+}
+
+fn is_yaml_name(name: &[u8]) -> bool {
+    name.ends_with(b".yaml") || name.ends_with(b".yml")
+}
+
+/// A link counts as a file unless it leads to a directory (not walked, which rules out
+/// loops) or nowhere. Whatever else it leads to is the reader's to judge.
+fn leads_to_a_file(link: &FsPath) -> bool {
+    std::fs::metadata(link).is_ok_and(|m| !m.is_dir())
 }
 
 fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
@@ -240,48 +468,6 @@ fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
         resource: None,
         message: format!("cannot read: {e}"),
     }
-}
-
-/// The YAML files under `dir`, as `dir` joined with their relative path, in byte order of the
-/// relative path.
-pub(crate) fn find_files(dir: &FsPath) -> Result<Vec<PathBuf>, Diagnostic> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut found: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let here = if rel.as_os_str().is_empty() {
-            dir.to_path_buf()
-        } else {
-            dir.join(&rel)
-        };
-        let entries = std::fs::read_dir(&here).map_err(|e| io_diag(&here, &e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_diag(&here, &e))?;
-            let name = entry.file_name();
-            if name.as_bytes().first() == Some(&b'.') {
-                continue;
-            }
-            let rel_path = rel.join(&name);
-            let file_type = entry
-                .file_type()
-                .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
-            if file_type.is_dir() {
-                stack.push(rel_path);
-                continue;
-            }
-            let is_yaml = name.as_bytes().ends_with(b".yaml") || name.as_bytes().ends_with(b".yml");
-            if !is_yaml {
-                continue;
-            }
-            // Symlinks count if they lead to a file.
-            if file_type.is_symlink() && !dir.join(&rel_path).is_file() {
-                continue;
-            }
-            found.push(rel_path);
-        }
-    }
-    found.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-    Ok(found.into_iter().map(|rel| dir.join(rel)).collect())
 }
 
 #[derive(Debug, Clone)]
@@ -328,8 +514,9 @@ pub(crate) struct Verdict {
     diags: Vec<Diagnostic>,
 }
 
-/// Normalizes `l` and checks it on its own, once; `file` is the file it was read from.
-pub(crate) fn judge(file: &FileText, l: &mut Loaded) {
+/// Normalizes `l` and checks it on its own, once; `file` is the file it was read from, and
+/// `locator` finds positions in it.
+fn judge(file: &FileText, l: &mut Loaded, locator: &Locator<'_>) {
     if l.verdict.is_some() {
         return;
     }
@@ -337,11 +524,7 @@ pub(crate) fn judge(file: &FileText, l: &mut Loaded) {
     let id = resource_id(l);
     let mut p = Problems::default();
     let checked = check(l, &id, &mut p);
-    let diags = p
-        .0
-        .iter()
-        .map(|problem| problem_diag(&[file], DocRef { file: 0, ..l.at }, &l.source, &id, problem))
-        .collect();
+    let diags = problem_diags(file, locator, l, &id, &p);
     l.verdict = Some(Arc::new(Verdict {
         id,
         policy: checked.policy.map(Arc::new),
@@ -504,15 +687,42 @@ fn source_of(file: &FileText, pos: Pos) -> Source {
 
 enum Pending {
     One(Kind, Pos, Header),
-    List(Vec<Option<Kind>>, Vec<Header>),
+    List(Pos, Vec<Option<Kind>>, Vec<Header>),
 }
 
+/// Reads file `index`'s documents into resources and checks each on its own.
 pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
-    if let Some(loaded) = load_quick(index, file) {
+    // One budget for every position the file's problems need.
+    let locator = Locator::new(&file.text);
+    read_documents(index, file, &locator, out);
+    for l in &mut out.loaded {
+        judge(file, l, &locator);
+    }
+}
+
+fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mut Out) {
+    let text = file.text.as_str();
+    let quick = quick_kinds(text);
+    if let Some(loaded) = quick
+        .as_ref()
+        .and_then(|q| load_quick(index, file, q, Parser::Fast))
+    {
         out.loaded.extend(loaded);
         return;
     }
-    let text = file.text.as_str();
+    // serde_yaml reads the file from here on, and it expands aliases: how far is bounded
+    // first, once for every pass below.
+    if let Err(e) = aliases::check(text, aliases::Limit::for_file(text.len())) {
+        out.diags.push(pos_diag(file, e.pos, None, e.message));
+        return;
+    }
+    if let Some(loaded) = quick
+        .as_ref()
+        .and_then(|q| load_quick(index, file, q, Parser::Serde))
+    {
+        out.loaded.extend(loaded);
+        return;
+    }
     let (docs, syntax) = yaml::scan_headers(text);
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
     for (d, doc) in docs.iter().enumerate() {
@@ -534,19 +744,19 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
                             if !field.is_empty() {
                                 path = path.key(field);
                             }
-                            let pos = yaml::locate(text, d, &path);
-                            out.diags.push(pos_diag(file, pos, None, message));
+                            let pos = locator.locate(d, &path).unwrap_or(*start);
+                            out.diags.push(pos_diag(file, Some(pos), None, message));
                             kinds.push(None);
                         }
                     }
                 }
-                pending.insert(d, Pending::List(kinds, items));
+                pending.insert(d, Pending::List(*start, kinds, items));
             }
             Err((field, message)) => {
                 let pos = if field.is_empty() {
                     Some(*start)
                 } else {
-                    yaml::locate(text, d, &Path::root().key(field))
+                    locator.locate(d, &Path::root().key(field)).or(Some(*start))
                 };
                 out.diags.push(pos_diag(file, pos, None, message));
             }
@@ -589,41 +799,65 @@ pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
                     ));
                 }
             },
-            Some(Pending::List(kinds, headers)) => load_list(index, file, d, &kinds, &headers, out),
+            Some(Pending::List(start, kinds, headers)) => {
+                let list = List {
+                    doc: d,
+                    start,
+                    kinds: &kinds,
+                    headers: &headers,
+                };
+                load_list(index, file, locator, &list, out)
+            }
         }
     }
 }
 
-/// A file of plain manifests read with one pass of a YAML parser instead of two: the headers
-/// come from `yaml::quick_headers`, and each document must then deserialize and agree with its
-/// header (apiVersion, kind, name, namespace). The documents are read by `fastyaml` where it
-/// can, else by serde_yaml. None, with nothing loaded, for anything else: the two passes then
-/// read it and report what is wrong.
-fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
-    let text = file.text.as_str();
+/// The headers of a file of plain manifests (`yaml::quick_headers`) with the kind of each
+/// document, if every document is a resource of a kind weft reads.
+fn quick_kinds(text: &str) -> Option<Vec<(Pos, Header, Kind)>> {
     let headers = yaml::quick_headers(text)?;
-    let mut kinds = Vec::with_capacity(headers.len());
-    for (_, header) in &headers {
-        let Ok(Class::Resource(kind)) = classify(header, false) else {
-            return None;
-        };
-        kinds.push(kind);
-    }
-    let fast = fastyaml::documents(text)
-        .filter(|docs| docs.len() == headers.len())
-        .and_then(|docs| {
+    headers
+        .into_iter()
+        .map(|(start, header)| match classify(&header, false) {
+            Ok(Class::Resource(kind)) => Some((start, header, kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Which YAML parser `load_quick` uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parser {
+    /// `fastyaml`, which declines anything unusual (anchors and aliases among it).
+    Fast,
+    /// serde_yaml: whatever fastyaml declined (once `aliases::check` has passed the file).
+    Serde,
+}
+
+/// A file of plain manifests read with one pass of a YAML parser instead of two: the headers
+/// come from `quick_kinds`, and each document must then deserialize and agree with its
+/// header (apiVersion, kind, name, namespace). None, with nothing loaded, for anything else:
+/// the two passes then read it and report what is wrong.
+fn load_quick(
+    index: usize,
+    file: &FileText,
+    headers: &[(Pos, Header, Kind)],
+    parser: Parser,
+) -> Option<Vec<Loaded>> {
+    let text = file.text.as_str();
+    let values = match parser {
+        Parser::Fast => {
+            let docs = fastyaml::documents(text).filter(|docs| docs.len() == headers.len())?;
             docs.iter()
-                .zip(&kinds)
-                .map(|(doc, &kind)| parse_kind(kind, fastyaml::De(doc)).ok())
-                .collect::<Option<Vec<AnyResource>>>()
-        });
-    let values = match fast {
-        Some(values) => values,
-        None => {
+                .zip(headers)
+                .map(|(doc, &(_, _, kind))| parse_kind(kind, fastyaml::De(doc)).ok())
+                .collect::<Option<Vec<AnyResource>>>()?
+        }
+        Parser::Serde => {
             let mut docs = serde_yaml::Deserializer::from_str(text);
-            let values = kinds
+            let values = headers
                 .iter()
-                .map(|&kind| parse_kind(kind, docs.next()?).ok())
+                .map(|&(_, _, kind)| parse_kind(kind, docs.next()?).ok())
                 .collect::<Option<Vec<AnyResource>>>()?;
             // No document the scan missed.
             if docs.next().is_some() {
@@ -633,7 +867,8 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
         }
     };
     let mut loaded = Vec::with_capacity(headers.len());
-    for (d, (((start, header), kind), value)) in headers.iter().zip(kinds).zip(values).enumerate() {
+    for (d, ((start, header, kind), value)) in headers.iter().zip(values).enumerate() {
+        let kind = *kind;
         let meta = value.metadata();
         let agrees = value.type_meta() == (header.api_version.as_deref()?, header.kind.as_deref()?)
             && Some(&meta.name) == header.name.as_ref()
@@ -656,21 +891,25 @@ fn load_quick(index: usize, file: &FileText) -> Option<Vec<Loaded>> {
     Some(loaded)
 }
 
-/// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
-/// error the document is read again from the item after it, until every item was tried.
-fn load_list(
-    index: usize,
-    file: &FileText,
+/// A `kind: List` document: which one, where it starts, and its items' kinds and headers.
+struct List<'a> {
     doc: usize,
-    kinds: &[Option<Kind>],
-    headers: &[Header],
-    out: &mut Out,
-) {
-    let text = file.text.as_str();
+    start: Pos,
+    kinds: &'a [Option<Kind>],
+    headers: &'a [Header],
+}
+
+/// Deserializes the items of a `kind: List` document. A bad item stops serde, so after an
+/// error the document is read again from the item after it, until every item was tried or
+/// the file's budget for reading it again is spent; the items left untried are then one
+/// problem of their own.
+fn load_list(index: usize, file: &FileText, locator: &Locator<'_>, list: &List<'_>, out: &mut Out) {
+    let (doc, kinds, headers) = (list.doc, list.kinds, list.headers);
     let mut skip = 0;
     let mut positions: Option<Vec<Option<Pos>>> = None;
     while skip < kinds.len() {
-        let Some(de) = yaml::nth_document(text, doc) else {
+        let Some(de) = locator.nth_document(doc) else {
+            untried(file, list, skip, out);
             return;
         };
         let current = Cell::new(None);
@@ -684,18 +923,14 @@ fn load_list(
         .deserialize(de);
         let items = items.into_inner();
         if positions.is_none() && !items.is_empty() {
-            positions = Some(yaml::sequence_item_positions(
-                text,
-                doc,
-                &Path::root().key("items"),
-                kinds.len(),
-            ));
+            positions =
+                Some(locator.sequence_item_positions(doc, &Path::root().key("items"), kinds.len()));
         }
         for (j, kind, value) in items {
             let pos = positions
                 .as_ref()
                 .and_then(|p| p.get(j).copied().flatten())
-                .unwrap_or(Pos { line: 1, column: 1 });
+                .unwrap_or(list.start);
             out.loaded.push(Loaded {
                 kind,
                 source: source_of(file, pos),
@@ -733,6 +968,25 @@ fn load_list(
             }
         }
     }
+}
+
+/// Says that a List's items from `from` on were not read, and keeps their names from being
+/// reported again as missing references.
+fn untried(file: &FileText, list: &List<'_>, from: usize, out: &mut Out) {
+    for (kind, header) in list.kinds.iter().zip(list.headers).skip(from) {
+        if let (Some(kind), Some(name)) = (kind, &header.name) {
+            out.unreadable.push((*kind, name.clone()));
+        }
+    }
+    out.diags.push(pos_diag(
+        file,
+        Some(list.start),
+        None,
+        format!(
+            "items[{from}] and the {} after it were not read: after a bad item weft reads the List again from the next one, and it has too many bad items to do that for each; fix those reported and validate again",
+            list.kinds.len() - from - 1
+        ),
+    ));
 }
 
 /// Walks a List document and deserializes items `skip..` whose kind is known.
@@ -826,30 +1080,47 @@ impl<'de> DeserializeSeed<'de> for KindSeed {
     }
 }
 
-/// Turns a problem in a resource into a diagnostic at the position of the value at fault.
-fn problem_diag(
-    files: &[&FileText],
-    at: DocRef,
-    fallback: &Source,
+/// Turns the problems of resource `l` into diagnostics at the positions of the values at
+/// fault, as far as `locator`'s budget goes; the problems past it are counted in one more
+/// diagnostic where the resource starts.
+fn problem_diags(
+    file: &FileText,
+    locator: &Locator<'_>,
+    l: &Loaded,
     id: &ResourceId,
-    problem: &Problem,
-) -> Diagnostic {
-    let file = &files[at.file];
-    let pos = yaml::locate(&file.text, at.doc, &at.doc_path(&problem.path)).unwrap_or(Pos {
-        line: fallback.line,
-        column: fallback.column,
-    });
-    let column = match &problem.inner {
-        Some((selector, col)) => column_in_scalar(&file.text, pos, selector, *col),
-        None => pos.column,
-    };
-    Diagnostic {
-        file: file.path.clone(),
-        line: pos.line,
-        column,
-        resource: Some(id.clone()),
-        message: problem.message.clone(),
+    problems: &Problems,
+) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut unplaced = 0;
+    for problem in &problems.0 {
+        let Some(pos) = locator.locate(l.at.doc, &l.at.doc_path(&problem.path)) else {
+            unplaced += 1;
+            continue;
+        };
+        let column = match &problem.inner {
+            Some((selector, col)) => column_in_scalar(&file.text, pos, selector, *col),
+            None => pos.column,
+        };
+        diags.push(Diagnostic {
+            file: file.path.clone(),
+            line: pos.line,
+            column,
+            resource: Some(id.clone()),
+            message: problem.message.clone(),
+        });
     }
+    if unplaced > 0 {
+        diags.push(Diagnostic {
+            file: file.path.clone(),
+            line: l.source.line,
+            column: l.source.column,
+            resource: Some(id.clone()),
+            message: format!(
+                "{unplaced} more problem(s) in this resource, not listed: weft finds the place of only so many problems in one file; fix the ones listed and validate again"
+            ),
+        });
+    }
+    diags
 }
 
 /// When a scalar is written on one line exactly as its value (plain, or quoted without
@@ -1065,7 +1336,8 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
     if loaded.iter().any(|l| l.verdict.is_none()) {
         on_threads(&mut loaded, |chunk| {
             for l in chunk.iter_mut() {
-                judge(files[l.at.file], l);
+                let file = files[l.at.file];
+                judge(file, l, &Locator::new(&file.text));
             }
             vec![()]
         });
@@ -1137,6 +1409,8 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         }
     }
 
+    // Problems in references are placed within a budget per file, as in `load_file`.
+    let locators: Vec<Locator<'_>> = files.iter().map(|f| Locator::new(&f.text)).collect();
     // References to profiles and tiers.
     let profile_names: BTreeSet<String> = synthesized
         .iter()
@@ -1189,14 +1463,14 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
                 );
             }
         }
-        for problem in &p.0 {
-            diags.push(problem_diag(files, l.at, &l.source, id, problem));
-        }
+        let file = files[l.at.file];
+        diags.extend(problem_diags(file, &locators[l.at.file], l, id, &p));
     }
 
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
+        d.cap_per_file(MAX_PROBLEMS_PER_FILE);
         return Err(d);
     }
 

@@ -81,10 +81,20 @@ impl Problems {
     }
 
     pub fn selector_error(&mut self, path: &Path, text: &str, e: &SelectorError) {
+        // A selector is quoted whole when it is short; a long one (a generated chain, or one
+        // nested past the limit) only by its start, so that one bad line is not megabytes of
+        // log and status.
+        const QUOTED: usize = 120;
+        let quoted = if text.chars().count() <= QUOTED {
+            format!("{text:?}")
+        } else {
+            let start: String = text.chars().take(QUOTED / 2).collect();
+            format!("{start:?}... ({} characters)", text.chars().count())
+        };
         self.0.push(Problem {
             path: path.clone(),
             message: format!(
-                "{path}: invalid selector {text:?}: {} (at column {} of the selector)",
+                "{path}: invalid selector {quoted}: {} (at column {} of the selector)",
                 e.message, e.column
             ),
             inner: Some((text.to_string(), e.column)),

@@ -36,6 +36,12 @@ pub const NAME_LABEL: &str = "projectcalico.org/name";
 /// Calico refuses longer label keys in selectors.
 const MAX_KEY_LEN: usize = 512;
 
+/// How deep parentheses may nest. The parser, and everything that walks a selector after it
+/// (evaluation, printing, the rewrites below), recurses once per level, so a selector nested
+/// thousands deep would overflow the stack; hand-written and generated selectors alike stay
+/// within a handful of levels, since `&&` and `||` chains need none.
+pub const MAX_NESTING: usize = 64;
+
 /// A parsed selector. `Display` prints a canonical form that parses back to an equal selector.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Selector {
@@ -77,7 +83,7 @@ impl Selector {
         if parser.peek().tok == Tok::Eof {
             return Ok(Selector::all());
         }
-        let root = parser.or()?;
+        let root = parser.or(0)?;
         let next = parser.peek();
         if next.tok != Tok::Eof {
             let message = if next.tok == Tok::RParen {
@@ -286,16 +292,33 @@ impl<'de> Deserialize<'de> for Selector {
 /// Combines two nodes under `And` or `Or`, flattening nested nodes of the same kind so that the
 /// canonical printing parses back to the same tree.
 fn join(make: fn(Vec<Node>) -> Node, a: Node, b: Node) -> Node {
-    let mut terms = Vec::new();
-    for n in [a, b] {
+    join_all(make, vec![a, b])
+}
+
+/// Combines any number of terms as `join` does two, in one pass (joining a long chain two at
+/// a time would copy the terms so far at each step): one term is itself, none is `all()`. A
+/// first term of the same kind lends its terms' vector, so that `and` or `or` in a loop (a
+/// Kubernetes selector's matchLabels, one at a time) adds each term in constant time.
+fn join_all(make: fn(Vec<Node>) -> Node, terms: Vec<Node>) -> Node {
+    if terms.len() <= 1 {
+        return terms.into_iter().next().unwrap_or(Node::All);
+    }
+    // The terms of a node of the kind being made; any other node as it is.
+    let inner = |n: Node| -> Result<Vec<Node>, Node> {
         match (make(Vec::new()), n) {
-            (Node::And(_), Node::And(inner)) | (Node::Or(_), Node::Or(inner)) => {
-                terms.extend(inner)
-            }
-            (_, n) => terms.push(n),
+            (Node::And(_), Node::And(inner)) | (Node::Or(_), Node::Or(inner)) => Ok(inner),
+            (_, n) => Err(n),
+        }
+    };
+    let mut flat: Vec<Node> = Vec::new();
+    for n in terms {
+        match inner(n) {
+            Ok(terms) if flat.is_empty() => flat = terms,
+            Ok(terms) => flat.extend(terms),
+            Err(n) => flat.push(n),
         }
     }
-    make(terms)
+    make(flat)
 }
 
 fn negate(n: Node) -> Node {
@@ -347,16 +370,8 @@ impl Node {
     fn replace_leaves(&self, f: &dyn Fn(&Node) -> Option<Node>) -> Node {
         match self {
             Node::Not(n) => negate(n.replace_leaves(f)),
-            Node::And(ns) => ns
-                .iter()
-                .map(|n| n.replace_leaves(f))
-                .reduce(|a, b| join(Node::And, a, b))
-                .unwrap_or(Node::All),
-            Node::Or(ns) => ns
-                .iter()
-                .map(|n| n.replace_leaves(f))
-                .reduce(|a, b| join(Node::Or, a, b))
-                .unwrap_or(Node::All),
+            Node::And(ns) => join_all(Node::And, ns.iter().map(|n| n.replace_leaves(f)).collect()),
+            Node::Or(ns) => join_all(Node::Or, ns.iter().map(|n| n.replace_leaves(f)).collect()),
             leaf => f(leaf).unwrap_or_else(|| leaf.clone()),
         }
     }
@@ -719,27 +734,26 @@ impl Parser {
         t
     }
 
-    fn or(&mut self) -> Result<Node, SelectorError> {
-        let mut node = self.and()?;
+    /// `depth`: how many parentheses enclose this expression.
+    fn or(&mut self, depth: usize) -> Result<Node, SelectorError> {
+        let mut terms = vec![self.and(depth)?];
         while self.peek().tok == Tok::Or {
             self.next();
-            let rhs = self.and()?;
-            node = join(Node::Or, node, rhs);
+            terms.push(self.and(depth)?);
         }
-        Ok(node)
+        Ok(join_all(Node::Or, terms))
     }
 
-    fn and(&mut self) -> Result<Node, SelectorError> {
-        let mut node = self.op()?;
+    fn and(&mut self, depth: usize) -> Result<Node, SelectorError> {
+        let mut terms = vec![self.op(depth)?];
         while self.peek().tok == Tok::And {
             self.next();
-            let rhs = self.op()?;
-            node = join(Node::And, node, rhs);
+            terms.push(self.op(depth)?);
         }
-        Ok(node)
+        Ok(join_all(Node::And, terms))
     }
 
-    fn op(&mut self) -> Result<Node, SelectorError> {
+    fn op(&mut self, depth: usize) -> Result<Node, SelectorError> {
         let mut negated = false;
         while self.peek().tok == Tok::Not {
             self.next();
@@ -751,7 +765,15 @@ impl Parser {
             Tok::Global => Node::Global,
             Tok::Has(k) => Node::Has(k),
             Tok::LParen => {
-                let inner = self.or()?;
+                if depth >= MAX_NESTING {
+                    return Err(SelectorError {
+                        column: t.column,
+                        message: format!(
+                            "parentheses nest more than {MAX_NESTING} deep here; write the expression with fewer levels (&& and || chains need no parentheses)"
+                        ),
+                    });
+                }
+                let inner = self.or(depth + 1)?;
                 let close = self.next();
                 if close.tok != Tok::RParen {
                     return Err(SelectorError {
@@ -1092,6 +1114,81 @@ mod tests {
         assert_eq!(err("a == 'é' b").0, 10);
         let long = "k".repeat(513);
         assert!(err(&format!("has({long})")).1.contains("longer than 512"));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_at_the_parenthesis_that_goes_too_deep() {
+        let nested = |depth: usize| format!("{}a == 'b'{}", "(".repeat(depth), ")".repeat(depth));
+        assert!(m(&nested(MAX_NESTING), &[("a", "b")]));
+        // 5,000 deep overflowed the stack before there was a limit.
+        for depth in [MAX_NESTING + 1, 5_000, 100_000] {
+            let (column, message) = err(&nested(depth));
+            assert_eq!(column, MAX_NESTING + 1, "{message}");
+            assert!(message.contains("more than 64 deep"), "{message}");
+        }
+        // Each level as deep as a tree can go: a negation, a chain of the other kind.
+        let mut sel = "a == 'x'".to_string();
+        for i in 0..MAX_NESTING {
+            let op = if i % 2 == 0 { "||" } else { "&&" };
+            sel = format!("k{i} == 'v' {op} !({sel})");
+        }
+        let parsed = Selector::parse(&sel).unwrap();
+        // Everything that walks the tree afterwards: printing, parsing the print, the rewrites,
+        // evaluation, comparison.
+        let again = Selector::parse(&parsed.to_string()).unwrap();
+        assert_eq!(parsed, again);
+        let ns = parsed.to_entity_namespace_selector();
+        assert_eq!(ns, Selector::parse(&ns.to_string()).unwrap());
+        // The label a == 'x' decides the innermost term, and every level passes it on: with
+        // the odd levels' own labels set, the whole matches exactly when a == 'x'.
+        let odd: Vec<(String, &str)> = (1..MAX_NESTING)
+            .step_by(2)
+            .map(|i| (format!("k{i}"), "v"))
+            .collect();
+        let mut with_a: BTreeMap<String, String> = odd
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        let without_a = with_a.clone();
+        with_a.insert("a".into(), "x".into());
+        assert!(parsed.matches(&with_a));
+        assert!(!parsed.matches(&without_a));
+        assert_eq!(parsed.label_keys().len(), MAX_NESTING + 1);
+        let too_deep = format!("k == 'v' || !({sel})");
+        assert!(err(&too_deep).1.contains("more than 64 deep"));
+    }
+
+    #[test]
+    fn long_chains_parse_in_linear_time() {
+        // 200,000 terms took minutes when each `||` copied the terms before it; one pass
+        // over them takes well under a second even unoptimised, so this bound only fails
+        // on quadratic work.
+        let n = 200_000;
+        for op in [" || ", " && "] {
+            let sel = (0..n)
+                .map(|i| format!("a == 'v{i}'"))
+                .collect::<Vec<_>>()
+                .join(op);
+            let started = std::time::Instant::now();
+            let parsed = Selector::parse(&sel).unwrap();
+            let rewritten = parsed.to_entity_namespace_selector();
+            let took = started.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(20),
+                "{n} terms joined by {op} took {took:?}"
+            );
+            assert_eq!(parsed.label_keys().len(), 1);
+            assert_eq!(rewritten.to_string().matches(op).count(), n - 1);
+            assert_eq!(parsed.matches(&labels(&[("a", "v199999")])), op == " || ");
+        }
+        // One term at a time, as a Kubernetes selector's matchLabels are joined.
+        let started = std::time::Instant::now();
+        let mut sel = Selector::all();
+        for i in 0..n {
+            sel = sel.and(Selector::label_eq(&format!("k{i}"), "v"));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(sel.label_keys().len(), n);
     }
 
     #[test]

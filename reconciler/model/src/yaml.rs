@@ -691,24 +691,80 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Where each of the `n` items of the sequence at `path` starts. Probing each item would parse
-/// the document once per item, which is quadratic in the length of `kind: List` files that
-/// `kubectl get -o yaml` writes. So the items of a block sequence are found by scanning lines
-/// for the dash column of the first item; the scan is trusted only if it finds exactly `n`
-/// items and agrees with a probe of the last one, and each item is probed otherwise.
-pub fn sequence_item_positions(text: &str, doc: usize, path: &Path, n: usize) -> Vec<Option<Pos>> {
-    let probe = |i: usize| locate(text, doc, &path.index(i));
-    if n == 0 {
-        return Vec::new();
-    }
-    let (Some(first), last) = (probe(0), probe(n - 1)) else {
-        return (0..n).map(probe).collect();
-    };
-    match scan_block_sequence(text, first, n) {
-        Some(found) if found.len() == n && found.last().copied() == last => {
-            found.into_iter().map(Some).collect()
+/// How many bytes of a file `Locator` may parse again to place problems, beyond `MIN_LOCATES`
+/// parses of the whole file: enough for every problem of a file that people are fixing, not
+/// for each of twenty thousand bad values in a file of 400 KiB (which took minutes).
+pub const LOCATE_BYTES: usize = 16 << 20;
+
+/// Parses of the whole file `Locator` allows however large the file is.
+pub const MIN_LOCATES: usize = 4;
+
+/// Finds where values are in one file's text, within a budget. serde_yaml gives no positions
+/// for values that deserialized fine, so each position costs a parse of the file up to the
+/// document (`locate`), and a file with thousands of problems was parsed thousands of times.
+/// Once the budget is spent `locate` answers None, and callers place the problem where its
+/// resource or document starts instead.
+pub struct Locator<'t> {
+    text: &'t str,
+    /// Bytes that may still be parsed.
+    left: std::cell::Cell<usize>,
+}
+
+impl<'t> Locator<'t> {
+    pub fn new(text: &'t str) -> Locator<'t> {
+        Locator {
+            text,
+            left: std::cell::Cell::new(LOCATE_BYTES.max(MIN_LOCATES * text.len())),
         }
-        _ => (0..n).map(probe).collect(),
+    }
+
+    /// Takes one parse of the file from the budget, if there is enough left.
+    fn spend(&self) -> bool {
+        let cost = self.text.len().max(1);
+        let left = self.left.get();
+        if left < cost {
+            return false;
+        }
+        self.left.set(left - cost);
+        true
+    }
+
+    /// `locate` within the budget.
+    pub fn locate(&self, doc: usize, path: &Path) -> Option<Pos> {
+        if !self.spend() {
+            return None;
+        }
+        locate(self.text, doc, path)
+    }
+
+    /// The deserializer of document `doc`, parsed afresh, within the budget.
+    pub fn nth_document(&self, doc: usize) -> Option<serde_yaml::Deserializer<'t>> {
+        if !self.spend() {
+            return None;
+        }
+        serde_yaml::Deserializer::from_str(self.text).nth(doc)
+    }
+
+    /// Where each of the `n` items of the sequence at `path` starts. Probing each item would
+    /// parse the document once per item, which is quadratic in the length of `kind: List`
+    /// files that `kubectl get -o yaml` writes. So the items of a block sequence are found by
+    /// scanning lines for the dash column of the first item; the scan is trusted only if it
+    /// finds exactly `n` items and agrees with a probe of the last one, and each item is
+    /// probed otherwise (while the budget lasts).
+    pub fn sequence_item_positions(&self, doc: usize, path: &Path, n: usize) -> Vec<Option<Pos>> {
+        let probe = |i: usize| self.locate(doc, &path.index(i));
+        if n == 0 {
+            return Vec::new();
+        }
+        let (Some(first), last) = (probe(0), probe(n - 1)) else {
+            return (0..n).map(probe).collect();
+        };
+        match scan_block_sequence(self.text, first, n) {
+            Some(found) if found.len() == n && found.last().copied() == last => {
+                found.into_iter().map(Some).collect()
+            }
+            _ => (0..n).map(probe).collect(),
+        }
     }
 }
 
@@ -755,11 +811,6 @@ fn scan_block_sequence(text: &str, first: Pos, n: usize) -> Option<Vec<Pos>> {
         }
     }
     Some(found)
-}
-
-/// The deserializer of document `doc` of `text`, parsed afresh.
-pub fn nth_document(text: &str, doc: usize) -> Option<serde_yaml::Deserializer<'_>> {
-    serde_yaml::Deserializer::from_str(text).nth(doc)
 }
 
 #[cfg(test)]
@@ -953,23 +1004,23 @@ spec:
         let block =
             "items:\n- a: 1\n  # comment\n\n  b: |\n    - not an item\n-   c: 2\n- d: 3\nnext: x\n";
         assert_eq!(
-            sequence_item_positions(block, 0, &path(&["items"]), 3),
+            Locator::new(block).sequence_item_positions(0, &path(&["items"]), 3),
             vec![p(2, 3), p(7, 5), p(8, 3)]
         );
         let indented = "top:\n  items:\n    - {a: 1}\n    - b: 2\n";
         assert_eq!(
-            sequence_item_positions(indented, 0, &path(&["top", "items"]), 2),
+            Locator::new(indented).sequence_item_positions(0, &path(&["top", "items"]), 2),
             vec![p(3, 7), p(4, 7)]
         );
         // Layouts the scan does not understand fall back to probing each item.
         let flow = "items: [{a: 1}, {b: 2}, {c: 3}]\n";
         assert_eq!(
-            sequence_item_positions(flow, 0, &path(&["items"]), 3),
+            Locator::new(flow).sequence_item_positions(0, &path(&["items"]), 3),
             vec![p(1, 9), p(1, 17), p(1, 25)]
         );
         let lone_dash = "items:\n-\n  a: 1\n-\n  b: 2\n";
         assert_eq!(
-            sequence_item_positions(lone_dash, 0, &path(&["items"]), 2),
+            Locator::new(lone_dash).sequence_item_positions(0, &path(&["items"]), 2),
             vec![p(3, 3), p(5, 3)]
         );
     }

@@ -14,7 +14,7 @@ use weft::confirm::{self, Answer, Pending, PendingInfo};
 use weft::daemon::status;
 use weft::run::{self, RunError};
 
-use super::{report, say, HostArgs};
+use super::{report, say, HostArgs, LoadArgs};
 
 /// How a confirm-within apply waits.
 pub struct Confirm {
@@ -25,7 +25,12 @@ pub struct Confirm {
 /// Exit code of an apply that was not confirmed and was rolled back.
 const ROLLED_BACK: u8 = 3;
 
-pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitCode {
+pub async fn run(
+    dir: &Path,
+    load: LoadArgs,
+    host: &HostArgs,
+    confirm: Option<Confirm>,
+) -> ExitCode {
     let label = dir.display().to_string();
     // Registered before anything changes: from here on a hangup does not stop this process.
     let signals = match &confirm {
@@ -49,7 +54,7 @@ pub async fn run(dir: &Path, host: &HostArgs, confirm: Option<Confirm>) -> ExitC
         return ExitCode::from(2);
     }
     let r = async {
-        let cfg = run::load(dir)?;
+        let cfg = run::load(dir, load.options())?;
         let mut h = host.open().await?;
         h.say_kernel();
         // What is live now: the state a rollback returns to.

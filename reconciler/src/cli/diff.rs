@@ -7,11 +7,17 @@ use std::process::ExitCode;
 
 use weft::run::{self, RunError};
 
-use super::{HostArgs, Output};
+use super::{HostArgs, LoadArgs, Output};
 
-pub async fn run(dir: &Path, host: &HostArgs, output: Output, verbose: bool) -> ExitCode {
+pub async fn run(
+    dir: &Path,
+    load: LoadArgs,
+    host: &HostArgs,
+    output: Output,
+    verbose: bool,
+) -> ExitCode {
     let r = async {
-        let cfg = run::load(dir)?;
+        let cfg = run::load(dir, load.options())?;
         let h = host.open().await?;
         let planned = run::plan(&h, &cfg).await;
         // The process ends soon: freeing a large configuration piece by piece takes longer

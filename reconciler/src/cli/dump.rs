@@ -11,7 +11,7 @@ use weft::dump::{self, DumpError};
 use weft::policy::resolve::Direction;
 use weft::run::{self, Host, RunError};
 
-use super::{report, HostArgs};
+use super::{report, HostArgs, LoadArgs};
 
 #[derive(Subcommand)]
 pub enum What {
@@ -20,6 +20,8 @@ pub enum What {
     Policy {
         endpoint: String,
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// One direction only.
         #[arg(long, value_enum)]
         direction: Option<DirectionArg>,
@@ -33,6 +35,8 @@ pub enum What {
     /// beside the kernel's per-ruleset address prefixes (decoded from weft_pol_rs).
     Ipsets {
         dir: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// JSON instead of a table.
@@ -50,6 +54,8 @@ pub enum What {
     /// Service frontends (weft_nat_fe4) with their backends; DIR, if given, names the services.
     Nat {
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
         /// JSON instead of a table.
@@ -114,11 +120,12 @@ fn name_of(h: &Host) -> impl Fn(u32) -> Option<String> + '_ {
 async fn policy(
     endpoint: &str,
     dir: &Path,
+    load: LoadArgs,
     direction: Option<DirectionArg>,
     host: &HostArgs,
     json: bool,
 ) -> Result<(), Error> {
-    let cfg = run::load(dir)?;
+    let cfg = run::load(dir, load.options())?;
     let h = host.open().await?;
     let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
     let directions = match direction {
@@ -141,12 +148,18 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
         What::Policy {
             endpoint,
             dir,
+            load,
             direction,
             host,
             json,
-        } => policy(endpoint, dir, *direction, host, *json).await?,
-        What::Ipsets { dir, host, json } => {
-            let cfg = run::load(dir)?;
+        } => policy(endpoint, dir, *load, *direction, host, *json).await?,
+        What::Ipsets {
+            dir,
+            load,
+            host,
+            json,
+        } => {
+            let cfg = run::load(dir, load.options())?;
             let h = host.open().await?;
             let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
             let d = dump::ip_sets(
@@ -166,11 +179,16 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             let rows = dump::conntrack(&entries, dump::monotonic_now_ns());
             print(*json, &rows, |r| dump::render_conntrack(r));
         }
-        What::Nat { dir, host, json } => {
+        What::Nat {
+            dir,
+            load,
+            host,
+            json,
+        } => {
             let h = host.open().await?;
             let names = match dir {
                 Some(d) => {
-                    let cfg = run::load(d)?;
+                    let cfg = run::load(d, load.options())?;
                     weft::services::tables(
                         &cfg,
                         &h.facts.node,

@@ -19,11 +19,12 @@ use weft::events::ring::{Reader, Ring, RingError};
 use weft::events::{self, Clock, Record, RuleNames};
 use weft::run::{self, Host, RunError};
 
-use super::{report, say, HostArgs};
+use super::{report, say, HostArgs, LoadArgs};
 
 /// How to read one ring.
 pub struct Options<'a> {
     pub dir: Option<&'a Path>,
+    pub load: LoadArgs,
     pub host: &'a HostArgs,
     pub json: bool,
     pub follow: bool,
@@ -39,11 +40,18 @@ enum Error {
     Ring(#[from] RingError),
 }
 
-pub async fn run(dir: Option<&Path>, host: &HostArgs, json: bool, follow: bool) -> ExitCode {
+pub async fn run(
+    dir: Option<&Path>,
+    load: LoadArgs,
+    host: &HostArgs,
+    json: bool,
+    follow: bool,
+) -> ExitCode {
     read(
         Ring::Flows,
         &Options {
             dir,
+            load,
             host,
             json,
             follow,
@@ -109,7 +117,10 @@ impl IfaceNames {
 }
 
 async fn read_ring(ring: Ring, opts: &Options<'_>) -> Result<(), Error> {
-    let cfg = opts.dir.map(run::load).transpose()?;
+    let cfg = opts
+        .dir
+        .map(|d| run::load(d, opts.load.options()))
+        .transpose()?;
     let h = opts.host.open().await?;
     let names = match &cfg {
         Some(cfg) => RuleNames::new(&h.desired(cfg)?),

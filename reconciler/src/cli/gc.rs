@@ -9,11 +9,11 @@ use weft::bpf::Pins;
 use weft::daemon::ctgc::thread_cpu;
 use weft::run;
 
-use super::{report, say, HostArgs, Output};
+use super::{report, say, HostArgs, LoadArgs, Output};
 
-pub fn run(dir: Option<&Path>, host: &HostArgs, output: Output) -> ExitCode {
+pub fn run(dir: Option<&Path>, load: LoadArgs, host: &HostArgs, output: Output) -> ExitCode {
     let timeouts = match dir {
-        Some(dir) => match run::load(dir) {
+        Some(dir) => match run::load(dir, load.options()) {
             Ok(cfg) => {
                 let node = weft::facts::node_name(host.node.as_deref());
                 CtTimeouts::from_config(&cfg.felix_for_node(&node).bpf_conntrack_timeouts())

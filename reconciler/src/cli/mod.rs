@@ -59,6 +59,24 @@ impl HostArgs {
     }
 }
 
+/// How DIR's files are read.
+#[derive(clap::Args, Clone, Copy, Default)]
+pub struct LoadArgs {
+    /// Also read files that symbolic links in DIR lead to outside it. Without this such a
+    /// link is a problem and nothing of its target is read: a commit to a checked-out DIR
+    /// could otherwise point one at any file weft may read and have it quoted in messages.
+    #[arg(long)]
+    pub follow_outside_links: bool,
+}
+
+impl LoadArgs {
+    pub fn options(self) -> weft_model::ReadOptions {
+        weft_model::ReadOptions {
+            follow_outside_links: self.follow_outside_links,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Output {
     Text,

@@ -12,6 +12,8 @@ use super::{report, HostArgs};
 
 /// The daemon's options from the command line, beside the directory and host.
 pub struct Timing {
+    /// How DIR's files are read.
+    pub read: weft_model::ReadOptions,
     pub state_dir: PathBuf,
     pub resync: Duration,
     pub debounce: Duration,
@@ -27,6 +29,7 @@ pub async fn run(dir: &Path, host: &HostArgs, t: Timing) -> ExitCode {
     h.say_kernel();
     let opts = Options {
         dir: dir.to_path_buf(),
+        read: t.read,
         state_dir: t.state_dir,
         resync: t.resync,
         debounce: t.debounce,

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use weft::events::ring::Ring;
 
 use super::flows::{self, Options};
-use super::HostArgs;
+use super::{HostArgs, LoadArgs};
 
 pub async fn run(
     dir: Option<&Path>,
+    load: LoadArgs,
     host: &HostArgs,
     json: bool,
     follow: bool,
@@ -22,6 +23,7 @@ pub async fn run(
         Ring::Trace,
         &Options {
             dir,
+            load,
             host,
             json,
             follow,

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use weft_model::Diagnostics;
 
-pub fn run(dir: &Path, node: Option<&str>) -> ExitCode {
-    let r = weft_model::load_dir(dir).and_then(|cfg| {
+use super::LoadArgs;
+
+pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs) -> ExitCode {
+    let r = weft_model::load_dir_with(dir, load.options()).and_then(|cfg| {
         let problems = weft::validate::node_problems(dir, &cfg, node);
         if problems.is_empty() {
             Ok(cfg)

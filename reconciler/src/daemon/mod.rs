@@ -40,6 +40,8 @@ use watch::Trigger;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub dir: PathBuf,
+    /// How the directory's files are read (links out of it followed or not).
+    pub read: weft_model::ReadOptions,
     /// Where status.json goes.
     pub state_dir: PathBuf,
     /// How often to look for drift when nothing else wakes the daemon.
@@ -193,7 +195,7 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
     let mut r = Daemon {
         host,
         shared,
-        files: incremental::Reconciler::open(&opts.dir),
+        files: incremental::Reconciler::open(&opts.dir, opts.read),
         changed: files.changed(),
         last_good: None,
         last_made: Made::Nothing,

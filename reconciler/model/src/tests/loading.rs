@@ -43,21 +43,27 @@ fn skips_names_starting_with_a_dot() {
 }
 
 #[test]
-fn follows_symlinked_files_but_skips_configmap_internals() {
-    let outside = TempDir::new(&[("target.yaml", &ns("linked"))]);
-    let dir = TempDir::new(&[("..2024_01_01/a.yaml", &ns("mounted"))]);
+fn follows_symlinked_files_inside_the_directory_but_skips_configmap_internals() {
+    let dir = TempDir::new(&[
+        ("..2024_01_01/a.yaml", &ns("mounted")),
+        (".kept/b.yaml", &ns("kept")),
+        ("sub/c.yaml", &ns("walked")),
+    ]);
     let link = |target: &Path, name: &str| {
         std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap();
     };
     // A ConfigMap mount: ..data -> ..<timestamp>, a.yaml -> ..data/a.yaml.
     link(Path::new("..2024_01_01"), "..data");
     link(Path::new("..data/a.yaml"), "a.yaml");
-    link(&outside.path().join("target.yaml"), "link.yaml");
+    // A link to a file the walk skips, but inside the directory.
+    link(Path::new(".kept/b.yaml"), "b.yaml");
+    // A link to a directory is not walked (sub/c.yaml would be read twice).
+    link(Path::new("sub"), "linked-dir");
     // A dangling link is not a file and is ignored.
     link(Path::new("missing.yaml"), "dangling.yaml");
     let c = crate::load_dir(dir.path()).unwrap();
-    assert_eq!(names(&c), ["mounted", "linked"]);
-    assert_eq!(*c.namespaces[1].source.file, *dir.path().join("link.yaml"));
+    assert_eq!(names(&c), ["mounted", "kept", "walked"]);
+    assert_eq!(*c.namespaces[1].source.file, *dir.path().join("b.yaml"));
 }
 
 #[test]

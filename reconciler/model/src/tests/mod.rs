@@ -4,6 +4,7 @@
 
 mod conversion;
 mod loading;
+mod reading;
 mod validation;
 
 use std::path::{Path, PathBuf};

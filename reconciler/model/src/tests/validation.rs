@@ -169,6 +169,21 @@ fn selector_errors_point_inside_the_selector_when_it_is_written_verbatim() {
 }
 
 #[test]
+fn a_selector_nested_too_deep_is_a_problem_at_its_column_and_quoted_only_by_its_start() {
+    // 5,000 levels overflowed the stack of validate, apply and the daemon alike.
+    let deep = format!("{}a == 'b'{}", "(".repeat(5_000), ")".repeat(5_000));
+    let e = gnp_err(&format!("selector: \"{deep}\""));
+    // Column 13 is the opening quote's: the 65th '(' is 65 further on.
+    assert_eq!(
+        e,
+        format!(
+            "p.yaml:6:78: GlobalNetworkPolicy p: spec.selector: invalid selector \"{}\"... (10008 characters): parentheses nest more than 64 deep here; write the expression with fewer levels (&& and || chains need no parentheses) (at column 65 of the selector)",
+            "(".repeat(60)
+        )
+    );
+}
+
+#[test]
 fn every_selector_field_is_checked() {
     let errs = gnp_errs(
         "selector: \"a ==\"\nnamespaceSelector: \"(b\"\nserviceAccountSelector: c d\ningress:\n- action: Allow\n  source:\n    selector: \"&\"\n    notSelector: \"x in\"\n    namespaceSelector: \"!\"\n    serviceAccounts:\n      selector: \"y ||\"",
