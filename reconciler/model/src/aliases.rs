@@ -83,7 +83,7 @@ pub(crate) fn check(text: &str, limit: Limit) -> Result<(), TooLarge> {
             // A syntax error: the documents after it are not read by anyone.
             return Ok(());
         };
-        let e = yaml::yaml_error(&e);
+        let e = yaml::yaml_error(text, &e);
         // serde_yaml says where in the expanded document the walk was, as a path.
         let at = e
             .message

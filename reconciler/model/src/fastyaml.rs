@@ -82,7 +82,9 @@ pub(crate) fn documents(text: &str) -> Option<Vec<Node<'_>>> {
 }
 
 /// No tabs, carriage returns, byte order marks or characters YAML does not allow in a stream
-/// (libyaml refuses those, so this reader must not accept them).
+/// (libyaml refuses those, so this reader must not accept them), and none of the line
+/// breaks of YAML 1.1 that are not line feeds (NEL, LS, PS: libyaml breaks lines there, this
+/// reader would not).
 fn printable(text: &str) -> bool {
     let ascii_ok = text
         .bytes()
@@ -92,7 +94,13 @@ fn printable(text: &str) -> bool {
             || !text.chars().any(|c| {
                 matches!(
                     c,
-                    '\u{80}'..='\u{9f}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                    '\u{80}'
+                        ..='\u{9f}'
+                            | '\u{2028}'
+                            | '\u{2029}'
+                            | '\u{feff}'
+                            | '\u{fffe}'
+                            | '\u{ffff}'
                 )
             }))
 }

@@ -787,7 +787,7 @@ fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mu
                     verdict: None,
                 }),
                 Err(e) => {
-                    let e = yaml::yaml_error(&e);
+                    let e = yaml::yaml_error(&file.text, &e);
                     if let Some(name) = &header.name {
                         out.unreadable.push((kind, name.clone()));
                     }
@@ -946,7 +946,7 @@ fn load_list(index: usize, file: &FileText, locator: &Locator<'_>, list: &List<'
         match (result, current.get()) {
             (Ok(()), _) => return,
             (Err(e), failed) => {
-                let mut e = yaml::yaml_error(&e);
+                let mut e = yaml::yaml_error(&file.text, &e);
                 let id = failed.and_then(|j| header_id(kinds[j]?, &headers[j]));
                 if let Some(id) = &id {
                     out.unreadable.push((id.kind, id.name.clone()));

@@ -75,21 +75,125 @@ impl fmt::Display for Path {
 /// The message yaml_serde puts in errors raised by our own seeds.
 const FOUND: &str = "weft: position probe";
 
-fn pos_of(e: &serde_yaml::Error) -> Option<Pos> {
-    e.location().map(|l| Pos {
-        line: l.line(),
-        column: l.column(),
+/// Where `e` is in the text `lines` describes, as an editor counts (`Lines::editor_pos`).
+fn pos_of(lines: &Lines<'_>, e: &serde_yaml::Error) -> Option<Pos> {
+    e.location().map(|l| {
+        lines.editor_pos(Pos {
+            line: l.line(),
+            column: l.column(),
+        })
     })
+}
+
+/// `message` with each "line L column C" in it as an editor counts (`editor_pos`).
+fn editor_message(lines: &Lines<'_>, message: &str) -> String {
+    let number = |s: &str| -> Option<(usize, usize)> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        Some((s[..digits].parse().ok()?, digits))
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "line ".len()..];
+        let parsed = number(after).and_then(|(line, n)| {
+            let tail = after[n..].strip_prefix(" column ")?;
+            let (column, m) = number(tail)?;
+            Some((Pos { line, column }, &tail[m..]))
+        });
+        match parsed {
+            Some((p, tail)) => {
+                let e = lines.editor_pos(p);
+                out.push_str(&format!("line {} column {}", e.line, e.column));
+                rest = tail;
+            }
+            None => {
+                out.push_str("line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What positions in a text need to be told as an editor tells them, found in one pass: the
+/// parser breaks lines also at a carriage return alone, NEL, LS and PS (YAML 1.1), editors at
+/// line feeds only; and the parser puts the end of a text without a final line break at the
+/// start of a line past the last.
+pub struct Lines<'t> {
+    text: &'t str,
+    /// The text has line breaks other than LF and CR LF.
+    odd: bool,
+    /// Where the text ends, as an editor counts.
+    end: Pos,
+}
+
+impl<'t> Lines<'t> {
+    pub fn new(text: &'t str) -> Lines<'t> {
+        let b = text.as_bytes();
+        let odd = b
+            .iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+            || (!text.is_ascii() && text.contains(['\u{85}', '\u{2028}', '\u{2029}']));
+        let last = text.rfind('\n').map_or(0, |i| i + 1);
+        let end = Pos {
+            line: b.iter().filter(|&&c| c == b'\n').count() + 1,
+            column: text[last..].chars().count() + 1,
+        };
+        Lines { text, odd, end }
+    }
+
+    /// `pos` as the parser counts lines made the position of the same character as an editor
+    /// counts them (a CR LF is one break for both). The same position for a text with no
+    /// other breaks, as nearly every file is; a position past the end is the end.
+    pub fn editor_pos(&self, pos: Pos) -> Pos {
+        if !self.odd {
+            return pos.min(self.end);
+        }
+        let (mut line, mut column) = (1, 1);
+        let mut editor = Pos { line: 1, column: 1 };
+        let mut chars = self.text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if (line, column) >= (pos.line, pos.column) {
+                break;
+            }
+            let crlf = c == '\r' && chars.peek() == Some(&'\n');
+            if crlf {
+                chars.next();
+            }
+            if crlf || matches!(c, '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+                line += 1;
+                column = 1;
+            } else {
+                column += 1;
+            }
+            if crlf || c == '\n' {
+                editor.line += 1;
+                editor.column = 1;
+            } else {
+                editor.column += 1;
+            }
+        }
+        editor
+    }
 }
 
 /// The position of the node at `path` in document `doc` of `text`. If the path leads nowhere
 /// (a key that is absent, an index past the end) the position of the deepest node that exists
 /// is returned, which is where the missing thing belongs.
+#[cfg(test)]
 pub fn locate(text: &str, doc: usize, path: &Path) -> Option<Pos> {
-    let de = serde_yaml::Deserializer::from_str(text).nth(doc)?;
+    locate_in(&Lines::new(text), doc, path)
+}
+
+/// `locate` in the text `lines` describes.
+fn locate_in(lines: &Lines<'_>, doc: usize, path: &Path) -> Option<Pos> {
+    let de = serde_yaml::Deserializer::from_str(lines.text).nth(doc)?;
     match Probe(&path.0).deserialize(de) {
         Ok(()) => None,
-        Err(e) => pos_of(&e),
+        Err(e) => pos_of(lines, &e),
     }
 }
 
@@ -556,14 +660,15 @@ pub fn quick_headers(text: &str) -> Option<Vec<(Pos, Header)>> {
 /// Reads every document's header and start. Stops at the first syntax error, because the YAML
 /// parser cannot find its way past one; the documents before it are still returned.
 pub fn scan_headers(text: &str) -> (Vec<DocHeader>, Option<YamlError>) {
+    let lines = Lines::new(text);
     let mut docs = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         let cell = RefCell::new(None);
         match HeaderSeed(&cell).deserialize(de) {
             Ok(()) => docs.push(DocHeader::Empty),
-            Err(e) => match (cell.into_inner(), pos_of(&e)) {
+            Err(e) => match (cell.into_inner(), pos_of(&lines, &e)) {
                 (Some(header), Some(start)) => docs.push(DocHeader::Node { start, header }),
-                _ => return (docs, Some(yaml_error(&e))),
+                _ => return (docs, Some(yaml_error(text, &e))),
             },
         }
     }
@@ -618,15 +723,20 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
     }
 }
 
-/// Splits a yaml_serde error into its position and its message without "at line L column C".
-pub fn yaml_error(e: &serde_yaml::Error) -> YamlError {
-    let pos = pos_of(e);
+/// Splits a yaml_serde error about `text` into its position and its message without "at
+/// line L column C"; positions (the message's own too) as an editor counts (`editor_pos`).
+pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
     let mut message = e.to_string();
-    if let Some(p) = pos {
-        let suffix = format!(" at line {} column {}", p.line, p.column);
+    if let Some(l) = e.location() {
+        let suffix = format!(" at line {} column {}", l.line(), l.column());
         if let Some(at) = message.find(&suffix) {
             message.replace_range(at..at + suffix.len(), "");
         }
+    }
+    let lines = Lines::new(text);
+    let pos = pos_of(&lines, e);
+    if lines.odd {
+        message = editor_message(&lines, &message);
     }
     YamlError {
         pos,
@@ -706,6 +816,7 @@ pub const MIN_LOCATES: usize = 4;
 /// resource or document starts instead.
 pub struct Locator<'t> {
     text: &'t str,
+    lines: Lines<'t>,
     /// Bytes that may still be parsed.
     left: std::cell::Cell<usize>,
 }
@@ -714,6 +825,7 @@ impl<'t> Locator<'t> {
     pub fn new(text: &'t str) -> Locator<'t> {
         Locator {
             text,
+            lines: Lines::new(text),
             left: std::cell::Cell::new(LOCATE_BYTES.max(MIN_LOCATES * text.len())),
         }
     }
@@ -734,7 +846,7 @@ impl<'t> Locator<'t> {
         if !self.spend() {
             return None;
         }
-        locate(self.text, doc, path)
+        locate_in(&self.lines, doc, path)
     }
 
     /// The deserializer of document `doc`, parsed afresh, within the budget.
@@ -892,6 +1004,26 @@ spec:
   - a: 1
   - {b: 2, c: 3}
 ";
+
+    #[test]
+    fn positions_are_an_editors_where_yaml_breaks_lines_elsewhere() {
+        let p = |line, column| Pos { line, column };
+        // Line feeds and CR LF: YAML's lines are an editor's.
+        let editor_pos = |text, pos| Lines::new(text).editor_pos(pos);
+        assert_eq!(editor_pos("a: 1\r\nb: [\n", p(2, 4)), p(2, 4));
+        // A CR alone and an LS break YAML lines, not an editor's.
+        let text = "a: 1\rb: 2\u{2028}c: [\nd";
+        assert_eq!(editor_pos(text, p(2, 1)), p(1, 6), "b");
+        assert_eq!(editor_pos(text, p(3, 4)), p(1, 14), "[");
+        assert_eq!(editor_pos(text, p(4, 1)), p(2, 1), "d");
+        // Past the end is the end.
+        assert_eq!(editor_pos(text, p(9, 1)), p(2, 2));
+        let e = serde_yaml::from_str::<serde_yaml::Value>("a: 1\rb: [\n").expect_err("unclosed");
+        let err = yaml_error("a: 1\rb: [\n", &e);
+        let pos = err.pos.expect("a position");
+        assert_eq!(pos.line, 2, "{pos:?} {}", err.message);
+        assert!(!err.message.contains("line 3"), "{}", err.message);
+    }
 
     #[test]
     fn locate_finds_nested_nodes_in_every_document() {

@@ -82,14 +82,42 @@ fn corpus() -> Vec<String> {
             "? complex\n: key\n",
             "!!map {a: !!str 1}\n",
             "%YAML 1.2\n---\na: 1\n",
+            "a: 1\rb: [\u{2028}c\n",
         ]
         .map(String::from),
     );
+    // The hostile inputs of the hardening issue, small: aliases that multiply, a selector
+    // nested past the limit, a long chain.
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 8].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    files.push(format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: bomb}}\nspec:\n  selector: all()\n  ingress:\n    - action: Allow\n      source:\n        nets: &n [{}]\n{bomb}",
+        ["10.0.0.0/8"; 8].join(", ")
+    ));
+    files.push(format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: deep}}\nspec:\n  selector: \"{}a == 'b'{}\"\n",
+        "(".repeat(200),
+        ")".repeat(200)
+    ));
+    files.push(format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: long}}\nspec:\n  selector: \"{}\"\n",
+        vec!["a == 'b'"; 2000].join(" || ")
+    ));
     files
 }
 
 /// Pieces of YAML syntax a mutation inserts.
 const YAML_BITS: &[&str] = &[
+    "\r",
+    "\u{85}",
+    "\u{2028}",
+    "\u{2029}",
+    "&b [*a, *a, *a]",
+    "((((",
+    "))))",
     ":",
     ": ",
     "- ",
@@ -175,16 +203,17 @@ fn the_loader_answers_every_mutated_file_with_positions_inside_it() {
     fuzz("yaml loader", 3_000 * scale(), |r| {
         let base = r.pick(&corpus).clone();
         let text = mutate(r, &base);
-        let lines = text.lines().count().max(1);
+        // As an editor counts: lines end at line feeds.
+        let lines = text.matches('\n').count() + 1;
         let r = weft_model::load_texts([("f.yaml", text.clone())]);
         if r.is_ok() {
             loaded += 1;
         }
         if let Err(d) = r {
             for diag in &d.0 {
-                // A position past the end is allowed only as the end itself (a document cut
-                // short is reported where the text ends).
-                if diag.line == 0 || diag.line > lines + 1 || diag.column == 0 {
+                // The last line may be empty: a document cut short is reported where the text
+                // ends.
+                if diag.line == 0 || diag.line > lines || diag.column == 0 {
                     return Err(format!(
                         "position {}:{} outside a {lines}-line file: {diag}\n--- input ---\n{text}",
                         diag.line, diag.column
@@ -304,7 +333,16 @@ fn selectors_parse_or_refuse_and_print_back_to_the_same_meaning() {
     let runs = 20_000 * scale();
     fuzz("selector parser", runs, |r| {
         let depth = 1 + r.below(6);
-        let mut text = selector(r, depth);
+        let mut text = match r.below(50) {
+            // Nested past the limit: refused, not a stack overflow.
+            0 => format!(
+                "{}a == 'b'{}",
+                "(".repeat(60 + r.below(40)),
+                ")".repeat(100)
+            ),
+            1 => vec!["has(a)"; 1 + r.below(500)].join(" && "),
+            _ => selector(r, depth),
+        };
         if r.chance(50) {
             // Mutate: the parser must refuse what is not a selector without panicking.
             let mut chars: Vec<char> = text.chars().collect();
