@@ -35,6 +35,19 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// The Namespace most tests put their workloads in ("shop", labelled team=shop).
+pub const SHOP_NAMESPACE: &str =
+    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
+
+/// A command's standard output, then its standard error, as text.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(cmd: &[&str]) -> Output {
     let out = Command::new(cmd[0])

@@ -12,9 +12,6 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
 const D: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 5);
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 /// Only clients may reach the web server b, on port 80.
 const WEB_POLICY: &str = r#"apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -37,7 +34,7 @@ spec:
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
     bed.shop(
-        NAMESPACE,
+        SHOP_NAMESPACE,
         "wl",
         &[("role", "client"), ("app", "web"), ("role", "other")],
     );
@@ -242,7 +239,7 @@ fn an_endpoint_whose_interface_appears_later_is_programmed_and_unprogrammed_when
     bed.workload("calia", A);
     // d's veth is made under another name: the file names calid, which does not exist yet.
     bed.workload("tmpd", D);
-    bed.write("00-namespace.yaml", NAMESPACE);
+    bed.write("00-namespace.yaml", SHOP_NAMESPACE);
     bed.write(
         "a.yaml",
         &bed.wep_yaml(0, "a", "shop", &[("app", "a")], &["kns.shop"]),

@@ -10,9 +10,6 @@ use weft_vm_tests::*;
 
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 /// Only a may reach b, on port 80.
 const WEB_POLICY: &str = r#"apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -30,7 +27,7 @@ spec:
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
     bed.shop(
-        NAMESPACE,
+        SHOP_NAMESPACE,
         "",
         &[("app", "client"), ("app", "web"), ("app", "other")],
     );

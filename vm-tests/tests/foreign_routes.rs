@@ -7,9 +7,6 @@
 use weft_vm_tests::daemon::{last_result, wait_for, DEADLINE};
 use weft_vm_tests::*;
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 /// Workload a's address.
 const A: &str = "10.65.0.2";
 /// Theirs, as `ip route` shows it.
@@ -20,7 +17,7 @@ const THEIRS_NAMED: &str = "10.65.0.2/32 via 192.0.2.2 dev up0 proto static";
 /// A bed with workload a, and someone else's route to a's address through the uplink.
 fn bed(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
-    bed.shop(NAMESPACE, "", &[("app", "a")]);
+    bed.shop(SHOP_NAMESPACE, "", &[("app", "a")]);
     bed.host.ip(&[
         "route",
         "add",
@@ -39,14 +36,6 @@ fn bed(test: &str) -> Option<Bed> {
 fn routes_to_a(bed: &Bed) -> String {
     let out = bed.host.ip(&["route", "show", &format!("{A}/32")]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn apply(bed: &Bed, extra: &[&str]) -> std::process::Output {
@@ -69,7 +58,7 @@ fn a_foreign_route_at_a_workloads_address_is_shown_refused_and_left_alone() {
     );
 
     let out = apply(&bed, &[]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "refused:\n{said}");
     assert!(
         said.contains(THEIRS_NAMED) && said.contains("--take-over-routes"),
@@ -89,7 +78,7 @@ fn a_foreign_route_at_a_workloads_address_is_shown_refused_and_left_alone() {
     );
 
     let out = bed.weft(&["teardown"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(routes_to_a(&bed), THEIRS, "teardown leaves it alone");
 }
 
@@ -102,7 +91,7 @@ fn with_leave_weft_takes_a_foreign_route_over_and_puts_it_back_when_its_own_goes
     };
     let record = bed.state_dir().join("routes-taken-over.json");
     let out = apply(&bed, &["--take-over-routes"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         routes_to_a(&bed),
         format!("{A} dev calia proto 87 scope link"),
@@ -115,7 +104,7 @@ fn with_leave_weft_takes_a_foreign_route_over_and_puts_it_back_when_its_own_goes
     // The workload goes: weft's route goes, and theirs comes back.
     bed.remove("a.yaml");
     let out = apply(&bed, &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(routes_to_a(&bed), THEIRS, "put back by the plan");
     assert!(!record.exists(), "nothing is held any more");
 
@@ -125,13 +114,13 @@ fn with_leave_weft_takes_a_foreign_route_over_and_puts_it_back_when_its_own_goes
         &bed.wep_yaml(0, "a", "shop", &[("app", "a")], &["kns.shop"]),
     );
     let out = apply(&bed, &["--take-over-routes"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         routes_to_a(&bed),
         format!("{A} dev calia proto 87 scope link")
     );
     let out = bed.weft(&["teardown"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(routes_to_a(&bed), THEIRS, "put back by teardown");
     assert!(!record.exists());
 }

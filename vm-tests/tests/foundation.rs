@@ -8,15 +8,12 @@ use weft_vm_tests::*;
 const A: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 /// Three workloads in namespace "shop", all allowed by their namespace's profile: a, b (a web
 /// server) and c.
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
     bed.shop(
-        NAMESPACE,
+        SHOP_NAMESPACE,
         "wl",
         &[("app", "client"), ("app", "web"), ("app", "other")],
     );
@@ -294,7 +291,7 @@ fn workload_to_host_follows_default_endpoint_to_host_action() {
         return;
     };
     bed.workload("calia", A);
-    bed.write("00-namespace.yaml", NAMESPACE);
+    bed.write("00-namespace.yaml", SHOP_NAMESPACE);
     bed.write(
         "a.yaml",
         &bed.wep_yaml(0, "a", "shop", &[("app", "a")], &["kns.shop"]),

@@ -13,9 +13,6 @@ use weft_vm_tests::*;
 const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
 const C: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 4);
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 fn felix(spec: &str) -> String {
     format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n{spec}")
 }
@@ -40,21 +37,13 @@ spec:
 fn three(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
     bed.shop(
-        NAMESPACE,
+        SHOP_NAMESPACE,
         "wl",
         &[("app", "client"), ("app", "web"), ("app", "other")],
     );
     tcp_server(&bed.w(1).ns, 80);
     tcp_server(&bed.w(1).ns, 8080);
     Some(bed)
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The interfaces weft_iface has entries for.
@@ -135,7 +124,7 @@ fn a_map_too_small_is_refused_before_anything_is_touched() {
     bed.write("felix.yaml", &felix("  bpfMapSizeIfState: 2\n"));
     let dir = bed.config.to_str().expect("utf-8 path");
     let v = bed.weft(&["validate", dir]);
-    let out = text(&v);
+    let out = output_text(&v);
     assert_eq!(v.status.code(), Some(1), "validate refuses it:\n{out}");
     assert!(
         out.contains("felix.yaml:1:1: FelixConfiguration default:")
@@ -145,7 +134,7 @@ fn a_map_too_small_is_refused_before_anything_is_touched() {
     );
 
     let a = bed.weft(&["apply", dir]);
-    let out = text(&a);
+    let out = output_text(&a);
     assert!(!a.status.success(), "apply refuses it:\n{out}");
     assert!(
         out.contains("bpfMapSizeIfState") && !out.contains("E2BIG") && !out.contains("too long"),
@@ -172,7 +161,7 @@ fn shrinking_a_map_while_endpoints_go_keeps_exactly_the_live_ones() {
         .iter()
         .map(|v| ("app", *v))
         .collect();
-    bed.shop(NAMESPACE, "wl", &labels);
+    bed.shop(SHOP_NAMESPACE, "wl", &labels);
     tcp_server(&bed.w(1).ns, 80);
     tcp_server(&bed.w(1).ns, 8080);
     bed.write("felix.yaml", &felix("  bpfMapSizeIfState: 10\n"));
@@ -187,7 +176,7 @@ fn shrinking_a_map_while_endpoints_go_keeps_exactly_the_live_ones() {
     }
     bed.write("felix.yaml", &felix("  bpfMapSizeIfState: 3\n"));
     let out = bed.apply();
-    assert_eq!(max_entries(&bed, "weft_iface"), 3, "{}", text(&out));
+    assert_eq!(max_entries(&bed, "weft_iface"), 3, "{}", output_text(&out));
     assert_eq!(iface_entries(&bed), ["calia", "calib"]);
     let (code, diff) = bed.diff();
     assert_eq!(code, 0, "converged, and stays so:\n{diff}");

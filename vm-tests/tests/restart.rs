@@ -15,9 +15,6 @@ const B: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 3);
 const PORT: u16 = 7000;
 const STREAMS: usize = 24;
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 /// a may open connections to b:7000 and nothing else; b may be reached only from a and may
 /// open nothing: b's answers pass on conntrack alone, so a flow whose conntrack entry is lost
 /// stops.
@@ -47,7 +44,7 @@ spec:
 fn bed(test: &str) -> Option<Bed> {
     let mut bed = Bed::new(test)?;
     bed.shop(
-        NAMESPACE,
+        SHOP_NAMESPACE,
         "",
         &[("app", "client"), ("app", "echo"), ("app", "other")],
     );

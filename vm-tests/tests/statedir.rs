@@ -11,9 +11,6 @@ use std::process::{Command, Output, Stdio};
 use weft_vm_tests::daemon::{wait_for, with_umask, DEADLINE};
 use weft_vm_tests::*;
 
-const NAMESPACE: &str =
-    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: shop\n";
-
 const NOBODY: &str = "65534";
 
 /// Runs `cmd` as nobody (uid and gid 65534, no supplementary groups).
@@ -58,14 +55,6 @@ fn mode(p: &Path) -> u32 {
         & 0o7777
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A bed with one workload, and its state directory as a weft before this one left it under
 /// umask 000: open to all, with nobody's symlink at `planted` pointing at a file of root's.
 /// Returns the bed and that file.
@@ -74,7 +63,7 @@ fn open_state_dir(test: &str, planted: &str) -> Option<(Bed, PathBuf)> {
     if !nobody_available(test) {
         return None;
     }
-    bed.shop(NAMESPACE, "", &[("app", "a")]);
+    bed.shop(SHOP_NAMESPACE, "", &[("app", "a")]);
     let state = bed.state_dir();
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -82,7 +71,11 @@ fn open_state_dir(test: &str, planted: &str) -> Option<(Bed, PathBuf)> {
     std::fs::write(&victim, "root's file\n").unwrap();
     let link = state.join(planted);
     let out = as_nobody(&["ln", "-s", victim.to_str().unwrap(), link.to_str().unwrap()]);
-    assert!(out.status.success(), "planting the symlink: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "planting the symlink: {}",
+        output_text(&out)
+    );
     Some((bed, victim))
 }
 
@@ -115,7 +108,7 @@ fn a_daemon_under_umask_000_keeps_its_state_private_and_nobodys_status_cannot_te
         ])
     };
     let out = status(&state);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(
         said.contains("daemon: cannot tell: permission denied"),
         "{said}"
@@ -135,7 +128,7 @@ fn a_daemon_under_umask_000_keeps_its_state_private_and_nobodys_status_cannot_te
     )
     .unwrap();
     let out = status(&open);
-    let said = text(&out);
+    let said = output_text(&out);
     let _ = std::fs::remove_dir_all(&open);
     let _ = std::fs::remove_file(&victim);
     assert!(
@@ -196,14 +189,18 @@ fn only_root_may_confirm_and_a_planted_symlink_is_not_written_through() {
         ])
     };
     let out = confirm(&as_nobody);
-    let said = text(&out);
+    let said = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "nobody may not confirm\n{said}");
     assert!(said.contains("only the user who runs"), "{said}");
     assert!(pending.exists(), "the apply still waits");
 
     let out = confirm(&|args: &[&str]| sh(args));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let out = child.wait_with_output().expect("apply exits");
     let _ = std::fs::remove_file(&victim);
-    assert!(out.status.success(), "confirmed: exit 0\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "confirmed: exit 0\n{}",
+        output_text(&out)
+    );
 }
