@@ -123,6 +123,11 @@ fn editor_message(lines: &Lines<'_>, message: &str) -> String {
 /// start of a line past the last.
 pub struct Lines<'t> {
     text: &'t str,
+    /// Found when first asked: a locator is made for every file, most never asked.
+    found: std::cell::OnceCell<Breaks>,
+}
+
+struct Breaks {
     /// The text has line breaks other than LF and CR LF.
     odd: bool,
     /// Where the text ends, as an editor counts.
@@ -131,26 +136,42 @@ pub struct Lines<'t> {
 
 impl<'t> Lines<'t> {
     pub fn new(text: &'t str) -> Lines<'t> {
-        let b = text.as_bytes();
-        let odd = b
-            .iter()
-            .enumerate()
-            .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
-            || (!text.is_ascii() && text.contains(['\u{85}', '\u{2028}', '\u{2029}']));
-        let last = text.rfind('\n').map_or(0, |i| i + 1);
-        let end = Pos {
-            line: b.iter().filter(|&&c| c == b'\n').count() + 1,
-            column: text[last..].chars().count() + 1,
-        };
-        Lines { text, odd, end }
+        Lines {
+            text,
+            found: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn found(&self) -> &Breaks {
+        self.found.get_or_init(|| {
+            let text = self.text;
+            let b = text.as_bytes();
+            let odd = b
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+                || (!text.is_ascii() && text.contains(['\u{85}', '\u{2028}', '\u{2029}']));
+            let last = text.rfind('\n').map_or(0, |i| i + 1);
+            let end = Pos {
+                line: b.iter().filter(|&&c| c == b'\n').count() + 1,
+                column: text[last..].chars().count() + 1,
+            };
+            Breaks { odd, end }
+        })
+    }
+
+    /// Whether the text has line breaks other than LF and CR LF.
+    fn odd(&self) -> bool {
+        self.found().odd
     }
 
     /// `pos` as the parser counts lines made the position of the same character as an editor
     /// counts them (a CR LF is one break for both). The same position for a text with no
     /// other breaks, as nearly every file is; a position past the end is the end.
     pub fn editor_pos(&self, pos: Pos) -> Pos {
-        if !self.odd {
-            return pos.min(self.end);
+        let found = self.found();
+        if !found.odd {
+            return pos.min(found.end);
         }
         let (mut line, mut column) = (1, 1);
         let mut editor = Pos { line: 1, column: 1 };
@@ -735,7 +756,7 @@ pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
     }
     let lines = Lines::new(text);
     let pos = pos_of(&lines, e);
-    if lines.odd {
+    if lines.odd() {
         message = editor_message(&lines, &message);
     }
     YamlError {
