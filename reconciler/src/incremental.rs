@@ -241,6 +241,12 @@ impl Reconciler {
         if ops.iter().any(Op::creates_link) {
             return Ok(None);
         }
+        crate::guard::check(
+            &new.desired.state,
+            &applied.desired.state,
+            &host.facts().node,
+            host.guard(),
+        )?;
         self.run(host, ops, Some(new), How::Desired).await.map(Some)
     }
 

@@ -41,6 +41,12 @@ pub trait Kernel {
         Ok(BTreeMap::new())
     }
 
+    /// What one converge may take away (`guard::check`): nothing is guarded unless the host
+    /// says so.
+    fn guard(&self) -> crate::guard::Guard {
+        crate::guard::Guard::NONE
+    }
+
     /// Refuses a plan this host must not run, before any of it runs: one that takes over
     /// routes of others without leave (`takeover`).
     fn may_run(&self, _ops: &[Op]) -> Result<(), RunError> {

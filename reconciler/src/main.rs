@@ -67,6 +67,10 @@ enum Command {
         /// shows them). weft records each and puts it back when its own route there goes.
         #[arg(long)]
         take_over_routes: bool,
+        /// Converge even to no endpoints at all while some are live (an empty directory
+        /// removes everything weft made; without this, apply refuses and says what would go).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Keep what a `weft apply --confirm-within` applied. Exit 0 confirmed, 1 nothing waits.
     Confirm {
@@ -86,6 +90,14 @@ enum Command {
         /// `weft apply --take-over-routes` does.
         #[arg(long)]
         take_over_routes: bool,
+        /// Converge even to no endpoints at all while some are live (as `weft apply
+        /// --allow-empty`); without this an empty checkout changes nothing.
+        #[arg(long)]
+        allow_empty: bool,
+        /// The largest share of the live endpoints, in percent, one change may remove; a
+        /// change that removes more (and more than one) is refused and the live state stays.
+        #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+        max_endpoint_removal: u8,
         /// How often to look for drift when nothing else happens.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = cli::parse_duration)]
         resync: Duration,
@@ -188,6 +200,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
+    // A command that only reads and prints ends quietly when its reader goes away
+    // (`weft dump | head`), as other Unix tools do: SIGPIPE's default. Commands that change
+    // the host keep Rust's default (ignored, writes fail instead): being killed halfway
+    // through an apply would half-apply it.
+    let changes_host = matches!(
+        cli.command,
+        Command::Apply { .. }
+            | Command::Confirm { .. }
+            | Command::Run { .. }
+            | Command::Gc { .. }
+            | Command::Teardown { .. }
+    );
+    if !changes_host {
+        cli::default_sigpipe();
+    }
     match cli.command {
         Command::Validate { dir, node, load } => cli::validate::run(&dir, node.as_deref(), load),
         Command::Schemas { dir } => cli::schemas::run(&dir),
@@ -204,8 +231,13 @@ fn main() -> ExitCode {
             mut host,
             confirm_within,
             take_over_routes,
+            allow_empty,
         } => {
             host.take_over_routes = take_over_routes;
+            host.guard = weft::guard::Guard {
+                allow_empty,
+                max_removal_percent: None,
+            };
             let confirm = confirm_within.map(|within| cli::apply::Confirm {
                 within,
                 state_dir: host.state_dir.clone(),
@@ -218,12 +250,18 @@ fn main() -> ExitCode {
             load,
             mut host,
             take_over_routes,
+            allow_empty,
+            max_endpoint_removal,
             resync,
             debounce,
             metrics_listen,
             conntrack_gc_interval,
         } => {
             host.take_over_routes = take_over_routes;
+            host.guard = weft::guard::Guard {
+                allow_empty,
+                max_removal_percent: Some(max_endpoint_removal),
+            };
             cli::block_on(cli::run::run(
                 &dir,
                 &host,

@@ -11,6 +11,7 @@ use crate::bpf::features::{self, Features, Without};
 use crate::bpf::Pins;
 use crate::desired::{self, Desired, DesiredError};
 use crate::facts::{ForeignRoute, HostFacts};
+use crate::guard::Guard;
 use crate::kernel::{Applied, Kernel};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::observe::{self, ObserveError};
@@ -38,6 +39,8 @@ pub enum RunError {
     Mem(String),
     #[error(transparent)]
     Takeover(#[from] crate::takeover::TakeoverError),
+    #[error(transparent)]
+    Refused(#[from] crate::guard::Refusal),
     #[error("this kernel ({release}) lacks what weft needs:\n  {}", missing.join("\n  "))]
     Kernel {
         release: String,
@@ -59,6 +62,8 @@ pub struct Host {
     pub state_dir: PathBuf,
     /// Whether weft may replace routes of others at destinations it wants (`takeover`).
     pub take_over_routes: bool,
+    /// What one converge may take away (`guard`).
+    pub guard: Guard,
 }
 
 impl Host {
@@ -101,6 +106,7 @@ impl Host {
             kernel,
             state_dir,
             take_over_routes: false,
+            guard: Guard::default(),
         };
         host.facts.taken_over = host.taken_over().await?;
         Ok(host)
@@ -180,6 +186,10 @@ impl Kernel for Host {
             .map(|(n, i)| (*i, n.clone()))
             .collect();
         Ok(self.nl.foreign_host_routes_v4(at, &name_of).await?)
+    }
+
+    fn guard(&self) -> Guard {
+        self.guard
     }
 
     fn may_run(&self, ops: &[Op]) -> Result<(), RunError> {
@@ -385,6 +395,14 @@ async fn converge_from<K: Kernel>(
     };
     first(&planned);
     host.may_run(&planned.ops)?;
+    // Before anything runs: a state that takes away what the operator cannot have meant is
+    // refused, and the live one stays.
+    crate::guard::check(
+        &planned.desired.state,
+        &planned.observed,
+        &host.facts().node,
+        host.guard(),
+    )?;
     let mut created = 0;
     if create_devices(host, &planned.ops, &mut progress).await? {
         created = planned.ops.iter().filter(|o| o.creates_link()).count();

@@ -32,6 +32,11 @@ pub async fn run(
     confirm: Option<Confirm>,
 ) -> ExitCode {
     let label = dir.display().to_string();
+    // Held until this process ends: through a confirm-within wait and its rollback too.
+    let _writer = match super::writer(host) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
     // Registered before anything changes: from here on a hangup does not stop this process.
     let signals = match &confirm {
         Some(_) => match Signals::new() {

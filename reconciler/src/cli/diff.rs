@@ -38,12 +38,23 @@ pub async fn run(
         }
     };
     let changes = !planned.ops.is_empty();
+    // What `weft apply` would refuse (its guard), said here too: the diff below is what the
+    // files ask for, not what an apply would do.
+    let refusal = weft::guard::check(
+        &planned.desired.state,
+        &planned.observed,
+        &weft::facts::node_name(host.node.as_deref()),
+        host.guard,
+    )
+    .err()
+    .map(|r| r.to_string());
     match output {
         Output::Json => {
             let doc = serde_json::json!({
                 "changes": changes,
                 "operations": planned.ops,
                 "warnings": planned.desired.warnings,
+                "refused": refusal,
             });
             println!(
                 "{}",
@@ -53,6 +64,9 @@ pub async fn run(
         Output::Text => {
             for w in &planned.desired.warnings {
                 eprintln!("warning: {w}");
+            }
+            if let Some(r) = &refusal {
+                eprintln!("weft apply would refuse this: {r}");
             }
             let label = dir.display().to_string();
             if planned.observed != planned.desired.state {

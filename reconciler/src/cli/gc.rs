@@ -12,6 +12,10 @@ use weft::run;
 use super::{report, say, HostArgs, LoadArgs, Output};
 
 pub fn run(dir: Option<&Path>, load: LoadArgs, host: &HostArgs, output: Output) -> ExitCode {
+    let _writer = match super::writer(host) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
     let timeouts = match dir {
         Some(dir) => match run::load(dir, load.options()) {
             Ok(cfg) => {

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::ValueEnum;
+use clap::{Parser, ValueEnum};
 use weft::bpf::Pins;
 use weft::run::{Host, RunError};
 
@@ -43,6 +43,10 @@ pub struct HostArgs {
     /// commands that change the kernel: `--take-over-routes`).
     #[arg(skip)]
     pub take_over_routes: bool,
+    /// What one converge may take away (set by the commands that converge: `--allow-empty`,
+    /// `--max-endpoint-removal`).
+    #[arg(skip)]
+    pub guard: weft::guard::Guard,
 }
 
 impl HostArgs {
@@ -55,6 +59,7 @@ impl HostArgs {
         )
         .await?;
         h.take_over_routes = self.take_over_routes;
+        h.guard = self.guard;
         Ok(h)
     }
 }
@@ -100,6 +105,42 @@ pub fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 /// back) after the operator's terminal is gone, where `eprintln!` would panic.
 pub fn say(msg: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Puts SIGPIPE back to its default (the process ends, quietly, when it writes to a pipe
+/// nobody reads any more); Rust ignores it, so a print to a closed pipe panicked instead.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Takes the host's writer lock (`weft::writer`) for a command that changes the host, or says
+/// who holds it and what to do about that (exit 2).
+pub fn writer(host: &HostArgs) -> Result<weft::writer::Writer, ExitCode> {
+    weft::writer::acquire(&host.bpffs).map_err(|e| {
+        let hint = match &e {
+            weft::writer::WriterError::Held { argv, .. } => match daemon_dir(argv) {
+                Some(dir) => format!(
+                    "; it is the daemon, which keeps this host converged to {}: change the files there (it applies them), or stop it first",
+                    dir.display()
+                ),
+                None => "; wait for it to finish, then run this again".into(),
+            },
+            _ => String::new(),
+        };
+        say(format_args!("weft: {e}{hint}"));
+        ExitCode::from(2)
+    })
+}
+
+/// The directory a `weft run` command line converges to, read as weft reads its own.
+fn daemon_dir(argv: &[String]) -> Option<PathBuf> {
+    match crate::Cli::try_parse_from(argv).ok()?.command {
+        crate::Command::Run { dir, .. } => Some(dir),
+        _ => None,
+    }
 }
 
 /// Logs go to stderr through tracing, at the level `$WEFT_LOG` names (error, warn, info,

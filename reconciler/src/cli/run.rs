@@ -22,6 +22,12 @@ pub struct Timing {
 }
 
 pub async fn run(dir: &Path, host: &HostArgs, t: Timing) -> ExitCode {
+    // Before anything is read or written: a second daemon stops here, and the first one's
+    // status stays its own.
+    let _writer = match super::writer(host) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
     let h = match host.open().await {
         Ok(h) => h,
         Err(e) => return report(&e),

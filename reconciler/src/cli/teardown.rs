@@ -8,6 +8,10 @@ use weft::state::HostState;
 use super::{report, say, HostArgs};
 
 pub async fn run(host: &HostArgs) -> ExitCode {
+    let _writer = match super::writer(host) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
     let r = async {
         let mut h = host.open().await?;
         run::teardown(&mut h, run::log_progress()).await
