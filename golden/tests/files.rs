@@ -178,6 +178,39 @@ fn validate_reports_what_each_nodes_desired_state_would_break() {
     assert!(b[0].message.contains("calid"), "{b:?}");
 }
 
+/// Every warning for what the files leave silently undone, as `weft diff` and the daemon's
+/// status give them: a policy without a namespace, a node name no endpoint names, a
+/// HostEndpoint (not programmed), a Service without a clusterIP, service and slice ports
+/// named apart, and a slice whose Service is missing.
+#[test]
+fn what_the_files_leave_undone_is_said() {
+    let files = [
+        (
+            "cfg/policy.yaml",
+            "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: no-ns}\nspec:\n  selector: all()\n  ingress: [{action: Allow}]\n",
+        ),
+        (
+            "cfg/wep.yaml",
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: a, namespace: shop}\nspec:\n  node: node-a\n  interfaceName: calia\n  ipNetworks: [10.65.0.2/32]\n  profiles: [projectcalico-default-allow]\n",
+        ),
+        (
+            "cfg/hep.yaml",
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: eth0}\nspec:\n  node: node-b\n  interfaceName: eth0\n  expectedIPs: [192.0.2.1]\n",
+        ),
+        (
+            "cfg/svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{name: http, port: 80, protocol: TCP}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports: [{name: web, port: 8080, protocol: TCP}]\nendpoints: [{addresses: [10.65.0.2]}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: gone-1\n  namespace: shop\n  labels: {kubernetes.io/service-name: gone}\naddressType: IPv4\nports: [{port: 8080, protocol: TCP}]\nendpoints: [{addresses: [10.65.0.2]}]\n",
+        ),
+    ];
+    let cfg = weft_model::load_texts(files).expect("valid: warnings are not problems");
+    // The node name matches no endpoint (a --node typo).
+    let d =
+        weft::desired::desired(&cfg, &HostFacts::fixture("node-b", &[("lo", 1)])).expect("desired");
+    let text: String = d.warnings.iter().map(|w| format!("{w}\n")).collect();
+    assert_eq!(d.warnings.len(), 6, "{text}");
+    check_golden("validate/warnings.txt", &text);
+}
+
 #[test]
 fn examples_carry_a_schema_modeline_that_exists() {
     for dir in [

@@ -297,7 +297,32 @@ pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Arc<Vec<PortTables>>>) -
             add_port(&mut t, p.clone());
         }
     }
+    t.warnings.extend(orphan_slices(cfg));
     t
+}
+
+/// A warning for each EndpointSlice whose Service is not in the files: its endpoints serve
+/// nothing, which a typo in the service-name label would otherwise leave unsaid.
+pub fn orphan_slices(cfg: &Config) -> Vec<Warning> {
+    let services: BTreeSet<ServiceKey> =
+        cfg.services.iter().map(|s| service_key(&s.value)).collect();
+    cfg.endpoint_slices
+        .iter()
+        .filter_map(|s| {
+            let key = slice_service(&s.value)?;
+            if services.contains(&key) {
+                return None;
+            }
+            let name = format!("{}/{}", key.0, key.1);
+            Some(Warning::service(
+                name.clone(),
+                format!(
+                    "{}: EndpointSlice {}/{}: its Service {name} is not in the files, so its endpoints serve nothing",
+                    s.source, key.0, s.value.metadata.name
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// Adds one port's entries to `t`, unless its id is taken.
@@ -392,6 +417,18 @@ pub fn service_ports(
         })
         .collect();
     let node_ports = matches!(ty, ServiceType::NodePort | ServiceType::LoadBalancer);
+    let svc_name = format!("{ns}/{}", svc.metadata.name);
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if cluster_ips.is_empty() && !headless {
+        // Kubernetes' API server gives a Service its clusterIP; from files nothing does.
+        out.push(PortTables::Warning(Warning::service(
+            svc_name.clone(),
+            format!(
+                "{}: Service {svc_name}: spec.clusterIP is missing, and without Kubernetes nothing allocates one: the service has no cluster address (write one from your service range, or \"None\" for a headless service)",
+                item.source
+            ),
+        )));
+    }
 
     for port in &spec.ports {
         let proto = proto_number(port.protocol);
@@ -414,6 +451,34 @@ pub fn service_ports(
         let Ok(svc_port) = u16::try_from(port.port) else {
             continue;
         };
+        // Backends are matched to a service port by name: a slice whose ports are named
+        // otherwise gives this port none, silently, unless said.
+        let slice_ports: BTreeSet<&str> = slices
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| proto_number(p.protocol) == proto)
+            .map(|p| p.name.as_deref().unwrap_or(""))
+            .collect();
+        if !slices.is_empty() && !slice_ports.contains(name.as_str()) {
+            let theirs: Vec<String> = slice_ports
+                .iter()
+                .map(|n| {
+                    if n.is_empty() {
+                        "(unnamed)".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            out.push(PortTables::Warning(Warning::service(
+                svc_name.clone(),
+                format!(
+                    "{}: Service {svc_name}: port {label} has no port of that name in its EndpointSlices (they name {}), so it has no backends; name the ports alike",
+                    item.source,
+                    if theirs.is_empty() { "none".to_string() } else { theirs.join(", ") }
+                ),
+            )));
+        }
         let id = svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}"));
         let mut t = PortEntries {
             id,

@@ -25,6 +25,8 @@ pub enum About {
     Service(String),
     /// The host as a whole (no cgroup2 hierarchy, say).
     Host,
+    /// Another resource of the files, as `Kind namespace/name`.
+    Resource(String),
 }
 
 impl Warning {
@@ -38,6 +40,13 @@ impl Warning {
     pub fn service(name: impl Into<String>, message: impl Into<String>) -> Warning {
         Warning {
             about: About::Service(name.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn resource(name: impl Into<String>, message: impl Into<String>) -> Warning {
+        Warning {
+            about: About::Resource(name.into()),
             message: message.into(),
         }
     }
@@ -59,6 +68,7 @@ impl Warning {
             About::Endpoint(_) => 0,
             About::Service(_) => 1,
             About::Host => 2,
+            About::Resource(_) => 3,
         }
     }
 }

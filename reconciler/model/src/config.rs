@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::diag::{Item, Kind};
+use crate::diag::{Diagnostic, Item, Kind};
 use crate::ir::{PolicyIr, RuleIr};
 use crate::resources::calico::FelixConfiguration;
 use crate::resources::calico::{
@@ -54,6 +54,10 @@ pub struct Config {
     pub(crate) profile_rules: BTreeMap<String, (Vec<RuleIr>, Vec<RuleIr>)>,
     /// How many of `profiles` weft made (namespace profiles and the default-allow one).
     pub(crate) synthesized_profiles: usize,
+    /// What the files leave to weft to decide, and should say, each at its resource: a
+    /// policy without a namespace taken to be in "default", say. Not problems: the
+    /// configuration is valid.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// A tier as the compiler needs it, the implicit default tier included.

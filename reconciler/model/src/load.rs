@@ -512,6 +512,8 @@ pub(crate) struct Verdict {
     policy: Option<Arc<ir::PolicyIr>>,
     profile_rules: Option<(Vec<ir::RuleIr>, Vec<ir::RuleIr>)>,
     diags: Vec<Diagnostic>,
+    /// What is taken as the user meant it but should be said (`Config::warnings`).
+    warnings: Vec<Diagnostic>,
 }
 
 /// Normalizes `l` and checks it on its own, once; `file` is the file it was read from, and
@@ -520,16 +522,33 @@ fn judge(file: &FileText, l: &mut Loaded, locator: &Locator<'_>) {
     if l.verdict.is_some() {
         return;
     }
-    normalize(l);
+    let defaulted = normalize(l);
     let id = resource_id(l);
     let mut p = Problems::default();
     let checked = check(l, &id, &mut p);
     let diags = problem_diags(file, locator, l, &id, &p);
+    // A policy or network set without a namespace applies in "default", as calicoctl puts
+    // it there; one meant for another namespace would silently select nothing there.
+    let warnings = (defaulted
+        && matches!(
+            l.kind,
+            Kind::NetworkPolicy | Kind::KubernetesNetworkPolicy | Kind::NetworkSet
+        ))
+    .then(|| Diagnostic {
+        file: file.path.clone(),
+        line: l.source.line,
+        column: l.source.column,
+        resource: Some(id.clone()),
+        message: "metadata.namespace is missing: it is taken to be namespace default, as calicoctl does; write the namespace it is meant for".into(),
+    })
+    .into_iter()
+    .collect();
     l.verdict = Some(Arc::new(Verdict {
         id,
         policy: checked.policy.map(Arc::new),
         profile_rules: checked.profile_rules,
         diags,
+        warnings,
     }));
 }
 
@@ -1277,12 +1296,14 @@ fn namespace_profile(ns: &Namespace) -> Profile {
     )
 }
 
-/// Namespaced kinds live in "default" unless they say otherwise.
-fn normalize(l: &mut Loaded) {
+/// Namespaced kinds live in "default" unless they say otherwise. True when it was put there.
+fn normalize(l: &mut Loaded) -> bool {
     // Asked first, so that a resource normalized already (and shared) is not copied.
     if l.kind.is_namespaced() && l.value.metadata().namespace.is_none() {
         l.value.metadata_mut().namespace = Some("default".into());
+        return true;
     }
+    false
 }
 
 /// A (normalized) resource's id.
@@ -1343,11 +1364,13 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         });
     }
     let mut ids = Vec::with_capacity(loaded.len());
+    let mut warnings = Vec::new();
     let mut policies = Vec::new();
     let mut profile_rules = BTreeMap::new();
     for l in &loaded {
         let v = l.verdict.as_ref().expect("judged");
         diags.extend(v.diags.iter().cloned());
+        warnings.extend(v.warnings.iter().cloned());
         if let Some(policy) = &v.policy {
             policies.push(policy.clone());
         }
@@ -1474,8 +1497,11 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         return Err(d);
     }
 
+    let mut warnings = Diagnostics(warnings);
+    warnings.sort();
     let mut config = Config {
         policies,
+        warnings: warnings.0,
         ..Config::default()
     };
     for l in loaded {

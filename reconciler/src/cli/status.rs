@@ -150,6 +150,12 @@ pub fn render(s: &Status, running: bool) -> String {
             .map(|e| format!("{}: {}", rfc3339(e.at), e.message))
             .unwrap_or_else(|| "none".into())
     ));
+    if !s.warnings.is_empty() {
+        line(format!("warnings: {}", s.warnings.len()));
+        for w in &s.warnings {
+            line(format!("  {w}"));
+        }
+    }
     if s.config.valid {
         line("configuration: valid".into());
     } else {

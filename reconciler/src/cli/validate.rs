@@ -21,6 +21,9 @@ pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs) -> ExitCode {
     });
     match r {
         Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: valid ({} resources)",
                 dir.display(),

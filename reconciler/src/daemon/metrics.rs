@@ -163,6 +163,13 @@ pub fn render(shared: &Shared, dp: &Dataplane) -> String {
     let _ = writeln!(out, "weft_config_valid {}", u8::from(s.config.valid));
     header(
         &mut out,
+        "weft_config_warnings",
+        "gauge",
+        "Warnings of the configuration in force: what it leaves undone (weft status lists them).",
+    );
+    let _ = writeln!(out, "weft_config_warnings {}", s.warnings.len());
+    header(
+        &mut out,
         "weft_last_apply_timestamp_seconds",
         "gauge",
         "When the last reconcile that changed something ran.",

@@ -381,6 +381,17 @@ impl Daemon {
         }
     }
 
+    /// The warnings of the configuration in force, for the status and the metrics; each new
+    /// one is logged once.
+    fn set_warnings(&self, warnings: &[crate::warning::Warning]) {
+        let now: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let mut sh = self.shared.lock().expect("status lock");
+        for w in now.iter().filter(|w| !sh.status.warnings.contains(w)) {
+            tracing::warn!("{w}");
+        }
+        sh.status.warnings = now;
+    }
+
     fn set_config(&self, valid: bool, problems: Vec<String>) {
         let mut sh = self.shared.lock().expect("status lock");
         sh.status.config = ConfigStatus {
@@ -417,6 +428,7 @@ impl Daemon {
         for w in &c.desired.warnings {
             tracing::debug!("{w}");
         }
+        self.set_warnings(&c.desired.warnings);
         let names = c.desired.names();
         // The one converge loop; drift is judged on the live state as first observed.
         let mut drifted = Vec::new();
@@ -555,6 +567,7 @@ impl Daemon {
             self.last_said.clear();
         }
         if let Some(c) = self.files.applied() {
+            self.set_warnings(&c.desired.warnings);
             let mut sh = self.shared.lock().expect("status lock");
             sh.ct_timeouts = Some(c.desired.settings.ct_timeouts);
             self.last_made = Made::Trusted;

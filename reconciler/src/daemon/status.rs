@@ -108,6 +108,10 @@ pub struct Status {
     /// What the kernel lacks of what weft uses, and what weft does about it.
     #[serde(default)]
     pub kernel: KernelStatus,
+    /// What the configuration in force leaves undone and says so (a Service without a
+    /// clusterIP, a node name no endpoint names...), as of the last reconcile.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The kernel as the daemon found it at start (weft::bpf::features).

@@ -432,6 +432,7 @@ impl Computed {
                 }
             }
         }
+        self.desired.warnings.extend(services::orphan_slices(cfg));
         crate::warning::order(&mut self.desired.warnings);
         Some(ops)
     }

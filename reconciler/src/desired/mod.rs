@@ -355,6 +355,52 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
     Ok(compute(cfg, facts, &mut crate::policy::Cache::default())?.desired)
 }
 
+/// What `cfg` leaves silently undone on node `node`, said: what the files' own loading noted
+/// (`Config::warnings`), a node name that no WorkloadEndpoint names (a `--node` typo would
+/// otherwise program nothing and say nothing), and HostEndpoints, which weft does not program.
+fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
+    let mut out: Vec<Warning> = cfg
+        .warnings
+        .iter()
+        .map(|w| {
+            let about = w
+                .resource
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Warning::resource(about, w.to_string())
+        })
+        .collect();
+    let mut nodes: Vec<&str> = cfg
+        .workload_endpoints
+        .iter()
+        .filter_map(|w| w.value.spec.node.as_deref())
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if !nodes.is_empty() && !nodes.contains(&node) {
+        let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
+        out.push(Warning::host(format!(
+            "node {node} (--node, or the host name) matches no WorkloadEndpoint's spec.node, so no endpoint is programmed here; the files name {}{}",
+            shown.join(", "),
+            if nodes.len() > shown.len() { ", ..." } else { "" }
+        )));
+    }
+    for h in &cfg.host_endpoints {
+        let hep = &h.value;
+        if hep.spec.node.as_deref().is_none_or(|n| n == node) {
+            out.push(Warning::resource(
+                format!("HostEndpoint {}", hep.metadata.name),
+                format!(
+                    "{}: HostEndpoint {}: weft does not program host endpoints yet; the host's own interfaces are not policed",
+                    h.source, hep.metadata.name
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// What can be found wrong with the desired state of `cfg` on node `node` before any host is
 /// asked (`weft validate`): maps too small for their entries, endpoints sharing an interface
 /// or an address, policies that do not compile. It assumes a host where every interface the
@@ -439,7 +485,9 @@ fn desired_from(
         }
     }
     d.warnings.extend(svc.warnings.iter().cloned());
+    d.warnings.extend(config_warnings(cfg, &facts.node));
     if local.is_empty() && svc.is_empty() {
+        warning::order(&mut d.warnings);
         return Ok(d);
     }
 
