@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use weft_model::{
-    AddressType, Cidr, Config, EndpointSlice, Item, KubernetesProtocol, Service, ServiceType,
-    SessionAffinity, TrafficPolicy,
+    AddressType, Cidr, Config, Endpoint, EndpointConditions, EndpointSlice, EndpointSlicePort,
+    IntOrString, Item, KubernetesProtocol, ObjectMeta, Service, ServiceType, SessionAffinity,
+    TrafficPolicy, WorkloadEndpoint,
 };
 
 pub use weft_model::next_prime;
@@ -161,6 +162,144 @@ pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
     ))
 }
 
+/// The annotation that takes a WorkloadEndpoint out of the backends of the Services that
+/// select it: `"false"` makes it not ready (a pod's readiness, which files cannot probe).
+pub const READY_ANNOTATION: &str = "weft.projectcalico.org/ready";
+
+/// The slices a service's backends come from. A Service with a selector gets those the
+/// EndpointSlice controller would make (`selected_slices`): without Kubernetes nothing else
+/// makes them. Any other gets the slices written for it (`written`, from `slices_by_service`).
+pub fn service_slices(
+    cfg: &Config,
+    svc: &Service,
+    written: Option<&Vec<&Arc<EndpointSlice>>>,
+) -> Vec<Arc<EndpointSlice>> {
+    if svc.spec.selector.is_empty() {
+        return written
+            .into_iter()
+            .flatten()
+            .map(|s| Arc::clone(s))
+            .collect();
+    }
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let selected: Vec<&WorkloadEndpoint> = cfg
+        .workload_endpoints
+        .iter()
+        .map(|w| &*w.value)
+        .filter(|w| w.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|w| {
+            svc.spec
+                .selector
+                .iter()
+                .all(|(k, v)| w.metadata.labels.get(k) == Some(v))
+        })
+        .collect();
+    selected_slices(svc, &selected)
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+/// What Kubernetes' EndpointSlice controller makes for the Service `svc` from the endpoints
+/// its selector selects (`selected`): each endpoint's addresses, ready unless annotated
+/// `READY_ANNOTATION: "false"`, on its node; each service port's target port resolved per
+/// endpoint (`targetPort` a number, or the name of one of the endpoint's `ports`; the service
+/// port when absent), an endpoint whose named port is missing being no backend of that port.
+/// Endpoints whose target ports resolve alike share a slice, as the controller groups them.
+pub fn selected_slices(svc: &Service, selected: &[&WorkloadEndpoint]) -> Vec<EndpointSlice> {
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    type Mapping = Vec<(Option<String>, u8, i64)>;
+    let mut groups: BTreeMap<Mapping, (Vec<EndpointSlicePort>, Vec<Endpoint>)> = BTreeMap::new();
+    for w in selected {
+        let ports: Vec<EndpointSlicePort> = svc
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let proto = proto_number(p.protocol);
+                let port = match &p.target_port {
+                    None => p.port,
+                    Some(IntOrString::Int(n)) => *n,
+                    Some(IntOrString::String(name)) => w.spec.ports.iter().find_map(|wp| {
+                        (wp.name == *name
+                            && weft_model::net::parse_protocol(&wp.protocol).ok() == Some(proto))
+                        .then_some(wp.port)
+                    })?,
+                };
+                Some(EndpointSlicePort {
+                    name: p.name.clone(),
+                    protocol: p.protocol,
+                    port: Some(port),
+                    app_protocol: None,
+                })
+            })
+            .collect();
+        let addresses: Vec<String> = w
+            .spec
+            .ip_networks
+            .iter()
+            .filter_map(|n| match n.parse::<Cidr>() {
+                Ok(Cidr::V4 { addr, .. }) => Some(addr.to_string()),
+                _ => None,
+            })
+            .collect();
+        if addresses.is_empty() {
+            continue;
+        }
+        let ready = w
+            .metadata
+            .annotations
+            .get(READY_ANNOTATION)
+            .map(String::as_str)
+            != Some("false");
+        let mapping: Mapping = ports
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    proto_number(p.protocol),
+                    p.port.unwrap_or(0),
+                )
+            })
+            .collect();
+        let group = groups.entry(mapping).or_insert_with(|| (ports, Vec::new()));
+        group.1.push(Endpoint {
+            addresses,
+            conditions: Some(EndpointConditions {
+                ready: Some(ready),
+                serving: Some(ready),
+                terminating: Some(false),
+            }),
+            node_name: w.spec.node.clone(),
+            ..Endpoint::default()
+        });
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, (ports, endpoints)))| EndpointSlice {
+            api_version: "discovery.k8s.io/v1".into(),
+            kind: "EndpointSlice".into(),
+            metadata: ObjectMeta {
+                name: format!("{}-selected-{i}", svc.metadata.name),
+                namespace: Some(ns.clone()),
+                labels: BTreeMap::from([(
+                    EndpointSlice::SERVICE_NAME_LABEL.to_string(),
+                    svc.metadata.name.clone(),
+                )]),
+                ..ObjectMeta::default()
+            },
+            address_type: AddressType::IPv4,
+            endpoints: Some(endpoints),
+            ports: Some(ports),
+        })
+        .collect()
+}
+
 /// Every service's IPv4 EndpointSlices, in load order: one pass, so that finding a service's
 /// slices costs a lookup rather than a scan of every slice.
 pub fn slices_by_service(cfg: &Config) -> BTreeMap<ServiceKey, Vec<&Arc<EndpointSlice>>> {
@@ -272,13 +411,9 @@ pub fn ports(
         .iter()
         .map(|item| {
             let key = service_key(&item.value);
-            let mine: Vec<&EndpointSlice> = slices
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .map(|s| &***s)
-                .collect();
-            let p = service_ports(item, &mine, node, host_addrs, settings);
+            let mine = service_slices(cfg, &item.value, slices.get(&key));
+            let refs: Vec<&EndpointSlice> = mine.iter().map(|s| &**s).collect();
+            let p = service_ports(item, &refs, node, host_addrs, settings);
             (key, Arc::new(p))
         })
         .collect()
@@ -297,27 +432,37 @@ pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Arc<Vec<PortTables>>>) -
             add_port(&mut t, p.clone());
         }
     }
-    t.warnings.extend(orphan_slices(cfg));
+    t.warnings.extend(slice_warnings(cfg));
     t
 }
 
-/// A warning for each EndpointSlice whose Service is not in the files: its endpoints serve
-/// nothing, which a typo in the service-name label would otherwise leave unsaid.
-pub fn orphan_slices(cfg: &Config) -> Vec<Warning> {
-    let services: BTreeSet<ServiceKey> =
-        cfg.services.iter().map(|s| service_key(&s.value)).collect();
+/// A warning for each EndpointSlice that serves nothing: its Service is not in the files (a
+/// typo in the service-name label, say), or has a selector, whose slices weft makes itself
+/// from the endpoints it selects, as Kubernetes' controller does.
+pub fn slice_warnings(cfg: &Config) -> Vec<Warning> {
+    let services: BTreeMap<ServiceKey, bool> = cfg
+        .services
+        .iter()
+        .map(|s| (service_key(&s.value), !s.value.spec.selector.is_empty()))
+        .collect();
     cfg.endpoint_slices
         .iter()
         .filter_map(|s| {
             let key = slice_service(&s.value)?;
-            if services.contains(&key) {
-                return None;
-            }
             let name = format!("{}/{}", key.0, key.1);
+            let why = match services.get(&key) {
+                Some(false) => return None,
+                Some(true) => format!(
+                    "its Service {name} has a selector, so weft makes the service's slices from the WorkloadEndpoints it selects (as Kubernetes' EndpointSlice controller does) and this one is not used; remove it, or the selector"
+                ),
+                None => format!(
+                    "its Service {name} is not in the files, so its endpoints serve nothing"
+                ),
+            };
             Some(Warning::service(
                 name.clone(),
                 format!(
-                    "{}: EndpointSlice {}/{}: its Service {name} is not in the files, so its endpoints serve nothing",
+                    "{}: EndpointSlice {}/{}: {why}",
                     s.source, key.0, s.value.metadata.name
                 ),
             ))
@@ -716,6 +861,130 @@ mod tests {
         let fe = frontends(&t);
         assert_eq!(fe.len(), 1);
         assert_eq!(fe[0].1.count, 0);
+    }
+
+    fn wep(name: &str, ip: &str, labels: &str, ports: &str, extra_meta: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: {name}\n  namespace: shop\n  labels: {{{labels}}}\n{extra_meta}spec:\n  node: n2\n  interfaceName: cali{name}\n  ipNetworks: [{ip}/32]\n  profiles: [projectcalico-default-allow]\n  ports: [{ports}]\n"
+        )
+    }
+
+    #[test]
+    fn a_selector_makes_the_slices_kubernetes_would_from_the_endpoints_it_selects() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports:\n    - {name: http, port: 80, targetPort: http}\n    - {name: admin, port: 81, targetPort: 9000}\n";
+        let cfg = load(&[
+            svc,
+            // Named port http at 8080 and at 8081: two slices, as the controller makes them.
+            &wep(
+                "b1",
+                "10.65.0.11",
+                "app: web",
+                "{name: http, protocol: TCP, port: 8080}",
+                "",
+            ),
+            &wep(
+                "b2",
+                "10.65.0.12",
+                "app: web",
+                "{name: http, protocol: TCP, port: 8081}",
+                "",
+            ),
+            // No port named http: a backend of admin only.
+            &wep(
+                "b3",
+                "10.65.0.13",
+                "app: web",
+                "{name: other, protocol: TCP, port: 7000}",
+                "",
+            ),
+            // Not ready, by annotation.
+            &wep(
+                "b4",
+                "10.65.0.14",
+                "app: web",
+                "{name: http, protocol: TCP, port: 8080}",
+                "  annotations: {weft.projectcalico.org/ready: \"false\"}\n",
+            ),
+            // Not selected: other labels, or another namespace.
+            &wep(
+                "c",
+                "10.65.0.20",
+                "app: db",
+                "{name: http, protocol: TCP, port: 8080}",
+                "",
+            ),
+            &wep(
+                "d",
+                "10.65.0.21",
+                "app: web",
+                "{name: http, protocol: TCP, port: 8080}",
+                "",
+            )
+            .replace("namespace: shop", "namespace: other"),
+        ]);
+        let slices = service_slices(&cfg, &cfg.services[0].value, None);
+        let mut seen: Vec<(String, Vec<(Option<String>, Option<i64>)>, bool)> = slices
+            .iter()
+            .flat_map(|s| {
+                let ports: Vec<(Option<String>, Option<i64>)> =
+                    s.ports().iter().map(|p| (p.name.clone(), p.port)).collect();
+                s.endpoints()
+                    .iter()
+                    .map(|e| {
+                        let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+                        (e.addresses[0].clone(), ports.clone(), ready)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        seen.sort();
+        let http = |p: i64| (Some("http".to_string()), Some(p));
+        let admin = (Some("admin".to_string()), Some(9000));
+        assert_eq!(
+            seen,
+            vec![
+                ("10.65.0.11".into(), vec![http(8080), admin.clone()], true),
+                ("10.65.0.12".into(), vec![http(8081), admin.clone()], true),
+                ("10.65.0.13".into(), vec![admin.clone()], true),
+                ("10.65.0.14".into(), vec![http(8080), admin.clone()], false),
+            ]
+        );
+        // Through the tables: port 80 has the three ready backends that name http.
+        let t = tables(&cfg, "n1", &BTreeSet::new(), &ServiceSettings::default());
+        let http_id = svc_id("shop", "web", "http/6");
+        let mut backends: Vec<Ipv4Addr> = t
+            .backends
+            .iter()
+            .filter(|(k, _)| NatBackendKey::from_bytes(k).unwrap().svc_id == http_id)
+            .map(|(_, v)| Ipv4Addr::from(NatBackend::from_bytes(v).unwrap().addr.to_ne_bytes()))
+            .collect();
+        backends.sort();
+        assert_eq!(
+            backends,
+            vec![Ipv4Addr::new(10, 65, 0, 11), Ipv4Addr::new(10, 65, 0, 12)]
+        );
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    }
+
+    #[test]
+    fn slices_written_for_a_service_with_a_selector_are_not_used_and_said_so() {
+        let svc = SVC.replace("  ports:", "  selector: {app: web}\n  ports:");
+        let cfg = load(&[
+            &svc,
+            &slice("  - addresses: [10.65.0.50]\n    conditions: {ready: true}\n"),
+        ]);
+        let t = tables(&cfg, "n1", &BTreeSet::new(), &ServiceSettings::default());
+        assert!(
+            backends_of(&t).is_empty(),
+            "the written slice's endpoint is not used"
+        );
+        assert!(
+            t.warnings.iter().any(|w| w
+                .message
+                .contains("EndpointSlice shop/web-1: its Service shop/web has a selector")),
+            "{:?}",
+            t.warnings
+        );
     }
 
     #[test]

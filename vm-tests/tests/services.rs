@@ -812,3 +812,63 @@ fn under_weft_run_a_changed_service_moves_traffic_and_a_resync_finds_nothing_to_
     let (code, diff) = bed.diff();
     assert_eq!(code, 0, "weft diff finds nothing either:\n{diff}");
 }
+
+#[test]
+fn a_service_with_a_selector_reaches_what_it_selects_and_follows_label_changes() {
+    let Some(bed) =
+        bed("a_service_with_a_selector_reaches_what_it_selects_and_follows_label_changes")
+    else {
+        return;
+    };
+    // No EndpointSlice: weft makes the service's slices from the endpoints its selector picks.
+    bed.write(
+        "svc.yaml",
+        &service(
+            "web",
+            &format!("  clusterIP: {VIP}\n  selector: {{app: web}}\n"),
+            "    - {name: http, port: 80, targetPort: 8080}\n",
+        ),
+    );
+    let mut d = bed.daemon(&["--resync", "1h", "--debounce", "50ms"]);
+    let s = d.started();
+    assert_eq!(last_result(&s), "converged", "{s}");
+    let spread = || -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..40 {
+            if let Some(name) = tcp_hello(&bed.w(0).ns, VIP, 80) {
+                *seen.entry(name).or_insert(0) += 1;
+            }
+        }
+        seen
+    };
+    let seen = spread();
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["b1", "b2"],
+        "connections spread over both selected endpoints: {seen:?}"
+    );
+    assert_eq!(
+        seen.values().sum::<usize>(),
+        40,
+        "every connection answered: {seen:?}"
+    );
+
+    // b2 is relabelled: it is no longer selected, and new connections go to b1 alone.
+    bed.write(
+        "wl/b2.yaml",
+        &bed.wep_yaml(2, "b2", "shop", &[("app", "web-old")], &["kns.shop"]),
+    );
+    wait_for("b2 to leave the service", DEADLINE, || {
+        let seen = spread();
+        (seen.keys().cloned().collect::<Vec<_>>() == ["b1"] && seen["b1"] == 40).then_some(())
+    });
+    // And back.
+    bed.write(
+        "wl/b2.yaml",
+        &bed.wep_yaml(2, "b2", "shop", &[("app", "web")], &["kns.shop"]),
+    );
+    wait_for("b2 to be selected again", DEADLINE, || {
+        (spread().len() == 2).then_some(())
+    });
+    d.term();
+}

@@ -61,23 +61,28 @@ impl PortsMemo {
         let mut out = BTreeMap::new();
         for item in &cfg.services {
             let key = services::service_key(&item.value);
-            let mine = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let mine = services::service_slices(cfg, &item.value, slices.get(&key));
+            // Written slices are the configuration's own (the same Arc when unchanged); the
+            // ones made from a selector are made anew each time, and compared by value.
             let same = self.by_service.remove(&key).filter(|m| {
                 Arc::ptr_eq(&m.service, &item.value)
                     && m.source == item.source
                     && m.slices.len() == mine.len()
-                    && m.slices.iter().zip(mine).all(|(a, b)| Arc::ptr_eq(a, b))
+                    && m.slices
+                        .iter()
+                        .zip(&mine)
+                        .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
             });
             let m = match same {
                 Some(m) => m,
                 None => {
-                    let refs: Vec<&EndpointSlice> = mine.iter().map(|s| &***s).collect();
+                    let refs: Vec<&EndpointSlice> = mine.iter().map(|s| &**s).collect();
                     let ports =
                         services::service_ports(item, &refs, &facts.node, &facts.host_addrs, ss);
                     Memoized {
                         service: item.value.clone(),
                         source: item.source.clone(),
-                        slices: mine.iter().map(|s| (*s).clone()).collect(),
+                        slices: mine,
                         ports: Arc::new(ports),
                     }
                 }
@@ -146,15 +151,17 @@ fn ports_now(
     let Some(item) = cfg.services.iter().find(|s| is_key(&s.value, key)) else {
         return Vec::new();
     };
-    let slices: Vec<_> = cfg
+    let written: Vec<&Arc<EndpointSlice>> = cfg
         .endpoint_slices
         .iter()
         .filter(|s| services::slice_service(&s.value).as_ref() == Some(key))
-        .map(|s| &*s.value)
+        .map(|s| &s.value)
         .collect();
+    let slices = services::service_slices(cfg, &item.value, Some(&written));
+    let refs: Vec<&EndpointSlice> = slices.iter().map(|s| &**s).collect();
     services::service_ports(
         item,
-        &slices,
+        &refs,
         &facts.node,
         &facts.host_addrs,
         &super::service_settings(settings),
@@ -432,7 +439,7 @@ impl Computed {
                 }
             }
         }
-        self.desired.warnings.extend(services::orphan_slices(cfg));
+        self.desired.warnings.extend(services::slice_warnings(cfg));
         crate::warning::order(&mut self.desired.warnings);
         Some(ops)
     }
