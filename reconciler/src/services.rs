@@ -923,7 +923,9 @@ mod tests {
             .replace("namespace: shop", "namespace: other"),
         ]);
         let slices = service_slices(&cfg, &cfg.services[0].value, None);
-        let mut seen: Vec<(String, Vec<(Option<String>, Option<i64>)>, bool)> = slices
+        // (address, the slice's (port name, port), ready)
+        type Seen = (String, Vec<(Option<String>, Option<i64>)>, bool);
+        let mut seen: Vec<Seen> = slices
             .iter()
             .flat_map(|s| {
                 let ports: Vec<(Option<String>, Option<i64>)> =
