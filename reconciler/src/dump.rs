@@ -1244,6 +1244,9 @@ pub struct NatRow {
     /// The service's name, when the configuration is at hand.
     pub service: Option<String>,
     pub backends: Vec<String>,
+    /// Where the backends come from (the Service's selector, or its EndpointSlices), when
+    /// the configuration is at hand.
+    pub from: Option<String>,
     pub local_backends: u32,
     pub flags: Vec<String>,
 }
@@ -1253,6 +1256,7 @@ pub fn nat(
     frontends: &Entries,
     backends: &Entries,
     names: &std::collections::BTreeMap<u32, String>,
+    origins: &std::collections::BTreeMap<u32, String>,
 ) -> Vec<NatRow> {
     use crate::bpf::maps::{NatBackend, NatBackendKey, NatFrontend, NatFrontendKey};
     let mut by_svc: std::collections::BTreeMap<u32, Vec<(u32, String)>> =
@@ -1296,6 +1300,7 @@ pub fn nat(
                     .take(v.count as usize)
                     .map(|(_, b)| b)
                     .collect(),
+                from: origins.get(&v.svc_id).cloned(),
                 local_backends: v.local_count,
                 flags,
             })
@@ -1311,6 +1316,7 @@ pub fn render_nat(rows: &[NatRow]) -> String {
         ("PROTO", false),
         ("SERVICE", false),
         ("BACKENDS", false),
+        ("FROM", false),
         ("LOCAL", true),
         ("FLAGS", false),
     ]);
@@ -1324,6 +1330,7 @@ pub fn render_nat(rows: &[NatRow]) -> String {
             } else {
                 r.backends.join(" ")
             },
+            r.from.clone().unwrap_or_else(|| "-".into()),
             r.local_backends.to_string(),
             if r.flags.is_empty() {
                 "-".into()

@@ -436,6 +436,51 @@ pub fn merge(cfg: &Config, ports: &BTreeMap<ServiceKey, Arc<Vec<PortTables>>>) -
     t
 }
 
+/// Where each service port's backends come from, by service port id (what `weft dump nat`
+/// shows): the Service's selector (weft made the slices), or the EndpointSlices written for it.
+pub fn backend_origins(cfg: &Config) -> BTreeMap<u32, String> {
+    let written = slices_by_service(cfg);
+    let mut out = BTreeMap::new();
+    for item in &cfg.services {
+        let svc = &item.value;
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let origin = if svc.spec.selector.is_empty() {
+            let names: Vec<String> = written
+                .get(&service_key(svc))
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{ns}/{}", s.metadata.name))
+                .collect();
+            if names.is_empty() {
+                "no EndpointSlice".to_string()
+            } else {
+                format!("EndpointSlice {}", names.join(" "))
+            }
+        } else {
+            let pairs: Vec<String> = svc
+                .spec
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("selector {}", pairs.join(","))
+        };
+        for port in &svc.spec.ports {
+            let label = port
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| port.port.to_string());
+            let proto = proto_number(port.protocol);
+            out.insert(
+                svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}")),
+                origin.clone(),
+            );
+        }
+    }
+    out
+}
+
 /// A warning for each EndpointSlice that serves nothing: its Service is not in the files (a
 /// typo in the service-name label, say), or has a selector, whose slices weft makes itself
 /// from the endpoints it selects, as Kubernetes' controller does.

@@ -138,6 +138,7 @@ fn cluster_ip_tcp_reaches_every_ready_backend() {
         .expect("the frontend");
     assert_eq!(fe["service"], "shop/web port http");
     assert_eq!(fe["backends"].as_array().unwrap().len(), 2, "{fe}");
+    assert_eq!(fe["from"], "EndpointSlice shop/web-1", "{fe}");
     let out = bed.weft(&["dump", "conntrack", "--json", "--bpffs", &bpffs]);
     let ct: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let kinds: Vec<&str> = ct
@@ -851,6 +852,18 @@ fn a_service_with_a_selector_reaches_what_it_selects_and_follows_label_changes()
         seen.values().sum::<usize>(),
         40,
         "every connection answered: {seen:?}"
+    );
+
+    // `weft dump nat` says the backends come from the selector.
+    let config = bed.config.to_str().unwrap().to_string();
+    let bpffs = bed.bpffs.to_str().unwrap().to_string();
+    let out = bed.weft(&[
+        "dump", "nat", &config, "--node", &bed.node, "--bpffs", &bpffs,
+    ]);
+    let table = output_text(&out);
+    assert!(
+        table.contains("shop/web port http") && table.contains("selector app=web"),
+        "{table}"
     );
 
     // b2 is relabelled: it is no longer selected, and new connections go to b1 alone.

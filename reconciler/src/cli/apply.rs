@@ -85,6 +85,8 @@ pub async fn run(
         std::mem::forget(cfg);
         let (planned, outcome) = match result {
             Ok(x) => x,
+            // Refused before anything ran: there is nothing to put back.
+            Err(e @ (RunError::Refused(_) | RunError::Takeover(_))) => return Err(e),
             Err(e) => {
                 // Nothing half-applied: what was live before comes back.
                 say(format_args!("weft: {e}; rolling back to the state before this apply"));

@@ -186,16 +186,17 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             json,
         } => {
             let h = host.open().await?;
-            let names = match dir {
+            let (names, origins) = match dir {
                 Some(d) => {
                     let cfg = run::load(d, load.options())?;
-                    weft::services::tables(
+                    let names = weft::services::tables(
                         &cfg,
                         &h.facts.node,
                         &h.facts.host_addrs,
                         &Default::default(),
                     )
-                    .names
+                    .names;
+                    (names, weft::services::backend_origins(&cfg))
                 }
                 None => Default::default(),
             };
@@ -203,6 +204,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
                 &dump::read_map(&h.pins, maps::NAT_FE4)?,
                 &dump::read_map(&h.pins, maps::NAT_BE4)?,
                 &names,
+                &origins,
             );
             print(*json, &rows, |r| dump::render_nat(r));
         }
