@@ -74,7 +74,7 @@ enum Command {
     },
     /// Keep what a `weft apply --confirm-within` applied. Exit 0 confirmed, 1 nothing waits.
     Confirm {
-        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        #[arg(long, env = "WEFT_STATE_DIR", default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
     /// The daemon: apply DIR, then converge again whenever a file under it changes, an
@@ -117,10 +117,10 @@ enum Command {
     /// Exit 0 when the daemon runs and its last reconcile did not fail, 2 when this user
     /// cannot tell (the state directory is root's alone), 1 otherwise.
     Status {
-        #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+        #[arg(long, env = "WEFT_STATE_DIR", default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
         /// Where weft pins its maps.
-        #[arg(long, default_value = weft::bpf::DEFAULT_ROOT)]
+        #[arg(long, env = "WEFT_BPFFS", default_value = weft::bpf::DEFAULT_ROOT)]
         bpffs: PathBuf,
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,

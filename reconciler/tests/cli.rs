@@ -37,3 +37,57 @@ fn a_printing_command_ends_quietly_when_its_reader_has_gone() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{}", out.status);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn the_state_directory_and_pin_root_default_from_the_environment() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-env-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("status")
+        .env("WEFT_STATE_DIR", &dir)
+        .env("WEFT_BPFFS", dir.join("pins"))
+        .output()
+        .expect("running weft status");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "no status in {}",
+            dir.join("status.json").display()
+        )),
+        "weft status looked where $WEFT_STATE_DIR says: {said}"
+    );
+    assert_eq!(out.status.code(), Some(1), "no daemon: {said}");
+}
+
+#[test]
+fn durations_are_written_as_felixconfiguration_writes_them() {
+    // `--resync 1m30s` is accepted where a duration is asked for; `--resync 1 fortnight` not.
+    let run = |d: &str| {
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", "/nonexistent", "--resync", d, "--help"])
+            .output()
+            .expect("running weft")
+    };
+    assert!(run("1m30s").status.success());
+    assert!(run("1.5s").status.success());
+    let bad = run("1 fortnight");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a duration"));
+}
+
+#[test]
+fn validate_takes_one_file_as_well_as_a_directory() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/broken/policy.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("running weft validate FILE");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    // That file's problems, and no other file's.
+    assert!(
+        said.contains("policy.yaml:31:3: GlobalNetworkPolicy allow-dns"),
+        "{said}"
+    );
+    assert!(!said.contains("workloads.yaml"), "{said}");
+}

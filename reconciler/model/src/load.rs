@@ -122,9 +122,18 @@ pub fn load_dir(dir: &FsPath) -> Result<Config, Diagnostics> {
 
 /// `load_dir`, reading files as `opts` says.
 pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnostics> {
-    let reader = Reader::new(dir, opts);
+    // One file (`weft validate FILE`): read as the only file of its directory.
+    let one = std::fs::metadata(dir).is_ok_and(|m| m.is_file());
+    let reader = match dir.parent().filter(|_| one) {
+        Some(parent) => Reader::new(parent, opts),
+        None => Reader::new(dir, opts),
+    };
     let mut out = Out::default();
-    let paths = match reader.find_files() {
+    let paths = match if one {
+        Ok(vec![dir.to_path_buf()])
+    } else {
+        reader.find_files()
+    } {
         Ok(p) => p,
         Err(d) => return Err(Diagnostics(vec![d])),
     };

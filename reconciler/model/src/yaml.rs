@@ -759,6 +759,14 @@ pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
     if lines.odd() {
         message = editor_message(&lines, &message);
     }
+    // libyaml's words for a tab where indentation is ("found character that cannot start any
+    // token") do not say what is wrong.
+    let at = pos.and_then(|p| text.lines().nth(p.line - 1)?.chars().nth(p.column - 1));
+    if at == Some('\t') {
+        message =
+            "a tab in indentation: YAML indents with spaces only; replace the tab with spaces"
+                .into();
+    }
     YamlError {
         pos,
         message: improve_message(&message),
@@ -1025,6 +1033,19 @@ spec:
   - a: 1
   - {b: 2, c: 3}
 ";
+
+    #[test]
+    fn a_tab_in_indentation_is_named_as_a_tab() {
+        let text = "metadata:\n\tname: x\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(text).expect_err("a tab");
+        let err = yaml_error(text, &e);
+        assert_eq!(err.pos, Some(Pos { line: 2, column: 1 }));
+        assert!(
+            err.message.contains("a tab in indentation"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn positions_are_an_editors_where_yaml_breaks_lines_elsewhere() {

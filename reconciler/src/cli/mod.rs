@@ -27,17 +27,17 @@ use weft::run::{Host, RunError};
 pub struct HostArgs {
     /// This host's node name (endpoints are programmed where spec.node matches). Default:
     /// $WEFT_NODENAME, $NODENAME, then the hostname.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_NODENAME")]
     pub node: Option<String>,
     /// Where weft pins its maps, programs and links.
-    #[arg(long, default_value = weft::bpf::DEFAULT_ROOT)]
+    #[arg(long, env = "WEFT_BPFFS", default_value = weft::bpf::DEFAULT_ROOT)]
     pub bpffs: PathBuf,
     /// The cgroup connect-time load balancing attaches to. Default: the cgroup2 root.
     #[arg(long)]
     pub cgroup: Option<String>,
     /// Where weft keeps what the kernel does not: the daemon's status, a pending confirmation,
     /// the routes it took over. Made root's alone (0700).
-    #[arg(long, default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Whether weft may replace routes of others at destinations it wants (set by the
     /// commands that change the kernel: `--take-over-routes`).
@@ -181,20 +181,16 @@ pub fn report(e: &RunError) -> ExitCode {
 
 /// A duration as people write it: `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // As FelixConfiguration writes durations (one parser for both: 1m30s, 1.5s, 500ms), and a
+    // bare number of seconds.
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30s, 5m, 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    Ok(d)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too large"));
+    }
+    weft_model::parse_go_duration(s)
 }
 
 #[cfg(test)]
@@ -208,6 +204,8 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5 days").is_err());
         assert!(parse_duration("s").is_err());
     }
