@@ -34,6 +34,9 @@ enum Command {
         node: Option<String>,
         #[command(flatten)]
         load: LoadArgs,
+        /// `-o json`: the problems and warnings as objects, for CI.
+        #[command(flatten)]
+        json: cli::JsonArg,
     },
     /// Show what `apply` would change, as a unified diff of the live and the desired state.
     /// Changes nothing. Exit 0 no changes, 1 changes, 2 error.
@@ -168,9 +171,9 @@ enum Command {
         load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
-        /// One JSON object per line.
-        #[arg(long, short)]
-        json: bool,
+        /// One JSON object per line (`-o json` or `--json`).
+        #[command(flatten)]
+        json: cli::JsonArg,
         /// Keep printing records as they come, until interrupted.
         #[arg(long, short)]
         follow: bool,
@@ -185,9 +188,9 @@ enum Command {
         load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
-        /// One JSON object per line.
-        #[arg(long, short)]
-        json: bool,
+        /// One JSON object per line (`-o json` or `--json`).
+        #[command(flatten)]
+        json: cli::JsonArg,
         /// Keep printing records as they come, until interrupted.
         #[arg(long, short)]
         follow: bool,
@@ -216,7 +219,12 @@ fn main() -> ExitCode {
         cli::default_sigpipe();
     }
     match cli.command {
-        Command::Validate { dir, node, load } => cli::validate::run(&dir, node.as_deref(), load),
+        Command::Validate {
+            dir,
+            node,
+            load,
+            json,
+        } => cli::validate::run(&dir, node.as_deref(), load, json.on()),
         Command::Schemas { dir } => cli::schemas::run(&dir),
         Command::Diff {
             dir,
@@ -295,7 +303,13 @@ fn main() -> ExitCode {
             host,
             json,
             follow,
-        } => cli::block_on(cli::flows::run(dir.as_deref(), load, &host, json, follow)),
+        } => cli::block_on(cli::flows::run(
+            dir.as_deref(),
+            load,
+            &host,
+            json.on(),
+            follow,
+        )),
         Command::Trace {
             dir,
             load,
@@ -307,7 +321,7 @@ fn main() -> ExitCode {
             dir.as_deref(),
             load,
             &host,
-            json,
+            json.on(),
             follow,
             iface.as_deref(),
         )),

@@ -91,3 +91,29 @@ fn validate_takes_one_file_as_well_as_a_directory() {
     );
     assert!(!said.contains("workloads.yaml"), "{said}");
 }
+
+#[test]
+fn validate_o_json_gives_every_problem_as_an_object() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/broken");
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("validate")
+        .arg(&dir)
+        .args(["-o", "json"])
+        .output()
+        .expect("running weft validate -o json");
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["valid"], false);
+    let problems = doc["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 10, "{doc}");
+    for p in problems {
+        assert!(
+            p["file"].is_string()
+                && p["line"].as_u64().is_some_and(|l| l > 0)
+                && p["column"].as_u64().is_some_and(|c| c > 0)
+                && p["message"].is_string(),
+            "{p}"
+        );
+    }
+    assert_eq!(problems[0]["resource"]["kind"], "NetworkPolicy", "{doc}");
+}

@@ -11,7 +11,7 @@ use weft::dump::{self, DumpError};
 use weft::policy::resolve::Direction;
 use weft::run::{self, Host, RunError};
 
-use super::{report, HostArgs, LoadArgs};
+use super::{report, HostArgs, JsonArg, LoadArgs};
 
 #[derive(Subcommand)]
 pub enum What {
@@ -27,9 +27,8 @@ pub enum What {
         direction: Option<DirectionArg>,
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// The address sets rule selectors stand for (Calico's IP sets), from DIR as it is now,
     /// beside the kernel's per-ruleset address prefixes (decoded from weft_pol_rs).
@@ -39,17 +38,15 @@ pub enum What {
         load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Interfaces weft programs (weft_iface): index, name, rulesets.
     Endpoints {
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Service frontends (weft_nat_fe4) with their backends; DIR, if given, names the services.
     Nat {
@@ -58,33 +55,29 @@ pub enum What {
         load: LoadArgs,
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Flows in conntrack (weft_ct4): who opened them, what approved each side, ages.
     Conntrack {
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Packet counters per interface and hook, by reason (weft_ctrs).
     Counters {
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// weft's routing table (weft_rt4).
     Routes {
         #[command(flatten)]
         host: HostArgs,
-        /// JSON instead of a table.
-        #[arg(long, short)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
 }
 
@@ -152,7 +145,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             direction,
             host,
             json,
-        } => policy(endpoint, dir, *load, *direction, host, *json).await?,
+        } => policy(endpoint, dir, *load, *direction, host, json.on()).await?,
         What::Ipsets {
             dir,
             load,
@@ -166,18 +159,18 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
                 &desired,
                 &rulesets::read_all(&h.pins).map_err(DumpError::from)?,
             );
-            print(*json, &d, dump::render_ip_sets);
+            print(json.on(), &d, dump::render_ip_sets);
         }
         What::Endpoints { host, json } => {
             let h = host.open().await?;
             let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));
-            print(*json, &rows, |r| dump::render_endpoints(r));
+            print(json.on(), &rows, |r| dump::render_endpoints(r));
         }
         What::Conntrack { host, json } => {
             let h = host.open().await?;
             let entries = dump::read_map(&h.pins, maps::CT4)?;
             let rows = dump::conntrack(&entries, dump::monotonic_now_ns());
-            print(*json, &rows, |r| dump::render_conntrack(r));
+            print(json.on(), &rows, |r| dump::render_conntrack(r));
         }
         What::Nat {
             dir,
@@ -206,18 +199,18 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
                 &names,
                 &origins,
             );
-            print(*json, &rows, |r| dump::render_nat(r));
+            print(json.on(), &rows, |r| dump::render_nat(r));
         }
         What::Counters { host, json } => {
             let h = host.open().await?;
             let per_cpu = dump::read_per_cpu(&h.pins, maps::COUNTERS)?;
             let rows = dump::counters(&per_cpu, name_of(&h));
-            print(*json, &rows, |r| dump::render_counters(r));
+            print(json.on(), &rows, |r| dump::render_counters(r));
         }
         What::Routes { host, json } => {
             let h = host.open().await?;
             let rows = dump::routes(&dump::read_map(&h.pins, maps::RT4)?, name_of(&h));
-            print(*json, &rows, |r| dump::render_routes(r));
+            print(json.on(), &rows, |r| dump::render_routes(r));
         }
     }
     Ok(())

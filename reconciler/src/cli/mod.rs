@@ -82,6 +82,23 @@ impl LoadArgs {
     }
 }
 
+/// Machine output, spelled as every command that prints spells it: `-o json`, or `--json`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct JsonArg {
+    /// `json` prints JSON; `text`, the default, prints for people.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: Output,
+    /// The same as `-o json`.
+    #[arg(long, short)]
+    json: bool,
+}
+
+impl JsonArg {
+    pub fn on(self) -> bool {
+        self.json || self.output == Output::Json
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Output {
     Text,

@@ -10,7 +10,7 @@ use weft_model::Diagnostics;
 
 use super::LoadArgs;
 
-pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs) -> ExitCode {
+pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs, json: bool) -> ExitCode {
     let r = weft_model::load_dir_with(dir, load.options()).and_then(|cfg| {
         let problems = weft::validate::node_problems(dir, &cfg, node);
         if problems.is_empty() {
@@ -19,6 +19,34 @@ pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs) -> ExitCode {
             Err(Diagnostics(problems))
         }
     });
+    if json {
+        let (valid, resources, problems, warnings) = match &r {
+            Ok(cfg) => (true, cfg.resource_count(), Vec::new(), cfg.warnings.clone()),
+            Err(d) => {
+                let mut d = d.clone();
+                d.sort();
+                (false, 0, d.0, Vec::new())
+            }
+        };
+        let doc = serde_json::json!({
+            "valid": valid,
+            "resources": resources,
+            "problems": problems.iter().map(object).collect::<Vec<_>>(),
+            "warnings": warnings.iter().map(object).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("problems serialize")
+        );
+        if let Ok(cfg) = r {
+            std::mem::forget(cfg);
+        }
+        return if valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     match r {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -40,4 +68,19 @@ pub fn run(dir: &Path, node: Option<&str>, load: LoadArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A problem or warning as CI reads it.
+fn object(d: &weft_model::Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "file": d.file,
+        "line": d.line,
+        "column": d.column,
+        "resource": d.resource.as_ref().map(|r| serde_json::json!({
+            "kind": r.kind.kind_name(),
+            "namespace": r.namespace,
+            "name": r.name,
+        })),
+        "message": d.message,
+    })
 }
