@@ -180,3 +180,50 @@ fn the_daemon_keeps_its_endpoints_when_most_of_them_vanish_from_the_files() {
     );
     d.term();
 }
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_once_the_first_reconcile_is_done() {
+    let Some(mut bed) =
+        Bed::new("the_daemon_tells_systemd_it_is_ready_once_the_first_reconcile_is_done")
+    else {
+        return;
+    };
+    bed.shop(SHOP_NAMESPACE, "", &[("app", "a")]);
+    let socket_path = bed.config.with_extension("notify");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let state_dir = bed.state_dir();
+    let mut daemon = Command::new("nsenter")
+        .arg(format!("--net={}", bed.host.path().display()))
+        .arg(Bed::weft_bin())
+        .arg("run")
+        .arg(&bed.config)
+        .args(["--node", &bed.node, "--bpffs"])
+        .arg(&bed.bpffs)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft run");
+    let mut buf = [0u8; 256];
+    let got = socket.recv(&mut buf);
+    // The first reconcile is done by then: its record is in the status.
+    let status = std::fs::read(state_dir.join("status.json")).unwrap_or_default();
+    // SAFETY: our child, not yet waited for.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let n = got.expect("READY=1 within 30 s");
+    let said = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        said.starts_with("READY=1\n") && said.contains("STATUS=converged"),
+        "{said}"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status).expect("status.json");
+    assert_eq!(last_result(&status), "converged", "{status}");
+    let _ = std::fs::remove_file(&socket_path);
+}

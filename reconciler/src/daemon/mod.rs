@@ -15,6 +15,7 @@
 pub mod ctgc;
 pub mod drift;
 pub mod metrics;
+pub mod readiness;
 pub mod status;
 pub mod watch;
 
@@ -205,12 +206,19 @@ pub async fn run(host: Host, opts: Options) -> Result<(), DaemonError> {
     };
     let _ = tx.send(Trigger::Start);
     let mut backoff = Backoff::new(r.opts.resync);
+    let mut ready = false;
     loop {
         tokio::select! {
             batch = watch::next_batch(&mut rx, r.opts.debounce, MAX_BATCH) => {
                 let Some(batch) = batch else { break };
                 files.rewatch();
                 let ok = r.reconcile(batch[0]).await;
+                if !ready {
+                    // Type=notify: started once the first reconcile is done, whatever it
+                    // found (a failed one is retried, and the status says why).
+                    ready = true;
+                    readiness::ready(if ok { "converged" } else { "first reconcile failed; retrying (weft status says why)" });
+                }
                 if let Action::Requeue(wait) = backoff.after(ok) {
                     let tx = tx.clone();
                     tokio::spawn(async move {
