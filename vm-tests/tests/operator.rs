@@ -227,3 +227,59 @@ fn the_daemon_tells_systemd_it_is_ready_once_the_first_reconcile_is_done() {
     assert_eq!(last_result(&status), "converged", "{status}");
     let _ = std::fs::remove_file(&socket_path);
 }
+
+#[test]
+fn status_names_the_commit_and_fails_while_the_files_do_not_validate() {
+    let Some(mut bed) =
+        Bed::new("status_names_the_commit_and_fails_while_the_files_do_not_validate")
+    else {
+        return;
+    };
+    bed.shop(SHOP_NAMESPACE, "", &[("app", "a")]);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&bed.config)
+            .args(["-c", "user.name=weft", "-c", "user.email=weft@localhost"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "shop"]);
+    let sha = git(&["rev-parse", "HEAD"]);
+    let mut d = bed.daemon(&["--resync", "1h", "--debounce", "50ms"]);
+    d.started();
+    let state = bed.state_dir();
+    let status = || {
+        bed.weft(&[
+            "status",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            bed.bpffs.to_str().unwrap(),
+        ])
+    };
+    let out = status();
+    let said = output_text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("configuration: valid (git {} (main))", &sha[..12])),
+        "{said}"
+    );
+
+    // A broken file: the last good configuration stays in force, and status says so by its
+    // exit code too.
+    bed.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: [}\n",
+    );
+    d.wait("the broken file read", |s| s["config"]["valid"] == false);
+    let out = status();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("configuration: INVALID"));
+    d.term();
+}

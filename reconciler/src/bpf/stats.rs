@@ -62,6 +62,16 @@ pub fn map_fill_knowing(
     names.sort();
     for name in names {
         let m = open(pins, &name)?;
+        // Arrays have every slot from the start (scratch space, the rings' loss counters) and
+        // rings have no entries: full, or empty, by design, so their fill says nothing.
+        if matches!(
+            m.map_type(),
+            libbpf_rs::MapType::Array
+                | libbpf_rs::MapType::PercpuArray
+                | libbpf_rs::MapType::RingBuf
+        ) {
+            continue;
+        }
         out.push(MapFill {
             entries: match known(&name) {
                 Some(n) => n,

@@ -1,6 +1,6 @@
 //! `weft status`: what the daemon last did (from its status file) and how full the pinned maps
-//! are (read live). Exit 0 when the daemon runs and its last reconcile did not fail, 2 when
-//! this user cannot tell (the state directory is root's alone), 1 otherwise.
+//! are (read live). Exit 0 when the daemon runs, its last reconcile did not fail and its files
+//! validate; 2 when this user cannot tell (the state directory is root's alone); 1 otherwise.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,11 +17,14 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     // Another user may not read root's state directory: that says nothing of the daemon.
     let denied = matches!(&st, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
     let running = st.as_ref().is_ok_and(|s| status::alive(s.pid));
+    // Healthy: running, the last reconcile did not fail, and the files validate (while they
+    // do not, the last good configuration is in force, not the files).
     let healthy = running
         && st.as_ref().is_ok_and(|s| {
-            s.last_reconcile
-                .as_ref()
-                .is_some_and(|r| r.result != "failed")
+            s.config.valid
+                && s.last_reconcile
+                    .as_ref()
+                    .is_some_and(|r| r.result != "failed")
         });
     match output {
         Output::Json => {
@@ -156,11 +159,17 @@ pub fn render(s: &Status, running: bool) -> String {
             line(format!("  {w}"));
         }
     }
+    let revision = s
+        .config
+        .revision
+        .as_ref()
+        .map(|r| format!(" (git {r})"))
+        .unwrap_or_default();
     if s.config.valid {
-        line("configuration: valid".into());
+        line(format!("configuration: valid{revision}"));
     } else {
         line(format!(
-            "configuration: INVALID, {} problem(s); {}:",
+            "configuration: INVALID{revision}, {} problem(s); {}:",
             s.config.problems.len(),
             match s.config.in_force_since {
                 Some(t) => format!("the last good one (read {}) stays in force", rfc3339(t)),

@@ -406,6 +406,7 @@ impl Daemon {
             valid,
             problems,
             in_force_since: self.last_good.as_ref().map(|(_, at)| *at),
+            revision: status::git_revision(&self.opts.dir),
         };
     }
 

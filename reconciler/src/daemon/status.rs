@@ -66,6 +66,59 @@ pub struct ConfigStatus {
     pub problems: Vec<String>,
     /// When the configuration in force was read (seconds since the Unix epoch).
     pub in_force_since: Option<u64>,
+    /// The commit the directory is at, when it is a git checkout: `0123456789ab (main)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// The commit the git checkout holding `dir` is at, as `0123456789ab (branch)`, read from
+/// its files (git itself is not needed); None outside a checkout. Follows `dir` if it is a
+/// link (a checkout swapped in whole, as git-sync does).
+pub fn git_revision(dir: &Path) -> Option<String> {
+    let mut at = dir.canonicalize().ok()?;
+    let gitdir = loop {
+        let dotgit = at.join(".git");
+        if dotgit.is_dir() {
+            break dotgit;
+        }
+        if dotgit.is_file() {
+            // A worktree or submodule: "gitdir: <path>".
+            let text = std::fs::read_to_string(&dotgit).ok()?;
+            let p = PathBuf::from(text.trim().strip_prefix("gitdir: ")?);
+            break if p.is_absolute() { p } else { at.join(p) };
+        }
+        if !at.pop() {
+            return None;
+        }
+    };
+    // Refs live in the worktree's directory or the repository's common one.
+    let common = std::fs::read_to_string(gitdir.join("commondir"))
+        .ok()
+        .map(|c| gitdir.join(c.trim()));
+    let head = std::fs::read_to_string(gitdir.join("HEAD")).ok()?;
+    let head = head.trim();
+    let (sha, branch) = match head.strip_prefix("ref: ") {
+        Some(r) => {
+            let dirs = std::iter::once(&gitdir).chain(common.as_ref());
+            let loose = dirs
+                .clone()
+                .find_map(|d| std::fs::read_to_string(d.join(r)).ok());
+            let sha = loose.or_else(|| {
+                dirs.filter_map(|d| std::fs::read_to_string(d.join("packed-refs")).ok())
+                    .find_map(|packed| {
+                        packed.lines().find_map(|l| {
+                            let (sha, name) = l.split_once(' ')?;
+                            (name == r).then(|| sha.to_string())
+                        })
+                    })
+            })?;
+            (sha, r.strip_prefix("refs/heads/").unwrap_or(r).to_string())
+        }
+        None => (head.to_string(), "detached".to_string()),
+    };
+    let sha = sha.trim();
+    (sha.len() >= 12 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{} ({branch})", &sha[..12]))
 }
 
 /// One repair of drift.
@@ -209,6 +262,42 @@ pub fn rfc3339(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_revision_of_a_git_checkout_is_read_from_its_files() {
+        let dir = std::env::temp_dir().join(format!("weft-gitrev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        std::fs::write(dir.join("policies/a.yaml"), "{}\n").unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(["-c", "user.name=weft", "-c", "user.email=weft@localhost"])
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(git_revision(&dir), None, "not a checkout yet");
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "first"]);
+        let sha = git(&["rev-parse", "HEAD"]);
+        let want = Some(format!("{} (main)", &sha[..12]));
+        // From the top, and from a directory below it (the daemon may watch a subdirectory).
+        assert_eq!(git_revision(&dir), want);
+        assert_eq!(git_revision(&dir.join("policies")), want);
+        // Refs packed, as `git gc` leaves them.
+        git(&["pack-refs", "--all"]);
+        assert_eq!(git_revision(&dir), want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     use super::*;
 
     #[test]
