@@ -244,6 +244,67 @@ pub(crate) struct Reader {
     /// cannot be resolved (then every link is refused).
     root: Option<PathBuf>,
     opts: ReadOptions,
+    /// The patterns of `<dir>/.weftignore`: files (and directories) not read.
+    ignore: Vec<String>,
+}
+
+/// The file in a configuration directory whose lines name what weft does not read, as
+/// `.gitignore` lines do (`#` comments; a pattern without `/` matches a name at any depth,
+/// one with `/` the path from the directory; `*` and `?` within a name, `**` across
+/// directories; a trailing `/` matches directories only): for a repository that holds other
+/// YAML too, such as CI files or a Kustomization.
+pub const IGNORE_FILE: &str = ".weftignore";
+
+fn ignore_patterns(dir: &FsPath) -> Vec<String> {
+    std::fs::read_to_string(dir.join(IGNORE_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the path `rel` (relative to the directory, '/'-separated) matches `.weftignore`
+/// pattern `pat`; `is_dir` says whether `rel` is a directory.
+fn ignored_by(pat: &str, rel: &str, is_dir: bool) -> bool {
+    let (pat, dir_only) = match pat.strip_suffix('/') {
+        Some(p) => (p, true),
+        None => (pat, false),
+    };
+    if dir_only && !is_dir {
+        return false;
+    }
+    // A slash anywhere but at the end anchors the pattern at the directory.
+    let anchored = pat.contains('/');
+    let pat = pat.strip_prefix('/').unwrap_or(pat);
+    if anchored {
+        glob(pat.as_bytes(), rel.as_bytes())
+    } else {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        glob(pat.as_bytes(), name.as_bytes())
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn ignored_by_for_tests(pat: &str, rel: &str, is_dir: bool) -> bool {
+    ignored_by(pat, rel, is_dir)
+}
+
+/// Glob matching: `*` any run within a name, `**` any run across names, `?` one character.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') if p.get(1) == Some(&b'*') => {
+            let rest = p[2..].strip_prefix(b"/").unwrap_or(&p[2..]);
+            (0..=s.len()).any(|i| glob(rest, &s[i..]))
+        }
+        Some(b'*') => (0..=s.len())
+            .take_while(|&i| i == 0 || s[i - 1] != b'/')
+            .any(|i| glob(&p[1..], &s[i..])),
+        Some(b'?') => s.first().is_some_and(|&c| c != b'/') && glob(&p[1..], &s[1..]),
+        Some(&c) => s.first() == Some(&c) && glob(&p[1..], &s[1..]),
+    }
 }
 
 /// What kind of file a non-regular one is, for messages.
@@ -284,7 +345,14 @@ impl Reader {
             dir: dir.to_path_buf(),
             root: dir.canonicalize().ok(),
             opts,
+            ignore: ignore_patterns(dir),
         }
+    }
+
+    /// Whether `.weftignore` says `rel` is not read.
+    fn ignored(&self, rel: &FsPath, is_dir: bool) -> bool {
+        let rel = rel.to_string_lossy();
+        self.ignore.iter().any(|p| ignored_by(p, &rel, is_dir))
     }
 
     /// Reads files, on every core: at 20,000 files, opening and reading them is a third of a
@@ -405,10 +473,12 @@ impl Reader {
                     .file_type()
                     .map_err(|e| io_diag(&dir.join(&rel_path), &e))?;
                 if file_type.is_dir() {
-                    stack.push(rel_path);
+                    if !self.ignored(&rel_path, true) {
+                        stack.push(rel_path);
+                    }
                     continue;
                 }
-                if !is_yaml_name(name.as_bytes()) {
+                if !is_yaml_name(name.as_bytes()) || self.ignored(&rel_path, false) {
                     continue;
                 }
                 if file_type.is_symlink() && !leads_to_a_file(&dir.join(&rel_path)) {
@@ -428,6 +498,17 @@ impl Reader {
         let hidden = rel.iter().any(|c| c.as_bytes().first() == Some(&b'.'));
         let name = rel.file_name()?;
         if hidden || !is_yaml_name(name.as_bytes()) {
+            return None;
+        }
+        // Ignored itself, or under an ignored directory.
+        let mut under = PathBuf::new();
+        for c in rel.parent().unwrap_or(FsPath::new("")).iter() {
+            under.push(c);
+            if self.ignored(&under, true) {
+                return None;
+            }
+        }
+        if self.ignored(rel, false) {
             return None;
         }
         let path = self.dir.join(rel);

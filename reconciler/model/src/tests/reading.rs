@@ -277,3 +277,36 @@ fn past_a_hundred_problems_a_file_lists_only_how_many_more() {
     // Each file has its own hundred.
     assert_eq!(p.iter().filter(|l| l.starts_with("e.yaml:")).count(), 2);
 }
+
+#[test]
+fn weftignore_keeps_other_yaml_of_a_repository_out() {
+    let dir = TempDir::new(&[
+        ("ns.yaml", &ns("shop")),
+        (
+            ".weftignore",
+            "# CI and kustomize files are not weft's\nci/\nkustomization.yaml\n**/*.draft.yaml\n",
+        ),
+        ("ci/pipeline.yaml", "stages: [build]\n"),
+        ("kustomization.yaml", "resources: [ns.yaml]\n"),
+        ("deep/er/x.draft.yaml", "not: weft\n"),
+        ("deep/er/y.yaml", &ns("kept")),
+    ]);
+    let cfg = load_within(dir.path(), ReadOptions::default()).expect("only weft's files are read");
+    let names: Vec<&str> = cfg
+        .namespaces
+        .iter()
+        .map(|n| n.value.metadata.name.as_str())
+        .collect();
+    assert_eq!(names, ["kept", "shop"]);
+}
+
+#[test]
+fn weftignore_patterns_match_as_gitignore_lines_do() {
+    use crate::load::ignored_by_for_tests as m;
+    assert!(m("ci/", "ci", true) && !m("ci/", "ci", false));
+    assert!(m("*.draft.yaml", "a/b/c.draft.yaml", false));
+    assert!(m("/top.yaml", "top.yaml", false) && !m("/top.yaml", "a/top.yaml", false));
+    assert!(m("a/*.yaml", "a/x.yaml", false) && !m("a/*.yaml", "a/b/x.yaml", false));
+    assert!(m("a/**/x.yaml", "a/b/c/x.yaml", false) && m("a/**/x.yaml", "a/x.yaml", false));
+    assert!(m("x?.yaml", "x1.yaml", false) && !m("x?.yaml", "x12.yaml", false));
+}
