@@ -270,6 +270,24 @@ fn status_names_the_commit_and_fails_while_the_files_do_not_validate() {
         said.contains(&format!("configuration: valid (git {} (main))", &sha[..12])),
         "{said}"
     );
+    // Without DIR, `weft dump policy` reads the daemon's directory.
+    let out = bed.weft(&[
+        "dump",
+        "policy",
+        "shop/a",
+        "--node",
+        &bed.node,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--bpffs",
+        bed.bpffs.to_str().unwrap(),
+    ]);
+    let table = output_text(&out);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("Profile kns.shop"),
+        "the daemon's files named the rules: {table}"
+    );
 
     // A broken file: the last good configuration stays in force, and status says so by its
     // exit code too.

@@ -19,7 +19,8 @@ pub enum What {
     /// direction, with how many packets each decided; DIR is the configuration weft applied.
     Policy {
         endpoint: String,
-        dir: PathBuf,
+        /// The configuration directory; the daemon's (from its status) when left out.
+        dir: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
         /// One direction only.
@@ -145,7 +146,18 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             direction,
             host,
             json,
-        } => policy(endpoint, dir, *load, *direction, host, json.on()).await?,
+        } => {
+            let dir = super::dir_or_daemons(dir.as_deref(), host).ok_or_else(|| {
+                RunError::Invalid(weft_model::Diagnostics(vec![weft_model::Diagnostic {
+                    file: host.state_dir.join("status.json"),
+                    line: 0,
+                    column: 0,
+                    resource: None,
+                    message: "no DIR given, and no daemon status to take the daemon's from; name the configuration directory".into(),
+                }]))
+            })?;
+            policy(endpoint, &dir, *load, *direction, host, json.on()).await?
+        }
         What::Ipsets {
             dir,
             load,

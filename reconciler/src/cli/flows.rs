@@ -117,9 +117,9 @@ impl IfaceNames {
 }
 
 async fn read_ring(ring: Ring, opts: &Options<'_>) -> Result<(), Error> {
-    let cfg = opts
-        .dir
-        .map(|d| run::load(d, opts.load.options()))
+    // Without DIR, the daemon's directory names the rules.
+    let cfg = super::dir_or_daemons(opts.dir, opts.host)
+        .map(|d| run::load(&d, opts.load.options()))
         .transpose()?;
     let h = opts.host.open().await?;
     let names = match &cfg {

@@ -133,6 +133,18 @@ pub fn default_sigpipe() {
     }
 }
 
+/// The configuration directory a command reads: `given`, or else the one the daemon
+/// converges to (its status file in the state directory says which), so that `weft flows`
+/// and `weft dump policy` name rules without being told where the files are.
+pub fn dir_or_daemons(given: Option<&std::path::Path>, host: &HostArgs) -> Option<PathBuf> {
+    given.map(PathBuf::from).or_else(|| {
+        weft::daemon::status::Status::read(&host.state_dir)
+            .ok()
+            .map(|s| PathBuf::from(s.dir))
+            .filter(|d| !d.as_os_str().is_empty())
+    })
+}
+
 /// Takes the host's writer lock (`weft::writer`) for a command that changes the host, or says
 /// who holds it and what to do about that (exit 2).
 pub fn writer(host: &HostArgs) -> Result<weft::writer::Writer, ExitCode> {
