@@ -773,10 +773,50 @@ pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
     }
 }
 
+/// serde's "invalid type: <found>, expected <wanted>" in words that say what to write:
+/// "a list where a number is wanted; write a whole number". None for other messages.
+fn invalid_type(message: &str) -> Option<String> {
+    let at = message.find("invalid type: ")?;
+    let (prefix, rest) = (&message[..at], &message[at + "invalid type: ".len()..]);
+    let (found, wanted) = rest.split_once(", expected ")?;
+    let found = match found {
+        "sequence" => "a list".to_string(),
+        "map" => "a mapping".to_string(),
+        "unit value" => "nothing (null)".to_string(),
+        f if f.starts_with("string ") => format!("text {}", &f["string ".len()..]),
+        f if f.starts_with("integer ") => format!("the number {}", &f["integer ".len()..]),
+        f if f.starts_with("floating point ") => {
+            format!("the number {}", &f["floating point ".len()..])
+        }
+        f if f.starts_with("boolean ") => f["boolean ".len()..].to_string(),
+        f => f.to_string(),
+    };
+    let wanted = wanted.trim_end_matches('.');
+    let write = match wanted {
+        "i64" | "i32" | "u64" | "u32" | "u16" | "u8" | "usize" => "a whole number".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a string" | "string" => {
+            "text (quote it if it looks like a number or a boolean)".to_string()
+        }
+        "a boolean" | "bool" => "true or false".to_string(),
+        "a sequence" => "a list (`[a, b]`, or one `- item` per line)".to_string(),
+        w if w.starts_with("struct ") || w == "a map" => {
+            "a mapping (`key: value` lines)".to_string()
+        }
+        w => w.to_string(),
+    };
+    Some(format!(
+        "{prefix}{found} is not what goes here; write {write}"
+    ))
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`, ..." lists every field, which for
 /// FelixConfiguration is almost two hundred names. Suggest the closest one instead when the list
 /// is long.
 fn improve_message(message: &str) -> String {
+    if let Some(m) = invalid_type(message) {
+        return m;
+    }
     let Some(rest) = message
         .find("unknown field `")
         .map(|at| &message[at + "unknown field `".len()..])
@@ -1033,6 +1073,24 @@ spec:
   - a: 1
   - {b: 2, c: 3}
 ";
+
+    #[test]
+    fn serdes_words_say_what_to_write() {
+        let m = |s| invalid_type(s).expect("translated");
+        assert_eq!(
+            m("spec.ports: invalid type: map, expected a sequence"),
+            "spec.ports: a mapping is not what goes here; write a list (`[a, b]`, or one `- item` per line)"
+        );
+        assert_eq!(
+            m("invalid type: string \"seventy\", expected i64"),
+            "text \"seventy\" is not what goes here; write a whole number"
+        );
+        assert_eq!(
+            m("invalid type: integer `3`, expected a string"),
+            "the number `3` is not what goes here; write text (quote it if it looks like a number or a boolean)"
+        );
+        assert_eq!(invalid_type("unknown field `x`"), None);
+    }
 
     #[test]
     fn a_tab_in_indentation_is_named_as_a_tab() {

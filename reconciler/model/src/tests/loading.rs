@@ -235,7 +235,7 @@ fn serde_errors_carry_positions_and_name_the_resource() {
     )]);
     assert_eq!(
         e,
-        "a.yaml:5:10: GlobalNetworkPolicy p: spec.order: invalid type: string \"first\", expected f64"
+        "a.yaml:5:10: GlobalNetworkPolicy p: spec.order: text \"first\" is not what goes here; write a number"
     );
     // Bad enum value.
     let e = one_err(&[(

@@ -634,7 +634,8 @@ fn references_to_unreadable_resources_are_not_reported_twice() {
         errs[1]
     );
     assert!(
-        errs[2].starts_with("t.yaml:4:15: Tier sec: spec.order: invalid type"),
+        errs[2]
+            .starts_with("t.yaml:4:15: Tier sec: spec.order: text \"soon\" is not what goes here"),
         "{}",
         errs[2]
     );
