@@ -19,13 +19,7 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     let running = st.as_ref().is_ok_and(|s| status::alive(s.pid));
     // Healthy: running, the last reconcile did not fail, and the files validate (while they
     // do not, the last good configuration is in force, not the files).
-    let healthy = running
-        && st.as_ref().is_ok_and(|s| {
-            s.config.valid
-                && s.last_reconcile
-                    .as_ref()
-                    .is_some_and(|r| r.result != "failed")
-        });
+    let healthy = running && st.as_ref().is_ok_and(healthy);
     match output {
         Output::Json => {
             let doc = serde_json::json!({
@@ -82,6 +76,20 @@ pub fn run(state_dir: &Path, bpffs: &Path, output: Output) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A running daemon is healthy when its last reconcile did not fail, its files validate and
+/// no background part keeps failing (the conntrack collector, `FAILING_FOR_GOOD` times in a
+/// row).
+fn healthy(s: &Status) -> bool {
+    s.config.valid
+        && s.last_reconcile
+            .as_ref()
+            .is_some_and(|r| r.result != "failed")
+        && s.conntrack_gc
+            .failing
+            .as_ref()
+            .is_none_or(|f| f.times < status::FAILING_FOR_GOOD)
 }
 
 fn reconcile_line(r: &Reconcile) -> String {
@@ -228,6 +236,14 @@ pub fn render(s: &Status, running: bool) -> String {
             String::new()
         }
     ));
+    if let Some(f) = &gc.failing {
+        line(format!(
+            "  FAILING since {} ({} time(s) in a row): {}",
+            rfc3339(f.since),
+            f.times,
+            f.reason
+        ));
+    }
     out
 }
 
@@ -246,4 +262,35 @@ pub fn render_maps(maps: &[MapFill]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft::daemon::status::Failing;
+
+    #[test]
+    fn healthy_means_converged_valid_and_nothing_failing_for_good() {
+        let mut s = Status {
+            last_reconcile: Some(Reconcile {
+                result: "converged".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        s.config.valid = true;
+        assert!(healthy(&s));
+        s.conntrack_gc.failing = Some(Failing {
+            since: 1,
+            times: status::FAILING_FOR_GOOD - 1,
+            reason: "loading: refused".into(),
+        });
+        assert!(healthy(&s), "a failure that may pass");
+        s.conntrack_gc.failing.as_mut().unwrap().times = status::FAILING_FOR_GOOD;
+        assert!(!healthy(&s), "one that lasts");
+        assert!(render(&s, true).contains("FAILING since"));
+        s.conntrack_gc.failing = None;
+        s.config.valid = false;
+        assert!(!healthy(&s), "files that do not validate");
+    }
 }

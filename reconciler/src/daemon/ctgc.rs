@@ -40,13 +40,15 @@ pub fn spawn(pins: Pins, every: Duration, shared: Arc<Mutex<Shared>>, state_dir:
                     collector = match Collector::load(&pins) {
                         Ok(c) => c,
                         Err(e) => {
-                            tracing::warn!("conntrack collector: loading: {e}");
-                            shared
-                                .lock()
-                                .expect("status lock")
-                                .status
-                                .conntrack_gc
-                                .errors += 1;
+                            let e = format!("loading: {e}");
+                            let mut sh = shared.lock().expect("status lock");
+                            if sh.status.conntrack_gc.failed(&e, status::now()) {
+                                tracing::warn!(
+                                    "conntrack collector: {}",
+                                    e.lines().next().unwrap_or_default()
+                                );
+                            }
+                            tracing::debug!("conntrack collector: {e}");
                             None
                         }
                     };
@@ -89,6 +91,7 @@ fn record(
                     "conntrack swept"
                 );
             }
+            gc.failing = None;
             gc.last = Some(SweepRecord {
                 at: status::now(),
                 scanned: sweep.scanned,
@@ -98,8 +101,12 @@ fn record(
             });
         }
         Err(e) => {
-            gc.errors += 1;
-            tracing::warn!("conntrack collector: sweeping: {e}");
+            let e = format!("sweeping: {e}");
+            if gc.failed(&e, status::now()) {
+                tracing::warn!("conntrack collector: {e}");
+            } else {
+                tracing::debug!("conntrack collector: {e}");
+            }
         }
     }
     sh.status.updated_at = status::now();

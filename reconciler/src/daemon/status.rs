@@ -183,9 +183,46 @@ pub struct CtGcStatus {
     /// Entries deleted, by the timeout that expired them (see weft::bpf::ctgc).
     pub deleted: BTreeMap<String, u64>,
     pub last: Option<SweepRecord>,
+    /// Why the collector fails, while it does (cleared by a sweep that works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
 }
 
+/// A background part that keeps failing: since when, how many times in a row, and why (the
+/// error's first line; the rest, a verifier's log say, goes to the debug log only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    pub since: u64,
+    pub times: u64,
+    pub reason: String,
+}
+
+/// After how many failures in a row a background part counts as failing for good: `weft
+/// status` exits 1.
+pub const FAILING_FOR_GOOD: u64 = 3;
+
 impl CtGcStatus {
+    /// Notes a failure: true when it is worth a line in the log (the first of a run, or a
+    /// new reason); the same failure again is for the debug log.
+    pub fn failed(&mut self, error: &str, now: u64) -> bool {
+        self.errors += 1;
+        let reason = error.lines().next().unwrap_or_default().to_string();
+        match &mut self.failing {
+            Some(f) if f.reason == reason => {
+                f.times += 1;
+                false
+            }
+            _ => {
+                self.failing = Some(Failing {
+                    since: now,
+                    times: 1,
+                    reason,
+                });
+                true
+            }
+        }
+    }
+
     pub fn deleted_total(&self) -> u64 {
         self.deleted.values().sum()
     }
@@ -262,6 +299,20 @@ pub fn rfc3339(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failure_is_logged_once_per_reason_and_a_working_sweep_ends_it() {
+        let mut gc = CtGcStatus::default();
+        assert!(gc.failed("loading: the verifier refused it\nverifier log line", 10));
+        assert!(!gc.failed("loading: the verifier refused it\nanother log", 20));
+        let f = gc.failing.clone().expect("failing");
+        assert_eq!(
+            (f.since, f.times, f.reason.as_str()),
+            (10, 2, "loading: the verifier refused it")
+        );
+        assert!(gc.failed("sweeping: EPERM", 30), "a new reason is said");
+        assert_eq!(gc.errors, 3);
+    }
+
     #[test]
     fn the_revision_of_a_git_checkout_is_read_from_its_files() {
         let dir = std::env::temp_dir().join(format!("weft-gitrev-{}", std::process::id()));
