@@ -132,7 +132,7 @@ async fn policy(
     let p = dump::policy(&desired, endpoint, &directions, &hits, &live)?;
     print(json, &p, dump::render_policy);
     if !json {
-        println!("(a rule's hits count the packets it decided for every endpoint it applies to)");
+        println!("(hits: the packets a rule decided, for every endpoint it applies to; policy judges a flow's first packet, and every packet of a flow it denies)");
     }
     Ok(())
 }

@@ -297,7 +297,7 @@ pub fn render(shared: &Shared, dp: &Dataplane) -> String {
         &mut out,
         "weft_rule_hits_total",
         "counter",
-        "New flows each policy rule decided (the rule that allowed or denied them).",
+        "Packets each policy rule decided: policy judges a flow's first packet, and every packet of a flow it denies (the rest pass on conntrack).",
     );
     for (id, n) in &dp.rule_hits {
         let name = shared
