@@ -155,6 +155,11 @@ enum Command {
     },
     /// Write the JSON Schemas (draft-07) of every resource kind into DIR.
     Schemas { dir: PathBuf },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell),
+    /// e.g. `weft completions bash > /usr/share/bash-completion/completions/weft`.
+    Completions { shell: clap_complete::Shell },
+    /// Print weft's man page (roff), e.g. `weft man > /usr/share/man/man1/weft.1`.
+    Man,
     /// Show what is in weft's maps: policy with hit counts, endpoints, conntrack, counters,
     /// routes. As a table, or as JSON with --json.
     Dump {
@@ -226,6 +231,21 @@ fn main() -> ExitCode {
             json,
         } => cli::validate::run(&dir, node.as_deref(), load, json.on()),
         Command::Schemas { dir } => cli::schemas::run(&dir),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    cli::say(format_args!("weft: writing the man page: {e}"));
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Diff {
             dir,
             load,

@@ -117,3 +117,23 @@ fn validate_o_json_gives_every_problem_as_an_object() {
     }
     assert_eq!(problems[0]["resource"]["kind"], "NetworkPolicy", "{doc}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definition() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .output()
+            .expect("running weft");
+        assert!(out.status.success(), "weft {args:?}");
+        String::from_utf8(out.stdout).expect("text")
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("_weft()") && bash.contains("validate"),
+        "{bash}"
+    );
+    assert!(run(&["completions", "zsh"]).contains("#compdef weft"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH weft 1") && man.contains("apply"), "{man}");
+}
