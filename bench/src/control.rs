@@ -231,9 +231,12 @@ impl Host {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.ns.path().display()))
             .arg(&self.bin)
-            .args(args)
-            .args(["--node", NODE, "--bpffs"])
-            .arg(&self.bpffs);
+            .args(args);
+        // Teardown programs nothing, so it takes no node.
+        if args.first() != Some(&"teardown") {
+            c.args(["--node", NODE]);
+        }
+        c.arg("--bpffs").arg(&self.bpffs);
         c
     }
 

@@ -151,7 +151,7 @@ enum Command {
     /// Remove everything weft created, and nothing else.
     Teardown {
         #[command(flatten)]
-        host: HostArgs,
+        pins: cli::PinArgs,
     },
     /// Write the JSON Schemas (draft-07) of every resource kind into DIR.
     Schemas { dir: PathBuf },
@@ -315,7 +315,7 @@ fn main() -> ExitCode {
             output,
         } => cli::status::run(&state_dir, &bpffs, output),
         Command::Verifier { output } => cli::verifier::run(output),
-        Command::Teardown { host } => cli::block_on(cli::teardown::run(&host)),
+        Command::Teardown { pins } => cli::block_on(cli::teardown::run(&pins.host())),
         Command::Dump { what } => cli::block_on(cli::dump::run(&what)),
         Command::Flows {
             dir,

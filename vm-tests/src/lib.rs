@@ -318,11 +318,15 @@ impl Bed {
         cmd.arg(format!("--net={}", self.host.path().display()))
             .arg(&bin)
             .args(args);
+        if matches!(args.first(), Some(&"apply") | Some(&"diff")) {
+            cmd.args(["--node", &self.node]);
+        }
+        // Teardown programs nothing, so it takes no node.
         if matches!(
             args.first(),
             Some(&"apply") | Some(&"diff") | Some(&"teardown")
         ) {
-            cmd.args(["--node", &self.node, "--bpffs"])
+            cmd.arg("--bpffs")
                 .arg(&self.bpffs)
                 .arg("--state-dir")
                 .arg(self.state_dir());

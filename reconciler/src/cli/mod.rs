@@ -49,6 +49,31 @@ pub struct HostArgs {
     pub guard: weft::guard::Guard,
 }
 
+/// What a command that only removes weft's objects needs to know of the host: where they are
+/// pinned and where weft keeps its records. (No node name or cgroup: nothing is programmed.)
+#[derive(clap::Args, Clone)]
+pub struct PinArgs {
+    /// Where weft pins its maps, programs and links.
+    #[arg(long, env = "WEFT_BPFFS", default_value = weft::bpf::DEFAULT_ROOT)]
+    pub bpffs: PathBuf,
+    /// Where weft keeps what the kernel does not (the routes it took over, to put back).
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+impl PinArgs {
+    pub fn host(&self) -> HostArgs {
+        HostArgs {
+            node: None,
+            bpffs: self.bpffs.clone(),
+            cgroup: None,
+            state_dir: self.state_dir.clone(),
+            take_over_routes: false,
+            guard: weft::guard::Guard::default(),
+        }
+    }
+}
+
 impl HostArgs {
     pub async fn open(&self) -> Result<Host, RunError> {
         let mut h = Host::open(
