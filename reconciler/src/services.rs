@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use weft_model::{
     AddressType, Cidr, Config, Endpoint, EndpointConditions, EndpointSlice, EndpointSlicePort,
-    IntOrString, Item, KubernetesProtocol, ObjectMeta, Service, ServiceType, SessionAffinity,
-    TrafficPolicy, WorkloadEndpoint,
+    IntOrString, Item, KubernetesProtocol, ObjectMeta, Service, ServicePort, ServiceType,
+    SessionAffinity, TrafficPolicy, WorkloadEndpoint,
 };
 
 pub use weft_model::next_prime;
@@ -72,6 +72,21 @@ fn proto_number(p: Option<KubernetesProtocol>) -> u8 {
         KubernetesProtocol::Udp => 17,
         KubernetesProtocol::Sctp => 132,
     }
+}
+
+/// A service port's id and label (its name, or its number when unnamed), as the frontends,
+/// the backends and `weft dump nat` name it.
+pub fn port_id(namespace: &str, service: &str, port: &ServicePort) -> (u32, String) {
+    let label = match port.name.as_deref() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => port.port.to_string(),
+    };
+    let id = svc_id(
+        namespace,
+        service,
+        &format!("{label}/{}", proto_number(port.protocol)),
+    );
+    (id, label)
 }
 
 /// A stable id for a service port: FNV-1a of "namespace/name/port", never 0.
@@ -466,16 +481,7 @@ pub fn backend_origins(cfg: &Config) -> BTreeMap<u32, String> {
             format!("selector {}", pairs.join(","))
         };
         for port in &svc.spec.ports {
-            let label = port
-                .name
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| port.port.to_string());
-            let proto = proto_number(port.protocol);
-            out.insert(
-                svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}")),
-                origin.clone(),
-            );
+            out.insert(port_id(ns, &svc.metadata.name, port).0, origin.clone());
         }
     }
     out
@@ -623,11 +629,7 @@ pub fn service_ports(
     for port in &spec.ports {
         let proto = proto_number(port.protocol);
         let name = port.name.clone().unwrap_or_default();
-        let label = if name.is_empty() {
-            format!("{}", port.port)
-        } else {
-            name.clone()
-        };
+        let (id, label) = port_id(ns, &svc.metadata.name, port);
         if proto == 132 {
             out.push(PortTables::Warning(Warning::service(
                 format!("{ns}/{}", svc.metadata.name),
@@ -669,7 +671,6 @@ pub fn service_ports(
                 ),
             )));
         }
-        let id = svc_id(ns, &svc.metadata.name, &format!("{label}/{proto}"));
         let mut t = PortEntries {
             id,
             name: format!("{ns}/{} port {label}", svc.metadata.name),

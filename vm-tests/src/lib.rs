@@ -313,6 +313,14 @@ impl Bed {
 
     /// Runs `weft <args>` in the host namespace with this bed's node name and bpffs root.
     pub fn weft(&self, args: &[&str]) -> Output {
+        self.weft_command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running weft {args:?}: {e}"))
+    }
+
+    /// `weft <args>` in the host namespace, as `weft` runs it, not yet started: for a test
+    /// that watches it run (its log as it comes, signals) or sets its environment.
+    pub fn weft_command(&self, args: &[&str]) -> Command {
         let bin = Self::weft_bin();
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.host.path().display()))
@@ -331,8 +339,7 @@ impl Bed {
                 .arg("--state-dir")
                 .arg(self.state_dir());
         }
-        cmd.output()
-            .unwrap_or_else(|e| panic!("running weft {args:?}: {e}"))
+        cmd
     }
 
     /// `weft apply <config>`, asserting success.

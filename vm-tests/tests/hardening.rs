@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 
 use weft::bpf::maps::{from_c_name, IfaceValue, Plain};
 use weft_vm_tests::*;
@@ -75,12 +75,8 @@ fn weft_routes(bed: &Bed) -> String {
 /// Runs `weft apply` on the bed's files, stops it (SIGSTOP) when its log has a line with
 /// `at`, runs `meanwhile`, and lets it go on. Its exit status and whole log.
 fn apply_pausing(bed: &Bed, at: &str, meanwhile: impl FnOnce()) -> (ExitStatus, String) {
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", bed.host.path().display()))
-        .arg(Bed::weft_bin())
-        .args(["apply", bed.config.to_str().expect("utf-8 path")])
-        .args(["--node", &bed.node, "--bpffs"])
-        .arg(&bed.bpffs)
+    let mut child = bed
+        .weft_command(&["apply", bed.config.to_str().expect("utf-8 path")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

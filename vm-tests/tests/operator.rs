@@ -35,10 +35,8 @@ fn one_writer_per_host_and_the_second_is_told_who_holds_it() {
 
     // A second daemon on the same pin root and state directory stops at once.
     let started = Instant::now();
-    let mut second = Command::new("nsenter")
-        .arg(format!("--net={}", bed.host.path().display()))
-        .arg(Bed::weft_bin())
-        .args(["run", &config, "--node", &bed.node, "--bpffs", &bpffs])
+    let mut second = bed
+        .weft_command(&["run", &config, "--node", &bed.node, "--bpffs", &bpffs])
         .args(["--state-dir", state])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -196,11 +194,8 @@ fn the_daemon_tells_systemd_it_is_ready_once_the_first_reconcile_is_done() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let state_dir = bed.state_dir();
-    let mut daemon = Command::new("nsenter")
-        .arg(format!("--net={}", bed.host.path().display()))
-        .arg(Bed::weft_bin())
-        .arg("run")
-        .arg(&bed.config)
+    let mut daemon = bed
+        .weft_command(&["run", bed.config.to_str().expect("utf-8 path")])
         .args(["--node", &bed.node, "--bpffs"])
         .arg(&bed.bpffs)
         .arg("--state-dir")

@@ -371,14 +371,19 @@ fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
             Warning::resource(about, w.to_string())
         })
         .collect();
-    let mut nodes: Vec<&str> = cfg
-        .workload_endpoints
-        .iter()
-        .filter_map(|w| w.value.spec.node.as_deref())
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    if !nodes.is_empty() && !nodes.contains(&node) {
+    // The node names are gathered only when none is this one's (at every computation, the
+    // usual answer is found at the first endpoint of this node).
+    let weps = || {
+        cfg.workload_endpoints
+            .iter()
+            .map(|w| w.value.spec.node.as_deref())
+    };
+    let nodes: BTreeSet<&str> = if weps().any(|n| n == Some(node)) {
+        BTreeSet::new()
+    } else {
+        weps().flatten().collect()
+    };
+    if !nodes.is_empty() {
         let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
         out.push(Warning::host(format!(
             "node {node} (--node, or the host name) matches no WorkloadEndpoint's spec.node, so no endpoint is programmed here; the files name {}{}",
