@@ -124,6 +124,8 @@ const TYPES: &[(&str, &str)] = &[
     ("IFACE_F_", "u32"),
     ("RT_F_", "u32"),
     ("NAT_F_", "u32"),
+    // weft_failsafe4_key.dir
+    ("FS_", "u8"),
     // the policy classifier's cells (reconciler/src/policy/tables.rs)
     ("POL_CELL_WORDS", "usize"),
     ("POL_STRIDE", "u32"),

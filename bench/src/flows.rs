@@ -154,6 +154,7 @@ pub fn candidates(spec: &RulesetSpec, sport: u16, limit: usize) -> Vec<TestFlow>
                 dport,
                 verdict: Verdict {
                     allow: false,
+                    no_match: false,
                     log: false,
                     rule_id: 0,
                 },
@@ -176,6 +177,7 @@ pub fn candidates(spec: &RulesetSpec, sport: u16, limit: usize) -> Vec<TestFlow>
         dport: 7,
         verdict: Verdict {
             allow: false,
+            no_match: false,
             log: false,
             rule_id: 0,
         },
@@ -201,6 +203,7 @@ pub fn aimed_at(spec: &RulesetSpec, rule_id: u32, sport: u16) -> Vec<TestFlow> {
                 dport,
                 verdict: Verdict {
                     allow: false,
+                    no_match: false,
                     log: false,
                     rule_id: 0,
                 },

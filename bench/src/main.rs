@@ -236,6 +236,7 @@ fn egress_policy() -> RulesetSpec {
         ],
         groups: vec![GroupEnd::Deny(9)],
         default_rule: 10,
+        open_end: false,
     }
 }
 

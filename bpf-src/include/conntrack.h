@@ -79,7 +79,7 @@ WEFT_INLINE bool weft_ct_tcp_finished(const struct weft_ct4_value *v)
 
 /* Creates the entry for a new flow whose first packet is p, approved for one side. */
 WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_pkt4 *p,
-				bool src_is_a, bool approve_src, __u32 ruleset)
+				bool src_is_a, bool approve_src, __u32 ruleset, __u8 flags)
 {
 	struct weft_ct4_value val = {}, *v = &val;
 	struct weft_ct_leg *src_leg, *dst_leg;
@@ -90,6 +90,7 @@ WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_
 	v->created_ns = now;
 	v->last_seen_ns = now;
 	v->type = WEFT_CT_NORMAL;
+	v->flags = flags;
 	if (!src_is_a)
 		v->flags |= WEFT_CT_F_B_ORIGINATED;
 	if (p->proto == IPPROTO_TCP && !weft_tcp_is_syn(p))
@@ -109,7 +110,7 @@ WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_
  */
 WEFT_INLINE int weft_ct4_create_nat(const struct weft_ct4_key *fwd, const struct weft_ct4_key *rev,
 				    const struct weft_pkt4 *p, bool src_is_a, bool approve_src, __u32 ruleset,
-				    __u32 frontend, __u16 frontend_port)
+				    __u32 frontend, __u16 frontend_port, __u8 flags)
 {
 	struct weft_ct4_value val = {}, *v = &val;
 	__u64 now = weft_ct_now();
@@ -117,6 +118,7 @@ WEFT_INLINE int weft_ct4_create_nat(const struct weft_ct4_key *fwd, const struct
 	v->created_ns = now;
 	v->last_seen_ns = now;
 	v->type = WEFT_CT_NAT_REV;
+	v->flags = flags;
 	if (!src_is_a)
 		v->flags |= WEFT_CT_F_B_ORIGINATED;
 	if (p->proto == IPPROTO_TCP && !weft_tcp_is_syn(p))

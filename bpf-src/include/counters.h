@@ -5,6 +5,13 @@
 
 #include "weft_bpf.h"
 
+/* Notes why a packet got its verdict (counted once, on the way out of weft_tc). */
+WEFT_INLINE int weft_verdict(__u32 *reason, __u32 why, int rc)
+{
+	*reason = why;
+	return rc;
+}
+
 WEFT_INLINE void weft_count(__u32 ifindex, __u32 hook, __u32 reason)
 {
 	struct weft_counters_key k = { .ifindex = ifindex, .hook = hook };

@@ -10,8 +10,8 @@
  *   FROM_HEP  tc ingress of a data interface: NodePort / external IP / LoadBalancer NAT
  *   TO_HEP    tc egress of a data interface: replies of translated flows
  *   FROM_NAT  tc ingress of bpfout.weft: host processes' traffic to services
- * Host interfaces carry no policy yet (host endpoints come later): weft only translates there,
- * and passes everything else untouched.
+ * A host interface without a HostEndpoint carries no policy: weft only translates there, and
+ * passes everything else untouched. One with a HostEndpoint adds its stages (hep.h).
  *
  * Service flows get two conntrack entries: NAT_FWD under the tuple the client sent
  * (client -> frontend) pointing at NAT_REV under the translated tuple (client -> backend),
@@ -34,6 +34,7 @@
 #include "nat.h"
 #include "icmp.h"
 #include "events.h"
+#include "hep.h"
 
 
 #define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
@@ -48,36 +49,12 @@ enum weft_nat_action {
 	WEFT_ACT_UNNAT = WEFT_EV_NAT_UNNAT, /* source backend -> frontend */
 };
 
-/* Notes why a packet got its verdict (counted once, on the way out of weft_tc). */
-WEFT_INLINE int weft_verdict(__u32 *reason, __u32 why, int rc)
-{
-	*reason = why;
-	return rc;
-}
-
 WEFT_INLINE bool weft_is_host_addr(__u32 addr)
 {
 	struct weft_route4_key k = { .prefixlen = 32, .addr = addr };
 	struct weft_route_value *rt = bpf_map_lookup_elem(&weft_rt4, &k);
 
 	return rt && (rt->flags & WEFT_RT_F_LOCAL_HOST);
-}
-
-/* The ICMP "port" a ruleset matches on: the flow's first packet's type and code. */
-WEFT_INLINE __u16 weft_icmp_dport(__u8 type, __u8 code)
-{
-	/* A reply is judged as the request that opened its flow. */
-	switch (type) {
-	case ICMP_ECHOREPLY:
-		return ICMP_ECHO << 8;
-	case ICMP_TIMESTAMPREPLY:
-		return ICMP_TIMESTAMP << 8;
-	case ICMP_INFO_REPLY:
-		return ICMP_INFO_REQUEST << 8;
-	case ICMP_ADDRESSREPLY:
-		return ICMP_ADDRESS << 8;
-	}
-	return (type << 8) | code;
 }
 
 /*
@@ -140,6 +117,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 {
 	__u32 ifindex = skb->ifindex;
 	struct weft_iface_value *iface;
+	struct weft_hep_value *hep = NULL;
 	struct weft_ct4_value *ct = NULL, *holder = NULL;
 	struct weft_ct4_key k, post;
 	struct weft_policy_result r = {};
@@ -149,7 +127,11 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	__u32 nat_addr = 0;
 	__u16 nat_port = 0;
 	__u32 ruleset = 0;
+	__u8 ct_flags = 0;
 	bool src_is_a;
+	/* WEFT_HEP_DONE_*: a failsafe port let the packet through, or pre-DNAT policy allowed its
+	 * flow; the host endpoint's policy has nothing more to say. */
+	__u8 hep_done = 0;
 
 	iface = bpf_map_lookup_elem(&weft_iface, &ifindex);
 	if (!iface) {
@@ -161,6 +143,8 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	}
 	if (iface->flags & WEFT_IFACE_F_TRACE)
 		out->flags = WEFT_OUT_F_TRACE;
+	if (WEFT_IS_HEP(hook) && (iface->flags & WEFT_IFACE_F_HEP))
+		hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 
 	out->parse = weft_parse4(skb, p);
 	switch (out->parse) {
@@ -205,6 +189,13 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			out->ct = WEFT_CTR_RELATED;
 			return weft_verdict(reason, WEFT_REASON_ACCEPT_RELATED, WEFT_PASS);
 		}
+	}
+
+	if (hep) {
+		int rc = weft_hep_stateless(hep, hook == WEFT_HOOK_FROM_HEP, p, &hep_done, reason, out);
+
+		if (rc != WEFT_HEP_GO_ON)
+			return rc;
 	}
 
 	src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
@@ -264,6 +255,12 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 
 			if (!weft_ct_approve(iface, &post, holder, ep_is_a, p, out))
 				return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
+		} else if (hep && !hep_done) {
+			/* Arriving, the outside is the source; leaving, the destination. */
+			bool outside_is_a = hook == WEFT_HOOK_FROM_HEP ? src_is_a : !src_is_a;
+
+			if (!weft_hep_approve(hep, &post, holder, outside_is_a, p, out))
+				return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
 		}
 		if (src_is_a)
 			holder->leg_a.tcp_flags |= weft_ct_leg_flags(p);
@@ -276,6 +273,18 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	/* A new flow, originated by this packet's source. */
 	if (out->ct == WEFT_CTR_NONE)
 		out->ct = WEFT_CTR_NEW;
+	if (hep && !hep_done && hook == WEFT_HOOK_FROM_HEP && hep->ruleset_prednat && !p->icmp_error) {
+		/* Pre-DNAT policy sees the destination the client sent to. */
+		weft_hep_flow(true, p, p->daddr, p->dport, &f);
+		weft_policy4(hep->ruleset_prednat, &f, &r);
+		if (!(r.flags & WEFT_VERDICT_F_NO_MATCH)) {
+			weft_count_rule(r.rule_id);
+			weft_note_policy(out, r.action, r.flags, r.rule_id, false);
+			if (r.action != WEFT_ACT_ALLOW)
+				return weft_verdict(reason, WEFT_REASON_DROP_PREDNAT, WEFT_DROP);
+			hep_done = WEFT_HEP_DONE_PREDNAT;
+		}
+	}
 	if (WEFT_DOES_NAT(hook) && !p->icmp_error) {
 		switch (weft_nat_lookup4(p, &nat)) {
 		case WEFT_NAT_OK:
@@ -296,7 +305,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			break;
 		}
 	}
-	if (action == WEFT_ACT_NONE && !WEFT_IS_WEP(hook)) {
+	if (action == WEFT_ACT_NONE && !WEFT_IS_WEP(hook) && !hep) {
 		/* Host traffic that is not for a service: not weft's to judge or track. */
 		if (hook == WEFT_HOOK_FROM_NAT)
 			return weft_verdict(reason, WEFT_REASON_DROP_NAT, WEFT_DROP);
@@ -326,18 +335,33 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
 		if (hook == WEFT_HOOK_FROM_WEP && weft_ep_to_host_action == WEFT_EP_TO_HOST_DROP && weft_is_host_addr(dst))
 			return weft_verdict(reason, WEFT_REASON_DROP_EP_TO_HOST, WEFT_DROP);
+	} else if (hep) {
+		bool in = hook == WEFT_HOOK_FROM_HEP;
+		__u32 dst = action == WEFT_ACT_DNAT ? nat_addr : p->daddr;
+		__u16 dport = action == WEFT_ACT_DNAT ? nat_port : p->dport;
+
+		/* The host endpoint's mark goes on the outside side's leg of the entry made below. */
+		ct_flags = weft_hep_ct_flag(in ? src_is_a : !src_is_a);
+		if (!hep_done) {
+			weft_hep_flow(in, p, dst, dport, &f);
+			if (!weft_hep_allows(hep, in, f.local, f.peer, f.proto, f.sport, f.dport, out))
+				return weft_verdict(reason, WEFT_REASON_DROP_POLICY, WEFT_DROP);
+		}
 	}
 	/* ICMP errors are never flows of their own. */
 	if (p->icmp_error)
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_POLICY, WEFT_PASS);
 
 	if (action == WEFT_ACT_DNAT) {
-		if (weft_ct4_create_nat(&k, &post, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, p->daddr, p->dport))
+		if (weft_ct4_create_nat(&k, &post, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, p->daddr, p->dport,
+					ct_flags))
 			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, WEFT_PASS);
 	}
-	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset))
+	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, ct_flags))
 		return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
+	if (hep_done == WEFT_HEP_DONE_FAILSAFE)
+		return weft_verdict(reason, WEFT_REASON_ACCEPT_FAILSAFE, WEFT_PASS);
 	return weft_verdict(reason, WEFT_REASON_ACCEPT_POLICY, WEFT_PASS);
 }
 

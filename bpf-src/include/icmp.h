@@ -13,6 +13,23 @@
 #define WEFT_ICMP_DEST_UNREACH 3
 #define WEFT_ICMP_PORT_UNREACH 3
 
+/* The ICMP "port" a ruleset matches on: the flow's first packet's type and code. */
+WEFT_INLINE __u16 weft_icmp_dport(__u8 type, __u8 code)
+{
+	/* A reply is judged as the request that opened its flow. */
+	switch (type) {
+	case ICMP_ECHOREPLY:
+		return ICMP_ECHO << 8;
+	case ICMP_TIMESTAMPREPLY:
+		return ICMP_TIMESTAMP << 8;
+	case ICMP_INFO_REPLY:
+		return ICMP_INFO_REQUEST << 8;
+	case ICMP_ADDRESSREPLY:
+		return ICMP_ADDRESS << 8;
+	}
+	return (type << 8) | code;
+}
+
 /* Folds a 32-bit one's complement sum into a checksum. */
 WEFT_INLINE __u16 weft_fold_csum(__u32 sum)
 {

@@ -25,6 +25,23 @@ struct {
 	__type(value, struct weft_iface_value);
 } weft_iface SEC(".maps");
 
+/* Host endpoints' rulesets (weft_maps.h), by ifindex; looked up only where weft_iface says
+ * WEFT_IFACE_F_HEP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1000);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct weft_hep_value);
+} weft_hep SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_failsafe4_key);
+	__type(value, __u32); /* unused */
+} weft_failsafe4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 262144);

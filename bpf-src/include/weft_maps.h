@@ -44,6 +44,10 @@ enum weft_ct_type {
 /* weft_ct4_value.flags */
 #define WEFT_CT_F_B_ORIGINATED 0x01 /* the first packet came from side b */
 #define WEFT_CT_F_MIDFLOW 0x02      /* created from a TCP packet that was not a SYN */
+/* The host endpoint facing side a (b) let the flow through: its policy judges a flow once, on
+ * the flow's first packet through it (as Calico's does: a policy change leaves host flows be). */
+#define WEFT_CT_F_HEP_A 0x04
+#define WEFT_CT_F_HEP_B 0x08
 
 /* weft_ct_leg.tcp_flags: what the side sent */
 #define WEFT_CT_LEG_SYN 0x01
@@ -118,6 +122,7 @@ _Static_assert(sizeof(struct weft_ctgc_args) == 168, "weft_ctgc_args");
 #define WEFT_IFACE_F_DATA 0x02     /* a host interface facing the network (BPFDataIfacePattern) */
 #define WEFT_IFACE_F_NAT 0x04      /* bpfout.weft: host traffic to services routed through weft */
 #define WEFT_IFACE_F_TRACE 0x08    /* bpfLogLevel Debug: trace packets here (weft_trace_flt says which) */
+#define WEFT_IFACE_F_HEP 0x10      /* a host endpoint: weft_hep holds its rulesets */
 
 struct weft_iface_value {
 	__u32 flags;       /* WEFT_IFACE_F_* */
@@ -127,6 +132,44 @@ struct weft_iface_value {
 	char name[16]; /* for logs and dumps only */
 };
 _Static_assert(sizeof(struct weft_iface_value) == 32, "weft_iface_value");
+
+/* ---- Host endpoints ------------------------------------------------------------------------ */
+/*
+ * A host interface a HostEndpoint covers: its rulesets, by the traffic they judge. "In" is
+ * traffic arriving on the interface, "out" traffic leaving by it. A ruleset of 0 means no
+ * policy of its kind selects the endpoint: forwarded traffic then passes, and there is no
+ * untracked or pre-DNAT stage. The normal rulesets are never 0: with nothing selecting they
+ * deny (failsafes aside), as Calico's host endpoints do.
+ */
+struct weft_hep_value {
+	__u32 flags;                 /* none yet */
+	__u32 ruleset_in;            /* to the host's own processes */
+	__u32 ruleset_out;           /* from the host's own processes */
+	__u32 ruleset_fwd_in;        /* forwarded, arriving: applyOnForward policies */
+	__u32 ruleset_fwd_out;       /* forwarded, leaving */
+	__u32 ruleset_prednat;       /* preDNAT policies, arriving, before service NAT */
+	__u32 ruleset_untracked_in;  /* doNotTrack policies, every packet, before conntrack */
+	__u32 ruleset_untracked_out;
+};
+_Static_assert(sizeof(struct weft_hep_value) == 32, "weft_hep_value");
+
+/*
+ * Failsafe ports (FailsafeInboundHostPorts, FailsafeOutboundHostPorts): allowed to and from the
+ * host on a host endpoint whatever the policy, before untracked policy. An LPM trie: dir,
+ * proto and port always match whole (32 bits), then the peer's prefix (the entry's net,
+ * 0.0.0.0/0 when it names none).
+ */
+#define WEFT_FS_IN 0  /* to the host: port is the destination port, addr the source */
+#define WEFT_FS_OUT 1 /* from the host: port is the destination port, addr the destination */
+
+struct weft_failsafe4_key {
+	__u32 prefixlen; /* 32 + the peer prefix's length */
+	__u8 dir;        /* WEFT_FS_* */
+	__u8 proto;
+	__u16 port; /* host order */
+	__u32 addr; /* network order */
+};
+_Static_assert(sizeof(struct weft_failsafe4_key) == 12, "weft_failsafe4_key");
 
 /* ---- Routes -------------------------------------------------------------------------------- */
 
@@ -220,6 +263,10 @@ _Static_assert(sizeof(struct weft_pol_cell) == 64, "weft_pol_cell");
 #define WEFT_ACT_DENY 0
 #define WEFT_ACT_ALLOW 1
 #define WEFT_VERDICT_F_LOG 0x01 /* a Log rule matched before the deciding rule */
+/* No rule decided and the ruleset has no implicit deny (untracked and pre-DNAT policy): the
+ * packet goes on to the next stage. The action is DENY, so a program that ignores the flag
+ * fails closed. */
+#define WEFT_VERDICT_F_NO_MATCH 0x02
 
 /* ---- Services (NAT) ------------------------------------------------------------------------ */
 /*

@@ -29,7 +29,11 @@ enum weft_reason {
 	WEFT_REASON_DROP_SRC_RANGE = 16,  /* client outside loadBalancerSourceRanges */
 	WEFT_REASON_DROP_NAT = 17,        /* translation failed (packet rewrite) */
 	WEFT_REASON_ACCEPT_HOST = 18,     /* host interface traffic that is none of weft's business */
-	WEFT_REASON_MAX = 19,
+	WEFT_REASON_ACCEPT_FAILSAFE = 19, /* host endpoint: a failsafe port */
+	WEFT_REASON_ACCEPT_UNTRACKED = 20, /* host endpoint: allowed by doNotTrack policy, untracked */
+	WEFT_REASON_DROP_UNTRACKED = 21,  /* host endpoint: denied by doNotTrack policy */
+	WEFT_REASON_DROP_PREDNAT = 22,    /* host endpoint: denied by preDNAT policy */
+	WEFT_REASON_MAX = 23,
 };
 
 #endif /* WEFT_REASONS_H */

@@ -369,5 +369,6 @@ pub fn allow_all() -> weft::policy::flat::RulesetSpec {
         }],
         groups: vec![GroupEnd::Deny(2)],
         default_rule: 3,
+        open_end: false,
     }
 }

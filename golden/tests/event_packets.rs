@@ -41,6 +41,7 @@ fn tcp80(allow: u32, deny: u32) -> RulesetSpec {
         }],
         groups: vec![GroupEnd::Deny(deny)],
         default_rule: deny + 1,
+        open_end: false,
     }
 }
 

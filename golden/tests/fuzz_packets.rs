@@ -59,6 +59,7 @@ fn opening(proto: u8, port: u16) -> RulesetSpec {
         }],
         groups: vec![GroupEnd::Deny(2)],
         default_rule: 3,
+        open_end: false,
     }
 }
 

@@ -78,6 +78,7 @@ fn spec(rules: Vec<FlatRule>, groups: Vec<GroupEnd>) -> RulesetSpec {
         rules,
         groups,
         default_rule: 999,
+        open_end: false,
     }
 }
 

@@ -383,6 +383,155 @@ pub fn render_endpoints(rows: &[EndpointRow]) -> String {
     t.render()
 }
 
+// ---- Host endpoints ----------------------------------------------------------------------------
+
+/// The stages a packet through a host endpoint meets, in order (bpf-src/include/hep.h).
+pub const HOST_ENDPOINT_ORDER: [&str; 6] = [
+    "failsafe ports (to and from the host): allowed",
+    "untracked (doNotTrack) policy, every packet: allow passes untracked, deny drops, no match goes on",
+    "conntrack: a flow the host endpoint let through passes",
+    "pre-DNAT policy, arriving, before service NAT: allow skips normal policy, deny drops, no match goes on",
+    "service NAT",
+    "normal policy: the host's own traffic (tiers, profiles, then deny); forwarded traffic (applyOnForward policies; none: allowed)",
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HostEndpointRow {
+    pub ifindex: u32,
+    pub iface: String,
+    pub ruleset_in: u32,
+    pub ruleset_out: u32,
+    pub ruleset_forward_in: u32,
+    pub ruleset_forward_out: u32,
+    pub ruleset_pre_dnat: u32,
+    pub ruleset_untracked_in: u32,
+    pub ruleset_untracked_out: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailsafeRow {
+    pub direction: &'static str,
+    pub protocol: String,
+    pub port: u16,
+    /// The peer's network: the source inbound, the destination outbound.
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HostEndpointsDump {
+    pub order: Vec<&'static str>,
+    pub host_endpoints: Vec<HostEndpointRow>,
+    pub failsafes: Vec<FailsafeRow>,
+}
+
+/// weft_hep and weft_failsafe4 decoded.
+pub fn host_endpoints(
+    hep: &Entries,
+    failsafe: &Entries,
+    name_of: impl Fn(u32) -> Option<String>,
+) -> HostEndpointsDump {
+    let host_endpoints = maps::spec::HEP
+        .decode_all(hep)
+        .map(|(ifindex, v)| HostEndpointRow {
+            ifindex,
+            iface: name_of(ifindex).unwrap_or_else(|| ifindex.to_string()),
+            ruleset_in: v.ruleset_in,
+            ruleset_out: v.ruleset_out,
+            ruleset_forward_in: v.ruleset_fwd_in,
+            ruleset_forward_out: v.ruleset_fwd_out,
+            ruleset_pre_dnat: v.ruleset_prednat,
+            ruleset_untracked_in: v.ruleset_untracked_in,
+            ruleset_untracked_out: v.ruleset_untracked_out,
+        })
+        .collect();
+    let mut failsafes: Vec<(maps::Failsafe4Key, FailsafeRow)> = maps::spec::FAILSAFE4
+        .decode_all(failsafe)
+        .map(|(k, _)| {
+            let net = crate::policy::flat::Net4::new(
+                u32::from(Ipv4Addr::from(k.addr.to_ne_bytes())),
+                (k.prefixlen.saturating_sub(32)) as u8,
+            );
+            (
+                k,
+                FailsafeRow {
+                    direction: if k.dir == maps::FS_IN {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    },
+                    protocol: maps::proto_name(k.proto),
+                    port: k.port,
+                    peer: net.to_string(),
+                },
+            )
+        })
+        .collect();
+    failsafes.sort_by_key(|(k, _)| (k.dir, k.proto, k.port, k.prefixlen));
+    HostEndpointsDump {
+        order: HOST_ENDPOINT_ORDER.to_vec(),
+        host_endpoints,
+        failsafes: failsafes.into_iter().map(|(_, r)| r).collect(),
+    }
+}
+
+pub fn render_host_endpoints(d: &HostEndpointsDump) -> String {
+    let mut out = String::from("Evaluation order on a host endpoint:\n");
+    for (i, o) in d.order.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {o}", i + 1);
+    }
+    out.push('\n');
+    let ruleset = |id: u32| if id == 0 { "-".to_string() } else { hex(id) };
+    let mut t = Table::new(&[
+        ("INTERFACE", false),
+        ("IFINDEX", true),
+        ("IN", false),
+        ("OUT", false),
+        ("FORWARD IN", false),
+        ("FORWARD OUT", false),
+        ("PRE-DNAT", false),
+        ("UNTRACKED IN", false),
+        ("UNTRACKED OUT", false),
+    ]);
+    for r in &d.host_endpoints {
+        t.row(vec![
+            r.iface.clone(),
+            r.ifindex.to_string(),
+            ruleset(r.ruleset_in),
+            ruleset(r.ruleset_out),
+            ruleset(r.ruleset_forward_in),
+            ruleset(r.ruleset_forward_out),
+            ruleset(r.ruleset_pre_dnat),
+            ruleset(r.ruleset_untracked_in),
+            ruleset(r.ruleset_untracked_out),
+        ]);
+    }
+    if d.host_endpoints.is_empty() {
+        out.push_str("No host endpoints.\n");
+    } else {
+        out.push_str(&t.render());
+    }
+    out.push_str("\nFailsafe rules (stage 1), in the order they are looked up:\n");
+    if d.failsafes.is_empty() {
+        out.push_str("  none\n");
+    }
+    for f in &d.failsafes {
+        let _ = writeln!(
+            out,
+            "  {} {} {} {} {}",
+            f.direction,
+            f.protocol,
+            f.port,
+            if f.direction == "inbound" {
+                "from"
+            } else {
+                "to"
+            },
+            f.peer
+        );
+    }
+    out
+}
+
 fn flags_cell(flags: &[&str]) -> String {
     if flags.is_empty() {
         "-".into()
@@ -851,6 +1000,7 @@ mod tests {
             state: HostState::default(),
             settings: Settings::for_node(&Default::default(), &Default::default()),
             warnings: Vec::new(),
+            host_endpoints: Vec::new(),
             endpoints: vec![EndpointSummary {
                 name: "demo/wl".into(),
                 iface: "caliwl".into(),
@@ -882,6 +1032,7 @@ mod tests {
             let classes = addr.iter().map(|(_, c)| *c).max().unwrap_or(0) as usize + 1;
             let deny = Decision::Verdict(Verdict {
                 allow: false,
+                no_match: false,
                 log: false,
                 rule_id: 1,
             });

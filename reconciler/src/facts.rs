@@ -20,6 +20,9 @@ pub struct HostFacts {
     pub owned_links: BTreeMap<String, OwnedLink>,
     /// The host's own IPv4 addresses (every interface's).
     pub host_addrs: BTreeSet<Ipv4Addr>,
+    /// The same addresses by interface index (host endpoints with expectedIPs find their
+    /// interface by them).
+    pub link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
     /// The kernel has TCX (6.6+).
     pub tcx: bool,
     /// The cgroup connect-time load balancing attaches to (the cgroup2 root by default).

@@ -332,6 +332,8 @@ const WRITE_ORDER: &[&str] = &[
     maps::RT4,
     maps::WLADDR4,
     maps::TRACE_FILTER,
+    maps::FAILSAFE4,
+    maps::HEP,
     maps::IFACE,
 ];
 

@@ -20,7 +20,8 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
-    weft_event as Event, weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
+    weft_event as Event, weft_failsafe4_key as Failsafe4Key, weft_hep_value as HepValue,
+    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
     weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
     weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
     weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
@@ -31,6 +32,8 @@ pub use types::{
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
 pub const CT4: &str = spec::CT4.name;
 pub const IFACE: &str = spec::IFACE.name;
+pub const HEP: &str = spec::HEP.name;
+pub const FAILSAFE4: &str = spec::FAILSAFE4.name;
 pub const RT4: &str = spec::RT4.name;
 pub const WLADDR4: &str = spec::WLADDR4.name;
 pub const POL_RS: &str = spec::POL_RS.name;
@@ -59,6 +62,13 @@ pub mod spec {
     pub const IFACE: MapSpec<u32, IfaceValue> = MapSpec::new("weft_iface", |s| s.if_state)
         .sized_by("bpfMapSizeIfState")
         .rendered(render_iface);
+    /// ifindex -> a host endpoint's rulesets, by stage and direction.
+    pub const HEP: MapSpec<u32, HepValue> = MapSpec::new("weft_hep", |s| s.if_state)
+        .sized_by("bpfMapSizeIfState")
+        .rendered(render_hep);
+    /// Failsafe ports: (direction, protocol, port, peer prefix).
+    pub const FAILSAFE4: MapSpec<Failsafe4Key, u32> =
+        MapSpec::new("weft_failsafe4", |_| FAILSAFE_MAX).rendered(render_failsafe);
     /// Destinations by longest prefix.
     pub const RT4: MapSpec<Route4Key, RouteValue> = MapSpec::new("weft_rt4", |s| s.route)
         .sized_by("bpfMapSizeRoute")
@@ -120,9 +130,11 @@ pub mod spec {
             .rendered(render_trace_filter);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 18] = [
+    pub static ALL: [&dyn AnyMapSpec; 20] = [
         &CT4,
         &IFACE,
+        &HEP,
+        &FAILSAFE4,
         &RT4,
         &WLADDR4,
         &POL_RS,
@@ -262,6 +274,8 @@ impl<K: Plain, V: Plain> AnyMapSpec for MapSpec<K, V> {
 /// desired state too, but of its own kind: `HostState::rulesets`.
 pub const RECONCILED: &[&str] = &[
     IFACE,
+    HEP,
+    FAILSAFE4,
     RT4,
     WLADDR4,
     NAT_FE4,
@@ -276,12 +290,12 @@ pub use crate::abi::{
     CTR_ESTABLISHED, CTR_NAT_FWD, CTR_NAT_REV, CTR_NEW, CTR_NONE, CTR_RELATED, CTR_REUSED,
     CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN, CT_NAT_FWD,
     CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW, EV_F_EP_ORIGINATED, EV_F_LOG,
-    EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, HOOK_FROM_HEP,
-    HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, IFACE_F_DATA, IFACE_F_NAT,
-    IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN, LOST_SLOTS, LOST_TRACE,
-    LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES, RT_F_IN_POOL,
-    RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING, RT_F_REMOTE_WORKLOAD, TF_F_IPV4,
-    TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
+    EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, FS_IN, FS_OUT,
+    HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, IFACE_F_DATA,
+    IFACE_F_HEP, IFACE_F_NAT, IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN,
+    LOST_SLOTS, LOST_TRACE, LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES,
+    RT_F_IN_POOL, RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING, RT_F_REMOTE_WORKLOAD,
+    TF_F_IPV4, TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
 };
 /// enum weft_parse_result (bpf-src/include/parse.h), by value (`crate::abi::PARSE_*`; a test
 /// holds each name to its value).
@@ -294,6 +308,10 @@ pub const PARSE_RESULTS: &[&str] = &[
     "bad-ipv4",
     "fragment",
 ];
+/// Failsafe entries the map holds: the two lists of FelixConfiguration, each port a range at
+/// most (a range of n ports is n entries).
+pub const FAILSAFE_MAX: u32 = 1024;
+
 /// weft_iface_value.flags by name.
 pub fn iface_flags(f: u32) -> Vec<&'static str> {
     [
@@ -301,6 +319,7 @@ pub fn iface_flags(f: u32) -> Vec<&'static str> {
         (IFACE_F_DATA, "data"),
         (IFACE_F_NAT, "nat"),
         (IFACE_F_TRACE, "trace"),
+        (IFACE_F_HEP, "host-endpoint"),
     ]
     .iter()
     .filter(|(bit, _)| f & bit != 0)
@@ -357,6 +376,8 @@ pub unsafe trait Plain: Copy + Default + 'static {
 unsafe impl Plain for Ct4Key {}
 unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
+unsafe impl Plain for HepValue {}
+unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for RouteValue {}
 unsafe impl Plain for CountersKey {}
@@ -549,6 +570,35 @@ fn render_iface(k: &u32, v: &IfaceValue, _: &Names) -> String {
     )
 }
 
+fn render_hep(k: &u32, v: &HepValue, _: &Names) -> String {
+    format!(
+        "ifindex {k} in {:#010x} out {:#010x} forward-in {:#010x} forward-out {:#010x} pre-dnat {:#010x} untracked-in {:#010x} untracked-out {:#010x}",
+        v.ruleset_in,
+        v.ruleset_out,
+        v.ruleset_fwd_in,
+        v.ruleset_fwd_out,
+        v.ruleset_prednat,
+        v.ruleset_untracked_in,
+        v.ruleset_untracked_out
+    )
+}
+
+fn render_failsafe(k: &Failsafe4Key, _: &u32, _: &Names) -> String {
+    format!(
+        "{} {} {} {} {}/{}",
+        if k.dir == FS_IN {
+            "inbound"
+        } else {
+            "outbound"
+        },
+        proto_name(k.proto),
+        k.port,
+        if k.dir == FS_IN { "from" } else { "to" },
+        ip(k.addr),
+        k.prefixlen.saturating_sub(32)
+    )
+}
+
 fn render_wladdr(addr: &u32, ifindex: &u32, _: &Names) -> String {
     format!("{} from ifindex {ifindex}", ip(*addr))
 }
@@ -628,7 +678,7 @@ fn render_source_range(k: &NatSrcKey, _: &u32, names: &Names) -> String {
     )
 }
 
-fn proto_name(p: u8) -> String {
+pub fn proto_name(p: u8) -> String {
     match p {
         6 => "tcp".into(),
         17 => "udp".into(),

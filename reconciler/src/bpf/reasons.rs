@@ -23,19 +23,25 @@ pub const REASONS: [&str; MAX] = [
     "drop-source-range",
     "drop-nat",
     "accept-host",
+    "accept-failsafe",
+    "accept-untracked",
+    "drop-untracked",
+    "drop-prednat",
 ];
 
 // The indexes, generated from weft_reasons.h (see `crate::abi`).
 pub use crate::abi::{
     REASON_ACCEPT_ARP as ACCEPT_ARP, REASON_ACCEPT_CT as ACCEPT_CT,
-    REASON_ACCEPT_HOST as ACCEPT_HOST, REASON_ACCEPT_NAT as ACCEPT_NAT,
-    REASON_ACCEPT_POLICY as ACCEPT_POLICY, REASON_ACCEPT_RELATED as ACCEPT_RELATED,
+    REASON_ACCEPT_FAILSAFE as ACCEPT_FAILSAFE, REASON_ACCEPT_HOST as ACCEPT_HOST,
+    REASON_ACCEPT_NAT as ACCEPT_NAT, REASON_ACCEPT_POLICY as ACCEPT_POLICY,
+    REASON_ACCEPT_RELATED as ACCEPT_RELATED, REASON_ACCEPT_UNTRACKED as ACCEPT_UNTRACKED,
     REASON_DROP_BAD_IP as DROP_BAD_IP, REASON_DROP_CT_FULL as DROP_CT_FULL,
     REASON_DROP_EP_TO_HOST as DROP_EP_TO_HOST, REASON_DROP_ETHERTYPE as DROP_ETHERTYPE,
     REASON_DROP_FRAGMENT as DROP_FRAGMENT, REASON_DROP_IPV6 as DROP_IPV6,
     REASON_DROP_NAT as DROP_NAT, REASON_DROP_NO_IFACE as DROP_NO_IFACE,
-    REASON_DROP_POLICY as DROP_POLICY, REASON_DROP_SHORT as DROP_SHORT,
-    REASON_DROP_SPOOFED as DROP_SPOOFED, REASON_DROP_SRC_RANGE as DROP_SRC_RANGE,
+    REASON_DROP_POLICY as DROP_POLICY, REASON_DROP_PREDNAT as DROP_PREDNAT,
+    REASON_DROP_SHORT as DROP_SHORT, REASON_DROP_SPOOFED as DROP_SPOOFED,
+    REASON_DROP_SRC_RANGE as DROP_SRC_RANGE, REASON_DROP_UNTRACKED as DROP_UNTRACKED,
     REASON_MAX as MAX, REASON_REJECT_NO_BACKEND as REJECT_NO_BACKEND,
 };
 
@@ -69,6 +75,10 @@ mod tests {
             (DROP_SRC_RANGE, "drop-source-range"),
             (DROP_NAT, "drop-nat"),
             (ACCEPT_HOST, "accept-host"),
+            (ACCEPT_FAILSAFE, "accept-failsafe"),
+            (ACCEPT_UNTRACKED, "accept-untracked"),
+            (DROP_UNTRACKED, "drop-untracked"),
+            (DROP_PREDNAT, "drop-prednat"),
         ] {
             assert_eq!(REASONS[index], name);
         }

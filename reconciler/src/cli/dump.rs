@@ -49,6 +49,14 @@ pub enum What {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Host endpoints (weft_hep): each covered interface's rulesets by stage, the evaluation
+    /// order, and the failsafe rules (weft_failsafe4).
+    HostEndpoints {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Service frontends (weft_nat_fe4) with their backends; DIR, if given, names the services.
     Nat {
         dir: Option<PathBuf>,
@@ -177,6 +185,15 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             let h = host.open().await?;
             let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));
             print(json.on(), &rows, |r| dump::render_endpoints(r));
+        }
+        What::HostEndpoints { host, json } => {
+            let h = host.open().await?;
+            let d = dump::host_endpoints(
+                &dump::read_map(&h.pins, maps::HEP)?,
+                &dump::read_map(&h.pins, maps::FAILSAFE4)?,
+                name_of(&h),
+            );
+            print(json.on(), &d, dump::render_host_endpoints);
         }
         What::Conntrack { host, json } => {
             let h = host.open().await?;

@@ -30,6 +30,7 @@ use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
 use crate::services::{ServiceSettings, ServiceTables};
 pub mod computed;
+pub mod hosts;
 pub use computed::Computed;
 
 use crate::warning::{self, Warning};
@@ -150,6 +151,7 @@ pub struct Desired {
     /// Things the user should know that do not stop the apply, in `warning::order`.
     pub warnings: Vec<Warning>,
     pub endpoints: Vec<EndpointSummary>,
+    pub host_endpoints: Vec<hosts::HostEndpointSummary>,
     /// Per (endpoint name, direction): its rules in evaluation order, with ids.
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
     /// What service ids stand for.
@@ -357,7 +359,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
 
 /// What `cfg` leaves silently undone on node `node`, said: what the files' own loading noted
 /// (`Config::warnings`), a node name that no WorkloadEndpoint names (a `--node` typo would
-/// otherwise program nothing and say nothing), and HostEndpoints, which weft does not program.
+/// otherwise program nothing and say nothing).
 fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
     let mut out: Vec<Warning> = cfg
         .warnings
@@ -390,18 +392,6 @@ fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
             shown.join(", "),
             if nodes.len() > shown.len() { ", ..." } else { "" }
         )));
-    }
-    for h in &cfg.host_endpoints {
-        let hep = &h.value;
-        if hep.spec.node.as_deref().is_none_or(|n| n == node) {
-            out.push(Warning::resource(
-                format!("HostEndpoint {}", hep.metadata.name),
-                format!(
-                    "{}: HostEndpoint {}: weft does not program host endpoints yet; the host's own interfaces are not policed",
-                    h.source, hep.metadata.name
-                ),
-            ));
-        }
     }
     out
 }
@@ -446,6 +436,7 @@ fn desired_from(
         settings: settings.clone(),
         warnings: Vec::new(),
         endpoints: Vec::new(),
+        host_endpoints: Vec::new(),
         rules: BTreeMap::new(),
         services: BTreeMap::new(),
         ip_sets: BTreeMap::new(),
@@ -491,7 +482,8 @@ fn desired_from(
     }
     d.warnings.extend(svc.warnings.iter().cloned());
     d.warnings.extend(config_warnings(cfg, &facts.node));
-    if local.is_empty() && svc.is_empty() {
+    let covered = hosts::covered(cfg, facts, &by_iface, &mut d.warnings);
+    if local.is_empty() && svc.is_empty() && covered.is_empty() {
         warning::order(&mut d.warnings);
         return Ok(d);
     }
@@ -521,11 +513,29 @@ fn desired_from(
         add(maps::RT4, maps::entry(&k, &v));
     }
 
-    if !local.is_empty() {
-        workloads(cfg, &settings, local, cache, &mut d, &mut add)?;
+    if !local.is_empty() || !covered.is_empty() {
+        let index =
+            PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
+        workloads(cfg, &settings, local, &index, cache, &mut d, &mut add)?;
+        hosts::rulesets(cfg, facts, &covered, &index, cache, &mut d, &mut add)?;
+        d.ip_sets = index.ip_sets();
+        cache.selections = index.into_selections();
+        cache.sweep();
     }
+    if !covered.is_empty() {
+        hosts::failsafes(cfg, facts, &mut add);
+    }
+    host_interfaces(
+        &settings,
+        facts,
+        !svc.is_empty(),
+        &covered,
+        &by_iface,
+        &mut d,
+        &mut add,
+    )?;
     if !svc.is_empty() {
-        service_plumbing(&settings, facts, &svc, &by_iface, &mut d, &mut add)?;
+        service_plumbing(&settings, facts, &svc, &mut d, &mut add);
         d.services = svc.names;
         // The NAT maps hold the services' entries and nothing else: moved in whole.
         for (map, e) in [
@@ -600,13 +610,12 @@ fn workloads(
     cfg: &Config,
     settings: &Settings,
     local: Vec<(&weft_model::Item<weft_model::WorkloadEndpoint>, u32)>,
+    index: &PolicyIndex,
     cache: &mut crate::policy::Cache,
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
     let _p = crate::timing::phase("desired: workloads");
-    let index =
-        PolicyIndex::with_selections(cfg, entities(cfg), std::mem::take(&mut cache.selections));
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
@@ -694,40 +703,46 @@ fn workloads(
             ruleset_egress: ids[&Direction::Egress],
         });
     }
-    d.ip_sets = index.ip_sets();
-    cache.selections = index.into_selections();
-    cache.sweep();
     Ok(())
 }
 
-/// The data interfaces' programs, and the bpfin/bpfout pair with its routes (the NAT tables'
-/// entries are the caller's to move in).
-fn service_plumbing(
+/// The host interfaces weft attaches to: the data interfaces (BPFDataIfacePattern), where
+/// NodePort and external traffic arrives, when there are services; and the interfaces host
+/// endpoints cover.
+fn host_interfaces(
     settings: &Settings,
     facts: &HostFacts,
-    svc: &ServiceTables,
+    services: bool,
+    covered: &[hosts::Covered],
     workload_ifaces: &BTreeMap<&str, String>,
     d: &mut Desired,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
-    // Data interfaces: where NodePort and external traffic arrives.
-    let pattern = regex_lite::Regex::new(&settings.data_ifaces).map_err(|e| {
-        DesiredError::DataIfacePattern {
-            pattern: settings.data_ifaces.clone(),
-            message: e.to_string(),
+    let mut flags: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    if services {
+        let pattern = regex_lite::Regex::new(&settings.data_ifaces).map_err(|e| {
+            DesiredError::DataIfacePattern {
+                pattern: settings.data_ifaces.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        for (name, &ifindex) in &facts.links {
+            if pattern.is_match(name)
+                && !workload_ifaces.contains_key(name.as_str())
+                && name != NAT_IN
+                && name != NAT_OUT
+                && name != "lo"
+            {
+                flags.insert(name, (ifindex, maps::IFACE_F_DATA));
+            }
         }
-    })?;
-    for (name, &ifindex) in &facts.links {
-        if !pattern.is_match(name)
-            || workload_ifaces.contains_key(name.as_str())
-            || name == NAT_IN
-            || name == NAT_OUT
-            || name == "lo"
-        {
-            continue;
-        }
+    }
+    for c in covered {
+        flags.entry(&c.iface).or_insert((c.ifindex, 0)).1 |= maps::IFACE_F_HEP;
+    }
+    for (name, (ifindex, flags)) in flags {
         let iv = IfaceValue {
-            flags: maps::IFACE_F_DATA,
+            flags,
             ruleset_in: 0,
             ruleset_out: 0,
             pad: 0,
@@ -735,13 +750,18 @@ fn service_plumbing(
         };
         add(maps::IFACE, maps::entry(&ifindex, &iv));
         // Translated NodePort and external traffic is forwarded on to the backend.
+        let sysctls = if flags & maps::IFACE_F_DATA != 0 {
+            DATA_SYSCTLS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         d.state.links.insert(
-            name.clone(),
+            name.to_string(),
             LinkState {
-                sysctls: DATA_SYSCTLS
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                sysctls,
                 owned: None,
             },
         );
@@ -750,7 +770,7 @@ fn service_plumbing(
             (Hook::Egress, "weft_to_hep"),
         ] {
             d.state.attachments.insert(
-                (name.clone(), hook),
+                (name.to_string(), hook),
                 AttachmentState {
                     program: prog.into(),
                     mode: settings.attach,
@@ -759,7 +779,18 @@ fn service_plumbing(
             program(d, prog, settings);
         }
     }
+    Ok(())
+}
 
+/// The bpfin/bpfout pair with its routes, and connect-time load balancing (the NAT tables'
+/// entries are the caller's to move in).
+fn service_plumbing(
+    settings: &Settings,
+    facts: &HostFacts,
+    svc: &ServiceTables,
+    d: &mut Desired,
+    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+) {
     // Host processes' traffic to services that the socket layer does not translate.
     if settings.host_nat {
         d.state.links.insert(
@@ -852,7 +883,6 @@ fn service_plumbing(
             )),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

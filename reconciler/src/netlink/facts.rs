@@ -1,7 +1,8 @@
 //! The host's facts (`facts::HostFacts`) as the kernel tells them: interfaces, weft's own
 //! devices, addresses, and what the kernel supports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use super::{Netlink, NetlinkError};
 use crate::facts::HostFacts;
@@ -31,12 +32,11 @@ pub async fn gather(
         })
         .collect();
     let links = all.into_iter().map(|l| (l.name, l.index)).collect();
-    let host_addrs = nl
-        .addresses_v4()
-        .await?
-        .into_iter()
-        .map(|(_, a, _)| a)
-        .collect();
+    let mut link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    for (index, a, _) in nl.addresses_v4().await? {
+        link_addrs.entry(index).or_default().insert(a);
+    }
+    let host_addrs = link_addrs.values().flatten().copied().collect();
     // A kernel without cgroup socket-address programs has no connect-time load balancing,
     // as a host without cgroup2 has none (desired state says so).
     let cgroup = cgroup
@@ -47,6 +47,7 @@ pub async fn gather(
         links,
         owned_links,
         host_addrs,
+        link_addrs,
         tcx: crate::bpf::link::tcx_supported(),
         cgroup,
         netns_cookie: crate::bpf::link::netns_cookie(),

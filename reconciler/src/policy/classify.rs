@@ -230,6 +230,7 @@ pub fn compile_with(spec: &RulesetSpec, memo: &mut Memo) -> Result<Compiled, Com
             });
         }
         fp.add(u64::from(spec.default_rule));
+        fp.add(u64::from(spec.open_end));
         let mut rank = vec![0u32; spec.rules.len()];
         let mut seen = 0u32;
         let mut next = rules.iter().peekable();
@@ -323,9 +324,12 @@ fn steps_id(steps: &Steps<Decision>) -> u128 {
         k.add(*start);
         match d {
             Decision::Defer => k.add(u64::MAX),
-            Decision::Verdict(v) => {
-                k.add(u64::from(v.rule_id) << 2 | u64::from(v.allow) << 1 | u64::from(v.log))
-            }
+            Decision::Verdict(v) => k.add(
+                u64::from(v.rule_id) << 3
+                    | u64::from(v.no_match) << 2
+                    | u64::from(v.allow) << 1
+                    | u64::from(v.log),
+            ),
         }
     }
     k.get()
@@ -731,6 +735,7 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
                 FlatAction::Allow | FlatAction::Deny => {
                     return Verdict {
                         allow: rule.action == FlatAction::Allow,
+                        no_match: false,
                         log,
                         rule_id: rule.id,
                     }
@@ -743,6 +748,7 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
             if let GroupEnd::Deny(id) = end {
                 return Verdict {
                     allow: false,
+                    no_match: false,
                     log,
                     rule_id: *id,
                 };
@@ -751,6 +757,7 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
     }
     Verdict {
         allow: false,
+        no_match: spec.open_end,
         log,
         rule_id: spec.default_rule,
     }
@@ -970,6 +977,7 @@ mod tests {
             )],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
+            open_end: false,
         };
         let c = check_all(
             &spec,
@@ -1021,6 +1029,7 @@ mod tests {
             ],
             groups: vec![GroupEnd::Deny(100), GroupEnd::Pass],
             default_rule: 999,
+            open_end: false,
         };
         check_all(
             &spec,
@@ -1063,6 +1072,7 @@ mod tests {
             ],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
+            open_end: false,
         };
         let c = check_all(
             &spec,
@@ -1099,6 +1109,7 @@ mod tests {
             ],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
+            open_end: false,
         };
         let c = check_all(
             &spec,
@@ -1124,6 +1135,7 @@ mod tests {
             rules: vec![r1, r2],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
+            open_end: false,
         };
         let mut flows = Vec::new();
         for local in 0..3 {
@@ -1255,6 +1267,9 @@ mod tests {
                 rules,
                 groups,
                 default_rule: 999,
+                // Untracked and pre-DNAT rulesets leave what they do not decide to the next
+                // stage.
+                open_end: rnd(3) == 0,
             };
             let mut flows = Vec::new();
             for _ in 0..60 {

@@ -210,12 +210,18 @@ pub struct RulesetSpec {
     pub groups: Vec<GroupEnd>,
     /// Counts the flows that every group passed on and nothing allowed.
     pub default_rule: u32,
+    /// What no rule decided goes on to the next stage rather than being denied: untracked
+    /// and pre-DNAT policy, whose tiers all end in Pass.
+    pub open_end: bool,
 }
 
 /// The decision for a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Verdict {
     pub allow: bool,
+    /// No rule decided and the ruleset has no implicit deny (`RulesetSpec::open_end`): the
+    /// flow goes on to the next stage. `allow` is false.
+    pub no_match: bool,
     /// A Log rule matched before the deciding rule.
     pub log: bool,
     pub rule_id: u32,
@@ -251,6 +257,7 @@ impl RulesetSpec {
                     FlatAction::Allow | FlatAction::Deny => {
                         decided = Some(Verdict {
                             allow: r.action == FlatAction::Allow,
+                            no_match: false,
                             log,
                             rule_id: r.id,
                         })
@@ -266,6 +273,7 @@ impl RulesetSpec {
                 if let GroupEnd::Deny(id) = self.groups[group] {
                     return Verdict {
                         allow: false,
+                        no_match: false,
                         log,
                         rule_id: id,
                     };
@@ -275,6 +283,7 @@ impl RulesetSpec {
         }
         Verdict {
             allow: false,
+            no_match: self.open_end,
             log,
             rule_id: self.default_rule,
         }

@@ -246,6 +246,7 @@ impl<'c> Reference<'c> {
                         Action::Allow | Action::Deny => {
                             return Verdict {
                                 allow: r.action == Action::Allow,
+                                no_match: false,
                                 log,
                                 rule_id: id,
                             }
@@ -272,6 +273,7 @@ impl<'c> Reference<'c> {
                 ));
                 return Verdict {
                     allow: false,
+                    no_match: false,
                     log,
                     rule_id: rule_id(&tier_end_origin(&tier.name), dir, None),
                 };
@@ -300,6 +302,7 @@ impl<'c> Reference<'c> {
                     Action::Allow | Action::Deny | Action::Pass => {
                         return Verdict {
                             allow: r.action == Action::Allow,
+                            no_match: false,
                             log,
                             rule_id: id,
                         }
@@ -311,6 +314,7 @@ impl<'c> Reference<'c> {
         note("no tier decided and no profile allowed: denied".into());
         Verdict {
             allow: false,
+            no_match: false,
             log,
             rule_id: rule_id(DEFAULT_DENY_ORIGIN, dir, None),
         }

@@ -45,6 +45,51 @@ impl fmt::Display for Direction {
     }
 }
 
+/// Which policies decide a ruleset, and how it ends: Calico's stages. A workload endpoint has
+/// only the normal stage; a host endpoint has all four.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The endpoint's own traffic (for a host endpoint, the host's processes'): every policy
+    /// but doNotTrack and preDNAT ones, each tier ending in deny, then the profiles, then deny.
+    Normal,
+    /// Traffic a host endpoint forwards: its applyOnForward policies, each tier ending in
+    /// deny, then deny; no profiles. With no such policy there is no ruleset: it passes.
+    Forward,
+    /// Arriving at a host endpoint, before service NAT: preDNAT policies. What they do not
+    /// decide goes on to the normal stage (no tier ends in deny, nothing denies at the end).
+    PreDnat,
+    /// Every packet through a host endpoint, before conntrack: doNotTrack policies; open
+    /// ended like preDNAT.
+    Untracked,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Normal => "normal",
+            Stage::Forward => "forward",
+            Stage::PreDnat => "pre-dnat",
+            Stage::Untracked => "untracked",
+        }
+    }
+
+    /// Whether policy `p` belongs to this stage.
+    fn takes(self, p: &PolicyIr) -> bool {
+        match self {
+            Stage::Normal => !p.do_not_track && !p.pre_dnat,
+            Stage::Forward => !p.do_not_track && !p.pre_dnat && p.apply_on_forward,
+            Stage::PreDnat => p.pre_dnat,
+            Stage::Untracked => p.do_not_track,
+        }
+    }
+
+    /// Whether what no rule decides goes on to the next stage.
+    fn open_end(self) -> bool {
+        matches!(self, Stage::PreDnat | Stage::Untracked)
+    }
+}
+
 /// Something a selector can pick, with the addresses and named ports it stands for.
 #[derive(Clone, Debug)]
 pub struct Entity {
@@ -103,6 +148,8 @@ pub fn tier_end_origin(tier: &str) -> String {
 
 /// The pseudo-rule that denies what no tier decided and no profile allowed.
 pub const DEFAULT_DENY_ORIGIN: &str = "default deny (no policy or profile allowed it)";
+/// What an open-ended stage's rulesets count the flows they leave undecided against.
+pub const NO_MATCH_ORIGIN: &str = "no match (on to the next stage)";
 
 /// Names rules stably: a hash of where they come from (never 0, which the programs read as
 /// "no verdict").
@@ -343,6 +390,17 @@ impl<'c> PolicyIndex<'c> {
     /// The ordered rules that decide workload endpoint `ep`'s flows in `dir`, and what each
     /// rule id stands for.
     pub fn ruleset(&self, ep: &Endpoint, dir: Direction) -> (RulesetSpec, Vec<RuleInfo>) {
+        self.stage_ruleset(ep, dir, Stage::Normal)
+    }
+
+    /// The ordered rules of `stage` that decide endpoint `ep`'s flows in `dir`, and what each
+    /// rule id stands for. A stage no policy (or profile) takes part in has no groups.
+    pub fn stage_ruleset(
+        &self,
+        ep: &Endpoint,
+        dir: Direction,
+        stage: Stage,
+    ) -> (RulesetSpec, Vec<RuleInfo>) {
         let mut b = Builder {
             index: self,
             ep,
@@ -366,7 +424,7 @@ impl<'c> PolicyIndex<'c> {
                 // doNotTrack and preDNAT policies are for host endpoints: Calico never applies
                 // them to workloads (felix/calc/event_sequencer.go sorts them into host
                 // endpoints' untracked and pre-DNAT tiers).
-                .filter(|p| !p.do_not_track && !p.pre_dnat)
+                .filter(|p| stage.takes(p))
                 .filter(|p| p.selector.matches(&ep.labels))
                 .collect();
             if selecting.is_empty() {
@@ -383,7 +441,7 @@ impl<'c> PolicyIndex<'c> {
                     b.rule(&origin, r, group, false);
                 }
             }
-            let end = if *pass {
+            let end = if *pass || stage.open_end() {
                 GroupEnd::Pass
             } else {
                 let origin = tier_end_origin(tier);
@@ -399,7 +457,12 @@ impl<'c> PolicyIndex<'c> {
             };
             b.spec.groups.push(end);
         }
-        for profile in &ep.profiles {
+        let profiles = if stage == Stage::Normal {
+            &ep.profiles[..]
+        } else {
+            &[]
+        };
+        for profile in profiles {
             let Some((ingress, egress)) = self.config.profile_rules(profile) else {
                 continue;
             };
@@ -414,16 +477,21 @@ impl<'c> PolicyIndex<'c> {
             }
             b.spec.groups.push(GroupEnd::Pass);
         }
-        let origin = DEFAULT_DENY_ORIGIN.to_string();
-        let id = rule_id(&origin, dir, None);
+        let (origin, action) = if stage.open_end() {
+            (NO_MATCH_ORIGIN, "on to the next stage")
+        } else {
+            (DEFAULT_DENY_ORIGIN, "Deny (default)")
+        };
+        let id = rule_id(origin, dir, None);
         b.info.push(RuleInfo {
             id,
-            origin,
+            origin: origin.to_string(),
             direction: dir,
             index: None,
-            action: "Deny (default)".into(),
+            action: action.into(),
         });
         b.spec.default_rule = id;
+        b.spec.open_end = stage.open_end();
         (b.spec, b.info)
     }
 }

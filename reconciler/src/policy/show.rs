@@ -101,7 +101,13 @@ pub fn render(id: u32, cells: &Cells, rules: &BTreeMap<u32, String>) -> Vec<Stri
                 Decision::Defer => "background".to_string(),
                 Decision::Verdict(v) => format!(
                     "{} rule {:#010x}{}{}",
-                    if v.allow { "allow" } else { "deny" },
+                    if v.allow {
+                        "allow"
+                    } else if v.no_match {
+                        "no-match"
+                    } else {
+                        "deny"
+                    },
                     v.rule_id,
                     if v.log { " log" } else { "" },
                     rules

@@ -29,7 +29,8 @@ pub type Cell = [u32; CELL_WORDS];
 //   of them follow from H_LOCAL0 on (then no local trie: a context lookup compares a few words
 //   instead of walking 8 cells).
 // - MAGIC: "wpl1", the layout this code writes and reads.
-// - a verdict's two words: action (ACT_ALLOW) | flags (VERDICT_F_LOG) << 8, then the rule id.
+// - a verdict's two words: action (ACT_ALLOW) | flags (VERDICT_F_LOG, VERDICT_F_NO_MATCH) << 8,
+//   then the rule id.
 pub use crate::abi::{
     ACT_ALLOW, POL_CELL_WORDS as CELL_WORDS, POL_H_ADDR_ROOT as H_ADDR_ROOT,
     POL_H_BACKGROUND as H_BACKGROUND, POL_H_CELLS as H_CELLS, POL_H_CONTEXTS as H_CONTEXTS,
@@ -37,7 +38,7 @@ pub use crate::abi::{
     POL_H_LOCAL0 as H_LOCAL0, POL_H_LOCALS as H_LOCALS, POL_H_LOCAL_ROOT as H_LOCAL_ROOT,
     POL_H_MAGIC as H_MAGIC, POL_H_ROWS as H_ROWS, POL_H_VERDICTS as H_VERDICTS,
     POL_INLINE_LOCALS as INLINE_LOCALS, POL_LEAF as LEAF, POL_MAGIC as MAGIC, POL_STRIDE as STRIDE,
-    VERDICT_F_LOG,
+    VERDICT_F_LOG, VERDICT_F_NO_MATCH,
 };
 
 /// The cells of one ruleset.
@@ -326,7 +327,9 @@ fn window<'a, V>(w: &'a [(u64, V)], j: &mut usize, base: u64, bits: u32) -> (&'a
 
 fn verdict_words(v: &Verdict) -> [u32; 2] {
     [
-        (u32::from(v.allow) * ACT_ALLOW) | ((if v.log { VERDICT_F_LOG } else { 0 }) << 8),
+        (u32::from(v.allow) * ACT_ALLOW)
+            | ((if v.log { VERDICT_F_LOG } else { 0 }) << 8)
+            | ((if v.no_match { VERDICT_F_NO_MATCH } else { 0 }) << 8),
         v.rule_id,
     ]
 }
@@ -604,6 +607,7 @@ fn verdict(cells: &Cells, h: &Header, i: u32) -> Result<Verdict, DecodeError> {
     match (a, id) {
         (Some(a), Some(rule_id)) => Ok(Verdict {
             allow: a & 0xff == ACT_ALLOW,
+            no_match: (a >> 8) & VERDICT_F_NO_MATCH != 0,
             log: (a >> 8) & VERDICT_F_LOG != 0,
             rule_id,
         }),
@@ -842,6 +846,7 @@ mod tests {
             ],
             groups: vec![GroupEnd::Deny(100)],
             default_rule: 999,
+            open_end: false,
         }
     }
 
