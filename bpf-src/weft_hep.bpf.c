@@ -9,13 +9,16 @@
  *   weft_to_hep    tc egress of a data interface: replies of translated flows
  *   weft_from_nat  tc ingress of bpfout.weft: host processes' packets to services, routed into
  *                  bpfin.weft, translated here
+ *   weft_xdp       XDP of a host endpoint's interface: its untracked ingress policy's drops
  *
- * These interfaces carry no policy yet (host endpoints come later): anything that is not a
- * service flow passes untouched. The pipeline is in include/flow.h.
+ * An interface without a HostEndpoint carries no policy: anything that is not a service flow
+ * passes untouched. The pipeline is in include/flow.h, a host endpoint's stages in
+ * include/hep.h, the XDP program in include/xdp.h.
  */
 #include "weft_bpf.h"
 #include "weft_defs_maps.h"
 #include "flow.h"
+#include "xdp.h"
 
 SEC("tc")
 int weft_from_hep(struct __sk_buff *skb)
@@ -33,6 +36,12 @@ SEC("tc")
 int weft_from_nat(struct __sk_buff *skb)
 {
 	return weft_tc(skb, WEFT_HOOK_FROM_NAT);
+}
+
+SEC("xdp")
+int weft_xdp(struct xdp_md *ctx)
+{
+	return weft_xdp_untracked(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

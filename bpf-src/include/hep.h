@@ -30,8 +30,8 @@
 
 #define WEFT_IS_HEP(hook) ((hook) == WEFT_HOOK_FROM_HEP || (hook) == WEFT_HOOK_TO_HEP)
 
-/* What stage 2 leaves to the rest of the pipeline. */
-#define WEFT_HEP_GO_ON -1
+/* What stage 2 leaves to the rest of the pipeline: no tc verdict (WEFT_PASS is -1). */
+#define WEFT_HEP_GO_ON 100
 
 /* Why the host endpoint's policy has nothing more to say about a packet. */
 #define WEFT_HEP_DONE_FAILSAFE 1

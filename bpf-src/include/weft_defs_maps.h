@@ -85,7 +85,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 5000); /* five hooks per interface */
+	__uint(max_entries, 6000); /* six hooks per interface */
 	__type(key, struct weft_counters_key);
 	__type(value, struct weft_counters);
 } weft_ctrs SEC(".maps");

@@ -351,6 +351,7 @@ _Static_assert(sizeof(struct weft_ctlb_rev4_key) == 16, "weft_ctlb_rev4_key");
 #define WEFT_HOOK_FROM_HEP 2 /* tc ingress of a data interface */
 #define WEFT_HOOK_TO_HEP 3   /* tc egress of a data interface */
 #define WEFT_HOOK_FROM_NAT 4 /* tc ingress of bpfout.weft */
+#define WEFT_HOOK_XDP 5      /* XDP of a host endpoint's interface */
 
 struct weft_counters_key {
 	__u32 ifindex;

@@ -19,7 +19,7 @@ use weft::bpf::pinned::Pinned as _;
 use weft::bpf::reasons::REASONS;
 use weft::bpf::rulesets;
 use weft::bpf::skel::floor::WeftFloorSkelBuilder;
-use weft::bpf::testrun::{test_run, TestRun};
+use weft::bpf::testrun::{test_run, test_run_xdp, TestRun};
 use weft::bpf::Pins;
 use weft::events::ring::{Reader, Ring};
 use weft::policy::flat::{proto_port, Flow, RulesetSpec, Verdict};
@@ -208,6 +208,12 @@ impl Harness {
 
     pub fn run_repeat(&self, prog: &str, packet: &[u8], repeat: u32) -> TestRun {
         test_run(self.prog(prog).as_fd(), packet, IFINDEX, repeat)
+            .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
+    }
+
+    /// Runs XDP program `prog` once on `packet`, received on IFINDEX.
+    pub fn run_xdp(&self, prog: &str, packet: &[u8]) -> TestRun {
+        test_run_xdp(self.prog(prog).as_fd(), packet, IFINDEX, 1)
             .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
     }
 

@@ -727,7 +727,8 @@ pub struct CounterRow {
     pub ifindex: u32,
     pub iface: String,
     /// from-wep (tc ingress of a workload interface), to-wep (its tc egress), from-hep,
-    /// to-hep (a data interface's), from-nat (bpfout.weft's ingress).
+    /// to-hep (a host interface's), from-nat (bpfout.weft's ingress), xdp (a host endpoint's
+    /// XDP).
     pub hook: &'static str,
     /// Packets by reason (bpf/reasons.rs), summed over CPUs; only reasons that counted.
     pub reasons: BTreeMap<&'static str, u64>,

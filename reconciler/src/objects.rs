@@ -19,7 +19,7 @@ mod ctlb {
     include!(concat!(env!("OUT_DIR"), "/weft_ctlb.id.rs"));
 }
 
-/// A tc hook of an interface.
+/// A hook of an interface: tc's two, and XDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
@@ -27,6 +27,9 @@ pub enum Hook {
     Ingress,
     /// Packets the interface sends (`tc ... egress`).
     Egress,
+    /// Packets the interface receives, before an skb exists. Always a link (`AttachMode::Tcx`
+    /// in the state: a pinned bpf_link, as TCX's are), whatever the tc hooks use.
+    Xdp,
 }
 
 impl Hook {
@@ -34,6 +37,7 @@ impl Hook {
         match self {
             Hook::Ingress => "ingress",
             Hook::Egress => "egress",
+            Hook::Xdp => "xdp",
         }
     }
 }
@@ -159,7 +163,7 @@ impl Object {
     pub fn programs(self) -> &'static [&'static str] {
         match self {
             Object::Wep => &["weft_from_wep", "weft_to_wep"],
-            Object::Hep => &["weft_from_hep", "weft_to_hep", "weft_from_nat"],
+            Object::Hep => &["weft_from_hep", "weft_to_hep", "weft_from_nat", "weft_xdp"],
             Object::Ctlb => &["weft_connect4", "weft_sendmsg4", "weft_recvmsg4"],
         }
     }

@@ -778,7 +778,10 @@ pub fn settle_attach_modes(desired: &mut HostState, live: &HostState) {
         AttachMode::Tcx
     };
     for (k, a) in desired.attachments.iter_mut() {
-        a.mode = live.attachments.get(k).map_or(fresh, |l| l.mode);
+        // XDP is always a link.
+        if k.1 != Hook::Xdp {
+            a.mode = live.attachments.get(k).map_or(fresh, |l| l.mode);
+        }
     }
 }
 

@@ -17,10 +17,12 @@ pub use crate::objects::{AttachMode, CgroupHook};
 pub const TC_HANDLE: u32 = 0x3ef7;
 pub const TC_PRIORITY: u32 = 1;
 
+/// The kernel's attach type of a hook's link.
 fn tcx_type(hook: Hook) -> libbpf_sys::bpf_attach_type {
     match hook {
         Hook::Ingress => libbpf_sys::BPF_TCX_INGRESS,
         Hook::Egress => libbpf_sys::BPF_TCX_EGRESS,
+        Hook::Xdp => libbpf_sys::BPF_XDP,
     }
 }
 
@@ -43,7 +45,9 @@ pub fn tcx_supported() -> bool {
     query_tcx(1, Hook::Ingress).is_ok()
 }
 
-/// Attaches `prog` to the hook with a TCX link pinned at `pin` (`bpftool net` shows it as tcx).
+/// Attaches `prog` to the hook with a link pinned at `pin`: TCX for the tc hooks (`bpftool
+/// net` shows it as tcx), an XDP link for XDP (in the driver where it has XDP, as veth does,
+/// else generic).
 pub fn attach_tcx(prog: BorrowedFd<'_>, ifindex: u32, hook: Hook, pin: &Path) -> io::Result<()> {
     let opts = libbpf_sys::bpf_link_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
@@ -111,9 +115,18 @@ pub struct TcxLink {
     pub prog_id: u32,
 }
 
-/// Reads a pinned TCX link. A link of another kind is reported as having no hook.
+/// Reads a pinned TCX or XDP link. A link of another kind is reported as having no hook.
 pub fn read_tcx(pin: &Path) -> io::Result<TcxLink> {
     let (info, _) = link_info(pin)?;
+    if info.type_ == libbpf_sys::BPF_LINK_TYPE_XDP {
+        // SAFETY: type_ says the kernel filled in the xdp member of the union.
+        let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+        return Ok(TcxLink {
+            ifindex,
+            hook: Some(Hook::Xdp),
+            prog_id: info.prog_id,
+        });
+    }
     if info.type_ != libbpf_sys::BPF_LINK_TYPE_TCX {
         return Ok(TcxLink {
             ifindex: 0,
@@ -308,7 +321,8 @@ fn tc_hook(ifindex: u32, hook: Hook) -> (libbpf_sys::bpf_tc_hook, libbpf_sys::bp
         ifindex: ifindex as i32,
         attach_point: match hook {
             Hook::Ingress => libbpf_sys::BPF_TC_INGRESS,
-            Hook::Egress => libbpf_sys::BPF_TC_EGRESS,
+            // XDP is always a link; legacy tc is never asked for it.
+            Hook::Egress | Hook::Xdp => libbpf_sys::BPF_TC_EGRESS,
         },
         ..Default::default()
     };

@@ -82,9 +82,9 @@ pub mod spec {
     // Every endpoint's two rulesets, twice: the old and the new during a change.
     pub const POL_RS: MapSpec<u32, u32> =
         MapSpec::new("weft_pol_rs", |s| 4 * s.if_state).sized_by("bpfMapSizeIfState");
-    /// Per CPU: packets by reason, per interface and hook (five hooks per interface).
+    /// Per CPU: packets by reason, per interface and hook (six hooks per interface).
     pub const COUNTERS: MapSpec<CountersKey, Counters> =
-        MapSpec::new("weft_ctrs", |s| 5 * s.if_state).sized_by("bpfMapSizeIfState");
+        MapSpec::new("weft_ctrs", |s| 6 * s.if_state).sized_by("bpfMapSizeIfState");
     /// Per CPU: packets each rule decided, by rule id.
     pub const RULE_COUNTERS: MapSpec<u32, u64> = MapSpec::new("weft_rule_ctrs", |_| 65_536);
     /// Service frontends.
@@ -291,7 +291,7 @@ pub use crate::abi::{
     CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN, CT_NAT_FWD,
     CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW, EV_F_EP_ORIGINATED, EV_F_LOG,
     EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, FS_IN, FS_OUT,
-    HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, IFACE_F_DATA,
+    HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, HOOK_XDP, IFACE_F_DATA,
     IFACE_F_HEP, IFACE_F_NAT, IFACE_F_TRACE, IFACE_F_WORKLOAD, LOST_FLOWS, LOST_FLOWS_SEEN,
     LOST_SLOTS, LOST_TRACE, LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV, NAT_F_SRC_RANGES,
     RT_F_IN_POOL, RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING, RT_F_REMOTE_WORKLOAD,
@@ -335,6 +335,7 @@ pub fn hook_name(hook: u32) -> &'static str {
         HOOK_FROM_HEP => "from-hep",
         HOOK_TO_HEP => "to-hep",
         HOOK_FROM_NAT => "from-nat",
+        HOOK_XDP => "xdp",
         _ => "unknown",
     }
 }

@@ -98,6 +98,7 @@ impl Pins {
         let hook = match hook {
             "ingress" => Hook::Ingress,
             "egress" => Hook::Egress,
+            "xdp" => Hook::Xdp,
             _ => return None,
         };
         Some((iface.replace(':', "."), hook))

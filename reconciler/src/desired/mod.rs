@@ -27,7 +27,7 @@ use crate::objects::{AttachMode, CgroupHook};
 use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings};
 use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
-use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo};
+use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo, Stage};
 use crate::services::{ServiceSettings, ServiceTables};
 pub mod computed;
 pub mod hosts;
@@ -81,6 +81,8 @@ pub struct Settings {
     pub ct_timeouts: CtTimeouts,
     /// BPFLogLevel and BPFLogFilters: which interfaces' packets are traced.
     pub trace: TraceSettings,
+    /// XDPEnabled: host endpoints' untracked ingress policy drops in XDP too.
+    pub xdp: bool,
 }
 
 impl Settings {
@@ -129,6 +131,7 @@ impl Settings {
             exclude_nat,
             ct_timeouts: CtTimeouts::from_config(&felix.bpf_conntrack_timeouts()),
             trace: TraceSettings::new(felix.bpf_log_level(), &felix.bpf_log_filters()),
+            xdp: felix.xdp_enabled(),
         }
     }
 }
@@ -777,6 +780,23 @@ fn host_interfaces(
                 },
             );
             program(d, prog, settings);
+        }
+        // Untracked ingress policy drops in XDP, before an skb exists.
+        let untracked = d.host_endpoints.iter().any(|h| {
+            h.ifindex == ifindex
+                && h.rulesets.iter().any(|&(stage, dir, id)| {
+                    stage == Stage::Untracked && dir == Direction::Ingress && id != 0
+                })
+        });
+        if settings.xdp && untracked {
+            d.state.attachments.insert(
+                (name.to_string(), Hook::Xdp),
+                AttachmentState {
+                    program: "weft_xdp".into(),
+                    mode: AttachMode::Tcx,
+                },
+            );
+            program(d, "weft_xdp", settings);
         }
     }
     Ok(())

@@ -410,12 +410,12 @@ impl HostState {
     }
 
     /// A device gone: its settings, routes and neighbours with it, its tc programs detached,
-    /// its TCX links defunct (still pinned).
+    /// its TCX and XDP links defunct (still pinned).
     fn forget_device(&mut self, dev: &str, run: &mut Run) {
         self.links.remove(dev);
         self.routes.retain(|_, r| r.dev != dev);
         self.neighbours.retain(|(d, _), _| d != dev);
-        for hook in [Hook::Ingress, Hook::Egress] {
+        for hook in [Hook::Ingress, Hook::Egress, Hook::Xdp] {
             let key = (dev.to_string(), hook);
             let tcx = match self.attachments.remove(&key) {
                 Some(a) if a.mode == AttachMode::Tcx => Some(a),

@@ -156,6 +156,7 @@ felix_spec! {
     #[serde(rename = "iptablesNATOutgoingInterfaceFilter")]
     iptables_nat_outgoing_interface_filter: String,
     sidecar_acceleration_enabled: bool,
+    /// Untracked ingress policy on host endpoints runs in XDP (Calico's default: true).
     xdp_enabled: bool,
     #[serde(rename = "genericXDPEnabled")]
     generic_xdp_enabled: bool,
@@ -813,6 +814,11 @@ impl FelixConfigurationSpec {
     /// `weft::plan::settle_attach_modes`).
     pub fn bpf_attach_type_is_set(&self) -> bool {
         self.bpf_attach_type.is_some()
+    }
+
+    /// Whether host endpoints' untracked ingress policy runs in XDP too (XDPEnabled).
+    pub fn xdp_enabled(&self) -> bool {
+        self.xdp_enabled.unwrap_or(true)
     }
 
     pub fn bpf_log_level(&self) -> BpfLogLevel {

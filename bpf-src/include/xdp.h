@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * XDP on a host endpoint's interface: its untracked (doNotTrack) ingress policy, decided before
+ * an skb exists. What it denies is dropped here, counted under the interface's XDP hook;
+ * everything else goes on to tc, which decides it in full (hep.h): allowed and undecided
+ * packets, anything that is not plain IPv4 (ARP, IPv6, VLAN-tagged frames), non-first
+ * fragments (their ports are in the first), malformed and truncated frames, and the failsafe
+ * ports, which no policy closes.
+ */
+#ifndef WEFT_XDP_H
+#define WEFT_XDP_H
+
+#include "weft_bpf.h"
+#include "hep.h"
+
+/* Parses an untagged IPv4 frame's addresses and ports; false for anything else. */
+WEFT_INLINE bool weft_xdp_parse4(struct xdp_md *ctx, struct weft_pkt4 *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	__u8 *l4;
+
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return false;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return false;
+	if (ip->frag_off & bpf_htons(WEFT_IP_OFFSET))
+		return false;
+	l4 = (__u8 *)ip + ip->ihl * 4;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	switch (ip->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+		if ((void *)(l4 + 4) > end)
+			return false;
+		p->sport = (l4[0] << 8) | l4[1];
+		p->dport = (l4[2] << 8) | l4[3];
+		break;
+	case IPPROTO_ICMP:
+		if ((void *)(l4 + 2) > end)
+			return false;
+		p->icmp_type = l4[0];
+		p->icmp_code = l4[1];
+		break;
+	}
+	return true;
+}
+
+WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct weft_policy_result r = {};
+	struct weft_flow4 f = {};
+	struct weft_pkt4 p = {};
+	struct weft_hep_value *hep;
+
+	if (!weft_xdp_parse4(ctx, &p))
+		return XDP_PASS;
+	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
+	if (!hep || !hep->ruleset_untracked_in)
+		return XDP_PASS;
+	if (weft_hep_is_host(p.daddr) && weft_is_failsafe4(true, &p))
+		return XDP_PASS;
+	weft_hep_flow(true, &p, p.daddr, p.dport, &f);
+	weft_policy4(hep->ruleset_untracked_in, &f, &r);
+	if ((r.flags & WEFT_VERDICT_F_NO_MATCH) || r.action == WEFT_ACT_ALLOW)
+		return XDP_PASS;
+	weft_count_rule(r.rule_id);
+	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);
+	return XDP_DROP;
+}
+
+#endif /* WEFT_XDP_H */
