@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * The benchmark floor: the same header parsing as weft_wep, then pass. `weft-bench` reports
- * weft's per-packet cost beside this one's, measured in the same run. Never attached.
+ * The benchmark floors: the same header parsing as weft_wep, then pass; and for XDP, a drop
+ * that looks at nothing. `weft-bench` reports weft's per-packet cost beside these, measured in
+ * the same run. Never attached.
  */
 #include "weft_bpf.h"
 #include "parse.h"
@@ -14,6 +15,12 @@ int weft_floor(struct __sk_buff *skb)
 	if (weft_parse4(skb, &p) != WEFT_PARSE_IPV4)
 		return WEFT_DROP;
 	return WEFT_PASS;
+}
+
+SEC("xdp")
+int weft_xdp_floor(struct xdp_md *ctx)
+{
+	return XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

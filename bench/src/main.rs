@@ -58,6 +58,7 @@ mod report;
 mod suite;
 mod traffic;
 mod verifier;
+mod xdp;
 
 use report::{Common, Report, Spread};
 
@@ -117,6 +118,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "nat-packet",
         "ns per packet of the service NAT path at 10 and 10,000 services",
         |common, _| nat_packet::run(common),
+    ),
+    (
+        "xdp",
+        "a host endpoint's untracked deny per packet (XDP, tc) and under a flood (XDP, tc, iptables raw)",
+        xdp::run,
     ),
     (
         "suite",

@@ -45,6 +45,10 @@ const SUITE: &[(&str, &str)] = &[
         "lookup",
         "a kernel LPM trie's lookup and write costs as it fills (why rulesets are not tries)",
     ),
+    (
+        "xdp",
+        "a host endpoint's untracked deny: per packet in XDP and tc, and under a flood beside iptables raw",
+    ),
 ];
 
 const USAGE: &str = "usage: weft-bench suite [--quick] [--out FILE] [--only NAME,NAME...]

@@ -66,11 +66,13 @@ WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
 	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 	if (!hep || !hep->ruleset_untracked_in)
 		return XDP_PASS;
-	if (weft_hep_is_host(p.daddr) && weft_is_failsafe4(true, &p))
-		return XDP_PASS;
 	weft_hep_flow(true, &p, p.daddr, p.dport, &f);
 	weft_policy4(hep->ruleset_untracked_in, &f, &r);
 	if ((r.flags & WEFT_VERDICT_F_NO_MATCH) || r.action == WEFT_ACT_ALLOW)
+		return XDP_PASS;
+	/* The failsafes come first in tc; here they are asked only about a denial, which they
+	 * overrule: the same verdicts, and what passes pays for no lookup of theirs. */
+	if (weft_hep_is_host(p.daddr) && weft_is_failsafe4(true, &p))
 		return XDP_PASS;
 	weft_count_rule(r.rule_id);
 	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);

@@ -213,7 +213,11 @@ impl Harness {
 
     /// Runs XDP program `prog` once on `packet`, received on IFINDEX.
     pub fn run_xdp(&self, prog: &str, packet: &[u8]) -> TestRun {
-        test_run_xdp(self.prog(prog).as_fd(), packet, IFINDEX, 1)
+        self.run_xdp_repeat(prog, packet, 1)
+    }
+
+    pub fn run_xdp_repeat(&self, prog: &str, packet: &[u8], repeat: u32) -> TestRun {
+        test_run_xdp(self.prog(prog).as_fd(), packet, IFINDEX, repeat)
             .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
     }
 
@@ -324,6 +328,7 @@ pub fn ct4_key(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) 
 /// maps, so nothing is pinned.
 pub struct Floor {
     prog: ProgramHandle,
+    xdp: ProgramHandle,
 }
 
 impl Floor {
@@ -343,12 +348,20 @@ impl Floor {
         // The handle holds its own file descriptor: the program outlives the skeleton.
         let prog = ProgramHandle::try_from(&skel.progs.weft_floor)
             .unwrap_or_else(|e| panic!("{test}: weft_floor handle: {e}"));
-        Some(Floor { prog })
+        let xdp = ProgramHandle::try_from(&skel.progs.weft_xdp_floor)
+            .unwrap_or_else(|e| panic!("{test}: weft_xdp_floor handle: {e}"));
+        Some(Floor { prog, xdp })
     }
 
     pub fn run_repeat(&self, packet: &[u8], repeat: u32) -> TestRun {
         test_run(self.prog.as_fd(), packet, IFINDEX, repeat)
             .unwrap_or_else(|e| panic!("test run of weft_floor: {e}"))
+    }
+
+    /// The XDP floor: a program that drops whatever it is given, looking at nothing.
+    pub fn run_xdp_repeat(&self, packet: &[u8], repeat: u32) -> TestRun {
+        test_run_xdp(self.xdp.as_fd(), packet, IFINDEX, repeat)
+            .unwrap_or_else(|e| panic!("test run of weft_xdp_floor: {e}"))
     }
 }
 

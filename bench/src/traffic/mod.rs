@@ -12,7 +12,7 @@
 //! program down a little, so never during the timed runs) says what weft's programs cost per
 //! packet and per connection in this traffic.
 
-mod load;
+pub mod load;
 pub mod rig;
 pub mod rules;
 
