@@ -105,7 +105,7 @@ fn validate_o_json_gives_every_problem_as_an_object() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(doc["valid"], false);
     let problems = doc["problems"].as_array().expect("problems");
-    assert_eq!(problems.len(), 10, "{doc}");
+    assert_eq!(problems.len(), 12, "{doc}");
     for p in problems {
         assert!(
             p["file"].is_string()
