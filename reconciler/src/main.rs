@@ -135,8 +135,9 @@ enum Command {
         dir: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
+        /// The node whose FelixConfiguration sets the timeouts, and the maps.
         #[command(flatten)]
-        host: HostArgs,
+        host: cli::NodeArgs,
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
     },
@@ -175,7 +176,7 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
-        host: HostArgs,
+        host: cli::DaemonNodeArgs,
         /// One JSON object per line (`-o json` or `--json`).
         #[command(flatten)]
         json: cli::JsonArg,
@@ -192,7 +193,7 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
-        host: HostArgs,
+        host: cli::DaemonNodeArgs,
         /// One JSON object per line (`-o json` or `--json`).
         #[command(flatten)]
         json: cli::JsonArg,
@@ -308,7 +309,7 @@ fn main() -> ExitCode {
             load,
             host,
             output,
-        } => cli::gc::run(dir.as_deref(), load, &host, output),
+        } => cli::gc::run(dir.as_deref(), load, &host.host(), output),
         Command::Status {
             state_dir,
             bpffs,
@@ -326,7 +327,7 @@ fn main() -> ExitCode {
         } => cli::block_on(cli::flows::run(
             dir.as_deref(),
             load,
-            &host,
+            &host.host(),
             json.on(),
             follow,
         )),
@@ -340,7 +341,7 @@ fn main() -> ExitCode {
         } => cli::block_on(cli::trace::run(
             dir.as_deref(),
             load,
-            &host,
+            &host.host(),
             json.on(),
             follow,
             iface.as_deref(),

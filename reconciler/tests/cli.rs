@@ -105,7 +105,7 @@ fn validate_o_json_gives_every_problem_as_an_object() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(doc["valid"], false);
     let problems = doc["problems"].as_array().expect("problems");
-    assert_eq!(problems.len(), 10, "{doc}");
+    assert_eq!(problems.len(), 12, "{doc}");
     for p in problems {
         assert!(
             p["file"].is_string()
@@ -136,4 +136,163 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     assert!(run(&["completions", "zsh"]).contains("#compdef weft"));
     let man = run(&["man"]);
     assert!(man.contains(".TH weft 1") && man.contains("apply"), "{man}");
+}
+
+/// The long options `weft <command> --help` offers, but --help and --version.
+fn offered(command: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(command)
+        .arg("--help")
+        .output()
+        .expect("running weft --help");
+    assert!(
+        out.status.success(),
+        "weft {command:?} --help: {}",
+        out.status
+    );
+    let mut flags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip_while(|l| !l.starts_with("Options:"))
+        // An option's line (`  -o, --output <OUTPUT>`, `      --node <NODE>`); descriptions
+        // are indented further and may wrap onto a line that starts with a dash.
+        .filter(|l| {
+            let indent = l.len() - l.trim_start().len();
+            indent <= 6 && l.trim_start().starts_with('-')
+        })
+        .filter_map(|l| {
+            l.split_whitespace()
+                .map(|w| w.trim_end_matches(','))
+                .find(|w| w.starts_with("--"))
+                .map(str::to_string)
+        })
+        .filter(|w| w != "--help" && w != "--version")
+        .collect();
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// Every command offers the options that mean something to it, and no other: a node name to a
+/// command that names nothing by the configuration, a cgroup to one that attaches nothing, or a
+/// state directory to one that neither records nor reads the daemon's status would be taken
+/// silently and mean nothing.
+#[test]
+fn every_command_offers_only_the_options_it_uses() {
+    const LOAD: &str = "--follow-outside-links";
+    const JSON: &[&str] = &["--json", "--output"];
+    let host = ["--bpffs", "--cgroup", "--node", "--state-dir"];
+    let table: &[(&[&str], &[&str], &[&str])] = &[
+        // command, what it offers besides JSON output, whether -o/--json too (empty: no)
+        (&["validate"], &[LOAD, "--node"], JSON),
+        (
+            &["diff"],
+            &[LOAD, host[0], host[1], host[2], host[3], "--verbose"],
+            &["--output"],
+        ),
+        (
+            &["apply"],
+            &[
+                LOAD,
+                host[0],
+                host[1],
+                host[2],
+                host[3],
+                "--allow-empty",
+                "--confirm-within",
+                "--take-over-routes",
+            ],
+            &[],
+        ),
+        (&["confirm"], &["--state-dir"], &[]),
+        (
+            &["run"],
+            &[
+                LOAD,
+                host[0],
+                host[1],
+                host[2],
+                host[3],
+                "--allow-empty",
+                "--conntrack-gc-interval",
+                "--debounce",
+                "--max-endpoint-removal",
+                "--metrics-listen",
+                "--resync",
+                "--take-over-routes",
+            ],
+            &[],
+        ),
+        (&["status"], &["--bpffs", "--state-dir"], &["--output"]),
+        (&["gc"], &[LOAD, "--bpffs", "--node"], &["--output"]),
+        (&["verifier"], &[], &["--output"]),
+        (&["teardown"], &["--bpffs", "--state-dir"], &[]),
+        (&["schemas"], &[], &[]),
+        (&["completions"], &[], &[]),
+        (&["man"], &[], &[]),
+        (
+            &["dump", "policy"],
+            &[LOAD, "--bpffs", "--direction", "--node", "--state-dir"],
+            JSON,
+        ),
+        (&["dump", "ipsets"], &[LOAD, "--bpffs", "--node"], JSON),
+        (&["dump", "nat"], &[LOAD, "--bpffs", "--node"], JSON),
+        (&["dump", "endpoints"], &["--bpffs"], JSON),
+        (&["dump", "conntrack"], &["--bpffs"], JSON),
+        (&["dump", "counters"], &["--bpffs"], JSON),
+        (&["dump", "routes"], &["--bpffs"], JSON),
+        (
+            &["flows"],
+            &[LOAD, "--bpffs", "--follow", "--node", "--state-dir"],
+            JSON,
+        ),
+        (
+            &["trace"],
+            &[
+                LOAD,
+                "--bpffs",
+                "--follow",
+                "--iface",
+                "--node",
+                "--state-dir",
+            ],
+            JSON,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (command, flags, output) in table {
+        let mut want: Vec<String> = flags.iter().chain(*output).map(|f| f.to_string()).collect();
+        want.sort();
+        let got = offered(command);
+        if got != want {
+            let extra: Vec<&String> = got.iter().filter(|f| !want.contains(f)).collect();
+            let missing: Vec<&String> = want.iter().filter(|f| !got.contains(f)).collect();
+            wrong.push(format!(
+                "weft {}: offers {extra:?} it must not, lacks {missing:?}",
+                command.join(" ")
+            ));
+        }
+    }
+    // Every subcommand is in the table.
+    let help = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("--help")
+        .output()
+        .expect("weft --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A command's line; its description may wrap onto lines indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{help}");
+    for c in commands {
+        if !table.iter().any(|(cmd, _, _)| cmd[0] == c) {
+            wrong.push(format!("weft {c} is not in the table"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

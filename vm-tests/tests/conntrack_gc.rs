@@ -41,14 +41,7 @@ fn flows_to_b(bed: &Bed, port: u16) -> usize {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", bed.host.path().display()))
         .arg(Bed::weft_bin())
-        .args([
-            "dump",
-            "conntrack",
-            "--json",
-            "--node",
-            &bed.node,
-            "--bpffs",
-        ])
+        .args(["dump", "conntrack", "--json", "--bpffs"])
         .arg(&bed.bpffs)
         .output()
         .expect("running weft dump conntrack");

@@ -32,14 +32,19 @@ spec:
       destination: {ports: [53]}
 "#;
 
-/// `weft dump <args>` in the bed's host namespace, with its node and bpffs; its stdout.
+/// `weft dump <args>` in the bed's host namespace, with its bpffs (and its node, for the
+/// dumps that name what they show by the configuration); its stdout.
 fn dump(bed: &Bed, args: &[&str]) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", bed.host.path().display()))
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", bed.host.path().display()))
         .arg(Bed::weft_bin())
         .arg("dump")
-        .args(args)
-        .args(["--node", &bed.node, "--bpffs"])
+        .args(args);
+    if matches!(args.first(), Some(&"policy" | &"ipsets" | &"nat")) {
+        cmd.args(["--node", &bed.node]);
+    }
+    let out = cmd
+        .arg("--bpffs")
         .arg(&bed.bpffs)
         .output()
         .expect("running weft dump");

@@ -257,14 +257,7 @@ fn weft_trace_shows_the_filtered_interface_only_and_diff_shows_the_filter() {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", bed.host.path().display()))
         .arg(Bed::weft_bin())
-        .args([
-            "dump",
-            "endpoints",
-            "--json",
-            "--node",
-            &bed.node,
-            "--bpffs",
-        ])
+        .args(["dump", "endpoints", "--json", "--bpffs"])
         .arg(&bed.bpffs)
         .output()
         .expect("weft dump endpoints");

@@ -83,26 +83,65 @@ pub(crate) fn check(text: &str, limit: Limit) -> Result<(), TooLarge> {
             // A syntax error: the documents after it are not read by anyone.
             return Ok(());
         };
-        let e = yaml::yaml_error(text, &e);
-        // serde_yaml says where in the expanded document the walk was, as a path.
-        let at = e
-            .message
-            .strip_suffix(SPENT)
-            .and_then(|p| p.strip_suffix(": "))
-            .map(|path| format!(" (the limit was reached at {path})"))
-            .unwrap_or_default();
-        let (limit, unit) = match what {
-            Ran::Values => (limit.values, "values"),
-            Ran::Bytes => (limit.bytes, "bytes of text"),
-        };
-        return Err(TooLarge {
-            pos: e.pos,
-            message: format!(
-                "the aliases in this file expand it to more than {limit} {unit}, the most weft reads from a file of its size{at}; an alias re-reads its anchor's whole node each time, so write the values out or alias fewer of them"
-            ),
-        });
+        return Err(too_large(limit, what, yaml::yaml_error(text, &e)));
     }
     Ok(())
+}
+
+/// What `check` says when `limit` ran out of `what`, with the walk's error `e`.
+fn too_large(limit: Limit, what: Ran, e: yaml::YamlError) -> TooLarge {
+    // serde_yaml says where in the expanded document the walk was, as a path.
+    let at = e
+        .message
+        .strip_suffix(SPENT)
+        .and_then(|p| p.strip_suffix(": "))
+        .map(|path| format!(" (the limit was reached at {path})"))
+        .unwrap_or_default();
+    let (limit, unit) = match what {
+        Ran::Values => (limit.values, "values"),
+        Ran::Bytes => (limit.bytes, "bytes of text"),
+    };
+    TooLarge {
+        pos: e.pos,
+        message: format!(
+            "the aliases in this file expand it to more than {limit} {unit}, the most weft reads from a file of its size{at}; an alias re-reads its anchor's whole node each time, so write the values out or alias fewer of them"
+        ),
+    }
+}
+
+/// Walks each part of a file that does not parse as a whole (`yaml::parts`) on its own, with
+/// one budget for them all, as `check` walks a file: the syntax error of each part that does
+/// not parse, at its place in the file, or Err when the aliases of the parts that do expand
+/// past `limit`.
+pub(crate) fn syntax_errors(
+    text: &str,
+    parts: &[yaml::Part],
+    limit: Limit,
+) -> Result<Vec<Option<yaml::YamlError>>, TooLarge> {
+    let budget = Budget {
+        values: Cell::new(limit.values),
+        bytes: Cell::new(limit.bytes),
+        ran_out: Cell::new(None),
+    };
+    let mut errors = Vec::with_capacity(parts.len());
+    for part in parts {
+        let at = &text[part.range.clone()];
+        let mut error = None;
+        for de in serde_yaml::Deserializer::from_str(at) {
+            let Err(e) = Count(&budget).deserialize(de) else {
+                continue;
+            };
+            let e = yaml::yaml_error_below(at, part.lines_above, &e);
+            if let Some(what) = budget.ran_out.get() {
+                return Err(too_large(limit, what, e));
+            }
+            // The parser cannot find its way past a syntax error: the part ends here.
+            error = Some(e);
+            break;
+        }
+        errors.push(error);
+    }
+    Ok(errors)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -39,10 +39,7 @@ impl Cached {
         match read {
             Ok(file) => Cached::parse(file),
             Err(d) => Cached {
-                file: FileText {
-                    path: d.file.clone(),
-                    text: String::new(),
-                },
+                file: FileText::new(d.file.clone(), String::new()),
                 out: Out {
                     diags: vec![d.clone()],
                     ..Out::default()

@@ -156,10 +156,7 @@ pub fn load_texts<P: Into<PathBuf>, T: Into<String>>(
 ) -> Result<Config, Diagnostics> {
     let files: Vec<FileText> = texts
         .into_iter()
-        .map(|(path, text)| FileText {
-            path: path.into(),
-            text: text.into(),
-        })
+        .map(|(path, text)| FileText::new(path.into(), text.into()))
         .collect();
     let refs: Vec<&FileText> = files.iter().collect();
     let mut out = Out::default();
@@ -416,7 +413,7 @@ impl Reader {
             return Err(too_large(&path));
         }
         match String::from_utf8(bytes) {
-            Ok(text) => Ok(FileText { path, text }),
+            Ok(text) => Ok(FileText::new(path, text)),
             Err(e) => Err(file_diag(
                 &path,
                 format!(
@@ -564,6 +561,25 @@ fn io_diag(path: &FsPath, e: &std::io::Error) -> Diagnostic {
 pub(crate) struct FileText {
     pub(crate) path: PathBuf,
     pub(crate) text: String,
+    /// Set when the file does not parse as a whole (`yaml::recover`): the file with the
+    /// documents that do not parse emptied, which the others are read and placed in.
+    recovered: std::sync::OnceLock<String>,
+}
+
+impl FileText {
+    pub(crate) fn new(path: PathBuf, text: String) -> FileText {
+        FileText {
+            path,
+            text,
+            recovered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The text documents are read from: the file, or what `yaml::recover` made of it. Lines
+    /// and columns are the same in both.
+    pub(crate) fn documents_text(&self) -> &str {
+        self.recovered.get().map_or(&self.text, String::as_str)
+    }
 }
 
 /// Where a resource was read: file, document and, for `kind: List`, item.
@@ -801,15 +817,15 @@ enum Pending {
 
 /// Reads file `index`'s documents into resources and checks each on its own.
 pub(crate) fn load_file(index: usize, file: &FileText, out: &mut Out) {
+    read_documents(index, file, out);
     // One budget for every position the file's problems need.
-    let locator = Locator::new(&file.text);
-    read_documents(index, file, &locator, out);
+    let locator = Locator::new(file.documents_text());
     for l in &mut out.loaded {
         judge(file, l, &locator);
     }
 }
 
-fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mut Out) {
+fn read_documents(index: usize, file: &FileText, out: &mut Out) {
     let text = file.text.as_str();
     let quick = quick_kinds(text);
     if let Some(loaded) = quick
@@ -832,7 +848,42 @@ fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mu
         out.loaded.extend(loaded);
         return;
     }
-    let (docs, syntax) = yaml::scan_headers(text);
+    let (mut docs, mut syntax) = yaml::scan_headers(text);
+    // A syntax error hides the documents after it from the parser: the documents are read
+    // one at a time, each that does not parse is reported and left out, and the others are
+    // read and checked from the file without them. The file stays invalid either way.
+    if syntax.is_some() {
+        let parts = yaml::parts(text);
+        // Past the first error the aliases have not been counted yet: this walk counts them.
+        let errors =
+            match aliases::syntax_errors(text, &parts, aliases::Limit::for_file(text.len())) {
+                Ok(errors) => errors,
+                Err(e) => {
+                    out.diags.push(pos_diag(file, e.pos, None, e.message));
+                    return;
+                }
+            };
+        let recovered = yaml::without_parts(text, &parts, |i| errors[i].is_some());
+        let (recovered_docs, still) = yaml::scan_headers(&recovered);
+        // A file whose parts all parse alone (a directive that fails among the others) has
+        // nothing better to say than its first error.
+        if recovered != text && still.is_none() {
+            file.recovered.get_or_init(|| recovered);
+            for (part, e) in parts.iter().zip(errors) {
+                if let Some(e) = e {
+                    let start = Pos {
+                        line: part.lines_above + 1,
+                        column: 1,
+                    };
+                    out.diags
+                        .push(pos_diag(file, e.pos.or(Some(start)), None, e.message));
+                }
+            }
+            (docs, syntax) = (recovered_docs, None);
+        }
+    }
+    let text = file.documents_text();
+    let locator = &Locator::new(text);
     let mut pending: BTreeMap<usize, Pending> = BTreeMap::new();
     for (d, doc) in docs.iter().enumerate() {
         let DocHeader::Node { start, header } = doc else {
@@ -896,7 +947,7 @@ fn read_documents(index: usize, file: &FileText, locator: &Locator<'_>, out: &mu
                     verdict: None,
                 }),
                 Err(e) => {
-                    let e = yaml::yaml_error(&file.text, &e);
+                    let e = yaml::yaml_error(text, &e);
                     if let Some(name) = &header.name {
                         out.unreadable.push((kind, name.clone()));
                     }
@@ -1055,7 +1106,7 @@ fn load_list(index: usize, file: &FileText, locator: &Locator<'_>, list: &List<'
         match (result, current.get()) {
             (Ok(()), _) => return,
             (Err(e), failed) => {
-                let mut e = yaml::yaml_error(&file.text, &e);
+                let mut e = yaml::yaml_error(file.documents_text(), &e);
                 let id = failed.and_then(|j| header_id(kinds[j]?, &headers[j]));
                 if let Some(id) = &id {
                     out.unreadable.push((id.kind, id.name.clone()));
@@ -1448,7 +1499,7 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         on_threads(&mut loaded, |chunk| {
             for l in chunk.iter_mut() {
                 let file = files[l.at.file];
-                judge(file, l, &Locator::new(&file.text));
+                judge(file, l, &Locator::new(file.documents_text()));
             }
             vec![()]
         });
@@ -1523,7 +1574,10 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
     }
 
     // Problems in references are placed within a budget per file, as in `load_file`.
-    let locators: Vec<Locator<'_>> = files.iter().map(|f| Locator::new(&f.text)).collect();
+    let locators: Vec<Locator<'_>> = files
+        .iter()
+        .map(|f| Locator::new(f.documents_text()))
+        .collect();
     // References to profiles and tiers.
     let profile_names: BTreeSet<String> = synthesized
         .iter()

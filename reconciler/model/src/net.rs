@@ -241,6 +241,51 @@ const PROTOCOL_NAMES: [(&str, u8); 6] = [
     ("UDPLite", PROTO_UDPLITE),
 ];
 
+/// The JSON Schema of a Calico protocol, as Calico's validator takes it (libcalico-go's
+/// `validateProtocol`): a number from 1 to 255, possibly written as a string, or one of the
+/// names spelled exactly so (it refuses `tcp`). Only for the schema: the loader reads the field
+/// as an `IntOrString` and `parse_protocol` says what to write instead.
+pub struct ProtocolSchema;
+
+impl JsonSchema for ProtocolSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "Protocol".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = PROTOCOL_NAMES.iter().map(|(name, _)| *name).collect();
+        schemars::json_schema!({
+            "description": "TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite (case-sensitive) or a number from 1 to 255.",
+            "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 255 },
+                { "type": "string", "enum": names },
+                { "type": "string", "pattern": "^0*(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]?)$" }
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of an endpoint port's protocol: one that has ports (TCP, UDP or SCTP), as
+/// Calico's validator requires of a named port.
+pub struct PortProtocolSchema;
+
+impl JsonSchema for PortProtocolSchema {
+    fn schema_name() -> Cow<'static, str> {
+        "PortProtocol".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "TCP, UDP or SCTP (case-sensitive), or their numbers 6, 17 or 132.",
+            "anyOf": [
+                { "type": "integer", "enum": [PROTO_TCP, PROTO_UDP, PROTO_SCTP] },
+                { "type": "string", "enum": ["TCP", "UDP", "SCTP"] },
+                { "type": "string", "pattern": "^0*(6|17|132)$" }
+            ]
+        })
+    }
+}
+
 /// Parses a Calico protocol: one of the names (spelled exactly as Calico spells them) or a number
 /// from 1 to 255, possibly written as a string.
 pub fn parse_protocol(v: &IntOrString) -> Result<u8, String> {

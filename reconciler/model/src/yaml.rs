@@ -85,8 +85,8 @@ fn pos_of(lines: &Lines<'_>, e: &serde_yaml::Error) -> Option<Pos> {
     })
 }
 
-/// `message` with each "line L column C" in it as an editor counts (`editor_pos`).
-fn editor_message(lines: &Lines<'_>, message: &str) -> String {
+/// `message` with each "line L column C" in it replaced by `f`'s position.
+fn map_message_positions(message: &str, f: impl Fn(Pos) -> Pos) -> String {
     let number = |s: &str| -> Option<(usize, usize)> {
         let digits = s.bytes().take_while(u8::is_ascii_digit).count();
         Some((s[..digits].parse().ok()?, digits))
@@ -103,7 +103,7 @@ fn editor_message(lines: &Lines<'_>, message: &str) -> String {
         });
         match parsed {
             Some((p, tail)) => {
-                let e = lines.editor_pos(p);
+                let e = f(p);
                 out.push_str(&format!("line {} column {}", e.line, e.column));
                 rest = tail;
             }
@@ -696,6 +696,99 @@ pub fn scan_headers(text: &str) -> (Vec<DocHeader>, Option<YamlError>) {
     (docs, None)
 }
 
+/// Whether `line` is a document marker: `---` or `...` at the start of the line, then a space,
+/// a tab or the line's end. YAML forbids both inside any scalar or collection (a block scalar
+/// ends there, a quoted one is an error), so a file splits into its documents at them without
+/// parsing it.
+fn marker(line: &str) -> Option<&'static str> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let ends = |rest: &str| rest.is_empty() || rest.starts_with([' ', '\t']);
+    if let Some(rest) = line.strip_prefix("---") {
+        return ends(rest).then_some("---");
+    }
+    line.strip_prefix("...")
+        .filter(|rest| ends(rest))
+        .map(|_| "...")
+}
+
+/// One document of a file as its lines hold it, found without parsing (`parts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Lines of the file above it.
+    pub lines_above: usize,
+    /// Its bytes in the file.
+    pub range: std::ops::Range<usize>,
+}
+
+/// Splits a file at its document markers, for reading a file with a syntax error document by
+/// document: a part is a `---` and what follows it, up to and with a `...`. Directives,
+/// comments and blank lines go with the part after them.
+pub fn parts(text: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let (mut start, mut lines_above, mut offset) = (0, 0, 0);
+    // Whether the part so far holds more than directives, comments and blank lines.
+    let mut content = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let end = offset + line.len();
+        match marker(line) {
+            Some("---") if content => {
+                parts.push(Part {
+                    lines_above,
+                    range: start..offset,
+                });
+                (start, lines_above) = (offset, i);
+            }
+            Some("---") => content = true,
+            Some(_) => {
+                parts.push(Part {
+                    lines_above,
+                    range: start..end,
+                });
+                (start, lines_above, content) = (end, i + 1, false);
+            }
+            None => {
+                let t = line.trim_start_matches([' ', '\t']);
+                if !(t.trim_end().is_empty() || t.starts_with('#') || line.starts_with('%')) {
+                    content = true;
+                }
+            }
+        }
+        offset = end;
+    }
+    if start < text.len() {
+        parts.push(Part {
+            lines_above,
+            range: start..text.len(),
+        });
+    }
+    parts
+}
+
+/// `text` with the lines of each part that `emptied` picks made empty (a `---` or `...` on them
+/// is kept, so each stays a document of its own and the next starts where it did): a line and
+/// column in it are the same line and column of `text`.
+pub fn without_parts(text: &str, parts: &[Part], emptied: impl Fn(usize) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in parts.iter().enumerate() {
+        let part = &text[part.range.clone()];
+        if !emptied(i) {
+            out.push_str(part);
+            continue;
+        }
+        for line in part.split_inclusive('\n') {
+            if let Some(m) = marker(line) {
+                out.push_str(m);
+            }
+            if line.ends_with("\r\n") {
+                out.push_str("\r\n");
+            } else if line.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// Reads the header of the node it is given, keeps it in the cell, then fails so that yaml_serde
 /// tells us where the node starts. Empty documents succeed and leave the cell empty.
 struct HeaderSeed<'c>(&'c RefCell<Option<Header>>);
@@ -747,6 +840,12 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
 /// Splits a yaml_serde error about `text` into its position and its message without "at
 /// line L column C"; positions (the message's own too) as an editor counts (`editor_pos`).
 pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
+    yaml_error_below(text, 0, e)
+}
+
+/// `yaml_error` for `text` that starts `lines_above` lines into a file: positions are the
+/// file's.
+pub(crate) fn yaml_error_below(text: &str, lines_above: usize, e: &serde_yaml::Error) -> YamlError {
     let mut message = e.to_string();
     if let Some(l) = e.location() {
         let suffix = format!(" at line {} column {}", l.line(), l.column());
@@ -756,8 +855,14 @@ pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
     }
     let lines = Lines::new(text);
     let pos = pos_of(&lines, e);
-    if lines.odd() {
-        message = editor_message(&lines, &message);
+    if lines.odd() || lines_above > 0 {
+        message = map_message_positions(&message, |p| {
+            let p = lines.editor_pos(p);
+            Pos {
+                line: p.line + lines_above,
+                column: p.column,
+            }
+        });
     }
     // libyaml's words for a tab where indentation is ("found character that cannot start any
     // token") do not say what is wrong.
@@ -768,7 +873,10 @@ pub fn yaml_error(text: &str, e: &serde_yaml::Error) -> YamlError {
                 .into();
     }
     YamlError {
-        pos,
+        pos: pos.map(|p| Pos {
+            line: p.line + lines_above,
+            column: p.column,
+        }),
         message: improve_message(&message),
     }
 }
@@ -1212,6 +1320,79 @@ spec:
             err.message.contains("mapping values are not allowed"),
             "{}",
             err.message
+        );
+    }
+
+    /// The parts of `text` as text, with the lines above each.
+    fn split(text: &str) -> Vec<(usize, &str)> {
+        parts(text)
+            .into_iter()
+            .map(|p| (p.lines_above, &text[p.range]))
+            .collect()
+    }
+
+    #[test]
+    fn files_split_into_documents_at_markers_only() {
+        assert_eq!(
+            split("a: 1\n---\nb: [\n---  # third\nc: 3\n"),
+            [
+                (0, "a: 1\n"),
+                (1, "---\nb: [\n"),
+                (3, "---  # third\nc: 3\n")
+            ]
+        );
+        // Not markers: indented, inside a line, or followed by more than a space.
+        let one = "a: |\n  ---\n  text\nb: \"x\n  --- y\"\nc: ---\n---x: 1\n";
+        assert_eq!(split(one), [(0, one)]);
+        // A directive, comments and blank lines go with the document after them; `...` ends
+        // the one it closes.
+        assert_eq!(
+            split("# head\n\n%YAML 1.2\n---\na: 1\n...\n# next\nb: 2\n"),
+            [
+                (0, "# head\n\n%YAML 1.2\n---\na: 1\n...\n"),
+                (6, "# next\nb: 2\n")
+            ]
+        );
+        assert_eq!(split(""), []);
+    }
+
+    #[test]
+    fn emptied_documents_keep_their_lines_and_markers() {
+        let text = "a: 1\r\n---\r\nb: [\r\n  c\r\n--- {d: [}\r\n...\r\ne: 5";
+        let p = parts(text);
+        assert_eq!(p.len(), 4);
+        let out = without_parts(text, &p, |i| i > 0);
+        assert_eq!(out, "a: 1\r\n---\r\n\r\n\r\n---\r\n...\r\n");
+        assert_eq!(out.lines().count(), text.lines().count() - 1);
+        // What is left parses: one document, then two empty ones.
+        let (docs, err) = scan_headers(&out);
+        assert_eq!(err, None);
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1], DocHeader::Empty);
+    }
+
+    #[test]
+    fn errors_of_a_part_are_placed_in_the_file() {
+        let part = "---\nkind: B\n  bad: indentation\n";
+        let e = serde_yaml::Deserializer::from_str(part)
+            .map(|de| IgnoredAny::deserialize(de).unwrap_err())
+            .next()
+            .unwrap();
+        let e = yaml_error_below(part, 10, &e);
+        assert_eq!(e.pos, p(13, 6));
+        let unclosed = "---\na: \"x\n";
+        let e = serde_yaml::Deserializer::from_str(unclosed)
+            .map(|de| IgnoredAny::deserialize(de).unwrap_err())
+            .next()
+            .unwrap();
+        // The message's own positions move too.
+        let e = yaml_error_below(unclosed, 10, &e);
+        assert_eq!(e.pos, p(13, 1));
+        assert!(
+            e.message
+                .contains("while scanning a quoted scalar at line 12 column 4"),
+            "{}",
+            e.message
         );
     }
 

@@ -11,7 +11,7 @@ use weft::dump::{self, DumpError};
 use weft::policy::resolve::Direction;
 use weft::run::{self, Host, RunError};
 
-use super::{report, HostArgs, JsonArg, LoadArgs};
+use super::{report, DaemonNodeArgs, HostArgs, JsonArg, LoadArgs, MapArgs, NodeArgs};
 
 #[derive(Subcommand)]
 pub enum What {
@@ -27,7 +27,7 @@ pub enum What {
         #[arg(long, value_enum)]
         direction: Option<DirectionArg>,
         #[command(flatten)]
-        host: HostArgs,
+        host: DaemonNodeArgs,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -38,14 +38,14 @@ pub enum What {
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
-        host: HostArgs,
+        host: NodeArgs,
         #[command(flatten)]
         json: JsonArg,
     },
     /// Interfaces weft programs (weft_iface): index, name, rulesets.
     Endpoints {
         #[command(flatten)]
-        host: HostArgs,
+        host: MapArgs,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -63,28 +63,28 @@ pub enum What {
         #[command(flatten)]
         load: LoadArgs,
         #[command(flatten)]
-        host: HostArgs,
+        host: NodeArgs,
         #[command(flatten)]
         json: JsonArg,
     },
     /// Flows in conntrack (weft_ct4): who opened them, what approved each side, ages.
     Conntrack {
         #[command(flatten)]
-        host: HostArgs,
+        host: MapArgs,
         #[command(flatten)]
         json: JsonArg,
     },
     /// Packet counters per interface and hook, by reason (weft_ctrs).
     Counters {
         #[command(flatten)]
-        host: HostArgs,
+        host: MapArgs,
         #[command(flatten)]
         json: JsonArg,
     },
     /// weft's routing table (weft_rt4).
     Routes {
         #[command(flatten)]
-        host: HostArgs,
+        host: MapArgs,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -155,6 +155,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             host,
             json,
         } => {
+            let host = &host.host();
             let dir = super::dir_or_daemons(dir.as_deref(), host).ok_or_else(|| {
                 RunError::Invalid(weft_model::Diagnostics(vec![weft_model::Diagnostic {
                     file: host.state_dir.join("status.json"),
@@ -173,7 +174,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             json,
         } => {
             let cfg = run::load(dir, load.options())?;
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let desired = weft::desired::desired(&cfg, &h.facts).map_err(RunError::from)?;
             let d = dump::ip_sets(
                 &desired,
@@ -182,7 +183,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             print(json.on(), &d, dump::render_ip_sets);
         }
         What::Endpoints { host, json } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let rows = dump::endpoints(&dump::read_map(&h.pins, maps::IFACE)?, name_of(&h));
             print(json.on(), &rows, |r| dump::render_endpoints(r));
         }
@@ -196,7 +197,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             print(json.on(), &d, dump::render_host_endpoints);
         }
         What::Conntrack { host, json } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let entries = dump::read_map(&h.pins, maps::CT4)?;
             let rows = dump::conntrack(&entries, dump::monotonic_now_ns());
             print(json.on(), &rows, |r| dump::render_conntrack(r));
@@ -207,7 +208,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             host,
             json,
         } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let (names, origins) = match dir {
                 Some(d) => {
                     let cfg = run::load(d, load.options())?;
@@ -231,13 +232,13 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             print(json.on(), &rows, |r| dump::render_nat(r));
         }
         What::Counters { host, json } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let per_cpu = dump::read_per_cpu(&h.pins, maps::COUNTERS)?;
             let rows = dump::counters(&per_cpu, name_of(&h));
             print(json.on(), &rows, |r| dump::render_counters(r));
         }
         What::Routes { host, json } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let rows = dump::routes(&dump::read_map(&h.pins, maps::RT4)?, name_of(&h));
             print(json.on(), &rows, |r| dump::render_routes(r));
         }

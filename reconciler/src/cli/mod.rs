@@ -23,6 +23,8 @@ use clap::{Parser, ValueEnum};
 use weft::bpf::Pins;
 use weft::run::{Host, RunError};
 
+/// What a command that programs the host (or shows what it would program: `weft diff`) needs
+/// to know of it.
 #[derive(clap::Args, Clone)]
 pub struct HostArgs {
     /// This host's node name (endpoints are programmed where spec.node matches). Default:
@@ -63,18 +65,89 @@ pub struct PinArgs {
 
 impl PinArgs {
     pub fn host(&self) -> HostArgs {
-        HostArgs {
-            node: None,
-            bpffs: self.bpffs.clone(),
-            cgroup: None,
-            state_dir: self.state_dir.clone(),
-            take_over_routes: false,
-            guard: weft::guard::Guard::default(),
-        }
+        HostArgs::reading(None, &self.bpffs, Some(&self.state_dir))
+    }
+}
+
+/// What a command that only reads weft's maps needs to know of the host: where they are
+/// pinned. (No node name: it names nothing by the configuration; no cgroup or state directory:
+/// nothing is attached or recorded.)
+#[derive(clap::Args, Clone)]
+pub struct MapArgs {
+    /// Where weft pins its maps, programs and links.
+    #[arg(long, env = "WEFT_BPFFS", default_value = weft::bpf::DEFAULT_ROOT)]
+    pub bpffs: PathBuf,
+}
+
+impl MapArgs {
+    pub fn host(&self) -> HostArgs {
+        HostArgs::reading(None, &self.bpffs, None)
+    }
+}
+
+/// What a command that reads weft's maps and works out this node's desired state (to name
+/// rules and services, or to read its FelixConfiguration) needs: the node and the maps. (No
+/// cgroup or state directory: nothing is attached or recorded.)
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// This host's node name (whose desired state names what the maps hold). Default:
+    /// $WEFT_NODENAME, $NODENAME, then the hostname.
+    #[arg(long, env = "WEFT_NODENAME")]
+    pub node: Option<String>,
+    /// Where weft pins its maps, programs and links.
+    #[arg(long, env = "WEFT_BPFFS", default_value = weft::bpf::DEFAULT_ROOT)]
+    pub bpffs: PathBuf,
+}
+
+impl NodeArgs {
+    pub fn host(&self) -> HostArgs {
+        HostArgs::reading(self.node.clone(), &self.bpffs, None)
+    }
+}
+
+/// `NodeArgs` for a command whose DIR defaults to the daemon's: also the state directory,
+/// where the daemon's status says which directory that is.
+#[derive(clap::Args, Clone)]
+pub struct DaemonNodeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Where the daemon keeps its status, which names its configuration directory when DIR
+    /// is left out.
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = weft::daemon::status::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+impl DaemonNodeArgs {
+    pub fn host(&self) -> HostArgs {
+        HostArgs::reading(
+            self.node.node.clone(),
+            &self.node.bpffs,
+            Some(&self.state_dir),
+        )
     }
 }
 
 impl HostArgs {
+    /// The host as a command that changes nothing sees it: no cgroup (the cgroup2 root), and
+    /// the default state directory unless it needs its own.
+    fn reading(
+        node: Option<String>,
+        bpffs: &std::path::Path,
+        state_dir: Option<&std::path::Path>,
+    ) -> HostArgs {
+        HostArgs {
+            node,
+            bpffs: bpffs.to_path_buf(),
+            cgroup: None,
+            state_dir: state_dir.map_or_else(
+                || PathBuf::from(weft::daemon::status::DEFAULT_STATE_DIR),
+                std::path::Path::to_path_buf,
+            ),
+            take_over_routes: false,
+            guard: weft::guard::Guard::default(),
+        }
+    }
+
     pub async fn open(&self) -> Result<Host, RunError> {
         let mut h = Host::open(
             Pins::new(&self.bpffs),

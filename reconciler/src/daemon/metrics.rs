@@ -1,7 +1,8 @@
 //! Prometheus metrics in the text exposition format (version 0.0.4), served over plain HTTP
 //! by a few lines on tokio: `GET /metrics`, and `GET /status` for the status as JSON. The
 //! daemon's own counters come from its `Status`; map fill, packets by reason and rule hits
-//! are read from the pinned maps at each scrape.
+//! are read from the pinned maps at each scrape, the process's figures from `/proc/self`
+//! (`process.rs`, which `prometheus-client` encodes).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::drift::Kind;
+use super::process::{self, ProcessStats};
 use super::status::Status;
 use crate::bpf::reasons::REASONS;
 use crate::bpf::stats::{self, HookCounters, MapFill};
@@ -57,12 +59,14 @@ pub struct Shared {
     pub ct_timeouts: Option<crate::bpf::ctgc::CtTimeouts>,
 }
 
-/// What one scrape read from the pinned maps.
+/// What one scrape read from the pinned maps, and of this process.
 #[derive(Debug, Default)]
 pub struct Dataplane {
     pub maps: Vec<MapFill>,
     pub packets: Vec<HookCounters>,
     pub rule_hits: std::collections::BTreeMap<u32, u64>,
+    /// None when `/proc/self` could not be read (said in the log).
+    pub process: Option<ProcessStats>,
 }
 
 impl Dataplane {
@@ -84,6 +88,9 @@ impl Dataplane {
                 warn("rule counters", &e);
                 Default::default()
             }),
+            process: ProcessStats::read()
+                .inspect_err(|e| warn("/proc/self", e))
+                .ok(),
         }
     }
 }
@@ -312,6 +319,7 @@ pub fn render(shared: &Shared, dp: &Dataplane) -> String {
             label(name)
         );
     }
+    out.push_str(&process::render(dp.process.as_ref()));
     out
 }
 
@@ -411,6 +419,7 @@ mod tests {
                 },
             }],
             rule_hits: [(0x1234, 9)].into(),
+            process: Some(ProcessStats::read().expect("/proc/self")),
         };
         let text = render(&sh, &dp);
         for line in [
@@ -428,20 +437,96 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
-        // Every sample belongs to a family declared before it.
+        // Every sample belongs to a family declared before it (prometheus-client declares a
+        // counter without its samples' _total, as OpenMetrics does).
         let mut declared = std::collections::BTreeSet::new();
         for l in text.lines() {
             if let Some(rest) = l.strip_prefix("# TYPE ") {
                 declared.insert(rest.split(' ').next().unwrap_or_default().to_string());
             } else if !l.starts_with('#') {
                 let name = l.split(['{', ' ']).next().unwrap_or_default();
-                let family = ["_bucket", "_sum", "_count"]
+                let family = ["_bucket", "_sum", "_count", "_total"]
                     .iter()
                     .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
                     .unwrap_or(name);
                 assert!(declared.contains(family), "{l} has no TYPE line");
             }
         }
+        // Each family is declared once, HELP before TYPE, and has samples.
+        let mut helps = std::collections::BTreeMap::new();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let family = rest.split(' ').next().unwrap_or_default();
+                *helps.entry(family).or_insert(0) += 1;
+                assert!(
+                    i > 0 && lines[i - 1].starts_with(&format!("# HELP {family} ")),
+                    "{family} has no HELP line before its TYPE"
+                );
+            }
+        }
+        assert!(
+            helps.values().all(|n| *n == 1),
+            "families declared twice: {helps:?}"
+        );
+        assert!(
+            !text.contains("# EOF"),
+            "the exposition is 0.0.4 text, not OpenMetrics"
+        );
+    }
+
+    /// The process and build families, each once, with values that make sense for this
+    /// process.
+    #[test]
+    fn the_process_and_build_families_are_there_once() {
+        let dp = Dataplane {
+            process: Some(ProcessStats::read().expect("/proc/self")),
+            ..Dataplane::default()
+        };
+        let text = render(&Shared::default(), &dp);
+        let value = |name: &str| -> f64 {
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|l| l.split(['{', ' ']).next() == Some(name))
+                .collect();
+            assert_eq!(samples.len(), 1, "{name}: {samples:?} in:\n{text}");
+            samples[0].rsplit(' ').next().unwrap().parse().expect(name)
+        };
+        for (family, kind) in [
+            ("process_cpu_seconds", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_start_time_seconds", "gauge"),
+            ("process_threads", "gauge"),
+            ("weft_build_info", "gauge"),
+        ] {
+            let declared = format!("# TYPE {family} {kind}");
+            assert_eq!(
+                text.lines().filter(|l| *l == declared).count(),
+                1,
+                "{declared:?} in:\n{text}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {family} ")).count(),
+                1,
+                "{family}"
+            );
+        }
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 0.0);
+        assert!(value("process_open_fds") > 0.0);
+        assert!(value("process_threads") >= 1.0);
+        let build = format!(
+            "weft_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == build), "no {build:?} in:\n{text}");
+        // Without /proc/self the build is still said.
+        let text = render(&Shared::default(), &Dataplane::default());
+        assert!(!text.contains("process_"), "{text}");
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]

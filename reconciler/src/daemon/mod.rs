@@ -15,6 +15,7 @@
 pub mod ctgc;
 pub mod drift;
 pub mod metrics;
+pub mod process;
 pub mod readiness;
 pub mod status;
 pub mod watch;

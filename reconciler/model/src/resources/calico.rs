@@ -109,6 +109,7 @@ pub struct WorkloadEndpointSpec {
 pub struct WorkloadEndpointPort {
     #[serde(default)]
     pub name: String,
+    #[schemars(with = "crate::net::PortProtocolSchema")]
     pub protocol: IntOrString,
     pub port: i64,
     #[serde(default)]
@@ -191,6 +192,7 @@ pub struct HostEndpointSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EndpointPort {
     pub name: String,
+    #[schemars(with = "crate::net::PortProtocolSchema")]
     pub protocol: IntOrString,
     pub port: i64,
 }
@@ -282,10 +284,13 @@ pub struct Rule {
     pub ip_version: Option<i64>,
     /// TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number from 1 to 255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::net::ProtocolSchema>")]
     pub protocol: Option<IntOrString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<IcmpFields>,
+    /// What `protocol` takes; the rule matches every other protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::net::ProtocolSchema>")]
     pub not_protocol: Option<IntOrString>,
     #[serde(rename = "notICMP", default, skip_serializing_if = "Option::is_none")]
     pub not_icmp: Option<IcmpFields>,
@@ -375,7 +380,11 @@ pub struct HttpPath {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleMetadata {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::resources::meta::text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -424,7 +433,11 @@ pub struct ProfileSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<Rule>,
     /// Labels given to every endpoint that lists this profile (its own labels win).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::resources::meta::text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels_to_apply: BTreeMap<String, String>,
 }
 

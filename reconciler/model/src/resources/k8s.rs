@@ -151,7 +151,11 @@ resource!(
 pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::resources::meta::text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub selector: BTreeMap<String, String>,
     /// An address, "None" for a headless service, or absent.
     #[serde(rename = "clusterIP", default, skip_serializing_if = "Option::is_none")]
@@ -352,7 +356,11 @@ pub struct Endpoint {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<ObjectReference>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::resources::meta::text_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub deprecated_topology: BTreeMap<String, String>,
     /// The node the backend runs on; local backends are preferred with traffic policy Local.
     #[serde(default, skip_serializing_if = "Option::is_none")]

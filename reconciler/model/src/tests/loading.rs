@@ -297,6 +297,86 @@ fn documents_before_a_syntax_error_are_still_checked() {
     assert!(errs[1].starts_with("a.yaml:6:1: "), "{}", errs[1]);
 }
 
+/// A syntax error hides nothing: each document is read on its own, every problem of every
+/// document is reported at its place in the file, and the file is still invalid.
+#[test]
+fn documents_after_a_syntax_error_are_still_checked() {
+    let text = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: Bad}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: [unclosed}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  tier: missing
+  selector: all()
+--- # an indentation mistake
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: a
+   bad: indent
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: Also-Bad}
+";
+    let errs = load_err(&[("a.yaml", text), ("b.yaml", &ns("B"))]);
+    assert_eq!(
+        errs,
+        [
+            "a.yaml:3:18: Namespace Bad: metadata.name: \"Bad\" is not a valid Namespace name; use up to 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+            "a.yaml:7:27: did not find expected ',' or ']', while parsing a flow sequence at line 7 column 18",
+            "a.yaml:13:9: GlobalNetworkPolicy p: spec.tier: tier \"missing\" does not exist; define a Tier named missing",
+            "a.yaml:20:7: mapping values are not allowed in this context",
+            "a.yaml:24:18: Namespace Also-Bad: metadata.name: \"Also-Bad\" is not a valid Namespace name; use up to 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+            "b.yaml:4:9: Namespace B: metadata.name: \"B\" is not a valid Namespace name; use up to 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+        ]
+    );
+    // A syntax error in the first document hides nothing either, and the daemon's reader says
+    // the same as a load.
+    let text = "kind: [\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: Bad}\n";
+    let errs = load_err(&[("a.yaml", text)]);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("a.yaml:2:1: "), "{}", errs[0]);
+    assert!(
+        errs[1].starts_with("a.yaml:5:18: Namespace Bad:"),
+        "{}",
+        errs[1]
+    );
+    let dir = TempDir::new(&[("a.yaml", text)]);
+    let docs = crate::Documents::read_dir(dir.path());
+    let d = docs.config().unwrap_err();
+    assert_eq!(d.0.len(), 2, "{d}");
+    assert_eq!((d.0[1].line, d.0[1].column), (5, 18), "{d}");
+}
+
+/// The documents after a syntax error are read with the aliases counted, as a whole file is.
+#[test]
+fn aliases_after_a_syntax_error_are_bounded() {
+    let mut laughs = String::from("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  labels: {a0: &a0 [x, x, x, x, x, x, x, x, x, x]");
+    for i in 1..9 {
+        let prev = i - 1;
+        laughs.push_str(&format!(
+            ", a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]"
+        ));
+    }
+    laughs.push_str("}\n");
+    let errs = load_err(&[("a.yaml", &format!("kind: [\n{laughs}"))]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("the aliases in this file expand it to more than"),
+        "{}",
+        errs[0]
+    );
+}
+
 #[test]
 fn files_that_are_not_utf8_are_reported() {
     let e = one_err(&[("a.yaml", "name: caf\u{e9}")]);

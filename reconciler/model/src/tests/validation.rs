@@ -450,6 +450,45 @@ fn metadata() {
     );
 }
 
+/// Label and annotation values are text, as in Kubernetes: YAML reads `version: 1.10` as the
+/// number 1.1, which kubectl, calicoctl and the JSON Schemas refuse, and which a tool that
+/// rewrites the file writes back as 1.1.
+#[test]
+fn unquoted_numbers_and_booleans_are_not_label_values() {
+    let wep = |labels: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: a\n  namespace: x\n  labels: {labels}\nspec:\n  node: n\n  interfaceName: calia\n  ipNetworks: [10.65.0.2/32]\n  profiles: [projectcalico-default-allow]\n")
+    };
+    assert_eq!(
+        one_err(&[("w.yaml", &wep("{version: 1.10}"))]),
+        "w.yaml:6:21: WorkloadEndpoint x/a: metadata.labels.version: YAML reads this unquoted value as the number 1.1, and values here are text; write it in quotes exactly as meant, such as \"1.10\""
+    );
+    assert_eq!(
+        one_err(&[("w.yaml", &wep("{canary: true}"))]),
+        "w.yaml:6:20: WorkloadEndpoint x/a: metadata.labels.canary: YAML reads this unquoted value as the boolean true, and values here are text; write it in quotes exactly as meant, such as \"1.10\""
+    );
+    assert_eq!(
+        one_err(&[("w.yaml", &wep("{build: 42}"))]),
+        "w.yaml:6:19: WorkloadEndpoint x/a: metadata.labels.build: YAML reads this unquoted value as the number 42, and values here are text; write it in quotes exactly as meant, such as \"1.10\""
+    );
+    // Quoted, and text that only starts like a number, are labels as written.
+    let c = load_ok(&[(
+        "w.yaml",
+        &wep("{version: \"1.10\", build: '42', tag: 1.10-rc1}"),
+    )]);
+    let labels = &c.workload_endpoints[0].value.metadata.labels;
+    assert_eq!(labels["version"], "1.10");
+    assert_eq!(labels["build"], "42");
+    assert_eq!(labels["tag"], "1.10-rc1");
+    // The same in a Kubernetes selector and a Service's selector.
+    let errs = load_err(&[(
+        "n.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {tier: 2}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\nspec:\n  selector: {on: yes, v: 2.0}\n  ports: [{port: 80}]\n",
+    )]);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("n.yaml:5:37: NetworkPolicy (networking.k8s.io) x/p: spec.podSelector.matchLabels.tier: YAML reads this unquoted value as the number 2"), "{}", errs[0]);
+    assert!(errs[1].starts_with("n.yaml:11:26: Service x/s: spec.selector.v: YAML reads this unquoted value as the number 2"), "{}", errs[1]);
+}
+
 #[test]
 fn tiers() {
     let tier = |name: &str, spec: &str| {
