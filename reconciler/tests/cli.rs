@@ -237,6 +237,7 @@ fn every_command_offers_only_the_options_it_uses() {
         (&["dump", "ipsets"], &[LOAD, "--bpffs", "--node"], JSON),
         (&["dump", "nat"], &[LOAD, "--bpffs", "--node"], JSON),
         (&["dump", "endpoints"], &["--bpffs"], JSON),
+        (&["dump", "host-endpoints"], &["--bpffs"], JSON),
         (&["dump", "conntrack"], &["--bpffs"], JSON),
         (&["dump", "counters"], &["--bpffs"], JSON),
         (&["dump", "routes"], &["--bpffs"], JSON),

@@ -53,7 +53,7 @@ pub enum What {
     /// order, and the failsafe rules (weft_failsafe4).
     HostEndpoints {
         #[command(flatten)]
-        host: HostArgs,
+        host: MapArgs,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -188,7 +188,7 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
             print(json.on(), &rows, |r| dump::render_endpoints(r));
         }
         What::HostEndpoints { host, json } => {
-            let h = host.open().await?;
+            let h = host.host().open().await?;
             let d = dump::host_endpoints(
                 &dump::read_map(&h.pins, maps::HEP)?,
                 &dump::read_map(&h.pins, maps::FAILSAFE4)?,
