@@ -126,6 +126,8 @@ const TYPES: &[(&str, &str)] = &[
     ("NAT_F_", "u32"),
     // weft_failsafe4_key.dir
     ("FS_", "u8"),
+    // struct weft_pkt4.frag (BPF-side only)
+    ("FRAG_", "u8"),
     // the policy classifier's cells (reconciler/src/policy/tables.rs)
     ("POL_CELL_WORDS", "usize"),
     ("POL_STRIDE", "u32"),

@@ -28,6 +28,7 @@
 #include "weft_bpf.h"
 #include "weft_settings.h"
 #include "parse.h"
+#include "frag.h"
 #include "conntrack.h"
 #include "policy.h"
 #include "counters.h"
@@ -94,6 +95,95 @@ WEFT_INLINE bool weft_ct_approve(const struct weft_iface_value *iface, const str
 	return true;
 }
 
+/* Rewrites an ICMP error's outer source (or destination) address, IPv4 checksum with it. */
+WEFT_INLINE int weft_icmp_outer4(struct __sk_buff *skb, bool dst, __u32 old_addr, __u32 new_addr)
+{
+	__u32 off = sizeof(struct ethhdr) + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+
+	if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), old_addr, new_addr,
+				sizeof(__u32)))
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &new_addr, sizeof(new_addr), 0) ? -1 : 0;
+}
+
+/*
+ * Rewrites the address and port of the packet an ICMP error quotes: its destination
+ * (inner_dst) or its source. The quoted IPv4 header's checksum follows the address; the ICMP
+ * checksum, which covers the quoted header, changes by the port only (the address and the
+ * quoted checksum change by opposite amounts). The quoted L4 checksum, past the 8 bytes an
+ * error must quote for TCP, is left as it is, as routers leave it.
+ */
+WEFT_INLINE int weft_icmp_inner4(struct __sk_buff *skb, const struct weft_pkt4 *p, bool inner_dst, __u32 old_addr,
+				 __u32 new_addr, __u16 old_port, __u16 new_port)
+{
+	__u32 inner = p->l4_off + 8;
+	__u32 ihl = (p->inner_ihl * 4) & 0x3c;
+	__u32 addr_off = inner + (inner_dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+	__u16 old_be = bpf_htons(old_port), new_be = bpf_htons(new_port);
+
+	if (bpf_l3_csum_replace(skb, inner + offsetof(struct iphdr, check), old_addr, new_addr, sizeof(__u32)))
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
+		return -1;
+	if (old_port == new_port)
+		return 0;
+	if (bpf_l4_csum_replace(skb, p->l4_off + 2, old_be, new_be, sizeof(__u16)))
+		return -1;
+	return bpf_skb_store_bytes(skb, inner + ihl + (inner_dst ? 2 : 0), &new_be, sizeof(new_be), 0) ? -1 : 0;
+}
+
+/*
+ * An ICMP error about a service flow quotes the packet as it was where the error arose. About
+ * the client's packet after translation (client -> backend: a router's TTL exceeded or
+ * fragmentation needed, the backend's port unreachable), it goes to the client, who must read
+ * it as about its own packet (client -> frontend), from the service if the backend sent it.
+ * About a reply after it was given the frontend back (frontend -> client), it goes to the
+ * backend, who must read it as about its own (backend -> client); that is translated where
+ * new flows are. Errors about a flow in terms its receiver knows pass as they are. `rk` is the
+ * key `ct` was found under. Returns -1 when a rewrite fails.
+ */
+WEFT_INLINE int weft_icmp_related_nat(struct __sk_buff *skb, const struct weft_pkt4 *p, const __u32 hook,
+				      struct weft_ct4_key *rk, struct weft_ct4_value *ct)
+{
+	struct weft_ct4_value *rev = ct;
+	bool client_is_a;
+	__u32 client, backend, frontend;
+	__u16 client_port, backend_port, frontend_port;
+
+	if (p->inner_proto != IPPROTO_TCP && p->inner_proto != IPPROTO_UDP && p->inner_proto != IPPROTO_SCTP)
+		return 0;
+	if (ct->type == WEFT_CT_NAT_FWD) {
+		if (!WEFT_DOES_NAT(hook))
+			return 0;
+		*rk = ct->nat_rev_key;
+		rev = bpf_map_lookup_elem(&weft_ct4, rk);
+		if (!rev)
+			return 0;
+	} else if (ct->type != WEFT_CT_NAT_REV) {
+		return 0;
+	}
+	client_is_a = !(rev->flags & WEFT_CT_F_B_ORIGINATED);
+	client = client_is_a ? rk->addr_a : rk->addr_b;
+	client_port = client_is_a ? rk->port_a : rk->port_b;
+	backend = client_is_a ? rk->addr_b : rk->addr_a;
+	backend_port = client_is_a ? rk->port_b : rk->port_a;
+	frontend = rev->nat_orig_daddr;
+	frontend_port = rev->nat_orig_dport;
+
+	if (ct->type == WEFT_CT_NAT_REV) {
+		if (p->inner_saddr != client || p->inner_sport != client_port || p->inner_daddr != backend)
+			return 0;
+		if (weft_icmp_inner4(skb, p, true, backend, frontend, backend_port, frontend_port))
+			return -1;
+		return p->saddr == backend ? weft_icmp_outer4(skb, false, backend, frontend) : 0;
+	}
+	if (p->inner_saddr != frontend || p->inner_sport != frontend_port || p->inner_daddr != client)
+		return 0;
+	if (weft_icmp_inner4(skb, p, false, frontend, backend, frontend_port, backend_port))
+		return -1;
+	return p->daddr == frontend ? weft_icmp_outer4(skb, true, frontend, backend) : 0;
+}
+
 /* Sends an ICMP port unreachable back to the sender of a packet to a service without backends. */
 WEFT_INLINE int weft_reject(struct __sk_buff *skb, const struct weft_pkt4 *p, __u32 ifindex, const __u32 hook,
 			    __u32 *reason)
@@ -147,6 +237,10 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 
 	out->parse = weft_parse4(skb, p);
+	if (out->parse == WEFT_PARSE_FRAGMENT)
+		out->parse = weft_frag_later(p);
+	else if (out->parse == WEFT_PARSE_IPV4 && p->frag == WEFT_FRAG_FIRST)
+		weft_frag_note(p);
 	switch (out->parse) {
 	case WEFT_PARSE_IPV4:
 		break;
@@ -185,8 +279,11 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	if (p->icmp_error) {
 		/* An ICMP error about a known flow travels with that flow. */
 		weft_ct4_key_of(&k, p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport, p->inner_proto);
-		if (bpf_map_lookup_elem(&weft_ct4, &k)) {
+		ct = bpf_map_lookup_elem(&weft_ct4, &k);
+		if (ct) {
 			out->ct = WEFT_CTR_RELATED;
+			if (weft_icmp_related_nat(skb, p, hook, &k, ct))
+				return weft_verdict(reason, WEFT_REASON_DROP_NAT, WEFT_DROP);
 			return weft_verdict(reason, WEFT_REASON_ACCEPT_RELATED, WEFT_PASS);
 		}
 	}

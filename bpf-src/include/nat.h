@@ -138,6 +138,16 @@ WEFT_INLINE int weft_rewrite4(struct __sk_buff *skb, const struct weft_pkt4 *p, 
 	__u16 old_port_be = bpf_htons(old_port), new_port_be = bpf_htons(new_port);
 	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
+	if (p->frag == WEFT_FRAG_LATER) {
+		/* No L4 header here: the first fragment's rewrite covered the datagram's checksum
+		 * and ports. */
+		if (old_addr == new_addr)
+			return 0;
+		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), old_addr, new_addr,
+					sizeof(__u32)))
+			return -1;
+		return bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) ? -1 : 0;
+	}
 	if (!csum_off)
 		return -1;
 	if (old_addr != new_addr) {

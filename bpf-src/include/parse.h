@@ -16,15 +16,21 @@ struct weft_pkt4 {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 icmp_error; /* an ICMP error; inner_* describe the packet it is about */
-	__u8 pad;
+	__u8 inner_ihl;  /* ICMP error: the quoted IPv4 header's length in 32-bit words */
 	__u16 l4_off; /* offset of the L4 header from the start of the frame */
 	__u32 inner_saddr;
 	__u32 inner_daddr;
 	__u16 inner_sport;
 	__u16 inner_dport;
 	__u8 inner_proto;
-	__u8 pad2[3];
+	__u8 frag;   /* WEFT_FRAG_* */
+	__u16 ip_id; /* IPv4 identification, network order */
 };
+
+/* struct weft_pkt4.frag */
+#define WEFT_FRAG_NONE 0
+#define WEFT_FRAG_FIRST 1 /* the first fragment of a datagram: it has the L4 header */
+#define WEFT_FRAG_LATER 2 /* a later fragment: ports from its first (weft_frags4), no L4 header */
 
 enum weft_parse_result {
 	WEFT_PARSE_IPV4 = 0,
@@ -120,6 +126,7 @@ WEFT_INLINE int weft_parse_icmp_inner(struct __sk_buff *skb, __u32 off, struct w
 	p->inner_saddr = inner.saddr;
 	p->inner_daddr = inner.daddr;
 	p->inner_proto = inner.protocol;
+	p->inner_ihl = inner.ihl;
 	p->inner_sport = 0;
 	p->inner_dport = 0;
 	if (bpf_skb_load_bytes(skb, off + inner.ihl * 4, l4, sizeof(l4)))
@@ -194,9 +201,13 @@ WEFT_INLINE int weft_parse4(struct __sk_buff *skb, struct weft_pkt4 *p)
 	p->icmp_code = 0;
 	p->icmp_error = 0;
 	p->l4_off = sizeof(struct ethhdr) + ihl_len;
+	p->ip_id = ip->id;
+	p->frag = WEFT_FRAG_NONE;
 
 	if (ip->frag_off & bpf_htons(WEFT_IP_OFFSET))
 		return WEFT_PARSE_FRAGMENT;
+	if (ip->frag_off & bpf_htons(WEFT_IP_MF))
+		p->frag = WEFT_FRAG_FIRST;
 
 	l4_len = weft_l4_hdr_len(p->proto);
 	if (!l4_len)

@@ -25,6 +25,14 @@ struct {
 	__type(value, struct weft_iface_value);
 } weft_iface SEC(".maps");
 
+/* Fragmented datagrams' ports, from their first fragment (weft_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct weft_frag4_key);
+	__type(value, struct weft_frag4_value);
+} weft_frags4 SEC(".maps");
+
 /* Host endpoints' rulesets (weft_maps.h), by ifindex; looked up only where weft_iface says
  * WEFT_IFACE_F_HEP. */
 struct {

@@ -171,6 +171,32 @@ struct weft_failsafe4_key {
 };
 _Static_assert(sizeof(struct weft_failsafe4_key) == 12, "weft_failsafe4_key");
 
+/* ---- IPv4 fragments ------------------------------------------------------------------------ */
+/*
+ * A fragmented datagram's later fragments carry no L4 header: the first fragment leaves its
+ * ports here, under the datagram's identity, so that policy, conntrack and NAT treat every
+ * fragment as a packet of the first one's flow (Calico's bpfIPFragmentReassemblyEnabled
+ * reassembles instead; the verdicts are the same). A later fragment that comes before its
+ * first finds nothing and is dropped at a workload, as one without ports always was.
+ */
+struct weft_frag4_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id; /* the IPv4 identification, network order */
+	__u8 proto;
+	__u8 pad;
+};
+_Static_assert(sizeof(struct weft_frag4_key) == 12, "weft_frag4_key");
+
+struct weft_frag4_value {
+	__u16 sport; /* host order, as struct weft_pkt4 has them */
+	__u16 dport;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weft_frag4_value) == 8, "weft_frag4_value");
+
 /* ---- Routes -------------------------------------------------------------------------------- */
 
 /* weft_route_value.flags */

@@ -183,6 +183,117 @@ fn udp_is_translated_too() {
     assert_eq!(parse_checked(&out.data), (CLIENT, 5000, B1, 8080));
 }
 
+/// An ICMP error (Ethernet frame) from `src` to `dst` quoting the packet `quoted` (a frame).
+fn icmp_about(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    icmp_error(src, dst, 3, 4, &quoted[14..])
+}
+
+/// (outer source, outer destination, quoted source, quoted port, quoted destination, quoted
+/// port) of an ICMP error frame, asserting its ICMP and both IPv4 checksums are right.
+fn icmp_checked(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, Ipv4Addr, u16, Ipv4Addr, u16) {
+    let ip = &frame[14..];
+    assert_eq!(csum(&ip[..20]), 0, "outer IPv4 checksum");
+    let icmp = &ip[20..];
+    assert_eq!(csum(icmp), 0, "ICMP checksum");
+    let inner = &icmp[8..];
+    assert_eq!(csum(&inner[..20]), 0, "quoted IPv4 checksum");
+    let a = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    (
+        a(&ip[12..16]),
+        a(&ip[16..20]),
+        a(&inner[12..16]),
+        port(&inner[20..22]),
+        a(&inner[16..20]),
+        port(&inner[22..24]),
+    )
+}
+
+#[test]
+fn an_icmp_error_about_a_translated_packet_reads_as_about_the_clients_own() {
+    let Some(h) = setup("nat_icmp_error", &[B1], 0, 0) else {
+        return;
+    };
+    let syn = tcp(CLIENT, 40000, VIP, 80, TCP_SYN);
+    assert_eq!(h.run(FROM, &syn).retval, PASS);
+    // The backend says "fragmentation needed" about client -> backend: the client reads it as
+    // about client -> frontend, from the service.
+    let router = Ipv4Addr::new(10, 65, 9, 1);
+    let translated = tcp(CLIENT, 40000, B1, 8080, TCP_SYN);
+    let out = h.run(FROM, &icmp_about(B1, CLIENT, &translated));
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        icmp_checked(&out.data),
+        (VIP, CLIENT, CLIENT, 40000, VIP, 80)
+    );
+    // From a router on the way, only the quoted packet changes (here on its way into the
+    // client's interface).
+    let out = h.run("weft_to_wep", &icmp_about(router, CLIENT, &translated));
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        icmp_checked(&out.data),
+        (router, CLIENT, CLIENT, 40000, VIP, 80)
+    );
+    // The client's own error about the service's reply (frontend -> client) goes to the
+    // backend, about backend -> client.
+    let reply = tcp(VIP, 80, CLIENT, 40000, TCP_SYN | TCP_ACK);
+    let out = h.run(FROM, &icmp_about(CLIENT, VIP, &reply));
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        icmp_checked(&out.data),
+        (CLIENT, B1, B1, 8080, CLIENT, 40000)
+    );
+    assert_eq!(
+        h.reasons(IFINDEX, maps::HOOK_FROM_WEP),
+        vec![("accept-related-icmp", 2), ("accept-nat", 1)]
+    );
+}
+
+#[test]
+fn a_fragmented_datagram_to_a_frontend_is_translated_fragment_by_fragment() {
+    let Some(h) = setup("nat_fragments", &[B1], 0, 0) else {
+        return;
+    };
+    let fk = NatFrontendKey {
+        addr: maps::addr_be(VIP),
+        port: 53,
+        proto: 17,
+        pad: 0,
+    };
+    let fe = NatFrontend {
+        svc_id: SVC,
+        count: 1,
+        local_count: 1,
+        affinity_timeout_s: 0,
+        flags: 0,
+        maglev_size: 0,
+    };
+    h.map(maps::NAT_FE4)
+        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("frontend");
+    // The first fragment: ports, and the UDP checksum of the whole datagram.
+    let first = with_frag_off(udp(CLIENT, 5000, VIP, 53), IP_MF);
+    let out = h.run(FROM, &first);
+    assert_eq!(out.retval, PASS);
+    assert_eq!(parse_checked(&out.data), (CLIENT, 5000, B1, 8080));
+    // A later fragment: no UDP header, only its destination address to rewrite.
+    let later = udp_fragment(CLIENT, VIP);
+    let out = h.run(FROM, &later);
+    assert_eq!(out.retval, PASS);
+    let ip = &out.data[14..34];
+    assert_eq!(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]), B1);
+    assert_eq!(csum(ip), 0, "the IPv4 header checksum is right");
+    assert_eq!(
+        &out.data[34..],
+        &later[34..],
+        "the payload (no L4 header here) is left alone"
+    );
+    assert_eq!(
+        h.reasons(IFINDEX, maps::HOOK_FROM_WEP),
+        vec![("accept-conntrack", 1), ("accept-nat", 1)]
+    );
+}
+
 #[test]
 fn a_frontend_without_backends_answers_icmp_port_unreachable() {
     let Some(h) = setup("nat_reject", &[], 0, 0) else {

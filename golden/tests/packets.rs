@@ -534,26 +534,54 @@ fn ip_options_move_the_l4_header_and_the_ports_are_read_after_them() {
 }
 
 #[test]
-fn a_non_first_fragment_is_dropped_and_a_first_fragment_is_not() {
-    let Some(w) = workload("fragment", &allow_all(11), &allow_all(11)) else {
+fn a_later_fragment_goes_with_its_first_fragments_flow_and_alone_is_dropped() {
+    let Some(w) = workload(
+        "fragment",
+        &deny_all(DENY_ALL),
+        &allowing(11, port(UDP, 53)),
+    ) else {
         return;
     };
+    // Before its first fragment, a later one has no ports: dropped.
     assert_eq!(w.sends(&packet::udp_fragment(WL, PEER)), DROP);
     assert_eq!(w.h.reasons(IFINDEX, FROM_HOOK), [("drop-fragment", 1)]);
     assert!(w.h.ct().is_empty());
 
-    // The first fragment carries the ports: an ordinary new flow.
+    // The first fragment carries the ports: an ordinary new flow, allowed.
     let first = packet::with_frag_off(packet::udp(WL, 5353, PEER, 53), packet::IP_MF);
     assert_eq!(w.sends(&first), PASS);
-    assert_eq!(
-        w.h.reasons(IFINDEX, FROM_HOOK),
-        [("accept-policy", 1), ("drop-fragment", 1)]
-    );
     let (k, _) = w.only_flow();
     assert!(
         same_key(&k, &ct4_key(WL, 5353, PEER, 53, UDP).0),
         "key {k:?}"
     );
+    // Now the later fragment (same source, destination, protocol and identification) is a
+    // packet of that flow.
+    assert_eq!(w.sends(&packet::udp_fragment(WL, PEER)), PASS);
+    assert_eq!(
+        w.h.reasons(IFINDEX, FROM_HOOK),
+        [
+            ("accept-policy", 1),
+            ("accept-conntrack", 1),
+            ("drop-fragment", 1)
+        ]
+    );
+}
+
+#[test]
+fn a_datagram_policy_denies_stays_denied_fragment_by_fragment() {
+    let Some(w) = workload(
+        "fragment_denied",
+        &deny_all(DENY_ALL),
+        &allowing(11, port(UDP, 53)),
+    ) else {
+        return;
+    };
+    let first = packet::with_frag_off(packet::udp(WL, 5353, PEER, 54), packet::IP_MF);
+    assert_eq!(w.sends(&first), DROP);
+    assert_eq!(w.sends(&packet::udp_fragment(WL, PEER)), DROP);
+    assert_eq!(w.h.reasons(IFINDEX, FROM_HOOK), [("drop-policy", 2)]);
+    assert!(w.h.ct().is_empty());
 }
 
 #[test]

@@ -20,17 +20,19 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
-    weft_event as Event, weft_failsafe4_key as Failsafe4Key, weft_hep_value as HepValue,
-    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
-    weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
-    weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
-    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
-    weft_route_value as RouteValue, weft_scratch as Scratch, weft_trace_filter as TraceFilter,
-    weft_trace_host as TraceHost, weft_trace_port as TracePort,
+    weft_event as Event, weft_failsafe4_key as Failsafe4Key, weft_frag4_key as Frag4Key,
+    weft_frag4_value as Frag4Value, weft_hep_value as HepValue, weft_iface_value as IfaceValue,
+    weft_nat_aff4_key as NatAffKey, weft_nat_aff4_value as NatAffValue,
+    weft_nat_be4_value as NatBackend, weft_nat_be_key as NatBackendKey,
+    weft_nat_fe4_key as NatFrontendKey, weft_nat_fe_value as NatFrontend,
+    weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key, weft_route_value as RouteValue,
+    weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
+    weft_trace_port as TracePort,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
 pub const CT4: &str = spec::CT4.name;
+pub const FRAGS4: &str = spec::FRAGS4.name;
 pub const IFACE: &str = spec::IFACE.name;
 pub const HEP: &str = spec::HEP.name;
 pub const FAILSAFE4: &str = spec::FAILSAFE4.name;
@@ -58,6 +60,8 @@ pub mod spec {
     /// Connections: one entry per flow under its normalised tuple (weft_maps.h).
     pub const CT4: MapSpec<Ct4Key, Ct4Value> =
         MapSpec::new("weft_ct4", |s| s.conntrack).sized_by("bpfMapSizeConntrack");
+    /// Fragmented datagrams' ports, by the datagram (from its first fragment).
+    pub const FRAGS4: MapSpec<Frag4Key, Frag4Value> = MapSpec::new("weft_frags4", |_| 16_384);
     /// ifindex -> the interface's flags and rulesets.
     pub const IFACE: MapSpec<u32, IfaceValue> = MapSpec::new("weft_iface", |s| s.if_state)
         .sized_by("bpfMapSizeIfState")
@@ -130,8 +134,9 @@ pub mod spec {
             .rendered(render_trace_filter);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 20] = [
+    pub static ALL: [&dyn AnyMapSpec; 21] = [
         &CT4,
+        &FRAGS4,
         &IFACE,
         &HEP,
         &FAILSAFE4,
@@ -378,6 +383,8 @@ unsafe impl Plain for Ct4Key {}
 unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
 unsafe impl Plain for HepValue {}
+unsafe impl Plain for Frag4Key {}
+unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for RouteValue {}
