@@ -3,9 +3,9 @@
  * XDP on a host endpoint's interface: its untracked (doNotTrack) ingress policy, decided before
  * an skb exists. What it denies is dropped here, counted under the interface's XDP hook;
  * everything else goes on to tc, which decides it in full (hep.h): allowed and undecided
- * packets, anything that is not plain IPv4 (ARP, IPv6, VLAN-tagged frames), non-first
- * fragments (their ports are in the first), malformed and truncated frames, and the failsafe
- * ports, which no policy closes.
+ * packets, anything that is not plain unicast IPv4 (ARP, IPv6, VLAN-tagged frames, broadcast
+ * and multicast), non-first fragments (their ports are in the first), malformed and truncated
+ * frames, and the failsafe ports, which no policy closes.
  */
 #ifndef WEFT_XDP_H
 #define WEFT_XDP_H
@@ -28,6 +28,9 @@ WEFT_INLINE bool weft_xdp_parse4(struct xdp_md *ctx, struct weft_pkt4 *p)
 	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
 		return false;
 	if (ip->frag_off & bpf_htons(WEFT_IP_OFFSET))
+		return false;
+	/* Broadcast and multicast are the host's stack's to sort out (DHCP, routing protocols). */
+	if ((bpf_ntohl(ip->daddr) >> 28) >= 0xe || (eth->h_dest[0] & 1))
 		return false;
 	l4 = (__u8 *)ip + ip->ihl * 4;
 	p->saddr = ip->saddr;

@@ -134,6 +134,16 @@ fn xdp_drops_what_untracked_policy_denies_and_passes_the_rest_to_tc() {
             XDP_PASS,
         ),
         ("ARP", packet::arp_request(BAD, HOST), XDP_PASS),
+        (
+            "broadcast from the denied source",
+            packet::udp(BAD, 68, Ipv4Addr::BROADCAST, 67),
+            XDP_PASS,
+        ),
+        (
+            "multicast from the denied source",
+            packet::udp(BAD, 5353, Ipv4Addr::new(224, 0, 0, 251), 5353),
+            XDP_PASS,
+        ),
         ("IPv6", packet::ipv6_udp(), XDP_PASS),
         ("another ethertype", packet::lldp(), XDP_PASS),
         (
