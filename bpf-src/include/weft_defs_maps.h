@@ -42,6 +42,15 @@ struct {
 	__type(value, struct weft_hep_value);
 } weft_hep SEC(".maps");
 
+/* XDP's per-source verdicts (weft_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_xdp_src4_key);
+	__type(value, struct weft_xdp_src_value);
+} weft_xdp_src4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1024);

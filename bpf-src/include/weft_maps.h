@@ -154,6 +154,26 @@ struct weft_hep_value {
 _Static_assert(sizeof(struct weft_hep_value) == 32, "weft_hep_value");
 
 /*
+ * XDP's fast path: where a host endpoint's untracked ingress ruleset decides by the source
+ * address alone (the common flood filter: deny these networks), its verdict per source prefix,
+ * so that XDP decides with one lookup instead of walking the ruleset. Keyed by the interface
+ * and the source; an interface with entries has them for the whole address space.
+ */
+struct weft_xdp_src4_key {
+	__u32 prefixlen; /* 32 + the source prefix's length */
+	__u32 ifindex;
+	__u32 addr; /* network order */
+};
+_Static_assert(sizeof(struct weft_xdp_src4_key) == 12, "weft_xdp_src4_key");
+
+struct weft_xdp_src_value {
+	__u32 rule_id; /* the deciding rule, counted like the ruleset's own */
+	__u8 drop;     /* 1: denied; 0: allowed or undecided, tc's to judge */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct weft_xdp_src_value) == 8, "weft_xdp_src_value");
+
+/*
  * Failsafe ports (FailsafeInboundHostPorts, FailsafeOutboundHostPorts): allowed to and from the
  * host on a host endpoint whatever the policy, before untracked policy. An LPM trie: dir,
  * proto and port always match whole (32 bits), then the peer's prefix (the entry's net,

@@ -56,6 +56,18 @@ WEFT_INLINE bool weft_xdp_parse4(struct xdp_md *ctx, struct weft_pkt4 *p)
 	return true;
 }
 
+/* A denial, unless a failsafe port overrules it: counted and dropped. */
+WEFT_INLINE int weft_xdp_deny(__u32 ifindex, const struct weft_pkt4 *p, __u32 rule_id)
+{
+	/* The failsafes come first in tc; here they are asked only about a denial, which they
+	 * overrule: the same verdicts, and what passes pays for no lookup of theirs. */
+	if (weft_is_failsafe4(true, p) && weft_hep_is_host(p->daddr))
+		return XDP_PASS;
+	weft_count_rule(rule_id);
+	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);
+	return XDP_DROP;
+}
+
 WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
@@ -63,9 +75,18 @@ WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
 	struct weft_flow4 f = {};
 	struct weft_pkt4 p = {};
 	struct weft_hep_value *hep;
+	struct weft_xdp_src4_key sk;
+	struct weft_xdp_src_value *sv;
 
 	if (!weft_xdp_parse4(ctx, &p))
 		return XDP_PASS;
+	/* The fast path: a verdict by the source alone. */
+	sk.prefixlen = 64;
+	sk.ifindex = ifindex;
+	sk.addr = p.saddr;
+	sv = bpf_map_lookup_elem(&weft_xdp_src4, &sk);
+	if (sv)
+		return sv->drop ? weft_xdp_deny(ifindex, &p, sv->rule_id) : XDP_PASS;
 	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 	if (!hep || !hep->ruleset_untracked_in)
 		return XDP_PASS;
@@ -73,13 +94,7 @@ WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
 	weft_policy4(hep->ruleset_untracked_in, &f, &r);
 	if ((r.flags & WEFT_VERDICT_F_NO_MATCH) || r.action == WEFT_ACT_ALLOW)
 		return XDP_PASS;
-	/* The failsafes come first in tc; here they are asked only about a denial, which they
-	 * overrule: the same verdicts, and what passes pays for no lookup of theirs. */
-	if (weft_hep_is_host(p.daddr) && weft_is_failsafe4(true, &p))
-		return XDP_PASS;
-	weft_count_rule(r.rule_id);
-	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);
-	return XDP_DROP;
+	return weft_xdp_deny(ifindex, &p, r.rule_id);
 }
 
 #endif /* WEFT_XDP_H */

@@ -257,3 +257,83 @@ fn tc_untracked_stage_drops_passes_untracked_and_leaves_failsafes_to_conntrack()
     assert_eq!(h.run("weft_from_hep", &other).retval, PASS);
     assert_eq!(count(reasons::ACCEPT_POLICY), 1);
 }
+
+/// Untracked ingress by source alone: deny 203.0.113.0/24 (rule 51) but 203.0.113.8 (allowed,
+/// rule 52); anything else goes on.
+fn by_source() -> RulesetSpec {
+    let from = |set: usize| vec![AddrTerm { set, member: true }];
+    let rule = |id, action, set| FlatRule {
+        id,
+        action,
+        group: 0,
+        peer: from(set),
+        local: vec![true],
+        sport: SpanSet::full(),
+        dport: SpanSet::full(),
+    };
+    RulesetSpec {
+        sets: vec![
+            vec![Net4::host(u32::from(Ipv4Addr::new(203, 0, 113, 8)))],
+            vec![Net4::new(u32::from(Ipv4Addr::new(203, 0, 113, 0)), 24)],
+        ],
+        locals: vec![],
+        rules: vec![
+            rule(52, FlatAction::Allow, 0),
+            rule(51, FlatAction::Deny, 1),
+        ],
+        groups: vec![GroupEnd::Pass],
+        default_rule: 99,
+        open_end: true,
+    }
+}
+
+#[test]
+fn a_policy_by_source_alone_is_decided_in_one_lookup() {
+    let Some(h) = host_endpoint("xdp_fast_path") else {
+        return;
+    };
+    let c = weft::policy::classify::compile(&by_source()).expect("compiles");
+    let cells = weft::policy::tables::encode(&c);
+    let entries = weft::desired::hosts::xdp_fast_path(IFINDEX, &cells);
+    assert!(
+        !entries.is_empty(),
+        "a ruleset by source alone has a fast path"
+    );
+    assert!(
+        weft::desired::hosts::xdp_fast_path(
+            IFINDEX,
+            &weft::policy::tables::encode(
+                &weft::policy::classify::compile(&untracked()).expect("compiles")
+            )
+        )
+        .is_empty(),
+        "one that looks at a port has none"
+    );
+    let m = h.map(maps::XDP_SRC4);
+    for (k, v) in &entries {
+        libbpf_rs::MapCore::update(&m, k, v, libbpf_rs::MapFlags::ANY).expect("fast path entry");
+    }
+    // The host endpoint's own untracked ruleset would let everything on: what drops here is
+    // the fast path's doing.
+    let v = HepValue {
+        ruleset_in: 1,
+        ruleset_out: 1,
+        ..Default::default()
+    };
+    spec::HEP
+        .update(&h.map(spec::HEP.name), &IFINDEX, &v)
+        .expect("hep entry");
+    let cases = [
+        (Ipv4Addr::new(203, 0, 113, 7), 80, XDP_DROP),
+        (Ipv4Addr::new(203, 0, 113, 200), 80, XDP_DROP),
+        (Ipv4Addr::new(203, 0, 113, 8), 80, XDP_PASS),
+        (Ipv4Addr::new(198, 51, 100, 1), 80, XDP_PASS),
+        (Ipv4Addr::new(203, 0, 113, 7), 22, XDP_PASS),
+    ];
+    for (src, port, want) in cases {
+        let frame = packet::tcp(src, 4000, HOST, port, packet::TCP_SYN);
+        assert_eq!(h.run_xdp("weft_xdp", &frame).retval, want, "{src}:{port}");
+    }
+    assert_eq!(xdp_drops(&h), 2);
+    assert_eq!(h.rule_hits(51), 2, "the deny rule counts its drops");
+}

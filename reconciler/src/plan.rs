@@ -333,6 +333,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::WLADDR4,
     maps::TRACE_FILTER,
     maps::FAILSAFE4,
+    maps::XDP_SRC4,
     maps::HEP,
     maps::IFACE,
 ];

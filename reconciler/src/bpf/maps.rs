@@ -27,7 +27,8 @@ pub use types::{
     weft_nat_fe4_key as NatFrontendKey, weft_nat_fe_value as NatFrontend,
     weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key, weft_route_value as RouteValue,
     weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
-    weft_trace_port as TracePort,
+    weft_trace_port as TracePort, weft_xdp_src4_key as XdpSrc4Key,
+    weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -36,6 +37,7 @@ pub const FRAGS4: &str = spec::FRAGS4.name;
 pub const IFACE: &str = spec::IFACE.name;
 pub const HEP: &str = spec::HEP.name;
 pub const FAILSAFE4: &str = spec::FAILSAFE4.name;
+pub const XDP_SRC4: &str = spec::XDP_SRC4.name;
 pub const RT4: &str = spec::RT4.name;
 pub const WLADDR4: &str = spec::WLADDR4.name;
 pub const POL_RS: &str = spec::POL_RS.name;
@@ -70,6 +72,9 @@ pub mod spec {
     pub const HEP: MapSpec<u32, HepValue> = MapSpec::new("weft_hep", |s| s.if_state)
         .sized_by("bpfMapSizeIfState")
         .rendered(render_hep);
+    /// XDP's fast path: (interface, source prefix) -> the untracked ingress verdict.
+    pub const XDP_SRC4: MapSpec<XdpSrc4Key, XdpSrcValue> =
+        MapSpec::new("weft_xdp_src4", |_| 65_536).rendered(render_xdp_src);
     /// Failsafe ports: (direction, protocol, port, peer prefix).
     pub const FAILSAFE4: MapSpec<Failsafe4Key, u32> =
         MapSpec::new("weft_failsafe4", |_| FAILSAFE_MAX).rendered(render_failsafe);
@@ -134,12 +139,13 @@ pub mod spec {
             .rendered(render_trace_filter);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 21] = [
+    pub static ALL: [&dyn AnyMapSpec; 22] = [
         &CT4,
         &FRAGS4,
         &IFACE,
         &HEP,
         &FAILSAFE4,
+        &XDP_SRC4,
         &RT4,
         &WLADDR4,
         &POL_RS,
@@ -281,6 +287,7 @@ pub const RECONCILED: &[&str] = &[
     IFACE,
     HEP,
     FAILSAFE4,
+    XDP_SRC4,
     RT4,
     WLADDR4,
     NAT_FE4,
@@ -384,6 +391,8 @@ unsafe impl Plain for Ct4Value {}
 unsafe impl Plain for IfaceValue {}
 unsafe impl Plain for HepValue {}
 unsafe impl Plain for Frag4Key {}
+unsafe impl Plain for XdpSrc4Key {}
+unsafe impl Plain for XdpSrcValue {}
 unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
@@ -588,6 +597,17 @@ fn render_hep(k: &u32, v: &HepValue, _: &Names) -> String {
         v.ruleset_prednat,
         v.ruleset_untracked_in,
         v.ruleset_untracked_out
+    )
+}
+
+fn render_xdp_src(k: &XdpSrc4Key, v: &XdpSrcValue, _: &Names) -> String {
+    format!(
+        "ifindex {} from {}/{} {} rule {:#010x}",
+        k.ifindex,
+        ip(k.addr),
+        k.prefixlen.saturating_sub(32),
+        if v.drop != 0 { "drop" } else { "to-tc" },
+        v.rule_id
     )
 }
 

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use weft_model::{Config, HostEndpoint, Item};
 
 use super::{read, v4_hosts, Desired, DesiredError, NAT_IN, NAT_OUT};
-use crate::bpf::maps::{self, Failsafe4Key, HepValue};
+use crate::bpf::maps::{self, Failsafe4Key, HepValue, XdpSrc4Key, XdpSrcValue};
 use crate::facts::HostFacts;
 use crate::policy::resolve::{Direction, Endpoint, PolicyIndex, Stage};
 use crate::warning::Warning;
@@ -190,6 +190,11 @@ pub fn rulesets(
                     source,
                 })?;
             let id = cells.id();
+            if stage == Stage::Untracked && dir == Direction::Ingress {
+                for kv in xdp_fast_path(c.ifindex, &cells) {
+                    add(maps::XDP_SRC4, kv);
+                }
+            }
             d.state.rulesets.entry(id).or_insert(cells);
             ids.insert((stage, dir), id);
             d.rules.insert((key, dir), info);
@@ -214,6 +219,36 @@ pub fn rulesets(
         });
     }
     Ok(())
+}
+
+/// XDP's per-source verdicts for interface `ifindex` (weft_xdp_src4 entries), where its
+/// untracked ingress ruleset `cells` decides by the source address alone; none otherwise (XDP
+/// then walks the ruleset).
+pub fn xdp_fast_path(
+    ifindex: u32,
+    cells: &crate::policy::tables::Cells,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(steps) = crate::policy::tables::decode(cells)
+        .ok()
+        .and_then(|c| crate::policy::classify::by_address_only(&c))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in crate::policy::lpm::encode(32, &steps) {
+        let k = XdpSrc4Key {
+            prefixlen: 32 + u32::from(p.len),
+            ifindex,
+            addr: maps::addr_be(Ipv4Addr::from(p.base as u32)),
+        };
+        let v = XdpSrcValue {
+            rule_id: p.value.rule_id,
+            drop: u8::from(!p.value.allow && !p.value.no_match),
+            pad: [0; 3],
+        };
+        out.push(maps::entry(&k, &v));
+    }
+    out
 }
 
 /// The failsafe ports of this node's FelixConfiguration, as weft_failsafe4 entries.

@@ -763,6 +763,40 @@ fn evaluate(spec: &RulesetSpec, background: &[u32], specific: &[u32], missed: &[
     }
 }
 
+/// The verdict of every peer address when it depends on the address alone (no context stage,
+/// every class's function one verdict for every protocol and port): the address step function
+/// with each class's verdict, for a decision in one lookup (XDP's fast path). None when the
+/// protocol, a port or the local address matters to some class.
+pub fn by_address_only(c: &Compiled) -> Option<Steps<Verdict>> {
+    if c.flags & RS_F_CTX != 0 {
+        return None;
+    }
+    let constant = |f: u32| -> Option<Decision> {
+        match c.functions.get(f as usize)?.as_slice() {
+            [(_, d)] => Some(*d),
+            _ => None,
+        }
+    };
+    let background = match constant(*c.background.first()?)? {
+        Decision::Verdict(v) => v,
+        Decision::Defer => return None,
+    };
+    let mut out: Steps<Verdict> = Vec::with_capacity(c.addr.len());
+    for &(at, class) in &c.addr {
+        let v = match c.rows.get(class as usize)? {
+            None => background,
+            Some(f) => match constant(*f)? {
+                Decision::Verdict(v) => v,
+                Decision::Defer => background,
+            },
+        };
+        if out.last().map(|l| l.1) != Some(v) {
+            out.push((at, v));
+        }
+    }
+    Some(out)
+}
+
 /// Buffers `class_function` reuses from one class to the next.
 #[derive(Default)]
 struct Scratch {
