@@ -157,11 +157,8 @@ fn a_new_flow_to_a_frontend_is_translated_with_valid_checksums_and_a_conntrack_p
     );
 }
 
-#[test]
-fn udp_is_translated_too() {
-    let Some(h) = setup("nat_udp", &[B1], 0, 0) else {
-        return;
-    };
+/// VIP:53/udp as a frontend of the same service (its backends on 8080).
+fn udp_frontend(h: &Harness) {
     let fk = NatFrontendKey {
         addr: maps::addr_be(VIP),
         port: 53,
@@ -179,6 +176,14 @@ fn udp_is_translated_too() {
     h.map(maps::NAT_FE4)
         .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
         .expect("frontend");
+}
+
+#[test]
+fn udp_is_translated_too() {
+    let Some(h) = setup("nat_udp", &[B1], 0, 0) else {
+        return;
+    };
+    udp_frontend(&h);
     let out = h.run(FROM, &udp(CLIENT, 5000, VIP, 53));
     assert_eq!(parse_checked(&out.data), (CLIENT, 5000, B1, 8080));
 }
@@ -254,23 +259,7 @@ fn a_fragmented_datagram_to_a_frontend_is_translated_fragment_by_fragment() {
     let Some(h) = setup("nat_fragments", &[B1], 0, 0) else {
         return;
     };
-    let fk = NatFrontendKey {
-        addr: maps::addr_be(VIP),
-        port: 53,
-        proto: 17,
-        pad: 0,
-    };
-    let fe = NatFrontend {
-        svc_id: SVC,
-        count: 1,
-        local_count: 1,
-        affinity_timeout_s: 0,
-        flags: 0,
-        maglev_size: 0,
-    };
-    h.map(maps::NAT_FE4)
-        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("frontend");
+    udp_frontend(&h);
     // The first fragment: ports, and the UDP checksum of the whole datagram.
     let first = with_frag_off(udp(CLIENT, 5000, VIP, 53), IP_MF);
     let out = h.run(FROM, &first);

@@ -800,15 +800,7 @@ mod tests {
     use super::*;
     use crate::bpf::maps::Plain;
 
-    fn load(texts: &[&str]) -> Config {
-        weft_model::load_texts(
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
-        )
-        .expect("valid")
-    }
+    use crate::testdir::config as load;
 
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  externalTrafficPolicy: Local\n  ports:\n    - {name: http, port: 80, targetPort: 8080, nodePort: 30080}\n";
 

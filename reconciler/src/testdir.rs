@@ -2,6 +2,17 @@
 
 use std::path::PathBuf;
 
+/// A configuration from YAML texts (files f0.yaml, f1.yaml, ...), which must be valid.
+pub(crate) fn config(texts: &[&str]) -> weft_model::Config {
+    weft_model::load_texts(
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
+    )
+    .expect("valid")
+}
+
 pub(crate) struct TestDir(pub PathBuf);
 
 impl TestDir {

@@ -30,6 +30,11 @@ pub fn test_run(
     // SAFETY: __sk_buff is plain C data; all-zero is the "nothing set" context.
     let mut ctx: __sk_buff = unsafe { std::mem::zeroed() };
     ctx.ifindex = ifindex;
+    run(prog, packet, &ctx, repeat)
+}
+
+/// BPF_PROG_TEST_RUN of `prog` on `packet` with context `ctx` (the program type's own).
+fn run<C>(prog: BorrowedFd<'_>, packet: &[u8], ctx: &C, repeat: u32) -> io::Result<TestRun> {
     let mut out = vec![0u8; packet.len() + 256];
     let mut opts = libbpf_sys::bpf_test_run_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
@@ -37,8 +42,8 @@ pub fn test_run(
         data_size_in: packet.len() as u32,
         data_out: out.as_mut_ptr().cast(),
         data_size_out: out.len() as u32,
-        ctx_in: (&ctx as *const __sk_buff).cast(),
-        ctx_size_in: std::mem::size_of::<__sk_buff>() as u32,
+        ctx_in: (ctx as *const C).cast(),
+        ctx_size_in: std::mem::size_of::<C>() as u32,
         repeat: repeat as i32,
         ..Default::default()
     };
@@ -82,27 +87,5 @@ pub fn test_run_xdp(
         ingress_ifindex: ifindex,
         ..Default::default()
     };
-    let mut out = vec![0u8; packet.len() + 256];
-    let mut opts = libbpf_sys::bpf_test_run_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
-        data_in: packet.as_ptr().cast(),
-        data_size_in: packet.len() as u32,
-        data_out: out.as_mut_ptr().cast(),
-        data_size_out: out.len() as u32,
-        ctx_in: (&ctx as *const XdpMd).cast(),
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        repeat: repeat as i32,
-        ..Default::default()
-    };
-    // SAFETY: every pointer in opts is valid for the sizes given.
-    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
-    if rc < 0 {
-        return Err(io::Error::from_raw_os_error(-rc));
-    }
-    out.truncate(opts.data_size_out as usize);
-    Ok(TestRun {
-        retval: opts.retval as i32,
-        duration_ns: opts.duration,
-        data: out,
-    })
+    run(prog, packet, &ctx, repeat)
 }

@@ -182,22 +182,13 @@ pub fn rulesets(
                 continue;
             }
             let key = HostEndpointSummary::rules_key(&name, &c.iface, stage);
-            let cells = cache
-                .ruleset(&spec)
-                .map_err(|source| DesiredError::Compile {
-                    endpoint: key.clone(),
-                    direction: dir,
-                    source,
-                })?;
-            let id = cells.id();
+            let cells = super::keep_ruleset(cache, d, key, dir, &spec, info)?;
             if stage == Stage::Untracked && dir == Direction::Ingress {
                 for kv in xdp_fast_path(c.ifindex, &cells) {
                     add(maps::XDP_SRC4, kv);
                 }
             }
-            d.state.rulesets.entry(id).or_insert(cells);
-            ids.insert((stage, dir), id);
-            d.rules.insert((key, dir), info);
+            ids.insert((stage, dir), cells.id());
         }
         let id = |s, d| ids[&(s, d)];
         let v = HepValue {
@@ -287,15 +278,7 @@ mod tests {
     use super::*;
     use crate::policy::flat::{proto_port, Flow};
 
-    fn load(texts: &[&str]) -> Config {
-        weft_model::load_texts(
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
-        )
-        .expect("valid")
-    }
+    use crate::testdir::config as load;
 
     fn hep(name: &str, iface: Option<&str>, ips: &[&str]) -> String {
         let iface = iface

@@ -628,17 +628,10 @@ fn workloads(
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let (spec, info) = index.ruleset(&ep, dir);
-            let cells = cache
-                .ruleset(&spec)
-                .map_err(|source| DesiredError::Compile {
-                    endpoint: name.clone(),
-                    direction: dir,
-                    source,
-                })?;
-            let id = cells.id();
-            d.state.rulesets.entry(id).or_insert(cells);
-            ids.insert(dir, id);
-            d.rules.insert((name.clone(), dir), info);
+            ids.insert(
+                dir,
+                keep_ruleset(cache, d, name.clone(), dir, &spec, info)?.id(),
+            );
         }
         let iv = IfaceValue {
             flags: maps::IFACE_F_WORKLOAD,
@@ -707,6 +700,31 @@ fn workloads(
         });
     }
     Ok(())
+}
+
+/// Compiles `spec` (through `cache`) into the desired rulesets and keeps what its rule ids
+/// stand for under `(endpoint, dir)`; its cells.
+fn keep_ruleset(
+    cache: &mut crate::policy::Cache,
+    d: &mut Desired,
+    endpoint: String,
+    dir: Direction,
+    spec: &crate::policy::flat::RulesetSpec,
+    info: Vec<RuleInfo>,
+) -> Result<std::sync::Arc<crate::policy::tables::Cells>, DesiredError> {
+    let cells = cache
+        .ruleset(spec)
+        .map_err(|source| DesiredError::Compile {
+            endpoint: endpoint.clone(),
+            direction: dir,
+            source,
+        })?;
+    d.state
+        .rulesets
+        .entry(cells.id())
+        .or_insert_with(|| cells.clone());
+    d.rules.insert((endpoint, dir), info);
+    Ok(cells)
 }
 
 /// The host interfaces weft attaches to: the data interfaces (BPFDataIfacePattern), where
@@ -915,15 +933,7 @@ mod tests {
         HostFacts::fixture("n1", &[("lo", 1), ("calia", 5), ("calib", 6)])
     }
 
-    fn load(texts: &[&str]) -> Config {
-        weft_model::load_texts(
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string())),
-        )
-        .expect("valid")
-    }
+    use crate::testdir::config as load;
 
     fn wep(name: &str, node: &str, iface: &str, ip: &str, profiles: &str) -> String {
         format!(
