@@ -49,7 +49,12 @@ WEFT_INLINE bool weft_hep_is_host(__u32 addr)
 	return rt && (rt->flags & WEFT_RT_F_LOCAL_HOST);
 }
 
-/* Whether a failsafe port lets the packet through: to the host (`in`) or from it. */
+/*
+ * Whether a failsafe port lets the packet through, arriving (`in`) or leaving: to or from the
+ * host on one of its direction's ports, or as the answer on one of the other direction's (so
+ * that a failsafe connection open before the host endpoint, with no conntrack entry of weft's,
+ * is never cut in either direction).
+ */
 WEFT_INLINE bool weft_is_failsafe4(bool in, const struct weft_pkt4 *p)
 {
 	struct weft_failsafe4_key k = {
@@ -62,6 +67,10 @@ WEFT_INLINE bool weft_is_failsafe4(bool in, const struct weft_pkt4 *p)
 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return false;
+	if (bpf_map_lookup_elem(&weft_failsafe4, &k))
+		return true;
+	k.dir = in ? WEFT_FS_OUT : WEFT_FS_IN;
+	k.port = p->sport;
 	return bpf_map_lookup_elem(&weft_failsafe4, &k) != NULL;
 }
 

@@ -252,6 +252,15 @@ fn tc_untracked_stage_drops_passes_untracked_and_leaves_failsafes_to_conntrack()
         "the reply is the failsafe flow's"
     );
 
+    // The host's answer on a failsafe connection it has no entry for (one open before the
+    // host endpoint) passes too, whatever the policy.
+    let old_session = packet::tcp(HOST, 22, BAD, 4555, packet::TCP_ACK);
+    assert_eq!(h.run("weft_to_hep", &old_session).retval, PASS);
+    assert_eq!(
+        h.counter(IFINDEX, maps::HOOK_TO_HEP, reasons::ACCEPT_FAILSAFE),
+        1
+    );
+
     // No rule decides: on to conntrack and normal policy (which allows everything here).
     let other = packet::tcp(GOOD, 4001, HOST, 80, packet::TCP_SYN);
     assert_eq!(h.run("weft_from_hep", &other).retval, PASS);
