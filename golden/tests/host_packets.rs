@@ -75,9 +75,7 @@ fn host_endpoint(test: &str) -> Option<Harness> {
         ruleset_untracked_in: h.ruleset(&untracked()),
         ..Default::default()
     };
-    spec::HEP
-        .update(&h.map(spec::HEP.name), &IFINDEX, &v)
-        .expect("hep entry");
+    set_hep(&h, &v);
     h.iface_flags(IFINDEX, maps::IFACE_F_HEP, 0, 0);
     h.route(HOST, 32, maps::RT_F_LOCAL_HOST, 0);
     let ssh = Failsafe4Key {
@@ -91,6 +89,13 @@ fn host_endpoint(test: &str) -> Option<Harness> {
         .update(&h.map(spec::FAILSAFE4.name), &ssh, &1)
         .expect("failsafe entry");
     Some(h)
+}
+
+/// IFINDEX's weft_hep entry.
+fn set_hep(h: &Harness, v: &HepValue) {
+    spec::HEP
+        .update(&h.map(spec::HEP.name), &IFINDEX, v)
+        .expect("hep entry");
 }
 
 fn xdp_drops(h: &Harness) -> u64 {
@@ -211,9 +216,7 @@ fn without_untracked_policy_xdp_has_nothing_to_drop() {
         ruleset_out: 1,
         ..Default::default()
     };
-    spec::HEP
-        .update(&h.map(spec::HEP.name), &IFINDEX, &v)
-        .expect("hep entry");
+    set_hep(&h, &v);
     let frame = packet::tcp(BAD, 4000, HOST, 80, packet::TCP_SYN);
     assert_eq!(h.run_xdp("weft_xdp", &frame).retval, XDP_PASS);
 }
@@ -329,9 +332,7 @@ fn a_policy_by_source_alone_is_decided_in_one_lookup() {
         ruleset_out: 1,
         ..Default::default()
     };
-    spec::HEP
-        .update(&h.map(spec::HEP.name), &IFINDEX, &v)
-        .expect("hep entry");
+    set_hep(&h, &v);
     let cases = [
         (Ipv4Addr::new(203, 0, 113, 7), 80, XDP_DROP),
         (Ipv4Addr::new(203, 0, 113, 200), 80, XDP_DROP),

@@ -47,6 +47,15 @@ fn bed(test: &str) -> Option<(Bed, Netns)> {
     Some((bed, outside2))
 }
 
+/// The workload "web" (10.65.0.2, app: web, in the shop namespace) serving TCP 8080.
+fn web(bed: &mut Bed) {
+    bed.write("00-namespace.yaml", SHOP_NAMESPACE);
+    let w = bed.workload("caliweb", WEB);
+    tcp_server(&bed.w(w).ns, 8080);
+    let wep = bed.wep_yaml(w, "web", "shop", &[("app", "web")], &["kns.shop"]);
+    bed.write("web.yaml", &wep);
+}
+
 /// Ingress to the host: TCP 8080 from 192.0.2.0/24 only. Egress from the host: TCP 9090 to
 /// the outside namespace is denied, the rest allowed.
 const EDGE_POLICY: &str = r#"apiVersion: projectcalico.org/v3
@@ -180,11 +189,7 @@ fn pre_dnat_policy_denies_a_node_port_from_one_range_and_allows_it_from_another(
     let Some((mut bed, outside2)) = bed("pre_dnat") else {
         return;
     };
-    bed.write("00-namespace.yaml", SHOP_NAMESPACE);
-    let w = bed.workload("caliweb", WEB);
-    tcp_server(&bed.w(w).ns, 8080);
-    let wep = bed.wep_yaml(w, "web", "shop", &[("app", "web")], &["kns.shop"]);
-    bed.write("web.yaml", &wep);
+    web(&mut bed);
     bed.write(
         "svc.yaml",
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  selector:\n    app: web\n  ports:\n    - {name: http, port: 80, targetPort: 8080, nodePort: 30080}\n",
@@ -231,11 +236,7 @@ fn apply_on_forward_decides_whether_host_endpoint_policy_sees_forwarded_traffic(
     let Some((mut bed, _outside2)) = bed("apply_on_forward") else {
         return;
     };
-    bed.write("00-namespace.yaml", SHOP_NAMESPACE);
-    let w = bed.workload("caliweb", WEB);
-    tcp_server(&bed.w(w).ns, 8080);
-    let wep = bed.wep_yaml(w, "web", "shop", &[("app", "web")], &["kns.shop"]);
-    bed.write("web.yaml", &wep);
+    web(&mut bed);
     // The host routes between its uplink and its workloads (weft sets forwarding only on the
     // interfaces it forwards to itself: workloads and data interfaces).
     bed.outside
