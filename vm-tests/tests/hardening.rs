@@ -188,9 +188,10 @@ fn an_interface_that_goes_away_during_apply_is_skipped_and_the_rest_converge() {
         return;
     };
     bed.write("policy.yaml", WEB_80);
-    // Stop weft just before its attachments (weft_iface's entries are written last before
-    // them) and take a's interface away, as a workload deleted at that moment would.
-    let (status, log) = apply_pausing(&bed, "entries to weft_iface", || {
+    // Stop weft after a's settings, while it loads rulesets (milliseconds before its
+    // attachments: stopped at the line just before them, weft could be past them before the
+    // signal lands), and take a's interface away, as a workload deleted at that moment would.
+    let (status, log) = apply_pausing(&bed, "load ruleset", || {
         bed.host.ip(&["link", "del", "calia"]);
     });
     assert!(status.success(), "the rest converged ({status}):\n{log}");
@@ -223,15 +224,18 @@ fn an_apply_that_fails_partway_puts_back_what_was_live() {
     let routes = weft_routes(&bed);
     assert!(tcp_ok(&bed.w(0).ns, B, 80));
 
-    // The next apply adds c and opens b's port 8080 instead of 80. Stopped after c's
-    // settings, entries and the new policy's rulesets are in, it loses a pinned program (as
-    // if another tool unpinned it), so c's attachment fails.
+    // The next apply adds c and opens b's port 8080 instead of 80. Stopped at its first
+    // operation (c's settings), it loses a pinned program (as if another tool unpinned it), so
+    // c's attachment fails after c's settings, entries and the new rulesets went in. (Stopped
+    // later, at the line before the attachment, weft could be past it before the signal
+    // lands: a log line is written before its operation runs, and a map write takes
+    // microseconds.)
     bed.write("wl/c.yaml", &c_yaml);
     bed.write(
         "policy.yaml",
         &WEB_80.replace("ports: [80]", "ports: [8080]"),
     );
-    let (status, log) = apply_pausing(&bed, "entries to weft_iface", || {
+    let (status, log) = apply_pausing(&bed, "sysctl net.ipv4.conf.calic.", || {
         std::fs::remove_file(bed.bpffs.join("progs/weft_from_wep")).expect("unpin");
     });
     assert_eq!(status.code(), Some(2), "the apply fails:\n{log}");
