@@ -488,10 +488,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
     let all: Vec<Figures> = sizes.iter().map(|&n| measure(&bin, n)).collect();
     let report = report(&all);
     if common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
     } else {
         println!("{}\n$ weft-bench control\n", report.title);
         for r in &report.rows {

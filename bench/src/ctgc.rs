@@ -405,10 +405,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
         )],
     };
     if common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
     } else {
         println!("{}\n$ {COMMAND}\n", report.title);
         println!("{:<70} {:>10} {:>10}", "sweep", "weft ms", "x baseline");

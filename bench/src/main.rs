@@ -491,10 +491,7 @@ fn packet(common: Common, args: &[String]) -> ExitCode {
                 "Kernel-reported ns per packet (BPF_PROG_TEST_RUN's duration), median of {RUNS} runs; the floor is weft_floor, the same parsing then pass, measured the same way beside it. Maps at production sizes under a private bpffs root."
             )],
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
     } else {
         print_table(&rows);
     }

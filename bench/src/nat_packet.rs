@@ -251,10 +251,7 @@ pub fn run(common: Common) -> ExitCode {
                 "weft_from_wep, kernel-reported ns per packet: the mean of single runs (new flows: {new_flows} per measurement, each a flow of its own; established: {established}), median of {runs} measurements, at 10 and at 10,000 services with 10 backends each. Frontends and backends are hash maps: the lookup does not grow with the count. Target: the figure at 10,000 services over the figure at 10 (ratio) <= 1.1, i.e. within 10%, about the spread of repeated runs on this shared machine."
             )],
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
         return ExitCode::SUCCESS;
     }
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();

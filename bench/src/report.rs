@@ -63,6 +63,16 @@ pub struct Row {
     pub command: String,
 }
 
+impl Report {
+    /// Prints the report as JSON on stdout (`--json`: the suite reads it there).
+    pub fn print_json(&self) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(self).expect("a report serialises")
+        );
+    }
+}
+
 /// The flags every subcommand takes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Common {

@@ -529,10 +529,7 @@ pub fn run(args: &Args) -> ExitCode {
                 format!("Load average before and after each size (the machine is shared; wall times include other work): {}", measured.iter().map(|m| format!("{}: {} / {}", m.n, m.load_before, m.load_after)).collect::<Vec<_>>().join("; ")),
             ],
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
         return ExitCode::SUCCESS;
     }
     for (i, m) in measured.iter().enumerate() {

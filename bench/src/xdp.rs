@@ -459,10 +459,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
         ],
     };
     if common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
     } else {
         println!("{}\n$ {COMMAND}\n", report.title);
         for r in &report.rows {

@@ -325,10 +325,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
     let report = report(&rigs, &samples, &stats, &opts, common);
     drop(rigs);
     if common.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
+        report.print_json();
     } else {
         print_table(&report);
     }
