@@ -361,7 +361,14 @@ impl<'a> Applier<'a> {
 
     /// `ip route replace` for a RouteReplace operation.
     async fn route(&self, op: &Op) -> Result<(), ApplyError> {
-        let Op::RouteReplace { dst, dev, via, .. } = op else {
+        let Op::RouteReplace {
+            dst,
+            dev,
+            via,
+            onlink,
+            ..
+        } = op
+        else {
             unreachable!("only routes are sent together");
         };
         let oif = self.ifindex(op, dev)?;
@@ -370,6 +377,7 @@ impl<'a> Applier<'a> {
                 dst: *dst,
                 oif,
                 via: *via,
+                onlink: *onlink,
             })
             .await
             .map_err(|source| ApplyError::Netlink {
@@ -439,6 +447,34 @@ impl<'a> Applier<'a> {
                 .create_veth(name, *mac, peer, *peer_mac, OWNED_ALIAS)
                 .await
                 .map_err(net),
+            Op::CreateVxlan { name, mac, vxlan } => self
+                .nl
+                .create_vxlan(name, *mac, vxlan, OWNED_ALIAS)
+                .await
+                .map_err(net),
+            Op::AddressAdd { dev, addr, len } => {
+                let index = self.ifindex(op, dev)?;
+                self.nl.address_add(index, *addr, *len).await.map_err(net)
+            }
+            Op::AddressDelete { dev, addr, len } => {
+                let Ok(index) = self.ifindex(op, dev) else {
+                    return Ok(());
+                };
+                self.nl
+                    .address_delete(index, *addr, *len)
+                    .await
+                    .map_err(net)
+            }
+            Op::FdbReplace { dev, mac, dst } => {
+                let index = self.ifindex(op, dev)?;
+                self.nl.fdb_replace(index, *mac, *dst).await.map_err(net)
+            }
+            Op::FdbDelete { dev, mac } => {
+                let Ok(index) = self.ifindex(op, dev) else {
+                    return Ok(());
+                };
+                self.nl.fdb_delete(index, *mac).await.map_err(net)
+            }
             Op::SetLinkUp { name } => {
                 let index = self.ifindex(op, name)?;
                 self.nl.set_up(index).await.map_err(net)
@@ -558,18 +594,13 @@ impl<'a> Applier<'a> {
                     source,
                 })
                 .map_err(bpf),
-            Op::RouteReplace { dst, dev, via, .. } => {
-                let oif = self.ifindex(op, dev)?;
-                self.nl
-                    .route_replace(&Route4 {
-                        dst: *dst,
-                        oif,
-                        via: *via,
-                    })
-                    .await
-                    .map_err(net)
-            }
-            Op::RouteDelete { dst, dev, via } => {
+            Op::RouteReplace { .. } => self.route(op).await,
+            Op::RouteDelete {
+                dst,
+                dev,
+                via,
+                onlink,
+            } => {
                 let Ok(oif) = self.ifindex(op, dev) else {
                     return Ok(());
                 };
@@ -578,6 +609,7 @@ impl<'a> Applier<'a> {
                         dst: *dst,
                         oif,
                         via: *via,
+                        onlink: *onlink,
                     })
                     .await
                     .map_err(net)

@@ -23,6 +23,8 @@ pub struct HostFacts {
     /// The same addresses by interface index (host endpoints with expectedIPs find their
     /// interface by them).
     pub link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    /// Each interface's MTU, by index (the VXLAN device's follows its underlay's).
+    pub link_mtus: BTreeMap<u32, u32>,
     /// The kernel has TCX (6.6+).
     pub tcx: bool,
     /// The cgroup connect-time load balancing attaches to (the cgroup2 root by default).

@@ -255,8 +255,30 @@ pub async fn observe(
             RouteState {
                 dev: name_of(r.oif),
                 via: r.via,
+                onlink: r.onlink,
             },
         );
+    }
+    // Addresses and forwarding entries: on weft's own devices, where all of them are weft's.
+    let owned_ifindex: BTreeMap<u32, &str> = facts
+        .owned_links
+        .keys()
+        .filter_map(|n| facts.links.get(n).map(|i| (*i, n.as_str())))
+        .collect();
+    if !owned_ifindex.is_empty() {
+        for (index, a, len) in nl.addresses_v4().await? {
+            if let Some(dev) = owned_ifindex.get(&index) {
+                st.addresses.insert((dev.to_string(), a, len));
+            }
+        }
+    }
+    for (dev, o) in &facts.owned_links {
+        let (Some(_), Some(&index)) = (&o.vxlan, facts.links.get(dev)) else {
+            continue;
+        };
+        for (mac, dst) in nl.fdb_v4(index).await? {
+            st.fdb.insert((dev.clone(), mac), dst);
+        }
     }
     for (n, _) in nl.neighbours_v4().await? {
         st.neighbours.insert(

@@ -19,7 +19,7 @@ use crate::objects::{AttachMode, CgroupHook};
 use crate::objects::{Object, ProgramIdentity};
 use crate::policy::flat::Net4;
 use crate::policy::tables::Cells;
-use crate::state::{mac_string, HostState, Names};
+use crate::state::{mac_string, HostState, Names, RouteState, VxlanLink};
 
 /// One change to the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,6 +34,26 @@ pub enum Op {
         peer: String,
         #[serde(serialize_with = "ser_mac")]
         peer_mac: [u8; 6],
+    },
+    /// `ip link add <name> address <mac> type vxlan id <vni> local <ip> dstport <port>
+    /// nolearning mtu <mtu>`, alias weft.
+    CreateVxlan {
+        name: String,
+        #[serde(serialize_with = "ser_mac")]
+        mac: [u8; 6],
+        #[serde(serialize_with = "ser_display")]
+        vxlan: VxlanLink,
+    },
+    /// `ip addr add <addr>/<len> dev <dev>` (a device weft created).
+    AddressAdd {
+        dev: String,
+        addr: Ipv4Addr,
+        len: u8,
+    },
+    AddressDelete {
+        dev: String,
+        addr: Ipv4Addr,
+        len: u8,
     },
     /// `ip link set <name> up`.
     SetLinkUp {
@@ -114,12 +134,14 @@ pub enum Op {
     DetachCgroup {
         hook: CgroupHook,
     },
-    /// `ip route replace <dst> [via <gw>] dev <dev> proto 87`.
+    /// `ip route replace <dst> [via <gw>] dev <dev> [onlink] proto 87`.
     RouteReplace {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
         dev: String,
         via: Option<Ipv4Addr>,
+        #[serde(skip_serializing_if = "is_false")]
+        onlink: bool,
         /// The route of someone else's this one replaces (`foreign_routes`): run only with
         /// leave, and recorded so that it is put back when weft's route goes.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +152,8 @@ pub enum Op {
         dst: Net4,
         dev: String,
         via: Option<Ipv4Addr>,
+        #[serde(skip_serializing_if = "is_false")]
+        onlink: bool,
     },
     /// `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent proto 87`.
     NeighReplace {
@@ -142,6 +166,19 @@ pub enum Op {
         dev: String,
         ip: Ipv4Addr,
     },
+    /// `bridge fdb replace <mac> dev <dev> dst <ip> self permanent`: frames for a remote
+    /// VTEP's MAC go to its underlay address.
+    FdbReplace {
+        dev: String,
+        #[serde(serialize_with = "ser_mac")]
+        mac: [u8; 6],
+        dst: Ipv4Addr,
+    },
+    FdbDelete {
+        dev: String,
+        #[serde(serialize_with = "ser_mac")]
+        mac: [u8; 6],
+    },
     /// `ip route add <route>`: a route of someone else's that weft took over, put back as it
     /// was once weft's route there is gone.
     RouteRestore {
@@ -153,6 +190,10 @@ pub enum Op {
     UnpinMap {
         name: String,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -195,9 +236,13 @@ fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error
 impl Op {
     /// One line for people, in the words of the equivalent command.
     pub fn describe(&self) -> String {
-        let route = |dst: &Net4, dev: &str, via: &Option<Ipv4Addr>| match via {
-            Some(gw) => format!("{dst} via {gw} dev {dev} proto 87"),
-            None => format!("{dst} dev {dev} scope link proto 87"),
+        let route = |dst: &Net4, dev: &str, via: &Option<Ipv4Addr>, onlink: &bool| {
+            let r = RouteState {
+                dev: dev.to_string(),
+                via: *via,
+                onlink: *onlink,
+            };
+            format!("{dst} {} proto 87", r.show())
         };
         match self {
             Op::CreateVeth {
@@ -210,6 +255,12 @@ impl Op {
                 mac_string(mac),
                 mac_string(peer_mac)
             ),
+            Op::CreateVxlan { name, mac, vxlan } => format!(
+                "ip link add {name} address {} type vxlan {vxlan} (alias weft)",
+                mac_string(mac)
+            ),
+            Op::AddressAdd { dev, addr, len } => format!("ip addr add {addr}/{len} dev {dev}"),
+            Op::AddressDelete { dev, addr, len } => format!("ip addr del {addr}/{len} dev {dev}"),
             Op::SetLinkUp { name } => format!("ip link set {name} up"),
             Op::DeleteLink { name } => format!("ip link del {name}"),
             Op::SetSysctl { dev, key, value } => format!(
@@ -259,18 +310,25 @@ impl Op {
                 dst,
                 dev,
                 via,
+                onlink,
                 takes_over: None,
-            } => format!("ip route replace {}", route(dst, dev, via)),
+            } => format!("ip route replace {}", route(dst, dev, via, onlink)),
             Op::RouteReplace {
                 dst,
                 dev,
                 via,
+                onlink,
                 takes_over: Some(theirs),
             } => format!(
                 "ip route replace {}, taking over the foreign route {theirs}",
-                route(dst, dev, via)
+                route(dst, dev, via, onlink)
             ),
-            Op::RouteDelete { dst, dev, via } => format!("ip route del {}", route(dst, dev, via)),
+            Op::RouteDelete {
+                dst,
+                dev,
+                via,
+                onlink,
+            } => format!("ip route del {}", route(dst, dev, via, onlink)),
             Op::RouteRestore { route } => {
                 format!("ip route add {route} (the foreign route weft took over, put back)")
             }
@@ -279,6 +337,13 @@ impl Op {
                 mac_string(lladdr)
             ),
             Op::NeighDelete { dev, ip } => format!("ip neigh del {ip} dev {dev}"),
+            Op::FdbReplace { dev, mac, dst } => format!(
+                "bridge fdb replace {} dev {dev} dst {dst} self permanent",
+                mac_string(mac)
+            ),
+            Op::FdbDelete { dev, mac } => {
+                format!("bridge fdb del {} dev {dev} self", mac_string(mac))
+            }
             Op::UnpinProgram { name } => format!("unpin program {name}"),
             Op::UnpinMap { name } => format!("unpin map {name}"),
         }
@@ -289,7 +354,11 @@ impl Op {
     pub fn iface(&self) -> Option<&str> {
         match self {
             Op::SetLinkUp { name } => Some(name),
-            Op::SetSysctl { dev, .. }
+            Op::AddressAdd { dev, .. }
+            | Op::AddressDelete { dev, .. }
+            | Op::FdbReplace { dev, .. }
+            | Op::FdbDelete { dev, .. }
+            | Op::SetSysctl { dev, .. }
             | Op::ResetSysctl { dev, .. }
             | Op::RouteReplace { dev, .. }
             | Op::RouteDelete { dev, .. }
@@ -302,7 +371,10 @@ impl Op {
 
     /// Operations that create devices: everything else may need their indexes.
     pub fn creates_link(&self) -> bool {
-        matches!(self, Op::CreateVeth { .. } | Op::DeleteLink { .. })
+        matches!(
+            self,
+            Op::CreateVeth { .. } | Op::CreateVxlan { .. } | Op::DeleteLink { .. }
+        )
     }
 
     /// Operations that run before the programs a `LoadPrograms` loaded are switched to: they
@@ -358,8 +430,9 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         let mut ends = vec![(name.clone(), want.clone())];
         ends.extend(peer_want.clone().map(|w| (peer.clone(), w)));
         let whole = ends.iter().all(|(n, w)| {
-            owned(observed, n)
-                .is_some_and(|h| h.kind == w.kind && h.peer == w.peer && h.mac == w.mac)
+            owned(observed, n).is_some_and(|h| {
+                h.kind == w.kind && h.peer == w.peer && h.mac == w.mac && h.vxlan == w.vxlan
+            })
         });
         if !whole {
             for (n, _) in &ends {
@@ -371,11 +444,18 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                 }
                 gone.extend(have.peer);
             }
-            ops.push(Op::CreateVeth {
-                name: name.clone(),
-                mac: want.mac,
-                peer,
-                peer_mac: peer_want.map(|p| p.mac).unwrap_or_default(),
+            ops.push(match want.vxlan {
+                Some(vxlan) => Op::CreateVxlan {
+                    name: name.clone(),
+                    mac: want.mac,
+                    vxlan,
+                },
+                None => Op::CreateVeth {
+                    name: name.clone(),
+                    mac: want.mac,
+                    peer,
+                    peer_mac: peer_want.map(|p| p.mac).unwrap_or_default(),
+                },
             });
         }
         for (n, w) in &ends {
@@ -528,7 +608,24 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
-    // Neighbours before routes: a route through a gateway needs its neighbour entry.
+    // Addresses, FDB entries and neighbours before routes: the route to a remote workload
+    // goes through its node's VTEP, which needs its neighbour and FDB entries.
+    for (dev, addr, len) in desired.addresses.difference(&observed.addresses) {
+        ops.push(Op::AddressAdd {
+            dev: dev.clone(),
+            addr: *addr,
+            len: *len,
+        });
+    }
+    for ((dev, mac), dst) in &desired.fdb {
+        if observed.fdb.get(&(dev.clone(), *mac)) != Some(dst) {
+            ops.push(Op::FdbReplace {
+                dev: dev.clone(),
+                mac: *mac,
+                dst: *dst,
+            });
+        }
+    }
     for ((dev, ip), n) in &desired.neighbours {
         if observed.neighbours.get(&(dev.clone(), *ip)) != Some(n) {
             ops.push(Op::NeighReplace {
@@ -550,6 +647,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                     dst: *dst,
                     dev: r.dev.clone(),
                     via: r.via,
+                    onlink: r.onlink,
                     takes_over: None,
                 });
             }
@@ -568,6 +666,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                     dst: *dst,
                     dev: r.dev.clone(),
                     via: r.via,
+                    onlink: r.onlink,
                 });
             }
         }
@@ -579,6 +678,21 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
                 ip: *ip,
             });
         }
+    }
+    for (dev, mac) in observed.fdb.keys() {
+        if !desired.fdb.contains_key(&(dev.clone(), *mac)) {
+            ops.push(Op::FdbDelete {
+                dev: dev.clone(),
+                mac: *mac,
+            });
+        }
+    }
+    for (dev, addr, len) in observed.addresses.difference(&desired.addresses) {
+        ops.push(Op::AddressDelete {
+            dev: dev.clone(),
+            addr: *addr,
+            len: *len,
+        });
     }
     for ((iface, hook), o) in &observed.attachments {
         if !desired.attachments.contains_key(&(iface.clone(), *hook)) {
@@ -670,14 +784,31 @@ pub fn with_foreign_routes(
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
-            Op::RouteReplace { dst, dev, via, .. } => out.push(Op::RouteReplace {
+            Op::RouteReplace {
+                dst,
+                dev,
+                via,
+                onlink,
+                ..
+            } => out.push(Op::RouteReplace {
                 takes_over: foreign.get(&dst).cloned(),
                 dst,
                 dev,
                 via,
+                onlink,
             }),
-            Op::RouteDelete { dst, dev, via } => {
-                out.push(Op::RouteDelete { dst, dev, via });
+            Op::RouteDelete {
+                dst,
+                dev,
+                via,
+                onlink,
+            } => {
+                out.push(Op::RouteDelete {
+                    dst,
+                    dev,
+                    via,
+                    onlink,
+                });
                 if let Some(theirs) = taken_over.get(&dst) {
                     out.push(Op::RouteRestore {
                         route: theirs.clone(),

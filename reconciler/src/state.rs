@@ -26,12 +26,16 @@ pub use apply::Refused;
 pub struct HostState {
     /// Interfaces weft configures, by name.
     pub links: BTreeMap<String, LinkState>,
-    /// Addresses weft assigns (on devices it creates), as (device, address/len).
-    pub addresses: BTreeSet<(String, String)>,
+    /// Addresses weft assigns on devices it creates (the VXLAN device's tunnel address), as
+    /// (device, address, prefix length).
+    pub addresses: BTreeSet<(String, Ipv4Addr, u8)>,
     /// Routes weft owns (protocol 87) in the main table, by destination.
     pub routes: BTreeMap<Net4, RouteState>,
     /// Neighbour entries weft owns (protocol 87), by (device, address).
     pub neighbours: BTreeMap<(String, Ipv4Addr), NeighbourState>,
+    /// Forwarding entries on the VXLAN device weft owns: (device, MAC) -> the remote VTEP's
+    /// underlay address (`bridge fdb replace <mac> dev <dev> dst <ip> self permanent`).
+    pub fdb: BTreeMap<(String, [u8; 6]), Ipv4Addr>,
     /// Programs pinned under `<root>/progs`, by name.
     pub programs: BTreeMap<String, ProgramState>,
     /// Programs on interface hooks, by (interface, hook).
@@ -55,28 +59,83 @@ pub struct LinkState {
     pub owned: Option<OwnedLink>,
 }
 
-/// A device weft creates: `ip link add <name> address <mac> type veth peer name <peer> ...;
-/// ip link set <name> alias weft up`.
+/// A device weft creates: `ip link add <name> address <mac> type veth peer name <peer> ...`
+/// or `... type vxlan ...`; then `ip link set <name> alias weft up`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OwnedLink {
-    /// `veth`.
+    /// `veth` or `vxlan`.
     pub kind: String,
     /// The other end of a veth pair.
     pub peer: Option<String>,
     pub mac: [u8; 6],
     pub up: bool,
+    /// A VXLAN device's settings.
+    pub vxlan: Option<VxlanLink>,
+}
+
+/// `ip link add <name> type vxlan id <vni> local <local> dstport <port> nolearning mtu <mtu>`:
+/// no remote and no group, so nothing floods; every remote VTEP is a static FDB entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VxlanLink {
+    pub vni: u32,
+    pub port: u16,
+    /// This node's underlay address, the source of encapsulated packets.
+    pub local: Ipv4Addr,
+    pub mtu: u32,
+    /// Source MAC learning: weft wants it off, and a device found with it on is made again.
+    pub learning: bool,
+}
+
+impl std::fmt::Display for VxlanLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "id {} local {} dstport {} {}learning mtu {}",
+            self.vni,
+            self.local,
+            self.port,
+            if self.learning { "" } else { "no" },
+            self.mtu
+        )
+    }
 }
 
 /// The alias that marks devices weft created.
 pub const OWNED_ALIAS: &str = "weft";
 
-/// A route weft owns: `ip route replace <dst> [via <gw>] dev <dev> proto 87`.
+/// A route weft owns: `ip route replace <dst> [via <gw>] dev <dev> [onlink] proto 87`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteState {
     pub dev: String,
     /// A gateway on `dev`: service addresses go to bpfin.weft through a gateway whose route
-    /// and neighbour entry weft owns too.
+    /// and neighbour entry weft owns too; remote workloads through the VTEP of their node.
     pub via: Option<Ipv4Addr>,
+    /// The gateway is on the link though no address of the device covers it (a remote
+    /// VTEP's tunnel address on the VXLAN device).
+    pub onlink: bool,
+}
+
+impl RouteState {
+    /// Straight out of `dev` (scope link).
+    pub fn direct(dev: &str) -> RouteState {
+        RouteState {
+            dev: dev.to_string(),
+            via: None,
+            onlink: false,
+        }
+    }
+
+    /// As `ip route` shows it after the destination.
+    pub fn show(&self) -> String {
+        match self.via {
+            Some(gw) => format!(
+                "via {gw} dev {}{}",
+                self.dev,
+                if self.onlink { " onlink" } else { "" }
+            ),
+            None => format!("dev {} scope link", self.dev),
+        }
+    }
 }
 
 /// A permanent neighbour entry: `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent
@@ -164,6 +223,27 @@ pub fn managed_sysctl_keys() -> BTreeSet<&'static str> {
 
 pub use crate::bpf::maps::Names;
 
+impl OwnedLink {
+    /// As `ip link` would be told to make it, after its name: `veth peer P lladdr M up` or
+    /// `vxlan id ... lladdr M up`.
+    pub fn describe(&self) -> String {
+        let mut out = self.kind.clone();
+        if let Some(p) = &self.peer {
+            let _ = write!(out, " peer {p}");
+        }
+        if let Some(v) = &self.vxlan {
+            let _ = write!(out, " {v}");
+        }
+        let _ = write!(
+            out,
+            " lladdr {} {}",
+            mac_string(&self.mac),
+            if self.up { "up" } else { "down" }
+        );
+        out
+    }
+}
+
 pub fn mac_string(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -190,17 +270,7 @@ impl HostState {
         out.push_str("# links\n");
         for (name, l) in &self.links {
             if let Some(o) = &l.owned {
-                let _ = writeln!(
-                    out,
-                    "link {name} {}{} lladdr {} {} alias {OWNED_ALIAS}",
-                    o.kind,
-                    o.peer
-                        .as_ref()
-                        .map(|p| format!(" peer {p}"))
-                        .unwrap_or_default(),
-                    mac_string(&o.mac),
-                    if o.up { "up" } else { "down" }
-                );
+                let _ = writeln!(out, "link {name} {} alias {OWNED_ALIAS}", o.describe());
             }
             for (k, v) in &l.sysctls {
                 let _ = writeln!(
@@ -211,19 +281,12 @@ impl HostState {
             }
         }
         out.push_str("# addresses\n");
-        for (dev, a) in &self.addresses {
-            let _ = writeln!(out, "address {a} dev {dev}");
+        for (dev, a, len) in &self.addresses {
+            let _ = writeln!(out, "address {a}/{len} dev {dev}");
         }
         out.push_str("# routes\n");
         for (dst, r) in &self.routes {
-            match r.via {
-                Some(gw) => {
-                    let _ = writeln!(out, "route {dst} via {gw} dev {} proto weft", r.dev);
-                }
-                None => {
-                    let _ = writeln!(out, "route {dst} dev {} scope link proto weft", r.dev);
-                }
-            }
+            let _ = writeln!(out, "route {dst} {} proto weft", r.show());
         }
         out.push_str("# neighbours\n");
         for ((dev, ip), n) in &self.neighbours {
@@ -231,6 +294,14 @@ impl HostState {
                 out,
                 "neighbour {ip} dev {dev} lladdr {} permanent proto weft",
                 mac_string(&n.lladdr)
+            );
+        }
+        out.push_str("# fdb\n");
+        for ((dev, mac), dst) in &self.fdb {
+            let _ = writeln!(
+                out,
+                "fdb {} dev {dev} dst {dst} self permanent",
+                mac_string(mac)
             );
         }
         out.push_str("# programs\n");
@@ -292,6 +363,7 @@ impl HostState {
             ("addresses", self.addresses.len()),
             ("routes", self.routes.len()),
             ("neighbours", self.neighbours.len()),
+            ("fdb entries", self.fdb.len()),
             ("programs", self.programs.len()),
             (
                 "attachments",

@@ -223,6 +223,7 @@ mod tests {
             dst: parse_net("10.65.0.2/32").unwrap(),
             dev: "calia".into(),
             via: None,
+            onlink: false,
             takes_over: Some(route("10.65.0.2/32")),
         }];
         let e = check(&ops, false).expect_err("refused");

@@ -20,6 +20,7 @@ pub enum Kind {
     Address,
     Route,
     Neighbour,
+    Fdb,
     Program,
     Attachment,
     Map,
@@ -27,12 +28,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Device,
         Kind::Sysctl,
         Kind::Address,
         Kind::Route,
         Kind::Neighbour,
+        Kind::Fdb,
         Kind::Program,
         Kind::Attachment,
         Kind::Map,
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Address => "address",
             Kind::Route => "route",
             Kind::Neighbour => "neighbour",
+            Kind::Fdb => "fdb",
             Kind::Program => "program",
             Kind::Attachment => "attachment",
             Kind::Map => "map",
@@ -103,29 +106,27 @@ fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
     let mut out = BTreeMap::new();
     for (dev, l) in &s.links {
         if let Some(o) = &l.owned {
-            out.insert(
-                (Kind::Device, dev.clone()),
-                format!(
-                    "{}{} address {} {}",
-                    o.kind,
-                    o.peer
-                        .as_ref()
-                        .map_or(String::new(), |p| format!(" peer {p}")),
-                    mac_string(&o.mac),
-                    if o.up { "up" } else { "down" }
-                ),
-            );
+            out.insert((Kind::Device, dev.clone()), o.describe());
         }
         for (k, v) in &l.sysctls {
             let name = format!("net.{}", k.replace("{dev}", dev).replace('/', "."));
             out.insert((Kind::Sysctl, name), v.clone());
         }
     }
-    for (dev, a) in &s.addresses {
-        out.insert((Kind::Address, format!("{a} dev {dev}")), String::new());
+    for (dev, a, len) in &s.addresses {
+        out.insert(
+            (Kind::Address, format!("{a}/{len} dev {dev}")),
+            String::new(),
+        );
     }
     for (dst, r) in &s.routes {
-        out.insert((Kind::Route, dst.to_string()), format!("dev {}", r.dev));
+        out.insert((Kind::Route, dst.to_string()), r.show());
+    }
+    for ((dev, mac), dst) in &s.fdb {
+        out.insert(
+            (Kind::Fdb, format!("{} dev {dev}", mac_string(mac))),
+            format!("dst {dst}"),
+        );
     }
     for ((dev, ip), n) in &s.neighbours {
         out.insert(

@@ -110,7 +110,7 @@ pub struct Computed {
     ips: BTreeMap<Ipv4Addr, u32>,
     /// Ids and frontend keys claimed more than once: the tables then depend on service order.
     shared: usize,
-    /// Routes that are not services': workloads' and the NAT gateway's.
+    /// Routes that are not services': workloads' (local and remote) and the NAT gateway's.
     other_routes: BTreeSet<Net4>,
 }
 
@@ -134,6 +134,7 @@ fn service_route() -> RouteState {
     RouteState {
         dev: NAT_IN.into(),
         via: Some(NAT_GATEWAY),
+        onlink: false,
     }
 }
 
@@ -200,6 +201,14 @@ impl Computed {
                 .flat_map(|e| e.addrs.iter())
                 .chain([&NAT_GATEWAY])
                 .map(|a| Net4::host(u32::from(*a)))
+                .chain(
+                    desired
+                        .state
+                        .routes
+                        .iter()
+                        .filter(|(_, r)| **r != service_route())
+                        .map(|(dst, _)| *dst),
+                )
                 .collect(),
             desired,
         };
@@ -397,12 +406,19 @@ impl Computed {
         }
         for op in &ops {
             match op {
-                Op::RouteReplace { dst, dev, via, .. } => {
+                Op::RouteReplace {
+                    dst,
+                    dev,
+                    via,
+                    onlink,
+                    ..
+                } => {
                     self.desired.state.routes.insert(
                         *dst,
                         RouteState {
                             dev: dev.clone(),
                             via: *via,
+                            onlink: *onlink,
                         },
                     );
                 }

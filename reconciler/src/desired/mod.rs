@@ -30,6 +30,7 @@ use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo, Stage};
 use crate::services::{ServiceSettings, ServiceTables};
 pub mod computed;
+pub mod fleet;
 pub mod hosts;
 pub use computed::Computed;
 
@@ -485,6 +486,7 @@ fn desired_from(
     }
     d.warnings.extend(svc.warnings.iter().cloned());
     d.warnings.extend(config_warnings(cfg, &facts.node));
+    let fleet = fleet::plumbing(cfg, facts, &by_addr, &mut d);
     let covered = hosts::covered(cfg, facts, &by_iface, &mut d.warnings);
     if local.is_empty() && svc.is_empty() && covered.is_empty() {
         warning::order(&mut d.warnings);
@@ -514,6 +516,9 @@ fn desired_from(
             pad: 0,
         };
         add(maps::RT4, maps::entry(&k, &v));
+    }
+    for kv in fleet.route_entries() {
+        add(maps::RT4, kv);
     }
 
     if !local.is_empty() || !covered.is_empty() {
@@ -654,13 +659,9 @@ fn workloads(
             };
             add(maps::RT4, maps::entry(&k, &v));
             add(maps::WLADDR4, maps::entry(&maps::addr_be(*a), &ifindex));
-            d.state.routes.insert(
-                Net4::host(u32::from(*a)),
-                RouteState {
-                    dev: iface.clone(),
-                    via: None,
-                },
-            );
+            d.state
+                .routes
+                .insert(Net4::host(u32::from(*a)), RouteState::direct(&iface));
             if let Some(mac) = read::mac(wep) {
                 d.state
                     .neighbours
@@ -843,6 +844,7 @@ fn service_plumbing(
                     peer: Some(NAT_OUT.into()),
                     mac: NAT_IN_MAC,
                     up: true,
+                    vxlan: None,
                 }),
             },
         );
@@ -858,6 +860,7 @@ fn service_plumbing(
                     peer: Some(NAT_IN.into()),
                     mac: NAT_OUT_MAC,
                     up: true,
+                    vxlan: None,
                 }),
             },
         );
@@ -869,10 +872,7 @@ fn service_plumbing(
         );
         d.state.routes.insert(
             Net4::host(u32::from(NAT_GATEWAY)),
-            RouteState {
-                dev: NAT_IN.into(),
-                via: None,
-            },
+            RouteState::direct(NAT_IN),
         );
         for ip in &svc.service_ips {
             d.state.routes.insert(
@@ -880,6 +880,7 @@ fn service_plumbing(
                 RouteState {
                     dev: NAT_IN.into(),
                     via: Some(NAT_GATEWAY),
+                    onlink: false,
                 },
             );
         }

@@ -27,10 +27,12 @@ pub async fn gather(
                     peer: l.peer.and_then(|p| name_of.get(&p).cloned()),
                     mac: l.mac.unwrap_or_default(),
                     up: l.up,
+                    vxlan: l.vxlan,
                 },
             )
         })
         .collect();
+    let link_mtus = all.iter().map(|l| (l.index, l.mtu)).collect();
     let links = all.into_iter().map(|l| (l.name, l.index)).collect();
     let mut link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     for (index, a, _) in nl.addresses_v4().await? {
@@ -48,6 +50,7 @@ pub async fn gather(
         owned_links,
         host_addrs,
         link_addrs,
+        link_mtus,
         tcx: crate::bpf::link::tcx_supported(),
         cgroup,
         netns_cookie: crate::bpf::link::netns_cookie(),

@@ -4,10 +4,12 @@ use std::collections::BTreeSet;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::tc::TcAttribute;
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
+
+use crate::state::VxlanLink;
 
 use super::{errno, Netlink, NetlinkError};
 
@@ -25,6 +27,9 @@ pub struct Link {
     pub kind: Option<String>,
     /// A veth's peer, as an ifindex in this namespace.
     pub peer: Option<u32>,
+    pub mtu: u32,
+    /// A VXLAN device's settings (the MTU is the device's).
+    pub vxlan: Option<VxlanLink>,
 }
 
 fn from_message(m: &LinkMessage) -> Option<Link> {
@@ -36,9 +41,13 @@ fn from_message(m: &LinkMessage) -> Option<Link> {
         up: m.header.flags.contains(LinkFlags::Up),
         kind: None,
         peer: None,
+        mtu: 0,
+        vxlan: None,
     };
+    let mut vxlan: Option<&[InfoVxlan]> = None;
     for a in &m.attributes {
         match a {
+            LinkAttribute::Mtu(mtu) => l.mtu = *mtu,
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::IfAlias(n) => l.alias = Some(n.clone()),
             LinkAttribute::Address(b) if b.len() == 6 => {
@@ -49,14 +58,35 @@ fn from_message(m: &LinkMessage) -> Option<Link> {
             LinkAttribute::Link(i) => l.peer = Some(*i),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        l.kind = Some(k.to_string());
+                    match i {
+                        LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Vxlan(v)) => vxlan = Some(v),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
+    l.vxlan = vxlan.map(|infos| {
+        let mut v = VxlanLink {
+            vni: 0,
+            port: 0,
+            local: std::net::Ipv4Addr::UNSPECIFIED,
+            mtu: l.mtu,
+            learning: false,
+        };
+        for i in infos {
+            match i {
+                InfoVxlan::Id(id) => v.vni = *id,
+                InfoVxlan::Port(p) => v.port = *p,
+                InfoVxlan::Local(a) => v.local = *a,
+                InfoVxlan::Learning(on) => v.learning = *on,
+                _ => {}
+            }
+        }
+        v
+    });
     (!l.name.is_empty()).then_some(l)
 }
 
@@ -136,6 +166,42 @@ impl Netlink {
                 )))?;
         }
         Ok(())
+    }
+
+    /// `ip link add <name> address <mac> mtu <mtu> type vxlan id <vni> local <local> dstport
+    /// <port> nolearning`, then `ip link set <name> alias <alias>`, left down. No remote and
+    /// no group: every remote VTEP is a static FDB entry.
+    pub async fn create_vxlan(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+        v: &VxlanLink,
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        let msg = LinkVxlan::new(name, v.vni)
+            .local(v.local)
+            .port(v.port)
+            .learning(v.learning)
+            .address(mac.to_vec())
+            .mtu(v.mtu)
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "ip link add {name} type vxlan {v}"
+            )))?;
+        let msg = LinkUnspec::new_with_name(name).alias(alias).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "ip link set {name} alias {alias}"
+            )))
     }
 
     /// `ip link set <index> up`.

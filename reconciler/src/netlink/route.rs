@@ -24,6 +24,8 @@ pub struct Route4 {
     pub dst: Net4,
     pub oif: u32,
     pub via: Option<Ipv4Addr>,
+    /// The gateway is on the link though no address of the device covers it.
+    pub onlink: bool,
 }
 
 fn message(r: &Route4) -> RouteMessage {
@@ -32,10 +34,14 @@ fn message(r: &Route4) -> RouteMessage {
         .output_interface(r.oif)
         .protocol(RouteProtocol::Other(WEFT_PROTO))
         .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
-    match r.via {
+    let mut m = match r.via {
         Some(gw) => b.gateway(gw).scope(RouteScope::Universe).build(),
         None => b.scope(RouteScope::Link).build(),
+    };
+    if r.onlink {
+        m.header.flags |= RouteFlags::Onlink;
     }
+    m
 }
 
 impl Netlink {
@@ -71,6 +77,7 @@ impl Netlink {
                     dst: Net4::new(u32::from(d), m.header.destination_prefix_length),
                     oif,
                     via,
+                    onlink: m.header.flags.contains(RouteFlags::Onlink),
                 });
             }
         }

@@ -83,7 +83,8 @@ impl HostState {
     ///   by id (`prog id N`); the model cannot know the id and writes `prog id ?` instead.
     /// - Attachments: one per hook is visible; a TCX program under a tc one is kept for the
     ///   rest of the run (see `Run::hidden_tcx`) but not beyond, as the state cannot hold it.
-    /// - Addresses: no operation touches them (nor does `observe` read them).
+    /// - `CreateVxlan` makes the device down, refused when the name is taken. Addresses and
+    ///   FDB entries are keyed as the state keys them, and go with their device.
     /// - Routes and neighbours are keyed as the state keys them; deleting a route that names
     ///   another device or gateway than the one there is a no-op, as in the kernel.
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), Refused> {
@@ -153,10 +154,44 @@ impl HostState {
                                 peer: Some(other.clone()),
                                 mac: *mac,
                                 up: false,
+                                vxlan: None,
                             }),
                         },
                     );
                 }
+            }
+            Op::CreateVxlan { name, mac, vxlan } => {
+                if self.links.contains_key(name) {
+                    return Err(Refused::LinkExists {
+                        op: op.describe(),
+                        name: name.clone(),
+                    });
+                }
+                self.links.insert(
+                    name.clone(),
+                    LinkState {
+                        sysctls: BTreeMap::new(),
+                        owned: Some(OwnedLink {
+                            kind: "vxlan".into(),
+                            peer: None,
+                            mac: *mac,
+                            up: false,
+                            vxlan: Some(*vxlan),
+                        }),
+                    },
+                );
+            }
+            Op::AddressAdd { dev, addr, len } => {
+                self.addresses.insert((dev.clone(), *addr, *len));
+            }
+            Op::AddressDelete { dev, addr, len } => {
+                self.addresses.remove(&(dev.clone(), *addr, *len));
+            }
+            Op::FdbReplace { dev, mac, dst } => {
+                self.fdb.insert((dev.clone(), *mac), *dst);
+            }
+            Op::FdbDelete { dev, mac } => {
+                self.fdb.remove(&(dev.clone(), *mac));
             }
             Op::SetLinkUp { name } => {
                 if let Some(o) = self.links.get_mut(name).and_then(|l| l.owned.as_mut()) {
@@ -343,16 +378,23 @@ impl HostState {
             Op::DetachCgroup { hook } => {
                 self.cgroup_attachments.remove(hook);
             }
-            Op::RouteReplace { dst, dev, via, .. } => {
+            Op::RouteReplace {
+                dst,
+                dev,
+                via,
+                onlink,
+                ..
+            } => {
                 self.routes.insert(
                     *dst,
                     RouteState {
                         dev: dev.clone(),
                         via: *via,
+                        onlink: *onlink,
                     },
                 );
             }
-            Op::RouteDelete { dst, dev, via } => {
+            Op::RouteDelete { dst, dev, via, .. } => {
                 if self
                     .routes
                     .get(dst)
@@ -415,6 +457,8 @@ impl HostState {
         self.links.remove(dev);
         self.routes.retain(|_, r| r.dev != dev);
         self.neighbours.retain(|(d, _), _| d != dev);
+        self.fdb.retain(|(d, _), _| d != dev);
+        self.addresses.retain(|(d, _, _)| d != dev);
         for hook in [Hook::Ingress, Hook::Egress, Hook::Xdp] {
             let key = (dev.to_string(), hook);
             let tcx = match self.attachments.remove(&key) {

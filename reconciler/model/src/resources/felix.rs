@@ -966,6 +966,11 @@ impl FelixConfigurationSpec {
         failsafes(&self.failsafe_outbound_host_ports, &FAILSAFE_OUTBOUND)
     }
 
+    /// vxlanEnabled as written: unset, VXLAN follows the IPPools' vxlanMode.
+    pub fn vxlan_enabled_setting(&self) -> Option<bool> {
+        self.vxlan_enabled
+    }
+
     pub fn vxlan_enabled(&self) -> bool {
         self.vxlan_enabled.unwrap_or(false)
     }

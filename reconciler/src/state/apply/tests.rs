@@ -12,7 +12,7 @@ use crate::objects::{EpToHost, Object, ProgramSettings};
 use crate::plan::plan;
 use crate::policy::flat::Net4;
 use crate::policy::tables::{Cells, CELL_WORDS, H_ID};
-use crate::state::managed_sysctl_keys;
+use crate::state::{managed_sysctl_keys, VxlanLink};
 
 use weft_model::rng::Rng;
 
@@ -131,7 +131,51 @@ fn owned(peer: &str, mac: [u8; 6], up: bool, sysctls: BTreeMap<String, String>) 
             peer: Some(peer.into()),
             mac,
             up,
+            vxlan: None,
         }),
+    }
+}
+
+/// The VXLAN device of a test state.
+const VXLAN: &str = "vx0";
+
+fn vxlan(rng: &mut Rng, up: bool) -> LinkState {
+    LinkState {
+        sysctls: sysctls(rng, false),
+        owned: Some(OwnedLink {
+            kind: "vxlan".into(),
+            peer: None,
+            mac: *rng.pick(MACS),
+            up,
+            vxlan: Some(VxlanLink {
+                vni: *rng.pick(&[4096, 7]),
+                port: 4789,
+                local: Ipv4Addr::new(172, 16, 0, 1),
+                mtu: *rng.pick(&[1450, 1400]),
+                learning: rng.chance(10),
+            }),
+        }),
+    }
+}
+
+/// Addresses and FDB entries on the VXLAN device, when the state has it.
+fn on_vxlan(rng: &mut Rng, s: &mut HostState) {
+    if !s.links.contains_key(VXLAN) {
+        return;
+    }
+    for a in [1, 2] {
+        if rng.chance(50) {
+            s.addresses
+                .insert((VXLAN.into(), Ipv4Addr::new(10, 244, a, 0), 32));
+        }
+    }
+    for mac in MACS {
+        if rng.chance(50) {
+            s.fdb.insert(
+                (VXLAN.into(), *mac),
+                *rng.pick(&[Ipv4Addr::new(172, 16, 0, 2), Ipv4Addr::new(172, 16, 0, 3)]),
+            );
+        }
     }
 }
 
@@ -162,6 +206,14 @@ fn desired(rng: &mut Rng, sizes: &MapSizes) -> HostState {
             );
         }
     }
+    if rng.chance(50) {
+        let mut l = vxlan(rng, true);
+        if let Some(v) = l.owned.as_mut().and_then(|o| o.vxlan.as_mut()) {
+            v.learning = false;
+        }
+        d.links.insert(VXLAN.into(), l);
+    }
+    on_vxlan(rng, &mut d);
     let devices: Vec<String> = DEVICES
         .iter()
         .map(|d| d.to_string())
@@ -233,11 +285,14 @@ fn desired(rng: &mut Rng, sizes: &MapSizes) -> HostState {
 fn routes_and_neighbours(rng: &mut Rng, s: &mut HostState, devices: &[String]) {
     for dst in dsts() {
         if rng.chance(50) {
+            let dev = rng.pick(devices).clone();
+            let via = rng.chance(30).then_some(GATEWAY);
             s.routes.insert(
                 dst,
                 RouteState {
-                    dev: rng.pick(devices).clone(),
-                    via: rng.chance(30).then_some(GATEWAY),
+                    onlink: via.is_some() && dev == VXLAN && rng.chance(70),
+                    dev,
+                    via,
                 },
             );
         }
@@ -316,11 +371,37 @@ fn observed(rng: &mut Rng, d: &HostState, sizes: &MapSizes) -> HostState {
             }
         }
     }
+    match (rng.below(3), d.links.get(VXLAN)) {
+        (0, _) => {}
+        (1, Some(want)) => {
+            o.links.insert(VXLAN.into(), want.clone());
+        }
+        _ => {
+            let up = rng.chance(70);
+            o.links.insert(VXLAN.into(), vxlan(rng, up));
+        }
+    }
+    on_vxlan(rng, &mut o);
+    if rng.chance(50) {
+        o.addresses.extend(
+            d.addresses
+                .iter()
+                .filter(|(dev, ..)| o.links.contains_key(dev))
+                .cloned(),
+        );
+        o.fdb.extend(
+            d.fdb
+                .iter()
+                .filter(|((dev, _), _)| o.links.contains_key(dev))
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+    }
     let devices: Vec<String> = DEVICES
         .iter()
         .copied()
         .chain(PAIRS.iter().flat_map(|(a, b)| [*a, *b]))
         .chain(STRAYS.iter().copied())
+        .chain([VXLAN])
         .map(str::to_string)
         .collect();
 
@@ -468,7 +549,8 @@ fn situations(d: &HostState, o: &HostState, ops: &[Op]) -> [(&'static str, bool)
     let remade = ops.iter().any(|a| {
         matches!(a, Op::DeleteLink { name }
             if ops.iter().any(|b| matches!(b, Op::CreateVeth { name: n, peer, .. }
-                if n == name || peer == name)))
+                if n == name || peer == name)
+                || matches!(b, Op::CreateVxlan { name: n, .. } if n == name)))
     });
     [
         (SITUATIONS[0], replaced(true)),
@@ -532,6 +614,11 @@ fn applying_the_plan_to_the_observed_state_gives_the_desired_one() {
     }
     let every: BTreeSet<&str> = [
         "CreateVeth",
+        "CreateVxlan",
+        "AddressAdd",
+        "AddressDelete",
+        "FdbReplace",
+        "FdbDelete",
         "SetLinkUp",
         "DeleteLink",
         "SetSysctl",

@@ -1,0 +1,626 @@
+//! The fleet: other nodes, and the workloads that live on them. One directory describes every
+//! host; each host's weft programs its own part of the paths between them.
+//!
+//! - **Nodes.** A Node's underlay address is `spec.bgp.ipv4Address` (with its prefix length,
+//!   which says which nodes share its subnet), else its first IPv4 `spec.addresses` entry
+//!   (CalicoNodeIP before InternalIP before the rest). That address is also its VTEP. Its
+//!   address on the VXLAN device is `spec.ipv4VXLANTunnelAddr`, and its VTEP MAC is
+//!   `spec.vxlanTunnelMACAddr`, or, where that is not written, one derived from the node's
+//!   name (`vtep_mac`), which every host derives alike.
+//! - **VXLAN** is on when FelixConfiguration `vxlanEnabled` says so, or, where it is not set,
+//!   when an enabled IPPool has `vxlanMode` Always or CrossSubnet (Calico's rule). weft then
+//!   owns `vxlan.calico`: VNI `vxlanVNI`, UDP port `vxlanPort`, this node's underlay address as
+//!   its source, learning off, MTU `vxlanMTU` or 50 below the underlay interface's, and the
+//!   node's tunnel address as a /32. For every other node with an underlay and a tunnel
+//!   address: a permanent neighbour entry (tunnel address -> VTEP MAC) and a permanent FDB
+//!   entry (VTEP MAC -> underlay address), so nothing is ever flooded or learnt.
+//! - **Remote workloads.** Each IPv4 address of a WorkloadEndpoint on another node gets a /32
+//!   route, taken from the endpoints themselves (IPAM block resources are not read, so
+//!   `blockSize` does not aggregate them): the route shows the path in `ip route get` and comes
+//!   and goes with the endpoint. Which path follows the address's IPPool (the most specific
+//!   enabled one containing it): `vxlanMode` Always goes through the VXLAN device, onlink via
+//!   the node's tunnel address; CrossSubnet does so only when the node's underlay address is
+//!   outside this node's subnet, and otherwise routes straight to the node's underlay
+//!   address; Never routes straight to a node on the same subnet (what BGP would learn on a
+//!   flat network) and not at all to one beyond. An address in no pool goes through VXLAN
+//!   when it is on. Nothing is masqueraded: the far end sees the workload's own address.
+//! - Files with no Node resource and VXLAN off are one host's: endpoints of other nodes there
+//!   are policy peers only, and nothing is routed to them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use weft_model::{Config, EncapsulationMode, Node};
+
+use super::Desired;
+use crate::bpf::maps::{self, Route4Key, RouteValue};
+use crate::facts::HostFacts;
+use crate::policy::flat::Net4;
+use crate::state::{LinkState, NeighbourState, OwnedLink, RouteState, VxlanLink, DATA_SYSCTLS};
+use crate::warning::Warning;
+
+/// The VXLAN device weft owns: Calico's name, so tools that know Calico find it.
+pub const VXLAN_DEV: &str = "vxlan.calico";
+
+/// What VXLAN adds to a packet: outer IPv4 (20), UDP (8), VXLAN (8) and Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// A node as this one reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// Its underlay address, which is also its VTEP.
+    pub underlay: Ipv4Addr,
+    /// The subnet of its underlay address (its prefix length as written).
+    pub subnet: Net4,
+    /// Its address on the VXLAN device.
+    pub tunnel: Option<Ipv4Addr>,
+    pub mac: [u8; 6],
+}
+
+/// The VTEP MAC of a node that does not write one: locally administered and unicast (0x66
+/// first), then the first five bytes of the FNV-1a 64-bit hash of the node's name, mixed by
+/// SplitMix64's finaliser so that names differing in one letter differ in every byte. Every
+/// host computes the same one, since nobody else tells them. Fixed forever: a change would
+/// part hosts running different versions.
+pub fn vtep_mac(node: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let b = h.to_be_bytes();
+    [0x66, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// `a.b.c.d[/len]` as an address and its subnet, host bits kept in the address.
+fn addr_and_subnet(s: &str) -> Option<(Ipv4Addr, Net4)> {
+    let (a, len) = match s.split_once('/') {
+        Some((a, len)) => (a, len.parse::<u8>().ok().filter(|l| *l <= 32)?),
+        None => (s, 32),
+    };
+    let a: Ipv4Addr = a.trim().parse().ok()?;
+    Some((a, Net4::new(u32::from(a), len)))
+}
+
+/// The node's underlay address: `spec.bgp.ipv4Address`, else its addresses by type.
+fn underlay(n: &Node) -> Option<(Ipv4Addr, Net4)> {
+    if let Some(a) = n
+        .spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_address.as_deref())
+        .and_then(addr_and_subnet)
+    {
+        return Some(a);
+    }
+    let rank = |t: Option<&str>| match t {
+        Some("CalicoNodeIP") => 0,
+        Some("InternalIP") => 1,
+        _ => 2,
+    };
+    let mut addrs: Vec<_> = n
+        .spec
+        .addresses
+        .iter()
+        .filter_map(|a| {
+            Some((
+                rank(a.address_type.as_deref()),
+                addr_and_subnet(&a.address)?,
+            ))
+        })
+        .collect();
+    addrs.sort_by_key(|(r, _)| *r);
+    addrs.into_iter().next().map(|(_, a)| a)
+}
+
+/// Node `n` as the fleet sees it; None when it has no IPv4 underlay address.
+pub fn peer(n: &Node) -> Option<Peer> {
+    let (underlay, subnet) = underlay(n)?;
+    let name = n.metadata.name.clone();
+    Some(Peer {
+        tunnel: n
+            .spec
+            .ipv4_vxlan_tunnel_addr
+            .as_deref()
+            .and_then(addr_and_subnet)
+            .map(|(a, _)| a),
+        mac: n
+            .spec
+            .vxlan_tunnel_mac_addr
+            .as_deref()
+            .and_then(|m| weft_model::net::parse_mac(m).ok())
+            .unwrap_or_else(|| vtep_mac(&name)),
+        name,
+        underlay,
+        subnet,
+    })
+}
+
+/// An enabled IPv4 pool: its network and how its addresses cross between nodes.
+struct Pool {
+    net: Net4,
+    mode: EncapsulationMode,
+}
+
+fn pools(cfg: &Config) -> Vec<Pool> {
+    let mut out: Vec<Pool> = cfg
+        .ip_pools
+        .iter()
+        .filter(|p| !p.value.spec.disabled)
+        .filter_map(|p| {
+            Some(Pool {
+                net: addr_and_subnet(&p.value.spec.cidr)?.1,
+                mode: p.value.spec.vxlan_mode.unwrap_or(EncapsulationMode::Never),
+            })
+        })
+        .collect();
+    // Most specific first: an address belongs to the narrowest pool that holds it.
+    out.sort_by_key(|p| std::cmp::Reverse(p.net.len));
+    out
+}
+
+/// How this node reaches a remote workload's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Vxlan,
+    Direct,
+    Unreachable,
+}
+
+/// What the fleet adds to this node's desired state, and what it leaves to the maps.
+#[derive(Default)]
+pub struct Fleet {
+    /// Remote workloads' addresses, with their node's underlay address and whether they are
+    /// in a pool: weft_rt4 entries, written where this node has maps.
+    pub remote: Vec<(Ipv4Addr, Ipv4Addr, bool)>,
+}
+
+impl Fleet {
+    /// The weft_rt4 entries of the remote workloads.
+    pub fn route_entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+        self.remote.iter().map(|(addr, node, in_pool)| {
+            let k = Route4Key {
+                prefixlen: 32,
+                addr: maps::addr_be(*addr),
+            };
+            let mut flags = maps::RT_F_REMOTE_WORKLOAD;
+            if *in_pool {
+                flags |= maps::RT_F_IN_POOL;
+            }
+            let v = RouteValue {
+                flags,
+                ifindex: 0,
+                next_hop: maps::addr_be(*node),
+                pad: 0,
+            };
+            maps::entry(&k, &v)
+        })
+    }
+}
+
+/// The fleet's part of this node's desired state (see the module's doc): the VXLAN device,
+/// its address, neighbour and FDB entries, and the routes to remote workloads, into `d`.
+/// `local_addrs` are this node's own endpoints' addresses, which no remote route may take.
+pub fn plumbing(
+    cfg: &Config,
+    facts: &HostFacts,
+    local_addrs: &BTreeMap<Ipv4Addr, String>,
+    d: &mut Desired,
+) -> Fleet {
+    let mut fleet = Fleet::default();
+    let felix = cfg.felix_for_node(&facts.node);
+    let pools = pools(cfg);
+    let vxlan_on = felix.vxlan_enabled_setting().unwrap_or_else(|| {
+        pools.iter().any(|p| {
+            matches!(
+                p.mode,
+                EncapsulationMode::Always | EncapsulationMode::CrossSubnet
+            )
+        })
+    });
+
+    let mut peers: BTreeMap<&str, Peer> = BTreeMap::new();
+    let mut me: Option<Peer> = None;
+    for n in &cfg.nodes {
+        let name = n.value.metadata.name.as_str();
+        match (peer(&n.value), name == facts.node) {
+            (Some(p), true) => me = Some(p),
+            (Some(p), false) => {
+                peers.insert(name, p);
+            }
+            (None, _) => d.warnings.push(Warning::resource(
+                format!("Node {name}"),
+                format!(
+                    "{}: Node {name} has no IPv4 underlay address (spec.bgp.ipv4Address or spec.addresses), so {}",
+                    n.source,
+                    if name == facts.node {
+                        "this node reaches no workload on another node"
+                    } else {
+                        "its workloads are not reached from this node"
+                    }
+                ),
+            )),
+        }
+    }
+
+    // Remote workloads' addresses, by node.
+    let mut remote: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for w in &cfg.workload_endpoints {
+        let Some(node) = w.value.spec.node.as_deref() else {
+            continue;
+        };
+        if node == facts.node {
+            continue;
+        }
+        for c in super::read::cidrs(&w.value.spec.ip_networks) {
+            if let weft_model::Cidr::V4 { addr, .. } = c {
+                if !local_addrs.contains_key(&addr) {
+                    remote.entry(node).or_default().push(addr);
+                }
+            }
+        }
+    }
+    // Without Node resources and VXLAN, other nodes' endpoints are policy peers only (a single
+    // host's files may name them): nothing to route, and nothing to say.
+    if (remote.is_empty() || cfg.nodes.is_empty()) && !vxlan_on {
+        return fleet;
+    }
+    let Some(me) = me else {
+        if !remote.is_empty() {
+            d.warnings.push(Warning::host(format!(
+                "node {} has no Node resource with an IPv4 underlay address, so workloads on other nodes are not routed from here",
+                facts.node
+            )));
+        }
+        return fleet;
+    };
+    // The interface that holds this node's underlay address.
+    let underlay_dev = facts
+        .link_addrs
+        .iter()
+        .find(|(_, addrs)| addrs.contains(&me.underlay))
+        .and_then(|(i, _)| facts.link_name(*i).map(|n| (n.to_string(), *i)));
+    let Some((underlay_dev, underlay_index)) = underlay_dev else {
+        d.warnings.push(Warning::host(format!(
+            "node {}: its underlay address {} (from its Node resource) is on none of this host's interfaces, so workloads on other nodes are not routed from here",
+            facts.node, me.underlay
+        )));
+        return fleet;
+    };
+
+    let mut direct = false;
+    let mut vxlan_used = false;
+    for (node, addrs) in &remote {
+        let Some(p) = peers.get(node) else {
+            d.warnings.push(Warning::host(format!(
+                "workloads on node {node} are not routed from here: no Node resource of that name has an IPv4 underlay address"
+            )));
+            continue;
+        };
+        let same_subnet = me.subnet.contains_addr(u32::from(p.underlay));
+        for addr in addrs {
+            let pool = pools
+                .iter()
+                .find(|pl| pl.net.contains_addr(u32::from(*addr)));
+            let mode = match pool {
+                Some(pl) => pl.mode,
+                None if vxlan_on => EncapsulationMode::Always,
+                None => EncapsulationMode::Never,
+            };
+            let path = match mode {
+                EncapsulationMode::Always if vxlan_on => Path::Vxlan,
+                EncapsulationMode::CrossSubnet if vxlan_on && !same_subnet => Path::Vxlan,
+                _ if same_subnet => Path::Direct,
+                _ => Path::Unreachable,
+            };
+            let route = match path {
+                Path::Vxlan => match p.tunnel {
+                    Some(gw) => {
+                        vxlan_used = true;
+                        RouteState {
+                            dev: VXLAN_DEV.into(),
+                            via: Some(gw),
+                            onlink: true,
+                        }
+                    }
+                    None => {
+                        d.warnings.push(Warning::host(format!(
+                            "workload address {addr} on node {node} is not routed: Node {node} has no spec.ipv4VXLANTunnelAddr"
+                        )));
+                        continue;
+                    }
+                },
+                Path::Direct => {
+                    direct = true;
+                    RouteState {
+                        dev: underlay_dev.clone(),
+                        via: Some(p.underlay),
+                        onlink: false,
+                    }
+                }
+                Path::Unreachable => {
+                    d.warnings.push(Warning::host(format!(
+                        "workload address {addr} on node {node} is not routed: its pool does not use VXLAN and node {node} ({}) is not on this node's subnet {}",
+                        p.underlay, me.subnet
+                    )));
+                    continue;
+                }
+            };
+            d.state.routes.insert(Net4::host(u32::from(*addr)), route);
+            fleet.remote.push((*addr, p.underlay, pool.is_some()));
+        }
+    }
+    if direct {
+        d.state
+            .links
+            .entry(underlay_dev.clone())
+            .or_default()
+            .sysctls
+            .extend(sysctls(DATA_SYSCTLS));
+    }
+    if vxlan_on || vxlan_used {
+        let mtu = match felix.vxlan_mtu() {
+            0 => facts
+                .link_mtus
+                .get(&underlay_index)
+                .copied()
+                .unwrap_or(1500)
+                .saturating_sub(VXLAN_OVERHEAD),
+            m => m,
+        };
+        d.state.links.insert(
+            VXLAN_DEV.into(),
+            LinkState {
+                sysctls: sysctls(DATA_SYSCTLS),
+                owned: Some(OwnedLink {
+                    kind: "vxlan".into(),
+                    peer: None,
+                    mac: me.mac,
+                    up: true,
+                    vxlan: Some(VxlanLink {
+                        vni: felix.vxlan_vni(),
+                        port: felix.vxlan_port(),
+                        local: me.underlay,
+                        mtu,
+                        learning: false,
+                    }),
+                }),
+            },
+        );
+        if let Some(t) = me.tunnel {
+            d.state.addresses.insert((VXLAN_DEV.into(), t, 32));
+        }
+        for p in peers.values() {
+            if let Some(t) = p.tunnel {
+                d.state
+                    .neighbours
+                    .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
+                d.state.fdb.insert((VXLAN_DEV.into(), p.mac), p.underlay);
+            }
+        }
+    }
+    fleet
+}
+
+fn sysctls(set: &[(&str, &str)]) -> BTreeMap<String, String> {
+    set.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::desired;
+    use crate::testdir::config as load;
+
+    /// n1 on 172.16.0.11/24 with eth0 (index 2) holding that address.
+    fn facts() -> HostFacts {
+        let mut f = HostFacts::fixture("n1", &[("lo", 1), ("eth0", 2), ("calia", 5)]);
+        f.link_addrs
+            .insert(2, [Ipv4Addr::new(172, 16, 0, 11)].into());
+        f.link_mtus.insert(2, 9000);
+        f
+    }
+
+    fn node(name: &str, underlay: &str, tunnel: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec:\n  bgp: {{ipv4Address: {underlay}}}\n  ipv4VXLANTunnelAddr: {tunnel}\n")
+    }
+
+    fn pool(cidr: &str, mode: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p-{}}}\nspec: {{cidr: {cidr}, vxlanMode: {mode}}}\n", cidr.replace(['.', '/'], "-"))
+    }
+
+    fn wep(name: &str, node: &str, ip: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default}}\nspec: {{node: {node}, interfaceName: cali{name}, ipNetworks: [{ip}]}}\n")
+    }
+
+    fn fleet(extra: &[&str]) -> Vec<String> {
+        let mut docs = vec![
+            node("n1", "172.16.0.11/24", "10.244.1.0"),
+            node("n2", "172.16.0.12/24", "10.244.2.0"),
+            node("n3", "172.17.0.13/24", "10.244.3.0"),
+            wep("a", "n1", "10.244.1.2"),
+            wep("b", "n2", "10.244.2.2"),
+            wep("c", "n3", "10.244.3.2"),
+        ];
+        docs.extend(extra.iter().map(|s| s.to_string()));
+        docs
+    }
+
+    fn state(docs: &[String]) -> crate::desired::Desired {
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        desired(&load(&refs), &facts()).expect("desired")
+    }
+
+    fn route(d: &crate::desired::Desired, ip: [u8; 4]) -> Option<String> {
+        d.state
+            .routes
+            .get(&Net4::host(u32::from(Ipv4Addr::from(ip))))
+            .map(RouteState::show)
+    }
+
+    #[test]
+    fn a_vxlan_pool_alone_turns_vxlan_on_and_routes_every_remote_workload_through_its_vtep() {
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "Always")]));
+        let dev = d.state.links.get(VXLAN_DEV).expect("the VXLAN device");
+        let o = dev.owned.as_ref().expect("weft's own");
+        assert_eq!(
+            o.vxlan,
+            Some(VxlanLink {
+                vni: 4096,
+                port: 4789,
+                local: Ipv4Addr::new(172, 16, 0, 11),
+                mtu: 9000 - VXLAN_OVERHEAD,
+                learning: false,
+            })
+        );
+        assert_eq!(o.mac, vtep_mac("n1"));
+        assert!(d
+            .state
+            .addresses
+            .contains(&(VXLAN_DEV.into(), Ipv4Addr::new(10, 244, 1, 0), 32)));
+        assert_eq!(
+            route(&d, [10, 244, 2, 2]).as_deref(),
+            Some("via 10.244.2.0 dev vxlan.calico onlink")
+        );
+        assert_eq!(
+            route(&d, [10, 244, 3, 2]).as_deref(),
+            Some("via 10.244.3.0 dev vxlan.calico onlink")
+        );
+        // The local workload keeps its own route; nothing routes to this node's own VTEP.
+        assert_eq!(
+            route(&d, [10, 244, 1, 2]).as_deref(),
+            Some("dev calia scope link")
+        );
+        for (n, underlay, tunnel) in [
+            ("n2", [172, 16, 0, 12], [10, 244, 2, 0]),
+            ("n3", [172, 17, 0, 13], [10, 244, 3, 0]),
+        ] {
+            let mac = vtep_mac(n);
+            assert_eq!(
+                d.state
+                    .neighbours
+                    .get(&(VXLAN_DEV.into(), Ipv4Addr::from(tunnel))),
+                Some(&NeighbourState { lladdr: mac })
+            );
+            assert_eq!(
+                d.state.fdb.get(&(VXLAN_DEV.into(), mac)),
+                Some(&Ipv4Addr::from(underlay))
+            );
+        }
+        assert_eq!(d.state.fdb.len(), 2, "no entry for this node itself");
+    }
+
+    #[test]
+    fn vxlan_enabled_false_overrides_the_pool_and_cross_subnet_encapsulates_only_across_subnets() {
+        let off = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {vxlanEnabled: false}\n";
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "Always"), off]));
+        assert!(!d.state.links.contains_key(VXLAN_DEV));
+        // Without VXLAN, only the node on this subnet is reachable, straight over the underlay.
+        assert_eq!(
+            route(&d, [10, 244, 2, 2]).as_deref(),
+            Some("via 172.16.0.12 dev eth0")
+        );
+        assert_eq!(route(&d, [10, 244, 3, 2]), None);
+        assert!(d.warnings.iter().any(|w| w.message.contains("10.244.3.2")));
+
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "CrossSubnet")]));
+        assert_eq!(
+            route(&d, [10, 244, 2, 2]).as_deref(),
+            Some("via 172.16.0.12 dev eth0"),
+            "same subnet: no encapsulation"
+        );
+        assert_eq!(
+            route(&d, [10, 244, 3, 2]).as_deref(),
+            Some("via 10.244.3.0 dev vxlan.calico onlink")
+        );
+        assert_eq!(
+            d.state.links.get("eth0").map(|l| l.sysctls.len()),
+            Some(DATA_SYSCTLS.len()),
+            "the underlay forwards what arrives unencapsulated"
+        );
+    }
+
+    #[test]
+    fn no_vxlan_and_no_pools_leaves_the_host_alone() {
+        let d = state(&[
+            node("n1", "172.16.0.11/24", "10.244.1.0"),
+            node("n2", "172.17.0.12/24", "10.244.2.0"),
+        ]);
+        assert!(d.state.links.is_empty() && d.state.routes.is_empty());
+    }
+
+    #[test]
+    fn settings_written_win_and_a_written_mac_is_used() {
+        let felix = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {vxlanEnabled: true, vxlanVNI: 7, vxlanPort: 8472, vxlanMTU: 1400}\n";
+        let n2 = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n2}\nspec:\n  bgp: {ipv4Address: 172.16.0.12/24}\n  ipv4VXLANTunnelAddr: 10.244.2.0\n  vxlanTunnelMACAddr: \"02:00:00:00:00:02\"\n";
+        let docs = [
+            node("n1", "172.16.0.11/24", "10.244.1.0"),
+            n2.to_string(),
+            wep("b", "n2", "10.99.0.2"),
+            felix.to_string(),
+        ];
+        let d = state(&docs);
+        let v = d.state.links[VXLAN_DEV]
+            .owned
+            .as_ref()
+            .unwrap()
+            .vxlan
+            .unwrap();
+        assert_eq!((v.vni, v.port, v.mtu), (7, 8472, 1400));
+        let mac = [2, 0, 0, 0, 0, 2];
+        assert_eq!(
+            d.state.fdb.get(&(VXLAN_DEV.into(), mac)),
+            Some(&Ipv4Addr::new(172, 16, 0, 12))
+        );
+        assert_eq!(
+            route(&d, [10, 99, 0, 2]).as_deref(),
+            Some("via 10.244.2.0 dev vxlan.calico onlink"),
+            "an address in no pool goes through VXLAN when it is on"
+        );
+    }
+
+    #[test]
+    fn derived_macs_are_unicast_local_and_apart() {
+        let names = ["n1", "n2", "n3", "node-a", "node-b", "edge-017", "edge-018"];
+        let macs: std::collections::BTreeSet<[u8; 6]> = names.iter().map(|n| vtep_mac(n)).collect();
+        assert_eq!(macs.len(), names.len());
+        for m in &macs {
+            assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast: {m:?}");
+        }
+        // Fixed forever: hosts of different versions must agree.
+        assert_eq!(
+            crate::state::mac_string(&vtep_mac("n1")),
+            "66:f8:e4:61:10:45"
+        );
+        assert_eq!(
+            crate::state::mac_string(&vtep_mac("n2")),
+            "66:c1:e0:ca:a6:db"
+        );
+    }
+
+    #[test]
+    fn a_node_without_an_underlay_address_is_said_and_its_workloads_left_unrouted() {
+        let bare = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n2}\nspec: {}\n";
+        let docs = [
+            node("n1", "172.16.0.11/24", "10.244.1.0"),
+            bare.to_string(),
+            wep("b", "n2", "10.244.2.2"),
+            pool("10.244.0.0/16", "Always"),
+        ];
+        let d = state(&docs);
+        assert_eq!(route(&d, [10, 244, 2, 2]), None);
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.message.contains("Node n2 has no IPv4 underlay")),
+            "{:?}",
+            d.warnings
+        );
+    }
+}
