@@ -50,8 +50,9 @@ fn similar_lines(a: &str, b: &str) -> String {
 /// A fixed host: node "demo-node", the examples' interfaces at fixed indexes, one address.
 /// weft's own bpfin/bpfout pair is there too, as after the first phase of an apply that
 /// creates it (the plan of the second phase refers to its indexes).
+/// demo-node, its uplink up0 holding its address 192.0.2.1 (the fleet's underlay).
 fn facts() -> HostFacts {
-    HostFacts::fixture(
+    let mut f = HostFacts::fixture(
         "demo-node",
         &[
             ("lo", 1),
@@ -65,7 +66,11 @@ fn facts() -> HostFacts {
             ("bpfin.weft", 30),
             ("bpfout.weft", 31),
         ],
-    )
+    );
+    f.link_addrs
+        .insert(2, [std::net::Ipv4Addr::new(192, 0, 2, 1)].into());
+    f.link_mtus.insert(2, 1500);
+    f
 }
 
 /// The object id changes with every change to bpf-src/; the golden files should not.
