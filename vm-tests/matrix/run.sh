@@ -7,7 +7,7 @@
 #
 # Kernels: 6.1 (bookworm's linux-image-cloud-amd64) and 6.12 (trixie's), fetched with apt into
 # the cache (kernels.sh) and reused. Each guest boots an initramfs built here: busybox, weft,
-# the test binaries, the tools they call (ip, tc, nsenter, ping, bpftool) with their shared
+# the test binaries, the tools they call (ip, tc, bridge, nsenter, ping, bpftool) with their shared
 # libraries, and the kernel's own modules (veth, vxlan, cls_bpf, sch_ingress; resolved with
 # modprobe --show-depends). In each guest, and natively for the host row, suite.sh runs: the
 # golden packet tests (BPF_PROG_TEST_RUN), the conntrack collector tests, a smoke test of the
@@ -102,6 +102,7 @@ tests=(
   "vm-conntrack-gc conntrack_gc"
   "vm-host-endpoints host_endpoints host_endpoint_policy_polices_the_hosts_own_traffic_on_its_interfaces failsafe_ports_stay_open_under_deny_all_until_they_are_emptied pre_dnat_policy_denies_a_node_port_from_one_range_and_allows_it_from_another"
   "vm-fragments fragments"
+  "vm-fleet fleet workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_each_lives cross_subnet_encapsulates_only_to_the_other_subnet a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hosts"
 )
 # HOOK: `weft verifier` (being written on main) loads every program and variant; when the built
 # weft has it, each row's "programs loaded" comes from it.
@@ -121,7 +122,7 @@ copy_libs() { # the shared libraries (and loader) of an executable, at their pat
       [ -e "$stage$lib" ] || { mkdir -p "$(dirname "$stage$lib")" && cp -L "$lib" "$stage$lib"; }
     done
 }
-for tool in ip tc nsenter ping bpftool; do
+for tool in ip tc bridge nsenter ping bpftool; do
   p=$(readlink -f "$(command -v "$tool")")
   cp "$p" "$stage$p"
   copy_libs "$p"
@@ -206,7 +207,7 @@ for k in "${klist[@]}"; do
   kstage=$cache/initramfs/$suite
   rm -rf "$kstage" && mkdir -p "$kstage/matrix/modules"
   : >"$kstage/matrix/modules.order"
-  for m in veth vxlan cls_bpf sch_ingress act_bpf; do
+  for m in veth vxlan bridge cls_bpf sch_ingress act_bpf; do
     modprobe -d "$kdir/root" -S "$ver" --show-depends "$m"
   done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' | while read -r ko; do
     base=$(basename "$ko")

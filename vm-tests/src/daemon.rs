@@ -38,7 +38,7 @@ pub struct Daemon {
 impl Bed {
     /// The state directory `weft run` and `weft apply --confirm-within` use in this bed.
     pub fn state_dir(&self) -> PathBuf {
-        self.config.with_extension("state")
+        self.state.clone()
     }
 
     /// Starts `weft run <config>` with the bed's node and bpffs, a state directory of the

@@ -11,13 +11,14 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
 pub use weft_golden::kernel;
 
 pub mod daemon;
+pub mod fleet;
 pub mod netpol;
 pub mod streams;
 
@@ -137,11 +138,14 @@ pub struct Workload {
 /// gateway), workloads, a config directory and a private bpffs root.
 pub struct Bed {
     pub host: Netns,
-    pub outside: Netns,
+    /// Behind the uplink: the bed's own, or the underlay a fleet's hosts share.
+    pub outside: Arc<Netns>,
     pub workloads: Vec<Workload>,
     pub config: PathBuf,
     pub bpffs: PathBuf,
     pub node: String,
+    /// The state directory `weft run` and `weft apply --confirm-within` use in this bed.
+    pub state: PathBuf,
 }
 
 /// The host's address on its uplink.
@@ -179,21 +183,72 @@ impl Bed {
         let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("weft-vm-"));
         Some(Bed {
             host,
-            outside,
+            outside: Arc::new(outside),
             workloads: Vec::new(),
+            state: config.with_extension("state"),
             config,
             bpffs,
             node: "node-a".into(),
         })
     }
 
+    /// A host of a fleet: node `node`, its uplink `eth0` on the bridge `br0` of `underlay`
+    /// with address `addr/len`, its default route via `gateway`; the fleet's shared `config`
+    /// directory, and a bpffs root and state directory of its own.
+    pub fn on_underlay(
+        node: &str,
+        underlay: &Arc<Netns>,
+        addr: Ipv4Addr,
+        len: u8,
+        gateway: Ipv4Addr,
+        config: &Path,
+    ) -> Bed {
+        let host = Netns::new("wf");
+        let port = unique("up");
+        host.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &underlay.name,
+        ]);
+        underlay.ip(&["link", "set", &port, "master", "br0", "up"]);
+        host.ip(&["addr", "add", &format!("{addr}/{len}"), "dev", "eth0"]);
+        host.ip(&["link", "set", "eth0", "up"]);
+        host.ip(&["route", "add", "default", "via", &gateway.to_string()]);
+        let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("weft-vm-"));
+        Bed {
+            host,
+            outside: underlay.clone(),
+            workloads: Vec::new(),
+            config: config.to_path_buf(),
+            bpffs,
+            node: node.into(),
+            state: std::env::temp_dir().join(unique(&format!("weft-vm-state-{node}-"))),
+        }
+    }
+
     /// Adds a workload with address `ip`, its host-side interface named `iface`.
     pub fn workload(&mut self, iface: &str, ip: Ipv4Addr) -> usize {
+        self.workloads.push(Workload::new(&self.host, iface, ip));
+        self.workloads.len() - 1
+    }
+}
+
+impl Workload {
+    /// A workload namespace with address `ip` on `eth0`, its peer `iface` in `host` and up,
+    /// and a default route via Calico's 169.254.1.1 gateway.
+    pub fn new(host: &Netns, iface: &str, ip: Ipv4Addr) -> Workload {
         let ns = Netns::new("ww");
-        self.host.ip(&[
+        host.ip(&[
             "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
         ]);
-        self.host.ip(&["link", "set", iface, "up"]);
+        host.ip(&["link", "set", iface, "up"]);
         ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&[
@@ -220,14 +275,16 @@ impl Bed {
             .nth(2)
             .unwrap_or_default()
             .to_string();
-        self.workloads.push(Workload {
+        Workload {
             ns,
             iface: iface.into(),
             ip,
             mac,
-        });
-        self.workloads.len() - 1
+        }
     }
+}
+
+impl Bed {
 
     /// The shop most tests start from: the Namespace `namespace` (YAML) as
     /// `00-namespace.yaml`, and one workload per label (a, b, c... on calia, calib, calic...,

@@ -13,7 +13,8 @@
 //!   its source, learning off, MTU `vxlanMTU` or 50 below the underlay interface's, and the
 //!   node's tunnel address as a /32. For every other node with an underlay and a tunnel
 //!   address: a permanent neighbour entry (tunnel address -> VTEP MAC) and a permanent FDB
-//!   entry (VTEP MAC -> underlay address), so nothing is ever flooded or learnt.
+//!   entry (VTEP MAC -> underlay address), so nothing is ever flooded or learnt; and a route
+//!   to its tunnel address, which its host processes talk to workloads from.
 //! - **Remote workloads.** Each IPv4 address of a WorkloadEndpoint on another node gets a /32
 //!   route, taken from the endpoints themselves (IPAM block resources are not read, so
 //!   `blockSize` does not aggregate them): the route shows the path in `ip route get` and comes
@@ -400,6 +401,13 @@ pub fn plumbing(
                     .neighbours
                     .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
                 d.state.fdb.insert((VXLAN_DEV.into(), p.mac), p.underlay);
+                // The node's own tunnel address: what its host processes talk to workloads
+                // from, so answers to them find their way back.
+                d.state.routes.entry(Net4::host(u32::from(t))).or_insert(RouteState {
+                    dev: VXLAN_DEV.into(),
+                    via: Some(t),
+                    onlink: true,
+                });
             }
         }
     }
@@ -496,6 +504,11 @@ mod tests {
         assert_eq!(
             route(&d, [10, 244, 1, 2]).as_deref(),
             Some("dev calia scope link")
+        );
+        assert_eq!(
+            route(&d, [10, 244, 3, 0]).as_deref(),
+            Some("via 10.244.3.0 dev vxlan.calico onlink"),
+            "a node's tunnel address"
         );
         for (n, underlay, tunnel) in [
             ("n2", [172, 16, 0, 12], [10, 244, 2, 0]),

@@ -1,0 +1,370 @@
+//! A fleet on one kernel: three host namespaces on an underlay bridge, each running its own
+//! weft (own --node, --bpffs and --state-dir) on one shared config directory, two workloads
+//! per host, real TCP, UDP and ICMP between hosts over weft's VXLAN.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use weft_vm_tests::daemon::{wait_for, DEADLINE};
+use weft_vm_tests::fleet::{self, workload_ip, workload_name, Fleet};
+use weft_vm_tests::streams::{tcp_echo_server, Streams};
+use weft_vm_tests::{ping_ok, tcp_ok, tcp_server, udp_ok, udp_server, Netns, PROBE_TIMEOUT};
+
+const TCP: u16 = 8080;
+const UDP: u16 = 5353;
+
+/// Every workload of the fleet serves TCP and UDP.
+fn serve_all(f: &Fleet) {
+    for h in &f.hosts {
+        for w in &h.workloads {
+            tcp_server(&w.ns, TCP);
+            udp_server(&w.ns, UDP);
+        }
+    }
+}
+
+fn policy(name: &str, body: &str) -> String {
+    format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: {name}\nspec:\n{body}")
+}
+
+#[test]
+fn workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_each_lives() {
+    let Some(f) = Fleet::new("fleet-basics", 3, 2) else {
+        return;
+    };
+    f.pool("Always");
+    f.apply_all();
+    serve_all(&f);
+
+    for (i, j) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
+        let to = workload_ip(i, j);
+        assert!(
+            f.route_get(0, to).contains("dev vxlan.calico"),
+            "{to} goes through VXLAN: {}",
+            f.route_get(0, to)
+        );
+        assert!(tcp_ok(&f.w(0, 0).ns, to, TCP), "TCP h0w0 -> {to}");
+        assert!(udp_ok(&f.w(0, 0).ns, to, UDP), "UDP h0w0 -> {to}");
+        assert!(ping_ok(&f.w(0, 0).ns, to), "ICMP h0w0 -> {to}");
+    }
+    assert!(tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP), "back the other way");
+    assert!(tcp_ok(&f.w(1, 0).ns, workload_ip(2, 0), TCP), "between the far hosts");
+
+    // Ingress, enforced on h1w0's host: only h0w0, selected by its labels, which works only
+    // if node-1 sees h0w0's own address (nothing masqueraded between hosts).
+    f.write(
+        "10-ingress.yaml",
+        &policy(
+            "h1w0-from-h0w0",
+            "  selector: app == 'h1w0'\n  types: [Ingress]\n  ingress:\n    - action: Allow\n      protocol: TCP\n      source: {selector: app == 'h0w0'}\n",
+        ),
+    );
+    // Egress, enforced on h2w1's host: not to h0w0.
+    f.write(
+        "11-egress.yaml",
+        &policy(
+            "h2w1-not-to-h0w0",
+            "  selector: app == 'h2w1'\n  types: [Egress]\n  egress:\n    - action: Deny\n      destination: {selector: app == 'h0w0'}\n    - action: Allow\n",
+        ),
+    );
+    f.apply_all();
+    let h1w0 = workload_ip(1, 0);
+    assert!(tcp_ok(&f.w(0, 0).ns, h1w0, TCP), "allowed by label across hosts");
+    assert!(!tcp_ok(&f.w(0, 1).ns, h1w0, TCP), "another workload of that host");
+    assert!(!tcp_ok(&f.w(2, 0).ns, h1w0, TCP), "a workload of a third host");
+    assert!(!tcp_ok(&f.w(1, 1).ns, h1w0, TCP), "a neighbour on the same host");
+    assert!(!udp_ok(&f.w(0, 0).ns, h1w0, UDP), "UDP is not allowed");
+    assert!(!tcp_ok(&f.w(2, 1).ns, workload_ip(0, 0), TCP), "egress denied at the source");
+    assert!(tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP), "the rest of its egress");
+
+    // Removing the policies restores everything.
+    f.remove("10-ingress.yaml");
+    f.remove("11-egress.yaml");
+    f.apply_all();
+    assert!(tcp_ok(&f.w(2, 0).ns, h1w0, TCP));
+    assert!(tcp_ok(&f.w(2, 1).ns, workload_ip(0, 0), TCP));
+}
+
+#[test]
+fn cross_subnet_encapsulates_only_to_the_other_subnet() {
+    let Some(f) = Fleet::new("fleet-cross-subnet", 3, 1) else {
+        return;
+    };
+    f.pool("CrossSubnet");
+    f.apply_all();
+    serve_all(&f);
+    let (near, _) = fleet::underlay(1);
+    let same = f.route_get(0, workload_ip(1, 0));
+    assert!(
+        same.contains(&format!("via {near} dev eth0")),
+        "node-1 shares node-0's subnet: straight over the underlay, unencapsulated: {same}"
+    );
+    let other = f.route_get(0, workload_ip(2, 0));
+    assert!(
+        other.contains("dev vxlan.calico"),
+        "node-2 is behind a router: through VXLAN: {other}"
+    );
+    for (i, to) in [(0, workload_ip(1, 0)), (0, workload_ip(2, 0)), (2, workload_ip(1, 0))] {
+        assert!(tcp_ok(&f.w(i, 0).ns, to, TCP), "h{i}w0 -> {to}");
+        assert!(ping_ok(&f.w(i, 0).ns, to), "h{i}w0 -> {to} (ICMP)");
+    }
+}
+
+/// A server in `ns` on `port` that sends `bytes` bytes to each connection and closes it.
+fn bulk_server(ns: &Netns, port: u16, bytes: usize) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind bulk");
+        tx.send(()).expect("ready");
+        let data = vec![0x5au8; bytes];
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(&data);
+        }
+    });
+    rx.recv().expect("bulk server ready");
+}
+
+/// How many bytes a connection from `ns` to `to:port` receives before the server closes it,
+/// giving up after `within`.
+fn bulk_fetch(ns: &Netns, to: Ipv4Addr, port: u16, within: Duration) -> usize {
+    ns.run(move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT)
+        else {
+            return 0;
+        };
+        let end = Instant::now() + within;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut n = 0;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < end {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        n
+    })
+}
+
+#[test]
+fn a_4_mb_transfer_across_hosts_does_not_stall_on_the_vxlan_mtu() {
+    let Some(f) = Fleet::new("fleet-mtu", 2, 1) else {
+        return;
+    };
+    f.pool("Always");
+    f.apply_all();
+    const BYTES: usize = 4 << 20;
+    for (i, j) in [(0, 1), (1, 0)] {
+        bulk_server(&f.w(i, 0).ns, 9000, BYTES);
+        // The workloads' own MTU stays 1500 over a 1450-byte VXLAN device.
+        let mtu = weft_vm_tests::output_text(&f.w(j, 0).ns.ip(&["-o", "link", "show", "eth0"]));
+        assert!(mtu.contains("mtu 1500"), "{mtu}");
+        let got = bulk_fetch(&f.w(j, 0).ns, workload_ip(i, 0), 9000, Duration::from_secs(20));
+        assert_eq!(got, BYTES, "h{j}w0 fetching 4 MB from h{i}w0");
+    }
+}
+
+/// A TCP server in `ns` on `port` that answers each connection with `name` and a newline.
+fn name_server(ns: &Netns, port: u16, name: String) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).expect("ready");
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(format!("{name}\n").as_bytes());
+        }
+    });
+    rx.recv().expect("server ready");
+}
+
+/// Which backend answers a connection from `ns` to `to:port`, if any does.
+fn who(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
+        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.trim().to_string())
+    })
+}
+
+#[test]
+fn a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hosts() {
+    let Some(f) = Fleet::new("fleet-clusterip", 3, 1) else {
+        return;
+    };
+    f.pool("Always");
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    f.write(
+        "20-service.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: fleet}}\nspec:\n  clusterIP: {VIP}\n  ports:\n    - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n  - {{addresses: [{}], nodeName: {}}}\n",
+            workload_ip(1, 0),
+            fleet::node(1),
+            workload_ip(2, 0),
+            fleet::node(2),
+        ),
+    );
+    f.apply_all();
+    for i in [1, 2] {
+        name_server(&f.w(i, 0).ns, 8080, workload_name(i, 0));
+    }
+    let want: std::collections::BTreeSet<String> =
+        [workload_name(1, 0), workload_name(2, 0)].into();
+    // From a workload (translated by weft_from_wep) and from host 0 itself (connect-time load
+    // balancing, whose cgroup programs every host's weft attaches to the one cgroup root: each
+    // serves its own namespace's sockets only).
+    for (what, ns) in [("workload h0w0", &f.w(0, 0).ns), ("host node-0", &f.hosts[0].host)] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            if let Some(name) = who(ns, VIP, 80) {
+                seen.insert(name);
+            }
+            if seen == want {
+                break;
+            }
+        }
+        assert_eq!(seen, want, "{what} reaches both remote backends");
+    }
+}
+
+#[test]
+fn the_daemons_route_a_new_workload_within_5_s_of_the_write_and_withdraw_it_on_removal() {
+    let Some(mut f) = Fleet::new("fleet-daemon", 3, 1) else {
+        return;
+    };
+    f.pool("Always");
+    let mut daemons: Vec<_> = f.hosts.iter().map(|h| h.daemon(&[])).collect();
+    for d in &mut daemons {
+        d.started();
+    }
+    serve_all(&f);
+    assert!(tcp_ok(&f.w(0, 0).ns, workload_ip(2, 0), TCP));
+
+    // A new workload on node-1: its device first (as a CNI would make it), then its file.
+    let ip = workload_ip(1, 1);
+    let w = f.hosts[1].workload("cali1", ip);
+    tcp_server(&f.hosts[1].w(w).ns, TCP);
+    let name = workload_name(1, 1);
+    let yaml = f.hosts[1].wep_yaml(w, &name, "fleet", &[("app", &name)], &["kns.fleet"]);
+    let written = Instant::now();
+    f.write(&format!("workloads/{name}.yaml"), &yaml);
+    for i in [0, 2] {
+        wait_for(
+            &format!("h{i}w0 to reach the new workload"),
+            Duration::from_secs(5).saturating_sub(written.elapsed()),
+            || tcp_ok(&f.w(i, 0).ns, ip, TCP).then_some(()),
+        );
+    }
+    eprintln!("reached from both other hosts {:?} after the write", written.elapsed());
+
+    f.remove(&format!("workloads/{name}.yaml"));
+    for i in [0, 2] {
+        wait_for(&format!("node-{i} to withdraw the route"), DEADLINE, || {
+            (!f.route_get(i, ip).contains("vxlan.calico")).then_some(())
+        });
+    }
+    assert!(!tcp_ok(&f.w(0, 0).ns, ip, TCP), "no longer reached");
+}
+
+#[test]
+fn a_killed_hosts_weft_restarted_after_a_change_loses_no_cross_host_connection() {
+    let Some(f) = Fleet::new("fleet-restart", 3, 1) else {
+        return;
+    };
+    f.pool("Always");
+    let mut daemons: Vec<_> = f.hosts.iter().map(|h| h.daemon(&[])).collect();
+    for d in &mut daemons {
+        d.started();
+    }
+    tcp_echo_server(&f.w(1, 0).ns, 7000);
+    let streams = Streams::open(&f.w(0, 0).ns, workload_ip(1, 0), 7000, 8);
+    streams.wait_progress(3, DEADLINE);
+
+    daemons[1].kill9();
+    // A change while node-1's weft is down: a policy elsewhere, and a new node's worth of
+    // settings it must pick up.
+    f.write(
+        "30-other.yaml",
+        &policy(
+            "h2w0-only-tcp",
+            "  selector: app == 'h2w0'\n  types: [Ingress]\n  ingress:\n    - action: Allow\n      protocol: TCP\n",
+        ),
+    );
+    streams.wait_progress(3, DEADLINE);
+    let mut again = f.hosts[1].daemon(&[]);
+    again.started();
+    streams.wait_progress(5, DEADLINE);
+    let report = streams.stop();
+    assert!(
+        report.lost.is_empty(),
+        "cross-host streams lost over the restart: {:?}",
+        report.lost
+    );
+    assert!(report.rounds > 0);
+    // Dropped, the other daemons are killed with -9 too.
+    drop((again, daemons));
+}
+
+#[test]
+fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
+    let Some(f) = Fleet::new("fleet-drift", 2, 1) else {
+        return;
+    };
+    f.pool("Always");
+    let mut d0 = f.hosts[0].daemon(&["--resync", "1s"]);
+    d0.started();
+    f.hosts[1].apply();
+    serve_all(&f);
+    let to = workload_ip(1, 0);
+    assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
+
+    f.hosts[0].host.ip(&["link", "del", "vxlan.calico"]);
+    wait_for("the VXLAN device and its route to be back", DEADLINE, || {
+        f.route_get(0, to).contains("vxlan.calico").then_some(())
+    });
+    wait_for("traffic over it again", DEADLINE, || {
+        tcp_ok(&f.w(0, 0).ns, to, TCP).then_some(())
+    });
+
+    let fdb = |f: &Fleet| {
+        weft_vm_tests::output_text(&weft_vm_tests::sh(&[
+            "nsenter",
+            &format!("--net={}", f.hosts[0].host.path().display()),
+            "bridge",
+            "fdb",
+            "show",
+            "dev",
+            "vxlan.calico",
+        ]))
+    };
+    let (far, _) = fleet::underlay(1);
+    let entry = fdb(&f)
+        .lines()
+        .find(|l| l.contains(&format!("dst {far}")))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .expect("an FDB entry for node-1");
+    weft_vm_tests::sh(&[
+        "nsenter",
+        &format!("--net={}", f.hosts[0].host.path().display()),
+        "bridge",
+        "fdb",
+        "del",
+        &entry,
+        "dev",
+        "vxlan.calico",
+        "self",
+    ]);
+    assert!(!fdb(&f).contains(&entry));
+    wait_for("the FDB entry to be written again", DEADLINE, || {
+        fdb(&f).contains(&entry).then_some(())
+    });
+    assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
+}
