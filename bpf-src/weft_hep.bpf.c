@@ -10,6 +10,8 @@
  *   weft_from_nat  tc ingress of bpfout.weft: host processes' packets to services, routed into
  *                  bpfin.weft, translated here
  *   weft_xdp       XDP of a host endpoint's interface: its untracked ingress policy's drops
+ *   weft_from_tun  tc ingress of the fleet's tunnel (vxlan.calico): which node forwarded a
+ *                  flow from outside the fleet here, for its replies (include/tunnel.h)
  *
  * An interface without a HostEndpoint carries no policy: anything that is not a service flow
  * passes untouched. The pipeline is in include/flow.h, a host endpoint's stages in
@@ -36,6 +38,12 @@ SEC("tc")
 int weft_from_nat(struct __sk_buff *skb)
 {
 	return weft_tc(skb, WEFT_HOOK_FROM_NAT);
+}
+
+SEC("tc")
+int weft_from_tun(struct __sk_buff *skb)
+{
+	return weft_from_tunnel(skb);
 }
 
 SEC("xdp")

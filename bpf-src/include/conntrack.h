@@ -77,9 +77,11 @@ WEFT_INLINE bool weft_ct_tcp_finished(const struct weft_ct4_value *v)
 	return ((a | b) & WEFT_CT_LEG_RST) || ((a & WEFT_CT_LEG_FIN) && (b & WEFT_CT_LEG_FIN));
 }
 
-/* Creates the entry for a new flow whose first packet is p, approved for one side. */
+/* Creates the entry for a new flow whose first packet is p, approved for one side; `tun`, when
+ * another node forwarded it here through the tunnel, is that node (tunnel.h). */
 WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_pkt4 *p,
-				bool src_is_a, bool approve_src, __u32 ruleset, __u8 flags)
+				bool src_is_a, bool approve_src, __u32 ruleset, __u8 flags,
+				const struct weft_tun_flow *tun)
 {
 	struct weft_ct4_value val = {}, *v = &val;
 	struct weft_ct_leg *src_leg, *dst_leg;
@@ -100,6 +102,10 @@ WEFT_INLINE int weft_ct4_create(const struct weft_ct4_key *k, const struct weft_
 		src_leg->approved_by = ruleset;
 	else
 		dst_leg->approved_by = ruleset;
+	if (tun) {
+		v->tun_addr = tun->tun_addr;
+		v->tun_ifindex = tun->ifindex;
+	}
 	return bpf_map_update_elem(&weft_ct4, k, v, BPF_ANY);
 }
 

@@ -10,6 +10,7 @@
  *   FROM_HEP  tc ingress of a data interface: NodePort / external IP / LoadBalancer NAT
  *   TO_HEP    tc egress of a data interface: replies of translated flows
  *   FROM_NAT  tc ingress of bpfout.weft: host processes' traffic to services
+ * (and, apart from this pipeline, FROM_TUN: tc ingress of the fleet's tunnel, tunnel.h)
  * A host interface without a HostEndpoint carries no policy: weft only translates there, and
  * passes everything else untouched. One with a HostEndpoint adds its stages (hep.h).
  *
@@ -36,6 +37,7 @@
 #include "icmp.h"
 #include "events.h"
 #include "hep.h"
+#include "tunnel.h"
 
 
 #define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
@@ -364,6 +366,10 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		else
 			holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
 		holder->last_seen_ns = weft_ct_now();
+		/* A workload's reply to a client another node forwarded here goes back through it. */
+		if (hook == WEFT_HOOK_FROM_WEP && weft_tunnel && holder->tun_addr &&
+		    src_is_a == !!(holder->flags & WEFT_CT_F_B_ORIGINATED))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, weft_tun_reply(holder));
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, WEFT_PASS);
 	}
 
@@ -455,7 +461,8 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, WEFT_PASS);
 	}
-	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, ct_flags))
+	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, ct_flags,
+			    hook == WEFT_HOOK_TO_WEP ? weft_tun_origin(&k) : NULL))
 		return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
 	if (hep_done == WEFT_HEP_DONE_FAILSAFE)
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_FAILSAFE, WEFT_PASS);
@@ -489,7 +496,8 @@ WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
 	/* Established flows on untraced interfaces get no further than this test. */
 	if (out.flags || ((WEFT_FLOW_REASONS >> (reason & 63)) & 1)) {
 		out.reason = reason;
-		out.verdict = rc;
+		/* A reply sent back through the tunnel is passed, not rejected. */
+		out.verdict = rc == TC_ACT_REDIRECT && reason == WEFT_REASON_ACCEPT_CT ? WEFT_PASS : rc;
 		weft_report(skb, hook, &p, &out);
 	}
 	return rc;

@@ -25,6 +25,21 @@ struct {
 	__type(value, struct weft_iface_value);
 } weft_iface SEC(".maps");
 
+/* The fleet's tunnel (weft_maps.h): other nodes' VTEP MACs, and flows they forwarded here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct weft_vtep_key);
+	__type(value, __u32); /* tunnel address, network order */
+} weft_vtep4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_ct4_key);
+	__type(value, struct weft_tun_flow);
+} weft_tun_flows4 SEC(".maps");
+
 /* Fragmented datagrams' ports, from their first fragment (weft_maps.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -84,8 +84,9 @@ struct weft_ct4_value {
 	__u32 nat_orig_saddr; /* NAT_REV with SNAT: the client's original address */
 	__u16 nat_orig_sport;
 	__u16 pad2;
-	__u32 tun_addr; /* VXLAN: the node the flow is tunnelled to or from */
-	__u32 pad3;
+	__u32 tun_addr;    /* the node (its tunnel address) that forwarded the flow here through the
+			    * tunnel and takes its replies back (weft_tun_flows4) */
+	__u32 tun_ifindex; /* the tunnel device those replies leave by */
 };
 _Static_assert(sizeof(struct weft_ct4_value) == 80, "weft_ct4_value");
 
@@ -239,6 +240,25 @@ struct weft_route_value {
 	__u32 pad;
 };
 _Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
+
+/* ---- The fleet's tunnel -------------------------------------------------------------------- */
+/*
+ * weft_vtep4: the other nodes' VTEP MACs on vxlan.calico -> their tunnel addresses (network
+ * order). weft_tun_flows4: flows from outside the fleet that another node forwarded here
+ * through the tunnel (a NodePort it translated to a backend here), by conntrack key -> that
+ * node, so that the backend's replies go back through it (bpfExternalServiceMode Tunnel).
+ */
+struct weft_vtep_key {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weft_vtep_key) == 8, "weft_vtep_key");
+
+struct weft_tun_flow {
+	__u32 tun_addr; /* the forwarding node's tunnel address */
+	__u32 ifindex;  /* the tunnel device it came in by */
+};
+_Static_assert(sizeof(struct weft_tun_flow) == 8, "weft_tun_flow");
 
 /* ---- Policy classifier --------------------------------------------------------------------- */
 /*

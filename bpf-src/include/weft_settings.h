@@ -22,5 +22,8 @@ const volatile __u8 weft_ctlb_udp = 0;
 /* The network namespace weft serves, by cookie: connect-time load balancing translates only
  * its sockets (0: any). */
 const volatile __u64 weft_netns_cookie = 0;
+/* Flows may come from other nodes through the fleet's tunnel (vxlan.calico exists): new flows
+ * to workloads look up which node forwarded them (tunnel.h). */
+const volatile __u8 weft_tunnel = 0;
 
 #endif /* WEFT_SETTINGS_H */

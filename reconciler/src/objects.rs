@@ -126,6 +126,8 @@ pub struct ProgramSettings {
     pub ctlb_udp: bool,
     /// The network namespace connect-time load balancing serves (0: any).
     pub netns_cookie: u64,
+    /// Flows may come from other nodes through the fleet's tunnel (vxlan.calico).
+    pub tunnel: bool,
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -163,7 +165,13 @@ impl Object {
     pub fn programs(self) -> &'static [&'static str] {
         match self {
             Object::Wep => &["weft_from_wep", "weft_to_wep"],
-            Object::Hep => &["weft_from_hep", "weft_to_hep", "weft_from_nat", "weft_xdp"],
+            Object::Hep => &[
+                "weft_from_hep",
+                "weft_to_hep",
+                "weft_from_nat",
+                "weft_from_tun",
+                "weft_xdp",
+            ],
             Object::Ctlb => &["weft_connect4", "weft_sendmsg4", "weft_recvmsg4"],
         }
     }
@@ -200,6 +208,9 @@ impl ProgramIdentity {
         .to_lowercase();
         if self.settings.ctlb_udp {
             s += " ctlb-udp";
+        }
+        if self.settings.tunnel {
+            s += " tunnel";
         }
         s
     }

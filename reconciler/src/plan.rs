@@ -403,6 +403,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::NAT_FE4,
     maps::RT4,
     maps::WLADDR4,
+    maps::VTEP4,
     maps::TRACE_FILTER,
     maps::FAILSAFE4,
     maps::XDP_SRC4,

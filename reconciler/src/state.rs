@@ -210,6 +210,14 @@ pub const NAT_IN_SYSCTLS: &[(&str, &str)] = &[
 /// A data interface: NodePort and external traffic arriving on it is forwarded to backends.
 pub const DATA_SYSCTLS: &[(&str, &str)] = &[("ipv4/conf/{dev}/forwarding", "1")];
 
+/// The fleet's VXLAN device: what arrives decapsulated is forwarded on to workloads, including
+/// flows from outside the fleet another node forwarded here, whose source's route is not the
+/// tunnel (weft's programs check sources; bpfEnforceRPF).
+pub const VXLAN_SYSCTLS: &[(&str, &str)] = &[
+    ("ipv4/conf/{dev}/forwarding", "1"),
+    ("ipv4/conf/{dev}/rp_filter", "0"),
+];
+
 /// Every sysctl key weft may set, for finding what to put back.
 pub fn managed_sysctl_keys() -> BTreeSet<&'static str> {
     WORKLOAD_SYSCTLS
@@ -217,6 +225,7 @@ pub fn managed_sysctl_keys() -> BTreeSet<&'static str> {
         .chain(NAT_OUT_SYSCTLS)
         .chain(NAT_IN_SYSCTLS)
         .chain(DATA_SYSCTLS)
+        .chain(VXLAN_SYSCTLS)
         .map(|(k, _)| *k)
         .collect()
 }

@@ -16,7 +16,16 @@ use crate::{kernel, Bed, Netns};
 pub const POOL: &str = "10.244.0.0/16";
 /// The outside client's address (the underlay namespace's own, on both subnets).
 pub const OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 100);
-const OUTSIDE_B: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 100);
+pub const OUTSIDE_B: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 100);
+
+/// The outside client's address on host `i`'s subnet: what it connects to that host from.
+pub fn outside_for(i: usize) -> Ipv4Addr {
+    if i < 2 {
+        OUTSIDE
+    } else {
+        OUTSIDE_B
+    }
+}
 
 pub struct Fleet {
     /// The hosts; dropped first (each tears its weft down), then the underlay.
@@ -71,11 +80,8 @@ impl Fleet {
         // namespace's).
         net.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
             .expect("ip_forward in the underlay");
-        let config = std::env::temp_dir().join(format!(
-            "weft-vm-fleet-{}-{}",
-            std::process::id(),
-            net.name
-        ));
+        let config =
+            std::env::temp_dir().join(format!("weft-vm-fleet-{}-{}", std::process::id(), net.name));
         std::fs::create_dir_all(&config).expect("config dir");
         let mut fleet = Fleet {
             hosts: Vec::new(),
@@ -85,9 +91,8 @@ impl Fleet {
         let mut nodes = String::new();
         for i in 0..hosts {
             let (addr, len) = underlay(i);
-            let gw = if i < 2 { OUTSIDE } else { OUTSIDE_B };
-            let mut bed =
-                Bed::on_underlay(&node(i), &fleet.underlay, addr, len, gw, &fleet.config);
+            let gw = outside_for(i);
+            let mut bed = Bed::on_underlay(&node(i), &fleet.underlay, addr, len, gw, &fleet.config);
             nodes += &format!(
                 "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\nspec:\n  bgp:\n    ipv4Address: {addr}/{len}\n  ipv4VXLANTunnelAddr: {}\n",
                 node(i),

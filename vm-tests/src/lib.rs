@@ -285,7 +285,6 @@ impl Workload {
 }
 
 impl Bed {
-
     /// The shop most tests start from: the Namespace `namespace` (YAML) as
     /// `00-namespace.yaml`, and one workload per label (a, b, c... on calia, calib, calic...,
     /// addresses 10.65.0.2 and up) in namespace "shop" with that one label and the namespace's

@@ -49,8 +49,14 @@ fn workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_e
         assert!(udp_ok(&f.w(0, 0).ns, to, UDP), "UDP h0w0 -> {to}");
         assert!(ping_ok(&f.w(0, 0).ns, to), "ICMP h0w0 -> {to}");
     }
-    assert!(tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP), "back the other way");
-    assert!(tcp_ok(&f.w(1, 0).ns, workload_ip(2, 0), TCP), "between the far hosts");
+    assert!(
+        tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP),
+        "back the other way"
+    );
+    assert!(
+        tcp_ok(&f.w(1, 0).ns, workload_ip(2, 0), TCP),
+        "between the far hosts"
+    );
 
     // Ingress, enforced on h1w0's host: only h0w0, selected by its labels, which works only
     // if node-1 sees h0w0's own address (nothing masqueraded between hosts).
@@ -71,13 +77,31 @@ fn workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_e
     );
     f.apply_all();
     let h1w0 = workload_ip(1, 0);
-    assert!(tcp_ok(&f.w(0, 0).ns, h1w0, TCP), "allowed by label across hosts");
-    assert!(!tcp_ok(&f.w(0, 1).ns, h1w0, TCP), "another workload of that host");
-    assert!(!tcp_ok(&f.w(2, 0).ns, h1w0, TCP), "a workload of a third host");
-    assert!(!tcp_ok(&f.w(1, 1).ns, h1w0, TCP), "a neighbour on the same host");
+    assert!(
+        tcp_ok(&f.w(0, 0).ns, h1w0, TCP),
+        "allowed by label across hosts"
+    );
+    assert!(
+        !tcp_ok(&f.w(0, 1).ns, h1w0, TCP),
+        "another workload of that host"
+    );
+    assert!(
+        !tcp_ok(&f.w(2, 0).ns, h1w0, TCP),
+        "a workload of a third host"
+    );
+    assert!(
+        !tcp_ok(&f.w(1, 1).ns, h1w0, TCP),
+        "a neighbour on the same host"
+    );
     assert!(!udp_ok(&f.w(0, 0).ns, h1w0, UDP), "UDP is not allowed");
-    assert!(!tcp_ok(&f.w(2, 1).ns, workload_ip(0, 0), TCP), "egress denied at the source");
-    assert!(tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP), "the rest of its egress");
+    assert!(
+        !tcp_ok(&f.w(2, 1).ns, workload_ip(0, 0), TCP),
+        "egress denied at the source"
+    );
+    assert!(
+        tcp_ok(&f.w(2, 1).ns, workload_ip(0, 1), TCP),
+        "the rest of its egress"
+    );
 
     // Removing the policies restores everything.
     f.remove("10-ingress.yaml");
@@ -106,7 +130,11 @@ fn cross_subnet_encapsulates_only_to_the_other_subnet() {
         other.contains("dev vxlan.calico"),
         "node-2 is behind a router: through VXLAN: {other}"
     );
-    for (i, to) in [(0, workload_ip(1, 0)), (0, workload_ip(2, 0)), (2, workload_ip(1, 0))] {
+    for (i, to) in [
+        (0, workload_ip(1, 0)),
+        (0, workload_ip(2, 0)),
+        (2, workload_ip(1, 0)),
+    ] {
         assert!(tcp_ok(&f.w(i, 0).ns, to, TCP), "h{i}w0 -> {to}");
         assert!(ping_ok(&f.w(i, 0).ns, to), "h{i}w0 -> {to} (ICMP)");
     }
@@ -165,7 +193,12 @@ fn a_4_mb_transfer_across_hosts_does_not_stall_on_the_vxlan_mtu() {
         // The workloads' own MTU stays 1500 over a 1450-byte VXLAN device.
         let mtu = weft_vm_tests::output_text(&f.w(j, 0).ns.ip(&["-o", "link", "show", "eth0"]));
         assert!(mtu.contains("mtu 1500"), "{mtu}");
-        let got = bulk_fetch(&f.w(j, 0).ns, workload_ip(i, 0), 9000, Duration::from_secs(20));
+        let got = bulk_fetch(
+            &f.w(j, 0).ns,
+            workload_ip(i, 0),
+            9000,
+            Duration::from_secs(20),
+        );
         assert_eq!(got, BYTES, "h{j}w0 fetching 4 MB from h{i}w0");
     }
 }
@@ -187,7 +220,8 @@ fn name_server(ns: &Netns, port: u16, name: String) {
 /// Which backend answers a connection from `ns` to `to:port`, if any does.
 fn who(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
     ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
         s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
@@ -221,7 +255,10 @@ fn a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hos
     // From a workload (translated by weft_from_wep) and from host 0 itself (connect-time load
     // balancing, whose cgroup programs every host's weft attaches to the one cgroup root: each
     // serves its own namespace's sockets only).
-    for (what, ns) in [("workload h0w0", &f.w(0, 0).ns), ("host node-0", &f.hosts[0].host)] {
+    for (what, ns) in [
+        ("workload h0w0", &f.w(0, 0).ns),
+        ("host node-0", &f.hosts[0].host),
+    ] {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..40 {
             if let Some(name) = who(ns, VIP, 80) {
@@ -263,7 +300,10 @@ fn the_daemons_route_a_new_workload_within_5_s_of_the_write_and_withdraw_it_on_r
             || tcp_ok(&f.w(i, 0).ns, ip, TCP).then_some(()),
         );
     }
-    eprintln!("reached from both other hosts {:?} after the write", written.elapsed());
+    eprintln!(
+        "reached from both other hosts {:?} after the write",
+        written.elapsed()
+    );
 
     f.remove(&format!("workloads/{name}.yaml"));
     for i in [0, 2] {
@@ -327,9 +367,11 @@ fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
     assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
 
     f.hosts[0].host.ip(&["link", "del", "vxlan.calico"]);
-    wait_for("the VXLAN device and its route to be back", DEADLINE, || {
-        f.route_get(0, to).contains("vxlan.calico").then_some(())
-    });
+    wait_for(
+        "the VXLAN device and its route to be back",
+        DEADLINE,
+        || f.route_get(0, to).contains("vxlan.calico").then_some(()),
+    );
     wait_for("traffic over it again", DEADLINE, || {
         tcp_ok(&f.w(0, 0).ns, to, TCP).then_some(())
     });
@@ -367,4 +409,67 @@ fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
         fdb(&f).contains(&entry).then_some(())
     });
     assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
+}
+
+/// A TCP server in `ns` on `port` that answers each connection with the address it came from.
+fn peer_server(ns: &Netns, port: u16) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        tx.send(()).expect("ready");
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let peer = s
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = s.write_all(format!("{peer}\n").as_bytes());
+        }
+    });
+    rx.recv().expect("server ready");
+}
+
+#[test]
+fn a_node_port_reached_on_one_host_is_served_by_a_backend_on_another_which_sees_the_client() {
+    let Some(f) = Fleet::new("fleet-nodeport", 3, 1) else {
+        return;
+    };
+    f.pool("Always");
+    // One backend, on node-1; the port of each service is open on every host.
+    let svc = |name: &str, node_port: u16, etp: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: {etp}\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: http, port: 80, targetPort: 8080, nodePort: {node_port}, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+            node_port - 30000,
+            workload_ip(1, 0),
+            fleet::node(1),
+        )
+    };
+    f.write(
+        "20-services.yaml",
+        &(svc("cluster", 30080, "Cluster") + &svc("local", 30081, "Local")),
+    );
+    f.apply_all();
+    peer_server(&f.w(1, 0).ns, 8080);
+    let ask = |host: usize, port: u16| {
+        let (addr, _) = fleet::underlay(host);
+        f.underlay.run(move || {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from((addr, port)), PROBE_TIMEOUT).ok()?;
+            s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out.trim().to_string())
+        })
+    };
+    for host in 0..3 {
+        assert_eq!(
+            ask(host, 30080),
+            Some(fleet::outside_for(host).to_string()),
+            "NodePort on node-{host}: served by node-1's backend, which sees the client's own address"
+        );
+    }
+    // externalTrafficPolicy Local: only where a backend is local.
+    assert_eq!(ask(1, 30081), Some(fleet::OUTSIDE.to_string()));
+    assert_eq!(ask(0, 30081), None, "node-0 has no local backend");
+    assert_eq!(ask(2, 30081), None, "node-2 has no local backend");
 }

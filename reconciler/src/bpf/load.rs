@@ -104,6 +104,7 @@ macro_rules! load_skel {
             rodata.weft_ep_to_host_action = settings.ep_to_host.code();
             rodata.weft_ctlb_udp = u8::from(settings.ctlb_udp);
             rodata.weft_netns_cookie = settings.netns_cookie;
+            rodata.weft_tunnel = u8::from(settings.tunnel);
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -229,6 +230,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 ep_to_host,
                 ctlb_udp: rodata.weft_ctlb_udp != 0,
                 netns_cookie: rodata.weft_netns_cookie,
+                tunnel: rodata.weft_tunnel != 0,
             },
         }));
     }

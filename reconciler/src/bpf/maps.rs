@@ -27,8 +27,8 @@ pub use types::{
     weft_nat_fe4_key as NatFrontendKey, weft_nat_fe_value as NatFrontend,
     weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key, weft_route_value as RouteValue,
     weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
-    weft_trace_port as TracePort, weft_xdp_src4_key as XdpSrc4Key,
-    weft_xdp_src_value as XdpSrcValue,
+    weft_trace_port as TracePort, weft_tun_flow as TunFlow, weft_vtep_key as VtepKey,
+    weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -54,6 +54,8 @@ pub const FLOWS: &str = spec::FLOWS.name;
 pub const TRACE: &str = spec::TRACE.name;
 pub const RING_LOST: &str = spec::RING_LOST.name;
 pub const TRACE_FILTER: &str = spec::TRACE_FILTER.name;
+pub const VTEP4: &str = spec::VTEP4.name;
+pub const TUN_FLOWS4: &str = spec::TUN_FLOWS4.name;
 
 /// Every map weft pins, with its key and value types, its size and its rendering.
 pub mod spec {
@@ -138,8 +140,14 @@ pub mod spec {
             .sized_by("bpfMapSizeIfState")
             .rendered(render_trace_filter);
 
+    /// The other nodes' VTEP MACs -> their tunnel addresses (network order).
+    pub const VTEP4: MapSpec<VtepKey, u32> =
+        MapSpec::new("weft_vtep4", |_| 16_384).rendered(render_vtep);
+    /// Flows from outside the fleet another node forwarded here -> that node.
+    pub const TUN_FLOWS4: MapSpec<Ct4Key, TunFlow> = MapSpec::new("weft_tun_flows4", |_| 65_536);
+
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 22] = [
+    pub static ALL: [&dyn AnyMapSpec; 24] = [
         &CT4,
         &FRAGS4,
         &IFACE,
@@ -162,6 +170,8 @@ pub mod spec {
         &TRACE,
         &RING_LOST,
         &TRACE_FILTER,
+        &VTEP4,
+        &TUN_FLOWS4,
     ];
 
     /// The spec of the map named `name`: for what is known only by name (a pin, a map of a
@@ -295,6 +305,7 @@ pub const RECONCILED: &[&str] = &[
     NAT_SRC4,
     MAGLEV4,
     TRACE_FILTER,
+    VTEP4,
 ];
 
 // The flags and codes of the layouts below, generated from weft_maps.h (see `crate::abi`).
@@ -396,6 +407,8 @@ unsafe impl Plain for XdpSrcValue {}
 unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
+unsafe impl Plain for VtepKey {}
+unsafe impl Plain for TunFlow {}
 unsafe impl Plain for RouteValue {}
 unsafe impl Plain for CountersKey {}
 unsafe impl Plain for Counters {}
@@ -608,6 +621,14 @@ fn render_xdp_src(k: &XdpSrc4Key, v: &XdpSrcValue, _: &Names) -> String {
         k.prefixlen.saturating_sub(32),
         if v.drop != 0 { "drop" } else { "to-tc" },
         v.rule_id
+    )
+}
+
+fn render_vtep(k: &VtepKey, tunnel: &u32, _: &Names) -> String {
+    format!(
+        "vtep {} -> node {}",
+        crate::state::mac_string(&k.mac),
+        ip(*tunnel)
     )
 }
 

@@ -80,14 +80,20 @@ const fn ep_to_host(ep_to_host: EpToHost) -> ProgramSettings {
         ep_to_host,
         ctlb_udp: false,
         netns_cookie: 0,
+        tunnel: false,
     }
 }
 
-/// DefaultEndpointToHostAction is a constant to the tc programs: each value prunes other code.
+/// DefaultEndpointToHostAction is a constant to the tc programs: each value prunes other code;
+/// so does a fleet's tunnel, which adds the path of flows other nodes forward.
 const TC_SETTINGS: &[ProgramSettings] = &[
     ep_to_host(EpToHost::Drop),
     ep_to_host(EpToHost::Return),
     ep_to_host(EpToHost::Accept),
+    ProgramSettings {
+        tunnel: true,
+        ..ep_to_host(EpToHost::Drop)
+    },
 ];
 
 /// BPFConnectTimeLoadBalancing TCP or Enabled (UDP too); a netns cookie to compare against.
@@ -96,11 +102,13 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         ep_to_host: EpToHost::Drop,
         ctlb_udp: false,
         netns_cookie: 0,
+        tunnel: false,
     },
     ProgramSettings {
         ep_to_host: EpToHost::Drop,
         ctlb_udp: true,
         netns_cookie: 1,
+        tunnel: false,
     },
 ];
 
@@ -177,7 +185,12 @@ pub fn measure() -> Vec<ProgramCost> {
 
 fn describe(object: &str, s: &ProgramSettings) -> String {
     match object {
-        "weft_wep" | "weft_hep" => format!("ep-to-host={:?}", s.ep_to_host).to_lowercase(),
+        "weft_wep" | "weft_hep" => format!(
+            "ep-to-host={:?}{}",
+            s.ep_to_host,
+            if s.tunnel { " tunnel" } else { "" }
+        )
+        .to_lowercase(),
         "weft_ctlb" => format!("udp={} netns-cookie={}", s.ctlb_udp, s.netns_cookie != 0),
         _ => "-".into(),
     }
@@ -472,6 +485,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
         data,
         std::mem::offset_of!(rodata, weft_netns_cookie),
         &s.netns_cookie.to_ne_bytes(),
+    );
+    put(
+        data,
+        std::mem::offset_of!(rodata, weft_tunnel),
+        &[u8::from(s.tunnel)],
     );
 }
 

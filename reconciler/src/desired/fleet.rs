@@ -37,7 +37,9 @@ use super::Desired;
 use crate::bpf::maps::{self, Route4Key, RouteValue};
 use crate::facts::HostFacts;
 use crate::policy::flat::Net4;
-use crate::state::{LinkState, NeighbourState, OwnedLink, RouteState, VxlanLink, DATA_SYSCTLS};
+use crate::state::{
+    LinkState, NeighbourState, OwnedLink, RouteState, VxlanLink, DATA_SYSCTLS, VXLAN_SYSCTLS,
+};
 use crate::warning::Warning;
 
 /// The VXLAN device weft owns: Calico's name, so tools that know Calico find it.
@@ -172,15 +174,43 @@ enum Path {
     Unreachable,
 }
 
+/// Whether VXLAN is on for a node with settings `felix`: `vxlanEnabled`, or where that is not
+/// set, an enabled IPPool with `vxlanMode` Always or CrossSubnet.
+pub fn vxlan_on(cfg: &Config, felix: &weft_model::FelixConfigurationSpec) -> bool {
+    felix.vxlan_enabled_setting().unwrap_or_else(|| {
+        pools(cfg).iter().any(|p| {
+            matches!(
+                p.mode,
+                EncapsulationMode::Always | EncapsulationMode::CrossSubnet
+            )
+        })
+    })
+}
+
 /// What the fleet adds to this node's desired state, and what it leaves to the maps.
 #[derive(Default)]
 pub struct Fleet {
     /// Remote workloads' addresses, with their node's underlay address and whether they are
     /// in a pool: weft_rt4 entries, written where this node has maps.
     pub remote: Vec<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// The other nodes' VTEP MACs and tunnel addresses: weft_vtep4 entries.
+    pub vteps: Vec<([u8; 6], Ipv4Addr)>,
+    /// This node has the VXLAN device: flows may come in through it.
+    pub tunnel: bool,
 }
 
 impl Fleet {
+    /// The weft_vtep4 entries.
+    pub fn vtep_entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+        self.vteps.iter().map(|(mac, tunnel)| {
+            let k = maps::VtepKey {
+                mac: *mac,
+                pad: [0; 2],
+            };
+            maps::spec::VTEP4.entry(&k, &maps::addr_be(*tunnel))
+        })
+    }
+
     /// The weft_rt4 entries of the remote workloads.
     pub fn route_entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
         self.remote.iter().map(|(addr, node, in_pool)| {
@@ -215,14 +245,7 @@ pub fn plumbing(
     let mut fleet = Fleet::default();
     let felix = cfg.felix_for_node(&facts.node);
     let pools = pools(cfg);
-    let vxlan_on = felix.vxlan_enabled_setting().unwrap_or_else(|| {
-        pools.iter().any(|p| {
-            matches!(
-                p.mode,
-                EncapsulationMode::Always | EncapsulationMode::CrossSubnet
-            )
-        })
-    });
+    let vxlan_on = vxlan_on(cfg, &felix);
 
     let mut peers: BTreeMap<&str, Peer> = BTreeMap::new();
     let mut me: Option<Peer> = None;
@@ -376,7 +399,7 @@ pub fn plumbing(
         d.state.links.insert(
             VXLAN_DEV.into(),
             LinkState {
-                sysctls: sysctls(DATA_SYSCTLS),
+                sysctls: sysctls(VXLAN_SYSCTLS),
                 owned: Some(OwnedLink {
                     kind: "vxlan".into(),
                     peer: None,
@@ -395,19 +418,24 @@ pub fn plumbing(
         if let Some(t) = me.tunnel {
             d.state.addresses.insert((VXLAN_DEV.into(), t, 32));
         }
+        fleet.tunnel = true;
         for p in peers.values() {
             if let Some(t) = p.tunnel {
+                fleet.vteps.push((p.mac, t));
                 d.state
                     .neighbours
                     .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
                 d.state.fdb.insert((VXLAN_DEV.into(), p.mac), p.underlay);
                 // The node's own tunnel address: what its host processes talk to workloads
                 // from, so answers to them find their way back.
-                d.state.routes.entry(Net4::host(u32::from(t))).or_insert(RouteState {
-                    dev: VXLAN_DEV.into(),
-                    via: Some(t),
-                    onlink: true,
-                });
+                d.state
+                    .routes
+                    .entry(Net4::host(u32::from(t)))
+                    .or_insert(RouteState {
+                        dev: VXLAN_DEV.into(),
+                        via: Some(t),
+                        onlink: true,
+                    });
             }
         }
     }

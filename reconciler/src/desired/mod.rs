@@ -120,6 +120,7 @@ impl Settings {
                 ep_to_host,
                 ctlb_udp: ctlb == Ctlb::Enabled,
                 netns_cookie: facts.netns_cookie,
+                tunnel: fleet::vxlan_on(cfg, &felix),
             },
             attach,
             attach_auto: attach == AttachMode::Tcx && !felix.bpf_attach_type_is_set(),
@@ -519,6 +520,20 @@ fn desired_from(
     }
     for kv in fleet.route_entries() {
         add(maps::RT4, kv);
+    }
+    for kv in fleet.vtep_entries() {
+        add(maps::VTEP4, kv);
+    }
+    if fleet.tunnel {
+        // Flows other nodes forward here through the tunnel answer back through them.
+        d.state.attachments.insert(
+            (fleet::VXLAN_DEV.to_string(), Hook::Ingress),
+            AttachmentState {
+                program: "weft_from_tun".into(),
+                mode: settings.attach,
+            },
+        );
+        program(&mut d, "weft_from_tun", &settings);
     }
 
     if !local.is_empty() || !covered.is_empty() {

@@ -41,6 +41,7 @@ fn settings(rng: &mut Rng) -> ProgramSettings {
         ep_to_host: *rng.pick(&[EpToHost::Drop, EpToHost::Accept]),
         ctlb_udp: rng.chance(50),
         netns_cookie: 0,
+        tunnel: rng.chance(20),
     }
 }
 

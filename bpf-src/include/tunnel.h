@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The fleet's tunnel (vxlan.calico), for flows from outside the fleet that another node
+ * forwarded here: a NodePort or external address reached on that node, translated there to a
+ * backend on this one, the client's own address kept. The replies must go back through that
+ * node, which holds the translation (bpfExternalServiceMode Tunnel); routed by their
+ * destination, they would leave straight for the client with the backend's address.
+ *
+ *   1. weft_from_tun, on the tunnel's ingress (after the kernel decapsulates), notes the
+ *      sending node under the flow's conntrack key (weft_tun_flows4): the inner frame's source
+ *      MAC is that node's VTEP (weft_vtep4). Flows from the fleet's own addresses are left
+ *      out: routes take their replies the same way.
+ *   2. The workload's ingress hook gives the flow's new conntrack entry that node (tun_addr).
+ *   3. The workload's egress hook sends the flow's replies to that node's tunnel address,
+ *      through the tunnel (bpf_redirect_neigh: weft's permanent neighbour and FDB entries
+ *      resolve it).
+ */
+#ifndef WEFT_TUNNEL_H
+#define WEFT_TUNNEL_H
+
+#include "weft_bpf.h"
+#include "weft_settings.h"
+#include "parse.h"
+#include "conntrack.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+WEFT_INLINE int weft_from_tunnel(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct weft_pkt4 p = {};
+	struct weft_route4_key rk = { .prefixlen = 32 };
+	struct weft_route_value *rt;
+	struct weft_vtep_key vk = {};
+	struct weft_tun_flow v, *have;
+	struct weft_ct4_key k;
+	__u32 *node;
+
+	if ((void *)(eth + 1) > end)
+		return WEFT_PASS;
+	__builtin_memcpy(vk.mac, eth->h_source, ETH_ALEN);
+	if (weft_parse4(skb, &p) != WEFT_PARSE_IPV4 || p.icmp_error)
+		return WEFT_PASS;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP && p.proto != IPPROTO_SCTP)
+		return WEFT_PASS;
+	rk.addr = p.saddr;
+	rt = bpf_map_lookup_elem(&weft_rt4, &rk);
+	if (rt && (rt->flags & (WEFT_RT_F_LOCAL_HOST | WEFT_RT_F_LOCAL_WORKLOAD | WEFT_RT_F_REMOTE_WORKLOAD)))
+		return WEFT_PASS;
+	node = bpf_map_lookup_elem(&weft_vtep4, &vk);
+	if (!node)
+		return WEFT_PASS;
+	weft_ct4_key_of(&k, p.saddr, p.daddr, p.sport, p.dport, p.proto);
+	have = bpf_map_lookup_elem(&weft_tun_flows4, &k);
+	if (have && have->tun_addr == *node && have->ifindex == skb->ifindex)
+		return WEFT_PASS;
+	v.tun_addr = *node;
+	v.ifindex = skb->ifindex;
+	bpf_map_update_elem(&weft_tun_flows4, &k, &v, BPF_ANY);
+	return WEFT_PASS;
+}
+
+/* The node a new flow to a workload came through, if another node forwarded it here. */
+WEFT_INLINE const struct weft_tun_flow *weft_tun_origin(const struct weft_ct4_key *k)
+{
+	if (!weft_tunnel)
+		return NULL;
+	return bpf_map_lookup_elem(&weft_tun_flows4, k);
+}
+
+/* Sends a reply back through the node its flow came from (see above). */
+WEFT_INLINE int weft_tun_reply(const struct weft_ct4_value *ct)
+{
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = ct->tun_addr };
+
+	return bpf_redirect_neigh(ct->tun_ifindex, &nh, sizeof(nh), 0);
+}
+
+#endif /* WEFT_TUNNEL_H */

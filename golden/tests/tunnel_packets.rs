@@ -1,0 +1,132 @@
+//! The fleet's tunnel, by BPF_PROG_TEST_RUN: weft_from_tun notes which node forwarded a flow
+//! from outside the fleet (by the inner frame's source MAC, that node's VTEP), the workload's
+//! ingress hook gives the flow's conntrack entry that node, and the workload's replies are
+//! redirected back through it; flows of the fleet's own addresses are left to routing.
+
+use std::net::Ipv4Addr;
+
+use weft::bpf::maps::{self, spec, TunFlow, VtepKey};
+use weft::bpf::pinned::Pinned as _;
+use weft::objects::{Object, ProgramSettings};
+use weft_golden::harness::{allow_all, ct4_key, Harness, IFINDEX, PASS};
+use weft_golden::packet::{self, TCP_ACK, TCP_SYN};
+
+/// The node that forwarded the flow: its tunnel address, its VTEP the frames' source MAC.
+const NODE_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+/// A workload on another node: one of the fleet's own addresses.
+const REMOTE_WORKLOAD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+const TC_ACT_REDIRECT: i32 = 7;
+
+fn fleet(test: &str) -> Option<Harness> {
+    let mut h = Harness::load_with(
+        test,
+        ProgramSettings {
+            tunnel: true,
+            ..Default::default()
+        },
+    )?;
+    h.load_also(Object::Hep);
+    let allow = h.ruleset(&allow_all());
+    h.iface(IFINDEX, allow, allow);
+    h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
+    h.route(REMOTE_WORKLOAD, 32, maps::RT_F_REMOTE_WORKLOAD, 0);
+    let k = VtepKey {
+        mac: packet::SRC_MAC,
+        pad: [0; 2],
+    };
+    spec::VTEP4
+        .update(&h.map(spec::VTEP4.name), &k, &maps::addr_be(NODE_A))
+        .expect("vtep entry");
+    Some(h)
+}
+
+fn noted(h: &Harness, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Option<TunFlow> {
+    let (k, _) = ct4_key(src, sport, dst, dport, 6);
+    spec::TUN_FLOWS4
+        .lookup(&h.map(spec::TUN_FLOWS4.name), &k)
+        .expect("lookup")
+}
+
+#[test]
+fn a_flow_forwarded_by_another_node_is_answered_back_through_it() {
+    let Some(h) = fleet("tunnel-answer") else {
+        return;
+    };
+    let syn = packet::tcp(CLIENT, 40000, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
+    let t = noted(&h, CLIENT, 40000, BACKEND, 8080).expect("the forwarding node noted");
+    assert_eq!((t.tun_addr, t.ifindex), (maps::addr_be(NODE_A), IFINDEX));
+
+    // The workload's ingress gives the new flow that node ...
+    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    let (k, _) = ct4_key(CLIENT, 40000, BACKEND, 8080, 6);
+    let ct = h.ct_get(&k).expect("conntrack entry");
+    assert_eq!(
+        (ct.tun_addr, ct.tun_ifindex),
+        (maps::addr_be(NODE_A), IFINDEX)
+    );
+
+    // ... its replies go back through it; the client's own packets go on as routed.
+    let reply = packet::tcp(BACKEND, 8080, CLIENT, 40000, TCP_SYN | TCP_ACK);
+    assert_eq!(h.run("weft_from_wep", &reply).retval, TC_ACT_REDIRECT);
+    let ack = packet::tcp(CLIENT, 40000, BACKEND, 8080, TCP_ACK);
+    assert_eq!(h.run("weft_to_wep", &ack).retval, PASS);
+}
+
+#[test]
+fn the_fleets_own_flows_and_unknown_senders_are_left_to_routing() {
+    let Some(h) = fleet("tunnel-fleet") else {
+        return;
+    };
+    // A remote workload's flow: its replies are routed to its node anyway.
+    let syn = packet::tcp(REMOTE_WORKLOAD, 40001, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
+    assert!(noted(&h, REMOTE_WORKLOAD, 40001, BACKEND, 8080).is_none());
+    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    let (k, _) = ct4_key(REMOTE_WORKLOAD, 40001, BACKEND, 8080, 6);
+    assert_eq!(h.ct_get(&k).expect("conntrack entry").tun_addr, 0);
+    let reply = packet::tcp(BACKEND, 8080, REMOTE_WORKLOAD, 40001, TCP_SYN | TCP_ACK);
+    assert_eq!(h.run("weft_from_wep", &reply).retval, PASS);
+
+    // A frame from a MAC that is no node's VTEP: nothing to note.
+    let (key, _) = spec::VTEP4.entry(
+        &VtepKey {
+            mac: packet::SRC_MAC,
+            pad: [0; 2],
+        },
+        &0,
+    );
+    libbpf_rs::MapCore::delete(&h.map(spec::VTEP4.name), &key).expect("delete vtep");
+    let syn = packet::tcp(CLIENT, 40002, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
+    assert!(noted(&h, CLIENT, 40002, BACKEND, 8080).is_none());
+}
+
+#[test]
+fn without_a_tunnel_new_flows_do_not_look_for_one() {
+    // The same flow noted, on programs loaded without the tunnel setting: no node is taken.
+    let Some(mut h) = Harness::load("tunnel-off") else {
+        return;
+    };
+    h.load_also(Object::Hep);
+    let allow = h.ruleset(&allow_all());
+    h.iface(IFINDEX, allow, allow);
+    h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
+    let k = VtepKey {
+        mac: packet::SRC_MAC,
+        pad: [0; 2],
+    };
+    spec::VTEP4
+        .update(&h.map(spec::VTEP4.name), &k, &maps::addr_be(NODE_A))
+        .expect("vtep entry");
+    let syn = packet::tcp(CLIENT, 40003, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
+    assert!(noted(&h, CLIENT, 40003, BACKEND, 8080).is_some());
+    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    let (ck, _) = ct4_key(CLIENT, 40003, BACKEND, 8080, 6);
+    assert_eq!(h.ct_get(&ck).expect("conntrack entry").tun_addr, 0);
+    let reply = packet::tcp(BACKEND, 8080, CLIENT, 40003, TCP_SYN | TCP_ACK);
+    assert_eq!(h.run("weft_from_wep", &reply).retval, PASS);
+}
