@@ -157,6 +157,7 @@ const TYPES: &[(&str, &str)] = &[
     ("REASON_", "usize"),
     // weft_ep_to_host_action (weft_settings.h)
     ("EP_TO_HOST_", "u8"),
+    ("RPF_", "u8"),
     // enum weft_parse_result (weft_event.parse); the wire's TCP flags and IPv4 fragment bits
     ("PARSE_", "u8"),
     ("TCP_FLAGS_OFF", "usize"),

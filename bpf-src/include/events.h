@@ -26,7 +26,7 @@
 	 (1ULL << WEFT_REASON_DROP_SPOOFED) | (1ULL << WEFT_REASON_DROP_EP_TO_HOST) |             \
 	 (1ULL << WEFT_REASON_DROP_CT_FULL) | (1ULL << WEFT_REASON_ACCEPT_NAT) |                  \
 	 (1ULL << WEFT_REASON_REJECT_NO_BACKEND) | (1ULL << WEFT_REASON_DROP_SRC_RANGE) |         \
-	 (1ULL << WEFT_REASON_DROP_NAT))
+	 (1ULL << WEFT_REASON_DROP_NAT) | (1ULL << WEFT_REASON_DROP_RPF))
 
 /* weft_outcome.flags beyond WEFT_EV_F_*: the interface is traced (never written to records). */
 #define WEFT_OUT_F_TRACE 0x80

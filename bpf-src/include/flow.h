@@ -38,6 +38,7 @@
 #include "events.h"
 #include "hep.h"
 #include "tunnel.h"
+#include "rpf.h"
 
 
 #define WEFT_IS_WEP(hook) ((hook) == WEFT_HOOK_FROM_WEP || (hook) == WEFT_HOOK_TO_WEP)
@@ -391,6 +392,8 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	if (WEFT_DOES_NAT(hook) && !p->icmp_error) {
 		switch (weft_nat_lookup4(p, &nat)) {
 		case WEFT_NAT_OK:
+			if (hook == WEFT_HOOK_FROM_HEP && !weft_rpf_ok(skb, p, ifindex))
+				return weft_verdict(reason, WEFT_REASON_DROP_RPF, WEFT_DROP);
 			action = WEFT_ACT_DNAT;
 			nat_addr = nat.addr;
 			nat_port = nat.port;
@@ -413,6 +416,16 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		if (hook == WEFT_HOOK_FROM_NAT)
 			return weft_verdict(reason, WEFT_REASON_DROP_NAT, WEFT_DROP);
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_HOST, WEFT_PASS);
+	}
+
+	/* What the host forwards to a workload: another node's tunnelled client, or checked for
+	 * where it came in (rpf.h). */
+	const struct weft_tun_flow *tun = NULL;
+
+	if (hook == WEFT_HOOK_TO_WEP && !p->icmp_error) {
+		tun = weft_tun_origin(&k);
+		if (!tun && !weft_rpf_ok(skb, p, skb->ingress_ifindex))
+			return weft_verdict(reason, WEFT_REASON_DROP_RPF, WEFT_DROP);
 	}
 
 	/* Policy sees the flow after translation: the backend, not the frontend. */
@@ -461,8 +474,7 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, WEFT_PASS);
 	}
-	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, ct_flags,
-			    hook == WEFT_HOOK_TO_WEP ? weft_tun_origin(&k) : NULL))
+	if (weft_ct4_create(&k, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, ct_flags, tun))
 		return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
 	if (hep_done == WEFT_HEP_DONE_FAILSAFE)
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_FAILSAFE, WEFT_PASS);

@@ -23,10 +23,6 @@
 #include "parse.h"
 #include "conntrack.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-
 WEFT_INLINE int weft_from_tunnel(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;

@@ -29,6 +29,14 @@
 #define WEFT_EP_TO_HOST_RETURN 1
 #define WEFT_EP_TO_HOST_ACCEPT 2
 
+/* Address families for helpers' parameters (sys/socket.h drags in libc headers). */
+#define AF_INET 2
+
+/* bpfEnforceRPF, as weft_rpf */
+#define WEFT_RPF_DISABLED 0
+#define WEFT_RPF_STRICT 1
+#define WEFT_RPF_LOOSE 2
+
 /* ICMP types weft looks at (linux/icmp.h drags in libc headers, so they are spelled here). */
 #define ICMP_ECHOREPLY 0
 #define ICMP_DEST_UNREACH 3

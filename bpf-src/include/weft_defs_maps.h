@@ -207,6 +207,7 @@ struct {
 struct weft_scratch {
 	struct weft_counters zero; /* the initial value of a new counters entry */
 	__u8 icmp[96];             /* the ICMP message being checksummed */
+	struct bpf_fib_lookup fib; /* the reverse-path check's route lookup */
 };
 
 struct {

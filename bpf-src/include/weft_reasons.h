@@ -33,7 +33,8 @@ enum weft_reason {
 	WEFT_REASON_ACCEPT_UNTRACKED = 20, /* host endpoint: allowed by doNotTrack policy, untracked */
 	WEFT_REASON_DROP_UNTRACKED = 21,  /* host endpoint: denied by doNotTrack policy */
 	WEFT_REASON_DROP_PREDNAT = 22,    /* host endpoint: denied by preDNAT policy */
-	WEFT_REASON_MAX = 23,
+	WEFT_REASON_DROP_RPF = 23,        /* bpfEnforceRPF: the source's route is not where it came in */
+	WEFT_REASON_MAX = 24,
 };
 
 #endif /* WEFT_REASONS_H */

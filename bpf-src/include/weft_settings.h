@@ -25,5 +25,7 @@ const volatile __u64 weft_netns_cookie = 0;
 /* Flows may come from other nodes through the fleet's tunnel (vxlan.calico exists): new flows
  * to workloads look up which node forwarded them (tunnel.h). */
 const volatile __u8 weft_tunnel = 0;
+/* bpfEnforceRPF: WEFT_RPF_*. */
+const volatile __u8 weft_rpf = WEFT_RPF_DISABLED;
 
 #endif /* WEFT_SETTINGS_H */

@@ -118,6 +118,35 @@ impl EpToHost {
     }
 }
 
+/// bpfEnforceRPF (Calico's default: Loose).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Rpf {
+    Disabled,
+    Strict,
+    #[default]
+    Loose,
+}
+
+impl Rpf {
+    /// As weft_rpf holds it (WEFT_RPF_*, weft_bpf.h).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Rpf::Disabled => abi::RPF_DISABLED,
+            Rpf::Strict => abi::RPF_STRICT,
+            Rpf::Loose => abi::RPF_LOOSE,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            abi::RPF_DISABLED => Rpf::Disabled,
+            abi::RPF_STRICT => Rpf::Strict,
+            abi::RPF_LOOSE => Rpf::Loose,
+            _ => return None,
+        })
+    }
+}
+
 /// The settings compiled into every program's .rodata (bpf-src/include/weft_settings.h).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProgramSettings {
@@ -128,6 +157,8 @@ pub struct ProgramSettings {
     pub netns_cookie: u64,
     /// Flows may come from other nodes through the fleet's tunnel (vxlan.calico).
     pub tunnel: bool,
+    /// bpfEnforceRPF.
+    pub rpf: Rpf,
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -211,6 +242,9 @@ impl ProgramIdentity {
         }
         if self.settings.tunnel {
             s += " tunnel";
+        }
+        if self.settings.rpf != Rpf::Loose {
+            s += &format!(" rpf={:?}", self.settings.rpf).to_lowercase();
         }
         s
     }

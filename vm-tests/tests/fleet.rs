@@ -473,3 +473,123 @@ fn a_node_port_reached_on_one_host_is_served_by_a_backend_on_another_which_sees_
     assert_eq!(ask(0, 30081), None, "node-0 has no local backend");
     assert_eq!(ask(2, 30081), None, "node-2 has no local backend");
 }
+
+/// A UDP receiver in `ns` on `port`: each datagram's source address, as it arrives.
+fn udp_sources(ns: &Netns, port: u16) -> mpsc::Receiver<Ipv4Addr> {
+    let (ready_tx, ready) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+        ready_tx.send(()).expect("ready");
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = s.recv_from(&mut buf) {
+            if let std::net::IpAddr::V4(a) = from.ip() {
+                let _ = tx.send(a);
+            }
+        }
+    });
+    ready.recv().expect("receiver ready");
+    rx
+}
+
+/// Sends a datagram from `ns`, from source address `from` (an address of `ns`), to `to:port`.
+fn send_from(ns: &Netns, from: Ipv4Addr, to: Ipv4Addr, port: u16) {
+    ns.run(move || {
+        let s = std::net::UdpSocket::bind((from, 0)).expect("bind source");
+        s.send_to(b"rpf", (to, port)).expect("send");
+    });
+}
+
+/// Whether `rx` hears from `from` within a probe's time.
+fn heard(rx: &mpsc::Receiver<Ipv4Addr>, from: Ipv4Addr) -> bool {
+    let end = Instant::now() + PROBE_TIMEOUT;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(a) if a == from => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Packets dropped for `reason` at `hook` on host `i`, over every interface.
+fn dropped(f: &Fleet, i: usize, hook: &str, reason: &str) -> u64 {
+    let h = &f.hosts[i];
+    let bpffs = h.bpffs.to_str().expect("utf-8 path").to_string();
+    let out = h.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", weft_vm_tests::output_text(&out)));
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["hook"] == hook)
+        .map(|r| r["reasons"][reason].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_ones() {
+    let Some(f) = Fleet::new("fleet-rpf", 1, 2) else {
+        return;
+    };
+    f.pool("Always");
+    let felix = |mode: &str| {
+        f.write(
+            "05-felix.yaml",
+            &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfEnforceRPF: {mode}\n"),
+        );
+        f.apply_all();
+    };
+    felix("Strict");
+    // The host routes what comes in on its uplink to its workloads, as routers do, and only
+    // weft judges the sources: the kernel's own reverse-path filter is off there.
+    f.hosts[0].host.run(|| {
+        for k in ["all", "eth0"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{k}/rp_filter"), "0")
+                .expect("rp_filter");
+        }
+        std::fs::write("/proc/sys/net/ipv4/conf/eth0/forwarding", "1").expect("forwarding");
+    });
+    let target = workload_ip(0, 0);
+    let spoofed = workload_ip(0, 1); // h0w1's address, whose route on node-0 is its own veth
+    let (node0, _) = fleet::underlay(0);
+    f.underlay.ip(&[
+        "route",
+        "add",
+        &format!("{target}/32"),
+        "via",
+        &node0.to_string(),
+    ]);
+    f.underlay
+        .ip(&["addr", "add", &format!("{spoofed}/32"), "dev", "br0"]);
+    let rx = udp_sources(&f.w(0, 0).ns, 6000);
+
+    send_from(&f.underlay, fleet::OUTSIDE, target, 6000);
+    assert!(heard(&rx, fleet::OUTSIDE), "a genuine source from outside");
+    let before = dropped(&f, 0, "to-wep", "drop-rpf");
+    send_from(&f.underlay, spoofed, target, 6000);
+    assert!(
+        !heard(&rx, spoofed),
+        "Strict: h0w1's address coming in on eth0"
+    );
+    assert!(
+        dropped(&f, 0, "to-wep", "drop-rpf") > before,
+        "counted as drop-rpf"
+    );
+
+    // A workload cannot send from an address not its own, whatever the setting.
+    f.w(0, 1)
+        .ns
+        .ip(&["addr", "add", "10.244.1.99/32", "dev", "eth0"]);
+    send_from(&f.w(0, 1).ns, Ipv4Addr::new(10, 244, 1, 99), target, 6000);
+    assert!(
+        !heard(&rx, Ipv4Addr::new(10, 244, 1, 99)),
+        "spoofed by a workload"
+    );
+
+    // Loose: a route back exists (through h0w1's veth), so it passes.
+    felix("Loose");
+    send_from(&f.underlay, spoofed, target, 6000);
+    assert!(heard(&rx, spoofed), "Loose: the source has a route");
+}

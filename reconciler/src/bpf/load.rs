@@ -15,7 +15,7 @@ use super::skel::hep::WeftHepSkelBuilder;
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
 
-pub use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings};
+pub use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings, Rpf};
 
 /// The map definitions of the embedded objects, without loading anything into the kernel.
 pub fn object_map_defs() -> Result<Vec<MapDef>, BpfError> {
@@ -105,6 +105,7 @@ macro_rules! load_skel {
             rodata.weft_ctlb_udp = u8::from(settings.ctlb_udp);
             rodata.weft_netns_cookie = settings.netns_cookie;
             rodata.weft_tunnel = u8::from(settings.tunnel);
+            rodata.weft_rpf = settings.rpf.code();
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -221,7 +222,10 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), rodata.as_mut_ptr().cast::<u8>(), n);
             rodata.assume_init()
         };
-        let Some(ep_to_host) = EpToHost::from_code(rodata.weft_ep_to_host_action) else {
+        let (Some(ep_to_host), Some(rpf)) = (
+            EpToHost::from_code(rodata.weft_ep_to_host_action),
+            Rpf::from_code(rodata.weft_rpf),
+        ) else {
             continue;
         };
         return Ok(Some(ProgramIdentity {
@@ -231,6 +235,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 ctlb_udp: rodata.weft_ctlb_udp != 0,
                 netns_cookie: rodata.weft_netns_cookie,
                 tunnel: rodata.weft_tunnel != 0,
+                rpf,
             },
         }));
     }

@@ -27,6 +27,7 @@ pub const REASONS: [&str; MAX] = [
     "accept-untracked",
     "drop-untracked",
     "drop-prednat",
+    "drop-rpf",
 ];
 
 // The indexes, generated from weft_reasons.h (see `crate::abi`).
@@ -40,9 +41,10 @@ pub use crate::abi::{
     REASON_DROP_FRAGMENT as DROP_FRAGMENT, REASON_DROP_IPV6 as DROP_IPV6,
     REASON_DROP_NAT as DROP_NAT, REASON_DROP_NO_IFACE as DROP_NO_IFACE,
     REASON_DROP_POLICY as DROP_POLICY, REASON_DROP_PREDNAT as DROP_PREDNAT,
-    REASON_DROP_SHORT as DROP_SHORT, REASON_DROP_SPOOFED as DROP_SPOOFED,
-    REASON_DROP_SRC_RANGE as DROP_SRC_RANGE, REASON_DROP_UNTRACKED as DROP_UNTRACKED,
-    REASON_MAX as MAX, REASON_REJECT_NO_BACKEND as REJECT_NO_BACKEND,
+    REASON_DROP_RPF as DROP_RPF, REASON_DROP_SHORT as DROP_SHORT,
+    REASON_DROP_SPOOFED as DROP_SPOOFED, REASON_DROP_SRC_RANGE as DROP_SRC_RANGE,
+    REASON_DROP_UNTRACKED as DROP_UNTRACKED, REASON_MAX as MAX,
+    REASON_REJECT_NO_BACKEND as REJECT_NO_BACKEND,
 };
 
 // Every reason has a name, and the counters have room for every reason.
@@ -79,6 +81,7 @@ mod tests {
             (ACCEPT_UNTRACKED, "accept-untracked"),
             (DROP_UNTRACKED, "drop-untracked"),
             (DROP_PREDNAT, "drop-prednat"),
+            (DROP_RPF, "drop-rpf"),
         ] {
             assert_eq!(REASONS[index], name);
         }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use libbpf_rs::{AsRawLibbpf, ObjectBuilder};
 
-use super::load::{route_libbpf_log, EpToHost, ProgramSettings};
+use super::load::{route_libbpf_log, EpToHost, ProgramSettings, Rpf};
 use super::maps::MapSizes;
 
 /// The verifier's limit on instructions processed for one program (BPF_COMPLEXITY_LIMIT_INSNS,
@@ -81,6 +81,7 @@ const fn ep_to_host(ep_to_host: EpToHost) -> ProgramSettings {
         ctlb_udp: false,
         netns_cookie: 0,
         tunnel: false,
+        rpf: Rpf::Loose,
     }
 }
 
@@ -92,6 +93,11 @@ const TC_SETTINGS: &[ProgramSettings] = &[
     ep_to_host(EpToHost::Accept),
     ProgramSettings {
         tunnel: true,
+        rpf: Rpf::Strict,
+        ..ep_to_host(EpToHost::Drop)
+    },
+    ProgramSettings {
+        rpf: Rpf::Disabled,
         ..ep_to_host(EpToHost::Drop)
     },
 ];
@@ -103,12 +109,14 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         ctlb_udp: false,
         netns_cookie: 0,
         tunnel: false,
+        rpf: Rpf::Loose,
     },
     ProgramSettings {
         ep_to_host: EpToHost::Drop,
         ctlb_udp: true,
         netns_cookie: 1,
         tunnel: false,
+        rpf: Rpf::Loose,
     },
 ];
 
@@ -186,9 +194,14 @@ pub fn measure() -> Vec<ProgramCost> {
 fn describe(object: &str, s: &ProgramSettings) -> String {
     match object {
         "weft_wep" | "weft_hep" => format!(
-            "ep-to-host={:?}{}",
+            "ep-to-host={:?}{}{}",
             s.ep_to_host,
-            if s.tunnel { " tunnel" } else { "" }
+            if s.tunnel { " tunnel" } else { "" },
+            if s.rpf == Rpf::Loose {
+                String::new()
+            } else {
+                format!(" rpf={:?}", s.rpf)
+            }
         )
         .to_lowercase(),
         "weft_ctlb" => format!("udp={} netns-cookie={}", s.ctlb_udp, s.netns_cookie != 0),
@@ -490,6 +503,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
         data,
         std::mem::offset_of!(rodata, weft_tunnel),
         &[u8::from(s.tunnel)],
+    );
+    put(
+        data,
+        std::mem::offset_of!(rodata, weft_rpf),
+        &[s.rpf.code()],
     );
 }
 

@@ -24,7 +24,7 @@ use crate::facts::HostFacts;
 use crate::objects::CtTimeouts;
 use crate::objects::Hook;
 use crate::objects::{AttachMode, CgroupHook};
-use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings};
+use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings, Rpf};
 use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
 use crate::policy::resolve::{Direction, Endpoint, Entity, PolicyIndex, RuleInfo, Stage};
@@ -121,6 +121,11 @@ impl Settings {
                 ctlb_udp: ctlb == Ctlb::Enabled,
                 netns_cookie: facts.netns_cookie,
                 tunnel: fleet::vxlan_on(cfg, &felix),
+                rpf: match felix.bpf_enforce_rpf() {
+                    weft_model::BpfEnforceRpf::Disabled => Rpf::Disabled,
+                    weft_model::BpfEnforceRpf::Strict => Rpf::Strict,
+                    weft_model::BpfEnforceRpf::Loose => Rpf::Loose,
+                },
             },
             attach,
             attach_auto: attach == AttachMode::Tcx && !felix.bpf_attach_type_is_set(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::bpf::maps::{MapDef, MapSizes};
 use crate::objects::CgroupHook;
-use crate::objects::{EpToHost, Object, ProgramSettings};
+use crate::objects::{EpToHost, Object, ProgramSettings, Rpf};
 use crate::plan::plan;
 use crate::policy::flat::Net4;
 use crate::policy::tables::{Cells, CELL_WORDS, H_ID};
@@ -42,6 +42,7 @@ fn settings(rng: &mut Rng) -> ProgramSettings {
         ctlb_udp: rng.chance(50),
         netns_cookie: 0,
         tunnel: rng.chance(20),
+        rpf: *rng.pick(&[Rpf::Loose, Rpf::Strict]),
     }
 }
 
