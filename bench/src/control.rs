@@ -143,14 +143,14 @@ fn write_config(dir: &Path, n: usize) -> Vec<Svc> {
 }
 
 /// A child's wall time, CPU time and peak RSS (wait4: nsenter execs weft, so the child is weft).
-struct Ran {
-    wall: Duration,
-    cpu: Duration,
-    rss_mib: f64,
-    code: i32,
+pub(crate) struct Ran {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: Duration,
+    pub(crate) rss_mib: f64,
+    pub(crate) code: i32,
 }
 
-fn run_timed(cmd: &mut Command) -> Ran {
+pub(crate) fn run_timed(cmd: &mut Command) -> Ran {
     // Its log goes to a file: a pipe nobody reads until it exits would fill and stop it.
     let log = std::env::temp_dir().join(format!("weftbench-control-{}.log", std::process::id()));
     let t = Instant::now();
@@ -283,7 +283,7 @@ fn settle() {
     std::thread::sleep(Duration::from_secs(1));
 }
 
-fn vm_hwm_mib(pid: u32) -> f64 {
+pub(crate) fn vm_hwm_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

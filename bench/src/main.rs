@@ -14,6 +14,7 @@
 
 mod control;
 mod ctgc;
+mod fleet;
 mod nat_packet;
 mod netns;
 mod services;
@@ -123,6 +124,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "xdp",
         "a host endpoint's untracked deny per packet (XDP, tc) and under a flood (XDP, tc, iptables raw)",
         xdp::run,
+    ),
+    (
+        "fleet",
+        "a fleet's control plane at 1,000 nodes and 100,000 remote workloads: converge, one node added, RSS",
+        fleet::run,
     ),
     (
         "suite",

@@ -49,6 +49,10 @@ const SUITE: &[(&str, &str)] = &[
         "xdp",
         "a host endpoint's untracked deny: per packet in XDP and tc, and under a flood beside iptables raw",
     ),
+    (
+        "fleet",
+        "a fleet's control plane at 1,000 nodes and 100,000 remote workloads: converge, one node added, RSS",
+    ),
 ];
 
 const USAGE: &str = "usage: weft-bench suite [--quick] [--out FILE] [--only NAME,NAME...]

@@ -503,6 +503,9 @@ WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
 			reason = WEFT_REASON_DROP_NAT;
 		}
 	}
+	if (hook == WEFT_HOOK_FROM_WEP && weft_mss_clamp && rc == WEFT_PASS && p.proto == IPPROTO_TCP &&
+	    (p.tcp_flags & WEFT_TCP_SYN) && p.frag == WEFT_FRAG_NONE)
+		weft_clamp_mss(skb, &p);
 	if (reason < WEFT_REASON_MAX)
 		weft_count(ifindex, hook, reason);
 	/* Established flows on untraced interfaces get no further than this test. */

@@ -75,4 +75,33 @@ WEFT_INLINE int weft_tun_reply(const struct weft_ct4_value *ct)
 	return bpf_redirect_neigh(ct->tun_ifindex, &nh, sizeof(nh), 0);
 }
 
+/*
+ * A workload's TCP handshake (SYN, SYN-ACK) leaving it while the fleet's tunnel is up: its MSS
+ * option is clamped to what the tunnel carries (weft_mss_clamp), as a workload MTU of the
+ * tunnel's would have it (Calico's CNI sets that MTU; weft does not own the workloads'
+ * devices), so that neither end sends a segment the tunnel must refuse. Stacks put the MSS
+ * option first; one elsewhere is left alone, and the kernel's fragmentation-needed, which
+ * passes as related to the flow, still brings the path MTU down.
+ */
+WEFT_INLINE void weft_clamp_mss(struct __sk_buff *skb, const struct weft_pkt4 *p)
+{
+	struct {
+		__u8 kind;
+		__u8 len;
+		__u16 mss; /* network order */
+	} opt;
+	__u16 clamp = bpf_htons(weft_mss_clamp);
+	__u8 doff;
+
+	if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) || (doff >> 4) <= 5)
+		return;
+	if (bpf_skb_load_bytes(skb, p->l4_off + 20, &opt, sizeof(opt)))
+		return;
+	if (opt.kind != 2 || opt.len != 4 || bpf_ntohs(opt.mss) <= weft_mss_clamp)
+		return;
+	if (bpf_l4_csum_replace(skb, p->l4_off + 16, opt.mss, clamp, sizeof(clamp)))
+		return;
+	bpf_skb_store_bytes(skb, p->l4_off + 22, &clamp, sizeof(clamp), 0);
+}
+
 #endif /* WEFT_TUNNEL_H */

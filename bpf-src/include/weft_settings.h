@@ -25,6 +25,9 @@ const volatile __u64 weft_netns_cookie = 0;
 /* Flows may come from other nodes through the fleet's tunnel (vxlan.calico exists): new flows
  * to workloads look up which node forwarded them (tunnel.h). */
 const volatile __u8 weft_tunnel = 0;
+/* The MSS a workload's TCP handshake is clamped to while the tunnel is up (its MTU less 40);
+ * 0: none (tunnel.h). */
+const volatile __u16 weft_mss_clamp = 0;
 /* bpfEnforceRPF: WEFT_RPF_*. */
 const volatile __u8 weft_rpf = WEFT_RPF_DISABLED;
 

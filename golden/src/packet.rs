@@ -87,6 +87,22 @@ pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> V
     ipv4(src, dst, 6, &tcp_hdr(sport, dport, flags))
 }
 
+/// A TCP segment whose only option is MSS `mss` (as a SYN or SYN-ACK carries it first).
+pub fn tcp_mss(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    mss: u16,
+) -> Vec<u8> {
+    let mut t = tcp_hdr(sport, dport, flags);
+    t[12] = 0x60;
+    t.extend_from_slice(&[2, 4]);
+    t.extend_from_slice(&mss.to_be_bytes());
+    ipv4(src, dst, 6, &t)
+}
+
 pub fn udp_hdr(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::with_capacity(8 + payload.len());
     u.extend_from_slice(&sport.to_be_bytes());

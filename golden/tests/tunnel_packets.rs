@@ -19,11 +19,15 @@ const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
 const REMOTE_WORKLOAD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const TC_ACT_REDIRECT: i32 = 7;
 
+/// The tunnel's MSS (a 1450-byte VXLAN device less 40).
+const MSS: u16 = 1410;
+
 fn fleet(test: &str) -> Option<Harness> {
     let mut h = Harness::load_with(
         test,
         ProgramSettings {
             tunnel: true,
+            mss_clamp: MSS,
             ..Default::default()
         },
     )?;
@@ -129,4 +133,60 @@ fn without_a_tunnel_new_flows_do_not_look_for_one() {
     assert_eq!(h.ct_get(&ck).expect("conntrack entry").tun_addr, 0);
     let reply = packet::tcp(BACKEND, 8080, CLIENT, 40003, TCP_SYN | TCP_ACK);
     assert_eq!(h.run("weft_from_wep", &reply).retval, PASS);
+}
+
+#[test]
+fn a_workloads_handshake_is_clamped_to_the_tunnels_mss_and_smaller_ones_are_left() {
+    let Some(h) = fleet("tunnel-mss") else {
+        return;
+    };
+    // A SYN out of the workload, MSS 1460: leaves with 1410, checksum kept right (the
+    // expected frame is built whole with its own checksum).
+    let syn = packet::tcp_mss(BACKEND, 40100, REMOTE_WORKLOAD, 8080, TCP_SYN, 1460);
+    let out = h.run("weft_from_wep", &syn);
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        out.data,
+        packet::tcp_mss(BACKEND, 40100, REMOTE_WORKLOAD, 8080, TCP_SYN, MSS)
+    );
+    // The SYN-ACK of a flow coming in: clamped as well.
+    let syn_in = packet::tcp_mss(REMOTE_WORKLOAD, 40101, BACKEND, 8080, TCP_SYN, 1460);
+    assert_eq!(h.run("weft_to_wep", &syn_in).retval, PASS);
+    let syn_ack = packet::tcp_mss(
+        BACKEND,
+        8080,
+        REMOTE_WORKLOAD,
+        40101,
+        TCP_SYN | TCP_ACK,
+        1460,
+    );
+    assert_eq!(
+        h.run("weft_from_wep", &syn_ack).data,
+        packet::tcp_mss(
+            BACKEND,
+            8080,
+            REMOTE_WORKLOAD,
+            40101,
+            TCP_SYN | TCP_ACK,
+            MSS
+        )
+    );
+    // A smaller MSS, and segments after the handshake, are left as they are.
+    let small = packet::tcp_mss(BACKEND, 40102, REMOTE_WORKLOAD, 8080, TCP_SYN, 1200);
+    assert_eq!(h.run("weft_from_wep", &small).data, small);
+    let ack = packet::tcp_mss(BACKEND, 40100, REMOTE_WORKLOAD, 8080, TCP_ACK, 1460);
+    assert_eq!(h.run("weft_from_wep", &ack).data, ack);
+}
+
+#[test]
+fn without_a_tunnel_the_mss_is_left_alone() {
+    let Some(h) = Harness::load("tunnel-no-mss") else {
+        return;
+    };
+    let allow = h.ruleset(&allow_all());
+    h.iface(IFINDEX, allow, allow);
+    h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
+    let syn = packet::tcp_mss(BACKEND, 40200, REMOTE_WORKLOAD, 8080, TCP_SYN, 1460);
+    let out = h.run("weft_from_wep", &syn);
+    assert_eq!((out.retval, out.data), (PASS, syn));
 }

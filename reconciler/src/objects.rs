@@ -159,6 +159,8 @@ pub struct ProgramSettings {
     pub tunnel: bool,
     /// bpfEnforceRPF.
     pub rpf: Rpf,
+    /// The MSS workloads' TCP handshakes are clamped to while the tunnel is up (0: none).
+    pub mss_clamp: u16,
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -242,6 +244,9 @@ impl ProgramIdentity {
         }
         if self.settings.tunnel {
             s += " tunnel";
+        }
+        if self.settings.mss_clamp != 0 {
+            s += &format!(" mss-clamp={}", self.settings.mss_clamp);
         }
         if self.settings.rpf != Rpf::Loose {
             s += &format!(" rpf={:?}", self.settings.rpf).to_lowercase();

@@ -200,6 +200,17 @@ fn a_4_mb_transfer_across_hosts_does_not_stall_on_the_vxlan_mtu() {
             Duration::from_secs(20),
         );
         assert_eq!(got, BYTES, "h{j}w0 fetching 4 MB from h{i}w0");
+        // The handshake's MSS was clamped to the tunnel's: no segment was too big for it, so
+        // no fragmentation-needed lowered the sender's path MTU.
+        let cached = weft_vm_tests::output_text(&f.w(i, 0).ns.ip(&[
+            "route",
+            "get",
+            &workload_ip(j, 0).to_string(),
+        ]));
+        assert!(
+            !cached.contains("mtu"),
+            "h{i}w0 learnt a path MTU: {cached}"
+        );
     }
 }
 

@@ -106,6 +106,7 @@ macro_rules! load_skel {
             rodata.weft_netns_cookie = settings.netns_cookie;
             rodata.weft_tunnel = u8::from(settings.tunnel);
             rodata.weft_rpf = settings.rpf.code();
+            rodata.weft_mss_clamp = settings.mss_clamp;
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -236,6 +237,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 netns_cookie: rodata.weft_netns_cookie,
                 tunnel: rodata.weft_tunnel != 0,
                 rpf,
+                mss_clamp: rodata.weft_mss_clamp,
             },
         }));
     }

@@ -82,6 +82,7 @@ const fn ep_to_host(ep_to_host: EpToHost) -> ProgramSettings {
         netns_cookie: 0,
         tunnel: false,
         rpf: Rpf::Loose,
+        mss_clamp: 0,
     }
 }
 
@@ -94,6 +95,7 @@ const TC_SETTINGS: &[ProgramSettings] = &[
     ProgramSettings {
         tunnel: true,
         rpf: Rpf::Strict,
+        mss_clamp: 1410,
         ..ep_to_host(EpToHost::Drop)
     },
     ProgramSettings {
@@ -110,6 +112,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         netns_cookie: 0,
         tunnel: false,
         rpf: Rpf::Loose,
+        mss_clamp: 0,
     },
     ProgramSettings {
         ep_to_host: EpToHost::Drop,
@@ -117,6 +120,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         netns_cookie: 1,
         tunnel: false,
         rpf: Rpf::Loose,
+        mss_clamp: 0,
     },
 ];
 
@@ -196,7 +200,11 @@ fn describe(object: &str, s: &ProgramSettings) -> String {
         "weft_wep" | "weft_hep" => format!(
             "ep-to-host={:?}{}{}",
             s.ep_to_host,
-            if s.tunnel { " tunnel" } else { "" },
+            if s.tunnel {
+                format!(" tunnel mss-clamp={}", s.mss_clamp)
+            } else {
+                String::new()
+            },
             if s.rpf == Rpf::Loose {
                 String::new()
             } else {
@@ -508,6 +516,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
         data,
         std::mem::offset_of!(rodata, weft_rpf),
         &[s.rpf.code()],
+    );
+    put(
+        data,
+        std::mem::offset_of!(rodata, weft_mss_clamp),
+        &s.mss_clamp.to_ne_bytes(),
     );
 }
 

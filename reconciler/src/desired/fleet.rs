@@ -187,6 +187,51 @@ pub fn vxlan_on(cfg: &Config, felix: &weft_model::FelixConfigurationSpec) -> boo
     })
 }
 
+/// The interface holding this host's address `addr`, with its index.
+fn link_with(facts: &HostFacts, addr: Ipv4Addr) -> Option<(String, u32)> {
+    facts
+        .link_addrs
+        .iter()
+        .find(|(_, addrs)| addrs.contains(&addr))
+        .and_then(|(i, _)| facts.link_name(*i).map(|n| (n.to_string(), *i)))
+}
+
+/// The VXLAN device's MTU: `vxlanMTU`, or 50 below the underlay interface's.
+fn device_mtu(
+    felix: &weft_model::FelixConfigurationSpec,
+    facts: &HostFacts,
+    underlay_index: u32,
+) -> u32 {
+    match felix.vxlan_mtu() {
+        0 => facts
+            .link_mtus
+            .get(&underlay_index)
+            .copied()
+            .unwrap_or(1500)
+            .saturating_sub(VXLAN_OVERHEAD),
+        m => m,
+    }
+}
+
+/// The MSS workloads' TCP handshakes are clamped to while this node has the tunnel: the
+/// device's MTU less 40 (IPv4 and TCP headers). None without a tunnel.
+pub fn mss_clamp(
+    cfg: &Config,
+    facts: &HostFacts,
+    felix: &weft_model::FelixConfigurationSpec,
+) -> Option<u16> {
+    if !vxlan_on(cfg, felix) {
+        return None;
+    }
+    let me = cfg
+        .nodes
+        .iter()
+        .find(|n| n.value.metadata.name == facts.node)
+        .and_then(|n| peer(&n.value))?;
+    let (_, index) = link_with(facts, me.underlay)?;
+    u16::try_from(device_mtu(felix, facts, index).saturating_sub(40)).ok()
+}
+
 /// What the fleet adds to this node's desired state, and what it leaves to the maps.
 #[derive(Default)]
 pub struct Fleet {
@@ -303,12 +348,7 @@ pub fn plumbing(
         return fleet;
     };
     // The interface that holds this node's underlay address.
-    let underlay_dev = facts
-        .link_addrs
-        .iter()
-        .find(|(_, addrs)| addrs.contains(&me.underlay))
-        .and_then(|(i, _)| facts.link_name(*i).map(|n| (n.to_string(), *i)));
-    let Some((underlay_dev, underlay_index)) = underlay_dev else {
+    let Some((underlay_dev, underlay_index)) = link_with(facts, me.underlay) else {
         d.warnings.push(Warning::host(format!(
             "node {}: its underlay address {} (from its Node resource) is on none of this host's interfaces, so workloads on other nodes are not routed from here",
             facts.node, me.underlay
@@ -387,15 +427,7 @@ pub fn plumbing(
             .extend(sysctls(DATA_SYSCTLS));
     }
     if vxlan_on || vxlan_used {
-        let mtu = match felix.vxlan_mtu() {
-            0 => facts
-                .link_mtus
-                .get(&underlay_index)
-                .copied()
-                .unwrap_or(1500)
-                .saturating_sub(VXLAN_OVERHEAD),
-            m => m,
-        };
+        let mtu = device_mtu(&felix, facts, underlay_index);
         d.state.links.insert(
             VXLAN_DEV.into(),
             LinkState {

@@ -121,6 +121,7 @@ impl Settings {
                 ctlb_udp: ctlb == Ctlb::Enabled,
                 netns_cookie: facts.netns_cookie,
                 tunnel: fleet::vxlan_on(cfg, &felix),
+                mss_clamp: fleet::mss_clamp(cfg, facts, &felix).unwrap_or(0),
                 rpf: match felix.bpf_enforce_rpf() {
                     weft_model::BpfEnforceRpf::Disabled => Rpf::Disabled,
                     weft_model::BpfEnforceRpf::Strict => Rpf::Strict,

@@ -43,6 +43,7 @@ fn settings(rng: &mut Rng) -> ProgramSettings {
         netns_cookie: 0,
         tunnel: rng.chance(20),
         rpf: *rng.pick(&[Rpf::Loose, Rpf::Strict]),
+        mss_clamp: *rng.pick(&[0, 1410]),
     }
 }
 
