@@ -511,7 +511,10 @@ fn desired_from(
             .insert(kv.0, kv.1);
     };
 
-    for addr in &facts.host_addrs {
+    // The host's addresses, with those weft gives its own devices (the tunnel address), which
+    // are the host's as soon as the device exists: the first apply makes it.
+    let own: BTreeSet<Ipv4Addr> = d.state.addresses.iter().map(|(_, a, _)| *a).collect();
+    for addr in facts.host_addrs.union(&own) {
         let k = Route4Key {
             prefixlen: 32,
             addr: maps::addr_be(*addr),
