@@ -15,6 +15,7 @@
 mod control;
 mod ctgc;
 mod fleet;
+mod fleet_traffic;
 mod nat_packet;
 mod netns;
 mod services;
@@ -129,6 +130,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "fleet",
         "a fleet's control plane at 1,000 nodes and 100,000 remote workloads: converge, one node added, RSS",
         fleet::run,
+    ),
+    (
+        "fleet-traffic",
+        "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN",
+        fleet_traffic::run,
     ),
     (
         "suite",

@@ -53,6 +53,10 @@ const SUITE: &[(&str, &str)] = &[
         "fleet",
         "a fleet's control plane at 1,000 nodes and 100,000 remote workloads: converge, one node added, RSS",
     ),
+    (
+        "fleet-traffic",
+        "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN",
+    ),
 ];
 
 const USAGE: &str = "usage: weft-bench suite [--quick] [--out FILE] [--only NAME,NAME...]

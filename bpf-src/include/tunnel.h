@@ -9,7 +9,8 @@
  *   1. weft_from_tun, on the tunnel's ingress (after the kernel decapsulates), notes the
  *      sending node under the flow's conntrack key (weft_tun_flows4): the inner frame's source
  *      MAC is that node's VTEP (weft_vtep4). Flows from the fleet's own addresses are left
- *      out: routes take their replies the same way.
+ *      out: routes take their replies the same way. TCP is noted on its SYN, where the
+ *      workload's ingress makes the flow's entry; its other segments pass untouched.
  *   2. The workload's ingress hook gives the flow's new conntrack entry that node (tun_addr).
  *   3. The workload's egress hook sends the flow's replies to that node's tunnel address,
  *      through the tunnel (bpf_redirect_neigh: weft's permanent neighbour and FDB entries
@@ -41,6 +42,9 @@ WEFT_INLINE int weft_from_tunnel(struct __sk_buff *skb)
 	if (weft_parse4(skb, &p) != WEFT_PARSE_IPV4 || p.icmp_error)
 		return WEFT_PASS;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP && p.proto != IPPROTO_SCTP)
+		return WEFT_PASS;
+	/* A TCP flow's entry is made on its SYN: later segments need nothing here. */
+	if (p.proto == IPPROTO_TCP && !weft_tcp_is_syn(&p))
 		return WEFT_PASS;
 	rk.addr = p.saddr;
 	rt = bpf_map_lookup_elem(&weft_rt4, &rk);

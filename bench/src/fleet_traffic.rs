@@ -1,0 +1,315 @@
+//! `weft-bench fleet-traffic`: TCP between workloads on two hosts, through weft's VXLAN
+//! against plain Linux VXLAN between the same kind of namespaces with no programs.
+//!
+//! Each rig is vm-tests' fleet of two host namespaces on an underlay bridge, one workload on
+//! each. The plain rig is configured by hand the way weft configures it (a `vxlan.calico`
+//! with learning off, a permanent neighbour and FDB entry for the other host, a /32 route per
+//! workload, proxy ARP on the workloads' veths); the weft rig is `weft apply` on each host of
+//! an IPPool with vxlanMode Always, the two Nodes and the two WorkloadEndpoints, whose
+//! profile allows everything. The loads are the traffic benchmark's (iperf3 with 1 and 8
+//! streams; new connections, one byte each way). Runs alternate between the rigs, and each
+//! figure is the median of its runs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use weft_vm_tests::fleet::{self, workload_ip, Fleet};
+
+use crate::report::{Common, Report, Row, Spread};
+use crate::traffic::load::{self, EchoServer, Sample};
+
+const ECHO_PORT: u16 = 8080;
+const IPERF_PORT: u16 = 5201;
+const CONN_THREADS: usize = 4;
+
+struct Rig {
+    fleet: Fleet,
+    iperf: Child,
+    _echo: EchoServer,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.iperf.kill();
+        let _ = self.iperf.wait();
+    }
+}
+
+fn sysctl(ns: &weft_vm_tests::Netns, key: &'static str) {
+    ns.run(move || std::fs::write(format!("/proc/sys/net/{key}"), "1"))
+        .unwrap_or_else(|e| panic!("sysctl {key}: {e}"));
+}
+
+/// What weft programs on each host, by hand, with no programs: the baseline.
+fn plain_vxlan(f: &Fleet) {
+    let mac = |i: usize| format!("02:00:00:00:00:{:02x}", i + 1);
+    for i in 0..2 {
+        let h = &f.hosts[i].host;
+        let (local, _) = fleet::underlay(i);
+        h.ip(&[
+            "link", "add", "vxlan.calico", "address", &mac(i), "mtu", "1450", "type", "vxlan", "id",
+            "4096", "local", &local.to_string(), "dstport", "4789", "nolearning",
+        ]);
+        h.ip(&[
+            "addr",
+            "add",
+            &format!("{}/32", fleet::tunnel(i)),
+            "dev",
+            "vxlan.calico",
+        ]);
+        h.ip(&["link", "set", "vxlan.calico", "up"]);
+        let j = 1 - i;
+        let (far, _) = fleet::underlay(j);
+        h.ip(&[
+            "neigh",
+            "add",
+            &fleet::tunnel(j).to_string(),
+            "lladdr",
+            &mac(j),
+            "dev",
+            "vxlan.calico",
+            "nud",
+            "permanent",
+        ]);
+        weft_vm_tests::sh(&[
+            "nsenter",
+            &format!("--net={}", h.path().display()),
+            "bridge",
+            "fdb",
+            "add",
+            &mac(j),
+            "dev",
+            "vxlan.calico",
+            "dst",
+            &far.to_string(),
+            "self",
+            "permanent",
+        ]);
+        h.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", workload_ip(j, 0)),
+            "via",
+            &fleet::tunnel(j).to_string(),
+            "dev",
+            "vxlan.calico",
+            "onlink",
+        ]);
+        h.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", workload_ip(i, 0)),
+            "dev",
+            "cali0",
+            "scope",
+            "link",
+        ]);
+        for key in [
+            "ipv4/conf/cali0/forwarding",
+            "ipv4/conf/cali0/proxy_arp",
+            "ipv4/conf/vxlan.calico/forwarding",
+        ] {
+            sysctl(h, key);
+        }
+    }
+}
+
+fn rig(plain: bool) -> Rig {
+    let f = Fleet::new("weft-bench fleet-traffic", 2, 1).expect("root and a bpffs");
+    if plain {
+        plain_vxlan(&f);
+    } else {
+        f.pool("Always");
+        f.apply_all();
+    }
+    let server = &f.w(1, 0).ns;
+    let echo = EchoServer::start(server, ECHO_PORT, 16);
+    let iperf = Command::new("nsenter")
+        .arg(format!("--net={}", server.path().display()))
+        .args(["iperf3", "-s", "-p", &IPERF_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    let rig = Rig {
+        fleet: f,
+        iperf,
+        _echo: echo,
+    };
+    // Reachable, and iperf3 listening, before anything is measured.
+    let to = SocketAddr::from((workload_ip(1, 0), ECHO_PORT));
+    let client = &rig.fleet.w(0, 0).ns;
+    let end = Instant::now() + Duration::from_secs(10);
+    while client.run(move || load::one_exchange(to)).is_err() {
+        assert!(Instant::now() < end, "the server is not reachable across hosts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let iperf_at = SocketAddr::from((workload_ip(1, 0), IPERF_PORT));
+    while client
+        .run(move || std::net::TcpStream::connect_timeout(&iperf_at, Duration::from_millis(200)))
+        .is_err()
+    {
+        assert!(Instant::now() < end, "iperf3 -s did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Stream1,
+    Stream8,
+    Connections,
+}
+
+impl Load {
+    const ALL: [Load; 3] = [Load::Stream1, Load::Stream8, Load::Connections];
+
+    fn name(self) -> &'static str {
+        match self {
+            Load::Stream1 => "TCP throughput, 1 stream (iperf3)",
+            Load::Stream8 => "TCP throughput, 8 streams (iperf3 -P 8)",
+            Load::Connections => "new connections (connect, 1 byte each way, close)",
+        }
+    }
+
+    fn target(self) -> f64 {
+        match self {
+            Load::Stream1 | Load::Stream8 => 0.95,
+            Load::Connections => 0.9,
+        }
+    }
+
+    fn unit(self) -> (&'static str, f64) {
+        match self {
+            Load::Stream1 | Load::Stream8 => ("Gbit/s", 1e9),
+            Load::Connections => ("conn/s", 1.0),
+        }
+    }
+}
+
+fn measure(r: &Rig, l: Load, secs: u32) -> Result<Sample, String> {
+    let client = &r.fleet.w(0, 0).ns;
+    match l {
+        Load::Stream1 | Load::Stream8 => load::iperf(
+            client,
+            SocketAddr::from((workload_ip(1, 0), IPERF_PORT)),
+            r.iperf.id(),
+            if matches!(l, Load::Stream1) { 1 } else { 8 },
+            secs,
+        ),
+        Load::Connections => load::new_connections(
+            client,
+            SocketAddr::from((workload_ip(1, 0), ECHO_PORT)),
+            f64::from(secs),
+            CONN_THREADS,
+        ),
+    }
+}
+
+/// `--runs N --duration SECS` (default 3 runs of 5 s; --quick 1 of 2 s).
+pub fn run(common: Common, args: &[String]) -> ExitCode {
+    let (mut runs, mut secs) = if common.quick { (1, 2) } else { (3, 5) };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next().and_then(|v| v.parse().ok())) {
+            ("--runs", Some(v)) if v >= 1 => runs = v,
+            ("--duration", Some(v)) if v >= 1 => secs = v,
+            _ => {
+                eprintln!(
+                    "usage: weft-bench fleet-traffic [--json] [--quick] [--runs N] [--duration SECS]"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !weft_golden::kernel::available("weft-bench fleet-traffic") {
+        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+        return ExitCode::FAILURE;
+    }
+    let bin = match crate::traffic::weft_bin() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("weft-bench fleet-traffic: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The fleet's beds run the weft binary named here.
+    std::env::set_var("WEFT_BIN", Path::new(&bin));
+    let rigs = [rig(true), rig(false)];
+    let mut figures: Vec<[Vec<f64>; 2]> = Load::ALL.iter().map(|_| [vec![], vec![]]).collect();
+    for run in 0..runs {
+        for (li, l) in Load::ALL.iter().enumerate() {
+            for (ri, r) in rigs.iter().enumerate() {
+                match measure(r, *l, secs) {
+                    Ok(s) => figures[li][ri].push(s.value),
+                    Err(e) => {
+                        eprintln!("weft-bench fleet-traffic: run {run}, {}: {e}", l.name());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+    }
+    drop(rigs);
+    let report = report(&figures, runs, secs);
+    if common.json {
+        report.print_json();
+    } else {
+        println!("{}\n$ weft-bench fleet-traffic\n", report.title);
+        for r in &report.rows {
+            println!(
+                "{:<70} {:>9.2} {:<7} {}",
+                r.name,
+                r.value,
+                r.unit,
+                match (r.ratio, &r.target, r.met) {
+                    (Some(x), Some(t), Some(m)) =>
+                        format!("{x:.2}x plain VXLAN (target {t}: {})", if m { "met" } else { "MISSED" }),
+                    _ => String::new(),
+                }
+            );
+        }
+        for n in &report.notes {
+            println!("\n{n}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn report(figures: &[[Vec<f64>; 2]], runs: u32, secs: u32) -> Report {
+    let mut rows = Vec::new();
+    for (l, [plain, weft]) in Load::ALL.iter().zip(figures) {
+        let (unit, scale) = l.unit();
+        let (p, w) = (
+            Spread::of(plain).expect("runs"),
+            Spread::of(weft).expect("runs"),
+        );
+        let ratio = w.median / p.median;
+        rows.push(Row {
+            name: format!("weft's VXLAN across hosts: {}", l.name()),
+            value: w.median / scale,
+            unit: unit.into(),
+            runs: Some(w.runs),
+            min: Some(w.min / scale),
+            max: Some(w.max / scale),
+            baseline: Some(p.median / scale),
+            baseline_name: Some("plain Linux VXLAN, no programs".into()),
+            ratio: Some(ratio),
+            target: Some(format!("ratio >= {}", l.target())),
+            met: Some(ratio >= l.target()),
+            command: "weft-bench fleet-traffic".into(),
+            ..Default::default()
+        });
+    }
+    Report {
+        subcommand: "fleet-traffic".into(),
+        title: "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN".into(),
+        rows,
+        notes: vec![format!(
+            "Two host namespaces on an underlay bridge (vm-tests' fleet), one workload each at MTU 1500 over a 1450-byte vxlan.calico. Plain: the same device, neighbour, FDB entry and routes made by hand, no programs (the kernel's fragmentation-needed sets the path MTU). weft: `weft apply` on both hosts (an IPPool with vxlanMode Always, two Nodes, two endpoints whose profile allows everything; weft clamps the handshakes' MSS). {runs} run(s) of {secs} s per load, alternating between the rigs; medians. New connections: {CONN_THREADS} client threads."
+        )],
+    }
+}
