@@ -49,8 +49,22 @@ fn plain_vxlan(f: &Fleet) {
         let h = &f.hosts[i].host;
         let (local, _) = fleet::underlay(i);
         h.ip(&[
-            "link", "add", "vxlan.calico", "address", &mac(i), "mtu", "1450", "type", "vxlan", "id",
-            "4096", "local", &local.to_string(), "dstport", "4789", "nolearning",
+            "link",
+            "add",
+            "vxlan.calico",
+            "address",
+            &mac(i),
+            "mtu",
+            "1450",
+            "type",
+            "vxlan",
+            "id",
+            "4096",
+            "local",
+            &local.to_string(),
+            "dstport",
+            "4789",
+            "nolearning",
         ]);
         h.ip(&[
             "addr",
@@ -143,7 +157,10 @@ fn rig(plain: bool) -> Rig {
     let client = &rig.fleet.w(0, 0).ns;
     let end = Instant::now() + Duration::from_secs(10);
     while client.run(move || load::one_exchange(to)).is_err() {
-        assert!(Instant::now() < end, "the server is not reachable across hosts");
+        assert!(
+            Instant::now() < end,
+            "the server is not reachable across hosts"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let iperf_at = SocketAddr::from((workload_ip(1, 0), IPERF_PORT));
@@ -266,8 +283,10 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
                 r.value,
                 r.unit,
                 match (r.ratio, &r.target, r.met) {
-                    (Some(x), Some(t), Some(m)) =>
-                        format!("{x:.2}x plain VXLAN (target {t}: {})", if m { "met" } else { "MISSED" }),
+                    (Some(x), Some(t), Some(m)) => format!(
+                        "{x:.2}x plain VXLAN (target {t}: {})",
+                        if m { "met" } else { "MISSED" }
+                    ),
                     _ => String::new(),
                 }
             );

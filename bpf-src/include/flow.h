@@ -422,9 +422,16 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 	 * where it came in (rpf.h). */
 	const struct weft_tun_flow *tun = NULL;
 
-	if (hook == WEFT_HOOK_TO_WEP && !p->icmp_error) {
-		tun = weft_tun_origin(&k);
-		if (!tun && !weft_rpf_ok(skb, p, skb->ingress_ifindex))
+	if (hook == WEFT_HOOK_TO_WEP && !p->icmp_error && (weft_tunnel || weft_rpf != WEFT_RPF_DISABLED)) {
+		__u32 in = skb->ingress_ifindex;
+		struct weft_iface_value *from = in ? bpf_map_lookup_elem(&weft_iface, &in) : NULL;
+
+		/* Through the tunnel: another node's workload (that node held it to its own
+		 * addresses) or a client that node forwarded. From a local workload: held to its
+		 * addresses already. Anything else is checked. */
+		if (from && (from->flags & WEFT_IFACE_F_TUNNEL))
+			tun = weft_tun_origin(&k);
+		else if (!(from && (from->flags & WEFT_IFACE_F_WORKLOAD)) && !weft_rpf_ok(skb, p, in))
 			return weft_verdict(reason, WEFT_REASON_DROP_RPF, WEFT_DROP);
 	}
 

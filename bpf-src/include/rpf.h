@@ -4,10 +4,10 @@
  * the route back to its source leaves (Strict), or its source must have a route at all (Loose).
  * Checked on a flow's first packet, where weft is the first to see it come in from elsewhere:
  * a data interface translating it to a service, and a workload's ingress for what the host
- * forwards (skb->ingress_ifindex names where it came in). A workload's own packets are held
- * to its own addresses already (weft_wladdr4), and flows another node forwarded through the
- * tunnel keep their client's address, whose route is not the tunnel (tunnel.h): neither is
- * checked again. A lookup the kernel cannot answer for forwarding (forwarding off on that
+ * forwards (skb->ingress_ifindex names where it came in). What comes from a local workload is
+ * held to its own addresses already (weft_wladdr4), and what comes through the tunnel was held
+ * so by the node that sent it, or is a client that node forwarded, whose route is not the
+ * tunnel (tunnel.h): neither is checked again. A lookup the kernel cannot answer for forwarding (forwarding off on that
  * interface) is no verdict: the kernel will not forward the packet anyway.
  */
 #ifndef WEFT_RPF_H

@@ -124,6 +124,7 @@ _Static_assert(sizeof(struct weft_ctgc_args) == 168, "weft_ctgc_args");
 #define WEFT_IFACE_F_NAT 0x04      /* bpfout.weft: host traffic to services routed through weft */
 #define WEFT_IFACE_F_TRACE 0x08    /* bpfLogLevel Debug: trace packets here (weft_trace_flt says which) */
 #define WEFT_IFACE_F_HEP 0x10      /* a host endpoint: weft_hep holds its rulesets */
+#define WEFT_IFACE_F_TUNNEL 0x20   /* the fleet's VXLAN device: what other nodes forward */
 
 struct weft_iface_value {
 	__u32 flags;       /* WEFT_IFACE_F_* */

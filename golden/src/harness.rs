@@ -211,6 +211,18 @@ impl Harness {
             .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
     }
 
+    /// Runs program `prog` once on `packet`, going out of IFINDEX after the host forwarded it
+    /// from `ingress_ifindex`.
+    pub fn run_forwarded(&self, prog: &str, packet: &[u8], ingress_ifindex: u32) -> TestRun {
+        weft::bpf::testrun::test_run_forwarded(
+            self.prog(prog).as_fd(),
+            packet,
+            IFINDEX,
+            ingress_ifindex,
+        )
+        .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
+    }
+
     /// Runs XDP program `prog` once on `packet`, received on IFINDEX.
     pub fn run_xdp(&self, prog: &str, packet: &[u8]) -> TestRun {
         self.run_xdp_repeat(prog, packet, 1)

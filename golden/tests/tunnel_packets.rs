@@ -18,6 +18,8 @@ const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
 /// A workload on another node: one of the fleet's own addresses.
 const REMOTE_WORKLOAD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const TC_ACT_REDIRECT: i32 = 7;
+/// The tunnel device's index: where what other nodes forward comes in.
+const TUNNEL: u32 = 77;
 
 /// The tunnel's MSS (a 1450-byte VXLAN device less 40).
 const MSS: u16 = 1410;
@@ -36,6 +38,7 @@ fn fleet(test: &str) -> Option<Harness> {
     h.iface(IFINDEX, allow, allow);
     h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
     h.route(REMOTE_WORKLOAD, 32, maps::RT_F_REMOTE_WORKLOAD, 0);
+    h.iface_flags(TUNNEL, maps::IFACE_F_TUNNEL, 0, 0);
     let k = VtepKey {
         mac: packet::SRC_MAC,
         pad: [0; 2],
@@ -63,8 +66,8 @@ fn a_flow_forwarded_by_another_node_is_answered_back_through_it() {
     let t = noted(&h, CLIENT, 40000, BACKEND, 8080).expect("the forwarding node noted");
     assert_eq!((t.tun_addr, t.ifindex), (maps::addr_be(NODE_A), IFINDEX));
 
-    // The workload's ingress gives the new flow that node ...
-    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    // The workload's ingress gives the new flow that came through the tunnel that node ...
+    assert_eq!(h.run_forwarded("weft_to_wep", &syn, TUNNEL).retval, PASS);
     let (k, _) = ct4_key(CLIENT, 40000, BACKEND, 8080, 6);
     let ct = h.ct_get(&k).expect("conntrack entry");
     assert_eq!(
@@ -88,7 +91,7 @@ fn the_fleets_own_flows_and_unknown_senders_are_left_to_routing() {
     let syn = packet::tcp(REMOTE_WORKLOAD, 40001, BACKEND, 8080, TCP_SYN);
     assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
     assert!(noted(&h, REMOTE_WORKLOAD, 40001, BACKEND, 8080).is_none());
-    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    assert_eq!(h.run_forwarded("weft_to_wep", &syn, TUNNEL).retval, PASS);
     let (k, _) = ct4_key(REMOTE_WORKLOAD, 40001, BACKEND, 8080, 6);
     assert_eq!(h.ct_get(&k).expect("conntrack entry").tun_addr, 0);
     let reply = packet::tcp(BACKEND, 8080, REMOTE_WORKLOAD, 40001, TCP_SYN | TCP_ACK);
@@ -128,7 +131,8 @@ fn without_a_tunnel_new_flows_do_not_look_for_one() {
     let syn = packet::tcp(CLIENT, 40003, BACKEND, 8080, TCP_SYN);
     assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
     assert!(noted(&h, CLIENT, 40003, BACKEND, 8080).is_some());
-    assert_eq!(h.run("weft_to_wep", &syn).retval, PASS);
+    h.iface_flags(TUNNEL, maps::IFACE_F_TUNNEL, 0, 0);
+    assert_eq!(h.run_forwarded("weft_to_wep", &syn, TUNNEL).retval, PASS);
     let (ck, _) = ct4_key(CLIENT, 40003, BACKEND, 8080, 6);
     assert_eq!(h.ct_get(&ck).expect("conntrack entry").tun_addr, 0);
     let reply = packet::tcp(BACKEND, 8080, CLIENT, 40003, TCP_SYN | TCP_ACK);
@@ -151,7 +155,7 @@ fn a_workloads_handshake_is_clamped_to_the_tunnels_mss_and_smaller_ones_are_left
     );
     // The SYN-ACK of a flow coming in: clamped as well.
     let syn_in = packet::tcp_mss(REMOTE_WORKLOAD, 40101, BACKEND, 8080, TCP_SYN, 1460);
-    assert_eq!(h.run("weft_to_wep", &syn_in).retval, PASS);
+    assert_eq!(h.run_forwarded("weft_to_wep", &syn_in, TUNNEL).retval, PASS);
     let syn_ack = packet::tcp_mss(
         BACKEND,
         8080,
@@ -189,4 +193,19 @@ fn without_a_tunnel_the_mss_is_left_alone() {
     let syn = packet::tcp_mss(BACKEND, 40200, REMOTE_WORKLOAD, 8080, TCP_SYN, 1460);
     let out = h.run("weft_from_wep", &syn);
     assert_eq!((out.retval, out.data), (PASS, syn));
+}
+
+#[test]
+fn a_flow_noted_but_not_from_the_tunnel_takes_no_node() {
+    // The node is taken only for what came in through the tunnel device.
+    let Some(h) = fleet("tunnel-elsewhere") else {
+        return;
+    };
+    let syn = packet::tcp(CLIENT, 40300, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
+    assert!(noted(&h, CLIENT, 40300, BACKEND, 8080).is_some());
+    // In from a local workload's interface (IFINDEX): no node, and no reverse-path check.
+    assert_eq!(h.run_forwarded("weft_to_wep", &syn, IFINDEX).retval, PASS);
+    let (k, _) = ct4_key(CLIENT, 40300, BACKEND, 8080, 6);
+    assert_eq!(h.ct_get(&k).expect("conntrack entry").tun_addr, 0);
 }

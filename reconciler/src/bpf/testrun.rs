@@ -33,6 +33,21 @@ pub fn test_run(
     run(prog, packet, &ctx, repeat)
 }
 
+/// `test_run` of a packet the host forwards: it came in on `ingress_ifindex` (which need not
+/// exist: the kernel only records it, as skb->skb_iif).
+pub fn test_run_forwarded(
+    prog: BorrowedFd<'_>,
+    packet: &[u8],
+    ifindex: u32,
+    ingress_ifindex: u32,
+) -> io::Result<TestRun> {
+    // SAFETY: as above.
+    let mut ctx: __sk_buff = unsafe { std::mem::zeroed() };
+    ctx.ifindex = ifindex;
+    ctx.ingress_ifindex = ingress_ifindex;
+    run(prog, packet, &ctx, 1)
+}
+
 /// BPF_PROG_TEST_RUN of `prog` on `packet` with context `ctx` (the program type's own).
 fn run<C>(prog: BorrowedFd<'_>, packet: &[u8], ctx: &C, repeat: u32) -> io::Result<TestRun> {
     let mut out = vec![0u8; packet.len() + 256];

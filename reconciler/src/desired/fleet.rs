@@ -553,12 +553,17 @@ mod tests {
             .addresses
             .contains(&(VXLAN_DEV.into(), Ipv4Addr::new(10, 244, 1, 0), 32)));
         // The tunnel address is the host's from the first apply on, before any fact says so.
-        let rt = d.state.maps[maps::RT4].entries.as_ref().expect("weft_rt4 entries");
+        let rt = d.state.maps[maps::RT4]
+            .entries
+            .as_ref()
+            .expect("weft_rt4 entries");
         let k = Route4Key {
             prefixlen: 32,
             addr: maps::addr_be(Ipv4Addr::new(10, 244, 1, 0)),
         };
-        let v = rt.get(&maps::spec::RT4.entry(&k, &Default::default()).0).expect("an rt4 entry");
+        let v = rt
+            .get(&maps::spec::RT4.entry(&k, &Default::default()).0)
+            .expect("an rt4 entry");
         assert_eq!(
             maps::spec::RT4.decode(&[0; 8], v).map(|(_, v)| v.flags),
             Some(maps::RT_F_LOCAL_HOST)

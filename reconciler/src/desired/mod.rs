@@ -534,6 +534,16 @@ fn desired_from(
         add(maps::VTEP4, kv);
     }
     if fleet.tunnel {
+        if let Some(&ifindex) = facts.links.get(fleet::VXLAN_DEV) {
+            let iv = IfaceValue {
+                flags: maps::IFACE_F_TUNNEL,
+                ruleset_in: 0,
+                ruleset_out: 0,
+                pad: 0,
+                name: maps::c_name(fleet::VXLAN_DEV),
+            };
+            add(maps::IFACE, maps::entry(&ifindex, &iv));
+        }
         // Flows other nodes forward here through the tunnel answer back through them.
         d.state.attachments.insert(
             (fleet::VXLAN_DEV.to_string(), Hook::Ingress),
