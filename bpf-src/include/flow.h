@@ -367,10 +367,9 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		else
 			holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
 		holder->last_seen_ns = weft_ct_now();
-		/* A workload's reply to a client another node forwarded here goes back through it. */
-		if (hook == WEFT_HOOK_FROM_WEP && weft_tunnel && holder->tun_addr &&
-		    src_is_a == !!(holder->flags & WEFT_CT_F_B_ORIGINATED))
-			return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, weft_tun_reply(holder));
+		if (weft_tun_bound(hook, holder, src_is_a))
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_CT,
+					    weft_tun_send(holder->tun_ifindex, holder->tun_addr));
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_CT, WEFT_PASS);
 	}
 
@@ -476,6 +475,18 @@ WEFT_INLINE int weft_tc_packet(struct __sk_buff *skb, const __u32 hook, __u32 *r
 		return weft_verdict(reason, WEFT_REASON_ACCEPT_POLICY, WEFT_PASS);
 
 	if (action == WEFT_ACT_DNAT) {
+		const struct weft_route_value *via = hook == WEFT_HOOK_FROM_HEP ? weft_dsr_route(p, nat_addr) : NULL;
+
+		if (via) {
+			/* DSR: on, unchanged, to the backend's node, which answers the client. */
+			struct weft_tun_flow t = { .tun_addr = via->next_hop, .ifindex = via->ifindex };
+
+			out->action = WEFT_ACT_NONE;
+			src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
+			if (weft_ct4_create(&k, p, src_is_a, false, 0, ct_flags | WEFT_CT_F_DSR, &t))
+				return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
+			return weft_verdict(reason, WEFT_REASON_ACCEPT_NAT, weft_tun_send(t.ifindex, t.tun_addr));
+		}
 		if (weft_ct4_create_nat(&k, &post, p, src_is_a, hook == WEFT_HOOK_FROM_WEP, ruleset, p->daddr, p->dport,
 					ct_flags))
 			return weft_verdict(reason, WEFT_REASON_DROP_CT_FULL, WEFT_DROP);
@@ -518,8 +529,8 @@ WEFT_INLINE int weft_tc(struct __sk_buff *skb, const __u32 hook)
 	/* Established flows on untraced interfaces get no further than this test. */
 	if (out.flags || ((WEFT_FLOW_REASONS >> (reason & 63)) & 1)) {
 		out.reason = reason;
-		/* A reply sent back through the tunnel is passed, not rejected. */
-		out.verdict = rc == TC_ACT_REDIRECT && reason == WEFT_REASON_ACCEPT_CT ? WEFT_PASS : rc;
+		/* Sent on through the tunnel is passed; redirected back where it came from, rejected. */
+		out.verdict = rc == TC_ACT_REDIRECT && reason != WEFT_REASON_REJECT_NO_BACKEND ? WEFT_PASS : rc;
 		weft_report(skb, hook, &p, &out);
 	}
 	return rc;

@@ -18,8 +18,9 @@ enum weft_nat_result {
 
 struct weft_nat_choice {
 	__u32 svc_id;
-	__u32 addr; /* backend, network order */
-	__u16 port; /* host order */
+	__u32 addr;       /* backend, network order */
+	__u16 port;       /* host order */
+	__u16 local_only; /* in: choose among this node's backends only (tunnel.h, DSR) */
 };
 
 /* A stable, well-spread hash of a flow for Maglev: the same flow lands in the same slot on
@@ -63,13 +64,13 @@ WEFT_INLINE int weft_nat_choose4(const struct weft_pkt4 *p, struct weft_nat_choi
 		if (!bpf_map_lookup_elem(&weft_nat_src4, &sk))
 			return WEFT_NAT_DENIED;
 	}
-	count = (fe->flags & WEFT_NAT_F_LOCAL_ONLY) ? fe->local_count : fe->count;
+	count = (c->local_only || (fe->flags & WEFT_NAT_F_LOCAL_ONLY)) ? fe->local_count : fe->count;
 	if (count == 0)
 		return WEFT_NAT_NO_BACKEND;
 	c->svc_id = fe->svc_id;
 	bk.svc_id = fe->svc_id;
 
-	if (fe->flags & WEFT_NAT_F_MAGLEV && fe->maglev_size) {
+	if (fe->flags & WEFT_NAT_F_MAGLEV && fe->maglev_size && !c->local_only) {
 		bk.ordinal = weft_flow_hash(p) % fe->maglev_size;
 		be = bpf_map_lookup_elem(&weft_maglev4, &bk);
 	} else if (fe->affinity_timeout_s) {

@@ -23,6 +23,98 @@
 #include "weft_settings.h"
 #include "parse.h"
 #include "conntrack.h"
+#include "nat.h"
+
+/* Sends the packet to a node's tunnel address through the tunnel device `ifindex` (weft's
+ * permanent neighbour and FDB entries resolve it). */
+WEFT_INLINE int weft_tun_send(__u32 ifindex, __u32 tun_addr)
+{
+	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = tun_addr };
+
+	return bpf_redirect_neigh(ifindex, &nh, sizeof(nh), 0);
+}
+
+/*
+ * bpfExternalServiceMode DSR, on the node the client reached: a new NodePort or external flow
+ * whose chosen backend lives on a node reached through the tunnel goes there unchanged, unless
+ * the client is in bpfDSROptoutCIDRs (those are served as in Tunnel mode). Returns the route
+ * to the backend's node, or NULL for the ordinary path.
+ */
+WEFT_INLINE const struct weft_route_value *weft_dsr_route(const struct weft_pkt4 *p, __u32 backend)
+{
+	struct weft_route4_key rk = { .prefixlen = 32, .addr = backend };
+	struct weft_dsr_optout4_key ok = { .prefixlen = 32, .addr = p->saddr };
+	struct weft_route_value *rt;
+
+	if (!weft_dsr)
+		return NULL;
+	rt = bpf_map_lookup_elem(&weft_rt4, &rk);
+	if (!rt || !(rt->flags & WEFT_RT_F_TUNNELED))
+		return NULL;
+	if (bpf_map_lookup_elem(&weft_dsr_optout4, &ok))
+		return NULL;
+	return rt;
+}
+
+/*
+ * bpfExternalServiceMode DSR, on the backend's node: a flow another node forwarded unchanged
+ * (its destination still the frontend the client reached: that node's address and NodePort,
+ * or an external or load balancer address) is translated here to one of this node's own
+ * backends, with the conntrack entries of any service flow, so that the workload's replies
+ * are given the frontend back on their way out and go straight to the client. A NodePort is
+ * found by its port alone (the frontend of address 0.0.0.0), since the address is the other
+ * node's. Returns true when the packet was such a flow's.
+ */
+WEFT_INLINE bool weft_dsr_arrive(struct __sk_buff *skb, const struct weft_pkt4 *p)
+{
+	struct weft_route4_key dk = { .prefixlen = 32, .addr = p->daddr };
+	struct weft_nat_choice nat = { .local_only = 1 };
+	struct weft_ct4_key k, post;
+	struct weft_ct4_value *ct;
+	struct weft_route_value *rt;
+	struct weft_pkt4 q;
+	bool src_is_a;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return false;
+	weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
+	ct = bpf_map_lookup_elem(&weft_ct4, &k);
+	if (ct) {
+		struct weft_ct4_key rk = ct->nat_rev_key;
+		struct weft_ct4_value *rev;
+		bool client_is_a;
+
+		if (ct->type != WEFT_CT_NAT_FWD)
+			return false;
+		rev = bpf_map_lookup_elem(&weft_ct4, &rk);
+		if (!rev)
+			return false;
+		client_is_a = !(rev->flags & WEFT_CT_F_B_ORIGINATED);
+		if (p->saddr != (client_is_a ? rk.addr_a : rk.addr_b) ||
+		    p->sport != (client_is_a ? rk.port_a : rk.port_b))
+			return false;
+		weft_rewrite4(skb, p, true, p->daddr, client_is_a ? rk.addr_b : rk.addr_a, p->dport,
+			      client_is_a ? rk.port_b : rk.port_a);
+		return true;
+	}
+	/* Only a flow's first packet starts one; what is routed here is not a frontend. */
+	if (p->proto == IPPROTO_TCP && !weft_tcp_is_syn(p))
+		return false;
+	rt = bpf_map_lookup_elem(&weft_rt4, &dk);
+	if (rt && (rt->flags & (WEFT_RT_F_LOCAL_HOST | WEFT_RT_F_LOCAL_WORKLOAD)))
+		return false;
+	q = *p;
+	if (weft_nat_lookup4(&q, &nat) != WEFT_NAT_OK) {
+		q.daddr = 0;
+		if (weft_nat_lookup4(&q, &nat) != WEFT_NAT_OK)
+			return false;
+	}
+	src_is_a = weft_ct4_key_of(&post, p->saddr, nat.addr, p->sport, nat.port, p->proto);
+	if (weft_ct4_create_nat(&k, &post, p, src_is_a, false, 0, p->daddr, p->dport, 0))
+		return false;
+	weft_rewrite4(skb, p, true, p->daddr, nat.addr, p->dport, nat.port);
+	return true;
+}
 
 WEFT_INLINE int weft_from_tunnel(struct __sk_buff *skb)
 {
@@ -43,12 +135,17 @@ WEFT_INLINE int weft_from_tunnel(struct __sk_buff *skb)
 		return WEFT_PASS;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP && p.proto != IPPROTO_SCTP)
 		return WEFT_PASS;
-	/* A TCP flow's entry is made on its SYN: later segments need nothing here. */
-	if (p.proto == IPPROTO_TCP && !weft_tcp_is_syn(&p))
+	/* Nothing to do for a TCP segment after the SYN, but under DSR, whose flows are
+	 * translated here packet by packet. */
+	if (!weft_dsr && p.proto == IPPROTO_TCP && !weft_tcp_is_syn(&p))
 		return WEFT_PASS;
 	rk.addr = p.saddr;
 	rt = bpf_map_lookup_elem(&weft_rt4, &rk);
 	if (rt && (rt->flags & (WEFT_RT_F_LOCAL_HOST | WEFT_RT_F_LOCAL_WORKLOAD | WEFT_RT_F_REMOTE_WORKLOAD)))
+		return WEFT_PASS;
+	if (weft_dsr && weft_dsr_arrive(skb, &p))
+		return WEFT_PASS;
+	if (p.proto == IPPROTO_TCP && !weft_tcp_is_syn(&p))
 		return WEFT_PASS;
 	node = bpf_map_lookup_elem(&weft_vtep4, &vk);
 	if (!node)
@@ -71,12 +168,18 @@ WEFT_INLINE const struct weft_tun_flow *weft_tun_origin(const struct weft_ct4_ke
 	return bpf_map_lookup_elem(&weft_tun_flows4, k);
 }
 
-/* Sends a reply back through the node its flow came from (see above). */
-WEFT_INLINE int weft_tun_reply(const struct weft_ct4_value *ct)
+/* Whether a packet of a known flow goes to the node the flow is tied to, through the tunnel:
+ * a workload's reply to a client that node forwarded here, or, under DSR on the node the
+ * client reached, the client's packets to its backend's node. */
+WEFT_INLINE bool weft_tun_bound(const __u32 hook, const struct weft_ct4_value *ct, bool src_is_a)
 {
-	struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = ct->tun_addr };
-
-	return bpf_redirect_neigh(ct->tun_ifindex, &nh, sizeof(nh), 0);
+	if (!ct->tun_addr)
+		return false;
+	if (hook == WEFT_HOOK_FROM_WEP)
+		return weft_tunnel && src_is_a == !!(ct->flags & WEFT_CT_F_B_ORIGINATED);
+	if (hook == WEFT_HOOK_FROM_HEP)
+		return weft_dsr && (ct->flags & WEFT_CT_F_DSR);
+	return false;
 }
 
 /*

@@ -40,6 +40,14 @@ struct {
 	__type(value, struct weft_tun_flow);
 } weft_tun_flows4 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_dsr_optout4_key);
+	__type(value, __u32); /* unused */
+} weft_dsr_optout4 SEC(".maps");
+
 /* Fragmented datagrams' ports, from their first fragment (weft_maps.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -48,6 +48,9 @@ enum weft_ct_type {
  * the flow's first packet through it (as Calico's does: a policy change leaves host flows be). */
 #define WEFT_CT_F_HEP_A 0x04
 #define WEFT_CT_F_HEP_B 0x08
+/* bpfExternalServiceMode DSR, on the node the client reached: the flow's packets go unchanged
+ * through the tunnel to its backend's node (tun_addr), which translates and answers them. */
+#define WEFT_CT_F_DSR 0x10
 
 /* weft_ct_leg.tcp_flags: what the side sent */
 #define WEFT_CT_LEG_SYN 0x01
@@ -227,6 +230,8 @@ _Static_assert(sizeof(struct weft_frag4_value) == 8, "weft_frag4_value");
 #define WEFT_RT_F_REMOTE_WORKLOAD 0x04 /* a workload on another host, at next_hop */
 #define WEFT_RT_F_IN_POOL 0x08        /* inside an IPPool */
 #define WEFT_RT_F_NAT_OUTGOING 0x10   /* inside an IPPool with natOutgoing */
+#define WEFT_RT_F_TUNNELED 0x20       /* REMOTE_WORKLOAD through the tunnel: ifindex the device,
+				       * next_hop the node's tunnel address */
 
 struct weft_route4_key {
 	__u32 prefixlen;
@@ -236,8 +241,8 @@ _Static_assert(sizeof(struct weft_route4_key) == 8, "weft_route4_key");
 
 struct weft_route_value {
 	__u32 flags;    /* WEFT_RT_F_* */
-	__u32 ifindex;  /* LOCAL_WORKLOAD: the host-side interface */
-	__u32 next_hop; /* REMOTE_WORKLOAD: the node's address */
+	__u32 ifindex;  /* LOCAL_WORKLOAD: the host-side interface; TUNNELED: the tunnel */
+	__u32 next_hop; /* REMOTE_WORKLOAD: the node's address (TUNNELED: its tunnel address) */
 	__u32 pad;
 };
 _Static_assert(sizeof(struct weft_route_value) == 16, "weft_route_value");
@@ -254,6 +259,13 @@ struct weft_vtep_key {
 	__u8 pad[2];
 };
 _Static_assert(sizeof(struct weft_vtep_key) == 8, "weft_vtep_key");
+
+/* weft_dsr_optout4: bpfDSROptoutCIDRs, clients served as in Tunnel mode even under DSR. */
+struct weft_dsr_optout4_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+_Static_assert(sizeof(struct weft_dsr_optout4_key) == 8, "weft_dsr_optout4_key");
 
 struct weft_tun_flow {
 	__u32 tun_addr; /* the forwarding node's tunnel address */

@@ -28,6 +28,9 @@ const volatile __u8 weft_tunnel = 0;
 /* The MSS a workload's TCP handshake is clamped to while the tunnel is up (its MTU less 40);
  * 0: none (tunnel.h). */
 const volatile __u16 weft_mss_clamp = 0;
+/* bpfExternalServiceMode DSR: a NodePort or external flow whose backend is on another node is
+ * forwarded to it unchanged through the tunnel, and answered from there (tunnel.h). */
+const volatile __u8 weft_dsr = 0;
 /* bpfEnforceRPF: WEFT_RPF_*. */
 const volatile __u8 weft_rpf = WEFT_RPF_DISABLED;
 

@@ -85,7 +85,12 @@ impl Harness {
 
     /// Loads another object into the same maps (the host object, say), adding its programs.
     pub fn load_also(&mut self, object: Object) {
-        let loaded = load::load(object, &self.pins, &self.sizes, ProgramSettings::default())
+        self.load_also_with(object, ProgramSettings::default());
+    }
+
+    /// `load_also` with the object's settings.
+    pub fn load_also_with(&mut self, object: Object, settings: ProgramSettings) {
+        let loaded = load::load(object, &self.pins, &self.sizes, settings)
             .unwrap_or_else(|e| panic!("loading {}: {e}", object.name()));
         self.progs.extend(loaded.programs);
     }

@@ -5,7 +5,11 @@
 
 use std::net::Ipv4Addr;
 
-use weft::bpf::maps::{self, spec, TunFlow, VtepKey};
+use libbpf_rs::MapCore;
+use weft::bpf::maps::{
+    self, spec, DsrOptout4Key, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Plain,
+    TunFlow, VtepKey,
+};
 use weft::bpf::pinned::Pinned as _;
 use weft::objects::{Object, ProgramSettings};
 use weft_golden::harness::{allow_all, ct4_key, Harness, IFINDEX, PASS};
@@ -208,4 +212,147 @@ fn a_flow_noted_but_not_from_the_tunnel_takes_no_node() {
     assert_eq!(h.run_forwarded("weft_to_wep", &syn, IFINDEX).retval, PASS);
     let (k, _) = ct4_key(CLIENT, 40300, BACKEND, 8080, 6);
     assert_eq!(h.ct_get(&k).expect("conntrack entry").tun_addr, 0);
+}
+
+/// The node the client reached (its address, a NodePort there), and the backend's node.
+const NODE_A_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+const NODE_PORT: u16 = 30080;
+
+fn frontend(h: &Harness, addr: Ipv4Addr, local: u32) {
+    let fe = NatFrontend {
+        svc_id: 9,
+        count: 1,
+        local_count: local,
+        affinity_timeout_s: 0,
+        flags: 0,
+        maglev_size: 0,
+    };
+    let fk = NatFrontendKey {
+        addr: maps::addr_be(addr),
+        port: NODE_PORT,
+        proto: 6,
+        pad: 0,
+    };
+    h.map(maps::NAT_FE4)
+        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("frontend");
+    let bk = NatBackendKey {
+        svc_id: 9,
+        ordinal: 0,
+    };
+    let be = NatBackend {
+        addr: maps::addr_be(BACKEND),
+        port: 8080,
+        pad: 0,
+    };
+    h.map(maps::NAT_BE4)
+        .update(bk.as_bytes(), be.as_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("backend");
+}
+
+/// A harness loaded with DSR: both objects, the tunnel at TUNNEL.
+fn dsr(test: &str) -> Option<Harness> {
+    let settings = ProgramSettings {
+        tunnel: true,
+        dsr: true,
+        ..Default::default()
+    };
+    let mut h = Harness::load_with(test, settings)?;
+    h.load_also_with(Object::Hep, settings);
+    Some(h)
+}
+
+#[test]
+fn under_dsr_the_node_reached_sends_the_flow_on_unchanged_to_the_backends_node() {
+    let Some(h) = dsr("dsr-ingress") else {
+        return;
+    };
+    // Node A: a data interface; the NodePort's one backend is on node B, through the tunnel.
+    h.iface_flags(IFINDEX, maps::IFACE_F_DATA, 0, 0);
+    h.route(NODE_A_ADDR, 32, maps::RT_F_LOCAL_HOST, 0);
+    frontend(&h, NODE_A_ADDR, 0);
+    let k = weft::bpf::maps::Route4Key {
+        prefixlen: 32,
+        addr: maps::addr_be(BACKEND),
+    };
+    let v = weft::bpf::maps::RouteValue {
+        flags: maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
+        ifindex: TUNNEL,
+        next_hop: maps::addr_be(NODE_B),
+        pad: 0,
+    };
+    spec::RT4
+        .update(&h.map(spec::RT4.name), &k, &v)
+        .expect("route");
+    let syn = packet::tcp(CLIENT, 41000, NODE_A_ADDR, NODE_PORT, TCP_SYN);
+    let out = h.run("weft_from_hep", &syn);
+    assert_eq!(out.retval, TC_ACT_REDIRECT, "sent on through the tunnel");
+    assert_eq!(out.data, syn, "unchanged: node B translates it");
+    let (ck, _) = ct4_key(CLIENT, 41000, NODE_A_ADDR, NODE_PORT, 6);
+    let ct = h.ct_get(&ck).expect("the flow's entry on node A");
+    assert_ne!(ct.flags & maps::CT_F_DSR, 0);
+    assert_eq!(
+        (ct.tun_addr, ct.tun_ifindex),
+        (maps::addr_be(NODE_B), TUNNEL)
+    );
+    // The rest of the flow follows it.
+    let ack = packet::tcp(CLIENT, 41000, NODE_A_ADDR, NODE_PORT, TCP_ACK);
+    assert_eq!(h.run("weft_from_hep", &ack).retval, TC_ACT_REDIRECT);
+
+    // A client in bpfDSROptoutCIDRs is translated here, as in Tunnel mode.
+    let ok = DsrOptout4Key {
+        prefixlen: 32,
+        addr: maps::addr_be(CLIENT),
+    };
+    spec::DSR_OPTOUT4
+        .update(&h.map(spec::DSR_OPTOUT4.name), &ok, &1)
+        .expect("opt-out");
+    let syn = packet::tcp(CLIENT, 41001, NODE_A_ADDR, NODE_PORT, TCP_SYN);
+    let out = h.run("weft_from_hep", &syn);
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        out.data,
+        packet::tcp(CLIENT, 41001, BACKEND, 8080, TCP_SYN),
+        "translated here"
+    );
+}
+
+#[test]
+fn under_dsr_the_backends_node_translates_a_forwarded_node_port_and_answers_as_the_frontend() {
+    let Some(h) = dsr("dsr-backend") else {
+        return;
+    };
+    // Node B: the backend is its own workload; node A's NodePort is found by port alone.
+    let allow = h.ruleset(&allow_all());
+    h.iface(IFINDEX, allow, allow);
+    h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
+    frontend(&h, Ipv4Addr::UNSPECIFIED, 1);
+    let syn = packet::tcp(CLIENT, 42000, NODE_A_ADDR, NODE_PORT, TCP_SYN);
+    let out = h.run("weft_from_tun", &syn);
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        out.data,
+        packet::tcp(CLIENT, 42000, BACKEND, 8080, TCP_SYN),
+        "translated here"
+    );
+    // Later segments are translated alike; the workload's reply gets node A's NodePort back
+    // and goes straight to the client.
+    let ack = packet::tcp(CLIENT, 42000, NODE_A_ADDR, NODE_PORT, TCP_ACK);
+    assert_eq!(
+        h.run("weft_from_tun", &ack).data,
+        packet::tcp(CLIENT, 42000, BACKEND, 8080, TCP_ACK)
+    );
+    let in_syn = packet::tcp(CLIENT, 42000, BACKEND, 8080, TCP_SYN);
+    assert_eq!(h.run_forwarded("weft_to_wep", &in_syn, TUNNEL).retval, PASS);
+    let reply = packet::tcp(BACKEND, 8080, CLIENT, 42000, TCP_SYN | TCP_ACK);
+    let out = h.run("weft_from_wep", &reply);
+    assert_eq!(out.retval, PASS);
+    assert_eq!(
+        out.data,
+        packet::tcp(NODE_A_ADDR, NODE_PORT, CLIENT, 42000, TCP_SYN | TCP_ACK)
+    );
+    // A workload's own port that happens to be a NodePort's number is not translated.
+    let to_workload = packet::tcp(CLIENT, 42001, BACKEND, NODE_PORT, TCP_SYN);
+    assert_eq!(h.run("weft_from_tun", &to_workload).data, to_workload);
 }

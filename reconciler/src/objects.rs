@@ -161,6 +161,8 @@ pub struct ProgramSettings {
     pub rpf: Rpf,
     /// The MSS workloads' TCP handshakes are clamped to while the tunnel is up (0: none).
     pub mss_clamp: u16,
+    /// bpfExternalServiceMode DSR (with the tunnel).
+    pub dsr: bool,
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -244,6 +246,9 @@ impl ProgramIdentity {
         }
         if self.settings.tunnel {
             s += " tunnel";
+        }
+        if self.settings.dsr {
+            s += " dsr";
         }
         if self.settings.mss_clamp != 0 {
             s += &format!(" mss-clamp={}", self.settings.mss_clamp);

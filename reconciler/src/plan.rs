@@ -404,6 +404,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::RT4,
     maps::WLADDR4,
     maps::VTEP4,
+    maps::DSR_OPTOUT4,
     maps::TRACE_FILTER,
     maps::FAILSAFE4,
     maps::XDP_SRC4,

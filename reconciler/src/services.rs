@@ -56,6 +56,9 @@ pub struct ServiceSettings {
     pub maglev_max_endpoints: u32,
     /// BPFExcludeCIDRsFromNAT: frontends inside these are not translated.
     pub exclude: Vec<Net4>,
+    /// bpfExternalServiceMode DSR: NodePorts are frontends at 0.0.0.0 too, where a flow
+    /// another node forwarded unchanged finds them (its address is the other node's).
+    pub dsr: bool,
 }
 
 /// A usable backend. The field order is the backend list's order: local ones first.
@@ -788,6 +791,9 @@ pub fn service_ports(
                 for a in host_addrs.iter().filter(|a| !a.is_loopback()) {
                     frontend(*a, np, flags, &mut t);
                 }
+                if settings.dsr {
+                    frontend(Ipv4Addr::UNSPECIFIED, np, maps::NAT_F_LOCAL_ONLY, &mut t);
+                }
             }
         }
         out.push(PortTables::Port(Box::new(t)));
@@ -846,6 +852,7 @@ mod tests {
             &ServiceSettings {
                 maglev_max_endpoints: 100,
                 exclude: vec![],
+                dsr: false,
             },
         );
         assert_eq!(

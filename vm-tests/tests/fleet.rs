@@ -604,3 +604,98 @@ fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_o
     send_from(&f.underlay, spoofed, target, 6000);
     assert!(heard(&rx, spoofed), "Loose: the source has a route");
 }
+
+/// Packets vxlan.calico of host `i` has received.
+fn tunnel_rx(f: &Fleet, i: usize) -> u64 {
+    let out = weft_vm_tests::output_text(&f.hosts[i].host.ip(&[
+        "-s",
+        "-j",
+        "link",
+        "show",
+        "vxlan.calico",
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .expect("rx packets")
+}
+
+#[test]
+fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_go_back_through_the_host_they_reached(
+) {
+    let Some(f) = Fleet::new("fleet-dsr", 3, 1) else {
+        return;
+    };
+    f.pool("Always");
+    f.write(
+        "05-felix.yaml",
+        &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfExternalServiceMode: DSR\n  bpfDSROptoutCIDRs: [{}/32]\n", fleet::OUTSIDE),
+    );
+    f.write(
+        "20-service.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.80\n  ports:\n    - {{name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+            workload_ip(1, 0),
+            fleet::node(1),
+        ),
+    );
+    f.apply_all();
+    peer_server(&f.w(1, 0).ns, 8080);
+    // The client to node `host`'s NodePort, from the address the underlay's routes choose.
+    let ask = |host: usize| {
+        let (addr, _) = fleet::underlay(host);
+        f.underlay.run(move || {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from((addr, 30080)), PROBE_TIMEOUT).ok()?;
+            s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out.trim().to_string())
+        })
+    };
+    // DSR: node-0 sends the client's packets on unchanged; node-1 translates them and answers
+    // the client itself, so nothing comes back into node-0's tunnel. The client speaks to
+    // node-0 from its address on the other subnet, which is not opted out.
+    let dsr_client = fleet::OUTSIDE_B;
+    let (node0, _) = fleet::underlay(0);
+    let route = [
+        "route".to_string(),
+        "replace".into(),
+        format!("{node0}/32"),
+        "dev".into(),
+        "br0".into(),
+        "src".into(),
+        dsr_client.to_string(),
+    ];
+    f.underlay
+        .ip(&route.iter().map(String::as_str).collect::<Vec<_>>());
+    let before = tunnel_rx(&f, 0);
+    for _ in 0..3 {
+        assert_eq!(
+            ask(0),
+            Some(dsr_client.to_string()),
+            "served, the client's address kept"
+        );
+    }
+    assert_eq!(
+        tunnel_rx(&f, 0),
+        before,
+        "no reply came back through node-0"
+    );
+    assert_eq!(ask(2), Some(dsr_client.to_string()), "through node-2 too");
+    assert_eq!(
+        ask(1),
+        Some(fleet::OUTSIDE.to_string()),
+        "and on the backend's own node"
+    );
+
+    // An opted-out client is served as in Tunnel mode: its replies come back through node-0.
+    f.underlay.ip(&["route", "del", &format!("{node0}/32")]);
+    let before = tunnel_rx(&f, 0);
+    assert_eq!(ask(0), Some(fleet::OUTSIDE.to_string()));
+    assert!(
+        tunnel_rx(&f, 0) > before,
+        "the opted-out client's replies came back through node-0"
+    );
+}

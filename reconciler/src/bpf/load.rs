@@ -107,6 +107,7 @@ macro_rules! load_skel {
             rodata.weft_tunnel = u8::from(settings.tunnel);
             rodata.weft_rpf = settings.rpf.code();
             rodata.weft_mss_clamp = settings.mss_clamp;
+            rodata.weft_dsr = u8::from(settings.dsr);
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -238,6 +239,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 tunnel: rodata.weft_tunnel != 0,
                 rpf,
                 mss_clamp: rodata.weft_mss_clamp,
+                dsr: rodata.weft_dsr != 0,
             },
         }));
     }

@@ -20,15 +20,15 @@ use super::skel::wep::types;
 pub use types::{
     weft_counters as Counters, weft_counters_key as CountersKey, weft_ct4_key as Ct4Key,
     weft_ct4_value as Ct4Value, weft_ct_leg as CtLeg, weft_ctlb_rev4_key as CtlbRevKey,
-    weft_event as Event, weft_failsafe4_key as Failsafe4Key, weft_frag4_key as Frag4Key,
-    weft_frag4_value as Frag4Value, weft_hep_value as HepValue, weft_iface_value as IfaceValue,
-    weft_nat_aff4_key as NatAffKey, weft_nat_aff4_value as NatAffValue,
-    weft_nat_be4_value as NatBackend, weft_nat_be_key as NatBackendKey,
-    weft_nat_fe4_key as NatFrontendKey, weft_nat_fe_value as NatFrontend,
-    weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key, weft_route_value as RouteValue,
-    weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
-    weft_trace_port as TracePort, weft_tun_flow as TunFlow, weft_vtep_key as VtepKey,
-    weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
+    weft_dsr_optout4_key as DsrOptout4Key, weft_event as Event, weft_failsafe4_key as Failsafe4Key,
+    weft_frag4_key as Frag4Key, weft_frag4_value as Frag4Value, weft_hep_value as HepValue,
+    weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
+    weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
+    weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
+    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
+    weft_route_value as RouteValue, weft_scratch as Scratch, weft_trace_filter as TraceFilter,
+    weft_trace_host as TraceHost, weft_trace_port as TracePort, weft_tun_flow as TunFlow,
+    weft_vtep_key as VtepKey, weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -56,6 +56,7 @@ pub const RING_LOST: &str = spec::RING_LOST.name;
 pub const TRACE_FILTER: &str = spec::TRACE_FILTER.name;
 pub const VTEP4: &str = spec::VTEP4.name;
 pub const TUN_FLOWS4: &str = spec::TUN_FLOWS4.name;
+pub const DSR_OPTOUT4: &str = spec::DSR_OPTOUT4.name;
 
 /// Every map weft pins, with its key and value types, its size and its rendering.
 pub mod spec {
@@ -146,8 +147,12 @@ pub mod spec {
     /// Flows from outside the fleet another node forwarded here -> that node.
     pub const TUN_FLOWS4: MapSpec<Ct4Key, TunFlow> = MapSpec::new("weft_tun_flows4", |_| 65_536);
 
+    /// bpfDSROptoutCIDRs: clients served as in Tunnel mode under DSR.
+    pub const DSR_OPTOUT4: MapSpec<DsrOptout4Key, u32> =
+        MapSpec::new("weft_dsr_optout4", |_| 1024).rendered(render_dsr_optout);
+
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 24] = [
+    pub static ALL: [&dyn AnyMapSpec; 25] = [
         &CT4,
         &FRAGS4,
         &IFACE,
@@ -172,6 +177,7 @@ pub mod spec {
         &TRACE_FILTER,
         &VTEP4,
         &TUN_FLOWS4,
+        &DSR_OPTOUT4,
     ];
 
     /// The spec of the map named `name`: for what is known only by name (a pin, a map of a
@@ -306,19 +312,21 @@ pub const RECONCILED: &[&str] = &[
     MAGLEV4,
     TRACE_FILTER,
     VTEP4,
+    DSR_OPTOUT4,
 ];
 
 // The flags and codes of the layouts below, generated from weft_maps.h (see `crate::abi`).
 pub use crate::abi::{
     CTR_ESTABLISHED, CTR_NAT_FWD, CTR_NAT_REV, CTR_NEW, CTR_NONE, CTR_RELATED, CTR_REUSED,
-    CT_F_B_ORIGINATED, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN, CT_NAT_FWD,
-    CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW, EV_F_EP_ORIGINATED, EV_F_LOG,
-    EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, FS_IN, FS_OUT,
+    CT_F_B_ORIGINATED, CT_F_DSR, CT_F_MIDFLOW, CT_LEG_ACK, CT_LEG_FIN, CT_LEG_RST, CT_LEG_SYN,
+    CT_NAT_FWD, CT_NAT_REV, CT_NORMAL, EVENT_FLOW, EVENT_TRACE, EV_F_ALLOW, EV_F_EP_ORIGINATED,
+    EV_F_LOG, EV_F_POLICY, EV_NAT_DNAT, EV_NAT_NONE, EV_NAT_UNNAT, EV_PARSE_NONE, FS_IN, FS_OUT,
     HOOK_FROM_HEP, HOOK_FROM_NAT, HOOK_FROM_WEP, HOOK_TO_HEP, HOOK_TO_WEP, HOOK_XDP, IFACE_F_DATA,
     IFACE_F_HEP, IFACE_F_NAT, IFACE_F_TRACE, IFACE_F_TUNNEL, IFACE_F_WORKLOAD, LOST_FLOWS,
     LOST_FLOWS_SEEN, LOST_SLOTS, LOST_TRACE, LOST_TRACE_SEEN, NAT_F_LOCAL_ONLY, NAT_F_MAGLEV,
     NAT_F_SRC_RANGES, RT_F_IN_POOL, RT_F_LOCAL_HOST, RT_F_LOCAL_WORKLOAD, RT_F_NAT_OUTGOING,
-    RT_F_REMOTE_WORKLOAD, TF_F_IPV4, TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST, TF_SIDE_SRC,
+    RT_F_REMOTE_WORKLOAD, RT_F_TUNNELED, TF_F_IPV4, TF_MAX_HOSTS, TF_MAX_PORTS, TF_SIDE_DST,
+    TF_SIDE_SRC,
 };
 /// enum weft_parse_result (bpf-src/include/parse.h), by value (`crate::abi::PARSE_*`; a test
 /// holds each name to its value).
@@ -409,6 +417,7 @@ unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
 unsafe impl Plain for VtepKey {}
+unsafe impl Plain for DsrOptout4Key {}
 unsafe impl Plain for TunFlow {}
 unsafe impl Plain for RouteValue {}
 unsafe impl Plain for CountersKey {}
@@ -554,6 +563,7 @@ fn rt_flags(flags: u32) -> String {
         (RT_F_REMOTE_WORKLOAD, "remote-workload"),
         (RT_F_IN_POOL, "in-pool"),
         (RT_F_NAT_OUTGOING, "nat-outgoing"),
+        (RT_F_TUNNELED, "tunneled"),
     ];
     let v: Vec<&str> = names
         .iter()
@@ -623,6 +633,10 @@ fn render_xdp_src(k: &XdpSrc4Key, v: &XdpSrcValue, _: &Names) -> String {
         if v.drop != 0 { "drop" } else { "to-tc" },
         v.rule_id
     )
+}
+
+fn render_dsr_optout(k: &DsrOptout4Key, _: &u32, _: &Names) -> String {
+    format!("dsr opt-out {}/{}", ip(k.addr), k.prefixlen)
 }
 
 fn render_vtep(k: &VtepKey, tunnel: &u32, _: &Names) -> String {

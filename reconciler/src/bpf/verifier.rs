@@ -83,6 +83,7 @@ const fn ep_to_host(ep_to_host: EpToHost) -> ProgramSettings {
         tunnel: false,
         rpf: Rpf::Loose,
         mss_clamp: 0,
+        dsr: false,
     }
 }
 
@@ -96,6 +97,7 @@ const TC_SETTINGS: &[ProgramSettings] = &[
         tunnel: true,
         rpf: Rpf::Strict,
         mss_clamp: 1410,
+        dsr: true,
         ..ep_to_host(EpToHost::Drop)
     },
     ProgramSettings {
@@ -113,6 +115,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         tunnel: false,
         rpf: Rpf::Loose,
         mss_clamp: 0,
+        dsr: false,
     },
     ProgramSettings {
         ep_to_host: EpToHost::Drop,
@@ -121,6 +124,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         tunnel: false,
         rpf: Rpf::Loose,
         mss_clamp: 0,
+        dsr: false,
     },
 ];
 
@@ -201,7 +205,11 @@ fn describe(object: &str, s: &ProgramSettings) -> String {
             "ep-to-host={:?}{}{}",
             s.ep_to_host,
             if s.tunnel {
-                format!(" tunnel mss-clamp={}", s.mss_clamp)
+                format!(
+                    " tunnel mss-clamp={}{}",
+                    s.mss_clamp,
+                    if s.dsr { " dsr" } else { "" }
+                )
             } else {
                 String::new()
             },
@@ -521,6 +529,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
         data,
         std::mem::offset_of!(rodata, weft_mss_clamp),
         &s.mss_clamp.to_ne_bytes(),
+    );
+    put(
+        data,
+        std::mem::offset_of!(rodata, weft_dsr),
+        &[u8::from(s.dsr)],
     );
 }
 

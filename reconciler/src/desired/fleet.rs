@@ -232,12 +232,21 @@ pub fn mss_clamp(
     u16::try_from(device_mtu(felix, facts, index).saturating_sub(40)).ok()
 }
 
+/// A remote workload's address as weft_rt4 holds it.
+pub struct RemoteWorkload {
+    pub addr: Ipv4Addr,
+    /// Its node's underlay address, or its tunnel address where the route is the tunnel.
+    pub next_hop: Ipv4Addr,
+    pub in_pool: bool,
+    /// Reached through vxlan.calico.
+    pub tunneled: bool,
+}
+
 /// What the fleet adds to this node's desired state, and what it leaves to the maps.
 #[derive(Default)]
 pub struct Fleet {
-    /// Remote workloads' addresses, with their node's underlay address and whether they are
-    /// in a pool: weft_rt4 entries, written where this node has maps.
-    pub remote: Vec<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Remote workloads' weft_rt4 entries, written where this node has maps.
+    pub remote: Vec<RemoteWorkload>,
     /// The other nodes' VTEP MACs and tunnel addresses: weft_vtep4 entries.
     pub vteps: Vec<([u8; 6], Ipv4Addr)>,
     /// This node has the VXLAN device: flows may come in through it.
@@ -256,21 +265,30 @@ impl Fleet {
         })
     }
 
-    /// The weft_rt4 entries of the remote workloads.
-    pub fn route_entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-        self.remote.iter().map(|(addr, node, in_pool)| {
+    /// The weft_rt4 entries of the remote workloads; `tunnel` is vxlan.calico's index, once
+    /// it exists (DSR forwards through it by these entries).
+    pub fn route_entries(
+        &self,
+        tunnel: Option<u32>,
+    ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+        self.remote.iter().map(move |r| {
             let k = Route4Key {
                 prefixlen: 32,
-                addr: maps::addr_be(*addr),
+                addr: maps::addr_be(r.addr),
             };
             let mut flags = maps::RT_F_REMOTE_WORKLOAD;
-            if *in_pool {
+            if r.in_pool {
                 flags |= maps::RT_F_IN_POOL;
+            }
+            let mut ifindex = 0;
+            if let (true, Some(t)) = (r.tunneled, tunnel) {
+                flags |= maps::RT_F_TUNNELED;
+                ifindex = t;
             }
             let v = RouteValue {
                 flags,
-                ifindex: 0,
-                next_hop: maps::addr_be(*node),
+                ifindex,
+                next_hop: maps::addr_be(r.next_hop),
                 pad: 0,
             };
             maps::entry(&k, &v)
@@ -414,8 +432,13 @@ pub fn plumbing(
                     continue;
                 }
             };
+            fleet.remote.push(RemoteWorkload {
+                addr: *addr,
+                next_hop: route.via.unwrap_or(p.underlay),
+                in_pool: pool.is_some(),
+                tunneled: route.dev == VXLAN_DEV,
+            });
             d.state.routes.insert(Net4::host(u32::from(*addr)), route);
-            fleet.remote.push((*addr, p.underlay, pool.is_some()));
         }
     }
     if direct {
@@ -632,6 +655,51 @@ mod tests {
             d.state.links.get("eth0").map(|l| l.sysctls.len()),
             Some(DATA_SYSCTLS.len()),
             "the underlay forwards what arrives unencapsulated"
+        );
+    }
+
+    #[test]
+    fn dsr_makes_node_ports_frontends_at_any_address_and_writes_the_opt_outs() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  ports:\n    - {port: 80, targetPort: 8080, nodePort: 30080}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints:\n  - {addresses: [10.244.2.2], nodeName: n2}\n";
+        let mode = |m: &str| {
+            format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{bpfExternalServiceMode: {m}, bpfDSROptoutCIDRs: [198.51.100.0/24]}}\n")
+        };
+        let any_node_port = |d: &crate::desired::Desired| {
+            maps::spec::NAT_FE4
+                .decode_all(d.state.maps[maps::NAT_FE4].entries.as_ref().unwrap())
+                .any(|(k, v)| {
+                    k.addr == 0 && k.port == 30080 && v.flags & maps::NAT_F_LOCAL_ONLY != 0
+                })
+        };
+        let d = state(&fleet(&[
+            &pool("10.244.0.0/16", "Always"),
+            svc,
+            &mode("DSR"),
+        ]));
+        assert!(d.settings.wep.dsr);
+        assert!(
+            any_node_port(&d),
+            "the NodePort at 0.0.0.0, local backends only"
+        );
+        assert_eq!(
+            d.state.maps[maps::DSR_OPTOUT4]
+                .entries
+                .as_ref()
+                .map(|e| e.len()),
+            Some(1)
+        );
+        let d = state(&fleet(&[
+            &pool("10.244.0.0/16", "Always"),
+            svc,
+            &mode("Tunnel"),
+        ]));
+        assert!(!d.settings.wep.dsr && !any_node_port(&d));
+        assert_eq!(
+            d.state.maps[maps::DSR_OPTOUT4]
+                .entries
+                .as_ref()
+                .map(|e| e.len()),
+            Some(0)
         );
     }
 

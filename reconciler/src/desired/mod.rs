@@ -122,6 +122,8 @@ impl Settings {
                 netns_cookie: facts.netns_cookie,
                 tunnel: fleet::vxlan_on(cfg, &felix),
                 mss_clamp: fleet::mss_clamp(cfg, facts, &felix).unwrap_or(0),
+                dsr: felix.bpf_external_service_mode() == weft_model::BpfExternalServiceMode::Dsr
+                    && fleet::vxlan_on(cfg, &felix),
                 rpf: match felix.bpf_enforce_rpf() {
                     weft_model::BpfEnforceRpf::Disabled => Rpf::Disabled,
                     weft_model::BpfEnforceRpf::Strict => Rpf::Strict,
@@ -429,6 +431,7 @@ pub fn service_settings(settings: &Settings) -> ServiceSettings {
     ServiceSettings {
         maglev_max_endpoints: settings.maglev_max_endpoints,
         exclude: settings.exclude_nat.clone(),
+        dsr: settings.wep.dsr,
     }
 }
 
@@ -527,8 +530,20 @@ fn desired_from(
         };
         add(maps::RT4, maps::entry(&k, &v));
     }
-    for kv in fleet.route_entries() {
+    for kv in fleet.route_entries(facts.links.get(fleet::VXLAN_DEV).copied()) {
         add(maps::RT4, kv);
+    }
+    if settings.wep.dsr {
+        let felix = cfg.felix_for_node(&facts.node);
+        for c in felix.bpf_dsr_optout_cidrs() {
+            if let Some(n) = net4(&c) {
+                let k = maps::DsrOptout4Key {
+                    prefixlen: u32::from(n.len),
+                    addr: maps::addr_be(Ipv4Addr::from(n.addr)),
+                };
+                add(maps::DSR_OPTOUT4, maps::spec::DSR_OPTOUT4.entry(&k, &1));
+            }
+        }
     }
     for kv in fleet.vtep_entries() {
         add(maps::VTEP4, kv);

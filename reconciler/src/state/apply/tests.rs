@@ -44,6 +44,7 @@ fn settings(rng: &mut Rng) -> ProgramSettings {
         tunnel: rng.chance(20),
         rpf: *rng.pick(&[Rpf::Loose, Rpf::Strict]),
         mss_clamp: *rng.pick(&[0, 1410]),
+        dsr: rng.chance(20),
     }
 }
 
