@@ -486,35 +486,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
         }
     };
     let all: Vec<Figures> = sizes.iter().map(|&n| measure(&bin, n)).collect();
-    let report = report(&all);
-    if common.json {
-        report.print_json();
-    } else {
-        println!("{}\n$ weft-bench control\n", report.title);
-        for r in &report.rows {
-            println!(
-                "{:<92} {:>10.1} {:<4} {}{}",
-                r.name,
-                r.value,
-                r.unit,
-                match (r.baseline, r.ratio) {
-                    (Some(b), Some(x)) => format!("({x:.1}x the {b:.1} at 1,000) "),
-                    _ => String::new(),
-                },
-                match (&r.target, r.met) {
-                    (Some(t), Some(true)) => format!("(target {t}: met)"),
-                    (Some(t), _) => format!("(target {t}: MISSED)"),
-                    _ => String::new(),
-                }
-            );
-            if let Some(d) = &r.detail {
-                println!("    {d}");
-            }
-        }
-        for n in &report.notes {
-            println!("\n{n}");
-        }
-    }
+    report(&all).print(common, "weft-bench control");
     ExitCode::SUCCESS
 }
 

@@ -296,29 +296,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let f = measure(&bin, nodes, workloads);
-    let report = report(&f);
-    if common.json {
-        report.print_json();
-    } else {
-        println!("{}\n$ weft-bench fleet\n", report.title);
-        for r in &report.rows {
-            println!(
-                "{:<80} {:>10.1} {:<4} {}",
-                r.name,
-                r.value,
-                r.unit,
-                match (&r.target, r.met) {
-                    (Some(t), Some(true)) => format!("(target {t}: met)"),
-                    (Some(t), _) => format!("(target {t}: MISSED)"),
-                    _ => String::new(),
-                }
-            );
-        }
-        for n in &report.notes {
-            println!("\n{n}");
-        }
-    }
+    report(&measure(&bin, nodes, workloads)).print(common, "weft-bench fleet");
     ExitCode::SUCCESS
 }
 

@@ -271,30 +271,7 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
         }
     }
     drop(rigs);
-    let report = report(&figures, runs, secs);
-    if common.json {
-        report.print_json();
-    } else {
-        println!("{}\n$ weft-bench fleet-traffic\n", report.title);
-        for r in &report.rows {
-            println!(
-                "{:<70} {:>9.2} {:<7} {}",
-                r.name,
-                r.value,
-                r.unit,
-                match (r.ratio, &r.target, r.met) {
-                    (Some(x), Some(t), Some(m)) => format!(
-                        "{x:.2}x plain VXLAN (target {t}: {})",
-                        if m { "met" } else { "MISSED" }
-                    ),
-                    _ => String::new(),
-                }
-            );
-        }
-        for n in &report.notes {
-            println!("\n{n}");
-        }
-    }
+    report(&figures, runs, secs).print(common, "weft-bench fleet-traffic");
     ExitCode::SUCCESS
 }
 

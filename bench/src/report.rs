@@ -71,6 +71,42 @@ impl Report {
             serde_json::to_string_pretty(self).expect("a report serialises")
         );
     }
+
+    /// Prints the report for people: its title and `command`, a line per row (its figure,
+    /// its ratio to its baseline, its target and whether it was met), details and notes.
+    pub fn print_text(&self, command: &str) {
+        println!("{}\n$ {command}\n", self.title);
+        for r in &self.rows {
+            let ratio = match (r.ratio, &r.baseline_name) {
+                (Some(x), Some(b)) => format!("({x:.2}x {b}) "),
+                _ => String::new(),
+            };
+            let target = match (&r.target, r.met) {
+                (Some(t), Some(true)) => format!("(target {t}: met)"),
+                (Some(t), _) => format!("(target {t}: MISSED)"),
+                _ => String::new(),
+            };
+            println!(
+                "{:<92} {:>10.1} {:<7} {ratio}{target}",
+                r.name, r.value, r.unit
+            );
+            if let Some(d) = &r.detail {
+                println!("    {d}");
+            }
+        }
+        for n in &self.notes {
+            println!("\n{n}");
+        }
+    }
+
+    /// `--json`, or the text for people.
+    pub fn print(&self, common: Common, command: &str) {
+        if common.json {
+            self.print_json();
+        } else {
+            self.print_text(command);
+        }
+    }
 }
 
 /// The flags every subcommand takes.

@@ -447,6 +447,44 @@ pub fn tcp_server(ns: &Netns, port: u16) {
     rx.recv().expect("server ready");
 }
 
+/// A TCP server in `ns` on `port` that answers each connection with `answer(peer)` and closes
+/// it.
+pub fn answer_server(
+    ns: &Netns,
+    port: u16,
+    answer: impl Fn(SocketAddr) -> String + Send + 'static,
+) {
+    let (tx, rx) = mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+        tx.send(()).expect("ready");
+        for mut s in l.incoming().flatten() {
+            let peer = s.peer_addr().expect("a connected peer");
+            let _ = s.write_all(answer(peer).as_bytes());
+        }
+    });
+    rx.recv().expect("server ready");
+}
+
+/// A TCP server that answers each connection with its own name (which backend answered).
+pub fn named_server(ns: &Netns, port: u16, name: &str) {
+    let name = name.to_string();
+    answer_server(ns, port, move |_| name.clone());
+}
+
+/// What the server at `to:port` says to a connection from `ns` until it closes (None if the
+/// connection fails).
+pub fn tcp_hello(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
+    ns.run(move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
+        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+}
+
 /// A UDP server in `ns` on `port` that echoes every datagram.
 pub fn udp_server(ns: &Netns, port: u16) {
     let (tx, rx) = mpsc::channel();

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use weft_vm_tests::daemon::{wait_for, DEADLINE};
 use weft_vm_tests::fleet::{self, workload_ip, workload_name, Fleet};
 use weft_vm_tests::streams::{tcp_echo_server, Streams};
-use weft_vm_tests::{ping_ok, tcp_ok, tcp_server, udp_ok, udp_server, Netns, PROBE_TIMEOUT};
+use weft_vm_tests::{
+    answer_server, named_server, ping_ok, tcp_hello, tcp_ok, tcp_server, udp_ok, udp_server, Netns,
+    PROBE_TIMEOUT,
+};
 
 const TCP: u16 = 8080;
 const UDP: u16 = 5353;
@@ -214,32 +217,6 @@ fn a_4_mb_transfer_across_hosts_does_not_stall_on_the_vxlan_mtu() {
     }
 }
 
-/// A TCP server in `ns` on `port` that answers each connection with `name` and a newline.
-fn name_server(ns: &Netns, port: u16, name: String) {
-    let (tx, rx) = mpsc::channel();
-    ns.spawn(move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).expect("ready");
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            let _ = s.write_all(format!("{name}\n").as_bytes());
-        }
-    });
-    rx.recv().expect("server ready");
-}
-
-/// Which backend answers a connection from `ns` to `to:port`, if any does.
-fn who(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
-    ns.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
-        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out.trim().to_string())
-    })
-}
-
 #[test]
 fn a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hosts() {
     let Some(f) = Fleet::new("fleet-clusterip", 3, 1) else {
@@ -259,7 +236,7 @@ fn a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hos
     );
     f.apply_all();
     for i in [1, 2] {
-        name_server(&f.w(i, 0).ns, 8080, workload_name(i, 0));
+        named_server(&f.w(i, 0).ns, 8080, &workload_name(i, 0));
     }
     let want: std::collections::BTreeSet<String> =
         [workload_name(1, 0), workload_name(2, 0)].into();
@@ -272,7 +249,7 @@ fn a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hos
     ] {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..40 {
-            if let Some(name) = who(ns, VIP, 80) {
+            if let Some(name) = tcp_hello(ns, VIP, 80) {
                 seen.insert(name);
             }
             if seen == want {
@@ -424,20 +401,7 @@ fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
 
 /// A TCP server in `ns` on `port` that answers each connection with the address it came from.
 fn peer_server(ns: &Netns, port: u16) {
-    let (tx, rx) = mpsc::channel();
-    ns.spawn(move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).expect("ready");
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            let peer = s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            let _ = s.write_all(format!("{peer}\n").as_bytes());
-        }
-    });
-    rx.recv().expect("server ready");
+    answer_server(ns, port, |peer| peer.ip().to_string());
 }
 
 #[test]
@@ -461,17 +425,7 @@ fn a_node_port_reached_on_one_host_is_served_by_a_backend_on_another_which_sees_
     );
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
-    let ask = |host: usize, port: u16| {
-        let (addr, _) = fleet::underlay(host);
-        f.underlay.run(move || {
-            let mut s =
-                TcpStream::connect_timeout(&SocketAddr::from((addr, port)), PROBE_TIMEOUT).ok()?;
-            s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out.trim().to_string())
-        })
-    };
+    let ask = |host: usize, port: u16| tcp_hello(&f.underlay, fleet::underlay(host).0, port);
     for host in 0..3 {
         assert_eq!(
             ask(host, 30080),
@@ -643,17 +597,7 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
     // The client to node `host`'s NodePort, from the address the underlay's routes choose.
-    let ask = |host: usize| {
-        let (addr, _) = fleet::underlay(host);
-        f.underlay.run(move || {
-            let mut s =
-                TcpStream::connect_timeout(&SocketAddr::from((addr, 30080)), PROBE_TIMEOUT).ok()?;
-            s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out.trim().to_string())
-        })
-    };
+    let ask = |host: usize| tcp_hello(&f.underlay, fleet::underlay(host).0, 30080);
     // DSR: node-0 sends the client's packets on unchanged; node-1 translates them and answers
     // the client itself, so nothing comes back into node-0's tunnel. The client speaks to
     // node-0 from its address on the other subnet, which is not opted out.

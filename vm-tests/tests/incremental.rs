@@ -1,8 +1,7 @@
 //! The incremental reconciler (weft::incremental) on a real host: a changed service reaches
 //! real traffic, and a full `weft apply` afterwards finds nothing to do.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
 use weft::bpf::Pins;
@@ -15,31 +14,6 @@ const B1: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 11);
 const B2: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 12);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
-
-/// A server that answers each TCP connection with its own name, then closes.
-fn named_server(ns: &Netns, port: u16, name: &'static str) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).expect("ready");
-        for mut s in l.incoming().flatten() {
-            let _ = s.write_all(name.as_bytes());
-        }
-    });
-    rx.recv().expect("ready");
-}
-
-/// What the server at `to:port` says to a connection from `ns` (None if it failed).
-fn tcp_hello(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
-    ns.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
-        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-}
 
 fn service(name: &str, vip: Ipv4Addr, backend: Ipv4Addr, node: &str) -> String {
     format!(

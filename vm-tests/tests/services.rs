@@ -16,32 +16,6 @@ const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
 
-/// A server that answers each TCP connection with its own name, then closes.
-fn named_server(ns: &Netns, port: u16, name: &'static str) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).expect("ready");
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            let _ = s.write_all(name.as_bytes());
-        }
-    });
-    rx.recv().expect("ready");
-}
-
-/// Connects to `to:port` from `ns` and returns what the server said (None if it failed).
-fn tcp_hello(ns: &Netns, to: Ipv4Addr, port: u16) -> Option<String> {
-    ns.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT).ok()?;
-        s.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-}
-
 fn service(name: &str, extra: &str, ports: &str) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n{extra}  ports:\n{ports}")
 }

@@ -296,6 +296,162 @@ impl Fleet {
     }
 }
 
+/// The nodes of `cfg` with an underlay address: this one (`node`), and the others by name.
+/// A Node without one is a warning.
+fn nodes<'c>(
+    cfg: &'c Config,
+    node: &str,
+    warnings: &mut Vec<Warning>,
+) -> (Option<Peer>, BTreeMap<&'c str, Peer>) {
+    let mut me = None;
+    let mut peers = BTreeMap::new();
+    for n in &cfg.nodes {
+        let name = n.value.metadata.name.as_str();
+        match peer(&n.value) {
+            Some(p) if name == node => me = Some(p),
+            Some(p) => {
+                peers.insert(name, p);
+            }
+            None => warnings.push(Warning::resource(
+                format!("Node {name}"),
+                format!(
+                    "{}: Node {name} has no IPv4 underlay address (spec.bgp.ipv4Address or spec.addresses), so {}",
+                    n.source,
+                    if name == node {
+                        "this node reaches no workload on another node"
+                    } else {
+                        "its workloads are not reached from this node"
+                    }
+                ),
+            )),
+        }
+    }
+    (me, peers)
+}
+
+/// The IPv4 addresses of workloads on other nodes than `node`, by node, leaving out any this
+/// node's own endpoints claim.
+fn remote_addrs<'c>(
+    cfg: &'c Config,
+    node: &str,
+    local_addrs: &BTreeMap<Ipv4Addr, String>,
+) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
+    let mut remote: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for w in &cfg.workload_endpoints {
+        let Some(on) = w.value.spec.node.as_deref().filter(|n| *n != node) else {
+            continue;
+        };
+        for c in super::read::cidrs(&w.value.spec.ip_networks) {
+            if let weft_model::Cidr::V4 { addr, .. } = c {
+                if !local_addrs.contains_key(&addr) {
+                    remote.entry(on).or_default().push(addr);
+                }
+            }
+        }
+    }
+    remote
+}
+
+/// The route from this node (`me`, its underlay interface `underlay_dev`) to workload
+/// address `addr` on node `p`, by the address's pool (see the module's doc); or why there is
+/// none.
+fn route_to(
+    addr: Ipv4Addr,
+    p: &Peer,
+    me: &Peer,
+    pools: &[Pool],
+    vxlan_on: bool,
+    underlay_dev: &str,
+) -> Result<RouteState, String> {
+    let same_subnet = me.subnet.contains_addr(u32::from(p.underlay));
+    let mode = match pools
+        .iter()
+        .find(|pl| pl.net.contains_addr(u32::from(addr)))
+    {
+        Some(pl) => pl.mode,
+        None if vxlan_on => EncapsulationMode::Always,
+        None => EncapsulationMode::Never,
+    };
+    let path = match mode {
+        EncapsulationMode::Always if vxlan_on => Path::Vxlan,
+        EncapsulationMode::CrossSubnet if vxlan_on && !same_subnet => Path::Vxlan,
+        _ if same_subnet => Path::Direct,
+        _ => Path::Unreachable,
+    };
+    match path {
+        Path::Vxlan => p
+            .tunnel
+            .map(|gw| RouteState {
+                dev: VXLAN_DEV.into(),
+                via: Some(gw),
+                onlink: true,
+            })
+            .ok_or_else(|| format!("Node {} has no spec.ipv4VXLANTunnelAddr", p.name)),
+        Path::Direct => Ok(RouteState {
+            dev: underlay_dev.to_string(),
+            via: Some(p.underlay),
+            onlink: false,
+        }),
+        Path::Unreachable => Err(format!(
+            "its pool does not use VXLAN and node {} ({}) is not on this node's subnet {}",
+            p.name, p.underlay, me.subnet
+        )),
+    }
+}
+
+/// vxlan.calico (its address, settings and MTU `mtu`), and a neighbour entry, an FDB entry and
+/// a route to the tunnel address of every other node that has one.
+fn tunnel(
+    me: &Peer,
+    peers: &BTreeMap<&str, Peer>,
+    felix: &weft_model::FelixConfigurationSpec,
+    mtu: u32,
+    d: &mut Desired,
+    fleet: &mut Fleet,
+) {
+    d.state.links.insert(
+        VXLAN_DEV.into(),
+        LinkState {
+            sysctls: sysctls(VXLAN_SYSCTLS),
+            owned: Some(OwnedLink {
+                kind: "vxlan".into(),
+                peer: None,
+                mac: me.mac,
+                up: true,
+                vxlan: Some(VxlanLink {
+                    vni: felix.vxlan_vni(),
+                    port: felix.vxlan_port(),
+                    local: me.underlay,
+                    mtu,
+                    learning: false,
+                }),
+            }),
+        },
+    );
+    if let Some(t) = me.tunnel {
+        d.state.addresses.insert((VXLAN_DEV.into(), t, 32));
+    }
+    fleet.tunnel = true;
+    for p in peers.values() {
+        let Some(t) = p.tunnel else { continue };
+        fleet.vteps.push((p.mac, t));
+        d.state
+            .neighbours
+            .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
+        d.state.fdb.insert((VXLAN_DEV.into(), p.mac), p.underlay);
+        // The node's own tunnel address: what its host processes talk to workloads from, so
+        // answers to them find their way back.
+        d.state
+            .routes
+            .entry(Net4::host(u32::from(t)))
+            .or_insert(RouteState {
+                dev: VXLAN_DEV.into(),
+                via: Some(t),
+                onlink: true,
+            });
+    }
+}
+
 /// The fleet's part of this node's desired state (see the module's doc): the VXLAN device,
 /// its address, neighbour and FDB entries, and the routes to remote workloads, into `d`.
 /// `local_addrs` are this node's own endpoints' addresses, which no remote route may take.
@@ -309,48 +465,8 @@ pub fn plumbing(
     let felix = cfg.felix_for_node(&facts.node);
     let pools = pools(cfg);
     let vxlan_on = vxlan_on(cfg, &felix);
-
-    let mut peers: BTreeMap<&str, Peer> = BTreeMap::new();
-    let mut me: Option<Peer> = None;
-    for n in &cfg.nodes {
-        let name = n.value.metadata.name.as_str();
-        match (peer(&n.value), name == facts.node) {
-            (Some(p), true) => me = Some(p),
-            (Some(p), false) => {
-                peers.insert(name, p);
-            }
-            (None, _) => d.warnings.push(Warning::resource(
-                format!("Node {name}"),
-                format!(
-                    "{}: Node {name} has no IPv4 underlay address (spec.bgp.ipv4Address or spec.addresses), so {}",
-                    n.source,
-                    if name == facts.node {
-                        "this node reaches no workload on another node"
-                    } else {
-                        "its workloads are not reached from this node"
-                    }
-                ),
-            )),
-        }
-    }
-
-    // Remote workloads' addresses, by node.
-    let mut remote: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
-    for w in &cfg.workload_endpoints {
-        let Some(node) = w.value.spec.node.as_deref() else {
-            continue;
-        };
-        if node == facts.node {
-            continue;
-        }
-        for c in super::read::cidrs(&w.value.spec.ip_networks) {
-            if let weft_model::Cidr::V4 { addr, .. } = c {
-                if !local_addrs.contains_key(&addr) {
-                    remote.entry(node).or_default().push(addr);
-                }
-            }
-        }
-    }
+    let (me, peers) = nodes(cfg, &facts.node, &mut d.warnings);
+    let remote = remote_addrs(cfg, &facts.node, local_addrs);
     // Without Node resources and VXLAN, other nodes' endpoints are policy peers only (a single
     // host's files may name them): nothing to route, and nothing to say.
     if (remote.is_empty() || cfg.nodes.is_empty()) && !vxlan_on {
@@ -374,8 +490,6 @@ pub fn plumbing(
         return fleet;
     };
 
-    let mut direct = false;
-    let mut vxlan_used = false;
     for (node, addrs) in &remote {
         let Some(p) = peers.get(node) else {
             d.warnings.push(Warning::host(format!(
@@ -383,65 +497,27 @@ pub fn plumbing(
             )));
             continue;
         };
-        let same_subnet = me.subnet.contains_addr(u32::from(p.underlay));
         for addr in addrs {
-            let pool = pools
-                .iter()
-                .find(|pl| pl.net.contains_addr(u32::from(*addr)));
-            let mode = match pool {
-                Some(pl) => pl.mode,
-                None if vxlan_on => EncapsulationMode::Always,
-                None => EncapsulationMode::Never,
-            };
-            let path = match mode {
-                EncapsulationMode::Always if vxlan_on => Path::Vxlan,
-                EncapsulationMode::CrossSubnet if vxlan_on && !same_subnet => Path::Vxlan,
-                _ if same_subnet => Path::Direct,
-                _ => Path::Unreachable,
-            };
-            let route = match path {
-                Path::Vxlan => match p.tunnel {
-                    Some(gw) => {
-                        vxlan_used = true;
-                        RouteState {
-                            dev: VXLAN_DEV.into(),
-                            via: Some(gw),
-                            onlink: true,
-                        }
-                    }
-                    None => {
-                        d.warnings.push(Warning::host(format!(
-                            "workload address {addr} on node {node} is not routed: Node {node} has no spec.ipv4VXLANTunnelAddr"
-                        )));
-                        continue;
-                    }
-                },
-                Path::Direct => {
-                    direct = true;
-                    RouteState {
-                        dev: underlay_dev.clone(),
-                        via: Some(p.underlay),
-                        onlink: false,
-                    }
+            match route_to(*addr, p, &me, &pools, vxlan_on, &underlay_dev) {
+                Ok(route) => {
+                    fleet.remote.push(RemoteWorkload {
+                        addr: *addr,
+                        next_hop: route.via.unwrap_or(p.underlay),
+                        in_pool: pools
+                            .iter()
+                            .any(|pl| pl.net.contains_addr(u32::from(*addr))),
+                        tunneled: route.dev == VXLAN_DEV,
+                    });
+                    d.state.routes.insert(Net4::host(u32::from(*addr)), route);
                 }
-                Path::Unreachable => {
-                    d.warnings.push(Warning::host(format!(
-                        "workload address {addr} on node {node} is not routed: its pool does not use VXLAN and node {node} ({}) is not on this node's subnet {}",
-                        p.underlay, me.subnet
-                    )));
-                    continue;
-                }
-            };
-            fleet.remote.push(RemoteWorkload {
-                addr: *addr,
-                next_hop: route.via.unwrap_or(p.underlay),
-                in_pool: pool.is_some(),
-                tunneled: route.dev == VXLAN_DEV,
-            });
-            d.state.routes.insert(Net4::host(u32::from(*addr)), route);
+                Err(why) => d.warnings.push(Warning::host(format!(
+                    "workload address {addr} on node {node} is not routed: {why}"
+                ))),
+            }
         }
     }
-    if direct {
+    if fleet.remote.iter().any(|r| !r.tunneled) {
+        // What comes in over the underlay unencapsulated is forwarded on to workloads.
         d.state
             .links
             .entry(underlay_dev.clone())
@@ -449,50 +525,9 @@ pub fn plumbing(
             .sysctls
             .extend(sysctls(DATA_SYSCTLS));
     }
-    if vxlan_on || vxlan_used {
+    if vxlan_on || fleet.remote.iter().any(|r| r.tunneled) {
         let mtu = device_mtu(&felix, facts, underlay_index);
-        d.state.links.insert(
-            VXLAN_DEV.into(),
-            LinkState {
-                sysctls: sysctls(VXLAN_SYSCTLS),
-                owned: Some(OwnedLink {
-                    kind: "vxlan".into(),
-                    peer: None,
-                    mac: me.mac,
-                    up: true,
-                    vxlan: Some(VxlanLink {
-                        vni: felix.vxlan_vni(),
-                        port: felix.vxlan_port(),
-                        local: me.underlay,
-                        mtu,
-                        learning: false,
-                    }),
-                }),
-            },
-        );
-        if let Some(t) = me.tunnel {
-            d.state.addresses.insert((VXLAN_DEV.into(), t, 32));
-        }
-        fleet.tunnel = true;
-        for p in peers.values() {
-            if let Some(t) = p.tunnel {
-                fleet.vteps.push((p.mac, t));
-                d.state
-                    .neighbours
-                    .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
-                d.state.fdb.insert((VXLAN_DEV.into(), p.mac), p.underlay);
-                // The node's own tunnel address: what its host processes talk to workloads
-                // from, so answers to them find their way back.
-                d.state
-                    .routes
-                    .entry(Net4::host(u32::from(t)))
-                    .or_insert(RouteState {
-                        dev: VXLAN_DEV.into(),
-                        via: Some(t),
-                        onlink: true,
-                    });
-            }
-        }
+        tunnel(&me, &peers, &felix, mtu, d, &mut fleet);
     }
     fleet
 }

@@ -155,17 +155,22 @@ impl Netlink {
                 "ip link add {name} type veth peer name {peer}"
             )))?;
         for n in [name, peer] {
-            let msg = LinkUnspec::new_with_name(n).alias(alias).build();
-            self.handle
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .map_err(NetlinkError::request(format!(
-                    "ip link set {n} alias {alias}"
-                )))?;
+            self.set_alias(n, alias).await?;
         }
         Ok(())
+    }
+
+    /// `ip link set <name> alias <alias>` (the kernel ignores an alias given at creation).
+    async fn set_alias(&self, name: &str, alias: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_name(name).alias(alias).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "ip link set {name} alias {alias}"
+            )))
     }
 
     /// `ip link add <name> address <mac> mtu <mtu> type vxlan id <vni> local <local> dstport
@@ -193,15 +198,7 @@ impl Netlink {
             .map_err(NetlinkError::request(format!(
                 "ip link add {name} type vxlan {v}"
             )))?;
-        let msg = LinkUnspec::new_with_name(name).alias(alias).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(NetlinkError::request(format!(
-                "ip link set {name} alias {alias}"
-            )))
+        self.set_alias(name, alias).await
     }
 
     /// `ip link set <index> up`.
