@@ -474,16 +474,8 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if !weft_golden::kernel::available("weft-bench control") {
-        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+    let Some(bin) = crate::traffic::ready("weft-bench control") else {
         return ExitCode::FAILURE;
-    }
-    let bin = match crate::traffic::weft_bin() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("weft-bench control: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let all: Vec<Figures> = sizes.iter().map(|&n| measure(&bin, n)).collect();
     report(&all).print(common, "weft-bench control");

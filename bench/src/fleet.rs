@@ -285,16 +285,8 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
             }
         }
     }
-    if !weft_golden::kernel::available("weft-bench fleet") {
-        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+    let Some(bin) = crate::traffic::ready("weft-bench fleet") else {
         return ExitCode::FAILURE;
-    }
-    let bin = match crate::traffic::weft_bin() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("weft-bench fleet: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     report(&measure(&bin, nodes, workloads)).print(common, "weft-bench fleet");
     ExitCode::SUCCESS

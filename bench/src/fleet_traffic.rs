@@ -242,16 +242,8 @@ pub fn run(common: Common, args: &[String]) -> ExitCode {
             }
         }
     }
-    if !weft_golden::kernel::available("weft-bench fleet-traffic") {
-        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+    let Some(bin) = crate::traffic::ready("weft-bench fleet-traffic") else {
         return ExitCode::FAILURE;
-    }
-    let bin = match crate::traffic::weft_bin() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("weft-bench fleet-traffic: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     // The fleet's beds run the weft binary named here.
     std::env::set_var("WEFT_BIN", Path::new(&bin));

@@ -219,6 +219,16 @@ pub(crate) fn weft_bin() -> Result<PathBuf, String> {
     }
 }
 
+/// What a benchmark of the weft binary needs before it starts: root and a bpffs, and the
+/// binary (`weft_bin`). Says what is missing, as `command`, when something is.
+pub(crate) fn ready(command: &str) -> Option<PathBuf> {
+    if !weft_golden::kernel::available(command) {
+        eprintln!("weft-bench: needs root and a bpffs at /sys/fs/bpf");
+        return None;
+    }
+    weft_bin().map_err(|e| eprintln!("{command}: {e}")).ok()
+}
+
 fn tools_present() -> Result<(), String> {
     for tool in [
         "ip",

@@ -146,14 +146,11 @@ impl Netlink {
             .address(mac.to_vec())
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(NetlinkError::request(format!(
-                "ip link add {name} type veth peer name {peer}"
-            )))?;
+        self.add_link(
+            msg,
+            format!("ip link add {name} type veth peer name {peer}"),
+        )
+        .await?;
         for n in [name, peer] {
             self.set_alias(n, alias).await?;
         }
@@ -190,15 +187,19 @@ impl Netlink {
             .address(mac.to_vec())
             .mtu(v.mtu)
             .build();
+        self.add_link(msg, format!("ip link add {name} type vxlan {v}"))
+            .await?;
+        self.set_alias(name, alias).await
+    }
+
+    /// `ip link add` of the device `msg` describes; `op` says which, for errors.
+    async fn add_link(&self, msg: LinkMessage, op: String) -> Result<(), NetlinkError> {
         self.handle
             .link()
             .add(msg)
             .execute()
             .await
-            .map_err(NetlinkError::request(format!(
-                "ip link add {name} type vxlan {v}"
-            )))?;
-        self.set_alias(name, alias).await
+            .map_err(NetlinkError::request(op))
     }
 
     /// `ip link set <index> up`.
