@@ -184,15 +184,29 @@ pub(crate) fn run_timed(cmd: &mut Command) -> Ran {
     }
 }
 
-/// One scale's host: a namespace with LOCAL veths, a bpffs root, a state directory.
-struct Host {
-    ns: netns::Netns,
+/// A host weft runs on in a benchmark: a namespace, the node weft runs as, a bpffs root and
+/// a state directory, all removed (weft torn down first) when it is dropped.
+pub(crate) struct Host {
+    pub(crate) ns: netns::Netns,
     bin: PathBuf,
-    bpffs: PathBuf,
-    state: PathBuf,
+    node: &'static str,
+    pub(crate) bpffs: PathBuf,
+    pub(crate) state: PathBuf,
 }
 
 impl Host {
+    /// Namespace `ns` as node `node`'s host, with pins under a bpffs root named after `tag`.
+    pub(crate) fn in_ns(ns: netns::Netns, bin: &Path, node: &'static str, tag: &str) -> Host {
+        Host {
+            bpffs: PathBuf::from("/sys/fs/bpf").join(format!("weftbench-{tag}")),
+            state: std::env::temp_dir().join(format!("{}.state", ns.name)),
+            ns,
+            bin: bin.to_path_buf(),
+            node,
+        }
+    }
+
+    /// One scale's host: a namespace with LOCAL veths.
     fn new(bin: &Path, tag: &str) -> Host {
         let ns = netns::host();
         let mut batch = String::new();
@@ -219,22 +233,17 @@ impl Host {
             "creating veths: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Host {
-            bpffs: PathBuf::from("/sys/fs/bpf").join(format!("weftbench-control-{tag}")),
-            state: std::env::temp_dir().join(format!("{}.state", ns.name)),
-            ns,
-            bin: bin.to_path_buf(),
-        }
+        Host::in_ns(ns, bin, NODE, &format!("control-{tag}"))
     }
 
-    fn weft(&self, args: &[&str]) -> Command {
+    pub(crate) fn weft(&self, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.ns.path().display()))
             .arg(&self.bin)
             .args(args);
         // Teardown programs nothing, so it takes no node.
         if args.first() != Some(&"teardown") {
-            c.args(["--node", NODE]);
+            c.args(["--node", self.node]);
         }
         c.arg("--bpffs").arg(&self.bpffs);
         c
@@ -257,7 +266,8 @@ impl Drop for Host {
     }
 }
 
-struct Daemon(Child);
+/// A `weft run`, killed when dropped.
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {

@@ -16,10 +16,11 @@
 //! - the daemon's peak RSS (VmHWM) after all that.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::control::{Daemon, Host};
 use crate::netns::Netns;
 use crate::report::{Common, Report, Row, Spread};
 
@@ -134,44 +135,6 @@ fn host() -> Netns {
     ns
 }
 
-struct Weft<'a> {
-    ns: &'a Netns,
-    bin: PathBuf,
-    bpffs: PathBuf,
-    state: PathBuf,
-}
-
-impl Weft<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.ns.path().display()))
-            .arg(&self.bin)
-            .args(args);
-        if args.first() != Some(&"teardown") {
-            c.args(["--node", NODE]);
-        }
-        c.arg("--bpffs").arg(&self.bpffs);
-        c
-    }
-}
-
-impl Drop for Weft<'_> {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["teardown"]).output();
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Whether the namespace routes `to` now: a UDP connect() does the route lookup, and fails
 /// with ENETUNREACH without one (the namespace has no default route).
 fn routed(ns: &Netns, to: Ipv4Addr) -> bool {
@@ -194,30 +157,25 @@ struct Figures {
 fn measure(bin: &Path, nodes: usize, workloads: usize) -> Figures {
     let dir = std::env::temp_dir().join(format!("weftbench-fleet-{}-{nodes}", std::process::id()));
     write_config(&dir, nodes, workloads);
-    let ns = host();
-    let w = Weft {
-        ns: &ns,
-        bin: bin.to_path_buf(),
-        bpffs: PathBuf::from("/sys/fs/bpf").join(format!("weftbench-fleet-{}", std::process::id())),
-        state: std::env::temp_dir().join(format!("{}.state", ns.name)),
-    };
+    let w = Host::in_ns(host(), bin, NODE, &format!("fleet-{}", std::process::id()));
+    let ns = &w.ns;
     let d = dir.to_str().expect("a UTF-8 path");
-    let cold = crate::control::run_timed(&mut w.cmd(&["apply", d]));
+    let cold = crate::control::run_timed(&mut w.weft(&["apply", d]));
     assert_eq!(cold.code, 0, "weft apply converged");
     assert!(
-        routed(&ns, workload(nodes - 1, 0)),
+        routed(ns, workload(nodes - 1, 0)),
         "a remote workload is routed"
     );
     eprintln!(
         "{nodes} nodes, {workloads} workloads: cold apply {:.0} ms",
         cold.wall.as_secs_f64() * 1e3
     );
-    let diff = crate::control::run_timed(&mut w.cmd(&["diff", d]));
+    let diff = crate::control::run_timed(&mut w.weft(&["diff", d]));
     assert_eq!(diff.code, 0, "weft diff finds nothing after apply");
 
     let state = w.state.to_str().expect("a UTF-8 path").to_string();
     let daemon = Daemon(
-        w.cmd(&["run", d, "--state-dir", &state, "--debounce", DEBOUNCE])
+        w.weft(&["run", d, "--state-dir", &state, "--debounce", DEBOUNCE])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -239,10 +197,10 @@ fn measure(bin: &Path, nodes: usize, workloads: usize) -> Figures {
             text += &wep_yaml(i, j);
         }
         let last = workload(i, 99);
-        assert!(!routed(&ns, last));
+        assert!(!routed(ns, last));
         let t = Instant::now();
         write_atomic(&dir.join(format!("nodes/added-{i}.yaml")), &text);
-        while !routed(&ns, last) {
+        while !routed(ns, last) {
             assert!(
                 t.elapsed() < TIMEOUT,
                 "the added node's workloads were not routed"

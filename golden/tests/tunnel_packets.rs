@@ -28,6 +28,17 @@ const TUNNEL: u32 = 77;
 /// The tunnel's MSS (a 1450-byte VXLAN device less 40).
 const MSS: u16 = 1410;
 
+/// The frames' source MAC (packet::SRC_MAC) is node A's VTEP.
+fn vtep_of_node_a(h: &Harness) {
+    let k = VtepKey {
+        mac: packet::SRC_MAC,
+        pad: [0; 2],
+    };
+    spec::VTEP4
+        .update(&h.map(spec::VTEP4.name), &k, &maps::addr_be(NODE_A))
+        .expect("vtep entry");
+}
+
 fn fleet(test: &str) -> Option<Harness> {
     let mut h = Harness::load_with(
         test,
@@ -43,13 +54,7 @@ fn fleet(test: &str) -> Option<Harness> {
     h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
     h.route(REMOTE_WORKLOAD, 32, maps::RT_F_REMOTE_WORKLOAD, 0);
     h.iface_flags(TUNNEL, maps::IFACE_F_TUNNEL, 0, 0);
-    let k = VtepKey {
-        mac: packet::SRC_MAC,
-        pad: [0; 2],
-    };
-    spec::VTEP4
-        .update(&h.map(spec::VTEP4.name), &k, &maps::addr_be(NODE_A))
-        .expect("vtep entry");
+    vtep_of_node_a(&h);
     Some(h)
 }
 
@@ -125,13 +130,7 @@ fn without_a_tunnel_new_flows_do_not_look_for_one() {
     let allow = h.ruleset(&allow_all());
     h.iface(IFINDEX, allow, allow);
     h.route(BACKEND, 32, maps::RT_F_LOCAL_WORKLOAD, IFINDEX);
-    let k = VtepKey {
-        mac: packet::SRC_MAC,
-        pad: [0; 2],
-    };
-    spec::VTEP4
-        .update(&h.map(spec::VTEP4.name), &k, &maps::addr_be(NODE_A))
-        .expect("vtep entry");
+    vtep_of_node_a(&h);
     let syn = packet::tcp(CLIENT, 40003, BACKEND, 8080, TCP_SYN);
     assert_eq!(h.run("weft_from_tun", &syn).retval, PASS);
     assert!(noted(&h, CLIENT, 40003, BACKEND, 8080).is_some());

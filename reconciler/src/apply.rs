@@ -20,7 +20,8 @@ use crate::netlink::neigh::Neigh4;
 use crate::netlink::route::Route4;
 use crate::netlink::{sysctl, Netlink, NetlinkError};
 use crate::plan::Op;
-use crate::state::OWNED_ALIAS;
+use crate::policy::flat::Net4;
+use crate::state::{RouteState, OWNED_ALIAS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -134,8 +135,8 @@ impl<'a> Applier<'a> {
             let run = ops[i..]
                 .iter()
                 .take_while(|o| match (o, op) {
-                    (Op::RouteReplace { via: a, .. }, Op::RouteReplace { via: b, .. }) => {
-                        a.is_some() == b.is_some()
+                    (Op::RouteReplace { route: a, .. }, Op::RouteReplace { route: b, .. }) => {
+                        a.via.is_some() == b.via.is_some()
                     }
                     _ => false,
                 })
@@ -361,29 +362,27 @@ impl<'a> Applier<'a> {
 
     /// `ip route replace` for a RouteReplace operation.
     async fn route(&self, op: &Op) -> Result<(), ApplyError> {
-        let Op::RouteReplace {
-            dst,
-            dev,
-            via,
-            onlink,
-            ..
-        } = op
-        else {
+        let Op::RouteReplace { dst, route, .. } = op else {
             unreachable!("only routes are sent together");
         };
-        let oif = self.ifindex(op, dev)?;
+        let r = self.route4(op, *dst, route)?;
         self.nl
-            .route_replace(&Route4 {
-                dst: *dst,
-                oif,
-                via: *via,
-                onlink: *onlink,
-            })
+            .route_replace(&r)
             .await
             .map_err(|source| ApplyError::Netlink {
                 op: op.describe(),
                 source,
             })
+    }
+
+    /// The kernel's form of weft's route to `dst`: its device by index.
+    fn route4(&self, op: &Op, dst: Net4, r: &RouteState) -> Result<Route4, ApplyError> {
+        Ok(Route4 {
+            dst,
+            oif: self.ifindex(op, &r.dev)?,
+            via: r.via,
+            onlink: r.onlink,
+        })
     }
 
     fn ifindex(&self, op: &Op, iface: &str) -> Result<u32, ApplyError> {
@@ -595,24 +594,11 @@ impl<'a> Applier<'a> {
                 })
                 .map_err(bpf),
             Op::RouteReplace { .. } => self.route(op).await,
-            Op::RouteDelete {
-                dst,
-                dev,
-                via,
-                onlink,
-            } => {
-                let Ok(oif) = self.ifindex(op, dev) else {
+            Op::RouteDelete { dst, route } => {
+                let Ok(r) = self.route4(op, *dst, route) else {
                     return Ok(());
                 };
-                self.nl
-                    .route_delete(&Route4 {
-                        dst: *dst,
-                        oif,
-                        via: *via,
-                        onlink: *onlink,
-                    })
-                    .await
-                    .map_err(net)
+                self.nl.route_delete(&r).await.map_err(net)
             }
             Op::RouteRestore { route } => self.nl.route_restore(route).await.map_err(net),
             Op::NeighReplace { dev, ip, lladdr } => {

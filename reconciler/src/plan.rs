@@ -138,10 +138,8 @@ pub enum Op {
     RouteReplace {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
-        dev: String,
-        via: Option<Ipv4Addr>,
-        #[serde(skip_serializing_if = "is_false")]
-        onlink: bool,
+        #[serde(flatten)]
+        route: RouteState,
         /// The route of someone else's this one replaces (`foreign_routes`): run only with
         /// leave, and recorded so that it is put back when weft's route goes.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,10 +148,8 @@ pub enum Op {
     RouteDelete {
         #[serde(serialize_with = "ser_display")]
         dst: Net4,
-        dev: String,
-        via: Option<Ipv4Addr>,
-        #[serde(skip_serializing_if = "is_false")]
-        onlink: bool,
+        #[serde(flatten)]
+        route: RouteState,
     },
     /// `ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent proto 87`.
     NeighReplace {
@@ -190,10 +186,6 @@ pub enum Op {
     UnpinMap {
         name: String,
     },
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -236,14 +228,7 @@ fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error
 impl Op {
     /// One line for people, in the words of the equivalent command.
     pub fn describe(&self) -> String {
-        let route = |dst: &Net4, dev: &str, via: &Option<Ipv4Addr>, onlink: &bool| {
-            let r = RouteState {
-                dev: dev.to_string(),
-                via: *via,
-                onlink: *onlink,
-            };
-            format!("{dst} {} proto 87", r.show())
-        };
+        let route = |dst: &Net4, r: &RouteState| format!("{dst} {} proto 87", r.show());
         match self {
             Op::CreateVeth {
                 name,
@@ -308,27 +293,18 @@ impl Op {
             Op::DetachCgroup { hook } => format!("detach from cgroup {}", hook.as_str()),
             Op::RouteReplace {
                 dst,
-                dev,
-                via,
-                onlink,
+                route: r,
                 takes_over: None,
-            } => format!("ip route replace {}", route(dst, dev, via, onlink)),
+            } => format!("ip route replace {}", route(dst, r)),
             Op::RouteReplace {
                 dst,
-                dev,
-                via,
-                onlink,
+                route: r,
                 takes_over: Some(theirs),
             } => format!(
                 "ip route replace {}, taking over the foreign route {theirs}",
-                route(dst, dev, via, onlink)
+                route(dst, r)
             ),
-            Op::RouteDelete {
-                dst,
-                dev,
-                via,
-                onlink,
-            } => format!("ip route del {}", route(dst, dev, via, onlink)),
+            Op::RouteDelete { dst, route: r } => format!("ip route del {}", route(dst, r)),
             Op::RouteRestore { route } => {
                 format!("ip route add {route} (the foreign route weft took over, put back)")
             }
@@ -354,14 +330,13 @@ impl Op {
     pub fn iface(&self) -> Option<&str> {
         match self {
             Op::SetLinkUp { name } => Some(name),
+            Op::RouteReplace { route, .. } | Op::RouteDelete { route, .. } => Some(&route.dev),
             Op::AddressAdd { dev, .. }
             | Op::AddressDelete { dev, .. }
             | Op::FdbReplace { dev, .. }
             | Op::FdbDelete { dev, .. }
             | Op::SetSysctl { dev, .. }
             | Op::ResetSysctl { dev, .. }
-            | Op::RouteReplace { dev, .. }
-            | Op::RouteDelete { dev, .. }
             | Op::NeighReplace { dev, .. }
             | Op::NeighDelete { dev, .. } => Some(dev),
             Op::Attach { iface, .. } | Op::Detach { iface, .. } => Some(iface),
@@ -647,9 +622,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             if observed.routes.get(dst) != Some(r) {
                 ops.push(Op::RouteReplace {
                     dst: *dst,
-                    dev: r.dev.clone(),
-                    via: r.via,
-                    onlink: r.onlink,
+                    route: r.clone(),
                     takes_over: None,
                 });
             }
@@ -666,9 +639,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             if !desired.routes.contains_key(dst) {
                 ops.push(Op::RouteDelete {
                     dst: *dst,
-                    dev: r.dev.clone(),
-                    via: r.via,
-                    onlink: r.onlink,
+                    route: r.clone(),
                 });
             }
         }
@@ -786,31 +757,13 @@ pub fn with_foreign_routes(
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
-            Op::RouteReplace {
-                dst,
-                dev,
-                via,
-                onlink,
-                ..
-            } => out.push(Op::RouteReplace {
+            Op::RouteReplace { dst, route, .. } => out.push(Op::RouteReplace {
                 takes_over: foreign.get(&dst).cloned(),
                 dst,
-                dev,
-                via,
-                onlink,
+                route,
             }),
-            Op::RouteDelete {
-                dst,
-                dev,
-                via,
-                onlink,
-            } => {
-                out.push(Op::RouteDelete {
-                    dst,
-                    dev,
-                    via,
-                    onlink,
-                });
+            Op::RouteDelete { dst, route } => {
+                out.push(Op::RouteDelete { dst, route });
                 if let Some(theirs) = taken_over.get(&dst) {
                     out.push(Op::RouteRestore {
                         route: theirs.clone(),
@@ -859,11 +812,11 @@ pub fn render_foreign(ops: &[Op]) -> String {
         match op {
             Op::RouteReplace {
                 dst,
-                dev,
+                route,
                 takes_over: Some(theirs),
-                ..
             } => out.push_str(&format!(
-                "take over foreign route {theirs}: replaced by weft's {dst} dev {dev} (apply refuses without --take-over-routes)\n"
+                "take over foreign route {theirs}: replaced by weft's {dst} dev {} (apply refuses without --take-over-routes)\n",
+                route.dev
             )),
             Op::RouteRestore { route } => {
                 out.push_str(&format!("put back foreign route {route}: weft took it over\n"))
@@ -1054,7 +1007,7 @@ mod tests {
         let ops = plan(&after, &before, MapSizes::default());
         let route = position(
             &ops,
-            |o| matches!(o, Op::RouteDelete { dev, .. } if dev == "calib"),
+            |o| matches!(o, Op::RouteDelete { route, .. } if route.dev == "calib"),
         );
         let detach = position(
             &ops,

@@ -112,6 +112,7 @@ pub struct RouteState {
     pub via: Option<Ipv4Addr>,
     /// The gateway is on the link though no address of the device covers it (a remote
     /// VTEP's tunnel address on the VXLAN device).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub onlink: bool,
 }
 

@@ -208,6 +208,7 @@ impl Takeovers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::RouteState;
 
     fn route(dst: &str) -> ForeignRoute {
         ForeignRoute {
@@ -221,9 +222,7 @@ mod tests {
     fn a_takeover_is_refused_without_leave_naming_the_route() {
         let ops = vec![Op::RouteReplace {
             dst: parse_net("10.65.0.2/32").unwrap(),
-            dev: "calia".into(),
-            via: None,
-            onlink: false,
+            route: RouteState::direct("calia"),
             takes_over: Some(route("10.65.0.2/32")),
         }];
         let e = check(&ops, false).expect_err("refused");

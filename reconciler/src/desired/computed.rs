@@ -406,21 +406,8 @@ impl Computed {
         }
         for op in &ops {
             match op {
-                Op::RouteReplace {
-                    dst,
-                    dev,
-                    via,
-                    onlink,
-                    ..
-                } => {
-                    self.desired.state.routes.insert(
-                        *dst,
-                        RouteState {
-                            dev: dev.clone(),
-                            via: *via,
-                            onlink: *onlink,
-                        },
-                    );
+                Op::RouteReplace { dst, route, .. } => {
+                    self.desired.state.routes.insert(*dst, route.clone());
                 }
                 Op::RouteDelete { dst, .. } => {
                     self.desired.state.routes.remove(dst);

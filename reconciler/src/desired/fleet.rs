@@ -213,16 +213,14 @@ fn device_mtu(
     }
 }
 
-/// The MSS workloads' TCP handshakes are clamped to while this node has the tunnel: the
-/// device's MTU less 40 (IPv4 and TCP headers). None without a tunnel.
+/// The MSS workloads' TCP handshakes are clamped to while this node has the tunnel (VXLAN
+/// on): the device's MTU less 40 (IPv4 and TCP headers). None when the device cannot be made
+/// (no underlay address on this host).
 pub fn mss_clamp(
     cfg: &Config,
     facts: &HostFacts,
     felix: &weft_model::FelixConfigurationSpec,
 ) -> Option<u16> {
-    if !vxlan_on(cfg, felix) {
-        return None;
-    }
     let me = cfg
         .nodes
         .iter()

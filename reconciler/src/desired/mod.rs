@@ -101,6 +101,7 @@ impl Settings {
             weft_model::BpfAttachType::Tcx => AttachMode::Tc,
         };
         let maglev_max_endpoints = felix.bpf_maglev_max_endpoints_per_service();
+        let tunnel = fleet::vxlan_on(cfg, &felix);
         let sizes = MapSizes::from_felix(&felix);
         let ctlb = match felix.bpf_connect_time_load_balancing() {
             weft_model::BpfConnectTimeLoadBalancing::Tcp => Ctlb::Tcp,
@@ -120,10 +121,13 @@ impl Settings {
                 ep_to_host,
                 ctlb_udp: ctlb == Ctlb::Enabled,
                 netns_cookie: facts.netns_cookie,
-                tunnel: fleet::vxlan_on(cfg, &felix),
-                mss_clamp: fleet::mss_clamp(cfg, facts, &felix).unwrap_or(0),
+                tunnel,
+                mss_clamp: tunnel
+                    .then(|| fleet::mss_clamp(cfg, facts, &felix))
+                    .flatten()
+                    .unwrap_or(0),
                 dsr: felix.bpf_external_service_mode() == weft_model::BpfExternalServiceMode::Dsr
-                    && fleet::vxlan_on(cfg, &felix),
+                    && tunnel,
                 rpf: match felix.bpf_enforce_rpf() {
                     weft_model::BpfEnforceRpf::Disabled => Rpf::Disabled,
                     weft_model::BpfEnforceRpf::Strict => Rpf::Strict,

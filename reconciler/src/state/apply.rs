@@ -16,7 +16,7 @@ use crate::objects::ProgramIdentity;
 use crate::plan::Op;
 use crate::state::{
     AttachmentState, CgroupAttachment, HostState, LinkState, MapState, NeighbourState, OwnedLink,
-    ProgramState, RouteState, DEFUNCT,
+    ProgramState, DEFUNCT,
 };
 
 /// An operation the host would refuse, as `apply::ApplyError` would report it; the state is
@@ -378,27 +378,14 @@ impl HostState {
             Op::DetachCgroup { hook } => {
                 self.cgroup_attachments.remove(hook);
             }
-            Op::RouteReplace {
-                dst,
-                dev,
-                via,
-                onlink,
-                ..
-            } => {
-                self.routes.insert(
-                    *dst,
-                    RouteState {
-                        dev: dev.clone(),
-                        via: *via,
-                        onlink: *onlink,
-                    },
-                );
+            Op::RouteReplace { dst, route, .. } => {
+                self.routes.insert(*dst, route.clone());
             }
-            Op::RouteDelete { dst, dev, via, .. } => {
+            Op::RouteDelete { dst, route } => {
                 if self
                     .routes
                     .get(dst)
-                    .is_some_and(|r| &r.dev == dev && r.via == *via)
+                    .is_some_and(|r| r.dev == route.dev && r.via == route.via)
                 {
                     self.routes.remove(dst);
                 }

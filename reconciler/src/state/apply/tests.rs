@@ -12,7 +12,7 @@ use crate::objects::{EpToHost, Object, ProgramSettings, Rpf};
 use crate::plan::plan;
 use crate::policy::flat::Net4;
 use crate::policy::tables::{Cells, CELL_WORDS, H_ID};
-use crate::state::{managed_sysctl_keys, VxlanLink};
+use crate::state::{managed_sysctl_keys, RouteState, VxlanLink};
 
 use weft_model::rng::Rng;
 
