@@ -232,7 +232,7 @@ for k in "${klist[@]}"; do
     -nographic -no-reboot -nic none \
     -kernel "$kdir/vmlinuz" -initrd "$cache/initramfs/$suite.initrd" \
     -append "console=ttyS0 loglevel=4 panic=-1 rdinit=/init mitigations=off" </dev/null 2>&1 |
-    stdbuf -oL tr -d '\r' | tee "$log" | grep --line-buffered -E '^WEFT-MATRIX (begin|result|failed|attach|verifier rc|kernel)'
+    stdbuf -oL tr -d '\r' | tee "$log" | grep --line-buffered -E '^WEFT-MATRIX (begin|result|failed|why|attach|verifier rc|kernel)'
   qrc=${PIPESTATUS[0]}
   set -e
   [ "$qrc" != 124 ] || failures+=("$k: timed out after ${timeout_s}s")
@@ -256,7 +256,7 @@ if [ "$host_row" = 1 ]; then
     (export WEFT_BIN=$weft WEFT_VERIFIER=$verifier MATRIX=$work/m WORK=$work \
       BPFFS=/sys/fs/bpf/weft-matrix-$$ NS=wmx$$ TEST_THREADS=2 && . "$matrix/suite.sh")
     echo "WEFT-MATRIX done"
-  } 2>&1 | tee "$log" | grep --line-buffered -E '^WEFT-MATRIX (begin|result|failed|attach|verifier rc|kernel)'
+  } 2>&1 | tee "$log" | grep --line-buffered -E '^WEFT-MATRIX (begin|result|failed|why|attach|verifier rc|kernel)'
   set -e
   rm -rf "$work"
   parse host "$log" $(($(date +%s) - t0))

@@ -48,6 +48,12 @@ while read -r label bin filters; do
   grep -E '^test .* \.\.\. FAILED$' "$work/out" | while read -r _ name _; do
     mark "failed $label $name"
   done
+  # Why, on the console too: CI keeps only what the host prints, not the guest's log.
+  if [ "${failed:-0}" != 0 ]; then
+    grep -A12 'panicked at' "$work/out" | head -60 | while IFS= read -r line; do
+      mark "why $label $line"
+    done
+  fi
   mark "result $label rc=$rc passed=${passed:-0} failed=${failed:-0} secs=$(($(date +%s) - start))"
 done <"$MATRIX/tests.list"
 

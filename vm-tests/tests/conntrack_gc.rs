@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_vm_tests::daemon::*;
@@ -34,8 +34,11 @@ spec:
   bpfConntrackTimeouts:
     creationGracePeriod: 1s
     tcpEstablished: 3s
-    tcpFinsSeen: 1s
+    tcpFinsSeen: 2s
 "#;
+
+/// FELIX's tcpFinsSeen.
+const FINS_SEEN: Duration = Duration::from_secs(2);
 
 fn flows_to_b(bed: &Bed, port: u16) -> usize {
     let out = Command::new("nsenter")
@@ -90,14 +93,21 @@ fn closed_flows_are_swept_and_busy_ones_stay() {
 
     let streams = Streams::open(&bed.w(0).ns, B, ECHO, 2);
     // Three short connections, each closed from both sides at once.
+    let opened = Instant::now();
     for _ in 0..3 {
         assert!(tcp_ok(&bed.w(0).ns, B, 80));
     }
-    assert_eq!(
-        flows_to_b(&bed, 80),
-        3,
-        "fresh flows are inside the grace period"
-    );
+    let fresh = flows_to_b(&bed, 80);
+    // Only while the first is younger than tcpFinsSeen must all three be there: under an
+    // emulated CPU (the kernel matrix) the three connections alone can take longer than that.
+    if opened.elapsed() < FINS_SEEN {
+        assert_eq!(fresh, 3, "closed flows stay until tcpFinsSeen has passed");
+    } else {
+        eprintln!(
+            "the connections took {:?}: too slow to see them all before tcpFinsSeen",
+            opened.elapsed()
+        );
+    }
 
     wait_for(
         "the closed flows to be swept",
