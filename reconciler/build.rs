@@ -126,6 +126,11 @@ const TYPES: &[(&str, &str)] = &[
     ("NAT_F_", "u32"),
     // weft_failsafe4_key.dir
     ("FS_", "u8"),
+    // weft_fs_ports' size, weft_xdp_ctrs' size
+    ("FS_WORDS", "u32"),
+    ("XDP_CTR_SLOTS", "u32"),
+    ("XDP_CACHE_SLOTS", "u32"),
+    ("XDP_GEN_OFF", "u64"),
     // struct weft_pkt4.frag (BPF-side only)
     ("FRAG_", "u8"),
     // the policy classifier's cells (reconciler/src/policy/tables.rs)

@@ -49,6 +49,15 @@ WEFT_INLINE bool weft_hep_is_host(__u32 addr)
 	return rt && (rt->flags & WEFT_RT_F_LOCAL_HOST);
 }
 
+/* Whether some failsafe entry is for this direction, protocol and port (weft_fs_ports). */
+WEFT_INLINE bool weft_fs_port(__u8 dir, __u8 proto, __u16 port)
+{
+	__u32 word = ((__u32)dir << 11) | ((__u32)(proto == IPPROTO_UDP) << 10) | (port >> 6);
+	__u64 *bits = bpf_map_lookup_elem(&weft_fs_ports, &word);
+
+	return bits && (*bits >> (port & 63)) & 1;
+}
+
 /*
  * Whether a failsafe port lets the packet through, arriving (`in`) or leaving: to or from the
  * host on one of its direction's ports, or as the answer on one of the other direction's (so
@@ -67,11 +76,12 @@ WEFT_INLINE bool weft_is_failsafe4(bool in, const struct weft_pkt4 *p)
 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return false;
-	if (bpf_map_lookup_elem(&weft_failsafe4, &k))
+	if (weft_fs_port(k.dir, p->proto, p->dport) && bpf_map_lookup_elem(&weft_failsafe4, &k))
 		return true;
 	k.dir = in ? WEFT_FS_OUT : WEFT_FS_IN;
 	k.port = p->sport;
-	return bpf_map_lookup_elem(&weft_failsafe4, &k) != NULL;
+	return weft_fs_port(k.dir, p->proto, p->sport) &&
+	       bpf_map_lookup_elem(&weft_failsafe4, &k) != NULL;
 }
 
 /* The flow of packet `p` as a host endpoint's ruleset sees it, from the inside. */

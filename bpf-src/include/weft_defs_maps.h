@@ -75,6 +75,43 @@ struct {
 } weft_xdp_src4 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct weft_xdp_host4_key);
+	__type(value, struct weft_xdp_src_value);
+} weft_xdp_host4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} weft_xdp_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_XDP_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct weft_xdp_cache);
+} weft_xdp_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_XDP_CTR_SLOTS);
+	__type(key, __u32);
+	__type(value, struct weft_xdp_ctr);
+} weft_xdp_ctrs SEC(".maps");
+
+/* The failsafe ports' bitmap (weft_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WEFT_FS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} weft_fs_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1024);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

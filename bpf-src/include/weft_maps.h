@@ -179,6 +179,50 @@ struct weft_xdp_src_value {
 _Static_assert(sizeof(struct weft_xdp_src_value) == 8, "weft_xdp_src_value");
 
 /*
+ * The same verdicts for whole (/32) sources, by exact match: asked first, since a hash lookup
+ * costs a fraction of the trie's and a flood filter is mostly single addresses. A /32 is the
+ * longest prefix there is, so answering from here is what the trie would answer.
+ */
+struct weft_xdp_host4_key {
+	__u32 ifindex;
+	__u32 addr; /* network order */
+};
+_Static_assert(sizeof(struct weft_xdp_host4_key) == 8, "weft_xdp_host4_key");
+
+/*
+ * The sources XDP decided last, per CPU, by slot (a multiplicative hash of source and
+ * interface, % WEFT_XDP_CACHE_SLOTS): a flood from few sources is decided by two array lookups
+ * the verifier inlines instead of a hash or trie lookup. An entry holds while its gen is
+ * weft_xdp_gen's, which weft bumps after every change to weft_xdp_host4 or weft_xdp_src4.
+ * A generation of WEFT_XDP_GEN_OFF turns the cache off (weft never bumps it from there): every
+ * packet is looked up, for measuring that or for ruling the cache out.
+ */
+#define WEFT_XDP_CACHE_SLOTS 256
+#define WEFT_XDP_GEN_OFF 0xffffffffffffffff
+struct weft_xdp_cache {
+	__u64 gen;
+	__u32 ifindex;
+	__u32 addr; /* network order */
+	struct weft_xdp_src_value v;
+};
+_Static_assert(sizeof(struct weft_xdp_cache) == 24, "weft_xdp_cache");
+
+/*
+ * XDP's drop counters, per CPU, in an array (a lookup the verifier inlines) instead of the two
+ * hash maps tc counts in: slot (ifindex ^ rule_id) % WEFT_XDP_CTR_SLOTS counts the drops of
+ * one (interface, rule) pair, the first to claim it on that CPU. A pair that finds its slot
+ * held by another counts in weft_ctrs and weft_rule_ctrs, as tc does. Readers add each slot to
+ * both: the interface's XDP drop-untracked count and the rule's hits.
+ */
+#define WEFT_XDP_CTR_SLOTS 1024
+struct weft_xdp_ctr {
+	__u32 ifindex;
+	__u32 rule_id;
+	__u64 packets;
+};
+_Static_assert(sizeof(struct weft_xdp_ctr) == 16, "weft_xdp_ctr");
+
+/*
  * Failsafe ports (FailsafeInboundHostPorts, FailsafeOutboundHostPorts): allowed to and from the
  * host on a host endpoint whatever the policy, before untracked policy. An LPM trie: dir,
  * proto and port always match whole (32 bits), then the peer's prefix (the entry's net,
@@ -195,6 +239,14 @@ struct weft_failsafe4_key {
 	__u32 addr; /* network order */
 };
 _Static_assert(sizeof(struct weft_failsafe4_key) == 12, "weft_failsafe4_key");
+
+/*
+ * The failsafe ports as a bitmap, a word per 64 ports: bit (port % 64) of word
+ * dir << 11 | (proto == UDP) << 10 | port / 64 is set where weft_failsafe4 has an entry for
+ * that direction, protocol and port, whatever its net. Most packets are on no failsafe port:
+ * the bitmap (an array the verifier inlines) tells them so without the two trie lookups.
+ */
+#define WEFT_FS_WORDS 4096
 
 /* ---- IPv4 fragments ------------------------------------------------------------------------ */
 /*

@@ -56,6 +56,24 @@ WEFT_INLINE bool weft_xdp_parse4(struct xdp_md *ctx, struct weft_pkt4 *p)
 	return true;
 }
 
+/* Counts a drop: in this CPU's slot for the pair, or where tc counts if another holds it. */
+WEFT_INLINE void weft_xdp_count(__u32 ifindex, __u32 rule_id)
+{
+	__u32 slot = (ifindex ^ rule_id) % WEFT_XDP_CTR_SLOTS;
+	struct weft_xdp_ctr *c = bpf_map_lookup_elem(&weft_xdp_ctrs, &slot);
+
+	if (c && !c->ifindex) {
+		c->ifindex = ifindex;
+		c->rule_id = rule_id;
+	}
+	if (c && c->ifindex == ifindex && c->rule_id == rule_id) {
+		c->packets += 1;
+		return;
+	}
+	weft_count_rule(rule_id);
+	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);
+}
+
 /* A denial, unless a failsafe port overrules it: counted and dropped. */
 WEFT_INLINE int weft_xdp_deny(__u32 ifindex, const struct weft_pkt4 *p, __u32 rule_id)
 {
@@ -63,9 +81,41 @@ WEFT_INLINE int weft_xdp_deny(__u32 ifindex, const struct weft_pkt4 *p, __u32 ru
 	 * overrule: the same verdicts, and what passes pays for no lookup of theirs. */
 	if (weft_is_failsafe4(true, p) && weft_hep_is_host(p->daddr))
 		return XDP_PASS;
-	weft_count_rule(rule_id);
-	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_DROP_UNTRACKED);
+	weft_xdp_count(ifindex, rule_id);
 	return XDP_DROP;
+}
+
+/*
+ * The fast path's verdict for a source on an interface: from this CPU's cache, else from the
+ * address's entry, else from its prefix's (and then cached); NULL where the interface's policy
+ * is not by source alone.
+ */
+WEFT_INLINE const struct weft_xdp_src_value *weft_xdp_by_source(__u32 ifindex, __u32 saddr)
+{
+	__u32 zero = 0, slot = ((saddr ^ ifindex) * 0x9e3779b1u) >> 24;
+	struct weft_xdp_host4_key hk = { .ifindex = ifindex, .addr = saddr };
+	struct weft_xdp_src4_key sk = { .prefixlen = 64, .ifindex = ifindex, .addr = saddr };
+	/* Read before the lookups: a change after this read voids what they find. */
+	__u64 *gen = bpf_map_lookup_elem(&weft_xdp_gen, &zero);
+	struct weft_xdp_cache *c = bpf_map_lookup_elem(&weft_xdp_cache, &slot);
+	struct weft_xdp_src_value *sv;
+	__u64 g;
+
+	if (!gen || !c)
+		return NULL;
+	g = *gen;
+	if (c->gen == g && c->ifindex == ifindex && c->addr == saddr && g != WEFT_XDP_GEN_OFF)
+		return &c->v;
+	sv = bpf_map_lookup_elem(&weft_xdp_host4, &hk);
+	if (!sv)
+		sv = bpf_map_lookup_elem(&weft_xdp_src4, &sk);
+	if (!sv)
+		return NULL;
+	c->gen = g;
+	c->ifindex = ifindex;
+	c->addr = saddr;
+	c->v = *sv;
+	return sv;
 }
 
 WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
@@ -75,16 +125,12 @@ WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
 	struct weft_flow4 f = {};
 	struct weft_pkt4 p = {};
 	struct weft_hep_value *hep;
-	struct weft_xdp_src4_key sk;
-	struct weft_xdp_src_value *sv;
+	const struct weft_xdp_src_value *sv;
 
 	if (!weft_xdp_parse4(ctx, &p))
 		return XDP_PASS;
 	/* The fast path: a verdict by the source alone. */
-	sk.prefixlen = 64;
-	sk.ifindex = ifindex;
-	sk.addr = p.saddr;
-	sv = bpf_map_lookup_elem(&weft_xdp_src4, &sk);
+	sv = weft_xdp_by_source(ifindex, p.saddr);
 	if (sv)
 		return sv->drop ? weft_xdp_deny(ifindex, &p, sv->rule_id) : XDP_PASS;
 	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);

@@ -285,24 +285,45 @@ impl Harness {
         Some(tables::lookup(&cells, u32::from(flow.local), &f).expect("well-formed cells"))
     }
 
-    /// A reason counter of a hook, summed over CPUs.
-    pub fn counter(&self, ifindex: u32, hook: u32, reason: usize) -> u64 {
-        let k = maps::CountersKey { ifindex, hook };
-        let Ok(Some(per_cpu)) = spec::COUNTERS.lookup_percpu(&self.map(spec::COUNTERS.name), &k)
-        else {
-            return 0;
-        };
-        per_cpu.iter().map(|c| c.packets[reason]).sum()
+    /// XDP's drops by (ifindex, rule id), as the readers of the counters fold them in.
+    fn xdp_drops(&self) -> weft::bpf::stats::XdpDrops {
+        weft::bpf::stats::xdp_drops_of(&self.map(spec::XDP_CTRS.name)).expect("weft_xdp_ctrs")
     }
 
-    /// How many packets rule `id` decided, summed over CPUs.
+    /// A reason counter of a hook, summed over CPUs (XDP's drops included).
+    pub fn counter(&self, ifindex: u32, hook: u32, reason: usize) -> u64 {
+        let k = maps::CountersKey { ifindex, hook };
+        let xdp: u64 = if hook == maps::HOOK_XDP && reason == weft::bpf::reasons::DROP_UNTRACKED {
+            let drops = self.xdp_drops();
+            drops
+                .iter()
+                .filter(|((i, _), _)| *i == ifindex)
+                .map(|(_, n)| n)
+                .sum()
+        } else {
+            0
+        };
+        let Ok(Some(per_cpu)) = spec::COUNTERS.lookup_percpu(&self.map(spec::COUNTERS.name), &k)
+        else {
+            return xdp;
+        };
+        xdp + per_cpu.iter().map(|c| c.packets[reason]).sum::<u64>()
+    }
+
+    /// How many packets rule `id` decided, summed over CPUs (XDP's drops included).
     pub fn rule_hits(&self, id: u32) -> u64 {
+        let xdp: u64 = self
+            .xdp_drops()
+            .iter()
+            .filter(|((_, r), _)| *r == id)
+            .map(|(_, n)| n)
+            .sum();
         let Ok(Some(per_cpu)) =
             spec::RULE_COUNTERS.lookup_percpu(&self.map(spec::RULE_COUNTERS.name), &id)
         else {
-            return 0;
+            return xdp;
         };
-        per_cpu.iter().sum()
+        xdp + per_cpu.iter().sum::<u64>()
     }
 }
 

@@ -88,6 +88,10 @@ fn host_endpoint(test: &str) -> Option<Harness> {
     spec::FAILSAFE4
         .update(&h.map(spec::FAILSAFE4.name), &ssh, &1)
         .expect("failsafe entry");
+    let (word, bit) = maps::fs_word(ssh.dir, ssh.proto, ssh.port);
+    spec::FS_PORTS
+        .update(&h.map(spec::FS_PORTS.name), &word, &bit)
+        .expect("failsafe port bit");
     Some(h)
 }
 
@@ -287,11 +291,15 @@ fn by_source() -> RulesetSpec {
         sets: vec![
             vec![Net4::host(u32::from(Ipv4Addr::new(203, 0, 113, 8)))],
             vec![Net4::new(u32::from(Ipv4Addr::new(203, 0, 113, 0)), 24)],
+            vec![Net4::host(u32::from(Ipv4Addr::new(198, 51, 100, 9)))],
         ],
         locals: vec![],
         rules: vec![
             rule(52, FlatAction::Allow, 0),
             rule(51, FlatAction::Deny, 1),
+            // Its drops' counter slot is rule 51's ((ifindex ^ rule) % 1024): whichever
+            // claims it on a CPU, the other counts where tc counts, and both add up.
+            rule(51 + 1024, FlatAction::Deny, 2),
         ],
         groups: vec![GroupEnd::Pass],
         default_rule: 99,
@@ -321,9 +329,14 @@ fn a_policy_by_source_alone_is_decided_in_one_lookup() {
         .is_empty(),
         "one that looks at a port has none"
     );
-    let m = h.map(maps::XDP_SRC4);
-    for (k, v) in &entries {
-        libbpf_rs::MapCore::update(&m, k, v, libbpf_rs::MapFlags::ANY).expect("fast path entry");
+    assert!(
+        entries.iter().any(|(m, _)| *m == maps::XDP_HOST4)
+            && entries.iter().any(|(m, _)| *m == maps::XDP_SRC4),
+        "whole addresses by exact match, prefixes in the trie"
+    );
+    for (map, (k, v)) in &entries {
+        libbpf_rs::MapCore::update(&h.map(map), k, v, libbpf_rs::MapFlags::ANY)
+            .expect("fast path entry");
     }
     // The host endpoint's own untracked ruleset would let everything on: what drops here is
     // the fast path's doing.
@@ -339,11 +352,66 @@ fn a_policy_by_source_alone_is_decided_in_one_lookup() {
         (Ipv4Addr::new(203, 0, 113, 8), 80, XDP_PASS),
         (Ipv4Addr::new(198, 51, 100, 1), 80, XDP_PASS),
         (Ipv4Addr::new(203, 0, 113, 7), 22, XDP_PASS),
+        (Ipv4Addr::new(198, 51, 100, 9), 80, XDP_DROP),
+        (Ipv4Addr::new(198, 51, 100, 9), 80, XDP_DROP),
     ];
     for (src, port, want) in cases {
         let frame = packet::tcp(src, 4000, HOST, port, packet::TCP_SYN);
         assert_eq!(h.run_xdp("weft_xdp", &frame).retval, want, "{src}:{port}");
     }
-    assert_eq!(xdp_drops(&h), 2);
+    assert_eq!(xdp_drops(&h), 4);
     assert_eq!(h.rule_hits(51), 2, "the deny rule counts its drops");
+    assert_eq!(
+        h.rule_hits(51 + 1024),
+        2,
+        "and so does one whose slot was taken"
+    );
+
+    // A verdict that changes is not answered from the cache once weft voids it.
+    let denied = packet::tcp(
+        Ipv4Addr::new(198, 51, 100, 9),
+        4000,
+        HOST,
+        80,
+        packet::TCP_SYN,
+    );
+    let (map, (k, v)) = entries
+        .iter()
+        .find(|(m, (k, _))| *m == maps::XDP_HOST4 && k[4..] == [198, 51, 100, 9])
+        .expect("the /32's entry");
+    let mut allowed: maps::XdpSrcValue = maps::Plain::from_bytes(v).expect("value");
+    allowed.drop = 0;
+    libbpf_rs::MapCore::update(
+        &h.map(map),
+        k,
+        maps::Plain::as_bytes(&allowed),
+        libbpf_rs::MapFlags::ANY,
+    )
+    .expect("entry");
+    weft::bpf::xdp::void_cache(&h.map(maps::XDP_GEN)).expect("void");
+    assert_eq!(
+        h.run_xdp("weft_xdp", &denied).retval,
+        XDP_PASS,
+        "allowed now"
+    );
+    libbpf_rs::MapCore::update(&h.map(map), k, v, libbpf_rs::MapFlags::ANY).expect("entry");
+    weft::bpf::xdp::void_cache(&h.map(maps::XDP_GEN)).expect("void");
+    assert_eq!(
+        h.run_xdp("weft_xdp", &denied).retval,
+        XDP_DROP,
+        "denied again"
+    );
+
+    // With the cache off, a change counts from the next packet, voided or not.
+    weft::bpf::xdp::set_cache(&h.map(maps::XDP_GEN), false).expect("cache off");
+    let set = |value: &[u8]| {
+        libbpf_rs::MapCore::update(&h.map(map), k, value, libbpf_rs::MapFlags::ANY).expect("entry")
+    };
+    set(maps::Plain::as_bytes(&allowed));
+    assert_eq!(h.run_xdp("weft_xdp", &denied).retval, XDP_PASS);
+    set(v);
+    assert_eq!(h.run_xdp("weft_xdp", &denied).retval, XDP_DROP);
+    // Back on, at a generation nothing cached while it was off carries.
+    weft::bpf::xdp::set_cache(&h.map(maps::XDP_GEN), true).expect("cache on");
+    assert_eq!(h.run_xdp("weft_xdp", &denied).retval, XDP_DROP);
 }

@@ -280,6 +280,17 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// After a change to XDP's fast path (`map`): what XDP cached of it before is void.
+    fn void_xdp_cache(&self, map: &str) -> Result<(), ApplyError> {
+        if map != crate::bpf::maps::XDP_HOST4 && map != crate::bpf::maps::XDP_SRC4 {
+            return Ok(());
+        }
+        crate::bpf::xdp::void_pinned_cache(self.pins).map_err(|source| ApplyError::Bpf {
+            op: format!("void XDP's cache after writing {map}"),
+            source,
+        })
+    }
+
     /// Attaches a program (an Attach operation).
     fn attach(&self, op: &Op) -> Result<(), ApplyError> {
         let Op::Attach {
@@ -517,7 +528,7 @@ impl<'a> Applier<'a> {
                     .map_err(map_err(map))
                     .map_err(bpf)?;
                 }
-                Ok(())
+                self.void_xdp_cache(map)
             }
             Op::LoadRuleset { id, cells } => rulesets::load(self.pins, *id, cells).map_err(bpf),
             Op::DropRuleset { id } => rulesets::drop(self.pins, *id).map_err(bpf),
@@ -533,7 +544,7 @@ impl<'a> Applier<'a> {
                         .map_err(map_err(map))
                         .map_err(bpf)?;
                 }
-                Ok(())
+                self.void_xdp_cache(map)
             }
             Op::Attach { .. } => self.attach(op),
             Op::Detach { iface, hook, mode } => {

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::bpf::maps::{self, CtLeg, Entries, IfaceValue, Plain};
 use crate::bpf::reasons::REASONS;
+use crate::bpf::stats::XdpDrops;
 use crate::bpf::{BpfError, Pins};
 use crate::desired::Desired;
 use crate::policy::lpm;
@@ -172,12 +173,16 @@ pub fn duration(ns: u64) -> String {
 
 // ---- Policy ----------------------------------------------------------------------------------
 
-/// Packets each rule decided, summed over CPUs, from weft_rule_ctrs.
-pub fn rule_hits(per_cpu: &PerCpuEntries) -> BTreeMap<u32, u64> {
-    maps::spec::RULE_COUNTERS
-        .decode_per_cpu(per_cpu)
-        .map(|(id, cpus)| (id, cpus.iter().sum()))
-        .collect()
+/// Packets each rule decided, summed over CPUs, from weft_rule_ctrs and XDP's drops.
+pub fn rule_hits(per_cpu: &PerCpuEntries, xdp: &XdpDrops) -> BTreeMap<u32, u64> {
+    let mut out: BTreeMap<u32, u64> = BTreeMap::new();
+    for (id, cpus) in maps::spec::RULE_COUNTERS.decode_per_cpu(per_cpu) {
+        *out.entry(id).or_default() += cpus.iter().sum::<u64>();
+    }
+    for ((_, id), n) in xdp {
+        *out.entry(*id).or_default() += n;
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -734,29 +739,37 @@ pub struct CounterRow {
     pub reasons: BTreeMap<&'static str, u64>,
 }
 
-/// weft_ctrs decoded: per interface and hook, the non-zero reason counters.
+/// weft_ctrs decoded, with XDP's drops: per interface and hook, the non-zero reason counters.
 pub fn counters(
     per_cpu: &PerCpuEntries,
+    xdp: &XdpDrops,
     name_of: impl Fn(u32) -> Option<String>,
 ) -> Vec<CounterRow> {
-    let mut rows: Vec<CounterRow> = maps::spec::COUNTERS
-        .decode_per_cpu(per_cpu)
-        .map(|(k, cpus)| {
-            let mut reasons = BTreeMap::new();
-            for c in &cpus {
-                for (i, n) in c.packets.iter().enumerate() {
-                    if *n != 0 {
-                        let name = REASONS.get(i).copied().unwrap_or("unknown-reason");
-                        *reasons.entry(name).or_insert(0) += n;
-                    }
+    let mut by_hook: BTreeMap<(u32, u32), BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for (k, cpus) in maps::spec::COUNTERS.decode_per_cpu(per_cpu) {
+        let reasons = by_hook.entry((k.ifindex, k.hook)).or_default();
+        for c in &cpus {
+            for (i, n) in c.packets.iter().enumerate() {
+                if *n != 0 {
+                    let name = REASONS.get(i).copied().unwrap_or("unknown-reason");
+                    *reasons.entry(name).or_insert(0) += n;
                 }
             }
-            CounterRow {
-                ifindex: k.ifindex,
-                iface: name_of(k.ifindex).unwrap_or_else(|| format!("if{}", k.ifindex)),
-                hook: maps::hook_name(k.hook),
-                reasons,
-            }
+        }
+    }
+    for ((ifindex, _), n) in xdp {
+        let reasons = by_hook.entry((*ifindex, maps::HOOK_XDP)).or_default();
+        *reasons
+            .entry(REASONS[crate::bpf::reasons::DROP_UNTRACKED])
+            .or_insert(0) += n;
+    }
+    let mut rows: Vec<CounterRow> = by_hook
+        .into_iter()
+        .map(|((ifindex, hook), reasons)| CounterRow {
+            ifindex,
+            iface: name_of(ifindex).unwrap_or_else(|| format!("if{ifindex}")),
+            hook: maps::hook_name(hook),
+            reasons,
         })
         .collect();
     rows.sort_by(|a, b| (a.ifindex, a.hook).cmp(&(b.ifindex, b.hook)));
@@ -1208,7 +1221,16 @@ warning: the kernel uses ruleset 0x00009999 for it, not this configuration's: `w
                 vec![0u64.as_bytes().to_vec(), 1u64.as_bytes().to_vec()],
             ),
         ]);
-        assert_eq!(rule_hits(&per_cpu), BTreeMap::from([(7, 7), (9, 1)]));
+        assert_eq!(
+            rule_hits(&per_cpu, &XdpDrops::new()),
+            BTreeMap::from([(7, 7), (9, 1)])
+        );
+        // XDP's drops are hits of their rules too.
+        let xdp = XdpDrops::from([((3, 9), 5), ((4, 11), 2)]);
+        assert_eq!(
+            rule_hits(&per_cpu, &xdp),
+            BTreeMap::from([(7, 7), (9, 6), (11, 2)])
+        );
     }
 
     #[test]
@@ -1327,13 +1349,15 @@ udp    10.65.0.2:5353   10.65.1.5:53  -                 -                 -     
             k.as_bytes().to_vec(),
             vec![c1.as_bytes().to_vec(), c2.as_bytes().to_vec()],
         )]);
-        let rows = counters(&per_cpu, |_| None);
+        let xdp = XdpDrops::from([((4, 9), 5), ((4, 11), 2)]);
+        let rows = counters(&per_cpu, &xdp, |_| None);
         assert_eq!(rows[0].iface, "if4");
         assert_eq!(
             render_counters(&rows),
-            "INTERFACE  IFINDEX  HOOK    REASON         PACKETS
-if4              4  to-wep  accept-policy        5
-if4              4  to-wep  drop-policy          1
+            "INTERFACE  IFINDEX  HOOK    REASON          PACKETS
+if4              4  to-wep  accept-policy         5
+if4              4  to-wep  drop-policy           1
+if4              4  xdp     drop-untracked        7
 "
         );
         let json = serde_json::to_string(&rows[0]).expect("serializes");

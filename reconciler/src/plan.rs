@@ -381,8 +381,12 @@ const WRITE_ORDER: &[&str] = &[
     maps::VTEP4,
     maps::DSR_OPTOUT4,
     maps::TRACE_FILTER,
+    // A port's bit before its failsafe entries, and after them when it goes: the bitmap may
+    // send a packet to look for an entry there is none of, never skip one there is.
+    maps::FS_PORTS,
     maps::FAILSAFE4,
     maps::XDP_SRC4,
+    maps::XDP_HOST4,
     maps::HEP,
     maps::IFACE,
 ];

@@ -35,16 +35,28 @@ fn unsupported(e: i32) -> bool {
     e == libc::EINVAL || e == libc::EOPNOTSUPP || e == ENOTSUPP
 }
 
-/// Every entry of `m`.
+/// Whether `m` is an array: every index has a value, and a zero value stands for no entry
+/// (read_all leaves it out, delete writes it).
+fn is_array(m: &MapHandle) -> bool {
+    m.map_type() == libbpf_rs::MapType::Array
+}
+
+/// Every entry of `m` (of an array, those that are not zero).
 pub fn read_all(m: &MapHandle) -> Result<Entries, libbpf_rs::Error> {
-    if let Some(e) = read_batched(m)? {
-        return Ok(e);
-    }
-    let mut out = Entries::new();
-    for k in m.keys() {
-        if let Some(v) = m.lookup(&k, MapFlags::ANY)? {
-            out.insert(k, v);
+    let mut out = match read_batched(m)? {
+        Some(e) => e,
+        None => {
+            let mut out = Entries::new();
+            for k in m.keys() {
+                if let Some(v) = m.lookup(&k, MapFlags::ANY)? {
+                    out.insert(k, v);
+                }
+            }
+            out
         }
+    };
+    if is_array(m) {
+        out.retain(|_, v| v.iter().any(|b| *b != 0));
     }
     Ok(out)
 }
@@ -176,8 +188,12 @@ pub fn write<'a>(
     Ok(())
 }
 
-/// Deletes `keys`; keys already gone are no error.
+/// Deletes `keys`; keys already gone are no error. An array's are zeroed.
 pub fn delete(m: &MapHandle, keys: &[Vec<u8>]) -> Result<(), libbpf_rs::Error> {
+    if is_array(m) {
+        let zero = vec![0u8; m.value_size() as usize];
+        return write(m, keys.iter().map(|k| (k.as_slice(), zero.as_slice())));
+    }
     let fd = m.as_fd().as_raw_fd();
     let o = opts();
     let mut rest = keys;

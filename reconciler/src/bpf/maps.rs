@@ -28,7 +28,9 @@ pub use types::{
     weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
     weft_route_value as RouteValue, weft_scratch as Scratch, weft_trace_filter as TraceFilter,
     weft_trace_host as TraceHost, weft_trace_port as TracePort, weft_tun_flow as TunFlow,
-    weft_vtep_key as VtepKey, weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
+    weft_vtep_key as VtepKey, weft_xdp_cache as XdpCache, weft_xdp_ctr as XdpCtr,
+    weft_xdp_host4_key as XdpHost4Key, weft_xdp_src4_key as XdpSrc4Key,
+    weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -38,6 +40,11 @@ pub const IFACE: &str = spec::IFACE.name;
 pub const HEP: &str = spec::HEP.name;
 pub const FAILSAFE4: &str = spec::FAILSAFE4.name;
 pub const XDP_SRC4: &str = spec::XDP_SRC4.name;
+pub const XDP_HOST4: &str = spec::XDP_HOST4.name;
+pub const XDP_CTRS: &str = spec::XDP_CTRS.name;
+pub const XDP_GEN: &str = spec::XDP_GEN.name;
+pub const XDP_CACHE: &str = spec::XDP_CACHE.name;
+pub const FS_PORTS: &str = spec::FS_PORTS.name;
 pub const RT4: &str = spec::RT4.name;
 pub const WLADDR4: &str = spec::WLADDR4.name;
 pub const POL_RS: &str = spec::POL_RS.name;
@@ -78,6 +85,21 @@ pub mod spec {
     /// XDP's fast path: (interface, source prefix) -> the untracked ingress verdict.
     pub const XDP_SRC4: MapSpec<XdpSrc4Key, XdpSrcValue> =
         MapSpec::new("weft_xdp_src4", |_| 65_536).rendered(render_xdp_src);
+    /// XDP's fast path for whole sources: (interface, source) -> the untracked verdict.
+    pub const XDP_HOST4: MapSpec<XdpHost4Key, XdpSrcValue> =
+        MapSpec::new("weft_xdp_host4", |_| 65_536).rendered(render_xdp_host);
+    /// The generation of XDP's fast path: bumped after every change to weft_xdp_host4 and
+    /// weft_xdp_src4, it voids what XDP cached of them (`crate::bpf::xdp`).
+    pub const XDP_GEN: MapSpec<u32, u64> = MapSpec::new("weft_xdp_gen", |_| 1);
+    /// Per CPU: the sources XDP decided last, with their verdicts and generation.
+    pub const XDP_CACHE: MapSpec<u32, XdpCache> =
+        MapSpec::new("weft_xdp_cache", |_| crate::abi::XDP_CACHE_SLOTS);
+    /// Per CPU: XDP's drops by (interface, rule), in slots the first pair to count claims.
+    pub const XDP_CTRS: MapSpec<u32, XdpCtr> =
+        MapSpec::new("weft_xdp_ctrs", |_| crate::abi::XDP_CTR_SLOTS);
+    /// The failsafe ports as a bitmap: a word per 64 (direction, protocol, port).
+    pub const FS_PORTS: MapSpec<u32, u64> =
+        MapSpec::new("weft_fs_ports", |_| crate::abi::FS_WORDS).rendered(render_fs_ports);
     /// Failsafe ports: (direction, protocol, port, peer prefix).
     pub const FAILSAFE4: MapSpec<Failsafe4Key, u32> =
         MapSpec::new("weft_failsafe4", |_| FAILSAFE_MAX).rendered(render_failsafe);
@@ -152,13 +174,18 @@ pub mod spec {
         MapSpec::new("weft_dsr_optout4", |_| 1024).rendered(render_dsr_optout);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 25] = [
+    pub static ALL: [&dyn AnyMapSpec; 30] = [
         &CT4,
         &FRAGS4,
         &IFACE,
         &HEP,
         &FAILSAFE4,
         &XDP_SRC4,
+        &XDP_HOST4,
+        &XDP_CTRS,
+        &XDP_GEN,
+        &XDP_CACHE,
+        &FS_PORTS,
         &RT4,
         &WLADDR4,
         &POL_RS,
@@ -303,7 +330,9 @@ pub const RECONCILED: &[&str] = &[
     IFACE,
     HEP,
     FAILSAFE4,
+    FS_PORTS,
     XDP_SRC4,
+    XDP_HOST4,
     RT4,
     WLADDR4,
     NAT_FE4,
@@ -413,6 +442,9 @@ unsafe impl Plain for HepValue {}
 unsafe impl Plain for Frag4Key {}
 unsafe impl Plain for XdpSrc4Key {}
 unsafe impl Plain for XdpSrcValue {}
+unsafe impl Plain for XdpHost4Key {}
+unsafe impl Plain for XdpCtr {}
+unsafe impl Plain for XdpCache {}
 unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
@@ -526,7 +558,10 @@ pub fn defs(sizes: &MapSizes) -> Vec<MapDef> {
 /// Map entries as raw bytes, the form both the desired and the observed state take.
 pub type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
-pub fn entry<K: Plain, V: Plain>(k: &K, v: &V) -> (Vec<u8>, Vec<u8>) {
+/// One entry, key and value as the map holds them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+pub fn entry<K: Plain, V: Plain>(k: &K, v: &V) -> Entry {
     (k.as_bytes().to_vec(), v.as_bytes().to_vec())
 }
 
@@ -633,6 +668,49 @@ fn render_xdp_src(k: &XdpSrc4Key, v: &XdpSrcValue, _: &Names) -> String {
         if v.drop != 0 { "drop" } else { "to-tc" },
         v.rule_id
     )
+}
+
+fn render_xdp_host(k: &XdpHost4Key, v: &XdpSrcValue, n: &Names) -> String {
+    let prefix = XdpSrc4Key {
+        prefixlen: 64,
+        ifindex: k.ifindex,
+        addr: k.addr,
+    };
+    render_xdp_src(&prefix, v, n)
+}
+
+/// One word of weft_fs_ports, as the ports its bits stand for.
+fn render_fs_ports(word: &u32, bits: &u64, _: &Names) -> String {
+    let (dir, proto, first) = fs_word_parts(*word);
+    let ports: Vec<String> = (0..64)
+        .filter(|b| bits >> b & 1 == 1)
+        .map(|b| (first + b).to_string())
+        .collect();
+    format!(
+        "failsafe {} {} ports {}",
+        if dir == FS_IN { "inbound" } else { "outbound" },
+        proto_name(proto),
+        ports.join(",")
+    )
+}
+
+/// weft_fs_ports' word and bit for a failsafe's direction, protocol (TCP or UDP) and port.
+pub fn fs_word(dir: u8, proto: u8, port: u16) -> (u32, u64) {
+    let udp = u32::from(proto == libc::IPPROTO_UDP as u8);
+    (
+        u32::from(dir) << 11 | udp << 10 | u32::from(port >> 6),
+        1u64 << (port & 63),
+    )
+}
+
+/// The direction, protocol and first port of weft_fs_ports' word `word`.
+fn fs_word_parts(word: u32) -> (u8, u8, u16) {
+    let proto = if word >> 10 & 1 == 1 {
+        libc::IPPROTO_UDP
+    } else {
+        libc::IPPROTO_TCP
+    };
+    ((word >> 11) as u8, proto as u8, ((word & 1023) << 6) as u16)
 }
 
 fn render_dsr_optout(k: &DsrOptout4Key, _: &u32, _: &Names) -> String {

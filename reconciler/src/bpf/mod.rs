@@ -16,6 +16,7 @@ pub mod rulesets;
 pub mod stats;
 pub mod testrun;
 pub mod verifier;
+pub mod xdp;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -141,13 +141,63 @@ pub fn packet_counters(pins: &Pins) -> Result<Vec<HookCounters>, BpfError> {
             packets,
         });
     }
+    for ((ifindex, _), n) in xdp_drops(pins)? {
+        let at = out
+            .iter()
+            .position(|c| c.ifindex == ifindex && c.hook == maps::HOOK_XDP);
+        let c = match at {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(HookCounters {
+                    ifindex,
+                    iface: names.get(&ifindex).cloned(),
+                    hook: maps::HOOK_XDP,
+                    packets: vec![0u64; super::reasons::REASONS.len()],
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        c.packets[super::reasons::DROP_UNTRACKED] += n;
+    }
     out.sort_by_key(|c| (c.ifindex, c.hook));
     Ok(out)
 }
 
-/// weft_rule_ctrs, summed over CPUs: packets each rule decided, by rule id.
+/// XDP's drops (weft_xdp_ctrs): packets by (ifindex, rule id), summed over slots and CPUs.
+/// They count both as the interface's XDP drop-untracked packets and as the rule's hits.
+pub type XdpDrops = BTreeMap<(u32, u32), u64>;
+
+/// weft_xdp_ctrs of an open map, summed.
+pub fn xdp_drops_of(m: &MapHandle) -> Result<XdpDrops, BpfError> {
+    let mut out = XdpDrops::new();
+    for slot in 0..crate::abi::XDP_CTR_SLOTS {
+        let cpus = spec::XDP_CTRS
+            .lookup_percpu(m, &slot)
+            .map_err(|source| BpfError::Map {
+                name: spec::XDP_CTRS.name.into(),
+                source,
+            })?;
+        for c in cpus.iter().flatten().filter(|c| c.ifindex != 0) {
+            *out.entry((c.ifindex, c.rule_id)).or_default() += c.packets;
+        }
+    }
+    Ok(out)
+}
+
+/// weft_xdp_ctrs, summed; none where it is not pinned.
+pub fn xdp_drops(pins: &Pins) -> Result<XdpDrops, BpfError> {
+    if !pins.map(spec::XDP_CTRS.name).exists() {
+        return Ok(XdpDrops::new());
+    }
+    xdp_drops_of(&spec::XDP_CTRS.open(pins)?)
+}
+
+/// weft_rule_ctrs, summed over CPUs, with XDP's drops: packets each rule decided, by rule id.
 pub fn rule_hits(pins: &Pins) -> Result<BTreeMap<u32, u64>, BpfError> {
     let mut out = BTreeMap::new();
+    for ((_, rule), n) in xdp_drops(pins)? {
+        *out.entry(rule).or_default() += n;
+    }
     if !pins.map(spec::RULE_COUNTERS.name).exists() {
         return Ok(out);
     }
@@ -160,7 +210,7 @@ pub fn rule_hits(pins: &Pins) -> Result<BTreeMap<u32, u64>, BpfError> {
                 source,
             })?
         {
-            out.insert(id, values.iter().sum());
+            *out.entry(id).or_default() += values.iter().sum::<u64>();
         }
     }
     Ok(out)

@@ -135,7 +135,10 @@ async fn policy(
         Some(DirectionArg::Ingress) => vec![Direction::Ingress],
         Some(DirectionArg::Egress) => vec![Direction::Egress],
     };
-    let hits = dump::rule_hits(&dump::read_per_cpu(&h.pins, maps::RULE_COUNTERS)?);
+    let hits = dump::rule_hits(
+        &dump::read_per_cpu(&h.pins, maps::RULE_COUNTERS)?,
+        &weft::bpf::stats::xdp_drops(&h.pins).map_err(DumpError::from)?,
+    );
     let live = dump::read_map(&h.pins, maps::IFACE)?;
     let p = dump::policy(&desired, endpoint, &directions, &hits, &live)?;
     print(json, &p, dump::render_policy);
@@ -234,7 +237,8 @@ async fn maps_dump(what: &What) -> Result<(), Error> {
         What::Counters { host, json } => {
             let h = host.host().open().await?;
             let per_cpu = dump::read_per_cpu(&h.pins, maps::COUNTERS)?;
-            let rows = dump::counters(&per_cpu, name_of(&h));
+            let xdp = weft::bpf::stats::xdp_drops(&h.pins).map_err(DumpError::from)?;
+            let rows = dump::counters(&per_cpu, &xdp, name_of(&h));
             print(json.on(), &rows, |r| dump::render_counters(r));
         }
         What::Routes { host, json } => {

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use weft_model::{Config, HostEndpoint, Item};
 
 use super::{read, v4_hosts, Desired, DesiredError, NAT_IN, NAT_OUT};
-use crate::bpf::maps::{self, Failsafe4Key, HepValue, XdpSrc4Key, XdpSrcValue};
+use crate::bpf::maps::{self, Failsafe4Key, HepValue, XdpHost4Key, XdpSrc4Key, XdpSrcValue};
 use crate::facts::HostFacts;
 use crate::policy::resolve::{Direction, Endpoint, PolicyIndex, Stage};
 use crate::warning::Warning;
@@ -184,8 +184,8 @@ pub fn rulesets(
             let key = HostEndpointSummary::rules_key(&name, &c.iface, stage);
             let cells = super::keep_ruleset(cache, d, key, dir, &spec, info)?;
             if stage == Stage::Untracked && dir == Direction::Ingress {
-                for kv in xdp_fast_path(c.ifindex, &cells) {
-                    add(maps::XDP_SRC4, kv);
+                for (map, kv) in xdp_fast_path(c.ifindex, &cells) {
+                    add(map, kv);
                 }
             }
             ids.insert((stage, dir), cells.id());
@@ -212,13 +212,13 @@ pub fn rulesets(
     Ok(())
 }
 
-/// XDP's per-source verdicts for interface `ifindex` (weft_xdp_src4 entries), where its
-/// untracked ingress ruleset `cells` decides by the source address alone; none otherwise (XDP
-/// then walks the ruleset).
+/// XDP's per-source verdicts for interface `ifindex`, where its untracked ingress ruleset
+/// `cells` decides by the source address alone: whole addresses in weft_xdp_host4, prefixes in
+/// weft_xdp_src4, each with its map's name. None otherwise (XDP then walks the ruleset).
 pub fn xdp_fast_path(
     ifindex: u32,
     cells: &crate::policy::tables::Cells,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+) -> Vec<(&'static str, maps::Entry)> {
     let Some(steps) = crate::policy::tables::decode(cells)
         .ok()
         .and_then(|c| crate::policy::classify::by_address_only(&c))
@@ -227,28 +227,38 @@ pub fn xdp_fast_path(
     };
     let mut out = Vec::new();
     for p in crate::policy::lpm::encode(32, &steps) {
-        let k = XdpSrc4Key {
-            prefixlen: 32 + u32::from(p.len),
-            ifindex,
-            addr: maps::addr_be(Ipv4Addr::from(p.base as u32)),
-        };
+        let addr = maps::addr_be(Ipv4Addr::from(p.base as u32));
         let v = XdpSrcValue {
             rule_id: p.value.rule_id,
             drop: u8::from(!p.value.allow && !p.value.no_match),
             pad: [0; 3],
         };
-        out.push(maps::entry(&k, &v));
+        out.push(if p.len == 32 {
+            (
+                maps::XDP_HOST4,
+                maps::entry(&XdpHost4Key { ifindex, addr }, &v),
+            )
+        } else {
+            let k = XdpSrc4Key {
+                prefixlen: 32 + u32::from(p.len),
+                ifindex,
+                addr,
+            };
+            (maps::XDP_SRC4, maps::entry(&k, &v))
+        });
     }
     out
 }
 
-/// The failsafe ports of this node's FelixConfiguration, as weft_failsafe4 entries.
+/// The failsafe ports of this node's FelixConfiguration, as weft_failsafe4 entries and the
+/// weft_fs_ports words that say which ports have any.
 pub fn failsafes(
     cfg: &Config,
     facts: &HostFacts,
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) {
     let felix = cfg.felix_for_node(&facts.node);
+    let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for (dir, ports) in [
         (maps::FS_IN, felix.failsafe_inbound_host_ports()),
         (maps::FS_OUT, felix.failsafe_outbound_host_ports()),
@@ -269,7 +279,12 @@ pub fn failsafes(
                 addr: maps::addr_be(Ipv4Addr::from(net.addr)),
             };
             add(maps::FAILSAFE4, maps::entry(&k, &1u32));
+            let (word, bit) = maps::fs_word(dir, p.protocol, p.port);
+            *words.entry(word).or_default() |= bit;
         }
+    }
+    for (word, bits) in words {
+        add(maps::FS_PORTS, maps::entry(&word, &bits));
     }
 }
 
@@ -506,8 +521,9 @@ spec:
         let entries = |cfg: &Config| {
             let mut out = Vec::new();
             failsafes(cfg, &facts(), &mut |m, kv| {
-                assert_eq!(m, maps::FAILSAFE4);
-                out.push(kv)
+                if m == maps::FAILSAFE4 {
+                    out.push(kv)
+                }
             });
             out
         };
@@ -537,5 +553,38 @@ spec:
             addr: maps::addr_be(Ipv4Addr::new(10, 0, 0, 0)),
         };
         assert_eq!(off[0].0, maps::Plain::as_bytes(&dns));
+    }
+
+    #[test]
+    fn the_failsafe_bitmap_has_a_bit_for_each_port_and_no_other() {
+        let cfg = load(&[&hep("eth0", Some("eth0"), &[])]);
+        let mut words: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut keys = Vec::new();
+        failsafes(&cfg, &facts(), &mut |m, (k, v)| {
+            if m == maps::FS_PORTS {
+                let word: u32 = maps::Plain::from_bytes(&k).expect("word");
+                words.insert(word, maps::Plain::from_bytes(&v).expect("bits"));
+            } else {
+                keys.push(maps::Plain::from_bytes(&k).expect("failsafe key"));
+            }
+        });
+        let keys: Vec<Failsafe4Key> = keys;
+        let bits = |dir, proto, port| {
+            let (w, b) = maps::fs_word(dir, proto, port);
+            words.get(&w).is_some_and(|x| x & b != 0)
+        };
+        for k in &keys {
+            assert!(bits(k.dir, k.proto, k.port), "{k:?}");
+        }
+        let set: u32 = words.values().map(|w| w.count_ones()).sum();
+        assert_eq!(
+            set as usize,
+            keys.len(),
+            "one bit per (direction, protocol, port)"
+        );
+        assert!(bits(maps::FS_IN, 6, 22), "SSH in");
+        assert!(!bits(maps::FS_IN, 17, 22), "not UDP 22");
+        assert!(!bits(maps::FS_OUT, 6, 22), "not SSH out");
+        assert!(!bits(maps::FS_IN, 6, 23), "not the port beside it");
     }
 }
