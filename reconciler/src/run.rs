@@ -185,7 +185,7 @@ impl Kernel for Host {
             .iter()
             .map(|(n, i)| (*i, n.clone()))
             .collect();
-        Ok(self.nl.foreign_host_routes_v4(at, &name_of).await?)
+        Ok(self.nl.foreign_routes_v4(at, &name_of).await?)
     }
 
     fn guard(&self) -> Guard {

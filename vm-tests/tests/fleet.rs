@@ -273,8 +273,15 @@ fn the_daemons_route_a_new_workload_within_5_s_of_the_write_and_withdraw_it_on_r
     serve_all(&f);
     assert!(tcp_ok(&f.w(0, 0).ns, workload_ip(2, 0), TCP));
 
-    // A new workload on node-1: its device first (as a CNI would make it), then its file.
-    let ip = workload_ip(1, 1);
+    // A new workload on node-1: its device first (as a CNI would make it), then its file. Its
+    // address is in a block node-1 has nothing in yet (10.244.2.64/26), so the other hosts
+    // route the block when it comes and withdraw it when it goes.
+    let ip = Ipv4Addr::new(10, 244, 2, 100);
+    assert_eq!(
+        workload_ip(1, 0),
+        Ipv4Addr::new(10, 244, 2, 2),
+        "node-1's first block"
+    );
     let w = f.hosts[1].workload("cali1", ip);
     tcp_server(&f.hosts[1].w(w).ns, TCP);
     let name = workload_name(1, 1);

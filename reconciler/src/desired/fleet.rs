@@ -15,10 +15,16 @@
 //!   address: a permanent neighbour entry (tunnel address -> VTEP MAC) and a permanent FDB
 //!   entry (VTEP MAC -> underlay address), so nothing is ever flooded or learnt; and a route
 //!   to its tunnel address, which its host processes talk to workloads from.
-//! - **Remote workloads.** Each IPv4 address of a WorkloadEndpoint on another node gets a /32
-//!   route, taken from the endpoints themselves (IPAM block resources are not read, so
-//!   `blockSize` does not aggregate them): the route shows the path in `ip route get` and comes
-//!   and goes with the endpoint. Which path follows the address's IPPool (the most specific
+//! - **Remote workloads** are routed by block, as Calico's IPAM hands them out: the blocks are
+//!   taken from the endpoints themselves (IPAM block resources are not read). An address's
+//!   block is the `blockSize` (26 where unset) prefix of the most specific enabled pool that
+//!   holds it. A block whose endpoint addresses are all on one other node is routed whole to
+//!   that node, one route for up to 64 workloads; in a block that several nodes have addresses
+//!   in (this one included; Calico's borrowed addresses), each remote address gets a /32. An
+//!   address in no pool gets a /32. Routes come and go with the endpoints. Unlike Calico, the
+//!   owning node puts no blackhole route on its own blocks: a packet for an address of its
+//!   block that no endpoint has follows its other routes. Which path follows the address's
+//!   IPPool (the most specific
 //!   enabled one containing it): `vxlanMode` Always goes through the VXLAN device, onlink via
 //!   the node's tunnel address; CrossSubnet does so only when the node's underlay address is
 //!   outside this node's subnet, and otherwise routes straight to the node's underlay
@@ -28,7 +34,7 @@
 //! - Files with no Node resource and VXLAN off are one host's: endpoints of other nodes there
 //!   are policy peers only, and nothing is routed to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use weft_model::{Config, EncapsulationMode, Node};
@@ -143,10 +149,23 @@ pub fn peer(n: &Node) -> Option<Peer> {
     })
 }
 
-/// An enabled IPv4 pool: its network and how its addresses cross between nodes.
+/// An enabled IPv4 pool: its network, how its addresses cross between nodes, and the length
+/// of its blocks.
 struct Pool {
     net: Net4,
     mode: EncapsulationMode,
+    block: u8,
+}
+
+/// Calico's IPv4 blockSize where a pool does not write one.
+const DEFAULT_BLOCK: u8 = 26;
+
+/// The block of the most specific pool that holds `addr`, if one does.
+fn block_of(pools: &[Pool], addr: Ipv4Addr) -> Option<Net4> {
+    pools
+        .iter()
+        .find(|pl| pl.net.contains_addr(u32::from(addr)))
+        .map(|pl| Net4::new(u32::from(addr), pl.block))
 }
 
 fn pools(cfg: &Config) -> Vec<Pool> {
@@ -155,9 +174,18 @@ fn pools(cfg: &Config) -> Vec<Pool> {
         .iter()
         .filter(|p| !p.value.spec.disabled)
         .filter_map(|p| {
+            let net = addr_and_subnet(&p.value.spec.cidr)?.1;
+            let block = p
+                .value
+                .spec
+                .block_size
+                .and_then(|b| u8::try_from(b).ok())
+                .unwrap_or(DEFAULT_BLOCK)
+                .clamp(net.len, 32);
             Some(Pool {
-                net: addr_and_subnet(&p.value.spec.cidr)?.1,
+                net,
                 mode: p.value.spec.vxlan_mode.unwrap_or(EncapsulationMode::Never),
+                block,
             })
         })
         .collect();
@@ -230,9 +258,10 @@ pub fn mss_clamp(
     u16::try_from(device_mtu(felix, facts, index).saturating_sub(40)).ok()
 }
 
-/// A remote workload's address as weft_rt4 holds it.
+/// A remote workload's address, or a block of them, as weft_rt4 holds it.
 pub struct RemoteWorkload {
-    pub addr: Ipv4Addr,
+    /// The address, or the block (see the module's doc).
+    pub net: Net4,
     /// Its node's underlay address, or its tunnel address where the route is the tunnel.
     pub next_hop: Ipv4Addr,
     pub in_pool: bool,
@@ -271,8 +300,8 @@ impl Fleet {
     ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
         self.remote.iter().map(move |r| {
             let k = Route4Key {
-                prefixlen: 32,
-                addr: maps::addr_be(r.addr),
+                prefixlen: u32::from(r.net.len),
+                addr: maps::addr_be(Ipv4Addr::from(r.net.addr)),
             };
             let mut flags = maps::RT_F_REMOTE_WORKLOAD;
             if r.in_pool {
@@ -488,6 +517,20 @@ pub fn plumbing(
         return fleet;
     };
 
+    // Which nodes have endpoint addresses in each pool block, this one included.
+    let mut owners: BTreeMap<Net4, BTreeSet<&str>> = BTreeMap::new();
+    for addr in local_addrs.keys() {
+        if let Some(b) = block_of(&pools, *addr) {
+            owners.entry(b).or_default().insert(&facts.node);
+        }
+    }
+    for (node, addrs) in &remote {
+        for addr in addrs {
+            if let Some(b) = block_of(&pools, *addr) {
+                owners.entry(b).or_default().insert(node);
+            }
+        }
+    }
     for (node, addrs) in &remote {
         let Some(p) = peers.get(node) else {
             d.warnings.push(Warning::host(format!(
@@ -496,17 +539,25 @@ pub fn plumbing(
             continue;
         };
         for addr in addrs {
+            // The node's whole block where no other node has an address in it, else the
+            // address alone.
+            let net = block_of(&pools, *addr)
+                .filter(|b| owners.get(b).is_some_and(|o| o.len() == 1))
+                .unwrap_or(Net4::host(u32::from(*addr)));
+            if d.state.routes.contains_key(&net) {
+                continue;
+            }
             match route_to(*addr, p, &me, &pools, vxlan_on, &underlay_dev) {
                 Ok(route) => {
                     fleet.remote.push(RemoteWorkload {
-                        addr: *addr,
+                        net,
                         next_hop: route.via.unwrap_or(p.underlay),
                         in_pool: pools
                             .iter()
                             .any(|pl| pl.net.contains_addr(u32::from(*addr))),
                         tunneled: route.dev == VXLAN_DEV,
                     });
-                    d.state.routes.insert(Net4::host(u32::from(*addr)), route);
+                    d.state.routes.insert(net, route);
                 }
                 Err(why) => d.warnings.push(Warning::host(format!(
                     "workload address {addr} on node {node} is not routed: {why}"
@@ -581,11 +632,94 @@ mod tests {
         desired(&load(&refs), &facts()).expect("desired")
     }
 
+    /// How `ip` is routed: by the most specific of weft's routes that holds it.
     fn route(d: &crate::desired::Desired, ip: [u8; 4]) -> Option<String> {
+        routed_by(d, ip).map(|(_, r)| r)
+    }
+
+    /// The most specific of weft's routes that holds `ip`, and how it reads.
+    fn routed_by(d: &crate::desired::Desired, ip: [u8; 4]) -> Option<(Net4, String)> {
+        let a = u32::from(Ipv4Addr::from(ip));
         d.state
             .routes
-            .get(&Net4::host(u32::from(Ipv4Addr::from(ip))))
-            .map(RouteState::show)
+            .iter()
+            .filter(|(net, _)| net.contains_addr(a))
+            .max_by_key(|(net, _)| net.len)
+            .map(|(net, r)| (*net, r.show()))
+    }
+
+    #[test]
+    fn a_block_on_one_node_is_routed_whole_and_a_shared_one_address_by_address() {
+        let d = state(&fleet(&[
+            &pool("10.244.0.0/16", "Always"),
+            &wep("b2", "n2", "10.244.2.3"),
+            // Borrowed: n3 has an address in n2's block 10.244.2.0/26.
+            &wep("c2", "n3", "10.244.2.9"),
+            // n2 has one in the next block, which no other node has any of.
+            &wep("b3", "n2", "10.244.2.70"),
+            // And one in the block of this node's endpoint a (10.244.1.2).
+            &wep("b4", "n2", "10.244.1.10"),
+        ]));
+        let net = |a: [u8; 4], len| Net4::new(u32::from(Ipv4Addr::from(a)), len);
+        let via2 = "via 10.244.2.0 dev vxlan.calico onlink".to_string();
+        let via3 = "via 10.244.3.0 dev vxlan.calico onlink".to_string();
+        assert_eq!(
+            routed_by(&d, [10, 244, 2, 2]),
+            Some((net([10, 244, 2, 2], 32), via2.clone()))
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 2, 3]),
+            Some((net([10, 244, 2, 3], 32), via2.clone()))
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 2, 9]),
+            Some((net([10, 244, 2, 9], 32), via3.clone()))
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 2, 70]),
+            Some((net([10, 244, 2, 64], 26), via2.clone())),
+            "a block only n2 has addresses in: one route"
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 3, 2]),
+            Some((net([10, 244, 3, 0], 26), via3)),
+            "n3's block"
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 1, 10]),
+            Some((net([10, 244, 1, 10], 32), via2)),
+            "an address in this node's block"
+        );
+        // weft_rt4 holds the same prefixes.
+        let rt = d.state.maps[maps::RT4].entries.as_ref().expect("rt4");
+        let key = |a: [u8; 4], len: u32| {
+            maps::spec::RT4
+                .entry(
+                    &Route4Key {
+                        prefixlen: len,
+                        addr: maps::addr_be(Ipv4Addr::from(a)),
+                    },
+                    &Default::default(),
+                )
+                .0
+        };
+        assert!(rt.contains_key(&key([10, 244, 2, 64], 26)));
+        assert!(rt.contains_key(&key([10, 244, 2, 9], 32)));
+        assert!(
+            !rt.contains_key(&key([10, 244, 2, 0], 26)),
+            "a shared block"
+        );
+    }
+
+    #[test]
+    fn a_pools_block_size_sets_the_blocks() {
+        let d = state(&fleet(&[
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.244.0.0/16, vxlanMode: Always, blockSize: 24}\n",
+        ]));
+        assert_eq!(
+            routed_by(&d, [10, 244, 3, 200]).map(|(n, _)| n),
+            Some(Net4::new(u32::from(Ipv4Addr::new(10, 244, 3, 0)), 24))
+        );
     }
 
     #[test]

@@ -84,11 +84,11 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The main table's IPv4 host routes at the destinations `at` that are not weft's and that
+    /// The main table's IPv4 routes at the destinations `at` that are not weft's and that
     /// a route of weft's to the same destination would replace (tos 0, metric 0), by
     /// destination; `name_of` names interfaces by index. Asks nothing when `at` is empty: a
     /// host's table may be large, and most reconciles add no route.
-    pub async fn foreign_host_routes_v4(
+    pub async fn foreign_routes_v4(
         &self,
         at: &BTreeSet<Net4>,
         name_of: &BTreeMap<u32, String>,
@@ -107,7 +107,6 @@ impl Netlink {
             let h = &m.header;
             if h.protocol == RouteProtocol::Other(WEFT_PROTO)
                 || h.table != RouteHeader::RT_TABLE_MAIN
-                || h.destination_prefix_length != 32
                 || h.tos != 0
                 || m.attributes
                     .iter()
@@ -121,7 +120,7 @@ impl Netlink {
             }) else {
                 continue;
             };
-            let dst = Net4::host(u32::from(dst));
+            let dst = Net4::new(u32::from(dst), m.header.destination_prefix_length);
             if !at.contains(&dst) {
                 continue;
             }
