@@ -390,7 +390,11 @@ impl<'a> Applier<'a> {
     fn route4(&self, op: &Op, dst: Net4, r: &RouteState) -> Result<Route4, ApplyError> {
         Ok(Route4 {
             dst,
-            oif: self.ifindex(op, &r.dev)?,
+            oif: if r.is_blackhole() {
+                0
+            } else {
+                self.ifindex(op, &r.dev)?
+            },
             via: r.via,
             onlink: r.onlink,
         })

@@ -252,10 +252,14 @@ pub async fn observe(
     for r in nl.routes_v4().await? {
         st.routes.insert(
             r.dst,
-            RouteState {
-                dev: name_of(r.oif),
-                via: r.via,
-                onlink: r.onlink,
+            if r.oif == 0 {
+                RouteState::blackhole()
+            } else {
+                RouteState {
+                    dev: name_of(r.oif),
+                    via: r.via,
+                    onlink: r.onlink,
+                }
             },
         );
     }

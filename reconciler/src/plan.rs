@@ -228,7 +228,13 @@ fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error
 impl Op {
     /// One line for people, in the words of the equivalent command.
     pub fn describe(&self) -> String {
-        let route = |dst: &Net4, r: &RouteState| format!("{dst} {} proto 87", r.show());
+        let route = |dst: &Net4, r: &RouteState| {
+            if r.is_blackhole() {
+                format!("blackhole {dst} proto 87")
+            } else {
+                format!("{dst} {} proto 87", r.show())
+            }
+        };
         match self {
             Op::CreateVeth {
                 name,
@@ -330,7 +336,9 @@ impl Op {
     pub fn iface(&self) -> Option<&str> {
         match self {
             Op::SetLinkUp { name } => Some(name),
-            Op::RouteReplace { route, .. } | Op::RouteDelete { route, .. } => Some(&route.dev),
+            Op::RouteReplace { route, .. } | Op::RouteDelete { route, .. } => {
+                (!route.is_blackhole()).then_some(route.dev.as_str())
+            }
             Op::AddressAdd { dev, .. }
             | Op::AddressDelete { dev, .. }
             | Op::FdbReplace { dev, .. }
@@ -819,8 +827,12 @@ pub fn render_foreign(ops: &[Op]) -> String {
                 route,
                 takes_over: Some(theirs),
             } => out.push_str(&format!(
-                "take over foreign route {theirs}: replaced by weft's {dst} dev {} (apply refuses without --take-over-routes)\n",
-                route.dev
+                "take over foreign route {theirs}: replaced by weft's {dst} {} (apply refuses without --take-over-routes)\n",
+                if route.is_blackhole() {
+                    "blackhole".to_string()
+                } else {
+                    format!("dev {}", route.dev)
+                }
             )),
             Op::RouteRestore { route } => {
                 out.push_str(&format!("put back foreign route {route}: weft took it over\n"))

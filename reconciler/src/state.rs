@@ -103,9 +103,12 @@ impl std::fmt::Display for VxlanLink {
 /// The alias that marks devices weft created.
 pub const OWNED_ALIAS: &str = "weft";
 
-/// A route weft owns: `ip route replace <dst> [via <gw>] dev <dev> [onlink] proto 87`.
+/// A route weft owns: `ip route replace <dst> [via <gw>] dev <dev> [onlink] proto 87`, or
+/// `ip route replace blackhole <dst> proto 87` where `dev` is empty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteState {
+    /// Empty for a blackhole.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub dev: String,
     /// A gateway on `dev`: service addresses go to bpfin.weft through a gateway whose route
     /// and neighbour entry weft owns too; remote workloads through the VTEP of their node.
@@ -126,8 +129,21 @@ impl RouteState {
         }
     }
 
+    /// Nowhere: what matches it is dropped (this node's own IPAM blocks, so that an address
+    /// of theirs no workload has goes no further).
+    pub fn blackhole() -> RouteState {
+        RouteState::direct("")
+    }
+
+    pub fn is_blackhole(&self) -> bool {
+        self.dev.is_empty()
+    }
+
     /// As `ip route` shows it after the destination.
     pub fn show(&self) -> String {
+        if self.is_blackhole() {
+            return "blackhole".into();
+        }
         match self.via {
             Some(gw) => format!(
                 "via {gw} dev {}{}",

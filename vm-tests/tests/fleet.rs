@@ -60,6 +60,17 @@ fn workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_e
         tcp_ok(&f.w(1, 0).ns, workload_ip(2, 0), TCP),
         "between the far hosts"
     );
+    // Each host routes the others' blocks whole, and blackholes its own beneath its
+    // workloads' routes: an address of node-0's block that no workload has ends there.
+    let unused = Ipv4Addr::new(10, 244, 1, 50);
+    assert!(
+        f.route_get(1, unused).contains("dev vxlan.calico"),
+        "{}",
+        f.route_get(1, unused)
+    );
+    let own =
+        weft_vm_tests::output_text(&f.hosts[0].host.ip(&["route", "show", "type", "blackhole"]));
+    assert!(own.contains("10.244.1.0/26"), "node-0's blackholes: {own}");
 
     // Ingress, enforced on h1w0's host: only h0w0, selected by its labels, which works only
     // if node-1 sees h0w0's own address (nothing masqueraded between hosts).

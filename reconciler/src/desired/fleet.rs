@@ -21,10 +21,11 @@
 //!   holds it. A block whose endpoint addresses are all on one other node is routed whole to
 //!   that node, one route for up to 64 workloads; in a block that several nodes have addresses
 //!   in (this one included; Calico's borrowed addresses), each remote address gets a /32. An
-//!   address in no pool gets a /32. Routes come and go with the endpoints. Unlike Calico, the
-//!   owning node puts no blackhole route on its own blocks: a packet for an address of its
-//!   block that no endpoint has follows its other routes. Which path follows the address's
-//!   IPPool (the most specific
+//!   address in no pool gets a /32. Routes come and go with the endpoints. A block whose
+//!   endpoint addresses are all this node's gets a blackhole route, as in Calico: a packet for
+//!   an address of it that no workload has (yet) goes no further than this node, where the
+//!   other nodes' block routes send it. Which path follows the address's IPPool (the most
+//!   specific
 //!   enabled one containing it): `vxlanMode` Always goes through the VXLAN device, onlink via
 //!   the node's tunnel address; CrossSubnet does so only when the node's underlay address is
 //!   outside this node's subnet, and otherwise routes straight to the node's underlay
@@ -565,6 +566,16 @@ pub fn plumbing(
             }
         }
     }
+    // This node's own blocks: what no workload of theirs has goes no further (Calico's
+    // blackhole route for a node's affine blocks).
+    for (block, o) in &owners {
+        if o.len() == 1 && o.contains(facts.node.as_str()) {
+            d.state
+                .routes
+                .entry(*block)
+                .or_insert_with(RouteState::blackhole);
+        }
+    }
     if fleet.remote.iter().any(|r| !r.tunneled) {
         // What comes in over the underlay unencapsulated is forwarded on to workloads.
         d.state
@@ -708,6 +719,22 @@ mod tests {
         assert!(
             !rt.contains_key(&key([10, 244, 2, 0], 26)),
             "a shared block"
+        );
+        assert_eq!(
+            routed_by(&d, [10, 244, 1, 50]),
+            None,
+            "this node's block is shared with n2: no blackhole"
+        );
+
+        // A block of this node's alone is a blackhole beneath its workloads' own routes.
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "Always")]));
+        assert_eq!(
+            routed_by(&d, [10, 244, 1, 50]),
+            Some((net([10, 244, 1, 0], 26), "blackhole".to_string()))
+        );
+        assert_eq!(
+            route(&d, [10, 244, 1, 2]).as_deref(),
+            Some("dev calia scope link")
         );
     }
 

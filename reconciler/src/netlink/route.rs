@@ -18,7 +18,7 @@ use crate::facts::ForeignRoute;
 use crate::policy::flat::Net4;
 
 /// A route of weft's: to `dst` out of interface `oif`, directly (scope link) or through a
-/// gateway on that interface (`via <gw>`).
+/// gateway on that interface (`via <gw>`); with `oif` 0, a blackhole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route4 {
     pub dst: Net4,
@@ -31,9 +31,15 @@ pub struct Route4 {
 fn message(r: &Route4) -> RouteMessage {
     let b = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::from(r.dst.addr), r.dst.len)
-        .output_interface(r.oif)
         .protocol(RouteProtocol::Other(WEFT_PROTO))
         .table_id(u32::from(RouteHeader::RT_TABLE_MAIN));
+    if r.oif == 0 {
+        return b
+            .kind(RouteType::BlackHole)
+            .scope(RouteScope::Universe)
+            .build();
+    }
+    let b = b.output_interface(r.oif);
     let mut m = match r.via {
         Some(gw) => b.gateway(gw).scope(RouteScope::Universe).build(),
         None => b.scope(RouteScope::Link).build(),
@@ -72,6 +78,10 @@ impl Netlink {
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
                 _ => None,
             });
+            let oif = match m.header.kind {
+                RouteType::BlackHole => Some(0),
+                _ => oif,
+            };
             if let (Some(d), Some(oif)) = (dst, oif) {
                 out.push(Route4 {
                     dst: Net4::new(u32::from(d), m.header.destination_prefix_length),
