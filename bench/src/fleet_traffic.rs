@@ -9,6 +9,12 @@
 //! profile allows everything. The loads are the traffic benchmark's (iperf3 with 1 and 8
 //! streams; new connections, one byte each way). Runs alternate between the rigs, and each
 //! figure is the median of its runs.
+//!
+//! A NodePort too: new connections from the outside client (the underlay) to node-0's
+//! NodePort, whose one backend is the workload on node-1. weft serves it as a Service of type
+//! NodePort in the files (Tunnel mode: the backend sees the client); the plain rig as
+//! kube-proxy's iptables mode would, a DNAT in PREROUTING and a MASQUERADE in POSTROUTING
+//! (iptables-legacy), over the same plain VXLAN.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +27,7 @@ use crate::report::{Common, Report, Row, Spread};
 use crate::traffic::load::{self, EchoServer, Sample};
 
 const ECHO_PORT: u16 = 8080;
+const NODE_PORT: u16 = 30080;
 const IPERF_PORT: u16 = 5201;
 const CONN_THREADS: usize = 4;
 
@@ -120,7 +127,19 @@ fn plain_vxlan(f: &Fleet) {
             "scope",
             "link",
         ]);
+        // The other host's tunnel address, which its masqueraded NodePort clients come from.
+        h.ip(&[
+            "route",
+            "add",
+            &format!("{}/32", fleet::tunnel(j)),
+            "via",
+            &fleet::tunnel(j).to_string(),
+            "dev",
+            "vxlan.calico",
+            "onlink",
+        ]);
         for key in [
+            "ipv4/conf/all/forwarding",
             "ipv4/conf/cali0/forwarding",
             "ipv4/conf/cali0/proxy_arp",
             "ipv4/conf/vxlan.calico/forwarding",
@@ -128,6 +147,58 @@ fn plain_vxlan(f: &Fleet) {
             sysctl(h, key);
         }
     }
+    // kube-proxy's iptables mode for the NodePort on node-0, reduced to its one service.
+    let backend = format!("{}:{ECHO_PORT}", workload_ip(1, 0));
+    let node_port = NODE_PORT.to_string();
+    let host0 = format!("--net={}", f.hosts[0].host.path().display());
+    for rule in [
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            &node_port,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &backend,
+        ],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-p",
+            "tcp",
+            "-d",
+            &backend[..backend.find(':').expect("addr:port")],
+            "--dport",
+            "8080",
+            "-j",
+            "MASQUERADE",
+        ],
+    ] {
+        let mut args = vec!["nsenter", &host0, "iptables-legacy"];
+        args.extend(rule);
+        weft_vm_tests::sh(&args);
+    }
+}
+
+/// The NodePort service on every host, its one backend node-1's workload.
+fn node_port_service() -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.80\n  ports:\n    - {{name: echo, port: 80, targetPort: {ECHO_PORT}, nodePort: {NODE_PORT}, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: echo}}\naddressType: IPv4\nports:\n  - {{name: echo, port: {ECHO_PORT}, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+        workload_ip(1, 0),
+        fleet::node(1)
+    )
+}
+
+/// Where the outside client connects to reach the NodePort: node-0's underlay address.
+fn node_port_addr() -> SocketAddr {
+    SocketAddr::from((fleet::underlay(0).0, NODE_PORT))
 }
 
 fn rig(plain: bool) -> Rig {
@@ -136,6 +207,7 @@ fn rig(plain: bool) -> Rig {
         plain_vxlan(&f);
     } else {
         f.pool("Always");
+        f.write("20-service.yaml", &node_port_service());
         f.apply_all();
     }
     let server = &f.w(1, 0).ns;
@@ -163,6 +235,14 @@ fn rig(plain: bool) -> Rig {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let outside = &rig.fleet.underlay;
+    while outside
+        .run(|| load::one_exchange(node_port_addr()))
+        .is_err()
+    {
+        assert!(Instant::now() < end, "the NodePort does not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let iperf_at = SocketAddr::from((workload_ip(1, 0), IPERF_PORT));
     while client
         .run(move || std::net::TcpStream::connect_timeout(&iperf_at, Duration::from_millis(200)))
@@ -179,30 +259,52 @@ enum Load {
     Stream1,
     Stream8,
     Connections,
+    NodePort,
 }
 
 impl Load {
-    const ALL: [Load; 3] = [Load::Stream1, Load::Stream8, Load::Connections];
+    const ALL: [Load; 4] = [
+        Load::Stream1,
+        Load::Stream8,
+        Load::Connections,
+        Load::NodePort,
+    ];
 
     fn name(self) -> &'static str {
         match self {
-            Load::Stream1 => "TCP throughput, 1 stream (iperf3)",
-            Load::Stream8 => "TCP throughput, 8 streams (iperf3 -P 8)",
-            Load::Connections => "new connections (connect, 1 byte each way, close)",
+            Load::Stream1 => "weft's VXLAN across hosts: TCP throughput, 1 stream (iperf3)",
+            Load::Stream8 => "weft's VXLAN across hosts: TCP throughput, 8 streams (iperf3 -P 8)",
+            Load::Connections => {
+                "weft's VXLAN across hosts: new connections (connect, 1 byte each way, close)"
+            }
+            Load::NodePort => {
+                "a NodePort on node-0, its backend on node-1: new connections from outside"
+            }
         }
     }
 
-    fn target(self) -> f64 {
+    /// The target on the ratio to the baseline, where it sets one.
+    fn target(self) -> Option<f64> {
         match self {
-            Load::Stream1 | Load::Stream8 => 0.95,
-            Load::Connections => 0.9,
+            Load::Stream1 | Load::Stream8 => Some(0.95),
+            Load::Connections => Some(0.9),
+            Load::NodePort => None,
+        }
+    }
+
+    fn baseline(self) -> &'static str {
+        match self {
+            Load::NodePort => {
+                "kube-proxy's iptables mode (DNAT + MASQUERADE, iptables-legacy) over plain Linux VXLAN"
+            }
+            _ => "plain Linux VXLAN, no programs",
         }
     }
 
     fn unit(self) -> (&'static str, f64) {
         match self {
             Load::Stream1 | Load::Stream8 => ("Gbit/s", 1e9),
-            Load::Connections => ("conn/s", 1.0),
+            Load::Connections | Load::NodePort => ("conn/s", 1.0),
         }
     }
 }
@@ -220,6 +322,12 @@ fn measure(r: &Rig, l: Load, secs: u32) -> Result<Sample, String> {
         Load::Connections => load::new_connections(
             client,
             SocketAddr::from((workload_ip(1, 0), ECHO_PORT)),
+            f64::from(secs),
+            CONN_THREADS,
+        ),
+        Load::NodePort => load::new_connections(
+            &r.fleet.underlay,
+            node_port_addr(),
             f64::from(secs),
             CONN_THREADS,
         ),
@@ -277,27 +385,33 @@ fn report(figures: &[[Vec<f64>; 2]], runs: u32, secs: u32) -> Report {
         );
         let ratio = w.median / p.median;
         rows.push(Row {
-            name: format!("weft's VXLAN across hosts: {}", l.name()),
+            name: l.name().into(),
             value: w.median / scale,
             unit: unit.into(),
             runs: Some(w.runs),
             min: Some(w.min / scale),
             max: Some(w.max / scale),
             baseline: Some(p.median / scale),
-            baseline_name: Some("plain Linux VXLAN, no programs".into()),
+            baseline_name: Some(l.baseline().into()),
             ratio: Some(ratio),
-            target: Some(format!("ratio >= {}", l.target())),
-            met: Some(ratio >= l.target()),
+            target: l.target().map(|t| format!("ratio >= {t}")),
+            met: l.target().map(|t| ratio >= t),
+            detail: Some(format!(
+                "baseline {:.*}-{:.*} {unit} over its runs",
+                usize::from(scale > 1.0) * 2,
+                p.min / scale,
+                usize::from(scale > 1.0) * 2,
+                p.max / scale
+            )),
             command: "weft-bench fleet-traffic".into(),
-            ..Default::default()
         });
     }
     Report {
         subcommand: "fleet-traffic".into(),
-        title: "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN".into(),
+        title: "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN, and a NodePort against kube-proxy's iptables".into(),
         rows,
         notes: vec![format!(
-            "Two host namespaces on an underlay bridge (vm-tests' fleet), one workload each at MTU 1500 over a 1450-byte vxlan.calico. Plain: the same device, neighbour, FDB entry and routes made by hand, no programs (the kernel's fragmentation-needed sets the path MTU). weft: `weft apply` on both hosts (an IPPool with vxlanMode Always, two Nodes, two endpoints whose profile allows everything; weft clamps the handshakes' MSS). {runs} run(s) of {secs} s per load, alternating between the rigs; medians. New connections: {CONN_THREADS} client threads."
+            "Two host namespaces on an underlay bridge (vm-tests' fleet), one workload each at MTU 1500 over a 1450-byte vxlan.calico. Plain: the same device, neighbour, FDB entry and routes made by hand, no programs (the kernel's fragmentation-needed sets the path MTU). weft: `weft apply` on both hosts (an IPPool with vxlanMode Always, two Nodes, two endpoints whose profile allows everything; weft clamps the handshakes' MSS). NodePort: the outside client (the underlay namespace) to node-0's NodePort {NODE_PORT}, one backend on node-1; weft's Service (Tunnel mode, the backend sees the client) against kube-proxy's iptables rules for it on plain VXLAN (DNAT, then MASQUERADE to node-0's tunnel address), whose rate varies widely from run to run (its range is in the detail). {runs} run(s) of {secs} s per load, alternating between the rigs; medians. New connections: {CONN_THREADS} client threads."
         )],
     }
 }
