@@ -148,8 +148,9 @@ fn plain_vxlan(f: &Fleet) {
         }
     }
     // kube-proxy's iptables mode for the NodePort on node-0, reduced to its one service.
-    let backend = format!("{}:{ECHO_PORT}", workload_ip(1, 0));
-    let node_port = NODE_PORT.to_string();
+    let backend_ip = workload_ip(1, 0).to_string();
+    let backend = format!("{backend_ip}:{ECHO_PORT}");
+    let (node_port, echo_port) = (NODE_PORT.to_string(), ECHO_PORT.to_string());
     let host0 = format!("--net={}", f.hosts[0].host.path().display());
     for rule in [
         vec![
@@ -174,9 +175,9 @@ fn plain_vxlan(f: &Fleet) {
             "-p",
             "tcp",
             "-d",
-            &backend[..backend.find(':').expect("addr:port")],
+            &backend_ip,
             "--dport",
-            "8080",
+            &echo_port,
             "-j",
             "MASQUERADE",
         ],
