@@ -542,7 +542,8 @@ pub fn plumbing(
         for addr in addrs {
             // The node's whole block where no other node has an address in it, else the
             // address alone.
-            let net = block_of(&pools, *addr)
+            let block = block_of(&pools, *addr);
+            let net = block
                 .filter(|b| owners.get(b).is_some_and(|o| o.len() == 1))
                 .unwrap_or(Net4::host(u32::from(*addr)));
             if d.state.routes.contains_key(&net) {
@@ -553,9 +554,8 @@ pub fn plumbing(
                     fleet.remote.push(RemoteWorkload {
                         net,
                         next_hop: route.via.unwrap_or(p.underlay),
-                        in_pool: pools
-                            .iter()
-                            .any(|pl| pl.net.contains_addr(u32::from(*addr))),
+                        // A block is a pool's: an address has one where a pool holds it.
+                        in_pool: block.is_some(),
                         tunneled: route.dev == VXLAN_DEV,
                     });
                     d.state.routes.insert(net, route);
