@@ -56,7 +56,9 @@ impl Svc {
     }
 
     /// The Service and its EndpointSlice, as `kubectl get -o yaml` would print them (less the
-    /// fields the API server adds).
+    /// fields the API server adds) for a Service without a selector, whose slice is managed by
+    /// someone else: weft takes written slices only for such Services (with a selector, it
+    /// makes them from the WorkloadEndpoints selected, and the backends here are no endpoints).
     pub fn yaml(&self) -> String {
         let mut s = String::new();
         let _ = write!(
@@ -75,7 +77,7 @@ impl Svc {
         }
         let _ = write!(
             s,
-            "  selector:\n    app.kubernetes.io/name: {name}\n  sessionAffinity: None\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abcde\n  namespace: {ns}\n  labels:\n    endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: http\n  port: {target}\n  protocol: TCP\nendpoints:\n",
+            "  sessionAffinity: None\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abcde\n  namespace: {ns}\n  labels:\n    endpointslice.kubernetes.io/managed-by: weft-bench\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: http\n  port: {target}\n  protocol: TCP\nendpoints:\n",
             name = self.name,
             ns = self.namespace,
             target = self.target_port,

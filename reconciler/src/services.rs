@@ -184,11 +184,61 @@ pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
 /// select it: `"false"` makes it not ready (a pod's readiness, which files cannot probe).
 pub const READY_ANNOTATION: &str = "weft.projectcalico.org/ready";
 
+/// The WorkloadEndpoints of a configuration by namespace and label, so that a Service's
+/// selector is matched against the endpoints carrying its rarest pair rather than against
+/// every endpoint (ten thousand Services over ten thousand endpoints would otherwise be a
+/// hundred million label lookups).
+pub struct Selectable<'a> {
+    weps: Vec<&'a WorkloadEndpoint>,
+    /// (namespace, key, value) -> indices into `weps`, ascending (configuration order).
+    by_label: std::collections::HashMap<(&'a str, &'a str, &'a str), Vec<u32>>,
+}
+
+impl<'a> Selectable<'a> {
+    pub fn new(cfg: &'a Config) -> Selectable<'a> {
+        let weps: Vec<&WorkloadEndpoint> =
+            cfg.workload_endpoints.iter().map(|w| &*w.value).collect();
+        let mut by_label: std::collections::HashMap<_, Vec<u32>> = std::collections::HashMap::new();
+        for (i, w) in weps.iter().enumerate() {
+            let ns = w.metadata.namespace.as_deref().unwrap_or("default");
+            for (k, v) in &w.metadata.labels {
+                by_label
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        Selectable { weps, by_label }
+    }
+
+    /// The endpoints in namespace `ns` carrying every pair of `selector` (not empty), in
+    /// configuration order.
+    fn select(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&'a WorkloadEndpoint> {
+        let lists: Option<Vec<&Vec<u32>>> = selector
+            .iter()
+            .map(|(k, v)| self.by_label.get(&(ns, k.as_str(), v.as_str())))
+            .collect();
+        let Some(rarest) = lists.and_then(|l| l.into_iter().min_by_key(|l| l.len())) else {
+            return Vec::new();
+        };
+        rarest
+            .iter()
+            .map(|&i| self.weps[i as usize])
+            .filter(|w| {
+                selector
+                    .iter()
+                    .all(|(k, v)| w.metadata.labels.get(k) == Some(v))
+            })
+            .collect()
+    }
+}
+
 /// The slices a service's backends come from. A Service with a selector gets those the
-/// EndpointSlice controller would make (`selected_slices`): without Kubernetes nothing else
-/// makes them. Any other gets the slices written for it (`written`, from `slices_by_service`).
+/// EndpointSlice controller would make (`selected_slices`) from the endpoints it selects
+/// (`endpoints`): without Kubernetes nothing else makes them. Any other gets the slices
+/// written for it (`written`, from `slices_by_service`).
 pub fn service_slices(
-    cfg: &Config,
+    endpoints: &Selectable,
     svc: &Service,
     written: Option<&Vec<&Arc<EndpointSlice>>>,
 ) -> Vec<Arc<EndpointSlice>> {
@@ -200,18 +250,7 @@ pub fn service_slices(
             .collect();
     }
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let selected: Vec<&WorkloadEndpoint> = cfg
-        .workload_endpoints
-        .iter()
-        .map(|w| &*w.value)
-        .filter(|w| w.metadata.namespace.as_deref().unwrap_or("default") == ns)
-        .filter(|w| {
-            svc.spec
-                .selector
-                .iter()
-                .all(|(k, v)| w.metadata.labels.get(k) == Some(v))
-        })
-        .collect();
+    let selected = endpoints.select(ns, &svc.spec.selector);
     selected_slices(svc, &selected)
         .into_iter()
         .map(Arc::new)
@@ -425,11 +464,12 @@ pub fn ports(
     settings: &ServiceSettings,
 ) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
     let slices = slices_by_service(cfg);
+    let endpoints = Selectable::new(cfg);
     cfg.services
         .iter()
         .map(|item| {
             let key = service_key(&item.value);
-            let mine = service_slices(cfg, &item.value, slices.get(&key));
+            let mine = service_slices(&endpoints, &item.value, slices.get(&key));
             let refs: Vec<&EndpointSlice> = mine.iter().map(|s| &**s).collect();
             let p = service_ports(item, &refs, node, host_addrs, settings);
             (key, Arc::new(p))
@@ -967,7 +1007,7 @@ mod tests {
             )
             .replace("namespace: shop", "namespace: other"),
         ]);
-        let slices = service_slices(&cfg, &cfg.services[0].value, None);
+        let slices = service_slices(&Selectable::new(&cfg), &cfg.services[0].value, None);
         // (address, the slice's (port name, port), ready)
         type Seen = (String, Vec<(Option<String>, Option<i64>)>, bool);
         let mut seen: Vec<Seen> = slices

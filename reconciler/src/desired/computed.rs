@@ -57,11 +57,12 @@ impl PortsMemo {
             self.context = Some(context);
         }
         let slices = services::slices_by_service(cfg);
+        let endpoints = services::Selectable::new(cfg);
         let mut now = BTreeMap::new();
         let mut out = BTreeMap::new();
         for item in &cfg.services {
             let key = services::service_key(&item.value);
-            let mine = services::service_slices(cfg, &item.value, slices.get(&key));
+            let mine = services::service_slices(&endpoints, &item.value, slices.get(&key));
             // Written slices are the configuration's own (the same Arc when unchanged); the
             // ones made from a selector are made anew each time, and compared by value.
             let same = self.by_service.remove(&key).filter(|m| {
@@ -158,7 +159,8 @@ fn ports_now(
         .filter(|s| services::slice_service(&s.value).as_ref() == Some(key))
         .map(|s| &s.value)
         .collect();
-    let slices = services::service_slices(cfg, &item.value, Some(&written));
+    let slices =
+        services::service_slices(&services::Selectable::new(cfg), &item.value, Some(&written));
     let refs: Vec<&EndpointSlice> = slices.iter().map(|s| &**s).collect();
     services::service_ports(
         item,
