@@ -5,8 +5,9 @@
 //! touches only Services and EndpointSlices (the common case for a directory of many
 //! services), the `Config` is patched in place: those kinds are checked on their own and refer
 //! to nothing, so the only check across resources they need is for duplicates, which a count
-//! per id answers. Any other change builds the `Config` again from the parsed files, with every
-//! check `load_dir` makes.
+//! per id answers. A change to policies alone is patched too: besides duplicates, a policy
+//! refers only to its tier, which must be in the configuration already. Any other change
+//! builds the `Config` again from the parsed files, with every check `load_dir` makes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
@@ -78,6 +79,18 @@ impl Cached {
                 .loaded
                 .iter()
                 .all(|l| matches!(l.kind, Kind::Service | Kind::EndpointSlice))
+    }
+
+    /// Only policies (Calico's two kinds and Kubernetes'), all of which deserialized.
+    fn policies_only(&self) -> bool {
+        self.out.diags.is_empty()
+            && self.out.unreadable.is_empty()
+            && self.out.loaded.iter().all(|l| {
+                matches!(
+                    l.kind,
+                    Kind::NetworkPolicy | Kind::GlobalNetworkPolicy | Kind::KubernetesNetworkPolicy
+                )
+            })
     }
 }
 
@@ -251,6 +264,7 @@ impl Documents {
         let mut before = Vec::new();
         let mut after = Vec::new();
         let mut fast = self.config.is_ok();
+        let mut policies = self.config.is_ok();
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
         for (rel, read) in changes {
             let old = self.files.get(&rel);
@@ -267,6 +281,7 @@ impl Documents {
             let new = read.map(Cached::new);
             for c in old.iter().copied().chain(new.as_ref()) {
                 fast &= c.services_only();
+                policies &= c.policies_only();
             }
             if let Some(old) = self.files.remove(&rel) {
                 before.extend(old.out.loaded);
@@ -281,6 +296,8 @@ impl Documents {
         }
         if fast {
             fast = self.patch(&touched, &before, &after);
+        } else if policies && self.patch_policies(&touched, &before, &after) {
+            return Delta::Other;
         }
         if !fast {
             self.rebuild();
@@ -317,32 +334,8 @@ impl Documents {
         before: &[load::Loaded],
         after: &[load::Loaded],
     ) -> bool {
-        if !after.iter().all(load::valid_alone) {
+        if !after.iter().all(load::valid_alone) || !self.recount(before, after) {
             return false;
-        }
-        let after_ids: Vec<ResourceId> = after.iter().map(load::id_of).collect();
-        // Duplicates, counted without copying the book: what stays, less what went, plus
-        // what came.
-        let before_ids: Vec<ResourceId> = before.iter().map(load::id_of).collect();
-        let mut change: BTreeMap<&ResourceId, i64> = BTreeMap::new();
-        for id in &before_ids {
-            *change.entry(id).or_default() -= 1;
-        }
-        for id in &after_ids {
-            *change.entry(id).or_default() += 1;
-        }
-        let duplicate = change
-            .iter()
-            .any(|(id, d)| self.ids.get(*id).copied().unwrap_or(0) as i64 + d > 1);
-        if duplicate || self.config.is_err() {
-            return false;
-        }
-        for (id, d) in change {
-            let n = self.ids.entry(id.clone()).or_default();
-            *n = (*n as i64 + d) as u32;
-            if *n == 0 {
-                self.ids.remove(id);
-            }
         }
         let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
             return false;
@@ -369,6 +362,109 @@ impl Documents {
                 _ => unreachable!("checked: services only"),
             }
         }
+        true
+    }
+
+    /// Counts the ids of resources that went (`before`) and came (`after`) into the book, if
+    /// no id is then held twice (a duplicate, which only a full build reports as `load_dir`
+    /// does) and the configuration is valid; false, and the book untouched, otherwise.
+    fn recount(&mut self, before: &[load::Loaded], after: &[load::Loaded]) -> bool {
+        // Counted without copying the book: what stays, less what went, plus what came.
+        let before_ids: Vec<ResourceId> = before.iter().map(load::id_of).collect();
+        let after_ids: Vec<ResourceId> = after.iter().map(load::id_of).collect();
+        let mut change: BTreeMap<&ResourceId, i64> = BTreeMap::new();
+        for id in &before_ids {
+            *change.entry(id).or_default() -= 1;
+        }
+        for id in &after_ids {
+            *change.entry(id).or_default() += 1;
+        }
+        let duplicate = change
+            .iter()
+            .any(|(id, d)| self.ids.get(*id).copied().unwrap_or(0) as i64 + d > 1);
+        if duplicate || self.config.is_err() {
+            return false;
+        }
+        for (id, d) in change {
+            let n = self.ids.entry(id.clone()).or_default();
+            *n = (*n as i64 + d) as u32;
+            if *n == 0 {
+                self.ids.remove(id);
+            }
+        }
+        true
+    }
+
+    /// Patches the configuration for policies that went and came, if they are valid on their
+    /// own, duplicate nothing and name tiers the configuration has; false (nothing patched)
+    /// otherwise. Their compiled forms and warnings are placed where a full build puts them.
+    fn patch_policies(
+        &mut self,
+        touched: &BTreeSet<PathBuf>,
+        before: &[load::Loaded],
+        after: &[load::Loaded],
+    ) -> bool {
+        let Ok(cfg) = &self.config else {
+            return false;
+        };
+        let tier_known = |l: &load::Loaded| match load::policy_tier(l) {
+            None | Some("default") => true,
+            Some(t) => cfg.tiers.iter().any(|i| i.value.metadata.name == t),
+        };
+        let valid: Option<Vec<_>> = after
+            .iter()
+            .map(|l| load::valid_policy(l).filter(|_| tier_known(l)))
+            .collect();
+        let Some(valid) = valid else {
+            return false;
+        };
+        if !self.recount(before, after) {
+            return false;
+        }
+        let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
+            return false;
+        };
+        let gone = |s: &Source| touched.contains(&*s.file);
+        cfg.network_policies.retain(|i| !gone(&i.source));
+        cfg.global_network_policies.retain(|i| !gone(&i.source));
+        cfg.k8s_network_policies.retain(|i| !gone(&i.source));
+        cfg.policies.retain(|p| !gone(&p.source));
+        cfg.warnings.retain(|d| !touched.contains(&d.file));
+        for (l, (policy, warnings)) in after.iter().zip(valid) {
+            let source = l.source.clone();
+            match &l.value {
+                AnyResource::NetworkPolicy(p) => insert_ordered(
+                    &mut cfg.network_policies,
+                    Item {
+                        source,
+                        value: p.clone(),
+                    },
+                ),
+                AnyResource::GlobalNetworkPolicy(p) => insert_ordered(
+                    &mut cfg.global_network_policies,
+                    Item {
+                        source,
+                        value: p.clone(),
+                    },
+                ),
+                AnyResource::KubernetesNetworkPolicy(p) => insert_ordered(
+                    &mut cfg.k8s_network_policies,
+                    Item {
+                        source,
+                        value: p.clone(),
+                    },
+                ),
+                _ => unreachable!("checked: policies only"),
+            }
+            let at = cfg
+                .policies
+                .partition_point(|p| order_key(&p.source) < order_key(&l.source));
+            cfg.policies.insert(at, policy.clone());
+            cfg.warnings.extend(warnings.iter().cloned());
+        }
+        let mut w = Diagnostics(std::mem::take(&mut cfg.warnings));
+        w.sort();
+        cfg.warnings = w.0;
         true
     }
 
@@ -584,5 +680,106 @@ mod tests {
         assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
         let e = docs.config().expect_err("out of range");
         assert_eq!(e.to_string(), crate::load_dir(d0).unwrap_err().to_string());
+    }
+
+    fn k8s_policy(name: &str, port: u16) -> String {
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
+    }
+
+    /// A Calico policy in `tier` (named `tier.name`, as Calico wants), without a namespace
+    /// (which is a warning: it is taken to be in "default").
+    fn calico_policy(tier: &str, name: &str, port: u16) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: {tier}.{name}}}\nspec:\n  tier: {tier}\n  order: 10\n  selector: app == 'web'\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {{ports: [{port}]}}\n")
+    }
+
+    /// What a policy change touches, as text, for comparing with a fresh load.
+    fn policies(c: Result<&Config, String>) -> String {
+        match c {
+            Ok(c) => format!(
+                "{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+                c.k8s_network_policies,
+                c.network_policies,
+                c.global_network_policies,
+                c.policies,
+                c.warnings
+            ),
+            Err(e) => e,
+        }
+    }
+
+    fn fresh_policies(dir: &Path) -> String {
+        let c = crate::load_dir(dir).map_err(|e| e.to_string());
+        policies(c.as_ref().map_err(|e| e.clone()))
+    }
+
+    fn current_policies(d: &Documents) -> String {
+        policies(d.config().map(|c| &**c).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn policy_changes_patch_the_config_as_a_fresh_load_would_read_it() {
+        let dir = temp("policies");
+        let d0 = &dir.0;
+        std::fs::write(d0.join("a.yaml"), k8s_policy("a", 80)).unwrap();
+        std::fs::write(
+            d0.join("c.yaml"),
+            k8s_policy("c", 82) + "---\n" + &calico_policy("default", "c", 83),
+        )
+        .unwrap();
+        std::fs::write(
+            d0.join("t.yaml"),
+            "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: ops}\nspec: {order: 50}\n",
+        )
+        .unwrap();
+        let mut docs = Documents::read_dir(d0);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        let before = Arc::as_ptr(docs.config().unwrap());
+
+        // A new file between two others (a policy in a tier the files define), an edit, a
+        // removal: each patched, in load order, with its warnings.
+        std::fs::write(
+            d0.join("b.yaml"),
+            calico_policy("ops", "b", 81) + "---\n" + &k8s_policy("b", 81),
+        )
+        .unwrap();
+        assert_eq!(docs.reread(&["b.yaml"]), Delta::Other);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        assert_eq!(
+            docs.config().unwrap().warnings.len(),
+            2,
+            "the two Calico policies without a namespace"
+        );
+        std::fs::write(d0.join("a.yaml"), k8s_policy("a", 8080)).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        std::fs::remove_file(d0.join("c.yaml")).unwrap();
+        assert_eq!(docs.reread(&["c.yaml"]), Delta::Other);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        assert_eq!(
+            Arc::as_ptr(docs.config().unwrap()),
+            before,
+            "patched in place, not built again"
+        );
+
+        // A tier the files lack is a problem only a full build places: built again, and
+        // reported as load_dir reports it.
+        std::fs::write(d0.join("a.yaml"), calico_policy("nowhere", "a", 80)).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert!(docs.config().is_err());
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        // So is a duplicate.
+        std::fs::write(d0.join("a.yaml"), k8s_policy("b", 80)).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert!(docs.config().is_err());
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        std::fs::write(d0.join("a.yaml"), k8s_policy("a", 80)).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        // And after those full builds, patches again.
+        let before = Arc::as_ptr(docs.config().unwrap());
+        std::fs::write(d0.join("a.yaml"), k8s_policy("a", 81)).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_policies(&docs), fresh_policies(d0));
+        assert_eq!(Arc::as_ptr(docs.config().unwrap()), before);
     }
 }

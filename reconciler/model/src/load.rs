@@ -1474,6 +1474,22 @@ pub(crate) fn valid_alone(l: &Loaded) -> bool {
     }
 }
 
+/// A policy whose own checks passed where its file was parsed: its compiled form and its
+/// warnings, for a configuration patched rather than built again (`Documents`).
+pub(crate) fn valid_policy(l: &Loaded) -> Option<(&Arc<ir::PolicyIr>, &[Diagnostic])> {
+    let v = l.verdict.as_ref().filter(|v| v.diags.is_empty())?;
+    Some((v.policy.as_ref()?, &v.warnings))
+}
+
+/// The tier a Calico policy names, if it names one.
+pub(crate) fn policy_tier(l: &Loaded) -> Option<&str> {
+    match &l.value {
+        AnyResource::NetworkPolicy(np) => np.spec.tier.as_deref(),
+        AnyResource::GlobalNetworkPolicy(gnp) => gnp.spec.tier.as_deref(),
+        _ => None,
+    }
+}
+
 /// A resource's id, from its verdict where it has one.
 pub(crate) fn id_of(l: &Loaded) -> ResourceId {
     match &l.verdict {
