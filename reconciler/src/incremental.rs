@@ -226,6 +226,8 @@ impl Reconciler {
             .map_err(|d| RunError::Invalid(d.clone()))?;
         let applied = self.applied.as_mut().expect("trusted");
         if !self.pending.other {
+            // The tables remembered share their entries with `applied`, which patches them.
+            self.policy.services.forget_tables();
             if let Some(ops) = applied.update_services(cfg, &self.pending.services) {
                 let n = self.pending.services.len();
                 return self.run(host, ops, None, How::Services(n)).await.map(Some);

@@ -97,7 +97,13 @@ pub async fn observe(
         } else {
             None
         };
-        st.maps.insert(name, MapState { def, entries });
+        st.maps.insert(
+            name,
+            MapState {
+                def,
+                entries: entries.map(std::sync::Arc::new),
+            },
+        );
     }
     if st.maps.contains_key(maps::POL_RS) {
         st.rulesets = crate::bpf::rulesets::read_all(pins)?;

@@ -542,11 +542,12 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         } else {
             observed.maps.get(*map).and_then(|m| m.entries.as_ref())
         };
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = want
-            .iter()
-            .filter(|(k, v)| have.and_then(|h| h.get(*k)) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        entry_diff(want, have, |k, v, h| {
+            if h != Some(v) {
+                entries.push((k.clone(), v.clone()));
+            }
+        });
         if !entries.is_empty() {
             ops.push(Op::WriteEntries {
                 map: map.to_string(),
@@ -702,11 +703,12 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             continue;
         };
         let want = desired.maps.get(*map).and_then(|m| m.entries.as_ref());
-        let keys: Vec<Vec<u8>> = have
-            .keys()
-            .filter(|k| want.is_none_or(|w| !w.contains_key(*k)))
-            .cloned()
-            .collect();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        entry_diff(have, want, |k, _, w| {
+            if w.is_none() {
+                keys.push(k.clone());
+            }
+        });
         if !keys.is_empty() && desired.maps.contains_key(*map) {
             ops.push(Op::DeleteEntries {
                 map: map.to_string(),
@@ -908,6 +910,26 @@ pub fn render_diff(
         .context_radius(2)
         .header("live", desired_label)
         .to_string()
+}
+
+/// Walks `a`'s entries in key order beside `b`'s, calling `f` with each of `a`'s entries and
+/// `b`'s value under the same key: one pass over two sorted maps rather than a lookup per
+/// entry. The same allocation on both sides (a map the change did not touch, shared between
+/// the old and new state) is passed over whole.
+fn entry_diff(
+    a: &Arc<maps::Entries>,
+    b: Option<&Arc<maps::Entries>>,
+    mut f: impl FnMut(&Vec<u8>, &Vec<u8>, Option<&Vec<u8>>),
+) {
+    if b.is_some_and(|b| Arc::ptr_eq(a, b)) {
+        return;
+    }
+    let mut others = b.into_iter().flat_map(|b| b.iter()).peekable();
+    for (k, v) in a.iter() {
+        while others.next_if(|(o, _)| *o < k).is_some() {}
+        let same = others.next_if(|(o, _)| *o == k).map(|(_, w)| w);
+        f(k, v, same);
+    }
 }
 
 #[cfg(test)]

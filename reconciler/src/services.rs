@@ -31,10 +31,11 @@ pub const MAGLEV_ANNOTATION: &str = "lb.projectcalico.org/external-traffic-strat
 /// What services need, per node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceTables {
-    pub frontends: Entries,
-    pub backends: Entries,
-    pub source_ranges: Entries,
-    pub maglev: Entries,
+    /// The NAT maps' entries, shared with the desired states made from them.
+    pub frontends: Arc<Entries>,
+    pub backends: Arc<Entries>,
+    pub source_ranges: Arc<Entries>,
+    pub maglev: Arc<Entries>,
     /// Addresses host processes reach services at (routed into bpfin.weft).
     pub service_ips: BTreeSet<Ipv4Addr>,
     /// svc_id -> "namespace/name port" for renderings.
@@ -584,10 +585,10 @@ pub fn add_port(t: &mut ServiceTables, p: PortTables) {
         return;
     }
     t.names.insert(p.id, p.name);
-    t.frontends.extend(p.frontends);
-    t.backends.extend(p.backends);
-    t.source_ranges.extend(p.source_ranges);
-    t.maglev.extend(p.maglev);
+    Arc::make_mut(&mut t.frontends).extend(p.frontends);
+    Arc::make_mut(&mut t.backends).extend(p.backends);
+    Arc::make_mut(&mut t.source_ranges).extend(p.source_ranges);
+    Arc::make_mut(&mut t.maglev).extend(p.maglev);
     t.service_ips.extend(p.service_ips);
 }
 

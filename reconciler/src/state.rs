@@ -190,9 +190,12 @@ pub struct CgroupAttachment {
 pub struct MapState {
     pub def: MapDef,
     /// The entries, for maps whose entries are desired state; None for maps the dataplane
-    /// fills (conntrack, counters).
+    /// fills (conntrack, counters). Shared, so that a map whose entries did not change (the
+    /// NAT tables when a policy changes) is the same allocation in the old and new state, and
+    /// the plan passes it over without comparing its entries (`Arc`'s equality checks the
+    /// pointer first); a writer takes its own copy with `Arc::make_mut`.
     #[serde(skip)]
-    pub entries: Option<Entries>,
+    pub entries: Option<Arc<Entries>>,
 }
 
 /// The sysctl keys weft sets on a workload interface, with the values it sets.

@@ -163,7 +163,7 @@ fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
     }
     for (name, m) in &s.maps {
         out.insert((Kind::Map, name.clone()), m.def.shape());
-        for (k, v) in m.entries.iter().flatten() {
+        for (k, v) in m.entries.iter().flat_map(|e| e.iter()) {
             // The rendering names the key first; the value is the rendering as a whole, so a
             // changed value is a changed entry.
             let key: String = k.iter().map(|b| format!("{b:02x}")).collect();
@@ -297,6 +297,7 @@ mod tests {
             .maps
             .get_mut(crate::bpf::maps::IFACE)
             .and_then(|m| m.entries.as_mut())
+            .map(std::sync::Arc::make_mut)
             .expect("weft_iface entries");
         let (k, v) = iface
             .iter()

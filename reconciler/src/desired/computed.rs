@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use weft_model::{Config, Delta, EndpointSlice, Service, Source};
+use weft_model::{Config, Delta, EndpointSlice, Service, Source, WorkloadEndpoint};
 
 use super::{Desired, DesiredError, Settings, NAT_GATEWAY, NAT_IN};
 use crate::bpf::maps;
@@ -33,6 +33,47 @@ const SERVICE_MAPS: [&str; 4] = [maps::NAT_FE4, maps::NAT_BE4, maps::NAT_SRC4, m
 pub struct PortsMemo {
     context: Option<(String, BTreeSet<Ipv4Addr>, services::ServiceSettings)>,
     by_service: BTreeMap<ServiceKey, Memoized>,
+    /// What the last `ports` read, and what it and `tables` gave: while the inputs are the
+    /// same allocations, so are the results (a policy changed, not a service).
+    last: Option<(Inputs, BTreeMap<ServiceKey, Arc<Vec<PortTables>>>)>,
+    merged: Option<services::ServiceTables>,
+}
+
+/// Everything services' tables are made of: the Services, EndpointSlices and
+/// WorkloadEndpoints (which a selector picks) of a configuration, in order. Held, not only
+/// compared, so that an allocation is never freed and reused by another resource meanwhile.
+#[derive(Clone)]
+struct Inputs {
+    services: Vec<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    endpoints: Vec<Arc<WorkloadEndpoint>>,
+}
+
+impl Inputs {
+    fn of(cfg: &Config) -> Inputs {
+        Inputs {
+            services: cfg.services.iter().map(|i| i.value.clone()).collect(),
+            slices: cfg
+                .endpoint_slices
+                .iter()
+                .map(|i| i.value.clone())
+                .collect(),
+            endpoints: cfg
+                .workload_endpoints
+                .iter()
+                .map(|i| i.value.clone())
+                .collect(),
+        }
+    }
+
+    fn same(&self, other: &Inputs) -> bool {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+        }
+        same(&self.services, &other.services)
+            && same(&self.slices, &other.slices)
+            && same(&self.endpoints, &other.endpoints)
+    }
 }
 
 #[derive(Clone)]
@@ -54,8 +95,14 @@ impl PortsMemo {
         let context = (facts.node.clone(), facts.host_addrs.clone(), ss.clone());
         if self.context.as_ref() != Some(&context) {
             self.by_service.clear();
+            self.last = None;
             self.context = Some(context);
         }
+        let inputs = Inputs::of(cfg);
+        if let Some((_, ports)) = self.last.as_ref().filter(|(i, _)| i.same(&inputs)) {
+            return ports.clone();
+        }
+        self.merged = None;
         let slices = services::slices_by_service(cfg);
         let endpoints = services::Selectable::new(cfg);
         let mut now = BTreeMap::new();
@@ -93,7 +140,30 @@ impl PortsMemo {
         }
         // Only what this configuration has stays remembered.
         self.by_service = now;
+        self.last = Some((inputs, out.clone()));
         out
+    }
+
+    /// The service tables of `ports` (what `ports` just gave for `cfg`): merged again only
+    /// when the ports were worked out again. Their entries are shared with the last tables,
+    /// so the plan passes the NAT maps over whole.
+    fn tables(
+        &mut self,
+        cfg: &Config,
+        ports: &BTreeMap<ServiceKey, Arc<Vec<PortTables>>>,
+    ) -> services::ServiceTables {
+        if let Some(t) = &self.merged {
+            return t.clone();
+        }
+        let t = services::merge(cfg, ports);
+        self.merged = Some(t.clone());
+        t
+    }
+
+    /// Drops the merged tables, so that the state holding their entries is their only owner
+    /// and can patch them in place (`Computed::update_services`) rather than copy them.
+    pub fn forget_tables(&mut self) {
+        self.merged = None;
     }
 }
 
@@ -187,7 +257,7 @@ impl Computed {
         };
         let tables = {
             let _p = crate::timing::phase("desired: service tables");
-            services::merge(cfg, &ports)
+            cache.services.tables(cfg, &ports)
         };
         let desired = super::desired_from(cfg, facts, &settings, tables, cache)?;
         let mut c = Computed {
@@ -340,14 +410,14 @@ impl Computed {
                 map.to_string(),
                 MapState {
                     def: def.clone(),
-                    entries: Some(entries(&mut olds())),
+                    entries: Some(Arc::new(entries(&mut olds()))),
                 },
             );
             after.maps.insert(
                 map.to_string(),
                 MapState {
                     def,
-                    entries: Some(entries(&mut news())),
+                    entries: Some(Arc::new(entries(&mut news()))),
                 },
             );
         }
@@ -398,6 +468,7 @@ impl Computed {
                 .maps
                 .get_mut(map)
                 .and_then(|m| m.entries.as_mut())
+                .map(Arc::make_mut)
             else {
                 continue;
             };
@@ -697,5 +768,61 @@ mod tests {
         );
         let svc = service("a", "ClusterIP", "10.96.0.1", HTTP);
         assert!(step(&dir, &mut docs, &mut c, "a.yaml", Some(svc)).is_none());
+    }
+
+    /// A change that is not a service's (a policy) finds the service tables as they were:
+    /// the NAT maps' entries are the very allocation the last state holds, so the plan passes
+    /// them over; the state is still what a computation from nothing gives. A service's change
+    /// works them out again.
+    #[test]
+    fn a_policy_change_keeps_the_service_tables_and_a_service_change_does_not() {
+        let dir = TestDir::new("memo");
+        dir.set("wep.yaml", Some(WEP.into()));
+        dir.set(
+            "a.yaml",
+            Some(
+                service("a", "NodePort", "10.96.0.1", TWO)
+                    + "---\n"
+                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
+            ),
+        );
+        let policy = |port: u16| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
+        };
+        dir.set("p.yaml", Some(policy(80)));
+        let mut docs = Documents::read_dir(&dir.0);
+        let mut cache = crate::policy::Cache::default();
+        let f = facts();
+        let nat = |c: &Computed| c.desired.state.maps[maps::NAT_BE4].entries.clone().unwrap();
+        let first = Computed::compute(docs.config().unwrap(), &f, &mut cache).unwrap();
+        assert!(!nat(&first).is_empty());
+
+        dir.set("p.yaml", Some(policy(81)));
+        docs.reread(&["p.yaml"]);
+        let cfg = docs.config().unwrap();
+        let second = Computed::compute(cfg, &f, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&nat(&first), &nat(&second)));
+        let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
+        assert_eq!(second.desired.state, fresh.desired.state);
+        assert_ne!(
+            second.desired.state, first.desired.state,
+            "the policy changed"
+        );
+
+        dir.set(
+            "a.yaml",
+            Some(
+                service("a", "NodePort", "10.96.0.1", TWO)
+                    + "---\n"
+                    + &slice("a", 80, &["10.65.1.1", "10.65.1.3"]),
+            ),
+        );
+        docs.reread(&["a.yaml"]);
+        let cfg = docs.config().unwrap();
+        let third = Computed::compute(cfg, &f, &mut cache).unwrap();
+        assert!(!Arc::ptr_eq(&nat(&second), &nat(&third)));
+        let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
+        assert_eq!(third.desired.state, fresh.desired.state);
+        assert_ne!(nat(&second), nat(&third), "the backends changed");
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use weft_model::{Cidr, Config};
 
@@ -511,6 +512,7 @@ fn desired_from(
         .iter()
         .map(|m| (*m, maps::Entries::new()))
         .collect();
+    let mut shared: BTreeMap<&str, Arc<maps::Entries>> = BTreeMap::new();
     let mut add = |map: &'static str, kv: (Vec<u8>, Vec<u8>)| {
         entries
             .get_mut(map)
@@ -598,14 +600,15 @@ fn desired_from(
     if !svc.is_empty() {
         service_plumbing(&settings, facts, &svc, &mut d, &mut add);
         d.services = svc.names;
-        // The NAT maps hold the services' entries and nothing else: moved in whole.
+        // The NAT maps hold the services' entries and nothing else: taken whole, shared.
         for (map, e) in [
             (maps::NAT_FE4, svc.frontends),
             (maps::NAT_BE4, svc.backends),
             (maps::NAT_SRC4, svc.source_ranges),
             (maps::MAGLEV4, svc.maglev),
         ] {
-            entries.insert(map, e);
+            entries.remove(map);
+            shared.insert(map, e);
         }
     }
 
@@ -620,7 +623,10 @@ fn desired_from(
     // anything is written, rather than fail halfway through an apply.
     let mut full = Vec::new();
     for def in maps::defs(&settings.sizes) {
-        let e = entries.remove(def.name.as_str());
+        let e = entries
+            .remove(def.name.as_str())
+            .map(Arc::new)
+            .or_else(|| shared.remove(def.name.as_str()));
         if let Some(n) = e
             .as_ref()
             .map(|e| e.len())

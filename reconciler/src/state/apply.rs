@@ -8,6 +8,7 @@
 //! tell, and the doc comment of `HostState::apply` says so.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::bpf::maps::{self, Entries};
 use crate::objects::AttachMode;
@@ -45,7 +46,7 @@ pub enum Refused {
 struct Run {
     /// Replaced maps whose entries go into their successors: the old entries (None where
     /// `observe` does not read them).
-    migrating: BTreeMap<String, Option<Entries>>,
+    migrating: BTreeMap<String, Option<Arc<Entries>>>,
     /// Programs loaded but not yet pinned in place of the old ones.
     unswitched: BTreeMap<String, ProgramIdentity>,
     /// A TCX program on a hook that also has a tc one: `observe` shows the tc one only (it
@@ -111,10 +112,13 @@ impl HostState {
         for (name, old) in std::mem::take(&mut run.migrating) {
             if let (Some(old), Some(new)) = (
                 old,
-                self.maps.get_mut(&name).and_then(|m| m.entries.as_mut()),
+                self.maps
+                    .get_mut(&name)
+                    .and_then(|m| m.entries.as_mut())
+                    .map(Arc::make_mut),
             ) {
-                for (k, v) in old {
-                    new.entry(k).or_insert(v);
+                for (k, v) in old.iter() {
+                    new.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
         }
@@ -259,7 +263,7 @@ impl HostState {
                     if !self.maps.contains_key(&def.name) {
                         let entries = maps::RECONCILED
                             .contains(&def.name.as_str())
-                            .then(Entries::new);
+                            .then(|| Arc::new(Entries::new()));
                         if def.name == maps::POL_RS {
                             self.rulesets.clear();
                         }
@@ -270,7 +274,10 @@ impl HostState {
                 for (name, old) in &run.migrating {
                     if let (Some(old), Some(new)) = (
                         old,
-                        self.maps.get_mut(name).and_then(|m| m.entries.as_mut()),
+                        self.maps
+                            .get_mut(name)
+                            .and_then(|m| m.entries.as_mut())
+                            .map(Arc::make_mut),
                     ) {
                         new.extend(old.iter().map(|(k, v)| (k.clone(), v.clone())));
                     }
@@ -282,13 +289,13 @@ impl HostState {
             }
             Op::WriteEntries { map, entries } => {
                 let m = self.maps.get_mut(map).ok_or_else(|| no_map(map))?;
-                if let Some(have) = m.entries.as_mut() {
+                if let Some(have) = m.entries.as_mut().map(Arc::make_mut) {
                     have.extend(entries.iter().cloned());
                 }
             }
             Op::DeleteEntries { map, keys } => {
                 let m = self.maps.get_mut(map).ok_or_else(|| no_map(map))?;
-                if let Some(have) = m.entries.as_mut() {
+                if let Some(have) = m.entries.as_mut().map(Arc::make_mut) {
                     for k in keys {
                         have.remove(k);
                     }

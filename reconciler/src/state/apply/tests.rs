@@ -94,7 +94,13 @@ fn maps_for(rng: &mut Rng, sizes: &MapSizes, observed: bool) -> BTreeMap<String,
         let entries = maps::RECONCILED
             .contains(&def.name.as_str())
             .then(|| entries(rng));
-        out.insert(def.name.clone(), MapState { def, entries });
+        out.insert(
+            def.name.clone(),
+            MapState {
+                def,
+                entries: entries.map(std::sync::Arc::new),
+            },
+        );
     }
     if observed {
         let names: Vec<String> = out.keys().cloned().collect();
