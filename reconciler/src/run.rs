@@ -96,8 +96,7 @@ impl Host {
             });
         }
         let nl = Netlink::connect().map_err(RunError::Connect)?;
-        let facts = crate::netlink::facts::gather(&nl, node, cgroup).await?;
-        let down = down_links(&nl).await?;
+        let (facts, down) = crate::netlink::facts::gather(&nl, node, cgroup).await?;
         let mut host = Host {
             pins,
             nl,
@@ -160,14 +159,13 @@ impl Kernel for Host {
 
     async fn refresh_facts(&mut self) -> Result<(), RunError> {
         let _p = crate::timing::phase("facts");
-        self.facts = crate::netlink::facts::gather(
+        (self.facts, self.down) = crate::netlink::facts::gather(
             &self.nl,
             self.facts.node.clone(),
             self.facts.cgroup.clone(),
         )
         .await?;
         self.facts.taken_over = self.taken_over().await?;
-        self.down = down_links(&self.nl).await?;
         Ok(())
     }
 
@@ -224,16 +222,6 @@ impl Kernel for Host {
         takeovers.after(&ops)?;
         Ok(Applied { vanished })
     }
-}
-
-async fn down_links(nl: &Netlink) -> Result<BTreeSet<String>, RunError> {
-    Ok(nl
-        .links()
-        .await?
-        .into_iter()
-        .filter(|l| !l.up)
-        .map(|l| l.name)
-        .collect())
 }
 
 /// Reads and checks the configuration under `dir`.

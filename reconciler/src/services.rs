@@ -168,17 +168,17 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 /// The service an EndpointSlice belongs to (its `kubernetes.io/service-name` label), if it
 /// is an IPv4 slice, the only ones weft translates to.
 pub fn slice_service(s: &EndpointSlice) -> Option<ServiceKey> {
+    slice_service_ref(s).map(|(ns, name)| (ns.to_string(), name.to_string()))
+}
+
+/// `slice_service`, borrowed from the slice: for scans of every slice, which need not copy
+/// ten thousand names to compare them.
+pub fn slice_service_ref(s: &EndpointSlice) -> Option<(&str, &str)> {
     if s.address_type != AddressType::IPv4 {
         return None;
     }
     let name = s.metadata.labels.get(EndpointSlice::SERVICE_NAME_LABEL)?;
-    Some((
-        s.metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        name.clone(),
-    ))
+    Some((s.metadata.namespace.as_deref().unwrap_or("default"), name))
 }
 
 /// The annotation that takes a WorkloadEndpoint out of the backends of the Services that
@@ -188,7 +188,8 @@ pub const READY_ANNOTATION: &str = "weft.projectcalico.org/ready";
 /// The WorkloadEndpoints of a configuration by namespace and label, so that a Service's
 /// selector is matched against the endpoints carrying its rarest pair rather than against
 /// every endpoint (ten thousand Services over ten thousand endpoints would otherwise be a
-/// hundred million label lookups).
+/// hundred million label lookups). The default holds none, for Services without a selector.
+#[derive(Default)]
 pub struct Selectable<'a> {
     weps: Vec<&'a WorkloadEndpoint>,
     /// (namespace, key, value) -> indices into `weps`, ascending (configuration order).
@@ -196,6 +197,19 @@ pub struct Selectable<'a> {
 }
 
 impl<'a> Selectable<'a> {
+    /// The index, if any Service of `cfg` has a selector to look endpoints up with.
+    pub fn for_services(cfg: &'a Config) -> Selectable<'a> {
+        if cfg
+            .services
+            .iter()
+            .any(|s| !s.value.spec.selector.is_empty())
+        {
+            Selectable::new(cfg)
+        } else {
+            Selectable::default()
+        }
+    }
+
     pub fn new(cfg: &'a Config) -> Selectable<'a> {
         let weps: Vec<&WorkloadEndpoint> =
             cfg.workload_endpoints.iter().map(|w| &*w.value).collect();
@@ -465,7 +479,7 @@ pub fn ports(
     settings: &ServiceSettings,
 ) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
     let slices = slices_by_service(cfg);
-    let endpoints = Selectable::new(cfg);
+    let endpoints = Selectable::for_services(cfg);
     cfg.services
         .iter()
         .map(|item| {
@@ -535,17 +549,25 @@ pub fn backend_origins(cfg: &Config) -> BTreeMap<u32, String> {
 /// typo in the service-name label, say), or has a selector, whose slices weft makes itself
 /// from the endpoints it selects, as Kubernetes' controller does.
 pub fn slice_warnings(cfg: &Config) -> Vec<Warning> {
-    let services: BTreeMap<ServiceKey, bool> = cfg
+    let services: BTreeMap<(&str, &str), bool> = cfg
         .services
         .iter()
-        .map(|s| (service_key(&s.value), !s.value.spec.selector.is_empty()))
+        .map(|s| {
+            let m = &s.value.metadata;
+            let ns = m.namespace.as_deref().unwrap_or("default");
+            ((ns, m.name.as_str()), !s.value.spec.selector.is_empty())
+        })
         .collect();
     cfg.endpoint_slices
         .iter()
         .filter_map(|s| {
-            let key = slice_service(&s.value)?;
+            let key = slice_service_ref(&s.value)?;
+            let known = services.get(&key).copied();
+            if known == Some(false) {
+                return None;
+            }
             let name = format!("{}/{}", key.0, key.1);
-            let why = match services.get(&key) {
+            let why = match known {
                 Some(false) => return None,
                 Some(true) => format!(
                     "its Service {name} has a selector, so weft makes the service's slices from the WorkloadEndpoints it selects (as Kubernetes' EndpointSlice controller does) and this one is not used; remove it, or the selector"

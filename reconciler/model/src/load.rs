@@ -182,14 +182,16 @@ pub(crate) fn on_threads<T: Send, R: Send>(
     let per = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks_mut(per)
-            .map(|chunk| scope.spawn(move || f(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a loading thread panicked"))
-            .collect()
+        let mut chunks = items.chunks_mut(per);
+        // The calling thread takes the first chunk itself: one thread fewer, and one malloc
+        // arena fewer, whose freed temporaries would otherwise stay in the process's RSS.
+        let first = chunks.next().expect("at least one chunk");
+        let handles: Vec<_> = chunks.map(|chunk| scope.spawn(move || f(chunk))).collect();
+        let mut out = f(first);
+        for h in handles {
+            out.extend(h.join().expect("a loading thread panicked"));
+        }
+        out
     })
 }
 

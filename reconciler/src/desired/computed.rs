@@ -104,7 +104,7 @@ impl PortsMemo {
         }
         self.merged = None;
         let slices = services::slices_by_service(cfg);
-        let endpoints = services::Selectable::new(cfg);
+        let endpoints = services::Selectable::for_services(cfg);
         let mut now = BTreeMap::new();
         let mut out = BTreeMap::new();
         for item in &cfg.services {
@@ -226,11 +226,17 @@ fn ports_now(
     let written: Vec<&Arc<EndpointSlice>> = cfg
         .endpoint_slices
         .iter()
-        .filter(|s| services::slice_service(&s.value).as_ref() == Some(key))
+        .filter(|s| services::slice_service_ref(&s.value) == Some((&key.0, &key.1)))
         .map(|s| &s.value)
         .collect();
-    let slices =
-        services::service_slices(&services::Selectable::new(cfg), &item.value, Some(&written));
+    // Only a selector picks endpoints: indexing them all for a Service without one would
+    // cost more than the rest of its change.
+    let endpoints = if item.value.spec.selector.is_empty() {
+        services::Selectable::default()
+    } else {
+        services::Selectable::new(cfg)
+    };
+    let slices = services::service_slices(&endpoints, &item.value, Some(&written));
     let refs: Vec<&EndpointSlice> = slices.iter().map(|s| &**s).collect();
     services::service_ports(
         item,

@@ -8,13 +8,20 @@ use super::{Netlink, NetlinkError};
 use crate::facts::HostFacts;
 use crate::state::{OwnedLink, OWNED_ALIAS};
 
-/// Gathers the facts of the host `nl` talks to; `node` and `cgroup` are the caller's.
+/// Gathers the facts of the host `nl` talks to; `node` and `cgroup` are the caller's. Also
+/// the names of the interfaces that are down, from the same dump of links (a dump of a few
+/// hundred links costs milliseconds, every reconcile).
 pub async fn gather(
     nl: &Netlink,
     node: String,
     cgroup: Option<String>,
-) -> Result<HostFacts, NetlinkError> {
+) -> Result<(HostFacts, BTreeSet<String>), NetlinkError> {
     let all = nl.links().await?;
+    let down = all
+        .iter()
+        .filter(|l| !l.up)
+        .map(|l| l.name.clone())
+        .collect();
     let name_of: BTreeMap<u32, String> = all.iter().map(|l| (l.index, l.name.clone())).collect();
     let owned_links = all
         .iter()
@@ -44,7 +51,7 @@ pub async fn gather(
     let cgroup = cgroup
         .or_else(|| crate::bpf::link::cgroup2_root().map(|p| p.display().to_string()))
         .filter(|_| crate::bpf::features::cgroup_sock_addr_programs());
-    Ok(HostFacts {
+    let facts = HostFacts {
         node,
         links,
         owned_links,
@@ -56,5 +63,6 @@ pub async fn gather(
         netns_cookie: crate::bpf::link::netns_cookie(),
         // The record is the state directory's: `run::Host` reads it.
         taken_over: Default::default(),
-    })
+    };
+    Ok((facts, down))
 }
