@@ -8,8 +8,11 @@ use std::net::Ipv4Addr;
 
 /// Backends per service.
 pub const BACKENDS: usize = 10;
-/// Every NODEPORT_EVERY-th service is a NodePort service.
+/// Every NODEPORT_EVERY-th service is a NodePort service, while the default NodePort range
+/// (30000-32767) has a port left: Kubernetes refuses a second Service on a taken one, and weft
+/// programs neither (so past 27,680 services the rest are ClusterIPs).
 pub const NODEPORT_EVERY: usize = 10;
+const NODE_PORTS: usize = 2768;
 /// This host's node name: the first backend of every service runs here.
 pub const NODE: &str = "bench-node";
 /// The pod network (kube-proxy's --cluster-cidr: traffic from outside it is masqueraded).
@@ -39,9 +42,8 @@ impl Svc {
             cluster_ip: Ipv4Addr::from(vip),
             port: 80,
             target_port: 8080,
-            node_port: i
-                .is_multiple_of(NODEPORT_EVERY)
-                .then(|| 30000 + (i / NODEPORT_EVERY) as u16 % 2768),
+            node_port: (i.is_multiple_of(NODEPORT_EVERY) && i / NODEPORT_EVERY < NODE_PORTS)
+                .then(|| 30000 + (i / NODEPORT_EVERY) as u16),
             backends,
         }
     }
