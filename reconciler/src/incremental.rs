@@ -97,6 +97,16 @@ impl Reconciler {
         &self.docs
     }
 
+    /// The files' configuration before their last change (`Documents::previous`).
+    pub fn previous_config(&self) -> Option<std::sync::Arc<Config>> {
+        self.docs.previous()
+    }
+
+    /// The files' change is taken (`Documents::forget_previous`).
+    pub fn forget_previous(&mut self) -> Option<std::sync::Arc<Config>> {
+        self.docs.forget_previous()
+    }
+
     /// The desired state last applied, if the reconciler trusts it.
     pub fn applied(&self) -> Option<&Computed> {
         self.applied.as_ref()
@@ -229,6 +239,7 @@ impl Reconciler {
             // The tables remembered share their entries with `applied`, which patches them.
             self.policy.services.forget_tables();
             if let Some(ops) = applied.update_services(cfg, &self.pending.services) {
+                self.policy.services.adopt(cfg, applied);
                 let n = self.pending.services.len();
                 return self.run(host, ops, None, How::Services(n)).await.map(Some);
             }

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use weft::bpf::Pins;
 use weft::incremental::{How, Reconciler};
 use weft::run::{self, Host};
+use weft_vm_tests::daemon::last_result;
 use weft_vm_tests::*;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 2);
@@ -121,4 +122,100 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
         });
     });
     assert_eq!(tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(), Some("b2"));
+}
+
+/// A change the documents patch in place (a Service's slice, valid on its own) that then
+/// does not fit the NAT backend map: the daemon keeps the configuration from before the
+/// change in force, which it no longer holds a copy of but has the documents undo.
+#[test]
+fn a_patched_change_that_does_not_fit_leaves_the_last_good_services_in_force() {
+    let Some(mut bed) =
+        Bed::new("a_patched_change_that_does_not_fit_leaves_the_last_good_services_in_force")
+    else {
+        return;
+    };
+    bed.workload("calic", CLIENT);
+    bed.workload("calib1", B1);
+    bed.workload("calib2", B2);
+    bed.write(
+        "00-ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    );
+    for (i, name) in ["client", "b1", "b2"].iter().enumerate() {
+        let wep = bed.wep_yaml(i, name, "shop", &[("app", name)], &["kns.shop"]);
+        bed.write(&format!("wl/{name}.yaml"), &wep);
+    }
+    named_server(&bed.w(1).ns, 8080, "b1");
+    named_server(&bed.w(2).ns, 8080, "b2");
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfMapSizeNATBackend: 1\n",
+    );
+    bed.write("svc/web.yaml", &service("web", VIP, B1, &bed.node));
+    // A resync every second: each converges to the configuration in force, repairing drift.
+    let mut d = bed.daemon(&["--resync", "1s", "--debounce", "50ms"]);
+    d.started();
+    assert_eq!(tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(), Some("b1"));
+    let since = d.status().expect("status")["config"]["in_force_since"].clone();
+    assert!(since.is_u64(), "in force");
+
+    // A second backend: two entries for a map of one.
+    let two = service("web", VIP, B1, &bed.node).replace(
+        "  - {addresses: [\"10.65.0.11\"]",
+        "  - {addresses: [\"10.65.0.12\"], nodeName: n}\n  - {addresses: [\"10.65.0.11\"]",
+    );
+    assert_ne!(two, service("web", VIP, B1, &bed.node), "two backends");
+    bed.write("svc/web.yaml", &two);
+    let s = d.wait("the change refused", |s| {
+        s["config"]["valid"] == false
+            && s["config"]["problems"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p.to_string().contains("bpfMapSizeNATBackend"))
+            })
+    });
+    assert_eq!(
+        s["config"]["in_force_since"], since,
+        "the last good configuration stays in force: {s}"
+    );
+    let s = d.wait("the last good configuration converged to", |s| {
+        last_result(s) == "invalid"
+    });
+    assert_eq!(s["config"]["in_force_since"], since, "{s}");
+    for _ in 0..5 {
+        assert_eq!(
+            tcp_hello(&bed.w(0).ns, VIP, 80).as_deref(),
+            Some("b1"),
+            "only the last good backend"
+        );
+    }
+    // It is enforced, not merely left alone: the service's route, taken away, comes back.
+    let route = |bed: &Bed| {
+        String::from_utf8_lossy(&bed.host.ip(&["route", "show", &format!("{VIP}/32")]).stdout)
+            .into_owned()
+    };
+    assert!(route(&bed).contains("bpfin.weft"), "{}", route(&bed));
+    bed.host.ip(&["route", "del", &format!("{VIP}/32")]);
+    assert_eq!(route(&bed), "");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while route(&bed).is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the route was not put back:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Room for both: the change is taken.
+    bed.write(
+        "felix.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfMapSizeNATBackend: 4\n",
+    );
+    d.wait("the change taken", |s| {
+        s["config"]["valid"] == true && last_result(s) == "converged"
+    });
+    let seen: std::collections::BTreeSet<String> = (0..20)
+        .filter_map(|_| tcp_hello(&bed.w(0).ns, VIP, 80))
+        .collect();
+    assert!(seen.contains("b2"), "the new backend serves: {seen:?}");
 }

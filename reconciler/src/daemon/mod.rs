@@ -128,8 +128,7 @@ struct Daemon {
     changed: Arc<Mutex<watch::Changed>>,
     /// The configuration last read that validated and compiled, and since when it has been
     /// in force (its first read).
-    /// Shared with the files' own configuration while they validate.
-    last_good: Option<(Arc<Config>, u64)>,
+    last_good: Option<LastGood>,
     /// The state weft last converged to (what drift is measured against).
     last_made: Made,
     /// The rules' names are to be made again from the state last applied.
@@ -338,11 +337,12 @@ impl Daemon {
         };
         let problem = match read {
             Ok((cfg, c)) => {
+                drop(cfg);
                 let since = match &self.last_good {
-                    Some((_, at)) if !changed => *at,
+                    Some(g) if !changed => g.since(),
                     _ => status::now(),
                 };
-                self.last_good = Some((cfg, since));
+                self.files_good(since);
                 self.shared.lock().expect("status lock").ct_timeouts =
                     Some(c.desired.settings.ct_timeouts);
                 self.set_config(true, Vec::new());
@@ -369,15 +369,51 @@ impl Daemon {
             );
             self.last_said = said;
         }
+        self.keep_last_good();
         self.set_config(false, problem);
-        let (cfg, _) = self.last_good.as_ref()?;
+        let cfg = self.last_good_config()?;
         // Facts may have changed since; the last good files are recompiled against them.
-        match self.files.compute(&cfg.clone(), &self.host.facts) {
+        match self.files.compute(&cfg, &self.host.facts) {
             Ok(c) => Some((c, false)),
             Err(e) => {
                 tracing::error!("the last good configuration no longer compiles: {e}");
                 None
             }
+        }
+    }
+
+    /// The files' configuration as it is now is the last good one, in force since `since`.
+    fn files_good(&mut self, since: u64) {
+        if let Some(LastGood::Kept { cfg, .. }) = self.last_good.replace(LastGood::Files { since })
+        {
+            incremental::drop_later(cfg);
+        }
+        if let Some(cfg) = self.files.forget_previous() {
+            incremental::drop_later(cfg);
+        }
+    }
+
+    /// The files moved on to a configuration that does not validate or compile (or was not
+    /// applied): the last good one, if it was theirs, is kept from before their change (or is
+    /// theirs still, where they did not change: the host's facts did).
+    fn keep_last_good(&mut self) {
+        if let Some(LastGood::Files { since }) = self.last_good {
+            self.last_good = self
+                .files
+                .previous_config()
+                .or_else(|| self.files.documents().config().ok().cloned())
+                .map(|cfg| LastGood::Kept { cfg, since });
+            if let Some(cfg) = self.files.forget_previous() {
+                incremental::drop_later(cfg);
+            }
+        }
+    }
+
+    /// The last good configuration.
+    fn last_good_config(&self) -> Option<Arc<Config>> {
+        match self.last_good.as_ref()? {
+            LastGood::Files { .. } => self.files.documents().config().ok().cloned(),
+            LastGood::Kept { cfg, .. } => Some(cfg.clone()),
         }
     }
 
@@ -406,7 +442,7 @@ impl Daemon {
         sh.status.config = ConfigStatus {
             valid,
             problems,
-            in_force_since: self.last_good.as_ref().map(|(_, at)| *at),
+            in_force_since: self.last_good.as_ref().map(LastGood::since),
             revision: status::git_revision(&self.opts.dir),
         };
     }
@@ -432,9 +468,10 @@ impl Daemon {
             self.files.forget();
             return Ok(());
         };
-        let Some((cfg, _)) = &self.last_good else {
+        let Some(cfg) = self.last_good_config() else {
             return Ok(());
         };
+        let cfg = &*cfg;
         for w in &c.desired.warnings {
             tracing::debug!("{w}");
         }
@@ -552,6 +589,7 @@ impl Daemon {
             Err(e) => {
                 // Whatever was applied of it is not known: the next wake observes.
                 self.files.forget();
+                self.keep_last_good();
                 return Err(e);
             }
         };
@@ -566,10 +604,8 @@ impl Daemon {
         } else {
             "differs".into()
         };
-        if let Ok(cfg) = self.files.documents().config() {
-            if step.how != incremental::How::Nothing {
-                incremental::drop_later(self.last_good.replace((cfg.clone(), status::now())));
-            }
+        if step.how != incremental::How::Nothing {
+            self.files_good(status::now());
         }
         self.set_config(true, Vec::new());
         if !self.last_said.is_empty() {
@@ -593,6 +629,23 @@ impl Daemon {
             );
         }
         Ok(true)
+    }
+}
+
+/// The last good configuration.
+enum LastGood {
+    /// The files' own (`Documents::config`), not held here as well: a second holder would
+    /// make each change the documents patch a copy of the whole configuration.
+    Files { since: u64 },
+    /// Kept from before the files moved on to one that does not validate or compile.
+    Kept { cfg: Arc<Config>, since: u64 },
+}
+
+impl LastGood {
+    fn since(&self) -> u64 {
+        match self {
+            LastGood::Files { since } | LastGood::Kept { since, .. } => *since,
+        }
     }
 }
 

@@ -165,6 +165,47 @@ impl PortsMemo {
     pub fn forget_tables(&mut self) {
         self.merged = None;
     }
+
+    /// Takes the ports and tables of `c`, which `Computed::update_services` brought up to date
+    /// with `cfg`, as what `ports` and `tables` would give for `cfg`: the next computation (a
+    /// policy's change) reuses them rather than merging every service's tables again. They
+    /// are what `services::merge` gives, for `update_services` works only where no two ports
+    /// claim one id or frontend (so nothing clashes), and its warnings are the services'.
+    pub fn adopt(&mut self, cfg: &Config, c: &Computed) {
+        let context = (
+            c.facts.node.clone(),
+            c.facts.host_addrs.clone(),
+            super::service_settings(&c.desired.settings),
+        );
+        let entries = |map: &str| c.desired.state.maps.get(map)?.entries.clone();
+        let tables = (|| {
+            Some(services::ServiceTables {
+                frontends: entries(maps::NAT_FE4)?,
+                backends: entries(maps::NAT_BE4)?,
+                source_ranges: entries(maps::NAT_SRC4)?,
+                maglev: entries(maps::MAGLEV4)?,
+                service_ips: c.ips.keys().copied().collect(),
+                names: c.desired.services.clone(),
+                warnings: c
+                    .desired
+                    .warnings
+                    .iter()
+                    .filter(|w| w.is_service())
+                    .cloned()
+                    .collect(),
+            })
+        })();
+        match tables {
+            Some(t) if self.context.as_ref() == Some(&context) && c.shared == 0 => {
+                self.last = Some((Inputs::of(cfg), c.ports.clone()));
+                self.merged = Some(t);
+            }
+            _ => {
+                self.last = None;
+                self.merged = None;
+            }
+        }
+    }
 }
 
 /// A desired state, what it was computed from, and its service tables per service.
@@ -830,5 +871,55 @@ mod tests {
         let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
         assert_eq!(third.desired.state, fresh.desired.state);
         assert_ne!(nat(&second), nat(&third), "the backends changed");
+    }
+
+    /// After a service's change worked out alone, the tables it patched are taken as the
+    /// merged ones: a policy's change next shares them, and still gives what a computation
+    /// from nothing gives (warnings and all).
+    #[test]
+    fn tables_a_service_change_patched_are_the_next_computations_own() {
+        let dir = TestDir::new("adopt");
+        dir.set("wep.yaml", Some(WEP.into()));
+        dir.set(
+            "a.yaml",
+            Some(
+                service("a", "NodePort", "10.96.0.1", TWO)
+                    + "---\n"
+                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
+            ),
+        );
+        dir.set("b.yaml", Some(service("b", "ClusterIP", "10.96.0.2", HTTP)));
+        // A slice whose Service is not in the files: a service warning.
+        dir.set("x.yaml", Some(slice("gone", 80, &["10.65.9.9"])));
+        let policy = |port: u16| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
+        };
+        dir.set("p.yaml", Some(policy(80)));
+        let mut docs = Documents::read_dir(&dir.0);
+        let mut cache = crate::policy::Cache::default();
+        let f = facts();
+        let mut c = Computed::compute(docs.config().unwrap(), &f, &mut cache).unwrap();
+
+        cache.services.forget_tables();
+        let text = service("b", "ClusterIP", "10.96.0.2", HTTP)
+            + "---\n"
+            + &slice("b", 8080, &["10.65.2.1"]);
+        step(&dir, &mut docs, &mut c, "b.yaml", Some(text)).expect("worked out alone");
+        cache.services.adopt(docs.config().unwrap(), &c);
+
+        dir.set("p.yaml", Some(policy(81)));
+        docs.reread(&["p.yaml"]);
+        let cfg = docs.config().unwrap();
+        let next = Computed::compute(cfg, &f, &mut cache).unwrap();
+        let nat = |c: &Computed| c.desired.state.maps[maps::NAT_BE4].entries.clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&nat(&c), &nat(&next)),
+            "the patched tables, shared"
+        );
+        let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
+        assert_eq!(next.desired.state, fresh.desired.state);
+        assert_eq!(next.desired.services, fresh.desired.services);
+        assert_eq!(next.desired.warnings, fresh.desired.warnings);
+        assert!(next.desired.warnings.iter().any(|w| w.is_service()));
     }
 }
