@@ -236,14 +236,13 @@ impl Reconciler {
             .map_err(|d| RunError::Invalid(d.clone()))?;
         let applied = self.applied.as_mut().expect("trusted");
         if !self.pending.other {
-            // The tables remembered share their entries with `applied`, which patches them.
             self.policy.services.forget_tables();
             if let Some(ops) = applied.update_services(cfg, &self.pending.services) {
-                self.policy.services.adopt(cfg, applied);
                 let n = self.pending.services.len();
                 return self.run(host, ops, None, How::Services(n)).await.map(Some);
             }
         }
+        self.policy.services.adopt(cfg, applied);
         let mut new = desired::compute(cfg, host.facts(), &mut self.policy)?;
         new.desired.settle_attach_modes(&applied.desired.state);
         let ops = plan::plan(

@@ -499,9 +499,8 @@ impl Documents {
 /// Takes the Services and EndpointSlices of the `touched` files out of `cfg` and puts
 /// `items` (what those files hold now, or held before) in, in load order.
 fn splice_services(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load::Loaded]) {
-    cfg.services.retain(|i| !touched.contains(&*i.source.file));
-    cfg.endpoint_slices
-        .retain(|i| !touched.contains(&*i.source.file));
+    remove_files(&mut cfg.services, touched, |i| &i.source.file);
+    remove_files(&mut cfg.endpoint_slices, touched, |i| &i.source.file);
     for l in items {
         match &l.value {
             AnyResource::Service(s) => insert_ordered(
@@ -526,12 +525,13 @@ fn splice_services(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load:
 /// Takes the policies of the `touched` files out of `cfg` (with their compiled forms and
 /// warnings) and puts `items` in, in load order; `items` passed their own checks.
 fn splice_policies(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load::Loaded]) {
-    let gone = |s: &Source| touched.contains(&*s.file);
-    cfg.network_policies.retain(|i| !gone(&i.source));
-    cfg.global_network_policies.retain(|i| !gone(&i.source));
-    cfg.k8s_network_policies.retain(|i| !gone(&i.source));
-    cfg.policies.retain(|p| !gone(&p.source));
-    cfg.warnings.retain(|d| !touched.contains(&d.file));
+    remove_files(&mut cfg.network_policies, touched, |i| &i.source.file);
+    remove_files(&mut cfg.global_network_policies, touched, |i| {
+        &i.source.file
+    });
+    remove_files(&mut cfg.k8s_network_policies, touched, |i| &i.source.file);
+    remove_files(&mut cfg.policies, touched, |p| &p.source.file);
+    remove_files(&mut cfg.warnings, touched, |d| &d.file);
     for l in items {
         let Some((policy, warnings)) = load::valid_policy(l) else {
             continue;
@@ -570,6 +570,18 @@ fn splice_policies(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load:
     let mut w = Diagnostics(std::mem::take(&mut cfg.warnings));
     w.sort();
     cfg.warnings = w.0;
+}
+
+/// Removes from `v`, which is in load order (by the bytes of each element's `file`), the
+/// elements of the `touched` files: a search for each file's run rather than a look at every
+/// element, of which there are tens of thousands.
+fn remove_files<T>(v: &mut Vec<T>, touched: &BTreeSet<PathBuf>, file: impl Fn(&T) -> &Path) {
+    for t in touched {
+        let t = t.as_os_str().as_bytes();
+        let lo = v.partition_point(|e| file(e).as_os_str().as_bytes() < t);
+        let n = v[lo..].partition_point(|e| file(e).as_os_str().as_bytes() == t);
+        v.drain(lo..lo + n);
+    }
 }
 
 fn insert_ordered<T>(v: &mut Vec<Item<T>>, item: Item<T>) {

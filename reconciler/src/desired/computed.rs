@@ -17,6 +17,7 @@ use weft_model::{Config, Delta, EndpointSlice, Service, Source, WorkloadEndpoint
 use super::{Desired, DesiredError, Settings, NAT_GATEWAY, NAT_IN};
 use crate::bpf::maps;
 use crate::facts::HostFacts;
+use crate::incremental::drop_later;
 use crate::plan::{self, Op};
 use crate::policy::flat::Net4;
 use crate::services::{self, PortTables, ServiceKey};
@@ -49,20 +50,38 @@ struct Inputs {
     endpoints: Vec<Arc<WorkloadEndpoint>>,
 }
 
+fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
+    items.iter().map(|i| i.value.clone()).collect()
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Inputs {{ {} services, {} slices, {} endpoints }}",
+            self.services.len(),
+            self.slices.len(),
+            self.endpoints.len()
+        )
+    }
+}
+
 impl Inputs {
     fn of(cfg: &Config) -> Inputs {
+        let selectors = cfg
+            .services
+            .iter()
+            .any(|s| !s.value.spec.selector.is_empty());
         Inputs {
-            services: cfg.services.iter().map(|i| i.value.clone()).collect(),
-            slices: cfg
-                .endpoint_slices
-                .iter()
-                .map(|i| i.value.clone())
-                .collect(),
-            endpoints: cfg
-                .workload_endpoints
-                .iter()
-                .map(|i| i.value.clone())
-                .collect(),
+            services: values(&cfg.services),
+            slices: values(&cfg.endpoint_slices),
+            // Endpoints matter only to a Service with a selector (and one coming is a change
+            // of the Services).
+            endpoints: if selectors {
+                values(&cfg.workload_endpoints)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -140,7 +159,7 @@ impl PortsMemo {
         }
         // Only what this configuration has stays remembered.
         self.by_service = now;
-        self.last = Some((inputs, out.clone()));
+        drop_later(self.last.replace((inputs, out.clone())));
         out
     }
 
@@ -160,18 +179,28 @@ impl PortsMemo {
         t
     }
 
-    /// Drops the merged tables, so that the state holding their entries is their only owner
-    /// and can patch them in place (`Computed::update_services`) rather than copy them.
+    /// Before `Computed::update_services` works out a change of services alone: the merged
+    /// tables are dropped, so that the state holding their entries is their only owner and
+    /// patches them in place rather than copying them.
     pub fn forget_tables(&mut self) {
-        self.merged = None;
+        drop_later(self.merged.take());
     }
 
-    /// Takes the ports and tables of `c`, which `Computed::update_services` brought up to date
-    /// with `cfg`, as what `ports` and `tables` would give for `cfg`: the next computation (a
-    /// policy's change) reuses them rather than merging every service's tables again. They
-    /// are what `services::merge` gives, for `update_services` works only where no two ports
-    /// claim one id or frontend (so nothing clashes), and its warnings are the services'.
+    /// Before a computation of `cfg`: if `c` is a state `update_services` brought up to date
+    /// for the same inputs as `cfg`'s, its ports and tables are what `ports` and `tables`
+    /// would give, and the computation (a policy's change) reuses them rather than merging
+    /// every service's tables again. They are what `services::merge` gives, for
+    /// `update_services` works only where no two ports claim one id or frontend (so nothing
+    /// clashes), and its warnings are the services'. Done here rather than after each
+    /// service's change, which would pay for it whether or not a computation follows.
     pub fn adopt(&mut self, cfg: &Config, c: &Computed) {
+        if self.merged.is_some() {
+            return;
+        }
+        let inputs = Inputs::of(cfg);
+        if !c.updated_for.as_ref().is_some_and(|i| i.same(&inputs)) {
+            return;
+        }
         let context = (
             c.facts.node.clone(),
             c.facts.host_addrs.clone(),
@@ -197,13 +226,10 @@ impl PortsMemo {
         })();
         match tables {
             Some(t) if self.context.as_ref() == Some(&context) && c.shared == 0 => {
-                self.last = Some((Inputs::of(cfg), c.ports.clone()));
+                drop_later(self.last.replace((inputs, c.ports.clone())));
                 self.merged = Some(t);
             }
-            _ => {
-                self.last = None;
-                self.merged = None;
-            }
+            _ => {}
         }
     }
 }
@@ -224,6 +250,9 @@ pub struct Computed {
     shared: usize,
     /// Routes that are not services': workloads' (local and remote) and the NAT gateway's.
     other_routes: BTreeSet<Net4>,
+    /// The inputs of the configuration `update_services` last brought this state up to date
+    /// with (`PortsMemo::adopt`); None for a state computed whole.
+    updated_for: Option<Inputs>,
 }
 
 fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
@@ -330,6 +359,7 @@ impl Computed {
                 )
                 .collect(),
             desired,
+            updated_for: None,
         };
         for e in ports
             .values()
@@ -564,6 +594,7 @@ impl Computed {
         }
         self.desired.warnings.extend(services::slice_warnings(cfg));
         crate::warning::order(&mut self.desired.warnings);
+        drop_later(self.updated_for.replace(Inputs::of(cfg)));
         Some(ops)
     }
 }
@@ -905,11 +936,11 @@ mod tests {
             + "---\n"
             + &slice("b", 8080, &["10.65.2.1"]);
         step(&dir, &mut docs, &mut c, "b.yaml", Some(text)).expect("worked out alone");
-        cache.services.adopt(docs.config().unwrap(), &c);
 
         dir.set("p.yaml", Some(policy(81)));
         docs.reread(&["p.yaml"]);
         let cfg = docs.config().unwrap();
+        cache.services.adopt(cfg, &c);
         let next = Computed::compute(cfg, &f, &mut cache).unwrap();
         let nat = |c: &Computed| c.desired.state.maps[maps::NAT_BE4].entries.clone().unwrap();
         assert!(
