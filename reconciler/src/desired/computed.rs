@@ -36,9 +36,12 @@ pub struct PortsMemo {
     by_service: BTreeMap<ServiceKey, Memoized>,
     /// What the last `ports` read, and what it and `tables` gave: while the inputs are the
     /// same allocations, so are the results (a policy changed, not a service).
-    last: Option<(Inputs, BTreeMap<ServiceKey, Arc<Vec<PortTables>>>)>,
+    last: Option<(Inputs, Ports)>,
     merged: Option<services::ServiceTables>,
 }
+
+/// Each service's ports.
+type Ports = BTreeMap<ServiceKey, Arc<Vec<PortTables>>>;
 
 /// Everything services' tables are made of: the Services, EndpointSlices and
 /// WorkloadEndpoints (which a selector picks) of a configuration, in order. Held, not only
