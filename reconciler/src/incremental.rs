@@ -3,7 +3,8 @@
 //! change.
 //!
 //! - Files: `weft_model::Documents` keeps every file parsed; a change parses that file again,
-//!   and a change to Services and EndpointSlices alone patches the configuration in place.
+//!   and a change to Services and EndpointSlices alone, or to policies alone, patches the
+//!   configuration in place.
 //! - Desired state: `desired::Computed` is the desired state with the service tables kept per
 //!   service. A changed service is worked out again alone and its old and new entries diffed;
 //!   anything else computes the desired state anew (`desired::compute`, through the policy
