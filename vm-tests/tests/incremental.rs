@@ -22,13 +22,9 @@ fn service(name: &str, vip: Ipv4Addr, backend: Ipv4Addr, node: &str) -> String {
     )
 }
 
-#[test]
-fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
-    let Some(mut bed) =
-        Bed::new("changed_services_reach_traffic_and_leave_nothing_for_a_full_apply")
-    else {
-        return;
-    };
+/// A client and two backends (b1 and b2, each answering its name on 8080) in the shop.
+fn shop(name: &str) -> Option<Bed> {
+    let mut bed = Bed::new(name)?;
     bed.workload("calic", CLIENT);
     bed.workload("calib1", B1);
     bed.workload("calib2", B2);
@@ -42,6 +38,15 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
     }
     named_server(&bed.w(1).ns, 8080, "b1");
     named_server(&bed.w(2).ns, 8080, "b2");
+    Some(bed)
+}
+
+#[test]
+fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
+    let Some(bed) = shop("changed_services_reach_traffic_and_leave_nothing_for_a_full_apply")
+    else {
+        return;
+    };
     bed.write("svc/web.yaml", &service("web", VIP, B1, &bed.node));
 
     let bed = &bed;
@@ -129,24 +134,11 @@ fn changed_services_reach_traffic_and_leave_nothing_for_a_full_apply() {
 /// change in force, which it no longer holds a copy of but has the documents undo.
 #[test]
 fn a_patched_change_that_does_not_fit_leaves_the_last_good_services_in_force() {
-    let Some(mut bed) =
-        Bed::new("a_patched_change_that_does_not_fit_leaves_the_last_good_services_in_force")
+    let Some(bed) =
+        shop("a_patched_change_that_does_not_fit_leaves_the_last_good_services_in_force")
     else {
         return;
     };
-    bed.workload("calic", CLIENT);
-    bed.workload("calib1", B1);
-    bed.workload("calib2", B2);
-    bed.write(
-        "00-ns.yaml",
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
-    );
-    for (i, name) in ["client", "b1", "b2"].iter().enumerate() {
-        let wep = bed.wep_yaml(i, name, "shop", &[("app", name)], &["kns.shop"]);
-        bed.write(&format!("wl/{name}.yaml"), &wep);
-    }
-    named_server(&bed.w(1).ns, 8080, "b1");
-    named_server(&bed.w(2).ns, 8080, "b2");
     bed.write(
         "felix.yaml",
         "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  bpfMapSizeNATBackend: 1\n",

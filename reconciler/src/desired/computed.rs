@@ -851,13 +851,8 @@ mod tests {
         assert!(step(&dir, &mut docs, &mut c, "a.yaml", Some(svc)).is_none());
     }
 
-    /// A change that is not a service's (a policy) finds the service tables as they were:
-    /// the NAT maps' entries are the very allocation the last state holds, so the plan passes
-    /// them over; the state is still what a computation from nothing gives. A service's change
-    /// works them out again.
-    #[test]
-    fn a_policy_change_keeps_the_service_tables_and_a_service_change_does_not() {
-        let dir = TestDir::new("memo");
+    /// The endpoint and service "a" (a NodePort with two backends) the memo tests start from.
+    fn endpoint_and_service(dir: &TestDir) {
         dir.set("wep.yaml", Some(WEP.into()));
         dir.set(
             "a.yaml",
@@ -867,10 +862,22 @@ mod tests {
                     + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
             ),
         );
-        let policy = |port: u16| {
-            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
-        };
-        dir.set("p.yaml", Some(policy(80)));
+    }
+
+    /// A Kubernetes policy of the shop that lets `port` in.
+    fn policy_port(port: u16) -> String {
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
+    }
+
+    /// A change that is not a service's (a policy) finds the service tables as they were:
+    /// the NAT maps' entries are the very allocation the last state holds, so the plan passes
+    /// them over; the state is still what a computation from nothing gives. A service's change
+    /// works them out again.
+    #[test]
+    fn a_policy_change_keeps_the_service_tables_and_a_service_change_does_not() {
+        let dir = TestDir::new("memo");
+        endpoint_and_service(&dir);
+        dir.set("p.yaml", Some(policy_port(80)));
         let mut docs = Documents::read_dir(&dir.0);
         let mut cache = crate::policy::Cache::default();
         let f = facts();
@@ -878,7 +885,7 @@ mod tests {
         let first = Computed::compute(docs.config().unwrap(), &f, &mut cache).unwrap();
         assert!(!nat(&first).is_empty());
 
-        dir.set("p.yaml", Some(policy(81)));
+        dir.set("p.yaml", Some(policy_port(81)));
         docs.reread(&["p.yaml"]);
         let cfg = docs.config().unwrap();
         let second = Computed::compute(cfg, &f, &mut cache).unwrap();
@@ -913,22 +920,11 @@ mod tests {
     #[test]
     fn tables_a_service_change_patched_are_the_next_computations_own() {
         let dir = TestDir::new("adopt");
-        dir.set("wep.yaml", Some(WEP.into()));
-        dir.set(
-            "a.yaml",
-            Some(
-                service("a", "NodePort", "10.96.0.1", TWO)
-                    + "---\n"
-                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
-            ),
-        );
+        endpoint_and_service(&dir);
         dir.set("b.yaml", Some(service("b", "ClusterIP", "10.96.0.2", HTTP)));
         // A slice whose Service is not in the files: a service warning.
         dir.set("x.yaml", Some(slice("gone", 80, &["10.65.9.9"])));
-        let policy = |port: u16| {
-            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports: [{{protocol: TCP, port: {port}}}]\n")
-        };
-        dir.set("p.yaml", Some(policy(80)));
+        dir.set("p.yaml", Some(policy_port(80)));
         let mut docs = Documents::read_dir(&dir.0);
         let mut cache = crate::policy::Cache::default();
         let f = facts();
@@ -940,7 +936,7 @@ mod tests {
             + &slice("b", 8080, &["10.65.2.1"]);
         step(&dir, &mut docs, &mut c, "b.yaml", Some(text)).expect("worked out alone");
 
-        dir.set("p.yaml", Some(policy(81)));
+        dir.set("p.yaml", Some(policy_port(81)));
         docs.reread(&["p.yaml"]);
         let cfg = docs.config().unwrap();
         cache.services.adopt(cfg, &c);
