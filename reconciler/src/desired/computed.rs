@@ -685,15 +685,7 @@ mod tests {
     #[test]
     fn a_changed_service_worked_out_alone_gives_what_a_full_computation_gives() {
         let dir = TestDir::new("same");
-        dir.set("wep.yaml", Some(WEP.into()));
-        dir.set(
-            "a.yaml",
-            Some(
-                service("a", "NodePort", "10.96.0.1", TWO)
-                    + "---\n"
-                    + &slice("a", 80, &["10.65.1.1", "10.65.1.2"]),
-            ),
-        );
+        endpoint_and_service(&dir);
         dir.set(
             "b.yaml",
             Some(
