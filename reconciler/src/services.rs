@@ -188,57 +188,54 @@ pub const READY_ANNOTATION: &str = "weft.projectcalico.org/ready";
 /// The WorkloadEndpoints of a configuration by namespace and label, so that a Service's
 /// selector is matched against the endpoints carrying its rarest pair rather than against
 /// every endpoint (ten thousand Services over ten thousand endpoints would otherwise be a
-/// hundred million label lookups). The default holds none, for Services without a selector.
-#[derive(Default)]
+/// hundred million label lookups). The index is made when a selector first asks: Services
+/// without one (the common case with written slices) never pay for it.
 pub struct Selectable<'a> {
-    weps: Vec<&'a WorkloadEndpoint>,
-    /// (namespace, key, value) -> indices into `weps`, ascending (configuration order).
-    by_label: std::collections::HashMap<(&'a str, &'a str, &'a str), Vec<u32>>,
+    cfg: &'a Config,
+    /// (namespace, key, value) -> indices into the configuration's endpoints, ascending.
+    by_label: std::cell::OnceCell<LabelIndex<'a>>,
 }
 
+type LabelIndex<'a> = std::collections::HashMap<(&'a str, &'a str, &'a str), Vec<u32>>;
+
 impl<'a> Selectable<'a> {
-    /// The index, if any Service of `cfg` has a selector to look endpoints up with.
-    pub fn for_services(cfg: &'a Config) -> Selectable<'a> {
-        if cfg
-            .services
-            .iter()
-            .any(|s| !s.value.spec.selector.is_empty())
-        {
-            Selectable::new(cfg)
-        } else {
-            Selectable::default()
+    pub fn new(cfg: &'a Config) -> Selectable<'a> {
+        Selectable {
+            cfg,
+            by_label: std::cell::OnceCell::new(),
         }
     }
 
-    pub fn new(cfg: &'a Config) -> Selectable<'a> {
-        let weps: Vec<&WorkloadEndpoint> =
-            cfg.workload_endpoints.iter().map(|w| &*w.value).collect();
-        let mut by_label: std::collections::HashMap<_, Vec<u32>> = std::collections::HashMap::new();
-        for (i, w) in weps.iter().enumerate() {
-            let ns = w.metadata.namespace.as_deref().unwrap_or("default");
-            for (k, v) in &w.metadata.labels {
-                by_label
-                    .entry((ns, k.as_str(), v.as_str()))
-                    .or_default()
-                    .push(i as u32);
+    fn index(&self) -> &LabelIndex<'a> {
+        self.by_label.get_or_init(|| {
+            let mut by_label = LabelIndex::new();
+            for (i, w) in self.cfg.workload_endpoints.iter().enumerate() {
+                let ns = w.value.metadata.namespace.as_deref().unwrap_or("default");
+                for (k, v) in &w.value.metadata.labels {
+                    by_label
+                        .entry((ns, k.as_str(), v.as_str()))
+                        .or_default()
+                        .push(i as u32);
+                }
             }
-        }
-        Selectable { weps, by_label }
+            by_label
+        })
     }
 
     /// The endpoints in namespace `ns` carrying every pair of `selector` (not empty), in
     /// configuration order.
     fn select(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&'a WorkloadEndpoint> {
+        let index = self.index();
         let lists: Option<Vec<&Vec<u32>>> = selector
             .iter()
-            .map(|(k, v)| self.by_label.get(&(ns, k.as_str(), v.as_str())))
+            .map(|(k, v)| index.get(&(ns, k.as_str(), v.as_str())))
             .collect();
         let Some(rarest) = lists.and_then(|l| l.into_iter().min_by_key(|l| l.len())) else {
             return Vec::new();
         };
         rarest
             .iter()
-            .map(|&i| self.weps[i as usize])
+            .map(|&i| &*self.cfg.workload_endpoints[i as usize].value)
             .filter(|w| {
                 selector
                     .iter()
@@ -479,7 +476,7 @@ pub fn ports(
     settings: &ServiceSettings,
 ) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
     let slices = slices_by_service(cfg);
-    let endpoints = Selectable::for_services(cfg);
+    let endpoints = Selectable::new(cfg);
     cfg.services
         .iter()
         .map(|item| {
@@ -562,19 +559,18 @@ pub fn slice_warnings(cfg: &Config) -> Vec<Warning> {
         .iter()
         .filter_map(|s| {
             let key = slice_service_ref(&s.value)?;
-            let known = services.get(&key).copied();
-            if known == Some(false) {
-                return None;
-            }
-            let name = format!("{}/{}", key.0, key.1);
-            let why = match known {
+            // A Service with written slices uses them; one with a selector, or none, does not.
+            let has_selector = match services.get(&key) {
                 Some(false) => return None,
-                Some(true) => format!(
+                known => known.is_some(),
+            };
+            let name = format!("{}/{}", key.0, key.1);
+            let why = if has_selector {
+                format!(
                     "its Service {name} has a selector, so weft makes the service's slices from the WorkloadEndpoints it selects (as Kubernetes' EndpointSlice controller does) and this one is not used; remove it, or the selector"
-                ),
-                None => format!(
-                    "its Service {name} is not in the files, so its endpoints serve nothing"
-                ),
+                )
+            } else {
+                format!("its Service {name} is not in the files, so its endpoints serve nothing")
             };
             Some(Warning::service(
                 name.clone(),

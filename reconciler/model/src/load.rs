@@ -1635,12 +1635,7 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
                 );
             }
         }
-        let tier = match &l.value {
-            AnyResource::NetworkPolicy(np) => np.spec.tier.as_deref(),
-            AnyResource::GlobalNetworkPolicy(gnp) => gnp.spec.tier.as_deref(),
-            _ => None,
-        };
-        if let Some(tier) = tier {
+        if let Some(tier) = policy_tier(l) {
             if !tier_names.contains(tier) {
                 p.at(
                     &Path::root().key("spec").key("tier"),

@@ -330,14 +330,12 @@ impl Daemon {
                 let cfg = cfg.clone();
                 self.files
                     .compute(&cfg, &self.host.facts)
-                    .map(|c| (cfg, c))
                     .map_err(|e| vec![e.to_string()])
             }
             Err(d) => Err(d.0.iter().map(|p| p.to_string()).collect()),
         };
         let problem = match read {
-            Ok((cfg, c)) => {
-                drop(cfg);
+            Ok(c) => {
                 let since = match &self.last_good {
                     Some(g) if !changed => g.since(),
                     _ => status::now(),

@@ -126,7 +126,7 @@ impl PortsMemo {
         }
         self.merged = None;
         let slices = services::slices_by_service(cfg);
-        let endpoints = services::Selectable::for_services(cfg);
+        let endpoints = services::Selectable::new(cfg);
         let mut now = BTreeMap::new();
         let mut out = BTreeMap::new();
         for item in &cfg.services {
@@ -209,31 +209,34 @@ impl PortsMemo {
             c.facts.host_addrs.clone(),
             super::service_settings(&c.desired.settings),
         );
-        let entries = |map: &str| c.desired.state.maps.get(map)?.entries.clone();
-        let tables = (|| {
-            Some(services::ServiceTables {
-                frontends: entries(maps::NAT_FE4)?,
-                backends: entries(maps::NAT_BE4)?,
-                source_ranges: entries(maps::NAT_SRC4)?,
-                maglev: entries(maps::MAGLEV4)?,
-                service_ips: c.ips.keys().copied().collect(),
-                names: c.desired.services.clone(),
-                warnings: c
-                    .desired
-                    .warnings
-                    .iter()
-                    .filter(|w| w.is_service())
-                    .cloned()
-                    .collect(),
-            })
-        })();
-        match tables {
-            Some(t) if self.context.as_ref() == Some(&context) && c.shared == 0 => {
-                drop_later(self.last.replace((inputs, c.ports.clone())));
-                self.merged = Some(t);
-            }
-            _ => {}
+        if c.shared > 0 || self.context.as_ref() != Some(&context) {
+            return;
         }
+        let entries = |map: &str| c.desired.state.maps.get(map)?.entries.clone();
+        let (Some(frontends), Some(backends), Some(source_ranges), Some(maglev)) = (
+            entries(maps::NAT_FE4),
+            entries(maps::NAT_BE4),
+            entries(maps::NAT_SRC4),
+            entries(maps::MAGLEV4),
+        ) else {
+            return;
+        };
+        self.merged = Some(services::ServiceTables {
+            frontends,
+            backends,
+            source_ranges,
+            maglev,
+            service_ips: c.ips.keys().copied().collect(),
+            names: c.desired.services.clone(),
+            warnings: c
+                .desired
+                .warnings
+                .iter()
+                .filter(|w| w.is_service())
+                .cloned()
+                .collect(),
+        });
+        drop_later(self.last.replace((inputs, c.ports.clone())));
     }
 }
 
@@ -302,14 +305,8 @@ fn ports_now(
         .filter(|s| services::slice_service_ref(&s.value) == Some((&key.0, &key.1)))
         .map(|s| &s.value)
         .collect();
-    // Only a selector picks endpoints: indexing them all for a Service without one would
-    // cost more than the rest of its change.
-    let endpoints = if item.value.spec.selector.is_empty() {
-        services::Selectable::default()
-    } else {
-        services::Selectable::new(cfg)
-    };
-    let slices = services::service_slices(&endpoints, &item.value, Some(&written));
+    let slices =
+        services::service_slices(&services::Selectable::new(cfg), &item.value, Some(&written));
     let refs: Vec<&EndpointSlice> = slices.iter().map(|s| &**s).collect();
     services::service_ports(
         item,
