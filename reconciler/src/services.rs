@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use weft_model::{
     AddressType, Cidr, Config, Endpoint, EndpointConditions, EndpointSlice, EndpointSlicePort,
-    IntOrString, Item, KubernetesProtocol, ObjectMeta, Service, ServicePort, ServiceType,
+    IntOrString, Item, KubernetesProtocol, Labels, ObjectMeta, Service, ServicePort, ServiceType,
     SessionAffinity, TrafficPolicy, WorkloadEndpoint,
 };
 
@@ -224,7 +224,7 @@ impl<'a> Selectable<'a> {
 
     /// The endpoints in namespace `ns` carrying every pair of `selector` (not empty), in
     /// configuration order.
-    fn select(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&'a WorkloadEndpoint> {
+    fn select(&self, ns: &str, selector: &Labels) -> Vec<&'a WorkloadEndpoint> {
         let index = self.index();
         let lists: Option<Vec<&Vec<u32>>> = selector
             .iter()
@@ -356,7 +356,7 @@ pub fn selected_slices(svc: &Service, selected: &[&WorkloadEndpoint]) -> Vec<End
             metadata: ObjectMeta {
                 name: format!("{}-selected-{i}", svc.metadata.name),
                 namespace: Some(ns.clone()),
-                labels: BTreeMap::from([(
+                labels: Labels::from([(
                     EndpointSlice::SERVICE_NAME_LABEL.to_string(),
                     svc.metadata.name.clone(),
                 )]),

@@ -116,7 +116,7 @@ impl Config {
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         let mut labels = self
             .profile(&format!("{NAMESPACE_PROFILE_PREFIX}{namespace}"))
-            .map(|p| p.value.spec.labels_to_apply.clone())
+            .map(|p| BTreeMap::from(p.value.spec.labels_to_apply.clone()))
             .unwrap_or_default();
         labels
             .entry(format!("{NAMESPACE_LABEL_PREFIX}{NAME_LABEL}"))
@@ -192,7 +192,7 @@ impl Config {
 
     /// A global network set's labels: its own. It is in no namespace.
     pub fn global_network_set_labels(&self, set: &GlobalNetworkSet) -> BTreeMap<String, String> {
-        let mut labels = set.metadata.labels.clone();
+        let mut labels = BTreeMap::from(set.metadata.labels.clone());
         labels.remove(NAMESPACE_LABEL);
         labels
     }

@@ -22,7 +22,7 @@ use crate::resources::calico::{
     Action, EntityRule, GlobalNetworkPolicy, IcmpFields, NetworkPolicy, Rule,
 };
 use crate::resources::k8s::{KubernetesNetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use crate::resources::meta::{LabelSelector, LabelSelectorOperator, PolicyType};
+use crate::resources::meta::{LabelSelector, LabelSelectorOperator, Labels, PolicyType};
 use crate::selector::{
     Selector, NAMESPACE_LABEL, ORCHESTRATOR_LABEL, SERVICE_ACCOUNT_LABEL,
     SERVICE_ACCOUNT_LABEL_PREFIX,
@@ -63,7 +63,7 @@ pub struct RuleIr {
     pub not_icmp: Option<IcmpMatch>,
     pub source: EntityIr,
     pub destination: EntityIr,
-    pub metadata_annotations: BTreeMap<String, String>,
+    pub metadata_annotations: Labels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -97,7 +97,7 @@ pub(crate) fn allow_all_rule() -> RuleIr {
         not_icmp: None,
         source: EntityIr::default(),
         destination: EntityIr::default(),
-        metadata_annotations: BTreeMap::new(),
+        metadata_annotations: Labels::new(),
     }
 }
 

@@ -1406,7 +1406,7 @@ fn allow_all_profile(name: &str, labels: BTreeMap<String, String>) -> Profile {
         spec: ProfileSpec {
             ingress: vec![allow.clone()],
             egress: vec![allow],
-            labels_to_apply: labels,
+            labels_to_apply: labels.into(),
         },
     }
 }

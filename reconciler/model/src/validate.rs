@@ -4,7 +4,7 @@
 //! span resources (duplicates, references) are in `load`; policies are checked while they are
 //! converted (`ir`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::diag::Kind;
@@ -16,6 +16,7 @@ use crate::resources::calico::{
 };
 use crate::resources::felix::{self, BpfAttachOption};
 use crate::resources::k8s::{AddressType, EndpointSlice, Service, ServiceType};
+use crate::resources::meta::Labels;
 use crate::yaml::Path;
 
 fn is_dns_label(s: &str) -> bool {
@@ -111,7 +112,7 @@ pub(crate) fn label_value(v: &str, path: &Path, p: &mut Problems) {
 }
 
 /// Checks the keys and values of a label map.
-pub(crate) fn labels(map: &BTreeMap<String, String>, path: &Path, p: &mut Problems) {
+pub(crate) fn labels(map: &Labels, path: &Path, p: &mut Problems) {
     for (k, v) in map {
         label_key(k, &path.key(k), p);
         label_value(v, &path.key(k), p);

@@ -2,12 +2,10 @@
 //! spells it. Values that need checking (CIDRs, ports, selectors...) are kept as written and
 //! checked by `validate`, so that all problems of a file are reported at once with positions.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::meta::{Condition, ObjectMeta, PolicyType};
+use super::meta::{Condition, Labels, ObjectMeta, PolicyType};
 use crate::net::{self, Cidr, IntOrString};
 
 /// Declares a resource document: apiVersion and kind (constants in the schema), metadata, and
@@ -383,9 +381,9 @@ pub struct RuleMetadata {
     #[serde(
         default,
         deserialize_with = "crate::resources::meta::text_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: Labels,
 }
 
 resource!(
@@ -436,9 +434,9 @@ pub struct ProfileSpec {
     #[serde(
         default,
         deserialize_with = "crate::resources::meta::text_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub labels_to_apply: BTreeMap<String, String>,
+    pub labels_to_apply: Labels,
 }
 
 resource!(

@@ -2,13 +2,13 @@
 //! Service (`v1`), EndpointSlice (`discovery.k8s.io/v1`). Fields and spellings are upstream's;
 //! status is accepted and, except where noted, not used.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::calico::resource;
-use super::meta::{Condition, LabelSelector, ObjectMeta, ObjectReference, PolicyType};
+use super::meta::{
+    Condition, Ignored, LabelSelector, Labels, ObjectMeta, ObjectReference, PolicyType,
+};
 use crate::net::IntOrString;
 
 resource!(
@@ -154,9 +154,9 @@ pub struct ServiceSpec {
     #[serde(
         default,
         deserialize_with = "crate::resources::meta::text_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub selector: BTreeMap<String, String>,
+    pub selector: Labels,
     /// An address, "None" for a headless service, or absent.
     #[serde(rename = "clusterIP", default, skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
@@ -352,23 +352,23 @@ pub struct Endpoint {
     pub addresses: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<EndpointConditions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<ObjectReference>,
+    #[serde(default, skip_serializing_if = "Ignored::skip")]
+    pub hostname: Ignored<Option<String>>,
+    #[serde(default, skip_serializing_if = "Ignored::skip")]
+    pub target_ref: Ignored<Option<ObjectReference>>,
     #[serde(
         default,
         deserialize_with = "crate::resources::meta::text_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub deprecated_topology: BTreeMap<String, String>,
+    pub deprecated_topology: Labels,
     /// The node the backend runs on; local backends are preferred with traffic policy Local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hints: Option<EndpointHints>,
+    #[serde(default, skip_serializing_if = "Ignored::skip")]
+    pub zone: Ignored<Option<String>>,
+    #[serde(default, skip_serializing_if = "Ignored::skip")]
+    pub hints: Ignored<Option<EndpointHints>>,
 }
 
 impl Endpoint {

@@ -476,3 +476,86 @@ status:
     assert_eq!(c.k8s_network_policies.len(), 1);
     assert_eq!(c.namespaces.len(), 1);
 }
+
+/// Labels are kept as a sorted list of their pairs, not a map: they must still read back in
+/// key order and be found by key, whatever order the file wrote them in.
+#[test]
+fn labels_read_back_in_key_order_and_are_found_by_key() {
+    let text = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {zone: b, app: web, 'kubernetes.io/x': '1', m: ''}
+";
+    let c = load_ok(&[("n.yaml", text)]);
+    let labels = &c.namespaces[0].value.metadata.labels;
+    let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["app", "kubernetes.io/x", "m", "zone"]);
+    assert_eq!(labels.get("zone").map(String::as_str), Some("b"));
+    assert_eq!(labels.get("m").map(String::as_str), Some(""));
+    assert_eq!(labels.get("zon"), None);
+    let mut more = labels.clone();
+    assert_eq!(more.insert("app".into(), "api".into()), Some("web".into()));
+    assert_eq!(more.insert("b".into(), "2".into()), None);
+    assert_eq!(more.remove("m"), Some(String::new()));
+    let pairs: Vec<(&str, &str)> = more.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("app", "api"),
+            ("b", "2"),
+            ("kubernetes.io/x", "1"),
+            ("zone", "b")
+        ]
+    );
+    // Collected pairs: a later one wins over an earlier one of the same key, as in a map.
+    let collected: crate::Labels = [("k", "1"), ("a", "x"), ("k", "2")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(collected.get("k").map(String::as_str), Some("2"));
+    assert_eq!(collected.len(), 2);
+}
+
+/// The fields an API server writes are dropped once read, but a value of the wrong shape is
+/// still an error, as it was when they were kept.
+#[test]
+fn server_written_fields_are_dropped_but_their_shape_is_checked() {
+    let wrong = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  uid: {a: b}
+";
+    let d = crate::load_texts([("n.yaml", wrong)]).unwrap_err();
+    assert!(
+        d.to_string().starts_with("n.yaml:5:8: "),
+        "the error is at the uid's value: {d}"
+    );
+    let slice = "\
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+- addresses: [10.0.0.1]
+  hostname: web-0
+  zone: z1
+  hints: {forZones: [{name: z1}]}
+  targetRef: {kind: Pod, name: web-0, namespace: shop, uid: abc}
+ports: [{port: 80}]
+";
+    let c = load_ok(&[("s.yaml", slice)]);
+    assert_eq!(
+        c.endpoint_slices[0].value.endpoints()[0].addresses,
+        ["10.0.0.1"]
+    );
+    let bad_ref = slice.replace("targetRef: {kind: Pod,", "targetRef: {kind: [Pod],");
+    let d = crate::load_texts([("s.yaml", bad_ref)]).unwrap_err();
+    assert!(d.to_string().contains("s.yaml:13:"), "{d}");
+}
