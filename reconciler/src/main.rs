@@ -206,6 +206,10 @@ enum Command {
     },
 }
 
+/// See the workspace's Cargo.toml for why not glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
