@@ -16,14 +16,17 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
-use crate::load::{self, AnyResource, FileText, Out, ReadOptions, Reader};
+use crate::load::{self, AnyResource, Digest, FileText, Out, ReadOptions, Reader, Texts};
 use crate::resources::k8s::{EndpointSlice, Service};
 
 /// One file as last read.
 #[derive(Debug, Clone)]
 struct Cached {
-    /// Empty when the file was refused.
+    /// Its path; the text is let go once parsed (`FileText::shed`), and is empty when the
+    /// file was refused.
     file: FileText,
+    /// What tells the text as parsed from another; None when the file was refused.
+    digest: Option<Digest>,
     /// Its documents, parsed on their own (resources normalized, file index 0); or the
     /// refusal, as the one diagnostic.
     out: Out,
@@ -41,6 +44,7 @@ impl Cached {
             Ok(file) => Cached::parse(file),
             Err(d) => Cached {
                 file: FileText::new(d.file.clone(), String::new()),
+                digest: None,
                 out: Out {
                     diags: vec![d.clone()],
                     ..Out::default()
@@ -50,12 +54,19 @@ impl Cached {
         }
     }
 
-    fn parse(file: FileText) -> Cached {
+    fn parse(mut file: FileText) -> Cached {
         let mut out = Out::default();
         // Judged (normalized and checked) as it is read.
         load::load_file(0, &file, &mut out);
+        Cached::parsed(&mut file, out)
+    }
+
+    /// A file parsed into `out`, whose text is let go.
+    fn parsed(file: &mut FileText, out: Out) -> Cached {
+        let digest = Some(file.shed());
         Cached {
-            file,
+            file: FileText::new(std::mem::take(&mut file.path), String::new()),
+            digest,
             out,
             refused: None,
         }
@@ -64,7 +75,7 @@ impl Cached {
     /// Whether `read` is what this file held when last read.
     fn same(&self, read: &Read) -> bool {
         match (&self.refused, read) {
-            (None, Ok(f)) => self.file.text == f.text,
+            (None, Ok(f)) => self.digest == Some(Digest::of(&f.text)),
             (Some(d), Err(e)) => d == e,
             _ => false,
         }
@@ -206,20 +217,14 @@ impl Documents {
         }
         let refs: Vec<&FileText> = texts.iter().collect();
         let outs = load::parse_files(&refs);
-        for (file, mut out) in texts.into_iter().zip(outs) {
+        drop(refs);
+        for (mut file, mut out) in texts.into_iter().zip(outs) {
             // Judged (normalized and checked) where it was parsed.
             for l in &mut out.loaded {
                 l.at.file = 0;
             }
             let rel = d.relative(&file.path);
-            d.files.insert(
-                rel,
-                Cached {
-                    file,
-                    out,
-                    refused: None,
-                },
-            );
+            d.files.insert(rel, Cached::parsed(&mut file, out));
         }
         d.rebuild();
         d
@@ -487,7 +492,9 @@ impl Documents {
         for l in &out.loaded {
             *ids.entry(load::id_of(l)).or_default() += 1;
         }
-        self.config = load::finish(&files, out).map(Arc::new);
+        let reader = Reader::new(&self.dir, self.opts);
+        let digests: Vec<Option<Digest>> = self.files.values().map(|c| c.digest).collect();
+        self.config = load::finish(&Texts::shed(&files, &reader, &digests), out).map(Arc::new);
         self.ids = if self.config.is_ok() {
             ids
         } else {
@@ -929,5 +936,56 @@ mod tests {
         }
         assert!(docs.forget_previous().is_some(), "the last was built again");
         assert!(docs.previous().is_none());
+    }
+
+    /// Parsed files let their text go. A problem found across resources later (a profile
+    /// whose namespace went) is placed by reading the file again, exactly where `load_dir`
+    /// places it; if the file changed meanwhile (its new read not yet seen), at the resource.
+    #[test]
+    fn problems_in_files_whose_text_was_let_go_are_placed_as_load_dir_places_them() {
+        let dir = temp("shed");
+        let d0 = &dir.0;
+        let wep = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w, namespace: shop}\nspec:\n  node: n1\n  interfaceName: cali1\n  ipNetworks: [10.0.0.1/32]\n  profiles: [kns.shop]\n";
+        std::fs::write(d0.join("w.yaml"), format!("# a comment\n{wep}")).unwrap();
+        std::fs::write(
+            d0.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        )
+        .unwrap();
+        let mut docs = Documents::read_dir(d0);
+        assert!(docs.config().is_ok());
+        assert!(
+            docs.files.values().all(|c| c.file.text.is_empty()),
+            "the texts were let go"
+        );
+
+        std::fs::remove_file(d0.join("ns.yaml")).unwrap();
+        assert_eq!(docs.reread(&["ns.yaml"]), Delta::Other);
+        let placed = docs.config().unwrap_err().to_string();
+        assert_eq!(placed, crate::load_dir(d0).unwrap_err().to_string());
+        assert!(placed.contains("/w.yaml:9:14: "), "{placed}");
+
+        // The file changes, and the namespace comes and goes again before its read is seen.
+        std::fs::write(d0.join("w.yaml"), format!("# a comment\n\n\n{wep}")).unwrap();
+        std::fs::write(
+            d0.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        )
+        .unwrap();
+        assert_eq!(docs.reread(&["ns.yaml"]), Delta::Other);
+        assert!(docs.config().is_ok());
+        std::fs::remove_file(d0.join("ns.yaml")).unwrap();
+        assert_eq!(docs.reread(&["ns.yaml"]), Delta::Other);
+        let at_resource = docs.config().unwrap_err().to_string();
+        assert!(
+            at_resource.contains("/w.yaml:2:1: WorkloadEndpoint shop/w: spec.profiles[0]: profile \"kns.shop\" does not exist"),
+            "{at_resource}"
+        );
+        // Once the new read is seen, the place is the file's again.
+        assert_eq!(docs.reread(&["w.yaml"]), Delta::Other);
+        assert_eq!(
+            docs.config().unwrap_err().to_string(),
+            crate::load_dir(d0).unwrap_err().to_string()
+        );
     }
 }

@@ -146,7 +146,7 @@ pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnost
     }
     let refs: Vec<&FileText> = files.iter().collect();
     out.merge(parse_files(&refs));
-    finish(&refs, out)
+    finish(&Texts::whole(&refs), out)
 }
 
 /// Loads a set of in-memory files as if they were in a directory, in the order given. For
@@ -161,7 +161,7 @@ pub fn load_texts<P: Into<PathBuf>, T: Into<String>>(
     let refs: Vec<&FileText> = files.iter().collect();
     let mut out = Out::default();
     out.merge(parse_files(&refs));
-    finish(&refs, out)
+    finish(&Texts::whole(&refs), out)
 }
 
 /// Splits `items` into one run per core (fewer when there are few) and maps each run with `f`
@@ -577,10 +577,98 @@ impl FileText {
         }
     }
 
+    /// Lets go of the text, once parsed, keeping what tells it from another text.
+    pub(crate) fn shed(&mut self) -> Digest {
+        let digest = Digest::of(&self.text);
+        self.text = String::new();
+        self.recovered = std::sync::OnceLock::new();
+        digest
+    }
+
     /// The text documents are read from: the file, or what `yaml::recover` made of it. Lines
     /// and columns are the same in both.
     pub(crate) fn documents_text(&self) -> &str {
         self.recovered.get().map_or(&self.text, String::as_str)
+    }
+}
+
+/// What is kept of a file's text once it is parsed and let go (`Documents` holds thousands of
+/// files, whose text is 34 MB at 10,000 services): its length and a keyed hash, enough to tell
+/// a read of the same text from a read of another, and to know the text when it is read again
+/// to place a problem in it. The key is random per process, so a file cannot be written to
+/// hash as another does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Digest {
+    len: usize,
+    hash: u64,
+}
+
+impl Digest {
+    pub(crate) fn of(text: &str) -> Digest {
+        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        use std::hash::BuildHasher;
+        Digest {
+            len: text.len(),
+            hash: KEYS
+                .get_or_init(std::collections::hash_map::RandomState::new)
+                .hash_one(text.as_bytes()),
+        }
+    }
+}
+
+/// The files `finish` reads problems' places from, by index: each as parsed, or, where the
+/// holder let the text go (`FileText::shed`), read again when a problem is to be placed in it
+/// and used if it is still the text that was parsed.
+pub(crate) struct Texts<'a> {
+    files: &'a [&'a FileText],
+    /// How to read a file again, and the digest of each file whose text was let go.
+    again: Option<(&'a Reader, &'a [Option<Digest>])>,
+    read: Vec<std::sync::OnceLock<Option<FileText>>>,
+}
+
+impl<'a> Texts<'a> {
+    /// Files that still hold their text.
+    pub(crate) fn whole(files: &'a [&'a FileText]) -> Texts<'a> {
+        Texts {
+            files,
+            again: None,
+            read: Vec::new(),
+        }
+    }
+
+    /// Files whose text was let go where `digests` has a digest, read again by `reader`.
+    pub(crate) fn shed(
+        files: &'a [&'a FileText],
+        reader: &'a Reader,
+        digests: &'a [Option<Digest>],
+    ) -> Texts<'a> {
+        Texts {
+            files,
+            again: Some((reader, digests)),
+            read: files.iter().map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    fn path(&self, i: usize) -> &FsPath {
+        &self.files[i].path
+    }
+
+    /// File `i` with its text, or None when it was let go and the file no longer holds it.
+    fn get(&self, i: usize) -> Option<&FileText> {
+        let file = self.files[i];
+        let Some(digest) = self.again.and_then(|(_, d)| d[i]) else {
+            return Some(file);
+        };
+        let (reader, _) = self.again?;
+        self.read[i]
+            .get_or_init(|| {
+                reader
+                    .read_file(file.path.clone())
+                    .ok()
+                    .filter(|f| Digest::of(&f.text) == digest)
+            })
+            .as_ref()
     }
 }
 
@@ -1500,7 +1588,7 @@ pub(crate) fn id_of(l: &Loaded) -> ResourceId {
     }
 }
 
-pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagnostics> {
+pub(crate) fn finish(files: &Texts<'_>, mut out: Out) -> Result<Config, Diagnostics> {
     let mut diags = std::mem::take(&mut out.diags);
     let mut loaded = out.loaded;
     let unreadable = out.unreadable;
@@ -1516,7 +1604,14 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
     if loaded.iter().any(|l| l.verdict.is_none()) {
         on_threads(&mut loaded, |chunk| {
             for l in chunk.iter_mut() {
-                let file = files[l.at.file];
+                let lost;
+                let file = match files.get(l.at.file) {
+                    Some(f) => f,
+                    None => {
+                        lost = FileText::new(files.path(l.at.file).to_path_buf(), String::new());
+                        &lost
+                    }
+                };
                 judge(file, l, &Locator::new(file.documents_text()));
             }
             vec![()]
@@ -1591,11 +1686,9 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
         }
     }
 
-    // Problems in references are placed within a budget per file, as in `load_file`.
-    let locators: Vec<Locator<'_>> = files
-        .iter()
-        .map(|f| Locator::new(f.documents_text()))
-        .collect();
+    // Problems in references are placed within a budget per file, as in `load_file`; a file's
+    // text is found only when one of its resources has such a problem.
+    let mut locators: BTreeMap<usize, Option<(&FileText, Locator<'_>)>> = BTreeMap::new();
     // References to profiles and tiers.
     let profile_names: BTreeSet<String> = synthesized
         .iter()
@@ -1643,8 +1736,25 @@ pub(crate) fn finish(files: &[&FileText], mut out: Out) -> Result<Config, Diagno
                 );
             }
         }
-        let file = files[l.at.file];
-        diags.extend(problem_diags(file, &locators[l.at.file], l, id, &p));
+        if p.0.is_empty() {
+            continue;
+        }
+        let placed = locators.entry(l.at.file).or_insert_with(|| {
+            files
+                .get(l.at.file)
+                .map(|f| (f, Locator::new(f.documents_text())))
+        });
+        match placed {
+            Some((file, locator)) => diags.extend(problem_diags(file, locator, l, id, &p)),
+            // Changed since it was parsed (a new read is on its way): at the resource.
+            None => diags.extend(p.0.iter().map(|problem| Diagnostic {
+                file: files.path(l.at.file).to_path_buf(),
+                line: l.source.line,
+                column: l.source.column,
+                resource: Some(id.clone()),
+                message: problem.message.clone(),
+            })),
+        }
     }
 
     if !diags.is_empty() {
