@@ -25,7 +25,8 @@ struct Cached {
     /// Its path; the text is let go once parsed (`FileText::shed`), and is empty when the
     /// file was refused.
     file: FileText,
-    /// What tells the text as parsed from another; None when the file was refused.
+    /// What tells the text as parsed from another; None when the file was refused, or its
+    /// text is kept (`FileText::shed`).
     digest: Option<Digest>,
     /// Its documents, parsed on their own (resources normalized, file index 0); or the
     /// refusal, as the one diagnostic.
@@ -58,16 +59,15 @@ impl Cached {
         let mut out = Out::default();
         // Judged (normalized and checked) as it is read.
         load::load_file(0, &file, &mut out);
-        Cached::parsed(&mut file, out)
+        let digest = file.shed();
+        Cached::parsed(load::Parsed { file, digest, out })
     }
 
-    /// A file parsed into `out`, whose text is let go.
-    fn parsed(file: &mut FileText, out: Out) -> Cached {
-        let digest = Some(file.shed());
+    fn parsed(p: load::Parsed) -> Cached {
         Cached {
-            file: FileText::new(std::mem::take(&mut file.path), String::new()),
-            digest,
-            out,
+            file: p.file,
+            digest: p.digest,
+            out: p.out,
             refused: None,
         }
     }
@@ -75,7 +75,10 @@ impl Cached {
     /// Whether `read` is what this file held when last read.
     fn same(&self, read: &Read) -> bool {
         match (&self.refused, read) {
-            (None, Ok(f)) => self.digest == Some(Digest::of(&f.text)),
+            (None, Ok(f)) => match self.digest {
+                Some(d) => d == Digest::of(&f.text),
+                None => self.file.text == f.text,
+            },
             (Some(d), Err(e)) => d == e,
             _ => false,
         }
@@ -205,26 +208,18 @@ impl Documents {
                 return d;
             }
         };
-        let mut texts = Vec::new();
-        for read in reader.read_files(paths) {
-            match read {
-                Ok(f) => texts.push(f),
+        for parsed in load::read_and_parse(&reader, paths) {
+            match parsed {
+                // Judged (normalized and checked) where it was parsed, as file 0.
+                Ok(p) => {
+                    let rel = d.relative(&p.file.path);
+                    d.files.insert(rel, Cached::parsed(p));
+                }
                 Err(diag) => {
                     let rel = d.relative(&diag.file);
                     d.files.insert(rel, Cached::new(Err(diag)));
                 }
             }
-        }
-        let refs: Vec<&FileText> = texts.iter().collect();
-        let outs = load::parse_files(&refs);
-        drop(refs);
-        for (mut file, mut out) in texts.into_iter().zip(outs) {
-            // Judged (normalized and checked) where it was parsed.
-            for l in &mut out.loaded {
-                l.at.file = 0;
-            }
-            let rel = d.relative(&file.path);
-            d.files.insert(rel, Cached::parsed(&mut file, out));
         }
         d.rebuild();
         d

@@ -138,15 +138,53 @@ pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnost
         Err(d) => return Err(Diagnostics(vec![d])),
     };
     let mut files = Vec::new();
-    for read in reader.read_files(paths) {
-        match read {
-            Ok(f) => files.push(f),
+    let mut digests = Vec::new();
+    for parsed in read_and_parse(&reader, paths) {
+        match parsed {
+            Ok(mut p) => {
+                for l in &mut p.out.loaded {
+                    l.at.file = files.len();
+                }
+                out.merge([p.out]);
+                files.push(p.file);
+                digests.push(p.digest);
+            }
             Err(d) => out.diags.push(d),
         }
     }
     let refs: Vec<&FileText> = files.iter().collect();
-    out.merge(parse_files(&refs));
-    finish(&Texts::whole(&refs), out)
+    finish(&Texts::shed(&refs, &reader, &digests), out)
+}
+
+/// A file read and parsed on its own (its resources judged, as file 0), with its text let go
+/// unless it had to be recovered from a syntax error (`FileText::shed`).
+pub(crate) struct Parsed {
+    pub(crate) file: FileText,
+    pub(crate) digest: Option<Digest>,
+    pub(crate) out: Out,
+}
+
+/// Reads and parses `paths` on every core (at 20,000 files, opening and reading them is a third
+/// of a load), each file's text let go as soon as it is parsed: a load holds one file's text
+/// per thread, not the whole directory's (34 MB at 10,000 services), and the pages of one text
+/// are taken again by the next.
+pub(crate) fn read_and_parse(
+    reader: &Reader,
+    paths: Vec<PathBuf>,
+) -> Vec<Result<Parsed, Diagnostic>> {
+    let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
+    on_threads(&mut slots, |chunk| {
+        chunk
+            .iter_mut()
+            .map(|p| {
+                let mut file = reader.read_file(p.take().expect("each path is read once"))?;
+                let mut out = Out::default();
+                load_file(0, &file, &mut out);
+                let digest = file.shed();
+                Ok(Parsed { file, digest, out })
+            })
+            .collect()
+    })
 }
 
 /// Loads a set of in-memory files as if they were in a directory, in the order given. For
@@ -352,18 +390,6 @@ impl Reader {
     fn ignored(&self, rel: &FsPath, is_dir: bool) -> bool {
         let rel = rel.to_string_lossy();
         self.ignore.iter().any(|p| ignored_by(p, &rel, is_dir))
-    }
-
-    /// Reads files, on every core: at 20,000 files, opening and reading them is a third of a
-    /// load.
-    pub(crate) fn read_files(&self, paths: Vec<PathBuf>) -> Vec<Result<FileText, Diagnostic>> {
-        let mut slots: Vec<Option<PathBuf>> = paths.into_iter().map(Some).collect();
-        on_threads(&mut slots, |chunk| {
-            chunk
-                .iter_mut()
-                .map(|p| self.read_file(p.take().expect("each path is read once")))
-                .collect()
-        })
     }
 
     /// Reads one file (a path `find_files` listed) as UTF-8 text, or says why not.
@@ -577,12 +603,16 @@ impl FileText {
         }
     }
 
-    /// Lets go of the text, once parsed, keeping what tells it from another text.
-    pub(crate) fn shed(&mut self) -> Digest {
+    /// Lets go of the text, once parsed, keeping what tells it from another text. A text
+    /// that had to be recovered from a syntax error is kept (None): a problem placed in it
+    /// later needs the recovered documents, which a new read would have to make again.
+    pub(crate) fn shed(&mut self) -> Option<Digest> {
+        if self.recovered.get().is_some() {
+            return None;
+        }
         let digest = Digest::of(&self.text);
         self.text = String::new();
-        self.recovered = std::sync::OnceLock::new();
-        digest
+        Some(digest)
     }
 
     /// The text documents are read from: the file, or what `yaml::recover` made of it. Lines

@@ -559,3 +559,24 @@ ports: [{port: 80}]
     let d = crate::load_texts([("s.yaml", bad_ref)]).unwrap_err();
     assert!(d.to_string().contains("s.yaml:13:"), "{d}");
 }
+
+/// A load lets each file's text go once parsed, and reads it again to place a problem found
+/// across resources: the problem is at the value's own line and column, in a file whose other
+/// document has a syntax error too.
+#[test]
+fn problems_across_resources_are_placed_in_files_read_once() {
+    let wep = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: w, namespace: shop}\nspec:\n  node: n1\n  interfaceName: cali1\n  ipNetworks: [10.0.0.1/32]\n  profiles: [kns.shop]\n";
+    let broken = format!("{wep}---\nkind: [unclosed\n");
+    let errs = load_err(&[("a.yaml", wep), ("b.yaml", &broken)]);
+    let missing = "WorkloadEndpoint shop/w: spec.profiles[0]: profile \"kns.shop\" does not exist";
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("a.yaml:8:14: ") && e.contains(missing)),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("b.yaml:8:14: ") && e.contains(missing)),
+        "{errs:#?}"
+    );
+}
