@@ -683,6 +683,7 @@ fn workloads(
     add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
 ) -> Result<(), DesiredError> {
     let _p = crate::timing::phase("desired: workloads");
+    cache.endpoints.begin(cfg, index.universe());
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
@@ -691,10 +692,13 @@ fn workloads(
         let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
-            let (spec, info) = index.ruleset(&ep, dir);
+            let resolved = cache
+                .endpoints
+                .ruleset(&name, dir, &ep, || index.ruleset(&ep, dir));
+            let (_, spec, info) = &*resolved;
             ids.insert(
                 dir,
-                keep_ruleset(cache, d, name.clone(), dir, &spec, info)?.id(),
+                keep_ruleset(cache, d, name.clone(), dir, spec, info.clone())?.id(),
             );
         }
         let iv = IfaceValue {
@@ -759,6 +763,7 @@ fn workloads(
             ruleset_egress: ids[&Direction::Egress],
         });
     }
+    cache.endpoints.finish();
     Ok(())
 }
 

@@ -27,6 +27,8 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct Cache {
     pub selections: resolve::Selections,
+    /// The local endpoints' rulesets, for a change to policies alone.
+    pub endpoints: resolve::EndpointRulesets,
     pub memo: classify::Memo,
     pub nodes: tables::Nodes,
     rulesets: fxhash::FxHashMap<u128, (Arc<tables::Cells>, bool)>,
