@@ -953,8 +953,8 @@ mod tests {
     }
 
     /// After a change to policies alone, only the endpoints a changed policy selects (as it
-    /// was or as it is) are resolved again; the others keep their rulesets. Each step gives
-    /// what a computation from nothing gives.
+    /// was or as it is) are resolved again; the others keep their rulesets, and the entities
+    /// are not labelled again. Each step gives what a computation from nothing gives.
     #[test]
     fn a_policy_change_resolves_only_the_endpoints_it_selects() {
         let dir = TestDir::new("rulesets");
@@ -969,7 +969,7 @@ mod tests {
         assert_eq!(cache.endpoints.reused(), 0, "nothing to reuse yet");
 
         // (file, text, rulesets reused: two per endpoint a changed policy does not select)
-        let steps: [(&str, String, usize); 5] = [
+        let steps: [(&str, String, usize); 6] = [
             // pa changes: b's two rulesets stay.
             ("pa.yaml", policy_for("pa", "a", 81), 2),
             // pb moves from b to a: it selected b and now selects a; both are resolved.
@@ -984,18 +984,33 @@ mod tests {
             ),
             // And then a policy change reuses again.
             ("pa.yaml", policy_for("pa", "a", 82), 2),
+            // The namespace's labels (its profile's) label every endpoint: all resolved again.
+            (
+                "ns.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {env: x}}\n"
+                    .into(),
+                0,
+            ),
         ];
         let mut was = first.desired.state;
+        let mut entities = cache.entities.of(docs.config().unwrap()).0;
         for (file, text, reused) in steps {
             dir.set(file, Some(text));
             docs.reread(&[file]);
             let cfg = docs.config().unwrap();
             let now = Computed::compute(cfg, &f, &mut cache).unwrap();
             assert_eq!(cache.endpoints.reused(), reused, "{file}");
+            let made = cache.entities.of(cfg).0;
+            assert_eq!(
+                Arc::ptr_eq(&made, &entities),
+                file.starts_with('p'),
+                "{file}: entities made again only when they may have changed"
+            );
+            entities = made;
             let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
             assert_eq!(now.desired.state, fresh.desired.state, "{file}");
             assert_eq!(now.desired.rules, fresh.desired.rules, "{file}");
-            if file != "pz.yaml" && file != "b.yaml" {
+            if file != "pz.yaml" && file != "b.yaml" && file != "ns.yaml" {
                 assert_ne!(now.desired.state, was, "{file} changed a ruleset");
             }
             was = now.desired.state;

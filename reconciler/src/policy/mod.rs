@@ -29,6 +29,8 @@ pub struct Cache {
     pub selections: resolve::Selections,
     /// The local endpoints' rulesets, for a change to policies alone.
     pub endpoints: resolve::EndpointRulesets,
+    /// The entities policy selects from, while their resources are the same.
+    pub entities: crate::desired::EntitiesMemo,
     pub memo: classify::Memo,
     pub nodes: tables::Nodes,
     rulesets: fxhash::FxHashMap<u128, (Arc<tables::Cells>, bool)>,

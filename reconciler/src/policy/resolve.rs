@@ -169,7 +169,7 @@ pub fn rule_id(origin: &str, direction: Direction, index: Option<usize>) -> u32 
 /// Everything about the configuration that every endpoint's compilation shares.
 pub struct PolicyIndex<'c> {
     pub config: &'c Config,
-    entities: Vec<Entity>,
+    entities: Arc<Vec<Entity>>,
     /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
     tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
     /// Per tier, its policies by the label their selector requires.
@@ -247,7 +247,7 @@ pub struct Selections {
 type NamedPortNets = BTreeMap<(u8, u16), Vec<Net4>>;
 
 /// A fingerprint of everything selectors can see of the entities.
-fn universe(entities: &[Entity]) -> u64 {
+pub fn universe(entities: &[Entity]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = super::fxhash::FxHasher::default();
     entities.len().hash(&mut h);
@@ -271,16 +271,23 @@ fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
 
 impl<'c> PolicyIndex<'c> {
     pub fn new(config: &'c Config, entities: Vec<Entity>) -> Self {
-        Self::with_selections(config, entities, Selections::default())
+        let fingerprint = universe(&entities);
+        Self::with_selections(
+            config,
+            Arc::new(entities),
+            fingerprint,
+            Selections::default(),
+        )
     }
 
-    /// As `new`, reusing what `selections` remembers if it was made for the same entities.
+    /// As `new`, for entities of fingerprint `fingerprint` (`universe`), reusing what
+    /// `selections` remembers if it was made for the same entities.
     pub fn with_selections(
         config: &'c Config,
-        entities: Vec<Entity>,
+        entities: Arc<Vec<Entity>>,
+        fingerprint: u64,
         mut selections: Selections,
     ) -> Self {
-        let fingerprint = universe(&entities);
         if selections.universe != fingerprint {
             selections = Selections {
                 universe: fingerprint,
@@ -376,7 +383,7 @@ impl<'c> PolicyIndex<'c> {
             return v.clone();
         }
         let mut out: BTreeMap<(u8, u16), Vec<Net4>> = BTreeMap::new();
-        for e in &self.entities {
+        for e in self.entities.iter() {
             if sel.is_some_and(|s| !s.matches(&e.labels)) {
                 continue;
             }
