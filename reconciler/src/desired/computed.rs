@@ -38,6 +38,8 @@ pub struct PortsMemo {
     /// same allocations, so are the results (a policy changed, not a service).
     last: Option<(Inputs, Ports)>,
     merged: Option<services::ServiceTables>,
+    /// What the ports of `last` claim, once counted.
+    claims: Option<Arc<Claims>>,
 }
 
 /// Each service's ports.
@@ -118,6 +120,7 @@ impl PortsMemo {
         if self.context.as_ref() != Some(&context) {
             self.by_service.clear();
             self.last = None;
+            self.claims = None;
             self.context = Some(context);
         }
         let inputs = Inputs::of(cfg);
@@ -125,6 +128,7 @@ impl PortsMemo {
             return ports.clone();
         }
         self.merged = None;
+        self.claims = None;
         let slices = services::slices_by_service(cfg);
         let endpoints = services::Selectable::new(cfg);
         let mut now = BTreeMap::new();
@@ -187,6 +191,7 @@ impl PortsMemo {
     /// patches them in place rather than copying them.
     pub fn forget_tables(&mut self) {
         drop_later(self.merged.take());
+        drop_later(self.claims.take());
     }
 
     /// Before a computation of `cfg`: if `c` is a state `update_services` brought up to date
@@ -209,7 +214,7 @@ impl PortsMemo {
             c.facts.host_addrs.clone(),
             super::service_settings(&c.desired.settings),
         );
-        if c.shared > 0 || self.context.as_ref() != Some(&context) {
+        if c.claims.shared > 0 || self.context.as_ref() != Some(&context) {
             return;
         }
         let entries = |map: &str| c.desired.state.maps.get(map)?.entries.clone();
@@ -226,7 +231,7 @@ impl PortsMemo {
             backends,
             source_ranges,
             maglev,
-            service_ips: c.ips.keys().copied().collect(),
+            service_ips: c.claims.ips.keys().copied().collect(),
             names: c.desired.services.clone(),
             warnings: c
                 .desired
@@ -237,6 +242,7 @@ impl PortsMemo {
                 .collect(),
         });
         drop_later(self.last.replace((inputs, c.ports.clone())));
+        self.claims = Some(c.claims.clone());
     }
 }
 
@@ -246,6 +252,18 @@ pub struct Computed {
     pub facts: HostFacts,
     pub desired: Desired,
     ports: BTreeMap<ServiceKey, Arc<Vec<PortTables>>>,
+    /// What the ports claim; shared with `PortsMemo` while its ports are these.
+    claims: Arc<Claims>,
+    /// Routes that are not services': workloads' (local and remote) and the NAT gateway's.
+    other_routes: BTreeSet<Net4>,
+    /// The inputs of the configuration `update_services` last brought this state up to date
+    /// with (`PortsMemo::adopt`); None for a state computed whole.
+    updated_for: Option<Inputs>,
+}
+
+/// What service ports claim, counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Claims {
     /// How many ports claim each service id ...
     ids: BTreeMap<u32, u32>,
     /// ... write each frontend key ...
@@ -254,11 +272,6 @@ pub struct Computed {
     ips: BTreeMap<Ipv4Addr, u32>,
     /// Ids and frontend keys claimed more than once: the tables then depend on service order.
     shared: usize,
-    /// Routes that are not services': workloads' (local and remote) and the NAT gateway's.
-    other_routes: BTreeSet<Net4>,
-    /// The inputs of the configuration `update_services` last brought this state up to date
-    /// with (`PortsMemo::adopt`); None for a state computed whole.
-    updated_for: Option<Inputs>,
 }
 
 fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
@@ -339,10 +352,7 @@ impl Computed {
         let mut c = Computed {
             facts: facts.clone(),
             ports: BTreeMap::new(),
-            ids: BTreeMap::new(),
-            frontends: BTreeMap::new(),
-            ips: BTreeMap::new(),
-            shared: 0,
+            claims: Arc::default(),
             other_routes: desired
                 .endpoints
                 .iter()
@@ -361,12 +371,18 @@ impl Computed {
             desired,
             updated_for: None,
         };
-        for e in ports
-            .values()
-            .flat_map(|p| p.iter())
-            .filter_map(port_entries)
-        {
-            c.count(e, 1);
+        match cache.services.claims.clone() {
+            Some(claims) => c.claims = claims,
+            None => {
+                for e in ports
+                    .values()
+                    .flat_map(|p| p.iter())
+                    .filter_map(port_entries)
+                {
+                    c.count(e, 1);
+                }
+                cache.services.claims = Some(c.claims.clone());
+            }
         }
         c.ports = ports;
         Ok(c)
@@ -374,6 +390,7 @@ impl Computed {
 
     /// Counts a port's claims in (+1) or out (-1).
     fn count(&mut self, e: &services::PortEntries, by: i32) {
+        let claims = Arc::make_mut(&mut self.claims);
         fn bump<K: Ord>(m: &mut BTreeMap<K, u32>, k: K, by: i32) -> u32 {
             let n = m.entry(k).or_default();
             let was = *n;
@@ -390,17 +407,17 @@ impl Computed {
             (2, -1) => -1,
             _ => 0,
         };
-        let mut delta = shared(bump(&mut self.ids, e.id, by));
-        unzero(&mut self.ids, &e.id);
+        let mut delta = shared(bump(&mut claims.ids, e.id, by));
+        unzero(&mut claims.ids, &e.id);
         for (k, _) in &e.frontends {
-            delta += shared(bump(&mut self.frontends, k.clone(), by));
-            unzero(&mut self.frontends, k);
+            delta += shared(bump(&mut claims.frontends, k.clone(), by));
+            unzero(&mut claims.frontends, k);
         }
         for ip in &e.service_ips {
-            bump(&mut self.ips, *ip, by);
-            unzero(&mut self.ips, ip);
+            bump(&mut claims.ips, *ip, by);
+            unzero(&mut claims.ips, ip);
         }
-        self.shared = (self.shared as i64 + delta) as usize;
+        claims.shared = (claims.shared as i64 + delta) as usize;
     }
 
     /// Takes the services `keys` to what `cfg` says of them now, and returns the operations
@@ -413,8 +430,8 @@ impl Computed {
     ) -> Option<Vec<Op>> {
         // Services must be there before (and after, below): their first coming and their
         // last going add or remove more than entries (data interfaces' programs, bpfin/bpfout).
-        if self.shared > 0
-            || self.frontends.is_empty()
+        if self.claims.shared > 0
+            || self.claims.frontends.is_empty()
             || !self.desired.state.maps.contains_key(maps::NAT_FE4)
         {
             return None;
@@ -448,13 +465,13 @@ impl Computed {
         let mut new_ids = BTreeSet::new();
         let mut new_fe = BTreeSet::new();
         for e in news() {
-            let elsewhere = self.ids.get(&e.id).copied().unwrap_or(0)
+            let elsewhere = self.claims.ids.get(&e.id).copied().unwrap_or(0)
                 - old_ids.get(&e.id).copied().unwrap_or(0);
             if elsewhere > 0 || !new_ids.insert(e.id) {
                 return None;
             }
             for (k, _) in &e.frontends {
-                let elsewhere = self.frontends.get(k).copied().unwrap_or(0)
+                let elsewhere = self.claims.frontends.get(k).copied().unwrap_or(0)
                     - old_fe.get(k.as_slice()).copied().unwrap_or(0);
                 if elsewhere > 0 || !new_fe.insert(k.as_slice()) {
                     return None;
@@ -469,7 +486,7 @@ impl Computed {
             }
         }
         let old_fe_count: usize = old_fe.values().map(|n| *n as usize).sum();
-        if self.frontends.len() - old_fe_count + new_fe.len() == 0 {
+        if self.claims.frontends.len() - old_fe_count + new_fe.len() == 0 {
             return None;
         }
 
@@ -504,7 +521,7 @@ impl Computed {
             .collect();
         let had: BTreeSet<Ipv4Addr> = affected
             .iter()
-            .filter(|ip| self.ips.contains_key(ip))
+            .filter(|ip| self.claims.ips.contains_key(ip))
             .copied()
             .collect();
         let old_refs: Vec<services::PortEntries> = olds().cloned().collect();
@@ -518,7 +535,7 @@ impl Computed {
         if settings.host_nat {
             for ip in &affected {
                 let dst = Net4::host(u32::from(*ip));
-                match (had.contains(ip), self.ips.contains_key(ip)) {
+                match (had.contains(ip), self.claims.ips.contains_key(ip)) {
                     (true, false) => {
                         before.routes.insert(dst, service_route());
                     }
@@ -772,14 +789,8 @@ mod tests {
                 "{what}: the warnings"
             );
             assert_eq!(
-                (&c.ports, &c.ids, &c.frontends, &c.ips, c.shared),
-                (
-                    &fresh.ports,
-                    &fresh.ids,
-                    &fresh.frontends,
-                    &fresh.ips,
-                    fresh.shared
-                ),
+                (&c.ports, &*c.claims),
+                (&fresh.ports, &*fresh.claims),
                 "{what}: the books"
             );
             assert_eq!(
@@ -940,6 +951,23 @@ mod tests {
         assert_eq!(next.desired.services, fresh.desired.services);
         assert_eq!(next.desired.warnings, fresh.desired.warnings);
         assert!(next.desired.warnings.iter().any(|w| w.is_service()));
+        // The claims counted after the service's change are taken, not counted again, and
+        // are what counting gives.
+        assert!(Arc::ptr_eq(&c.claims, &next.claims), "the claims, shared");
+        assert_eq!(*next.claims, *fresh.claims);
+
+        // A second service change on the state whose claims the memo shares: its books
+        // are its own (copied on write), and right.
+        let mut c = next;
+        cache.services.forget_tables();
+        let text = service("b", "ClusterIP", "10.96.0.2", HTTP)
+            + "---\n"
+            + &slice("b", 8080, &["10.65.2.2"]);
+        step(&dir, &mut docs, &mut c, "b.yaml", Some(text)).expect("worked out alone");
+        let cfg = docs.config().unwrap();
+        let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
+        assert_eq!(*c.claims, *fresh.claims);
+        assert_eq!(c.desired.state, fresh.desired.state);
     }
 
     /// A local endpoint of the shop labelled app=`app`, on interface cali`app`.
