@@ -1027,7 +1027,7 @@ mod tests {
                 (("demo/wl".to_string(), Direction::Ingress), rules),
                 (("demo/wl".to_string(), Direction::Egress), egress),
             ]),
-            services: BTreeMap::new(),
+            services: Default::default(),
             ip_sets: BTreeMap::from([(
                 "app == \"web\"".to_string(),
                 vec![

@@ -38,8 +38,9 @@ pub struct ServiceTables {
     pub maglev: Arc<Entries>,
     /// Addresses host processes reach services at (routed into bpfin.weft).
     pub service_ips: BTreeSet<Ipv4Addr>,
-    /// svc_id -> "namespace/name port" for renderings.
-    pub names: BTreeMap<u32, String>,
+    /// svc_id -> "namespace/name port" for renderings; shared with the desired states made
+    /// from these tables (10,000 names are not copied for each computation).
+    pub names: Arc<BTreeMap<u32, String>>,
     /// Things the user should know (ports weft cannot translate, id clashes).
     pub warnings: Vec<Warning>,
 }
@@ -602,7 +603,7 @@ pub fn add_port(t: &mut ServiceTables, p: PortTables) {
         ));
         return;
     }
-    t.names.insert(p.id, p.name);
+    Arc::make_mut(&mut t.names).insert(p.id, p.name);
     Arc::make_mut(&mut t.frontends).extend(p.frontends);
     Arc::make_mut(&mut t.backends).extend(p.backends);
     Arc::make_mut(&mut t.source_ranges).extend(p.source_ranges);

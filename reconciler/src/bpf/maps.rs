@@ -834,7 +834,7 @@ pub fn proto_name(p: u8) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names {
     pub rules: BTreeMap<u32, String>,
-    pub services: BTreeMap<u32, String>,
+    pub services: std::sync::Arc<BTreeMap<u32, String>>,
 }
 
 fn raw(key: &[u8], value: &[u8]) -> String {

@@ -583,10 +583,10 @@ impl Computed {
             }
         }
         for e in olds() {
-            self.desired.services.remove(&e.id);
+            Arc::make_mut(&mut self.desired.services).remove(&e.id);
         }
         for e in news() {
-            self.desired.services.insert(e.id, e.name.clone());
+            Arc::make_mut(&mut self.desired.services).insert(e.id, e.name.clone());
         }
         for (k, p) in new {
             if p.is_empty() && !cfg.services.iter().any(|s| is_key(&s.value, k)) {

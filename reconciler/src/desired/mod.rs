@@ -173,7 +173,7 @@ pub struct Desired {
     /// Per (endpoint name, direction): its rules in evaluation order, with ids.
     pub rules: BTreeMap<(String, Direction), Vec<RuleInfo>>,
     /// What service ids stand for.
-    pub services: BTreeMap<u32, String>,
+    pub services: Arc<BTreeMap<u32, String>>,
     /// The address sets the local endpoints' rules select, by selector (Calico's IP sets).
     pub ip_sets: BTreeMap<String, Vec<Net4>>,
 }
@@ -518,7 +518,7 @@ fn desired_from(
         endpoints: Vec::new(),
         host_endpoints: Vec::new(),
         rules: BTreeMap::new(),
-        services: BTreeMap::new(),
+        services: Arc::default(),
         ip_sets: BTreeMap::new(),
     };
 
