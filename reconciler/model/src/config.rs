@@ -236,26 +236,32 @@ impl Config {
     /// breaks them (felix's policy sorter compares "name/namespace/kind", the most specific part
     /// first), whatever the kinds.
     pub fn policies_in_tier(&self, tier: &str) -> Vec<&PolicyIr> {
-        let tie = |p: &PolicyIr| {
+        // The bytes of "name/namespace/kind", compared as that string is, without making it:
+        // a tier holds up to tens of thousands of policies.
+        fn tie(p: &PolicyIr) -> impl Iterator<Item = u8> + '_ {
             let kind = match p.id.kind {
                 Kind::KubernetesNetworkPolicy => "KubernetesNetworkPolicy",
                 k => k.kind_name(),
             };
-            format!(
-                "{}/{}/{kind}",
-                p.id.name,
-                p.id.namespace.as_deref().unwrap_or_default()
-            )
-        };
-        // Each key made once, not twice per comparison: a tier holds up to tens of thousands.
-        let mut keyed: Vec<(f64, String, &PolicyIr)> = self
+            p.id.name
+                .bytes()
+                .chain(*b"/")
+                .chain(p.id.namespace.as_deref().unwrap_or_default().bytes())
+                .chain(*b"/")
+                .chain(kind.bytes())
+        }
+        let mut policies: Vec<&PolicyIr> = self
             .policies
             .iter()
             .map(|p| &**p)
             .filter(|p| p.tier == tier)
-            .map(|p| (p.order.unwrap_or(f64::INFINITY), tie(p), p))
             .collect();
-        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        keyed.into_iter().map(|(_, _, p)| p).collect()
+        policies.sort_by(|a, b| {
+            let key = |o: Option<f64>| o.unwrap_or(f64::INFINITY);
+            key(a.order)
+                .total_cmp(&key(b.order))
+                .then_with(|| tie(a).cmp(tie(b)))
+        });
+        policies
     }
 }

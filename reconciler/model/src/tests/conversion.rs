@@ -699,6 +699,11 @@ apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: a}
 spec: {order: 1000}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: a-b}
+spec: {order: 1000}
 ",
     )]);
     let order: Vec<String> = c
@@ -709,6 +714,8 @@ spec: {order: 1000}
     assert_eq!(
         order,
         [
+            // "a-b//..." sorts before "a//...": '-' is below '/', as the joined strings compare.
+            "GlobalNetworkPolicy a-b",
             "GlobalNetworkPolicy a",
             "NetworkPolicy w/b",
             "NetworkPolicy (networking.k8s.io) x/b",
