@@ -239,7 +239,9 @@ pub struct Planned {
 
 /// What `cfg` asks of this host as it is now (`Host::desired`), and what it would take.
 pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
-    plan_cached(host, cfg, &mut crate::policy::Cache::default()).await
+    // The compiler's memory goes before the live state is read: nothing comes after to use it.
+    let desired = host.desired(cfg)?;
+    plan_desired(host, desired).await
 }
 
 /// `plan`, remembering what the policy compiler compiled in `cache`, for a caller that goes on

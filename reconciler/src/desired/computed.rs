@@ -191,7 +191,9 @@ impl PortsMemo {
     /// patches them in place rather than copying them.
     pub fn forget_tables(&mut self) {
         drop_later(self.merged.take());
-        drop_later(self.claims.take());
+        // Let go of at once (the state holds them too, so this frees nothing), not later: a
+        // second holder would make the change copy them whole.
+        self.claims = None;
     }
 
     /// Before a computation of `cfg`: if `c` is a state `update_services` brought up to date
