@@ -182,7 +182,14 @@ pub fn rulesets(
                 continue;
             }
             let key = HostEndpointSummary::rules_key(&name, &c.iface, stage);
-            let cells = super::keep_ruleset(cache, d, key, dir, &spec, info)?;
+            let cells = super::keep_ruleset(
+                cache,
+                d,
+                key,
+                dir,
+                (crate::policy::spec_key(&spec), &spec),
+                info,
+            )?;
             if stage == Stage::Untracked && dir == Direction::Ingress {
                 for (map, kv) in xdp_fast_path(c.ifindex, &cells) {
                     add(map, kv);

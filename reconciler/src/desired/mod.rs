@@ -761,10 +761,17 @@ fn workloads(
             let resolved = cache
                 .endpoints
                 .ruleset(&name, dir, &ep, || index.ruleset(&ep, dir));
-            let (_, spec, info) = &*resolved;
             ids.insert(
                 dir,
-                keep_ruleset(cache, d, name.clone(), dir, spec, info.clone())?.id(),
+                keep_ruleset(
+                    cache,
+                    d,
+                    name.clone(),
+                    dir,
+                    (resolved.key, &resolved.spec),
+                    resolved.info.clone(),
+                )?
+                .id(),
             );
         }
         let iv = IfaceValue {
@@ -840,11 +847,11 @@ fn keep_ruleset(
     d: &mut Desired,
     endpoint: String,
     dir: Direction,
-    spec: &crate::policy::flat::RulesetSpec,
+    (key, spec): (u128, &crate::policy::flat::RulesetSpec),
     info: Vec<RuleInfo>,
 ) -> Result<std::sync::Arc<crate::policy::tables::Cells>, DesiredError> {
     let cells = cache
-        .ruleset(spec)
+        .ruleset_keyed(key, spec)
         .map_err(|source| DesiredError::Compile {
             endpoint: endpoint.clone(),
             direction: dir,

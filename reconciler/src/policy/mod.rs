@@ -39,6 +39,17 @@ pub struct Cache {
     pub services: crate::desired::computed::PortsMemo,
 }
 
+/// What tells one ruleset's spec from another's, for `Cache::ruleset`: two 64-bit hashes
+/// with different seeds.
+pub fn spec_key(spec: &flat::RulesetSpec) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = fxhash::FxHasher::with_seed(0x243f_6a88_85a3_08d3);
+    let mut b = fxhash::FxHasher::with_seed(0x1319_8a2e_0370_7344);
+    spec.hash(&mut a);
+    spec.hash(&mut b);
+    u128::from(a.finish()) << 64 | u128::from(b.finish())
+}
+
 impl Cache {
     /// The cells of `spec`'s ruleset: compiled and encoded, or as they were for the same
     /// rules before (and for every other endpoint with the same rules).
@@ -46,12 +57,15 @@ impl Cache {
         &mut self,
         spec: &flat::RulesetSpec,
     ) -> Result<Arc<tables::Cells>, classify::CompileError> {
-        use std::hash::{Hash, Hasher};
-        let mut a = fxhash::FxHasher::with_seed(0x243f_6a88_85a3_08d3);
-        let mut b = fxhash::FxHasher::with_seed(0x1319_8a2e_0370_7344);
-        spec.hash(&mut a);
-        spec.hash(&mut b);
-        let key = u128::from(a.finish()) << 64 | u128::from(b.finish());
+        self.ruleset_keyed(spec_key(spec), spec)
+    }
+
+    /// `ruleset`, for a spec whose `spec_key` the caller has.
+    pub fn ruleset_keyed(
+        &mut self,
+        key: u128,
+        spec: &flat::RulesetSpec,
+    ) -> Result<Arc<tables::Cells>, classify::CompileError> {
         if let Some((cells, used)) = self.rulesets.get_mut(&key) {
             *used = true;
             return Ok(cells.clone());

@@ -900,7 +900,16 @@ pub struct EndpointRulesets {
     reused: usize,
 }
 
-type Resolved = Arc<(Endpoint, RulesetSpec, Vec<RuleInfo>)>;
+type Resolved = Arc<Resolution>;
+
+/// One endpoint's ruleset in one direction, as resolved.
+pub struct Resolution {
+    pub endpoint: Endpoint,
+    pub spec: RulesetSpec,
+    /// The spec's `super::spec_key`, worked out once.
+    pub key: u128,
+    pub info: Vec<RuleInfo>,
+}
 
 #[derive(Clone)]
 struct Basis {
@@ -973,7 +982,7 @@ impl EndpointRulesets {
         let key = (dir, name.to_string());
         let kept = self.changed.as_ref().and_then(|changed| {
             let last = self.last.get(&key)?;
-            (last.0 == *ep && !changed.iter().any(|p| p.selector.matches(&ep.labels)))
+            (last.endpoint == *ep && !changed.iter().any(|p| p.selector.matches(&ep.labels)))
                 .then(|| last.clone())
         });
         let resolved = match kept {
@@ -983,7 +992,12 @@ impl EndpointRulesets {
             }
             None => {
                 let (spec, info) = resolve();
-                Arc::new((ep.clone(), spec, info))
+                Arc::new(Resolution {
+                    endpoint: ep.clone(),
+                    key: super::spec_key(&spec),
+                    spec,
+                    info,
+                })
             }
         };
         self.next.insert(key, resolved.clone());
