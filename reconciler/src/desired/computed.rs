@@ -55,9 +55,7 @@ struct Inputs {
     endpoints: Vec<Arc<WorkloadEndpoint>>,
 }
 
-fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
-    items.iter().map(|i| i.value.clone()).collect()
-}
+use super::values;
 
 impl std::fmt::Debug for Inputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,9 +89,7 @@ impl Inputs {
     }
 
     fn same(&self, other: &Inputs) -> bool {
-        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
-        }
+        use super::same_allocations as same;
         same(&self.services, &other.services)
             && same(&self.slices, &other.slices)
             && same(&self.endpoints, &other.endpoints)

@@ -364,11 +364,18 @@ struct EntityInputs {
     profiles: Vec<Arc<weft_model::Profile>>,
 }
 
+/// The resources of a list, shared: what a memo holds to know its inputs again.
+pub(crate) fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
+    items.iter().map(|i| i.value.clone()).collect()
+}
+
+/// Whether two lists hold the very same allocations, in order: a memo's inputs unchanged.
+pub(crate) fn same_allocations<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
 impl EntityInputs {
     fn of(cfg: &Config) -> EntityInputs {
-        fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
-            items.iter().map(|i| i.value.clone()).collect()
-        }
         EntityInputs {
             workloads: values(&cfg.workload_endpoints),
             hosts: values(&cfg.host_endpoints),
@@ -379,9 +386,7 @@ impl EntityInputs {
     }
 
     fn same(&self, other: &EntityInputs) -> bool {
-        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
-        }
+        use self::same_allocations as same;
         same(&self.workloads, &other.workloads)
             && same(&self.hosts, &other.hosts)
             && same(&self.sets, &other.sets)

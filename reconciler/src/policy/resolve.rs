@@ -923,8 +923,8 @@ impl Basis {
     fn of(config: &Config, universe: u64) -> Basis {
         Basis {
             universe,
-            tiers: config.tiers.iter().map(|t| t.value.clone()).collect(),
-            profiles: config.profiles.iter().map(|p| p.value.clone()).collect(),
+            tiers: crate::desired::values(&config.tiers),
+            profiles: crate::desired::values(&config.profiles),
             policies: config.policies.clone(),
         }
     }
@@ -941,9 +941,7 @@ impl EndpointRulesets {
         self.reused = 0;
         let now = Basis::of(config, universe);
         self.changed = self.basis.as_ref().and_then(|was| {
-            fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
-            }
+            use crate::desired::same_allocations as same;
             if was.universe != now.universe
                 || !same(&was.tiers, &now.tiers)
                 || !same(&was.profiles, &now.profiles)
