@@ -221,7 +221,7 @@ impl Documents {
                 }
             }
         }
-        d.rebuild();
+        d.rebuild(&reader);
         d
     }
 
@@ -277,6 +277,12 @@ impl Documents {
     /// gone, or is no longer a YAML file, is dropped).
     pub fn reread<P: AsRef<Path>>(&mut self, paths: &[P]) -> Delta {
         let reader = Reader::new(&self.dir, self.opts);
+        self.reread_with(&reader, paths)
+    }
+
+    /// `reread`, through `reader`: one per change, for listing, reading and placing problems
+    /// alike (making one reads `.weftignore` and resolves the directory).
+    fn reread_with<P: AsRef<Path>>(&mut self, reader: &Reader, paths: &[P]) -> Delta {
         let changes = paths
             .iter()
             .map(|p| {
@@ -291,15 +297,16 @@ impl Documents {
                 (rel, read)
             })
             .collect();
-        self.update(changes)
+        self.update(reader, changes)
     }
 
     /// Lists the directory again and reads every file, parsing those whose text changed:
     /// for when nobody said what changed.
     pub fn rescan(&mut self) -> Delta {
-        let paths = match Reader::new(&self.dir, self.opts).find_files() {
+        let reader = Reader::new(&self.dir, self.opts);
+        let paths = match reader.find_files() {
             Ok(p) => p,
-            Err(_) => return self.update(Vec::new()),
+            Err(_) => return self.update(&reader, Vec::new()),
         };
         let mut listed: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut all: Vec<PathBuf> = Vec::new();
@@ -312,11 +319,11 @@ impl Documents {
                 all.push(self.dir.join(std::ffi::OsStr::from_bytes(rel)));
             }
         }
-        self.reread(&all)
+        self.reread_with(&reader, &all)
     }
 
     /// Sets files as read (None: the file is gone). Paths are relative to the directory.
-    fn update(&mut self, changes: Vec<(Vec<u8>, Option<Read>)>) -> Delta {
+    fn update(&mut self, reader: &Reader, changes: Vec<(Vec<u8>, Option<Read>)>) -> Delta {
         let mut before = Vec::new();
         let mut after = Vec::new();
         let mut fast = self.config.is_ok();
@@ -366,7 +373,7 @@ impl Documents {
         }
         if !fast {
             self.previous = self.config.as_ref().ok().cloned().map(Previous::Kept);
-            self.rebuild();
+            self.rebuild(reader);
             return Delta::Other;
         }
         let part = |loaded: Vec<load::Loaded>| {
@@ -473,7 +480,7 @@ impl Documents {
     }
 
     /// Builds the configuration from every parsed file, with all of `load_dir`'s checks.
-    fn rebuild(&mut self) {
+    fn rebuild(&mut self, reader: &Reader) {
         let files: Vec<&FileText> = self.files.values().map(|c| &c.file).collect();
         let mut out = Out::default();
         for (i, c) in self.files.values().enumerate() {
@@ -487,9 +494,8 @@ impl Documents {
         for l in &out.loaded {
             *ids.entry(load::id_of(l)).or_default() += 1;
         }
-        let reader = Reader::new(&self.dir, self.opts);
         let digests: Vec<Option<Digest>> = self.files.values().map(|c| c.digest).collect();
-        self.config = load::finish(&Texts::shed(&files, &reader, &digests), out).map(Arc::new);
+        self.config = load::finish(&Texts::shed(&files, reader, &digests), out).map(Arc::new);
         self.ids = if self.config.is_ok() {
             ids
         } else {

@@ -1620,7 +1620,7 @@ pub(crate) fn id_of(l: &Loaded) -> ResourceId {
 
 pub(crate) fn finish(files: &Texts<'_>, mut out: Out) -> Result<Config, Diagnostics> {
     let mut diags = std::mem::take(&mut out.diags);
-    let mut loaded = out.loaded;
+    let loaded = out.loaded;
     let unreadable = out.unreadable;
     let unreadable_named = |kind: Kind| {
         unreadable
@@ -1629,24 +1629,8 @@ pub(crate) fn finish(files: &Texts<'_>, mut out: Out) -> Result<Config, Diagnost
             .map(|(_, name)| name.clone())
     };
 
-    // Each resource on its own (judged where its file was parsed, unless it came some other
-    // way), on every core: a resource's checks read nothing else.
-    if loaded.iter().any(|l| l.verdict.is_none()) {
-        on_threads(&mut loaded, |chunk| {
-            for l in chunk.iter_mut() {
-                let lost;
-                let file = match files.get(l.at.file) {
-                    Some(f) => f,
-                    None => {
-                        lost = FileText::new(files.path(l.at.file).to_path_buf(), String::new());
-                        &lost
-                    }
-                };
-                judge(file, l, &Locator::new(file.documents_text()));
-            }
-            vec![()]
-        });
-    }
+    // Every resource comes judged (normalized and checked on its own) by `load_file`, on the
+    // thread that parsed its file.
     let mut ids = Vec::with_capacity(loaded.len());
     let mut warnings = Vec::new();
     let mut policies = Vec::new();

@@ -241,10 +241,6 @@ impl Labels {
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.0.iter().map(|(k, _)| k)
     }
-
-    pub fn values(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, v)| v)
-    }
 }
 
 /// The pairs of `Labels`, in key order.
