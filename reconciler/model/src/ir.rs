@@ -676,7 +676,7 @@ fn k8s_rule(
     ports: &[NetworkPolicyPort],
     index: usize,
     path: &Path,
-    peers_field: &str,
+    peers_field: &'static str,
     ns: &str,
     ingress: bool,
     p: &mut Problems,

@@ -89,12 +89,19 @@ fn is_label_name(s: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
-pub(crate) fn label_key(k: &str, path: &Path, p: &mut Problems) {
-    let ok = match k.rsplit_once('/') {
+fn label_key_ok(k: &str) -> bool {
+    match k.rsplit_once('/') {
         Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
         None => is_label_name(k),
-    };
-    if !ok {
+    }
+}
+
+fn label_value_ok(v: &str) -> bool {
+    v.is_empty() || is_label_name(v)
+}
+
+pub(crate) fn label_key(k: &str, path: &Path, p: &mut Problems) {
+    if !label_key_ok(k) {
         p.at(
             path,
             format!("label key {k:?} is not valid; write an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit"),
@@ -103,7 +110,7 @@ pub(crate) fn label_key(k: &str, path: &Path, p: &mut Problems) {
 }
 
 pub(crate) fn label_value(v: &str, path: &Path, p: &mut Problems) {
-    if !v.is_empty() && !is_label_name(v) {
+    if !label_value_ok(v) {
         p.at(
             path,
             format!("label value {v:?} is not valid; write up to 63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit, or nothing"),
@@ -114,8 +121,12 @@ pub(crate) fn label_value(v: &str, path: &Path, p: &mut Problems) {
 /// Checks the keys and values of a label map.
 pub(crate) fn labels(map: &Labels, path: &Path, p: &mut Problems) {
     for (k, v) in map {
-        label_key(k, &path.key(k), p);
-        label_value(v, &path.key(k), p);
+        // The path is made only for a label that is wrong: most are not.
+        if !label_key_ok(k) || !label_value_ok(v) {
+            let at = path.key(k.clone());
+            label_key(k, &at, p);
+            label_value(v, &at, p);
+        }
     }
 }
 
@@ -641,7 +652,7 @@ pub(crate) fn felix_configuration(fc: &FelixConfiguration, p: &mut Problems) {
         }
     }
     for (key, expr) in spec.bpf_log_filters.iter().flatten() {
-        let at = path.key("bpfLogFilters").key(key);
+        let at = path.key("bpfLogFilters").key(key.clone());
         if let Some(e) = net::interface_name_problem(key) {
             p.at(&at, format!("{e}, or all, weps or heps"));
         }
