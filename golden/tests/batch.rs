@@ -56,7 +56,7 @@ fn entries_written_in_batches_read_back_and_delete_in_batches() {
         assert_eq!(got, want, "{map}: what was written");
 
         // Every other key, and keys that were never there (no error: already gone).
-        let mut gone: Vec<Vec<u8>> = want.keys().step_by(2).cloned().collect();
+        let mut gone: Vec<maps::Bytes> = want.keys().step_by(2).cloned().collect();
         // A valid key that is not there: the first one with its fifth byte changed (the
         // ordinal of a backend key, the first byte of a route's address).
         let mut stray = want.keys().next().unwrap().clone();

@@ -1148,7 +1148,7 @@ mod tests {
         );
         let hits = BTreeMap::from([(10, 5), (11, 2), (20, 9)]);
         let live = Entries::from([(
-            7u32.as_bytes().to_vec(),
+            7u32.as_bytes().into(),
             IfaceValue {
                 flags: maps::IFACE_F_WORKLOAD,
                 ruleset_in: 0x1111,
@@ -1157,7 +1157,7 @@ mod tests {
                 name: maps::c_name("caliwl"),
             }
             .as_bytes()
-            .to_vec(),
+            .into(),
         )]);
         let p = policy(
             &d,
@@ -1213,12 +1213,12 @@ warning: the kernel uses ruleset 0x00009999 for it, not this configuration's: `w
     fn rule_hits_sum_over_cpus() {
         let per_cpu = PerCpuEntries::from([
             (
-                7u32.as_bytes().to_vec(),
-                vec![3u64.as_bytes().to_vec(), 4u64.as_bytes().to_vec()],
+                7u32.as_bytes().into(),
+                vec![3u64.as_bytes().into(), 4u64.as_bytes().into()],
             ),
             (
-                9u32.as_bytes().to_vec(),
-                vec![0u64.as_bytes().to_vec(), 1u64.as_bytes().to_vec()],
+                9u32.as_bytes().into(),
+                vec![0u64.as_bytes().into(), 1u64.as_bytes().into()],
             ),
         ]);
         assert_eq!(
@@ -1243,8 +1243,8 @@ warning: the kernel uses ruleset 0x00009999 for it, not this configuration's: `w
             name: maps::c_name("calia"),
         };
         let e = Entries::from([
-            (5u32.as_bytes().to_vec(), v.as_bytes().to_vec()),
-            (3u32.as_bytes().to_vec(), v.as_bytes().to_vec()),
+            (5u32.as_bytes().into(), v.as_bytes().into()),
+            (3u32.as_bytes().into(), v.as_bytes().into()),
         ]);
         let rows = endpoints(&e, |i| (i == 3).then(|| "calib".to_string()));
         assert_eq!(rows[0].iface, "calib", "the live name wins");
@@ -1303,8 +1303,8 @@ calia            5  workload  0x00000abc       0x00000def
             ..Default::default()
         };
         let e = Entries::from([
-            (k.as_bytes().to_vec(), v.as_bytes().to_vec()),
-            (udp.as_bytes().to_vec(), u.as_bytes().to_vec()),
+            (k.as_bytes().into(), v.as_bytes().into()),
+            (udp.as_bytes().into(), u.as_bytes().into()),
         ]);
         let rows = conntrack(&e, 130_000_000_000);
         assert_eq!(rows.len(), 2);
@@ -1346,8 +1346,8 @@ udp    10.65.0.2:5353   10.65.1.5:53  -                 -                 -     
         let mut c2 = Counters::default();
         c2.packets[crate::bpf::reasons::ACCEPT_POLICY] = 3;
         let per_cpu = PerCpuEntries::from([(
-            k.as_bytes().to_vec(),
-            vec![c1.as_bytes().to_vec(), c2.as_bytes().to_vec()],
+            k.as_bytes().into(),
+            vec![c1.as_bytes().into(), c2.as_bytes().into()],
         )]);
         let xdp = XdpDrops::from([((4, 9), 5), ((4, 11), 2)]);
         let rows = counters(&per_cpu, &xdp, |_| None);
@@ -1376,7 +1376,7 @@ if4              4  xdp     drop-untracked        7
                     addr: be(a),
                 }
                 .as_bytes()
-                .to_vec(),
+                .into(),
                 RouteValue {
                     flags,
                     ifindex,
@@ -1384,7 +1384,7 @@ if4              4  xdp     drop-untracked        7
                     pad: 0,
                 }
                 .as_bytes()
-                .to_vec(),
+                .into(),
             )
         };
         let e = Entries::from([

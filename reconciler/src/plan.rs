@@ -93,7 +93,7 @@ pub enum Op {
     WriteEntries {
         map: String,
         #[serde(serialize_with = "ser_entries")]
-        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        entries: Vec<crate::bpf::maps::Entry>,
     },
     /// Create an array of the ruleset's cells, write them, freeze it and add it to
     /// weft_pol_rs under its id (`bpftool map create`, `update`, `freeze`, `update outer`).
@@ -112,7 +112,7 @@ pub enum Op {
     DeleteEntries {
         map: String,
         #[serde(serialize_with = "ser_keys")]
-        keys: Vec<Vec<u8>>,
+        keys: Vec<maps::Bytes>,
     },
     Attach {
         iface: String,
@@ -214,14 +214,17 @@ struct EntryJson {
     value: String,
 }
 
-fn ser_entries<S: serde::Serializer>(v: &[(Vec<u8>, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+fn ser_entries<S: serde::Serializer>(
+    v: &[crate::bpf::maps::Entry],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|(k, v)| EntryJson {
         key: hex(k),
         value: hex(v),
     }))
 }
 
-fn ser_keys<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+fn ser_keys<S: serde::Serializer>(v: &[maps::Bytes], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|k| hex(k)))
 }
 
@@ -542,7 +545,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         } else {
             observed.maps.get(*map).and_then(|m| m.entries.as_ref())
         };
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut entries: Vec<crate::bpf::maps::Entry> = Vec::new();
         entry_diff(want, have, |k, v, h| {
             if h != Some(v) {
                 entries.push((k.clone(), v.clone()));
@@ -703,7 +706,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
             continue;
         };
         let want = desired.maps.get(*map).and_then(|m| m.entries.as_ref());
-        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut keys: Vec<maps::Bytes> = Vec::new();
         entry_diff(have, want, |k, _, w| {
             if w.is_none() {
                 keys.push(k.clone());
@@ -919,7 +922,7 @@ pub fn render_diff(
 fn entry_diff(
     a: &Arc<maps::Entries>,
     b: Option<&Arc<maps::Entries>>,
-    mut f: impl FnMut(&Vec<u8>, &Vec<u8>, Option<&Vec<u8>>),
+    mut f: impl FnMut(&maps::Bytes, &maps::Bytes, Option<&maps::Bytes>),
 ) {
     if b.is_some_and(|b| Arc::ptr_eq(a, b)) {
         return;

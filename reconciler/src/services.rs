@@ -450,10 +450,10 @@ pub struct PortEntries {
     /// For the warning when the id clashes with another port's.
     pub service: String,
     pub label: String,
-    pub frontends: Vec<(Vec<u8>, Vec<u8>)>,
-    pub backends: Vec<(Vec<u8>, Vec<u8>)>,
-    pub source_ranges: Vec<(Vec<u8>, Vec<u8>)>,
-    pub maglev: Vec<(Vec<u8>, Vec<u8>)>,
+    pub frontends: Vec<crate::bpf::maps::Entry>,
+    pub backends: Vec<crate::bpf::maps::Entry>,
+    pub source_ranges: Vec<crate::bpf::maps::Entry>,
+    pub maglev: Vec<crate::bpf::maps::Entry>,
     /// Addresses host processes reach this port at (not excluded from NAT).
     pub service_ips: Vec<Ipv4Addr>,
 }

@@ -328,7 +328,7 @@ fn resizing_conntrack_under_traffic_keeps_established_connections() {
     };
     assert_eq!(fill("weft_ct4").max_entries, 512_000);
     // The streams' conntrack entries (to b's port) and when each was created.
-    let flows = || -> std::collections::BTreeMap<Vec<u8>, u64> {
+    let flows = || -> std::collections::BTreeMap<weft::bpf::maps::Bytes, u64> {
         weft::observe::read_entries(&pins, "weft_ct4")
             .expect("weft_ct4")
             .into_iter()

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle};
 
-use super::maps::Entries;
+use super::maps::{Bytes, Entries};
 
 /// Entries per call.
 const BATCH: usize = 4096;
@@ -49,7 +49,7 @@ pub fn read_all(m: &MapHandle) -> Result<Entries, libbpf_rs::Error> {
             let mut out = Entries::new();
             for k in m.keys() {
                 if let Some(v) = m.lookup(&k, MapFlags::ANY)? {
-                    out.insert(k, v);
+                    out.insert(Bytes::from_vec(k), Bytes::from_vec(v));
                 }
             }
             out
@@ -68,8 +68,8 @@ fn read_batched(m: &MapHandle) -> Result<Option<Entries>, libbpf_rs::Error> {
     let supported = each_batch(m, |keys, values, n| {
         for i in 0..n {
             out.insert(
-                keys[i * ks..(i + 1) * ks].to_vec(),
-                values[i * vs..(i + 1) * vs].to_vec(),
+                Bytes::from_slice(&keys[i * ks..(i + 1) * ks]),
+                Bytes::from_slice(&values[i * vs..(i + 1) * vs]),
             );
         }
     })?;
@@ -189,7 +189,7 @@ pub fn write<'a>(
 }
 
 /// Deletes `keys`; keys already gone are no error. An array's are zeroed.
-pub fn delete(m: &MapHandle, keys: &[Vec<u8>]) -> Result<(), libbpf_rs::Error> {
+pub fn delete(m: &MapHandle, keys: &[Bytes]) -> Result<(), libbpf_rs::Error> {
     if is_array(m) {
         let zero = vec![0u8; m.value_size() as usize];
         return write(m, keys.iter().map(|k| (k.as_slice(), zero.as_slice())));

@@ -253,8 +253,8 @@ impl<K: Plain, V: Plain> MapSpec<K, V> {
     }
 
     /// An entry as the map holds it.
-    pub fn entry(&self, key: &K, value: &V) -> (Vec<u8>, Vec<u8>) {
-        (key.as_bytes().to_vec(), value.as_bytes().to_vec())
+    pub fn entry(&self, key: &K, value: &V) -> Entry {
+        entry(key, value)
     }
 
     /// An entry read from the map; None when its sizes are not the map's.
@@ -555,14 +555,23 @@ pub fn defs(sizes: &MapSizes) -> Vec<MapDef> {
         .collect()
 }
 
+/// A key or a value as a map holds it. Most are 16 bytes or less (a conntrack key, a route,
+/// a backend) and are kept inline, in the room a Vec's pointer and lengths take: at 10,000
+/// services the desired and observed states hold hundreds of thousands of entries, which as
+/// Vecs were two allocations each.
+pub type Bytes = smallvec::SmallVec<[u8; 16]>;
+
 /// Map entries as raw bytes, the form both the desired and the observed state take.
-pub type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+pub type Entries = BTreeMap<Bytes, Bytes>;
 
 /// One entry, key and value as the map holds them.
-pub type Entry = (Vec<u8>, Vec<u8>);
+pub type Entry = (Bytes, Bytes);
 
 pub fn entry<K: Plain, V: Plain>(k: &K, v: &V) -> Entry {
-    (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    (
+        Bytes::from_slice(k.as_bytes()),
+        Bytes::from_slice(v.as_bytes()),
+    )
 }
 
 /// `name` as the fixed-size C string weft_iface_value.name holds.

@@ -307,7 +307,7 @@ mod tests {
         let mut edited = v.clone();
         edited[0] ^= 1;
         iface.insert(k, edited);
-        iface.insert(vec![9, 0, 0, 0], v);
+        iface.insert(crate::bpf::maps::Bytes::from_slice(&[9, 0, 0, 0]), v);
         let d = find(&s, &live, Some(&s));
         assert_eq!(
             d.iter().map(|d| (d.kind, d.change)).collect::<Vec<_>>(),

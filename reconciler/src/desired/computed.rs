@@ -265,7 +265,7 @@ struct Claims {
     /// How many ports claim each service id ...
     ids: BTreeMap<u32, u32>,
     /// ... write each frontend key ...
-    frontends: BTreeMap<Vec<u8>, u32>,
+    frontends: BTreeMap<maps::Bytes, u32>,
     /// ... and are reached at each service address.
     ips: BTreeMap<Ipv4Addr, u32>,
     /// Ids and frontend keys claimed more than once: the tables then depend on service order.
@@ -279,7 +279,7 @@ fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
     }
 }
 
-fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [(Vec<u8>, Vec<u8>)] {
+fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [crate::bpf::maps::Entry] {
     match map {
         maps::NAT_FE4 => &e.frontends,
         maps::NAT_BE4 => &e.backends,

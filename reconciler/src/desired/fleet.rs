@@ -283,7 +283,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// The weft_vtep4 entries.
-    pub fn vtep_entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    pub fn vtep_entries(&self) -> impl Iterator<Item = crate::bpf::maps::Entry> + '_ {
         self.vteps.iter().map(|(mac, tunnel)| {
             let k = maps::VtepKey {
                 mac: *mac,
@@ -298,7 +298,7 @@ impl Fleet {
     pub fn route_entries(
         &self,
         tunnel: Option<u32>,
-    ) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    ) -> impl Iterator<Item = crate::bpf::maps::Entry> + '_ {
         self.remote.iter().map(move |r| {
             let k = Route4Key {
                 prefixlen: u32::from(r.net.len),

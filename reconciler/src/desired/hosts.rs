@@ -159,7 +159,7 @@ pub fn rulesets(
     index: &PolicyIndex,
     cache: &mut crate::policy::Cache,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
 ) -> Result<(), DesiredError> {
     for c in covered {
         let name = c.hep.value.metadata.name.clone();
@@ -262,7 +262,7 @@ pub fn xdp_fast_path(
 pub fn failsafes(
     cfg: &Config,
     facts: &HostFacts,
-    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
 ) {
     let felix = cfg.felix_for_node(&facts.node);
     let mut words: BTreeMap<u32, u64> = BTreeMap::new();
@@ -545,7 +545,7 @@ spec:
         };
         assert!(defaults
             .iter()
-            .any(|(k, _)| k == maps::Plain::as_bytes(&ssh)));
+            .any(|(k, _)| k.as_slice() == maps::Plain::as_bytes(&ssh)));
         let off = load(&[
             &hep("eth0", Some("eth0"), &[]),
             "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  failsafeInboundHostPorts: []\n  failsafeOutboundHostPorts:\n    - {protocol: UDP, port: 53, net: 10.0.0.0/8}\n",
@@ -559,7 +559,7 @@ spec:
             port: 53,
             addr: maps::addr_be(Ipv4Addr::new(10, 0, 0, 0)),
         };
-        assert_eq!(off[0].0, maps::Plain::as_bytes(&dns));
+        assert_eq!(off[0].0.as_slice(), maps::Plain::as_bytes(&dns));
     }
 
     #[test]

@@ -579,7 +579,7 @@ fn desired_from(
         .map(|m| (*m, maps::Entries::new()))
         .collect();
     let mut shared: BTreeMap<&str, Arc<maps::Entries>> = BTreeMap::new();
-    let mut add = |map: &'static str, kv: (Vec<u8>, Vec<u8>)| {
+    let mut add = |map: &'static str, kv: crate::bpf::maps::Entry| {
         entries
             .get_mut(map)
             .expect("reconciled map")
@@ -751,7 +751,7 @@ fn workloads(
     index: &PolicyIndex,
     cache: &mut crate::policy::Cache,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
 ) -> Result<(), DesiredError> {
     let _p = crate::timing::phase("desired: workloads");
     cache.endpoints.begin(cfg, index.universe());
@@ -880,7 +880,7 @@ fn host_interfaces(
     covered: &[hosts::Covered],
     workload_ifaces: &BTreeMap<&str, String>,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
 ) -> Result<(), DesiredError> {
     let mut flags: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     if services {
@@ -970,7 +970,7 @@ fn service_plumbing(
     facts: &HostFacts,
     svc: &ServiceTables,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, (Vec<u8>, Vec<u8>)),
+    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
 ) {
     // Host processes' traffic to services that the socket layer does not translate.
     if settings.host_nat {

@@ -121,8 +121,8 @@ pub fn apply(
             continue;
         };
         iv.flags |= maps::IFACE_F_TRACE;
-        *v = iv.as_bytes().to_vec();
-        out.insert(k.clone(), compile(f).as_bytes().to_vec());
+        *v = maps::Bytes::from_slice(iv.as_bytes());
+        out.insert(k.clone(), maps::Bytes::from_slice(compile(f).as_bytes()));
     }
     out
 }
@@ -272,7 +272,7 @@ mod tests {
         let flt = apply(&settings(true, &[("calib", "tcp")]), &mut ifaces, |_| None);
         assert_eq!(
             flt.keys().cloned().collect::<Vec<_>>(),
-            [6u32.as_bytes().to_vec()]
+            [maps::Bytes::from_slice(6u32.as_bytes())]
         );
         let flags = |i: u32| IfaceValue::from_bytes(&ifaces[i.as_bytes()]).unwrap().flags;
         assert_eq!(flags(5), maps::IFACE_F_WORKLOAD);

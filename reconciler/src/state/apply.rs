@@ -297,7 +297,7 @@ impl HostState {
                 let m = self.maps.get_mut(map).ok_or_else(|| no_map(map))?;
                 if let Some(have) = m.entries.as_mut().map(Arc::make_mut) {
                     for k in keys {
-                        have.remove(k);
+                        have.remove(k.as_slice());
                     }
                 }
             }

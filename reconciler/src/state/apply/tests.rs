@@ -66,7 +66,10 @@ fn entries(rng: &mut Rng) -> Entries {
     let mut e = Entries::new();
     for k in 0u8..6 {
         if rng.chance(50) {
-            e.insert(vec![k, 0, 0, 0], vec![rng.below(3) as u8; 4]);
+            e.insert(
+                [k, 0, 0, 0].as_slice().into(),
+                [rng.below(3) as u8; 4].as_slice().into(),
+            );
         }
     }
     e
