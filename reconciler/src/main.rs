@@ -206,25 +206,11 @@ enum Command {
     },
 }
 
-/// Keeps the heap in 4 KiB pages. mimalloc asks for transparent huge pages on its arenas, and
-/// where the kernel grants them (`madvise` or `always`), a huge page is zeroed whole at its
-/// first touch and counted whole in the RSS however little of it is used: at 10,000
-/// endpoints, policies and services, `weft diff` peaked 19 MB higher with them and spent a
-/// third of its samples zeroing them, in no less time. Asked before anything is allocated
-/// that matters; a kernel that refuses only leaves them on.
-fn no_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes integers and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 /// See the workspace's Cargo.toml for why not glibc's malloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    no_huge_pages();
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     // A command that only reads and prints ends quietly when its reader goes away
