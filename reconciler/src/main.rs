@@ -206,11 +206,28 @@ enum Command {
     },
 }
 
+/// mimalloc's option `purge_delay` (its index in mimalloc.h's `mi_option_e`, the same in
+/// mimalloc 2 and 3; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps the pages the heap frees, for the next allocation, instead of giving them back to the
+/// kernel a second after (mimalloc's default). In a VM a page given back costs a fault and its
+/// zeroing when it is touched again, and each of the daemon's changes frees and allocates most
+/// of the same memory: at 10,000 endpoints, policies and services, a policy's change took 80
+/// ms and a service's 100 with the default, 48 and 41 ms with this (alternating runs of
+/// `weft-bench control`). The peak RSS is the same, since what is kept is what the peak
+/// already counted; the process's RSS stays at its peak rather than falling between changes.
+fn keep_freed_pages() {
+    // SAFETY: sets an integer option; mimalloc reads it when it next decides to purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// See the workspace's Cargo.toml for why not glibc's malloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    keep_freed_pages();
     let cli = Cli::parse();
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     // A command that only reads and prints ends quietly when its reader goes away
