@@ -42,8 +42,9 @@ pub struct PortsMemo {
     claims: Option<Arc<Claims>>,
 }
 
-/// Each service's ports.
-type Ports = BTreeMap<ServiceKey, Arc<Vec<PortTables>>>;
+/// Each service's ports, shared by the memo and the states computed with them: a policy's
+/// change hands them on without copying 10,000 keys.
+type Ports = Arc<BTreeMap<ServiceKey, Arc<Vec<PortTables>>>>;
 
 /// Everything services' tables are made of: the Services, EndpointSlices and
 /// WorkloadEndpoints (which a selector picks) of a configuration, in order. Held, not only
@@ -53,6 +54,8 @@ struct Inputs {
     services: Vec<Arc<Service>>,
     slices: Vec<Arc<EndpointSlice>>,
     endpoints: Vec<Arc<WorkloadEndpoint>>,
+    /// Whether a Service has a selector (and `endpoints` are held).
+    selectors: bool,
 }
 
 use super::values;
@@ -85,7 +88,19 @@ impl Inputs {
             } else {
                 Vec::new()
             },
+            selectors,
         }
+    }
+
+    /// Whether `cfg`'s inputs are these (`same` with `of(cfg)`), without taking them: after a
+    /// policy's change they are, and taking 20,000 resources only to compare them cost more
+    /// than the rest of the memo's work.
+    fn are_of(&self, cfg: &Config) -> bool {
+        use super::same_values as same;
+        // The same Services have the same selectors.
+        same(&self.services, &cfg.services)
+            && same(&self.slices, &cfg.endpoint_slices)
+            && (!self.selectors || same(&self.endpoints, &cfg.workload_endpoints))
     }
 
     fn same(&self, other: &Inputs) -> bool {
@@ -106,12 +121,7 @@ struct Memoized {
 
 impl PortsMemo {
     /// The ports of every service of `cfg`, reusing what is unchanged.
-    fn ports(
-        &mut self,
-        cfg: &Config,
-        facts: &HostFacts,
-        ss: &services::ServiceSettings,
-    ) -> BTreeMap<ServiceKey, Arc<Vec<PortTables>>> {
+    fn ports(&mut self, cfg: &Config, facts: &HostFacts, ss: &services::ServiceSettings) -> Ports {
         let context = (facts.node.clone(), facts.host_addrs.clone(), ss.clone());
         if self.context.as_ref() != Some(&context) {
             self.by_service.clear();
@@ -119,10 +129,10 @@ impl PortsMemo {
             self.claims = None;
             self.context = Some(context);
         }
-        let inputs = Inputs::of(cfg);
-        if let Some((_, ports)) = self.last.as_ref().filter(|(i, _)| i.same(&inputs)) {
+        if let Some((_, ports)) = self.last.as_ref().filter(|(i, _)| i.are_of(cfg)) {
             return ports.clone();
         }
+        let inputs = Inputs::of(cfg);
         self.merged = None;
         self.claims = None;
         let slices = services::slices_by_service(cfg);
@@ -162,6 +172,7 @@ impl PortsMemo {
         }
         // Only what this configuration has stays remembered.
         self.by_service = now;
+        let out = Arc::new(out);
         drop_later(self.last.replace((inputs, out.clone())));
         out
     }
@@ -186,6 +197,8 @@ impl PortsMemo {
     /// tables are dropped, so that the state holding their entries is their only owner and
     /// patches them in place rather than copying them.
     pub fn forget_tables(&mut self) {
+        // The ports too, which the state patches (`adopt` takes them back from it).
+        drop_later(self.last.take());
         drop_later(self.merged.take());
         // Let go of at once (the state holds them too, so this frees nothing), not later: a
         // second holder would make the change copy them whole.
@@ -249,7 +262,7 @@ impl PortsMemo {
 pub struct Computed {
     pub facts: HostFacts,
     pub desired: Desired,
-    ports: BTreeMap<ServiceKey, Arc<Vec<PortTables>>>,
+    ports: Ports,
     /// What the ports claim; shared with `PortsMemo` while its ports are these.
     claims: Arc<Claims>,
     /// Routes that are not services': workloads' (local and remote) and the NAT gateway's.
@@ -349,7 +362,7 @@ impl Computed {
         let desired = super::desired_from(cfg, facts, &settings, tables, cache)?;
         let mut c = Computed {
             facts: facts.clone(),
-            ports: BTreeMap::new(),
+            ports: Ports::default(),
             claims: Arc::default(),
             other_routes: desired
                 .endpoints
@@ -587,10 +600,11 @@ impl Computed {
             Arc::make_mut(&mut self.desired.services).insert(e.id, e.name.clone());
         }
         for (k, p) in new {
+            let ports = Arc::make_mut(&mut self.ports);
             if p.is_empty() && !cfg.services.iter().any(|s| is_key(&s.value, k)) {
-                self.ports.remove(k);
+                ports.remove(k);
             } else {
-                self.ports.insert(k.clone(), Arc::new(p));
+                ports.insert(k.clone(), Arc::new(p));
             }
         }
         // The services' warnings as a full computation gives them: in the services' order.
@@ -888,6 +902,10 @@ mod tests {
         let cfg = docs.config().unwrap();
         let second = Computed::compute(cfg, &f, &mut cache).unwrap();
         assert!(Arc::ptr_eq(&nat(&first), &nat(&second)));
+        assert!(
+            Arc::ptr_eq(&first.ports, &second.ports),
+            "each service's ports, handed on"
+        );
         let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
         assert_eq!(second.desired.state, fresh.desired.state);
         assert_ne!(
@@ -907,9 +925,17 @@ mod tests {
         let cfg = docs.config().unwrap();
         let third = Computed::compute(cfg, &f, &mut cache).unwrap();
         assert!(!Arc::ptr_eq(&nat(&second), &nat(&third)));
+        assert!(!Arc::ptr_eq(&second.ports, &third.ports));
+        assert_eq!(third.ports, fresh_ports(cfg, &f));
         let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
         assert_eq!(third.desired.state, fresh.desired.state);
         assert_ne!(nat(&second), nat(&third), "the backends changed");
+    }
+
+    fn fresh_ports(cfg: &Config, f: &HostFacts) -> Ports {
+        Computed::compute(cfg, f, &mut crate::policy::Cache::default())
+            .unwrap()
+            .ports
     }
 
     /// After a service's change worked out alone, the tables it patched are taken as the

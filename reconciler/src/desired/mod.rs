@@ -369,6 +369,16 @@ pub(crate) fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
     items.iter().map(|i| i.value.clone()).collect()
 }
 
+/// Whether `items` hold the very allocations `held`, in order (`same_allocations` with
+/// `values(items)`, without taking them).
+pub(crate) fn same_values<T>(held: &[Arc<T>], items: &[weft_model::Item<T>]) -> bool {
+    held.len() == items.len()
+        && held
+            .iter()
+            .zip(items)
+            .all(|(a, b)| Arc::ptr_eq(a, &b.value))
+}
+
 /// Whether two lists hold the very same allocations, in order: a memo's inputs unchanged.
 pub(crate) fn same_allocations<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
@@ -385,23 +395,24 @@ impl EntityInputs {
         }
     }
 
-    fn same(&self, other: &EntityInputs) -> bool {
-        use self::same_allocations as same;
-        same(&self.workloads, &other.workloads)
-            && same(&self.hosts, &other.hosts)
-            && same(&self.sets, &other.sets)
-            && same(&self.global_sets, &other.global_sets)
-            && same(&self.profiles, &other.profiles)
+    /// Whether `cfg`'s inputs are these, compared where they are rather than taken first.
+    fn are_of(&self, cfg: &Config) -> bool {
+        use self::same_values as same;
+        same(&self.workloads, &cfg.workload_endpoints)
+            && same(&self.hosts, &cfg.host_endpoints)
+            && same(&self.sets, &cfg.network_sets)
+            && same(&self.global_sets, &cfg.global_network_sets)
+            && same(&self.profiles, &cfg.profiles)
     }
 }
 
 impl EntitiesMemo {
     /// `entities(cfg)` and their fingerprint.
     pub fn of(&mut self, cfg: &Config) -> (Arc<Vec<Entity>>, u64) {
-        let inputs = EntityInputs::of(cfg);
-        if let Some((_, e, u)) = self.last.as_ref().filter(|(i, _, _)| i.same(&inputs)) {
+        if let Some((_, e, u)) = self.last.as_ref().filter(|(i, _, _)| i.are_of(cfg)) {
             return (e.clone(), *u);
         }
+        let inputs = EntityInputs::of(cfg);
         let e = entities(cfg);
         let u = crate::policy::resolve::universe(&e);
         let e = Arc::new(e);

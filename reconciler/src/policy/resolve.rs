@@ -948,6 +948,22 @@ impl EndpointRulesets {
             {
                 return None;
             }
+            if was.policies.len() == now.policies.len() {
+                // Policies are in load order, and a changed one stands where it stood: the
+                // places where the lists differ hold every policy that is in one and not the
+                // other (and any that only moved, resolved again for nothing). No sets of
+                // 10,000 pointers to build for one policy's change.
+                let mut changed = Vec::new();
+                for (a, b) in was.policies.iter().zip(&now.policies) {
+                    if !Arc::ptr_eq(a, b) {
+                        changed.extend([a.clone(), b.clone()]);
+                        if changed.len() > MOST_CHANGED {
+                            return None;
+                        }
+                    }
+                }
+                return Some(changed);
+            }
             let ptrs = |ps: &[Arc<PolicyIr>]| -> std::collections::HashSet<*const PolicyIr> {
                 ps.iter().map(Arc::as_ptr).collect()
             };
