@@ -81,6 +81,13 @@ pub async fn observe(
     facts: &HostFacts,
     desired: &HostState,
 ) -> Result<HostState, ObserveError> {
+    observe_rest(nl, pins, facts, desired, observe_maps(pins)?).await
+}
+
+/// The part of `observe` that needs nothing but the pins: weft's maps, their entries and the
+/// rulesets. Most of an observation's time at scale, and it may be read while the desired
+/// state is worked out (`run::plan`).
+pub fn observe_maps(pins: &Pins) -> Result<HostState, ObserveError> {
     let mut st = HostState::default();
 
     // Only names with weft's prefix are weft's: a pin someone else put beside them is theirs.
@@ -108,7 +115,17 @@ pub async fn observe(
     if st.maps.contains_key(maps::POL_RS) {
         st.rulesets = crate::bpf::rulesets::read_all(pins)?;
     }
+    Ok(st)
+}
 
+/// The rest of `observe`, onto `st` as `observe_maps` read it.
+pub async fn observe_rest(
+    nl: &Netlink,
+    pins: &Pins,
+    facts: &HostFacts,
+    desired: &HostState,
+    mut st: HostState,
+) -> Result<HostState, ObserveError> {
     let mut prog_names: BTreeMap<u32, String> = BTreeMap::new();
     for name in dir_names(&pins.progs())?.into_iter().filter(|n| owned(n)) {
         let p = match ProgramHandle::from_pinned_path(pins.prog(&name)) {
