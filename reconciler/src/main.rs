@@ -215,8 +215,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// zeroing when it is touched again, and each of the daemon's changes frees and allocates most
 /// of the same memory: at 10,000 endpoints, policies and services, a policy's change took 80
 /// ms and a service's 100 with the default, 48 and 41 ms with this (alternating runs of
-/// `weft-bench control`). The peak RSS is the same, since what is kept is what the peak
-/// already counted; the process's RSS stays at its peak rather than falling between changes.
+/// `weft-bench control`), with the same peak RSS within the runs' spread: what is kept is
+/// what the peak already counted. The daemon's RSS stays near its peak between changes. For
+/// the daemon only: a command that runs once has no next change to keep pages for.
 fn keep_freed_pages() {
     // SAFETY: sets an integer option; mimalloc reads it when it next decides to purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
@@ -227,8 +228,10 @@ fn keep_freed_pages() {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    keep_freed_pages();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        keep_freed_pages();
+    }
     cli::init_logging(matches!(cli.command, Command::Run { .. }));
     // A command that only reads and prints ends quietly when its reader goes away
     // (`weft dump | head`), as other Unix tools do: SIGPIPE's default. Commands that change
