@@ -81,7 +81,7 @@ pub async fn observe(
     facts: &HostFacts,
     desired: &HostState,
 ) -> Result<HostState, ObserveError> {
-    observe_rest(nl, pins, facts, desired, observe_maps(pins)?).await
+    observe_rest(pins, nl, facts, desired, observe_maps(pins)?).await
 }
 
 /// The part of `observe` that needs nothing but the pins: weft's maps, their entries and the
@@ -120,8 +120,8 @@ pub fn observe_maps(pins: &Pins) -> Result<HostState, ObserveError> {
 
 /// The rest of `observe`, onto `st` as `observe_maps` read it.
 pub async fn observe_rest(
-    nl: &Netlink,
     pins: &Pins,
+    nl: &Netlink,
     facts: &HostFacts,
     desired: &HostState,
     mut st: HostState,

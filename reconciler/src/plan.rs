@@ -93,7 +93,7 @@ pub enum Op {
     WriteEntries {
         map: String,
         #[serde(serialize_with = "ser_entries")]
-        entries: Vec<crate::bpf::maps::Entry>,
+        entries: Vec<maps::Entry>,
     },
     /// Create an array of the ruleset's cells, write them, freeze it and add it to
     /// weft_pol_rs under its id (`bpftool map create`, `update`, `freeze`, `update outer`).
@@ -214,10 +214,7 @@ struct EntryJson {
     value: String,
 }
 
-fn ser_entries<S: serde::Serializer>(
-    v: &[crate::bpf::maps::Entry],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn ser_entries<S: serde::Serializer>(v: &[maps::Entry], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|(k, v)| EntryJson {
         key: hex(k),
         value: hex(v),
@@ -545,7 +542,7 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         } else {
             observed.maps.get(*map).and_then(|m| m.entries.as_ref())
         };
-        let mut entries: Vec<crate::bpf::maps::Entry> = Vec::new();
+        let mut entries: Vec<maps::Entry> = Vec::new();
         entry_diff(want, have, |k, v, h| {
             if h != Some(v) {
                 entries.push((k.clone(), v.clone()));

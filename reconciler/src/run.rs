@@ -253,7 +253,7 @@ pub async fn plan(host: &Host, cfg: &Config) -> Result<Planned, RunError> {
     let desired = desired?;
     let observed = {
         let _p = crate::timing::phase("observe");
-        observe::observe_rest(&host.nl, &host.pins, &host.facts, &desired.state, maps?).await?
+        observe::observe_rest(&host.pins, &host.nl, &host.facts, &desired.state, maps?).await?
     };
     plan_observed(host, desired, observed).await
 }

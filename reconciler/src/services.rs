@@ -450,10 +450,10 @@ pub struct PortEntries {
     /// For the warning when the id clashes with another port's.
     pub service: String,
     pub label: String,
-    pub frontends: Vec<crate::bpf::maps::Entry>,
-    pub backends: Vec<crate::bpf::maps::Entry>,
-    pub source_ranges: Vec<crate::bpf::maps::Entry>,
-    pub maglev: Vec<crate::bpf::maps::Entry>,
+    pub frontends: Vec<maps::Entry>,
+    pub backends: Vec<maps::Entry>,
+    pub source_ranges: Vec<maps::Entry>,
+    pub maglev: Vec<maps::Entry>,
     /// Addresses host processes reach this port at (not excluded from NAT).
     pub service_ips: Vec<Ipv4Addr>,
 }

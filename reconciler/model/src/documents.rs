@@ -334,7 +334,8 @@ impl Documents {
         }
     }
 
-    /// Sets files as read (None: the file is gone). Paths are relative to the directory.
+    /// Sets files as read (None: the file is gone), each one that is not as it was
+    /// (`reread_with` passes no other). Paths are relative to the directory.
     fn update(&mut self, reader: &Reader, changes: Vec<(Vec<u8>, Option<Read>)>) -> Delta {
         let mut before = Vec::new();
         let mut after = Vec::new();
@@ -342,9 +343,6 @@ impl Documents {
         let mut policies = self.config.is_ok();
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
         for (rel, read) in changes {
-            if self.unchanged(&rel, read.as_ref()) {
-                continue;
-            }
             let old = self.files.get(&rel);
             let path = self.dir.join(std::ffi::OsStr::from_bytes(&rel));
             touched.insert(path);

@@ -68,12 +68,6 @@ impl Path {
     }
 }
 
-impl FromIterator<Seg> for Path {
-    fn from_iter<I: IntoIterator<Item = Seg>>(iter: I) -> Path {
-        Path(iter.into_iter().collect())
-    }
-}
-
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, seg) in self.0.iter().enumerate() {
@@ -1164,11 +1158,10 @@ mod tests {
 
     fn path(s: &[&str]) -> Path {
         s.iter()
-            .map(|seg| match seg.parse::<usize>() {
-                Ok(n) => Seg::Index(n),
-                Err(_) => Seg::Key(seg.to_string().into()),
+            .fold(Path::root(), |p, seg| match seg.parse::<usize>() {
+                Ok(n) => p.index(n),
+                Err(_) => p.key(seg.to_string()),
             })
-            .collect()
     }
 
     const TWO_DOCS: &str = "\

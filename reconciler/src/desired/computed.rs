@@ -92,22 +92,15 @@ impl Inputs {
         }
     }
 
-    /// Whether `cfg`'s inputs are these (`same` with `of(cfg)`), without taking them: after a
-    /// policy's change they are, and taking 20,000 resources only to compare them cost more
-    /// than the rest of the memo's work.
+    /// Whether `cfg`'s inputs are these (as `of(cfg)` would take them), compared in place:
+    /// after a policy's change they are, and taking 20,000 resources only to compare them cost
+    /// more than the rest of the memo's work.
     fn are_of(&self, cfg: &Config) -> bool {
         use super::same_values as same;
         // The same Services have the same selectors.
         same(&self.services, &cfg.services)
             && same(&self.slices, &cfg.endpoint_slices)
             && (!self.selectors || same(&self.endpoints, &cfg.workload_endpoints))
-    }
-
-    fn same(&self, other: &Inputs) -> bool {
-        use super::same_allocations as same;
-        same(&self.services, &other.services)
-            && same(&self.slices, &other.slices)
-            && same(&self.endpoints, &other.endpoints)
     }
 }
 
@@ -216,10 +209,9 @@ impl PortsMemo {
         if self.merged.is_some() {
             return;
         }
-        let inputs = Inputs::of(cfg);
-        if !c.updated_for.as_ref().is_some_and(|i| i.same(&inputs)) {
+        let Some(inputs) = c.updated_for.as_ref().filter(|i| i.are_of(cfg)) else {
             return;
-        }
+        };
         let context = (
             c.facts.node.clone(),
             c.facts.host_addrs.clone(),
@@ -252,7 +244,7 @@ impl PortsMemo {
                 .cloned()
                 .collect(),
         });
-        drop_later(self.last.replace((inputs, c.ports.clone())));
+        drop_later(self.last.replace((inputs.clone(), c.ports.clone())));
         self.claims = Some(c.claims.clone());
     }
 }
@@ -292,7 +284,7 @@ fn port_entries(p: &PortTables) -> Option<&services::PortEntries> {
     }
 }
 
-fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [crate::bpf::maps::Entry] {
+fn map_entries<'a>(e: &'a services::PortEntries, map: &str) -> &'a [maps::Entry] {
     match map {
         maps::NAT_FE4 => &e.frontends,
         maps::NAT_BE4 => &e.backends,

@@ -283,7 +283,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// The weft_vtep4 entries.
-    pub fn vtep_entries(&self) -> impl Iterator<Item = crate::bpf::maps::Entry> + '_ {
+    pub fn vtep_entries(&self) -> impl Iterator<Item = maps::Entry> + '_ {
         self.vteps.iter().map(|(mac, tunnel)| {
             let k = maps::VtepKey {
                 mac: *mac,
@@ -295,10 +295,7 @@ impl Fleet {
 
     /// The weft_rt4 entries of the remote workloads; `tunnel` is vxlan.calico's index, once
     /// it exists (DSR forwards through it by these entries).
-    pub fn route_entries(
-        &self,
-        tunnel: Option<u32>,
-    ) -> impl Iterator<Item = crate::bpf::maps::Entry> + '_ {
+    pub fn route_entries(&self, tunnel: Option<u32>) -> impl Iterator<Item = maps::Entry> + '_ {
         self.remote.iter().map(move |r| {
             let k = Route4Key {
                 prefixlen: u32::from(r.net.len),

@@ -159,7 +159,7 @@ pub fn rulesets(
     index: &PolicyIndex,
     cache: &mut crate::policy::Cache,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
+    add: &mut impl FnMut(&'static str, maps::Entry),
 ) -> Result<(), DesiredError> {
     for c in covered {
         let name = c.hep.value.metadata.name.clone();
@@ -259,11 +259,7 @@ pub fn xdp_fast_path(
 
 /// The failsafe ports of this node's FelixConfiguration, as weft_failsafe4 entries and the
 /// weft_fs_ports words that say which ports have any.
-pub fn failsafes(
-    cfg: &Config,
-    facts: &HostFacts,
-    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
-) {
+pub fn failsafes(cfg: &Config, facts: &HostFacts, add: &mut impl FnMut(&'static str, maps::Entry)) {
     let felix = cfg.felix_for_node(&facts.node);
     let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for (dir, ports) in [

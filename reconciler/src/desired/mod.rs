@@ -590,7 +590,7 @@ fn desired_from(
         .map(|m| (*m, maps::Entries::new()))
         .collect();
     let mut shared: BTreeMap<&str, Arc<maps::Entries>> = BTreeMap::new();
-    let mut add = |map: &'static str, kv: crate::bpf::maps::Entry| {
+    let mut add = |map: &'static str, kv: maps::Entry| {
         entries
             .get_mut(map)
             .expect("reconciled map")
@@ -762,7 +762,7 @@ fn workloads(
     index: &PolicyIndex,
     cache: &mut crate::policy::Cache,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
+    add: &mut impl FnMut(&'static str, maps::Entry),
 ) -> Result<(), DesiredError> {
     let _p = crate::timing::phase("desired: workloads");
     cache.endpoints.begin(cfg, index.universe());
@@ -891,7 +891,7 @@ fn host_interfaces(
     covered: &[hosts::Covered],
     workload_ifaces: &BTreeMap<&str, String>,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
+    add: &mut impl FnMut(&'static str, maps::Entry),
 ) -> Result<(), DesiredError> {
     let mut flags: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     if services {
@@ -981,7 +981,7 @@ fn service_plumbing(
     facts: &HostFacts,
     svc: &ServiceTables,
     d: &mut Desired,
-    add: &mut impl FnMut(&'static str, crate::bpf::maps::Entry),
+    add: &mut impl FnMut(&'static str, maps::Entry),
 ) {
     // Host processes' traffic to services that the socket layer does not translate.
     if settings.host_nat {
