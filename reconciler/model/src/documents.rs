@@ -6,7 +6,9 @@
 //! services), the `Config` is patched in place: those kinds are checked on their own and refer
 //! to nothing, so the only check across resources they need is for duplicates, which a count
 //! per id answers. A change to policies alone is patched too: besides duplicates, a policy
-//! refers only to its tier, which must be in the configuration already. Any other change
+//! refers only to its tier, which must be in the configuration already. So is a change to
+//! endpoints, nodes and network sets alone: they refer only to the profiles that label them,
+//! which must be there already (a fleet's node added with its workloads). Any other change
 //! builds the `Config` again from the parsed files, with every check `load_dir` makes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,29 +86,30 @@ impl Cached {
         }
     }
 
-    /// Only Services and EndpointSlices, all of which deserialized.
-    fn services_only(&self) -> bool {
+    /// Whether every resource of the file deserialized and is of one of `kinds`.
+    fn only(&self, kinds: &[Kind]) -> bool {
         self.out.diags.is_empty()
             && self.out.unreadable.is_empty()
-            && self
-                .out
-                .loaded
-                .iter()
-                .all(|l| matches!(l.kind, Kind::Service | Kind::EndpointSlice))
-    }
-
-    /// Only policies (Calico's two kinds and Kubernetes'), all of which deserialized.
-    fn policies_only(&self) -> bool {
-        self.out.diags.is_empty()
-            && self.out.unreadable.is_empty()
-            && self.out.loaded.iter().all(|l| {
-                matches!(
-                    l.kind,
-                    Kind::NetworkPolicy | Kind::GlobalNetworkPolicy | Kind::KubernetesNetworkPolicy
-                )
-            })
+            && self.out.loaded.iter().all(|l| kinds.contains(&l.kind))
     }
 }
+
+/// The kinds a change can be patched in for, each group on its own: Services and
+/// EndpointSlices refer to nothing; policies only to their tier; endpoints, nodes and network
+/// sets only to the profiles that label them.
+const SERVICE_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice];
+const POLICY_KINDS: &[Kind] = &[
+    Kind::NetworkPolicy,
+    Kind::GlobalNetworkPolicy,
+    Kind::KubernetesNetworkPolicy,
+];
+const ENDPOINT_KINDS: &[Kind] = &[
+    Kind::WorkloadEndpoint,
+    Kind::HostEndpoint,
+    Kind::Node,
+    Kind::NetworkSet,
+    Kind::GlobalNetworkSet,
+];
 
 /// What an update changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,7 @@ enum Previous {
 enum Patched {
     Services,
     Policies,
+    Endpoints,
 }
 
 impl std::fmt::Debug for Documents {
@@ -249,6 +253,7 @@ impl Documents {
                 match kind {
                     Patched::Services => splice_services(&mut c, touched, before),
                     Patched::Policies => splice_policies(&mut c, touched, before),
+                    Patched::Endpoints => splice_endpoints(&mut c, touched, before),
                 }
                 Some(Arc::new(c))
             }
@@ -341,6 +346,7 @@ impl Documents {
         let mut after = Vec::new();
         let mut fast = self.config.is_ok();
         let mut policies = self.config.is_ok();
+        let mut endpoints = self.config.is_ok();
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
         for (rel, read) in changes {
             let old = self.files.get(&rel);
@@ -348,8 +354,9 @@ impl Documents {
             touched.insert(path);
             let new = read.map(Cached::new);
             for c in old.iter().copied().chain(new.as_ref()) {
-                fast &= c.services_only();
-                policies &= c.policies_only();
+                fast &= c.only(SERVICE_KINDS);
+                policies &= c.only(POLICY_KINDS);
+                endpoints &= c.only(ENDPOINT_KINDS);
             }
             if let Some(old) = self.files.remove(&rel) {
                 before.extend(old.out.loaded);
@@ -374,6 +381,9 @@ impl Documents {
             }
         } else if policies && self.patch_policies(&touched, &before, &after) {
             self.previous = Some(undo(Patched::Policies));
+            return Delta::Other;
+        } else if endpoints && self.patch_endpoints(&touched, &before, &after) {
+            self.previous = Some(undo(Patched::Endpoints));
             return Delta::Other;
         }
         if !fast {
@@ -484,6 +494,41 @@ impl Documents {
         true
     }
 
+    /// Patches the configuration for endpoints, nodes and network sets that went and came, if
+    /// they are valid on their own, duplicate nothing and name only profiles the configuration
+    /// has; false (nothing patched) otherwise.
+    fn patch_endpoints(
+        &mut self,
+        touched: &BTreeSet<PathBuf>,
+        before: &[load::Loaded],
+        after: &[load::Loaded],
+    ) -> bool {
+        let Ok(cfg) = &self.config else {
+            return false;
+        };
+        let profiles: BTreeSet<&str> = cfg
+            .profiles
+            .iter()
+            .map(|p| p.value.metadata.name.as_str())
+            .collect();
+        let known = |l: &load::Loaded| {
+            load::profiles_named(l)
+                .iter()
+                .all(|p| profiles.contains(p.as_str()))
+        };
+        if !after.iter().all(|l| load::valid_alone(l) && known(l)) {
+            return false;
+        }
+        if !self.recount(before, after) {
+            return false;
+        }
+        let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
+            return false;
+        };
+        splice_endpoints(cfg, touched, after);
+        true
+    }
+
     /// Builds the configuration from every parsed file, with all of `load_dir`'s checks.
     fn rebuild(&mut self, reader: &Reader) {
         let files: Vec<&FileText> = self.files.values().map(|c| &c.file).collect();
@@ -583,6 +628,77 @@ fn splice_policies(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load:
     let mut w = Diagnostics(std::mem::take(&mut cfg.warnings));
     w.sort();
     cfg.warnings = w.0;
+}
+
+/// Takes the endpoints, nodes and network sets of the `touched` files out of `cfg` (with
+/// their warnings) and puts `items` in, in load order; `items` passed their own checks.
+fn splice_endpoints(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load::Loaded]) {
+    remove_files(&mut cfg.workload_endpoints, touched, |i| &i.source.file);
+    remove_files(&mut cfg.host_endpoints, touched, |i| &i.source.file);
+    remove_files(&mut cfg.nodes, touched, |i| &i.source.file);
+    remove_files(&mut cfg.network_sets, touched, |i| &i.source.file);
+    remove_files(&mut cfg.global_network_sets, touched, |i| &i.source.file);
+    remove_files(&mut cfg.warnings, touched, |d| &d.file);
+    let mut workloads = Vec::new();
+    let mut hosts = Vec::new();
+    let mut nodes = Vec::new();
+    let mut sets = Vec::new();
+    let mut global_sets = Vec::new();
+    for l in items {
+        let source = l.source.clone();
+        match &l.value {
+            AnyResource::WorkloadEndpoint(v) => workloads.push(Item {
+                source,
+                value: v.clone(),
+            }),
+            AnyResource::HostEndpoint(v) => hosts.push(Item {
+                source,
+                value: v.clone(),
+            }),
+            AnyResource::Node(v) => nodes.push(Item {
+                source,
+                value: v.clone(),
+            }),
+            AnyResource::NetworkSet(v) => sets.push(Item {
+                source,
+                value: v.clone(),
+            }),
+            AnyResource::GlobalNetworkSet(v) => global_sets.push(Item {
+                source,
+                value: v.clone(),
+            }),
+            _ => unreachable!("checked: endpoints, nodes and network sets only"),
+        }
+        cfg.warnings.extend(load::warnings_of(l).iter().cloned());
+    }
+    merge_ordered(&mut cfg.workload_endpoints, workloads);
+    merge_ordered(&mut cfg.host_endpoints, hosts);
+    merge_ordered(&mut cfg.nodes, nodes);
+    merge_ordered(&mut cfg.network_sets, sets);
+    merge_ordered(&mut cfg.global_network_sets, global_sets);
+    let mut w = Diagnostics(std::mem::take(&mut cfg.warnings));
+    w.sort();
+    cfg.warnings = w.0;
+}
+
+/// Puts `items` into `v`, both in load order or `items` in any order, in one pass over `v`
+/// (tens of thousands of endpoints, a hundred new ones: one insert each would move them all
+/// a hundred times).
+fn merge_ordered<T>(v: &mut Vec<Item<T>>, mut items: Vec<Item<T>>) {
+    if items.is_empty() {
+        return;
+    }
+    items.sort_by(|a, b| order_key(&a.source).cmp(&order_key(&b.source)));
+    let old = std::mem::take(v);
+    v.reserve(old.len() + items.len());
+    let mut new = items.into_iter().peekable();
+    for item in old {
+        while let Some(n) = new.next_if(|n| order_key(&n.source) < order_key(&item.source)) {
+            v.push(n);
+        }
+        v.push(item);
+    }
+    v.extend(new);
 }
 
 /// Removes from `v`, which is in load order (by the bytes of each element's `file`), the
@@ -891,15 +1007,102 @@ mod tests {
     /// Everything a patch or a build can change, as text.
     fn whole(c: &Config) -> String {
         format!(
-            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
             c.services,
             c.endpoint_slices,
             c.profiles,
             c.k8s_network_policies,
             c.network_policies,
             c.policies,
-            c.warnings
+            c.warnings,
+            c.workload_endpoints,
+            c.host_endpoints,
+            c.nodes,
+            c.network_sets,
+            c.global_network_sets,
         )
+    }
+
+    fn wep(name: &str, profile: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{node: n1, interfaceName: cali-{name}, ipNetworks: [10.0.0.1/32], profiles: [{profile}]}}\n")
+    }
+
+    fn node(name: &str) -> String {
+        format!("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{bgp: {{ipv4Address: 192.168.0.1/24}}}}\n")
+    }
+
+    /// The configuration as `load_dir` makes it of the files, or its problems.
+    fn fresh_whole(dir: &Path) -> String {
+        crate::load_dir(dir).map_or_else(|e| e.to_string(), |c| whole(&c))
+    }
+
+    fn current_whole(d: &Documents) -> String {
+        d.config().map_or_else(|e| e.to_string(), |c| whole(c))
+    }
+
+    #[test]
+    fn endpoint_changes_patch_the_config_as_a_fresh_load_would_read_it() {
+        let dir = temp("endpoints");
+        let d0 = &dir.0;
+        std::fs::write(
+            d0.join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d0.join("a.yaml"),
+            wep("a", "kns.shop") + "---\n" + &node("n1"),
+        )
+        .unwrap();
+        std::fs::write(d0.join("c.yaml"), wep("c", "kns.shop")).unwrap();
+        let mut docs = Documents::read_dir(d0);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        let before = Arc::as_ptr(docs.config().unwrap());
+
+        // A new file between two others (endpoints and a node), an edit, a removal: each
+        // patched in place, in load order.
+        std::fs::write(
+            d0.join("b.yaml"),
+            node("n2") + "---\n" + &wep("b2", "kns.shop") + "---\n" + &wep("b1", "kns.shop"),
+        )
+        .unwrap();
+        assert_eq!(docs.reread(&["b.yaml"]), Delta::Other);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        std::fs::write(d0.join("a.yaml"), wep("a", "projectcalico-default-allow")).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        std::fs::remove_file(d0.join("c.yaml")).unwrap();
+        assert_eq!(docs.reread(&["c.yaml"]), Delta::Other);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        assert_eq!(
+            Arc::as_ptr(docs.config().unwrap()),
+            before,
+            "patched in place, not built again"
+        );
+
+        // A profile the files lack, and a duplicate, are problems only a full build places:
+        // built again, and reported as load_dir reports them.
+        std::fs::write(d0.join("a.yaml"), wep("a", "kns.elsewhere")).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert!(docs.config().is_err());
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        std::fs::write(d0.join("a.yaml"), wep("b1", "kns.shop")).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert!(docs.config().is_err());
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        std::fs::write(d0.join("a.yaml"), wep("a", "kns.shop")).unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        // And after those full builds, patches again.
+        let before = Arc::as_ptr(docs.config().unwrap());
+        std::fs::write(
+            d0.join("a.yaml"),
+            wep("a", "kns.shop") + "---\n" + &node("n3"),
+        )
+        .unwrap();
+        assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        assert_eq!(Arc::as_ptr(docs.config().unwrap()), before);
     }
 
     #[test]
@@ -916,14 +1119,16 @@ mod tests {
         let mut docs = Documents::read_dir(d0);
         assert!(docs.previous().is_none(), "nothing changed yet");
 
-        // A patched service, a patched policy, a built-again namespace, and a change to
-        // files that do not validate: each time the configuration before it comes back.
-        let changes: [(&str, String); 4] = [
+        // A patched service, a patched policy, a patched (new) endpoint file, a built-again
+        // namespace, and a change to files that do not validate: each time the configuration
+        // before it comes back.
+        let changes: [(&str, String); 5] = [
             (
                 "a.yaml",
                 service("a", "10.96.0.9") + "---\n" + &slice("a", "10.0.0.1"),
             ),
             ("p.yaml", calico_policy("default", "p", 81)),
+            ("w.yaml", wep("w", "kns.shop") + "---\n" + &node("n1")),
             (
                 "ns.yaml",
                 "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: b}}\n"

@@ -1601,6 +1601,20 @@ pub(crate) fn valid_policy(l: &Loaded) -> Option<(&Arc<ir::PolicyIr>, &[Diagnost
     Some((v.policy.as_ref()?, &v.warnings))
 }
 
+/// What a resource's own checks found to say, where they were made.
+pub(crate) fn warnings_of(l: &Loaded) -> &[Diagnostic] {
+    l.verdict.as_ref().map_or(&[], |v| &v.warnings)
+}
+
+/// The profiles an endpoint names.
+pub(crate) fn profiles_named(l: &Loaded) -> &[String] {
+    match &l.value {
+        AnyResource::WorkloadEndpoint(w) => &w.spec.profiles,
+        AnyResource::HostEndpoint(h) => &h.spec.profiles,
+        _ => &[],
+    }
+}
+
 /// The tier a Calico policy names, if it names one.
 pub(crate) fn policy_tier(l: &Loaded) -> Option<&str> {
     match &l.value {
@@ -1725,12 +1739,7 @@ pub(crate) fn finish(files: &Texts<'_>, mut out: Out) -> Result<Config, Diagnost
         .collect();
     for (l, id) in loaded.iter().zip(&ids) {
         let mut p = Problems::default();
-        let profiles = match &l.value {
-            AnyResource::WorkloadEndpoint(w) => w.spec.profiles.as_slice(),
-            AnyResource::HostEndpoint(h) => h.spec.profiles.as_slice(),
-            _ => &[],
-        };
-        for (i, name) in profiles.iter().enumerate() {
+        for (i, name) in profiles_named(l).iter().enumerate() {
             if !profile_names.contains(name) {
                 let hint = match name.strip_prefix(NAMESPACE_PROFILE_PREFIX) {
                     Some(ns) => format!("define a Profile named {name} or a Namespace named {ns}"),

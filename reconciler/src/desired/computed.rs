@@ -1050,6 +1050,27 @@ mod tests {
                 file.starts_with('p'),
                 "{file}: entities made again only when they may have changed"
             );
+            // Made again, they share what did not change: all but b's after b's labels
+            // changed, none after the namespace's.
+            let shared = made
+                .iter()
+                .zip(entities.iter())
+                .filter(|(a, b)| Arc::ptr_eq(a, b))
+                .count();
+            let expected = match file {
+                "b.yaml" => made.len() - 1,
+                "ns.yaml" => 0,
+                _ => made.len(),
+            };
+            assert_eq!(shared, expected, "{file}: entities shared");
+            assert_eq!(
+                format!("{:?}", made.iter().map(|e| &**e).collect::<Vec<_>>()),
+                format!(
+                    "{:?}",
+                    crate::desired::entities(cfg).iter().collect::<Vec<_>>()
+                ),
+                "{file}: as a fresh computation makes them"
+            );
             entities = made;
             let fresh = Computed::compute(cfg, &f, &mut crate::policy::Cache::default()).unwrap();
             assert_eq!(now.desired.state, fresh.desired.state, "{file}");

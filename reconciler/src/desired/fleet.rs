@@ -362,18 +362,37 @@ fn remote_addrs<'c>(
     local_addrs: &BTreeMap<Ipv4Addr, String>,
 ) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
     let mut remote: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    // A node's endpoints mostly come one after another: the list of the last is at hand.
+    let mut last: Option<(&str, Vec<Ipv4Addr>)> = None;
     for w in &cfg.workload_endpoints {
         let Some(on) = w.value.spec.node.as_deref().filter(|n| *n != node) else {
             continue;
         };
-        for c in super::read::cidrs(&w.value.spec.ip_networks) {
+        if last.as_ref().is_none_or(|(n, _)| *n != on) {
+            if let Some((n, addrs)) = last.take() {
+                remote.insert(n, addrs);
+            }
+            last = Some((on, remote.remove(on).unwrap_or_default()));
+        }
+        let addrs = &mut last.as_mut().expect("just set").1;
+        for c in w
+            .value
+            .spec
+            .ip_networks
+            .iter()
+            .filter_map(|s| s.parse().ok())
+        {
             if let weft_model::Cidr::V4 { addr, .. } = c {
                 if !local_addrs.contains_key(&addr) {
-                    remote.entry(on).or_default().push(addr);
+                    addrs.push(addr);
                 }
             }
         }
     }
+    if let Some((n, addrs)) = last {
+        remote.insert(n, addrs);
+    }
+    remote.retain(|_, addrs| !addrs.is_empty());
     remote
 }
 
@@ -521,18 +540,27 @@ pub fn plumbing(
     };
 
     // Which nodes have endpoint addresses in each pool block, this one included.
+    // (A node's addresses mostly share a block with the one before: that block is not
+    // looked up again.)
     let mut owners: BTreeMap<Net4, BTreeSet<&str>> = BTreeMap::new();
-    for addr in local_addrs.keys() {
-        if let Some(b) = block_of(&pools, *addr) {
-            owners.entry(b).or_default().insert(&facts.node);
-        }
-    }
-    for (node, addrs) in &remote {
+    fn own<'a>(
+        owners: &mut BTreeMap<Net4, BTreeSet<&'a str>>,
+        pools: &[Pool],
+        node: &'a str,
+        addrs: impl Iterator<Item = &'a Ipv4Addr>,
+    ) {
+        let mut last = None;
         for addr in addrs {
-            if let Some(b) = block_of(&pools, *addr) {
-                owners.entry(b).or_default().insert(node);
+            let b = block_of(pools, *addr);
+            if let Some(block) = b.filter(|_| b != last) {
+                owners.entry(block).or_default().insert(node);
+                last = b;
             }
         }
+    }
+    own(&mut owners, &pools, &facts.node, local_addrs.keys());
+    for (node, addrs) in &remote {
+        own(&mut owners, &pools, node, addrs.iter());
     }
     for (node, addrs) in &remote {
         let Some(p) = peers.get(node) else {
@@ -541,6 +569,7 @@ pub fn plumbing(
             )));
             continue;
         };
+        let mut last_routed = None;
         for addr in addrs {
             // The node's whole block where no other node has an address in it, else the
             // address alone.
@@ -548,7 +577,7 @@ pub fn plumbing(
             let net = block
                 .filter(|b| owners.get(b).is_some_and(|o| o.len() == 1))
                 .unwrap_or(Net4::host(u32::from(*addr)));
-            if d.state.routes.contains_key(&net) {
+            if last_routed == Some(net) || d.state.routes.contains_key(&net) {
                 continue;
             }
             match route_to(*addr, p, &me, &pools, vxlan_on, &underlay_dev) {
@@ -561,6 +590,7 @@ pub fn plumbing(
                         tunneled: route.dev == VXLAN_DEV,
                     });
                     d.state.routes.insert(net, route);
+                    last_routed = Some(net);
                 }
                 Err(why) => d.warnings.push(Warning::host(format!(
                     "workload address {addr} on node {node} is not routed: {why}"

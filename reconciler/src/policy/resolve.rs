@@ -97,7 +97,33 @@ pub struct Entity {
     pub nets: Vec<Net4>,
     /// (name, protocol, port)
     pub named_ports: Vec<(String, u8, u16)>,
+    /// A hash of the three, made once: `universe` combines them.
+    fingerprint: u64,
 }
+
+impl Entity {
+    pub fn new(
+        labels: BTreeMap<String, String>,
+        nets: Vec<Net4>,
+        named_ports: Vec<(String, u8, u16)>,
+    ) -> Entity {
+        use std::hash::{Hash, Hasher};
+        let mut h = super::fxhash::FxHasher::default();
+        labels.hash(&mut h);
+        nets.hash(&mut h);
+        named_ports.hash(&mut h);
+        Entity {
+            labels,
+            nets,
+            named_ports,
+            fingerprint: h.finish(),
+        }
+    }
+}
+
+/// Every entity of a configuration, each shared with the next computation's list where its
+/// resource and the profiles that label it are the same (`desired::EntitiesMemo`).
+pub type Entities = Arc<Vec<Arc<Entity>>>;
 
 /// A local endpoint as policy sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -169,7 +195,7 @@ pub fn rule_id(origin: &str, direction: Direction, index: Option<usize>) -> u32 
 /// Everything about the configuration that every endpoint's compilation shares.
 pub struct PolicyIndex<'c> {
     pub config: &'c Config,
-    entities: Arc<Vec<Entity>>,
+    entities: Entities,
     /// Tiers in evaluation order: (name, policies in order, tier's default action is Pass).
     tiers: Vec<(String, Vec<&'c PolicyIr>, bool)>,
     /// Per tier, its policies by the label their selector requires.
@@ -217,7 +243,7 @@ impl<'c> PolicyLabels<'c> {
 struct EntityLabels(FxHashMap<String, FxHashMap<String, Vec<usize>>>);
 
 impl EntityLabels {
-    fn new(entities: &[Entity]) -> Self {
+    fn new(entities: &[Arc<Entity>]) -> Self {
         let mut by: FxHashMap<String, FxHashMap<String, Vec<usize>>> = FxHashMap::default();
         for (i, e) in entities.iter().enumerate() {
             for (k, v) in &e.labels {
@@ -246,15 +272,14 @@ pub struct Selections {
 /// Per (protocol, port) a named port stands for, the addresses of the entities that have it.
 type NamedPortNets = BTreeMap<(u8, u16), Vec<Net4>>;
 
-/// A fingerprint of everything selectors can see of the entities.
-pub fn universe(entities: &[Entity]) -> u64 {
-    use std::hash::{Hash, Hasher};
+/// A fingerprint of everything selectors can see of the entities, in order: one hash of
+/// theirs, made when each was.
+pub fn universe(entities: &[Arc<Entity>]) -> u64 {
+    use std::hash::Hasher;
     let mut h = super::fxhash::FxHasher::default();
-    entities.len().hash(&mut h);
+    h.write_usize(entities.len());
     for e in entities {
-        e.labels.hash(&mut h);
-        e.nets.hash(&mut h);
-        e.named_ports.hash(&mut h);
+        h.write_u64(e.fingerprint);
     }
     h.finish()
 }
@@ -271,6 +296,7 @@ fn v4_nets(cidrs: &[Cidr]) -> Vec<Net4> {
 
 impl<'c> PolicyIndex<'c> {
     pub fn new(config: &'c Config, entities: Vec<Entity>) -> Self {
+        let entities: Vec<Arc<Entity>> = entities.into_iter().map(Arc::new).collect();
         let fingerprint = universe(&entities);
         Self::with_selections(
             config,
@@ -284,7 +310,7 @@ impl<'c> PolicyIndex<'c> {
     /// `selections` remembers if it was made for the same entities.
     pub fn with_selections(
         config: &'c Config,
-        entities: Arc<Vec<Entity>>,
+        entities: Entities,
         fingerprint: u64,
         mut selections: Selections,
     ) -> Self {
@@ -355,7 +381,7 @@ impl<'c> PolicyIndex<'c> {
     /// The entities that may match `sel`: those with the label it requires, if it requires one.
     fn entities_for<'s>(&'s self, sel: &Selector) -> Box<dyn Iterator<Item = &'s Entity> + 's> {
         let Some((k, v)) = sel.required_label() else {
-            return Box::new(self.entities.iter());
+            return Box::new(self.entities.iter().map(|e| &**e));
         };
         let index = self
             .entity_index
@@ -365,7 +391,7 @@ impl<'c> PolicyIndex<'c> {
             hit.map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .map(|&i| &self.entities[i]),
+                .map(|&i| &*self.entities[i]),
         )
     }
 
