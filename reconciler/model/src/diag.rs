@@ -148,6 +148,15 @@ pub struct Source {
     pub column: usize,
 }
 
+impl Source {
+    /// Where the resource comes in load order: its file (the bytes of the path), then its
+    /// place in the file.
+    pub fn load_order(&self) -> (&[u8], usize, usize) {
+        use std::os::unix::ffi::OsStrExt;
+        (self.file.as_os_str().as_bytes(), self.line, self.column)
+    }
+}
+
 fn serialize_path<S: Serializer>(p: &Arc<Path>, s: S) -> Result<S::Ok, S::Error> {
     Serialize::serialize(&**p, s)
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId, Source};
+use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId};
 use crate::load::{self, AnyResource, Digest, FileText, Out, ReadOptions, Reader, Texts};
 use crate::resources::k8s::{EndpointSlice, Service};
 
@@ -180,11 +180,6 @@ impl std::fmt::Debug for Documents {
             .field("files", &self.files.len())
             .finish()
     }
-}
-
-/// Load order: file (bytes of the path), then position in it.
-fn order_key(s: &Source) -> (&[u8], usize, usize) {
-    (s.file.as_os_str().as_bytes(), s.line, s.column)
 }
 
 impl Documents {
@@ -621,7 +616,7 @@ fn splice_policies(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load:
         }
         let at = cfg
             .policies
-            .partition_point(|p| order_key(&p.source) < order_key(&l.source));
+            .partition_point(|p| p.source.load_order() < l.source.load_order());
         cfg.policies.insert(at, policy.clone());
         cfg.warnings.extend(warnings.iter().cloned());
     }
@@ -688,12 +683,12 @@ fn merge_ordered<T>(v: &mut Vec<Item<T>>, mut items: Vec<Item<T>>) {
     if items.is_empty() {
         return;
     }
-    items.sort_by(|a, b| order_key(&a.source).cmp(&order_key(&b.source)));
+    items.sort_by(|a, b| a.source.load_order().cmp(&b.source.load_order()));
     let old = std::mem::take(v);
     v.reserve(old.len() + items.len());
     let mut new = items.into_iter().peekable();
     for item in old {
-        while let Some(n) = new.next_if(|n| order_key(&n.source) < order_key(&item.source)) {
+        while let Some(n) = new.next_if(|n| n.source.load_order() < item.source.load_order()) {
             v.push(n);
         }
         v.push(item);
@@ -714,7 +709,7 @@ fn remove_files<T>(v: &mut Vec<T>, touched: &BTreeSet<PathBuf>, file: impl Fn(&T
 }
 
 fn insert_ordered<T>(v: &mut Vec<Item<T>>, item: Item<T>) {
-    let at = v.partition_point(|i| order_key(&i.source) < order_key(&item.source));
+    let at = v.partition_point(|i| i.source.load_order() < item.source.load_order());
     v.insert(at, item);
 }
 

@@ -375,14 +375,8 @@ fn remote_addrs<'c>(
             last = Some((on, remote.remove(on).unwrap_or_default()));
         }
         let addrs = &mut last.as_mut().expect("just set").1;
-        for c in w
-            .value
-            .spec
-            .ip_networks
-            .iter()
-            .filter_map(|s| s.parse().ok())
-        {
-            if let weft_model::Cidr::V4 { addr, .. } = c {
+        for c in w.value.ip_networks() {
+            if let weft_model::Cidr::V4 { addr, .. } = *c {
                 if !local_addrs.contains_key(&addr) {
                     addrs.push(addr);
                 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use weft_model::{Cidr, Config};
+use weft_model::{Cidr, Config, Item};
 
 use crate::bpf::maps::{self, IfaceValue, MapSizes, Route4Key, RouteValue};
 use crate::events::filter::{self as trace_filter, TraceSettings};
@@ -28,7 +28,6 @@ use crate::objects::{AttachMode, CgroupHook};
 use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings, Rpf};
 use crate::policy::classify::CompileError;
 use crate::policy::flat::Net4;
-use crate::policy::fxhash::FxHashMap;
 use crate::policy::resolve::{Direction, Endpoint, Entities, Entity, PolicyIndex, RuleInfo, Stage};
 use crate::services::{ServiceSettings, ServiceTables};
 pub mod computed;
@@ -244,11 +243,7 @@ pub struct FullMap {
 /// does not parse here is skipped rather than reported twice.
 mod read {
     use weft_model::net::{parse_mac, parse_protocol};
-    use weft_model::{Cidr, EndpointPort, IntOrString, WorkloadEndpoint, WorkloadEndpointPort};
-
-    pub fn cidrs(v: &[String]) -> Vec<Cidr> {
-        v.iter().filter_map(|s| s.parse().ok()).collect()
-    }
+    use weft_model::{EndpointPort, IntOrString, WorkloadEndpoint, WorkloadEndpointPort};
 
     fn port(name: &str, protocol: &IntOrString, port: i64) -> Option<(String, u8, u16)> {
         Some((
@@ -301,30 +296,48 @@ fn net4(c: &Cidr) -> Option<Net4> {
 
 /// Everything selectors can pick, across the whole fleet's configuration.
 pub fn entities(cfg: &Config) -> Vec<Entity> {
-    entities_reusing(cfg, |_| None)
+    entities_reusing(cfg, None)
         .into_iter()
         .map(Arc::unwrap_or_clone)
         .collect()
 }
 
-/// `entities`, each taken from `known` where it has the entity of that resource (by the
-/// resource's address) rather than made again.
+/// `entities`, each taken from `last` (what they were made of, and what was made) where its
+/// resource is the very one it was made of then, rather than made again.
 fn entities_reusing(
     cfg: &Config,
-    known: impl Fn(*const ()) -> Option<Arc<Entity>>,
+    last: Option<(&EntityInputs, &[Arc<Entity>])>,
 ) -> Vec<Arc<Entity>> {
+    /// One kind's: `held` and `made` are the last list's, in load order as `items` are, so
+    /// one walk over both finds what stayed (and skips what went).
     fn of<T>(
-        items: &[weft_model::Item<T>],
-        known: &impl Fn(*const ()) -> Option<Arc<Entity>>,
+        items: &[Item<T>],
+        held: &[Item<T>],
+        made: &mut &[Arc<Entity>],
         make: impl Fn(&T) -> Entity,
         out: &mut Vec<Arc<Entity>>,
     ) {
+        let (mine, rest) = made.split_at(held.len().min(made.len()));
+        *made = rest;
+        let mut j = 0;
         for i in items {
-            let e = known(Arc::as_ptr(&i.value).cast());
-            out.push(e.unwrap_or_else(|| Arc::new(make(&i.value))));
+            while j < held.len()
+                && !Arc::ptr_eq(&held[j].value, &i.value)
+                && held[j].source.load_order() < i.source.load_order()
+            {
+                j += 1;
+            }
+            if j < held.len() && Arc::ptr_eq(&held[j].value, &i.value) {
+                out.push(mine[j].clone());
+                j += 1;
+            } else {
+                out.push(Arc::new(make(&i.value)));
+            }
         }
     }
-    let nets = |cidrs: &[String]| read::cidrs(cidrs).iter().filter_map(net4).collect();
+    let empty = EntityInputs::default();
+    let (held, mut made) = last.unwrap_or((&empty, &[]));
+    let nets = |cidrs: &[Cidr]| cidrs.iter().filter_map(net4).collect();
     let mut out = Vec::with_capacity(
         cfg.workload_endpoints.len()
             + cfg.host_endpoints.len()
@@ -333,11 +346,12 @@ fn entities_reusing(
     );
     of(
         &cfg.workload_endpoints,
-        &known,
+        &held.workloads,
+        &mut made,
         |w| {
             Entity::new(
                 cfg.endpoint_labels(w),
-                nets(&w.spec.ip_networks),
+                nets(w.ip_networks()),
                 read::wep_ports(&w.spec.ports),
             )
         },
@@ -345,11 +359,12 @@ fn entities_reusing(
     );
     of(
         &cfg.host_endpoints,
-        &known,
+        &held.hosts,
+        &mut made,
         |h| {
             Entity::new(
                 cfg.host_endpoint_labels(h),
-                nets(&h.spec.expected_ips),
+                nets(h.expected_ips()),
                 read::hep_ports(&h.spec.ports),
             )
         },
@@ -357,20 +372,16 @@ fn entities_reusing(
     );
     of(
         &cfg.network_sets,
-        &known,
-        |n| Entity::new(cfg.network_set_labels(n), nets(&n.spec.nets), Vec::new()),
+        &held.sets,
+        &mut made,
+        |n| Entity::new(cfg.network_set_labels(n), nets(n.nets()), Vec::new()),
         &mut out,
     );
     of(
         &cfg.global_network_sets,
-        &known,
-        |n| {
-            Entity::new(
-                cfg.global_network_set_labels(n),
-                nets(&n.spec.nets),
-                Vec::new(),
-            )
-        },
+        &held.global_sets,
+        &mut made,
+        |n| Entity::new(cfg.global_network_set_labels(n), nets(n.nets()), Vec::new()),
         &mut out,
     );
     out
@@ -386,15 +397,16 @@ pub struct EntitiesMemo {
     last: Option<(EntityInputs, Entities, u64)>,
 }
 
-/// What entities are made of: endpoints, network sets, and the profiles (namespaces'
-/// included) that label them. Held, not only compared, so that no allocation is freed and
-/// reused by another resource meanwhile.
-#[derive(Clone)]
+/// What entities are made of: endpoints and network sets (with where each is, to walk the
+/// last list beside the next), and the profiles (namespaces' included) that label them. Held,
+/// not only compared, so that no allocation is freed and reused by another resource
+/// meanwhile.
+#[derive(Clone, Default)]
 struct EntityInputs {
-    workloads: Vec<Arc<weft_model::WorkloadEndpoint>>,
-    hosts: Vec<Arc<weft_model::HostEndpoint>>,
-    sets: Vec<Arc<weft_model::NetworkSet>>,
-    global_sets: Vec<Arc<weft_model::GlobalNetworkSet>>,
+    workloads: Vec<Item<weft_model::WorkloadEndpoint>>,
+    hosts: Vec<Item<weft_model::HostEndpoint>>,
+    sets: Vec<Item<weft_model::NetworkSet>>,
+    global_sets: Vec<Item<weft_model::GlobalNetworkSet>>,
     profiles: Vec<Arc<weft_model::Profile>>,
 }
 
@@ -421,33 +433,28 @@ pub(crate) fn same_allocations<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
 impl EntityInputs {
     fn of(cfg: &Config) -> EntityInputs {
         EntityInputs {
-            workloads: values(&cfg.workload_endpoints),
-            hosts: values(&cfg.host_endpoints),
-            sets: values(&cfg.network_sets),
-            global_sets: values(&cfg.global_network_sets),
+            workloads: cfg.workload_endpoints.clone(),
+            hosts: cfg.host_endpoints.clone(),
+            sets: cfg.network_sets.clone(),
+            global_sets: cfg.global_network_sets.clone(),
             profiles: values(&cfg.profiles),
         }
     }
 
     /// Whether `cfg`'s inputs are these, compared where they are rather than taken first.
     fn are_of(&self, cfg: &Config) -> bool {
-        use self::same_values as same;
+        fn same<T>(held: &[Item<T>], items: &[Item<T>]) -> bool {
+            held.len() == items.len()
+                && held
+                    .iter()
+                    .zip(items)
+                    .all(|(a, b)| Arc::ptr_eq(&a.value, &b.value))
+        }
         same(&self.workloads, &cfg.workload_endpoints)
             && same(&self.hosts, &cfg.host_endpoints)
             && same(&self.sets, &cfg.network_sets)
             && same(&self.global_sets, &cfg.global_network_sets)
-            && same(&self.profiles, &cfg.profiles)
-    }
-
-    /// The resources' addresses, in the order their entities are listed.
-    fn addresses(&self) -> impl Iterator<Item = *const ()> + '_ {
-        fn of<T>(v: &[Arc<T>]) -> impl Iterator<Item = *const ()> + '_ {
-            v.iter().map(|a| Arc::as_ptr(a).cast())
-        }
-        of(&self.workloads)
-            .chain(of(&self.hosts))
-            .chain(of(&self.sets))
-            .chain(of(&self.global_sets))
+            && same_values(&self.profiles, &cfg.profiles)
     }
 }
 
@@ -458,19 +465,12 @@ impl EntitiesMemo {
             return (e.clone(), *u);
         }
         let inputs = EntityInputs::of(cfg);
-        let e = match self
+        let last = self
             .last
             .as_ref()
             .filter(|(i, _, _)| same_allocations(&i.profiles, &inputs.profiles))
-        {
-            // Held in `last` while looked up: no address is another resource's meanwhile.
-            Some((held, made, _)) => {
-                let by_address: FxHashMap<*const (), &Arc<Entity>> =
-                    held.addresses().zip(made.iter()).collect();
-                entities_reusing(cfg, |a| by_address.get(&a).map(|e| Arc::clone(e)))
-            }
-            None => entities_reusing(cfg, |_| None),
-        };
+            .map(|(i, e, _)| (i, e.as_slice()));
+        let e = entities_reusing(cfg, last);
         let u = crate::policy::resolve::universe(&e);
         let e = Arc::new(e);
         drop(self.last.replace((inputs, e.clone(), u)));
@@ -482,7 +482,7 @@ impl EntitiesMemo {
 pub fn endpoint(cfg: &Config, wep: &weft_model::WorkloadEndpoint) -> Endpoint {
     Endpoint {
         labels: cfg.endpoint_labels(wep),
-        addrs: v4_hosts(&read::cidrs(&wep.spec.ip_networks))
+        addrs: v4_hosts(wep.ip_networks())
             .iter()
             .map(|a| u32::from(*a))
             .collect(),
@@ -613,7 +613,7 @@ fn desired_from(
                 iface: iface.to_string(),
             });
         }
-        for a in v4_hosts(&read::cidrs(&wep.spec.ip_networks)) {
+        for a in v4_hosts(wep.ip_networks()) {
             if let Some(other) = by_addr.insert(a, name.clone()) {
                 return Err(DesiredError::SharedAddress {
                     a: other,
@@ -827,7 +827,7 @@ fn workloads(
         let wep = &w.value;
         let name = read::name(wep);
         let iface = wep.spec.interface_name.clone().unwrap_or_default();
-        let addrs = v4_hosts(&read::cidrs(&wep.spec.ip_networks));
+        let addrs = v4_hosts(wep.ip_networks());
         let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -1335,7 +1335,7 @@ mod tests {
             .expect("endpoint");
         let e = Endpoint {
             labels: cfg.endpoint_labels(&w.value),
-            addrs: v4_hosts(&read::cidrs(&w.value.spec.ip_networks))
+            addrs: v4_hosts(w.value.ip_networks())
                 .iter()
                 .map(|a| u32::from(*a))
                 .collect(),
