@@ -297,46 +297,55 @@ fn net4(c: &Cidr) -> Option<Net4> {
 /// Everything selectors can pick, across the whole fleet's configuration.
 pub fn entities(cfg: &Config) -> Vec<Entity> {
     entities_reusing(cfg, None)
+        .1
         .into_iter()
         .map(Arc::unwrap_or_clone)
         .collect()
 }
 
 /// `entities`, each taken from `last` (what they were made of, and what was made) where its
-/// resource is the very one it was made of then, rather than made again.
+/// resource is the very one it was made of then, rather than made again; with what they are
+/// made of now. What stayed is moved from `last`, not copied.
 fn entities_reusing(
     cfg: &Config,
-    last: Option<(&EntityInputs, &[Arc<Entity>])>,
-) -> Vec<Arc<Entity>> {
+    last: Option<(EntityInputs, Vec<Arc<Entity>>)>,
+) -> (EntityInputs, Vec<Arc<Entity>>) {
     /// One kind's: `held` and `made` are the last list's, in load order as `items` are, so
-    /// one walk over both finds what stayed (and skips what went).
+    /// one walk over both finds what stayed (and drops what went).
     fn of<T>(
         items: &[Item<T>],
-        held: &[Item<T>],
-        made: &mut &[Arc<Entity>],
+        held: Vec<Item<T>>,
+        made: &mut std::vec::IntoIter<Arc<Entity>>,
         make: impl Fn(&T) -> Entity,
+        inputs: &mut Vec<Item<T>>,
         out: &mut Vec<Arc<Entity>>,
     ) {
-        let (mine, rest) = made.split_at(held.len().min(made.len()));
-        *made = rest;
-        let mut j = 0;
+        let mut last = held.into_iter().zip(made.by_ref()).peekable();
+        inputs.reserve(items.len());
         for i in items {
-            while j < held.len()
-                && !Arc::ptr_eq(&held[j].value, &i.value)
-                && held[j].source.load_order() < i.source.load_order()
-            {
-                j += 1;
-            }
-            if j < held.len() && Arc::ptr_eq(&held[j].value, &i.value) {
-                out.push(mine[j].clone());
-                j += 1;
-            } else {
-                out.push(Arc::new(make(&i.value)));
+            let went = |(h, _): &(Item<T>, _)| {
+                !Arc::ptr_eq(&h.value, &i.value) && h.source.load_order() < i.source.load_order()
+            };
+            while last.next_if(went).is_some() {}
+            match last.next_if(|(h, _)| Arc::ptr_eq(&h.value, &i.value)) {
+                Some((h, e)) => {
+                    inputs.push(h);
+                    out.push(e);
+                }
+                None => {
+                    inputs.push(Item {
+                        source: i.source.clone(),
+                        value: i.value.clone(),
+                    });
+                    out.push(Arc::new(make(&i.value)));
+                }
             }
         }
+        // What is left of this kind's went; the next kind's entities follow in `made`.
+        last.for_each(drop);
     }
-    let empty = EntityInputs::default();
-    let (held, mut made) = last.unwrap_or((&empty, &[]));
+    let (held, made) = last.unwrap_or_default();
+    let mut made = made.into_iter();
     let nets = |cidrs: &[Cidr]| cidrs.iter().filter_map(net4).collect();
     let mut out = Vec::with_capacity(
         cfg.workload_endpoints.len()
@@ -344,9 +353,13 @@ fn entities_reusing(
             + cfg.network_sets.len()
             + cfg.global_network_sets.len(),
     );
+    let mut inputs = EntityInputs {
+        profiles: values(&cfg.profiles),
+        ..Default::default()
+    };
     of(
         &cfg.workload_endpoints,
-        &held.workloads,
+        held.workloads,
         &mut made,
         |w| {
             Entity::new(
@@ -355,11 +368,12 @@ fn entities_reusing(
                 read::wep_ports(&w.spec.ports),
             )
         },
+        &mut inputs.workloads,
         &mut out,
     );
     of(
         &cfg.host_endpoints,
-        &held.hosts,
+        held.hosts,
         &mut made,
         |h| {
             Entity::new(
@@ -368,23 +382,26 @@ fn entities_reusing(
                 read::hep_ports(&h.spec.ports),
             )
         },
+        &mut inputs.hosts,
         &mut out,
     );
     of(
         &cfg.network_sets,
-        &held.sets,
+        held.sets,
         &mut made,
         |n| Entity::new(cfg.network_set_labels(n), nets(n.nets()), Vec::new()),
+        &mut inputs.sets,
         &mut out,
     );
     of(
         &cfg.global_network_sets,
-        &held.global_sets,
+        held.global_sets,
         &mut made,
         |n| Entity::new(cfg.global_network_set_labels(n), nets(n.nets()), Vec::new()),
+        &mut inputs.global_sets,
         &mut out,
     );
-    out
+    (inputs, out)
 }
 
 /// `entities` of a configuration and their fingerprint (`resolve::universe`), as last made.
@@ -431,16 +448,6 @@ pub(crate) fn same_allocations<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
 }
 
 impl EntityInputs {
-    fn of(cfg: &Config) -> EntityInputs {
-        EntityInputs {
-            workloads: cfg.workload_endpoints.clone(),
-            hosts: cfg.host_endpoints.clone(),
-            sets: cfg.network_sets.clone(),
-            global_sets: cfg.global_network_sets.clone(),
-            profiles: values(&cfg.profiles),
-        }
-    }
-
     /// Whether `cfg`'s inputs are these, compared where they are rather than taken first.
     fn are_of(&self, cfg: &Config) -> bool {
         fn same<T>(held: &[Item<T>], items: &[Item<T>]) -> bool {
@@ -464,16 +471,17 @@ impl EntitiesMemo {
         if let Some((_, e, u)) = self.last.as_ref().filter(|(i, _, _)| i.are_of(cfg)) {
             return (e.clone(), *u);
         }
-        let inputs = EntityInputs::of(cfg);
+        // The last list is taken apart where nobody else holds it (a computation's index
+        // has let it go by now), and copied otherwise.
         let last = self
             .last
-            .as_ref()
-            .filter(|(i, _, _)| same_allocations(&i.profiles, &inputs.profiles))
-            .map(|(i, e, _)| (i, e.as_slice()));
-        let e = entities_reusing(cfg, last);
+            .take()
+            .filter(|(i, _, _)| same_values(&i.profiles, &cfg.profiles))
+            .map(|(i, e, _)| (i, Arc::unwrap_or_clone(e)));
+        let (inputs, e) = entities_reusing(cfg, last);
         let u = crate::policy::resolve::universe(&e);
         let e = Arc::new(e);
-        drop(self.last.replace((inputs, e.clone(), u)));
+        self.last = Some((inputs, e.clone(), u));
         (e, u)
     }
 }
