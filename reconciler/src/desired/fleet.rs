@@ -354,40 +354,50 @@ fn nodes<'c>(
     (me, peers)
 }
 
-/// The IPv4 addresses of workloads on other nodes than `node`, by node, leaving out any this
-/// node's own endpoints claim.
-fn remote_addrs<'c>(
-    cfg: &'c Config,
-    node: &str,
-    local_addrs: &BTreeMap<Ipv4Addr, String>,
-) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
-    let mut remote: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
-    // A node's endpoints mostly come one after another: the list of the last is at hand.
-    let mut last: Option<(&str, Vec<Ipv4Addr>)> = None;
-    for w in &cfg.workload_endpoints {
-        let Some(on) = w.value.spec.node.as_deref().filter(|n| *n != node) else {
-            continue;
-        };
-        if last.as_ref().is_none_or(|(n, _)| *n != on) {
-            if let Some((n, addrs)) = last.take() {
-                remote.insert(n, addrs);
+/// The IPv4 addresses of workloads on other nodes, by node, gathered from the endpoints one
+/// at a time (`add`) in the one walk over them that also finds this node's own.
+#[derive(Default)]
+pub struct RemoteAddrs<'c> {
+    by_node: BTreeMap<&'c str, Vec<Ipv4Addr>>,
+    /// A node's endpoints mostly come one after another: the list of the last is at hand.
+    last: Option<(&'c str, Vec<Ipv4Addr>)>,
+}
+
+impl<'c> RemoteAddrs<'c> {
+    /// Whether the fleet's plumbing routes other nodes' endpoints at all: only with Node
+    /// resources or VXLAN. Otherwise they are policy peers only (a single host's files may
+    /// name them), and their addresses need not be gathered (2 ms at 10,000, on every change).
+    pub fn wanted(cfg: &Config, facts: &HostFacts) -> bool {
+        !cfg.nodes.is_empty() || vxlan_on(cfg, &cfg.felix_for_node(&facts.node))
+    }
+
+    pub fn add(&mut self, node: &'c str, nets: &[weft_model::Cidr]) {
+        if self.last.as_ref().is_none_or(|(n, _)| *n != node) {
+            if let Some((n, addrs)) = self.last.take() {
+                self.by_node.insert(n, addrs);
             }
-            last = Some((on, remote.remove(on).unwrap_or_default()));
+            let had = self.by_node.remove(node).unwrap_or_default();
+            self.last = Some((node, had));
         }
-        let addrs = &mut last.as_mut().expect("just set").1;
-        for c in w.value.ip_networks() {
+        let addrs = &mut self.last.as_mut().expect("just set").1;
+        for c in nets {
             if let weft_model::Cidr::V4 { addr, .. } = *c {
-                if !local_addrs.contains_key(&addr) {
-                    addrs.push(addr);
-                }
+                addrs.push(addr);
             }
         }
     }
-    if let Some((n, addrs)) = last {
-        remote.insert(n, addrs);
+
+    /// By node, leaving out any address this node's own endpoints claim.
+    fn finish(mut self, local_addrs: &BTreeMap<Ipv4Addr, String>) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
+        if let Some((n, addrs)) = self.last.take() {
+            self.by_node.insert(n, addrs);
+        }
+        self.by_node.retain(|_, addrs| {
+            addrs.retain(|a| !local_addrs.contains_key(a));
+            !addrs.is_empty()
+        });
+        self.by_node
     }
-    remote.retain(|_, addrs| !addrs.is_empty());
-    remote
 }
 
 /// The route from this node (`me`, its underlay interface `underlay_dev`) to workload
@@ -493,10 +503,11 @@ fn tunnel(
 /// The fleet's part of this node's desired state (see the module's doc): the VXLAN device,
 /// its address, neighbour and FDB entries, and the routes to remote workloads, into `d`.
 /// `local_addrs` are this node's own endpoints' addresses, which no remote route may take.
-pub fn plumbing(
-    cfg: &Config,
+pub fn plumbing<'c>(
+    cfg: &'c Config,
     facts: &HostFacts,
     local_addrs: &BTreeMap<Ipv4Addr, String>,
+    remote: RemoteAddrs<'c>,
     d: &mut Desired,
 ) -> Fleet {
     let mut fleet = Fleet::default();
@@ -504,14 +515,12 @@ pub fn plumbing(
     let pools = pools(cfg);
     let vxlan_on = vxlan_on(cfg, &felix);
     let (me, peers) = nodes(cfg, &facts.node, &mut d.warnings);
-    // Without Node resources and VXLAN, other nodes' endpoints are policy peers only (a single
-    // host's files may name them): nothing to route, and nothing to say. Asked before the
-    // remote addresses are gathered, which takes every endpoint's (2 ms at 10,000, on every
-    // change).
+    // Without Node resources and VXLAN, nothing to route, and nothing to say
+    // (`RemoteAddrs::wanted`).
     if cfg.nodes.is_empty() && !vxlan_on {
         return fleet;
     }
-    let remote = remote_addrs(cfg, &facts.node, local_addrs);
+    let remote = remote.finish(local_addrs);
     if remote.is_empty() && !vxlan_on {
         return fleet;
     }

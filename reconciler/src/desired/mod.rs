@@ -520,7 +520,7 @@ pub fn desired(cfg: &Config, facts: &HostFacts) -> Result<Desired, DesiredError>
 /// What `cfg` leaves silently undone on node `node`, said: what the files' own loading noted
 /// (`Config::warnings`), a node name that no WorkloadEndpoint names (a `--node` typo would
 /// otherwise program nothing and say nothing).
-fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
+fn config_warnings(cfg: &Config, node: &str, any_local: bool) -> Vec<Warning> {
     let mut out: Vec<Warning> = cfg
         .warnings
         .iter()
@@ -533,17 +533,15 @@ fn config_warnings(cfg: &Config, node: &str) -> Vec<Warning> {
             Warning::resource(about, w.to_string())
         })
         .collect();
-    // The node names are gathered only when none is this one's (at every computation, the
-    // usual answer is found at the first endpoint of this node).
-    let weps = || {
-        cfg.workload_endpoints
-            .iter()
-            .map(|w| w.value.spec.node.as_deref())
-    };
-    let nodes: BTreeSet<&str> = if weps().any(|n| n == Some(node)) {
+    // The node names are gathered only when none is this one's (`any_local`: the caller
+    // found this node's endpoints).
+    let nodes: BTreeSet<&str> = if any_local {
         BTreeSet::new()
     } else {
-        weps().flatten().collect()
+        cfg.workload_endpoints
+            .iter()
+            .filter_map(|w| w.value.spec.node.as_deref())
+            .collect()
     };
     if !nodes.is_empty() {
         let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
@@ -607,10 +605,18 @@ fn desired_from(
     let mut local = Vec::new();
     let mut by_iface: BTreeMap<&str, String> = BTreeMap::new();
     let mut by_addr: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    // Other nodes' endpoints are gathered in the same walk, for the fleet's routes.
+    let mut remote = fleet::RemoteAddrs::default();
+    let routed = fleet::RemoteAddrs::wanted(cfg, facts);
     for w in &cfg.workload_endpoints {
         let wep = &w.value;
-        if wep.spec.node.as_deref() != Some(facts.node.as_str()) {
-            continue;
+        match wep.spec.node.as_deref() {
+            Some(n) if n == facts.node => {}
+            Some(n) if routed => {
+                remote.add(n, wep.ip_networks());
+                continue;
+            }
+            _ => continue,
         }
         let name = read::name(wep);
         let iface = wep.spec.interface_name.as_deref().unwrap_or_default();
@@ -642,8 +648,8 @@ fn desired_from(
         }
     }
     d.warnings.extend(svc.warnings.iter().cloned());
-    d.warnings.extend(config_warnings(cfg, &facts.node));
-    let fleet = fleet::plumbing(cfg, facts, &by_addr, &mut d);
+    d.warnings.extend(config_warnings(cfg, &facts.node, !by_iface.is_empty()));
+    let fleet = fleet::plumbing(cfg, facts, &by_addr, remote, &mut d);
     let covered = hosts::covered(cfg, facts, &by_iface, &mut d.warnings);
     if local.is_empty() && svc.is_empty() && covered.is_empty() {
         warning::order(&mut d.warnings);
