@@ -388,7 +388,10 @@ impl<'c> RemoteAddrs<'c> {
     }
 
     /// By node, leaving out any address this node's own endpoints claim.
-    fn finish(mut self, local_addrs: &BTreeMap<Ipv4Addr, String>) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
+    fn finish(
+        mut self,
+        local_addrs: &BTreeMap<Ipv4Addr, String>,
+    ) -> BTreeMap<&'c str, Vec<Ipv4Addr>> {
         if let Some((n, addrs)) = self.last.take() {
             self.by_node.insert(n, addrs);
         }

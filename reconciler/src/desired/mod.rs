@@ -296,7 +296,7 @@ fn net4(c: &Cidr) -> Option<Net4> {
 
 /// Everything selectors can pick, across the whole fleet's configuration.
 pub fn entities(cfg: &Config) -> Vec<Entity> {
-    entities_reusing(cfg, None)
+    entities_reusing(cfg, None, &mut LabelSets::default())
         .1
         .into_iter()
         .map(Arc::unwrap_or_clone)
@@ -309,6 +309,7 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
 fn entities_reusing(
     cfg: &Config,
     last: Option<(EntityInputs, Vec<Arc<Entity>>)>,
+    labels: &mut LabelSets,
 ) -> (EntityInputs, Vec<Arc<Entity>>) {
     /// One kind's: `held` and `made` are the last list's, in load order as `items` are, so
     /// one walk over both finds what stayed (and drops what went).
@@ -316,7 +317,7 @@ fn entities_reusing(
         items: &[Item<T>],
         held: Vec<Item<T>>,
         made: &mut std::vec::IntoIter<Arc<Entity>>,
-        make: impl Fn(&T) -> Entity,
+        mut make: impl FnMut(&T) -> Entity,
         inputs: &mut Vec<Item<T>>,
         out: &mut Vec<Arc<Entity>>,
     ) {
@@ -363,7 +364,7 @@ fn entities_reusing(
         &mut made,
         |w| {
             Entity::new(
-                cfg.endpoint_labels(w),
+                labels.share(cfg.endpoint_labels(w)),
                 nets(w.ip_networks()),
                 read::wep_ports(&w.spec.ports),
             )
@@ -377,7 +378,7 @@ fn entities_reusing(
         &mut made,
         |h| {
             Entity::new(
-                cfg.host_endpoint_labels(h),
+                labels.share(cfg.host_endpoint_labels(h)),
                 nets(h.expected_ips()),
                 read::hep_ports(&h.spec.ports),
             )
@@ -389,7 +390,13 @@ fn entities_reusing(
         &cfg.network_sets,
         held.sets,
         &mut made,
-        |n| Entity::new(cfg.network_set_labels(n), nets(n.nets()), Vec::new()),
+        |n| {
+            Entity::new(
+                labels.share(cfg.network_set_labels(n)),
+                nets(n.nets()),
+                Vec::new(),
+            )
+        },
         &mut inputs.sets,
         &mut out,
     );
@@ -397,7 +404,10 @@ fn entities_reusing(
         &cfg.global_network_sets,
         held.global_sets,
         &mut made,
-        |n| Entity::new(cfg.global_network_set_labels(n), nets(n.nets()), Vec::new()),
+        |n| {
+            let l = labels.share(cfg.global_network_set_labels(n));
+            Entity::new(l, nets(n.nets()), Vec::new())
+        },
         &mut inputs.global_sets,
         &mut out,
     );
@@ -412,6 +422,31 @@ fn entities_reusing(
 #[derive(Clone, Default)]
 pub struct EntitiesMemo {
     last: Option<(EntityInputs, Entities, u64)>,
+    labels: LabelSets,
+}
+
+/// The label sets of entities, each kept once and shared by every entity that has it: an
+/// entity's labels (its own, its profiles' and its namespace's, a map of a few pairs) were
+/// about 550 bytes, most of an entity, and the pods of a deployment have the same.
+#[derive(Clone, Default)]
+struct LabelSets(std::collections::HashSet<Arc<BTreeMap<String, String>>, FxBuildHasher>);
+
+type FxBuildHasher = std::hash::BuildHasherDefault<crate::policy::fxhash::FxHasher>;
+
+impl LabelSets {
+    fn share(&mut self, labels: BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
+        if let Some(kept) = self.0.get(&labels) {
+            return kept.clone();
+        }
+        let kept = Arc::new(labels);
+        self.0.insert(kept.clone());
+        kept
+    }
+
+    /// Lets go of the sets no entity has any more.
+    fn prune(&mut self) {
+        self.0.retain(|l| Arc::strong_count(l) > 1);
+    }
 }
 
 /// What entities are made of: endpoints and network sets (with where each is, to walk the
@@ -478,7 +513,8 @@ impl EntitiesMemo {
             .take()
             .filter(|(i, _, _)| same_values(&i.profiles, &cfg.profiles))
             .map(|(i, e, _)| (i, Arc::unwrap_or_clone(e)));
-        let (inputs, e) = entities_reusing(cfg, last);
+        let (inputs, e) = entities_reusing(cfg, last, &mut self.labels);
+        self.labels.prune();
         let u = crate::policy::resolve::universe(&e);
         let e = Arc::new(e);
         self.last = Some((inputs, e.clone(), u));
@@ -648,7 +684,8 @@ fn desired_from(
         }
     }
     d.warnings.extend(svc.warnings.iter().cloned());
-    d.warnings.extend(config_warnings(cfg, &facts.node, !by_iface.is_empty()));
+    d.warnings
+        .extend(config_warnings(cfg, &facts.node, !by_iface.is_empty()));
     let fleet = fleet::plumbing(cfg, facts, &by_addr, remote, &mut d);
     let covered = hosts::covered(cfg, facts, &by_iface, &mut d.warnings);
     if local.is_empty() && svc.is_empty() && covered.is_empty() {
@@ -1164,6 +1201,28 @@ mod tests {
         format!(
             "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\nspec:\n  node: {node}\n  interfaceName: {iface}\n  ipNetworks: [{ip}]\n  profiles: [{profiles}]\n"
         )
+    }
+
+    #[test]
+    fn entities_with_the_same_labels_share_them_until_none_has_them() {
+        // Two endpoints labelled alike (`wep` labels each with its name: a2 takes a's), and
+        // one other.
+        let a2 =
+            wep("a2", "n2", "cali2", "10.65.0.12/32", "kns.default").replace("app: a2", "app: a");
+        let b = wep("b", "n2", "cali3", "10.65.0.13/32", "kns.default");
+        let a = wep("a", "n2", "cali1", "10.65.0.11/32", "kns.default");
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+        let mut memo = EntitiesMemo::default();
+        let (e, _) = memo.of(&load(&[ns, &a, &a2, &b]));
+        assert!(Arc::ptr_eq(&e[0].labels, &e[1].labels), "a and a2 share");
+        assert!(!Arc::ptr_eq(&e[0].labels, &e[2].labels));
+        assert_eq!(e[0].labels.get("app").map(String::as_str), Some("a"));
+        assert_eq!(memo.labels.0.len(), 2);
+        drop(e);
+        // b goes (a configuration read again: nothing is reused), and its set with it.
+        let (e, _) = memo.of(&load(&[ns, &a, &a2]));
+        assert_eq!(e.len(), 2);
+        assert_eq!(memo.labels.0.len(), 1, "b's labels are let go");
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl Stage {
 /// Something a selector can pick, with the addresses and named ports it stands for.
 #[derive(Clone, Debug)]
 pub struct Entity {
-    pub labels: BTreeMap<String, String>,
+    /// Shared by the entities whose labels are the same (the pods of one deployment, say:
+    /// `desired::EntitiesMemo` shares them).
+    pub labels: Arc<BTreeMap<String, String>>,
     pub nets: Vec<Net4>,
     /// (name, protocol, port)
     pub named_ports: Vec<(String, u8, u16)>,
@@ -103,7 +105,7 @@ pub struct Entity {
 
 impl Entity {
     pub fn new(
-        labels: BTreeMap<String, String>,
+        labels: Arc<BTreeMap<String, String>>,
         nets: Vec<Net4>,
         named_ports: Vec<(String, u8, u16)>,
     ) -> Entity {
@@ -246,7 +248,7 @@ impl EntityLabels {
     fn new(entities: &[Arc<Entity>]) -> Self {
         let mut by: FxHashMap<String, FxHashMap<String, Vec<usize>>> = FxHashMap::default();
         for (i, e) in entities.iter().enumerate() {
-            for (k, v) in &e.labels {
+            for (k, v) in e.labels.iter() {
                 by.entry(k.clone())
                     .or_default()
                     .entry(v.clone())
