@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::diag::{Diagnostic, Diagnostics, Item, Kind, ResourceId};
+use crate::diag::{Diagnostic, Diagnostics, Item, Kind};
 use crate::load::{self, AnyResource, Digest, FileText, Out, ReadOptions, Reader, Texts};
 use crate::resources::k8s::{EndpointSlice, Service};
 
@@ -144,8 +144,9 @@ pub struct Documents {
     /// Shared with whoever keeps it (a daemon's last good configuration): a change copies it
     /// only then, and the copy shares every resource.
     config: Result<Arc<Config>, Diagnostics>,
-    /// How many resources have each id, while the configuration is valid.
-    ids: BTreeMap<ResourceId, u32>,
+    /// How many resources have each id (by a hash of it: `id_key`), while the
+    /// configuration is valid.
+    ids: BTreeMap<u64, u32>,
     /// The valid configuration the last change replaced, or what undoes that change: for a
     /// daemon whose last good configuration was the files' own, which it does not hold (a
     /// second holder would make every patch copy the configuration whole).
@@ -432,26 +433,24 @@ impl Documents {
     /// does) and the configuration is valid; false, and the book untouched, otherwise.
     fn recount(&mut self, before: &[load::Loaded], after: &[load::Loaded]) -> bool {
         // Counted without copying the book: what stays, less what went, plus what came.
-        let before_ids: Vec<ResourceId> = before.iter().map(load::id_of).collect();
-        let after_ids: Vec<ResourceId> = after.iter().map(load::id_of).collect();
-        let mut change: BTreeMap<&ResourceId, i64> = BTreeMap::new();
-        for id in &before_ids {
-            *change.entry(id).or_default() -= 1;
+        let mut change: BTreeMap<u64, i64> = BTreeMap::new();
+        for l in before {
+            *change.entry(id_key(l)).or_default() -= 1;
         }
-        for id in &after_ids {
-            *change.entry(id).or_default() += 1;
+        for l in after {
+            *change.entry(id_key(l)).or_default() += 1;
         }
         let duplicate = change
             .iter()
-            .any(|(id, d)| self.ids.get(*id).copied().unwrap_or(0) as i64 + d > 1);
+            .any(|(id, d)| self.ids.get(id).copied().unwrap_or(0) as i64 + d > 1);
         if duplicate || self.config.is_err() {
             return false;
         }
         for (id, d) in change {
-            let n = self.ids.entry(id.clone()).or_default();
+            let n = self.ids.entry(id).or_default();
             *n = (*n as i64 + d) as u32;
             if *n == 0 {
-                self.ids.remove(id);
+                self.ids.remove(&id);
             }
         }
         true
@@ -528,6 +527,8 @@ impl Documents {
     fn rebuild(&mut self, reader: &Reader) {
         let files: Vec<&FileText> = self.files.values().map(|c| &c.file).collect();
         let mut out = Out::default();
+        out.loaded
+            .reserve(self.files.values().map(|c| c.out.loaded.len()).sum());
         for (i, c) in self.files.values().enumerate() {
             let mut o = c.out.clone();
             for l in &mut o.loaded {
@@ -535,9 +536,9 @@ impl Documents {
             }
             out.merge([o]);
         }
-        let mut ids: BTreeMap<ResourceId, u32> = BTreeMap::new();
+        let mut ids: BTreeMap<u64, u32> = BTreeMap::new();
         for l in &out.loaded {
-            *ids.entry(load::id_of(l)).or_default() += 1;
+            *ids.entry(id_key(l)).or_default() += 1;
         }
         let digests: Vec<Option<Digest>> = self.files.values().map(|c| c.digest).collect();
         self.config = load::finish(&Texts::shed(&files, reader, &digests), out).map(Arc::new);
@@ -547,6 +548,17 @@ impl Documents {
             BTreeMap::new()
         };
     }
+}
+
+/// A resource's id as the book of ids counts it: a hash, not the id's strings (a copy of
+/// every resource's name was 10 MB at 100,000 endpoints). Two ids with one hash would look
+/// like a duplicate, and a duplicate only sends a change to the full build, which finds
+/// duplicates by the ids themselves: a collision costs time, never a wrong configuration.
+fn id_key(l: &load::Loaded) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    load::id_of(l).hash(&mut h);
+    h.finish()
 }
 
 /// Takes the Services and EndpointSlices of the `touched` files out of `cfg` and puts

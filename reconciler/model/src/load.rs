@@ -139,7 +139,17 @@ pub fn load_dir_with(dir: &FsPath, opts: ReadOptions) -> Result<Config, Diagnost
     };
     let mut files = Vec::new();
     let mut digests = Vec::new();
-    for parsed in read_and_parse(&reader, paths) {
+    let parsed = read_and_parse(&reader, paths);
+    // One list of every resource, made at its size: grown by doubling, the copies of 100,000
+    // were a tenth of loading's peak.
+    out.loaded.reserve(
+        parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok())
+            .map(|p| p.out.loaded.len())
+            .sum(),
+    );
+    for parsed in parsed {
         match parsed {
             Ok(mut p) => {
                 for l in &mut p.out.loaded {
@@ -731,15 +741,35 @@ pub(crate) struct Loaded {
     pub(crate) verdict: Option<Arc<Verdict>>,
 }
 
-/// A resource's id and what its own checks made of it.
+/// A resource's id and what its own checks made of it: for most resources, nothing (an
+/// endpoint with no problems), kept in one pointer rather than four empty fields (110 bytes a
+/// resource, 11 MB at 100,000 endpoints).
 #[derive(Debug)]
 pub(crate) struct Verdict {
     pub(crate) id: ResourceId,
+    found: Option<Box<Found>>,
+}
+
+/// What a resource's own checks made of it, when anything.
+#[derive(Debug, Default)]
+struct Found {
     policy: Option<Arc<ir::PolicyIr>>,
     profile_rules: Option<(Vec<ir::RuleIr>, Vec<ir::RuleIr>)>,
     diags: Vec<Diagnostic>,
     /// What is taken as the user meant it but should be said (`Config::warnings`).
     warnings: Vec<Diagnostic>,
+}
+
+impl Verdict {
+    fn found(&self) -> &Found {
+        static NOTHING: Found = Found {
+            policy: None,
+            profile_rules: None,
+            diags: Vec::new(),
+            warnings: Vec::new(),
+        };
+        self.found.as_deref().unwrap_or(&NOTHING)
+    }
 }
 
 /// Normalizes `l` and checks it on its own, once; `file` is the file it was read from, and
@@ -769,12 +799,19 @@ fn judge(file: &FileText, l: &mut Loaded, locator: &Locator<'_>) {
     })
     .into_iter()
     .collect();
-    l.verdict = Some(Arc::new(Verdict {
-        id,
+    let found = Found {
         policy: checked.policy.map(Arc::new),
         profile_rules: checked.profile_rules,
         diags,
         warnings,
+    };
+    let nothing = found.policy.is_none()
+        && found.profile_rules.is_none()
+        && found.diags.is_empty()
+        && found.warnings.is_empty();
+    l.verdict = Some(Arc::new(Verdict {
+        id,
+        found: (!nothing).then(|| Box::new(found)),
     }));
 }
 
@@ -1585,7 +1622,10 @@ pub(crate) fn resource_id(l: &Loaded) -> ResourceId {
 /// configuration holds apart: a policy or profile), from its verdict where it has one.
 pub(crate) fn valid_alone(l: &Loaded) -> bool {
     match &l.verdict {
-        Some(v) => v.diags.is_empty() && v.policy.is_none() && v.profile_rules.is_none(),
+        Some(v) => {
+            let f = v.found();
+            f.diags.is_empty() && f.policy.is_none() && f.profile_rules.is_none()
+        }
         None => {
             let mut p = Problems::default();
             let checked = check(l, &resource_id(l), &mut p);
@@ -1597,13 +1637,16 @@ pub(crate) fn valid_alone(l: &Loaded) -> bool {
 /// A policy whose own checks passed where its file was parsed: its compiled form and its
 /// warnings, for a configuration patched rather than built again (`Documents`).
 pub(crate) fn valid_policy(l: &Loaded) -> Option<(&Arc<ir::PolicyIr>, &[Diagnostic])> {
-    let v = l.verdict.as_ref().filter(|v| v.diags.is_empty())?;
+    let v = l.verdict.as_ref()?.found();
+    if !v.diags.is_empty() {
+        return None;
+    }
     Some((v.policy.as_ref()?, &v.warnings))
 }
 
 /// What a resource's own checks found to say, where they were made.
 pub(crate) fn warnings_of(l: &Loaded) -> &[Diagnostic] {
-    l.verdict.as_ref().map_or(&[], |v| &v.warnings)
+    l.verdict.as_ref().map_or(&[], |v| &v.found().warnings)
 }
 
 /// The profiles an endpoint names.
@@ -1650,16 +1693,17 @@ pub(crate) fn finish(files: &Texts<'_>, mut out: Out) -> Result<Config, Diagnost
     let mut policies = Vec::new();
     let mut profile_rules = BTreeMap::new();
     for l in &loaded {
-        let v = l.verdict.as_ref().expect("judged");
+        let verdict = l.verdict.as_ref().expect("judged");
+        let v = verdict.found();
         diags.extend(v.diags.iter().cloned());
         warnings.extend(v.warnings.iter().cloned());
         if let Some(policy) = &v.policy {
             policies.push(policy.clone());
         }
         if let Some(rules) = &v.profile_rules {
-            profile_rules.insert(v.id.name.clone(), rules.clone());
+            profile_rules.insert(verdict.id.name.clone(), rules.clone());
         }
-        ids.push(v.id.clone());
+        ids.push(verdict.id.clone());
     }
 
     // Profiles weft makes: one per namespace, and the default-allow one.
