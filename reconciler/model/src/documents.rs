@@ -646,43 +646,18 @@ fn splice_endpoints(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load
     remove_files(&mut cfg.network_sets, touched, |i| &i.source.file);
     remove_files(&mut cfg.global_network_sets, touched, |i| &i.source.file);
     remove_files(&mut cfg.warnings, touched, |d| &d.file);
-    let mut workloads = Vec::new();
-    let mut hosts = Vec::new();
-    let mut nodes = Vec::new();
-    let mut sets = Vec::new();
-    let mut global_sets = Vec::new();
+    // Sorted into lists of their kinds as a build does, then merged into the configuration's.
+    let mut came = Config::default();
     for l in items {
-        let source = l.source.clone();
-        match &l.value {
-            AnyResource::WorkloadEndpoint(v) => workloads.push(Item {
-                source,
-                value: v.clone(),
-            }),
-            AnyResource::HostEndpoint(v) => hosts.push(Item {
-                source,
-                value: v.clone(),
-            }),
-            AnyResource::Node(v) => nodes.push(Item {
-                source,
-                value: v.clone(),
-            }),
-            AnyResource::NetworkSet(v) => sets.push(Item {
-                source,
-                value: v.clone(),
-            }),
-            AnyResource::GlobalNetworkSet(v) => global_sets.push(Item {
-                source,
-                value: v.clone(),
-            }),
-            _ => unreachable!("checked: endpoints, nodes and network sets only"),
-        }
+        debug_assert!(ENDPOINT_KINDS.contains(&l.kind), "checked: {:?}", l.kind);
+        load::push(&mut came, l.source.clone(), l.value.clone());
         cfg.warnings.extend(load::warnings_of(l).iter().cloned());
     }
-    merge_ordered(&mut cfg.workload_endpoints, workloads);
-    merge_ordered(&mut cfg.host_endpoints, hosts);
-    merge_ordered(&mut cfg.nodes, nodes);
-    merge_ordered(&mut cfg.network_sets, sets);
-    merge_ordered(&mut cfg.global_network_sets, global_sets);
+    merge_ordered(&mut cfg.workload_endpoints, came.workload_endpoints);
+    merge_ordered(&mut cfg.host_endpoints, came.host_endpoints);
+    merge_ordered(&mut cfg.nodes, came.nodes);
+    merge_ordered(&mut cfg.network_sets, came.network_sets);
+    merge_ordered(&mut cfg.global_network_sets, came.global_network_sets);
     let mut w = Diagnostics(std::mem::take(&mut cfg.warnings));
     w.sort();
     cfg.warnings = w.0;

@@ -105,7 +105,7 @@ macro_rules! any_resource {
         }
 
         /// Moves a resource into its list of the configuration.
-        fn push(config: &mut Config, source: Source, value: AnyResource) {
+        pub(crate) fn push(config: &mut Config, source: Source, value: AnyResource) {
             match value {
                 $(AnyResource::$kind(value) => config.$field.push(Item { source, value }),)*
             }
