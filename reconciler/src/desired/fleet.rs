@@ -642,6 +642,33 @@ mod tests {
     use crate::desired::desired;
     use crate::testdir::config as load;
 
+    #[test]
+    fn remote_addresses_are_gathered_by_node_in_any_order_and_never_a_local_one() {
+        let cidr = |s: &str| s.parse::<weft_model::Cidr>().unwrap();
+        let mut r = RemoteAddrs::default();
+        r.add("n2", &[cidr("10.0.2.1/32")]);
+        r.add("n3", &[cidr("10.0.3.1/32"), cidr("fd00::3/128")]);
+        // n2 again, after another node: its list goes on.
+        r.add("n2", &[cidr("10.0.2.2/32"), cidr("10.0.9.9/32")]);
+        r.add("n4", &[cidr("10.0.9.8/32")]);
+        // 10.0.9.9 and 10.0.9.8 are this node's own endpoints' addresses: n4 is left with none.
+        let local = BTreeMap::from([
+            (Ipv4Addr::new(10, 0, 9, 9), "own/a".to_string()),
+            (Ipv4Addr::new(10, 0, 9, 8), "own/b".to_string()),
+        ]);
+        let by_node = r.finish(&local);
+        assert_eq!(
+            by_node,
+            BTreeMap::from([
+                (
+                    "n2",
+                    vec![Ipv4Addr::new(10, 0, 2, 1), Ipv4Addr::new(10, 0, 2, 2)]
+                ),
+                ("n3", vec![Ipv4Addr::new(10, 0, 3, 1)]),
+            ])
+        );
+    }
+
     /// n1 on 172.16.0.11/24 with eth0 (index 2) holding that address.
     fn facts() -> HostFacts {
         let mut f = HostFacts::fixture("n1", &[("lo", 1), ("eth0", 2), ("calia", 5)]);
