@@ -557,7 +557,7 @@ impl Documents {
 fn id_key(l: &load::Loaded) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    load::id_of(l).hash(&mut h);
+    load::resource_id(l).hash(&mut h);
     h.finish()
 }
 
