@@ -94,23 +94,6 @@ impl Cached {
     }
 }
 
-/// The kinds a change can be patched in for, each group on its own: Services and
-/// EndpointSlices refer to nothing; policies only to their tier; endpoints, nodes and network
-/// sets only to the profiles that label them.
-const SERVICE_KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice];
-const POLICY_KINDS: &[Kind] = &[
-    Kind::NetworkPolicy,
-    Kind::GlobalNetworkPolicy,
-    Kind::KubernetesNetworkPolicy,
-];
-const ENDPOINT_KINDS: &[Kind] = &[
-    Kind::WorkloadEndpoint,
-    Kind::HostEndpoint,
-    Kind::Node,
-    Kind::NetworkSet,
-    Kind::GlobalNetworkSet,
-];
-
 /// What an update changed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delta {
@@ -166,12 +149,46 @@ enum Previous {
     },
 }
 
-/// What a patch changed.
-#[derive(Debug, Clone, Copy)]
+/// What a patch changed: the kinds a change can be patched in for, each group on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Patched {
+    /// Services and EndpointSlices, which refer to nothing.
     Services,
+    /// Policies, which refer only to their tier.
     Policies,
+    /// Endpoints, nodes and network sets, which refer only to the profiles that label them.
     Endpoints,
+}
+
+impl Patched {
+    const ALL: [Patched; 3] = [Patched::Services, Patched::Policies, Patched::Endpoints];
+
+    fn kinds(self) -> &'static [Kind] {
+        match self {
+            Patched::Services => &[Kind::Service, Kind::EndpointSlice],
+            Patched::Policies => &[
+                Kind::NetworkPolicy,
+                Kind::GlobalNetworkPolicy,
+                Kind::KubernetesNetworkPolicy,
+            ],
+            Patched::Endpoints => &[
+                Kind::WorkloadEndpoint,
+                Kind::HostEndpoint,
+                Kind::Node,
+                Kind::NetworkSet,
+                Kind::GlobalNetworkSet,
+            ],
+        }
+    }
+
+    /// Takes this kind's resources of the `touched` files out of `cfg` and puts `items` in.
+    fn splice(self, cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load::Loaded]) {
+        match self {
+            Patched::Services => splice_services(cfg, touched, items),
+            Patched::Policies => splice_policies(cfg, touched, items),
+            Patched::Endpoints => splice_endpoints(cfg, touched, items),
+        }
+    }
 }
 
 impl std::fmt::Debug for Documents {
@@ -246,11 +263,7 @@ impl Documents {
                 kind,
             } => {
                 let mut c = Config::clone(self.config.as_ref().ok()?);
-                match kind {
-                    Patched::Services => splice_services(&mut c, touched, before),
-                    Patched::Policies => splice_policies(&mut c, touched, before),
-                    Patched::Endpoints => splice_endpoints(&mut c, touched, before),
-                }
+                kind.splice(&mut c, touched, before);
                 Some(Arc::new(c))
             }
         }
@@ -340,9 +353,13 @@ impl Documents {
     fn update(&mut self, reader: &Reader, changes: Vec<(Vec<u8>, Option<Read>)>) -> Delta {
         let mut before = Vec::new();
         let mut after = Vec::new();
-        let mut fast = self.config.is_ok();
-        let mut policies = self.config.is_ok();
-        let mut endpoints = self.config.is_ok();
+        // Which kind of patch the change fits, if any: every file it touches, before and after,
+        // holds only that kind's resources.
+        let mut fits: Vec<Patched> = if self.config.is_ok() {
+            Patched::ALL.to_vec()
+        } else {
+            Vec::new()
+        };
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
         for (rel, read) in changes {
             let old = self.files.get(&rel);
@@ -350,9 +367,7 @@ impl Documents {
             touched.insert(path);
             let new = read.map(Cached::new);
             for c in old.iter().copied().chain(new.as_ref()) {
-                fast &= c.only(SERVICE_KINDS);
-                policies &= c.only(POLICY_KINDS);
-                endpoints &= c.only(ENDPOINT_KINDS);
+                fits.retain(|k| c.only(k.kinds()));
             }
             if let Some(old) = self.files.remove(&rel) {
                 before.extend(old.out.loaded);
@@ -365,26 +380,21 @@ impl Documents {
         if touched.is_empty() {
             return Delta::Unchanged;
         }
-        let undo = |kind| Previous::Undo {
-            touched: touched.clone(),
-            before: before.clone(),
-            kind,
-        };
-        if fast {
-            fast = self.patch(&touched, &before, &after);
-            if fast {
-                self.previous = Some(undo(Patched::Services));
-            }
-        } else if policies && self.patch_policies(&touched, &before, &after) {
-            self.previous = Some(undo(Patched::Policies));
-            return Delta::Other;
-        } else if endpoints && self.patch_endpoints(&touched, &before, &after) {
-            self.previous = Some(undo(Patched::Endpoints));
-            return Delta::Other;
-        }
-        if !fast {
+        let patched = fits
+            .first()
+            .copied()
+            .filter(|k| self.patch(*k, &touched, &before, &after));
+        let Some(kind) = patched else {
             self.previous = self.config.as_ref().ok().cloned().map(Previous::Kept);
             self.rebuild(reader);
+            return Delta::Other;
+        };
+        self.previous = Some(Previous::Undo {
+            touched,
+            before: before.clone(),
+            kind,
+        });
+        if kind != Patched::Services {
             return Delta::Other;
         }
         let part = |loaded: Vec<load::Loaded>| {
@@ -410,21 +420,53 @@ impl Documents {
         }
     }
 
-    /// Patches the configuration for Services and EndpointSlices that went and came, if they
-    /// are valid on their own and duplicate nothing; false (nothing patched) otherwise.
+    /// Patches the configuration for the resources of `kind` that went (`before`) and came
+    /// (`after`) in the `touched` files, if those that came are valid on their own, duplicate
+    /// nothing and refer only to what the configuration has (policies to their tier,
+    /// endpoints to their profiles; Services and EndpointSlices refer to nothing); false
+    /// (nothing patched) otherwise.
     fn patch(
         &mut self,
+        kind: Patched,
         touched: &BTreeSet<PathBuf>,
         before: &[load::Loaded],
         after: &[load::Loaded],
     ) -> bool {
-        if !after.iter().all(load::valid_alone) || !self.recount(before, after) {
+        let Ok(cfg) = &self.config else {
+            return false;
+        };
+        let accepted = match kind {
+            Patched::Services => after.iter().all(load::valid_alone),
+            Patched::Policies => {
+                let tier_known = |l: &load::Loaded| match load::policy_tier(l) {
+                    None | Some("default") => true,
+                    Some(t) => cfg.tiers.iter().any(|i| i.value.metadata.name == t),
+                };
+                after
+                    .iter()
+                    .all(|l| load::valid_policy(l).is_some() && tier_known(l))
+            }
+            Patched::Endpoints => {
+                let profiles: BTreeSet<&str> = cfg
+                    .profiles
+                    .iter()
+                    .map(|p| p.value.metadata.name.as_str())
+                    .collect();
+                let known = |l: &load::Loaded| {
+                    load::profiles_named(l)
+                        .iter()
+                        .all(|p| profiles.contains(p.as_str()))
+                };
+                after.iter().all(|l| load::valid_alone(l) && known(l))
+            }
+        };
+        if !accepted || !self.recount(before, after) {
             return false;
         }
         let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
             return false;
         };
-        splice_services(cfg, touched, after);
+        kind.splice(cfg, touched, after);
         true
     }
 
@@ -453,73 +495,6 @@ impl Documents {
                 self.ids.remove(&id);
             }
         }
-        true
-    }
-
-    /// Patches the configuration for policies that went and came, if they are valid on their
-    /// own, duplicate nothing and name tiers the configuration has; false (nothing patched)
-    /// otherwise. Their compiled forms and warnings are placed where a full build puts them.
-    fn patch_policies(
-        &mut self,
-        touched: &BTreeSet<PathBuf>,
-        before: &[load::Loaded],
-        after: &[load::Loaded],
-    ) -> bool {
-        let Ok(cfg) = &self.config else {
-            return false;
-        };
-        let tier_known = |l: &load::Loaded| match load::policy_tier(l) {
-            None | Some("default") => true,
-            Some(t) => cfg.tiers.iter().any(|i| i.value.metadata.name == t),
-        };
-        if !after
-            .iter()
-            .all(|l| load::valid_policy(l).is_some() && tier_known(l))
-        {
-            return false;
-        }
-        if !self.recount(before, after) {
-            return false;
-        }
-        let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
-            return false;
-        };
-        splice_policies(cfg, touched, after);
-        true
-    }
-
-    /// Patches the configuration for endpoints, nodes and network sets that went and came, if
-    /// they are valid on their own, duplicate nothing and name only profiles the configuration
-    /// has; false (nothing patched) otherwise.
-    fn patch_endpoints(
-        &mut self,
-        touched: &BTreeSet<PathBuf>,
-        before: &[load::Loaded],
-        after: &[load::Loaded],
-    ) -> bool {
-        let Ok(cfg) = &self.config else {
-            return false;
-        };
-        let profiles: BTreeSet<&str> = cfg
-            .profiles
-            .iter()
-            .map(|p| p.value.metadata.name.as_str())
-            .collect();
-        let known = |l: &load::Loaded| {
-            load::profiles_named(l)
-                .iter()
-                .all(|p| profiles.contains(p.as_str()))
-        };
-        if !after.iter().all(|l| load::valid_alone(l) && known(l)) {
-            return false;
-        }
-        if !self.recount(before, after) {
-            return false;
-        }
-        let Ok(cfg) = self.config.as_mut().map(Arc::make_mut) else {
-            return false;
-        };
-        splice_endpoints(cfg, touched, after);
         true
     }
 
@@ -649,7 +624,7 @@ fn splice_endpoints(cfg: &mut Config, touched: &BTreeSet<PathBuf>, items: &[load
     // Sorted into lists of their kinds as a build does, then merged into the configuration's.
     let mut came = Config::default();
     for l in items {
-        debug_assert!(ENDPOINT_KINDS.contains(&l.kind), "checked: {:?}", l.kind);
+        debug_assert!(Patched::Endpoints.kinds().contains(&l.kind), "{:?}", l.kind);
         load::push(&mut came, l.source.clone(), l.value.clone());
         cfg.warnings.extend(load::warnings_of(l).iter().cloned());
     }
