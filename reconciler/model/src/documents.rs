@@ -1025,6 +1025,16 @@ mod tests {
         .unwrap();
         assert_eq!(docs.reread(&["b.yaml"]), Delta::Other);
         assert_eq!(current_whole(&docs), fresh_whole(d0));
+        // A network set without a namespace comes with its warning, and goes with it.
+        let set = "apiVersion: projectcalico.org/v3\nkind: NetworkSet\nmetadata: {name: s}\nspec: {nets: [10.9.0.0/16]}\n";
+        std::fs::write(d0.join("bb.yaml"), set).unwrap();
+        assert_eq!(docs.reread(&["bb.yaml"]), Delta::Other);
+        assert_eq!(docs.config().unwrap().warnings.len(), 1);
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
+        std::fs::remove_file(d0.join("bb.yaml")).unwrap();
+        assert_eq!(docs.reread(&["bb.yaml"]), Delta::Other);
+        assert!(docs.config().unwrap().warnings.is_empty());
+        assert_eq!(current_whole(&docs), fresh_whole(d0));
         std::fs::write(d0.join("a.yaml"), wep("a", "projectcalico-default-allow")).unwrap();
         assert_eq!(docs.reread(&["a.yaml"]), Delta::Other);
         assert_eq!(current_whole(&docs), fresh_whole(d0));
