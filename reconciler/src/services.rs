@@ -344,7 +344,7 @@ pub fn selected_slices(svc: &Service, selected: &[&WorkloadEndpoint]) -> Vec<End
                 serving: Some(ready),
                 terminating: Some(false),
             }),
-            node_name: w.spec.node.clone(),
+            node_name: w.spec.node.as_deref().map(str::to_string),
             ..Endpoint::default()
         });
     }

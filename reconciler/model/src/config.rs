@@ -156,7 +156,11 @@ impl Config {
         labels.insert(NAMESPACE_LABEL.into(), ns.into());
         labels.insert(
             ORCHESTRATOR_LABEL.into(),
-            wep.spec.orchestrator.clone().unwrap_or_default(),
+            wep.spec
+                .orchestrator
+                .as_deref()
+                .unwrap_or_default()
+                .to_string(),
         );
         if let Some(sa) = wep
             .spec

@@ -877,7 +877,7 @@ fn workloads(
     for (w, ifindex) in local {
         let wep = &w.value;
         let name = read::name(wep);
-        let iface = wep.spec.interface_name.clone().unwrap_or_default();
+        let iface = wep.interface_name().to_string();
         let addrs = v4_hosts(wep.ip_networks());
         let ep = endpoint(cfg, wep);
         let mut ids = BTreeMap::new();

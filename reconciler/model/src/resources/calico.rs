@@ -56,43 +56,43 @@ resource!(
 pub struct WorkloadEndpointSpec {
     /// Who created the workload (k8s, cni, ...); becomes the label projectcalico.org/orchestrator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub orchestrator: Option<String>,
+    pub orchestrator: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload: Option<String>,
+    pub workload: Option<Box<str>>,
     /// The host the endpoint is on; weft programs only the endpoints of its own node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Box<str>>,
     #[serde(
         rename = "containerID",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub container_id: Option<String>,
+    pub container_id: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub pod: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Box<str>>,
     /// Becomes the label projectcalico.org/serviceaccount, for serviceAccounts rule matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_name: Option<String>,
+    pub service_account_name: Option<Box<str>>,
     /// The workload's addresses, each a single address (/32 or /128).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_networks: Vec<String>,
     #[serde(rename = "ipNATs", default, skip_serializing_if = "Vec::is_empty")]
     pub ip_nats: Vec<IpNat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv4_gateway: Option<String>,
+    pub ipv4_gateway: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6_gateway: Option<String>,
+    pub ipv6_gateway: Option<Box<str>>,
     /// Profiles whose labels and rules apply to the endpoint, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
     /// The host-side interface, e.g. cali0123456789a (at most 15 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface_name: Option<String>,
+    pub interface_name: Option<Box<str>>,
     /// The workload side's MAC address; weft adds a permanent neighbour entry for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub mac: Option<Box<str>>,
     /// Named ports that policy rules may refer to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<WorkloadEndpointPort>,
