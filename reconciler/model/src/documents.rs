@@ -389,14 +389,19 @@ impl Documents {
             self.rebuild(reader);
             return Delta::Other;
         };
+        if kind != Patched::Services {
+            self.previous = Some(Previous::Undo {
+                touched,
+                before,
+                kind,
+            });
+            return Delta::Other;
+        }
         self.previous = Some(Previous::Undo {
             touched,
             before: before.clone(),
             kind,
         });
-        if kind != Patched::Services {
-            return Delta::Other;
-        }
         let part = |loaded: Vec<load::Loaded>| {
             let mut p = ServicesPart::default();
             for l in loaded {

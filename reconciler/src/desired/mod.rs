@@ -429,9 +429,7 @@ pub struct EntitiesMemo {
 /// entity's labels (its own, its profiles' and its namespace's, a map of a few pairs) were
 /// about 550 bytes, most of an entity, and the pods of a deployment have the same.
 #[derive(Clone, Default)]
-struct LabelSets(std::collections::HashSet<Arc<BTreeMap<String, String>>, FxBuildHasher>);
-
-type FxBuildHasher = std::hash::BuildHasherDefault<crate::policy::fxhash::FxHasher>;
+struct LabelSets(crate::policy::fxhash::FxHashSet<Arc<BTreeMap<String, String>>>);
 
 impl LabelSets {
     fn share(&mut self, labels: BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
