@@ -364,11 +364,13 @@ pub struct RemoteAddrs<'c> {
 }
 
 impl<'c> RemoteAddrs<'c> {
-    /// Whether the fleet's plumbing routes other nodes' endpoints at all: only with Node
-    /// resources or VXLAN. Otherwise they are policy peers only (a single host's files may
-    /// name them), and their addresses need not be gathered (2 ms at 10,000, on every change).
-    pub fn wanted(cfg: &Config, facts: &HostFacts) -> bool {
-        !cfg.nodes.is_empty() || vxlan_on(cfg, &cfg.felix_for_node(&facts.node))
+    /// Somewhere to gather them, where the fleet's plumbing routes other nodes' endpoints at
+    /// all: only with Node resources or VXLAN. Otherwise (None) they are policy peers only (a
+    /// single host's files may name them): nothing to route, nothing to say, and their
+    /// addresses need not be gathered (2 ms at 10,000, on every change).
+    pub fn wanted(cfg: &Config, facts: &HostFacts) -> Option<Self> {
+        let routed = !cfg.nodes.is_empty() || vxlan_on(cfg, &cfg.felix_for_node(&facts.node));
+        routed.then(RemoteAddrs::default)
     }
 
     pub fn add(&mut self, node: &'c str, nets: &[weft_model::Cidr]) {
@@ -510,7 +512,7 @@ pub fn plumbing<'c>(
     cfg: &'c Config,
     facts: &HostFacts,
     local_addrs: &BTreeMap<Ipv4Addr, String>,
-    remote: RemoteAddrs<'c>,
+    remote: Option<RemoteAddrs<'c>>,
     d: &mut Desired,
 ) -> Fleet {
     let mut fleet = Fleet::default();
@@ -518,11 +520,10 @@ pub fn plumbing<'c>(
     let pools = pools(cfg);
     let vxlan_on = vxlan_on(cfg, &felix);
     let (me, peers) = nodes(cfg, &facts.node, &mut d.warnings);
-    // Without Node resources and VXLAN, nothing to route, and nothing to say
-    // (`RemoteAddrs::wanted`).
-    if cfg.nodes.is_empty() && !vxlan_on {
+    // Without Node resources and VXLAN, nothing to route (`RemoteAddrs::wanted`).
+    let Some(remote) = remote else {
         return fleet;
-    }
+    };
     let remote = remote.finish(local_addrs);
     if remote.is_empty() && !vxlan_on {
         return fleet;

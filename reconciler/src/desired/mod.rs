@@ -465,14 +465,31 @@ pub(crate) fn values<T>(items: &[weft_model::Item<T>]) -> Vec<Arc<T>> {
     items.iter().map(|i| i.value.clone()).collect()
 }
 
+/// What a memo holds of a resource: the resource, or the resource with where it is.
+pub(crate) trait Held<T> {
+    fn resource(&self) -> &Arc<T>;
+}
+
+impl<T> Held<T> for Arc<T> {
+    fn resource(&self) -> &Arc<T> {
+        self
+    }
+}
+
+impl<T> Held<T> for Item<T> {
+    fn resource(&self) -> &Arc<T> {
+        &self.value
+    }
+}
+
 /// Whether `items` hold the very allocations `held`, in order (`same_allocations` with
 /// `values(items)`, without taking them).
-pub(crate) fn same_values<T>(held: &[Arc<T>], items: &[weft_model::Item<T>]) -> bool {
+pub(crate) fn same_values<T>(held: &[impl Held<T>], items: &[Item<T>]) -> bool {
     held.len() == items.len()
         && held
             .iter()
             .zip(items)
-            .all(|(a, b)| Arc::ptr_eq(a, &b.value))
+            .all(|(a, b)| Arc::ptr_eq(a.resource(), &b.value))
 }
 
 /// Whether two lists hold the very same allocations, in order: a memo's inputs unchanged.
@@ -483,18 +500,12 @@ pub(crate) fn same_allocations<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
 impl EntityInputs {
     /// Whether `cfg`'s inputs are these, compared where they are rather than taken first.
     fn are_of(&self, cfg: &Config) -> bool {
-        fn same<T>(held: &[Item<T>], items: &[Item<T>]) -> bool {
-            held.len() == items.len()
-                && held
-                    .iter()
-                    .zip(items)
-                    .all(|(a, b)| Arc::ptr_eq(&a.value, &b.value))
-        }
+        use self::same_values as same;
         same(&self.workloads, &cfg.workload_endpoints)
             && same(&self.hosts, &cfg.host_endpoints)
             && same(&self.sets, &cfg.network_sets)
             && same(&self.global_sets, &cfg.global_network_sets)
-            && same_values(&self.profiles, &cfg.profiles)
+            && same(&self.profiles, &cfg.profiles)
     }
 }
 
@@ -640,13 +651,12 @@ fn desired_from(
     let mut by_iface: BTreeMap<&str, String> = BTreeMap::new();
     let mut by_addr: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     // Other nodes' endpoints are gathered in the same walk, for the fleet's routes.
-    let mut remote = fleet::RemoteAddrs::default();
-    let routed = fleet::RemoteAddrs::wanted(cfg, facts);
+    let mut remote = fleet::RemoteAddrs::wanted(cfg, facts);
     for w in &cfg.workload_endpoints {
         let wep = &w.value;
-        match wep.spec.node.as_deref() {
-            Some(n) if n == facts.node => {}
-            Some(n) if routed => {
+        match (wep.spec.node.as_deref(), remote.as_mut()) {
+            (Some(n), _) if n == facts.node => {}
+            (Some(n), Some(remote)) => {
                 remote.add(n, wep.ip_networks());
                 continue;
             }
