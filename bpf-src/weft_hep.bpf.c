@@ -9,7 +9,9 @@
  *   weft_to_hep    tc egress of a data interface: replies of translated flows
  *   weft_from_nat  tc ingress of bpfout.weft: host processes' packets to services, routed into
  *                  bpfin.weft, translated here
- *   weft_xdp       XDP of a host endpoint's interface: its untracked ingress policy's drops
+ *   weft_xdp       XDP of a host endpoint's interface: its untracked ingress policy's drops;
+ *                  of a data interface under bpfExternalServiceAcceleration XDP: known
+ *                  NodePort flows sent on to a remote backend's node (include/xdp.h)
  *   weft_from_tun  tc ingress of the fleet's tunnel (vxlan.calico): which node forwarded a
  *                  flow from outside the fleet here, for its replies (include/tunnel.h)
  *
@@ -49,7 +51,7 @@ int weft_from_tun(struct __sk_buff *skb)
 SEC("xdp")
 int weft_xdp(struct xdp_md *ctx)
 {
-	return weft_xdp_untracked(ctx);
+	return weft_xdp_main(ctx);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -34,6 +34,13 @@ struct {
 } weft_vtep4 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tunnel address, network order */
+	__type(value, struct weft_node4_value);
+} weft_node4 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct weft_ct4_key);

@@ -325,6 +325,18 @@ struct weft_tun_flow {
 };
 _Static_assert(sizeof(struct weft_tun_flow) == 8, "weft_tun_flow");
 
+/*
+ * weft_node4: the other nodes by tunnel address (network order) -> their underlay address and
+ * VTEP MAC, for XDP's NodePort acceleration (xdp.h), which writes the VXLAN headers itself
+ * where the tunnel device would.
+ */
+struct weft_node4_value {
+	__u32 underlay; /* network order: the node's VTEP */
+	__u8 mac[6];    /* its VTEP's MAC on vxlan.calico */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct weft_node4_value) == 12, "weft_node4_value");
+
 /* ---- Policy classifier --------------------------------------------------------------------- */
 /*
  * Each endpoint direction's ordered tiers, policies, rules and profiles are compiled in

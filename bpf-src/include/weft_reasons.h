@@ -34,7 +34,8 @@ enum weft_reason {
 	WEFT_REASON_DROP_UNTRACKED = 21,  /* host endpoint: denied by doNotTrack policy */
 	WEFT_REASON_DROP_PREDNAT = 22,    /* host endpoint: denied by preDNAT policy */
 	WEFT_REASON_DROP_RPF = 23,        /* bpfEnforceRPF: the source's route is not where it came in */
-	WEFT_REASON_MAX = 24,
+	WEFT_REASON_ACCEPT_XDP_FWD = 24,  /* known service flow sent on to its backend's node from XDP */
+	WEFT_REASON_MAX = 25,
 };
 
 #endif /* WEFT_REASONS_H */

@@ -12,6 +12,8 @@
 
 #include "weft_bpf.h"
 #include "hep.h"
+#include "conntrack.h"
+#include "counters.h"
 
 /* Parses an untagged IPv4 frame's addresses and ports; false for anything else. */
 WEFT_INLINE bool weft_xdp_parse4(struct xdp_md *ctx, struct weft_pkt4 *p)
@@ -118,29 +120,311 @@ WEFT_INLINE const struct weft_xdp_src_value *weft_xdp_by_source(__u32 ifindex, _
 	return sv;
 }
 
-WEFT_INLINE int weft_xdp_untracked(struct xdp_md *ctx)
+/* What a host endpoint's untracked ingress policy says of a packet. */
+enum weft_xdp_untracked_verdict {
+	WEFT_XDP_UNTRACKED_NONE,  /* no such policy, or none of its rules matched */
+	WEFT_XDP_UNTRACKED_ALLOW, /* allowed untracked: tc lets it through as it is */
+	WEFT_XDP_UNTRACKED_DROP,  /* denied, counted */
+};
+
+WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p)
 {
-	__u32 ifindex = ctx->ingress_ifindex;
 	struct weft_policy_result r = {};
 	struct weft_flow4 f = {};
-	struct weft_pkt4 p = {};
 	struct weft_hep_value *hep;
 	const struct weft_xdp_src_value *sv;
 
-	if (!weft_xdp_parse4(ctx, &p))
-		return XDP_PASS;
 	/* The fast path: a verdict by the source alone. */
-	sv = weft_xdp_by_source(ifindex, p.saddr);
-	if (sv)
-		return sv->drop ? weft_xdp_deny(ifindex, &p, sv->rule_id) : XDP_PASS;
+	sv = weft_xdp_by_source(ifindex, p->saddr);
+	if (sv) {
+		if (!sv->drop)
+			return WEFT_XDP_UNTRACKED_ALLOW;
+		return weft_xdp_deny(ifindex, p, sv->rule_id) == XDP_DROP ? WEFT_XDP_UNTRACKED_DROP
+									   : WEFT_XDP_UNTRACKED_ALLOW;
+	}
 	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 	if (!hep || !hep->ruleset_untracked_in)
-		return XDP_PASS;
-	weft_hep_flow(true, &p, p.daddr, p.dport, &f);
+		return WEFT_XDP_UNTRACKED_NONE;
+	weft_hep_flow(true, p, p->daddr, p->dport, &f);
 	weft_policy4(hep->ruleset_untracked_in, &f, &r);
-	if ((r.flags & WEFT_VERDICT_F_NO_MATCH) || r.action == WEFT_ACT_ALLOW)
+	if (r.flags & WEFT_VERDICT_F_NO_MATCH)
+		return WEFT_XDP_UNTRACKED_NONE;
+	if (r.action == WEFT_ACT_ALLOW)
+		return WEFT_XDP_UNTRACKED_ALLOW;
+	return weft_xdp_deny(ifindex, p, r.rule_id) == XDP_DROP ? WEFT_XDP_UNTRACKED_DROP
+								 : WEFT_XDP_UNTRACKED_ALLOW;
+}
+
+/* ---- NodePort acceleration ------------------------------------------------------------------
+ *
+ * bpfExternalServiceAcceleration XDP, on the node a client outside the fleet reached: the
+ * packets of a known NodePort or external flow whose backend lives on another node are sent on
+ * from XDP, without an skb, routing or the tunnel device: translated as tc would translate them
+ * (not under DSR, where they go on unchanged), their TTL counted down as the router's, and
+ * wrapped in the VXLAN headers vxlan.calico would give them (outer Ethernet to the underlay's
+ * next hop, which the kernel's FIB names; IPv4 from this node's VTEP to the backend node's; UDP
+ * to the tunnel's port; the VNI; inner Ethernet between the two VTEPs' MACs, by which the
+ * backend node knows who forwarded the flow), then sent back out of the interface they came
+ * in by (XDP_TX).
+ *
+ * Only what tc would merely pass on: a flow's first packet, and any TCP segment that changes
+ * its state (SYN, FIN, RST), go the tc way, which makes and ends conntrack entries; so do
+ * fragments, packets whose TTL runs out, packets the underlay's MTU cannot carry wrapped (the
+ * stack answers those), next hops the kernel has not resolved and underlay routes through
+ * another interface. Conntrack stays the one tc keeps: XDP only marks the flow seen, on the
+ * client's leg, as tc would. Replies come back through the tunnel to tc, as before.
+ */
+
+/* Outer Ethernet, IPv4, UDP and VXLAN headers. */
+#define WEFT_VXLAN_ENCAP_LEN 50
+#define WEFT_VXLAN_FLAG_VNI 0x08000000
+
+struct weft_vxlan_outer {
+	struct ethhdr eth;
+	struct iphdr ip;
+	__u16 sport;
+	__u16 dport;
+	__u16 len;
+	__u16 check;
+	__u32 flags;
+	__u32 vni;
+} __attribute__((packed));
+_Static_assert(sizeof(struct weft_vxlan_outer) == WEFT_VXLAN_ENCAP_LEN, "weft_vxlan_outer");
+
+/* A one's complement sum folded to 16 bits. */
+WEFT_INLINE __u16 weft_csum_fold(__u64 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/* A checksum after a 32-bit word it covers changed from `from` to `to` (RFC 1624: HC' = ~(~HC
+ * + ~m + m')); either byte order, so long as all three are read alike. */
+WEFT_INLINE __u16 weft_csum_replace4(__u16 check, __u32 from, __u32 to)
+{
+	__u64 s = (__u16)~check;
+
+	s += (__u16)~(from & 0xffff);
+	s += (__u16)~(from >> 16);
+	s += (to & 0xffff) + (to >> 16);
+	return (__u16)~weft_csum_fold(s);
+}
+
+WEFT_INLINE __u16 weft_csum_replace2(__u16 check, __u16 from, __u16 to)
+{
+	__u64 s = (__u16)~check;
+
+	s += (__u16)~from;
+	s += to;
+	return (__u16)~weft_csum_fold(s);
+}
+
+/* Where a known service flow's packet from its client goes: its conntrack entry holding the
+ * flow's legs, the client's side of it, the backend (unchanged under DSR) and the backend's
+ * node's tunnel address. False for anything tc must see. */
+struct weft_xdp_fwd {
+	struct weft_ct4_value *holder;
+	bool client_is_a;
+	bool dnat;
+	__u32 backend;
+	__u16 backend_port;
+	__u32 node;
+};
+
+WEFT_INLINE bool weft_xdp_fwd_of(const struct weft_pkt4 *p, struct weft_xdp_fwd *fw)
+{
+	struct weft_route4_key rtk = { .prefixlen = 32 };
+	struct weft_ct4_key k, rk;
+	struct weft_ct4_value *ct, *rev;
+	struct weft_route_value *rt;
+	bool src_is_a = weft_ct4_key_of(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto);
+
+	ct = bpf_map_lookup_elem(&weft_ct4, &k);
+	if (!ct)
+		return false;
+	if (ct->type == WEFT_CT_NAT_FWD) {
+		rk = ct->nat_rev_key;
+		rev = bpf_map_lookup_elem(&weft_ct4, &rk);
+		if (!rev)
+			return false;
+		fw->holder = rev;
+		fw->client_is_a = !(rev->flags & WEFT_CT_F_B_ORIGINATED);
+		if (p->saddr != (fw->client_is_a ? rk.addr_a : rk.addr_b) ||
+		    p->sport != (fw->client_is_a ? rk.port_a : rk.port_b))
+			return false;
+		fw->dnat = true;
+		fw->backend = fw->client_is_a ? rk.addr_b : rk.addr_a;
+		fw->backend_port = fw->client_is_a ? rk.port_b : rk.port_a;
+		rtk.addr = fw->backend;
+		rt = bpf_map_lookup_elem(&weft_rt4, &rtk);
+		if (!rt || !(rt->flags & WEFT_RT_F_TUNNELED))
+			return false;
+		fw->node = rt->next_hop;
+		return true;
+	}
+	/* bpfExternalServiceMode DSR: the flow's entry is the client's own tuple, tied to the
+	 * backend's node. */
+	if (ct->type != WEFT_CT_NORMAL || !(ct->flags & WEFT_CT_F_DSR) || !ct->tun_addr)
+		return false;
+	if (src_is_a != !(ct->flags & WEFT_CT_F_B_ORIGINATED))
+		return false;
+	fw->holder = ct;
+	fw->client_is_a = src_is_a;
+	fw->dnat = false;
+	fw->backend = p->daddr;
+	fw->backend_port = p->dport;
+	fw->node = ct->tun_addr;
+	return true;
+}
+
+WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct bpf_fib_lookup fib = {};
+	struct weft_vxlan_outer *o;
+	struct weft_node4_value *node;
+	struct weft_hep_value *hep;
+	struct weft_xdp_fwd fw = {};
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u16 *l4, *csum = NULL;
+	__u32 inner_len, h;
+	__u64 s = 0;
+	int i;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return XDP_PASS;
-	return weft_xdp_deny(ifindex, &p, r.rule_id);
+	eth = data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->ttl <= 1 || (ip->frag_off & bpf_htons(WEFT_IP_MF)))
+		return XDP_PASS;
+	l4 = (void *)ip + ip->ihl * 4;
+	if (p->proto == IPPROTO_TCP) {
+		if ((void *)l4 + 20 > end)
+			return XDP_PASS;
+		p->tcp_flags = ((__u8 *)l4)[WEFT_TCP_FLAGS_OFF];
+		if (p->tcp_flags & (WEFT_TCP_SYN | WEFT_TCP_FIN | WEFT_TCP_RST))
+			return XDP_PASS;
+	} else if ((void *)l4 + 8 > end) {
+		return XDP_PASS;
+	}
+	if (!weft_xdp_fwd_of(p, &fw) || weft_ct_tcp_finished(fw.holder))
+		return XDP_PASS;
+	/* A host endpoint's policy approved the flow once, on tc's way (hep.h). */
+	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
+	if (hep && !(fw.holder->flags & weft_hep_ct_flag(fw.client_is_a)))
+		return XDP_PASS;
+	node = bpf_map_lookup_elem(&weft_node4, &fw.node);
+	if (!node)
+		return XDP_PASS;
+	inner_len = (__u32)(end - data);
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.tot_len = inner_len + WEFT_VXLAN_ENCAP_LEN - sizeof(struct ethhdr);
+	fib.ifindex = ifindex;
+	fib.ipv4_src = weft_vtep_addr;
+	fib.ipv4_dst = node->underlay;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != ifindex)
+		return XDP_PASS;
+
+	/* Known, and on its way: the flow's bookkeeping, as tc's would be. */
+	if (fw.client_is_a)
+		fw.holder->leg_a.tcp_flags |= weft_ct_leg_flags(p);
+	else
+		fw.holder->leg_b.tcp_flags |= weft_ct_leg_flags(p);
+	fw.holder->last_seen_ns = weft_ct_now();
+
+	if (bpf_xdp_adjust_head(ctx, -WEFT_VXLAN_ENCAP_LEN))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	o = data;
+	eth = (void *)(o + 1);
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return XDP_DROP;
+	l4 = (void *)ip + ip->ihl * 4;
+	if (p->proto == IPPROTO_TCP) {
+		if ((void *)l4 + 20 > end)
+			return XDP_DROP;
+		csum = &l4[8];
+	} else {
+		if ((void *)l4 + 8 > end)
+			return XDP_DROP;
+		if (l4[3])
+			csum = &l4[3];
+	}
+
+	/* The inner packet: translated, one hop older, between the two VTEPs. */
+	if (fw.dnat) {
+		__u16 port = bpf_htons(fw.backend_port);
+
+		if (csum) {
+			*csum = weft_csum_replace4(*csum, ip->daddr, fw.backend);
+			*csum = weft_csum_replace2(*csum, l4[1], port);
+			if (!*csum && p->proto == IPPROTO_UDP)
+				*csum = 0xffff;
+		}
+		ip->check = weft_csum_replace4(ip->check, ip->daddr, fw.backend);
+		ip->daddr = fw.backend;
+		l4[1] = port;
+	}
+	ip->check = weft_csum_replace2(ip->check, bpf_htons(ip->ttl << 8), bpf_htons((ip->ttl - 1) << 8));
+	ip->ttl -= 1;
+	__builtin_memcpy(eth->h_dest, node->mac, ETH_ALEN);
+	for (i = 0; i < ETH_ALEN; i++)
+		eth->h_source[i] = weft_vtep_mac[i];
+	eth->h_proto = bpf_htons(ETH_P_IP);
+
+	/* The tunnel's headers. The UDP source port spreads flows over the underlay's paths, as
+	 * the kernel's VXLAN does; no UDP checksum, as vxlan.calico sends none. */
+	__builtin_memcpy(o->eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(o->eth.h_source, fib.smac, ETH_ALEN);
+	o->eth.h_proto = bpf_htons(ETH_P_IP);
+	o->ip.version = 4;
+	o->ip.ihl = 5;
+	o->ip.tos = 0;
+	o->ip.tot_len = bpf_htons(inner_len + WEFT_VXLAN_ENCAP_LEN - sizeof(struct ethhdr));
+	o->ip.id = 0;
+	o->ip.frag_off = 0;
+	o->ip.ttl = 64;
+	o->ip.protocol = IPPROTO_UDP;
+	o->ip.check = 0;
+	o->ip.saddr = weft_vtep_addr;
+	o->ip.daddr = node->underlay;
+	for (i = 0; i < (int)sizeof(struct iphdr) / 2; i++)
+		s += ((__u16 *)((void *)o + sizeof(struct ethhdr)))[i];
+	o->ip.check = (__u16)~weft_csum_fold(s);
+	h = (p->saddr ^ p->daddr ^ ((__u32)p->sport << 16 | p->dport) ^ p->proto) * 0x9e3779b1u;
+	o->sport = bpf_htons(0xc000 | (h >> 18));
+	o->dport = bpf_htons(weft_vxlan_port);
+	o->len = bpf_htons(inner_len + WEFT_VXLAN_ENCAP_LEN - sizeof(struct ethhdr) - sizeof(struct iphdr));
+	o->check = 0;
+	o->flags = bpf_htonl(WEFT_VXLAN_FLAG_VNI);
+	o->vni = bpf_htonl(weft_vxlan_vni << 8);
+
+	weft_count(ifindex, WEFT_HOOK_XDP, WEFT_REASON_ACCEPT_XDP_FWD);
+	return XDP_TX;
+}
+
+/* XDP on a data or host endpoint interface: the untracked policy's drops, then, where it is
+ * on, NodePort acceleration. */
+WEFT_INLINE int weft_xdp_main(struct xdp_md *ctx)
+{
+	struct weft_pkt4 p = {};
+	int verdict;
+
+	if (!weft_xdp_parse4(ctx, &p))
+		return XDP_PASS;
+	verdict = weft_xdp_untracked(ctx->ingress_ifindex, &p);
+	if (verdict == WEFT_XDP_UNTRACKED_DROP)
+		return XDP_DROP;
+	if (weft_xdp_accel && verdict == WEFT_XDP_UNTRACKED_NONE)
+		return weft_xdp_forward(ctx, &p);
+	return XDP_PASS;
 }
 
 #endif /* WEFT_XDP_H */

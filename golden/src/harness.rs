@@ -234,7 +234,13 @@ impl Harness {
     }
 
     pub fn run_xdp_repeat(&self, prog: &str, packet: &[u8], repeat: u32) -> TestRun {
-        test_run_xdp(self.prog(prog).as_fd(), packet, IFINDEX, repeat)
+        self.run_xdp_at(prog, packet, IFINDEX, repeat)
+    }
+
+    /// Runs XDP program `prog` `repeat` times on `packet`, received on `ifindex` (which must
+    /// exist in the calling thread's network namespace).
+    pub fn run_xdp_at(&self, prog: &str, packet: &[u8], ifindex: u32, repeat: u32) -> TestRun {
+        test_run_xdp(self.prog(prog).as_fd(), packet, ifindex, repeat)
             .unwrap_or_else(|e| panic!("test run of {prog}: {e}"))
     }
 

@@ -5,3 +5,4 @@
 pub mod harness;
 pub mod kernel;
 pub mod packet;
+pub mod underlay;

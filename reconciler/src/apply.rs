@@ -320,20 +320,28 @@ impl<'a> Applier<'a> {
             source,
         };
         match mode {
-            AttachMode::Tcx => {
+            AttachMode::Tcx | AttachMode::XdpGeneric => {
+                let generic = *mode == AttachMode::XdpGeneric;
                 let pin = self.pins.link(iface, *hook);
                 if pin.exists() {
+                    // An XDP link keeps the mode it was made in: one in the other mode is
+                    // made again (generic is asked for on veths only, where the driver's
+                    // mode is always there to be had).
+                    let same_mode = *hook != Hook::Xdp
+                        || !self.facts.veths.contains(&ifindex)
+                        || link::xdp_generic(ifindex).ok() == Some(generic);
                     match link::read_tcx(&pin) {
-                        Ok(l) if l.ifindex == ifindex && l.hook == Some(*hook) => {
+                        Ok(l) if l.ifindex == ifindex && l.hook == Some(*hook) && same_mode => {
                             return link::update_tcx(&pin, prog.as_fd())
                                 .map_err(attach_err)
                                 .map_err(bpf);
                         }
-                        // Defunct (the interface was recreated) or not ours to reuse.
+                        // Defunct (the interface was recreated), not ours to reuse, or in
+                        // the other XDP mode.
                         _ => link::detach_tcx(&pin).map_err(attach_err).map_err(bpf)?,
                     }
                 }
-                link::attach_tcx(prog.as_fd(), ifindex, *hook, &pin)
+                link::attach_tcx(prog.as_fd(), ifindex, *hook, &pin, generic)
                     .map_err(attach_err)
                     .map_err(bpf)
             }
@@ -558,9 +566,11 @@ impl<'a> Applier<'a> {
                     source,
                 };
                 match mode {
-                    AttachMode::Tcx => link::detach_tcx(&self.pins.link(iface, *hook))
-                        .map_err(detach_err)
-                        .map_err(bpf),
+                    AttachMode::Tcx | AttachMode::XdpGeneric => {
+                        link::detach_tcx(&self.pins.link(iface, *hook))
+                            .map_err(detach_err)
+                            .map_err(bpf)
+                    }
                     AttachMode::Tc => match self.facts.links.get(iface) {
                         Some(&i) => link::detach_tc(i, *hook).map_err(detach_err).map_err(bpf),
                         None => Ok(()),

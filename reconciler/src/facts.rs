@@ -25,6 +25,9 @@ pub struct HostFacts {
     pub link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
     /// Each interface's MTU, by index (the VXLAN device's follows its underlay's).
     pub link_mtus: BTreeMap<u32, u32>,
+    /// The interfaces that are veths, by index (XDP that sends frames back out of one runs
+    /// in generic mode: see `AttachMode::XdpGeneric`).
+    pub veths: BTreeSet<u32>,
     /// The kernel has TCX (6.6+).
     pub tcx: bool,
     /// The cgroup connect-time load balancing attaches to (the cgroup2 root by default).

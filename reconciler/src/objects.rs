@@ -27,8 +27,9 @@ pub enum Hook {
     Ingress,
     /// Packets the interface sends (`tc ... egress`).
     Egress,
-    /// Packets the interface receives, before an skb exists. Always a link (`AttachMode::Tcx`
-    /// in the state: a pinned bpf_link, as TCX's are), whatever the tc hooks use.
+    /// Packets the interface receives, before an skb exists. Always a link (a pinned
+    /// bpf_link, as TCX's are), whatever the tc hooks use: `AttachMode::Tcx` in the state
+    /// (the driver's XDP where it has one), or `AttachMode::XdpGeneric`.
     Xdp,
 }
 
@@ -49,6 +50,13 @@ pub enum AttachMode {
     #[default]
     Tcx,
     Tc,
+    /// XDP only: a link in the kernel's generic (skb) mode. What weft's XDP sends back out
+    /// of a veth (NodePort acceleration's XDP_TX) reaches the peer in the driver's mode only
+    /// where the peer runs NAPI (an XDP program or GRO of its own), which weft cannot see to
+    /// from this side; in generic mode it always does. Observed only on veths: elsewhere the
+    /// mode is the kernel's choice, and reads as `Tcx`.
+    #[serde(rename = "xdp-generic")]
+    XdpGeneric,
 }
 
 impl AttachMode {
@@ -56,7 +64,13 @@ impl AttachMode {
         match self {
             AttachMode::Tcx => "tcx",
             AttachMode::Tc => "tc",
+            AttachMode::XdpGeneric => "xdp-generic",
         }
+    }
+
+    /// A pinned bpf_link (TCX or XDP), as opposed to a legacy tc filter.
+    pub fn is_link(self) -> bool {
+        self != AttachMode::Tc
     }
 }
 
@@ -163,6 +177,24 @@ pub struct ProgramSettings {
     pub mss_clamp: u16,
     /// bpfExternalServiceMode DSR (with the tunnel).
     pub dsr: bool,
+    /// bpfExternalServiceAcceleration XDP (with the tunnel): what XDP needs to send a flow on
+    /// through the tunnel itself.
+    pub xdp_accel: Option<XdpAccel>,
+}
+
+/// The tunnel as XDP's NodePort acceleration writes its headers: vxlan.calico's VNI and port,
+/// and this node's VTEP (weft_settings.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct XdpAccel {
+    pub vni: u32,
+    pub port: u16,
+    pub vtep: std::net::Ipv4Addr,
+    #[serde(serialize_with = "ser_mac")]
+    pub vtep_mac: [u8; 6],
+}
+
+fn ser_mac<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&crate::state::mac_string(mac))
 }
 
 /// The BPF objects weft loads, one per hook family.
@@ -249,6 +281,15 @@ impl ProgramIdentity {
         }
         if self.settings.dsr {
             s += " dsr";
+        }
+        if let Some(x) = self.settings.xdp_accel {
+            s += &format!(
+                " xdp-accel(vni={} port={} vtep={} {})",
+                x.vni,
+                x.port,
+                x.vtep,
+                crate::state::mac_string(&x.vtep_mac)
+            );
         }
         if self.settings.mss_clamp != 0 {
             s += &format!(" mss-clamp={}", self.settings.mss_clamp);

@@ -184,13 +184,17 @@ pub async fn observe_rest(
         } else {
             prog_name(l.prog_id)
         };
-        st.attachments.insert(
-            (iface.clone(), hook),
-            AttachmentState {
-                program,
-                mode: AttachMode::Tcx,
-            },
-        );
+        // Generic XDP is weft's choice on veths only; elsewhere the kernel's.
+        let mode = if hook == Hook::Xdp
+            && facts.veths.contains(&l.ifindex)
+            && link::xdp_generic(l.ifindex).unwrap_or(false)
+        {
+            AttachMode::XdpGeneric
+        } else {
+            AttachMode::Tcx
+        };
+        st.attachments
+            .insert((iface.clone(), hook), AttachmentState { program, mode });
         ifaces.insert(iface);
     }
     for file in dir_names(&pins.links())? {

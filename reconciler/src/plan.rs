@@ -387,6 +387,7 @@ const WRITE_ORDER: &[&str] = &[
     maps::RT4,
     maps::WLADDR4,
     maps::VTEP4,
+    maps::NODE4,
     maps::DSR_OPTOUT4,
     maps::TRACE_FILTER,
     // A port's bit before its failsafe entries, and after them when it goes: the bitmap may

@@ -496,8 +496,8 @@ fn heard(rx: &mpsc::Receiver<Ipv4Addr>, from: Ipv4Addr) -> bool {
     false
 }
 
-/// Packets dropped for `reason` at `hook` on host `i`, over every interface.
-fn dropped(f: &Fleet, i: usize, hook: &str, reason: &str) -> u64 {
+/// Packets counted for `reason` at `hook` on host `i`, over every interface.
+fn counted(f: &Fleet, i: usize, hook: &str, reason: &str) -> u64 {
     let h = &f.hosts[i];
     let bpffs = h.bpffs.to_str().expect("utf-8 path").to_string();
     let out = h.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
@@ -550,14 +550,14 @@ fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_o
 
     send_from(&f.underlay, fleet::OUTSIDE, target, 6000);
     assert!(heard(&rx, fleet::OUTSIDE), "a genuine source from outside");
-    let before = dropped(&f, 0, "to-wep", "drop-rpf");
+    let before = counted(&f, 0, "to-wep", "drop-rpf");
     send_from(&f.underlay, spoofed, target, 6000);
     assert!(
         !heard(&rx, spoofed),
         "Strict: h0w1's address coming in on eth0"
     );
     assert!(
-        dropped(&f, 0, "to-wep", "drop-rpf") > before,
+        counted(&f, 0, "to-wep", "drop-rpf") > before,
         "counted as drop-rpf"
     );
 
@@ -660,4 +660,134 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
         tunnel_rx(&f, 0) > before,
         "the opted-out client's replies came back through node-0"
     );
+}
+
+/// Sends `bytes` bytes from `ns` to `to:port` (an echo server behind it) and reads them back;
+/// how many came back before `within` ran out.
+fn echo_upload(ns: &Netns, to: Ipv4Addr, port: u16, bytes: usize, within: Duration) -> usize {
+    ns.run(move || {
+        let Ok(s) = TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE_TIMEOUT) else {
+            return 0;
+        };
+        let mut writer = s.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![0xa5u8; 65536];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if writer.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+        });
+        let mut s = s;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let end = Instant::now() + within;
+        let mut n = 0;
+        let mut buf = vec![0u8; 65536];
+        while n < bytes && Instant::now() < end {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sender.join();
+        n
+    })
+}
+
+#[test]
+fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunnel_and_dsr_mode() {
+    let Some(f) = Fleet::new("fleet-xdp", 2, 1) else {
+        return;
+    };
+    f.pool("Always");
+    let felix = |mode: &str| {
+        f.write(
+            "05-felix.yaml",
+            &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfExternalServiceAcceleration: XDP\n  bpfExternalServiceMode: {mode}\n"),
+        );
+        f.apply_all();
+    };
+    // NodePorts of node-1's workload: a TCP echo server, who the backend sees, and a UDP
+    // receiver.
+    let svc = |name: &str, node_port: u16, port: u16, proto: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: p, port: 80, targetPort: {port}, nodePort: {node_port}, protocol: {proto}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: p, port: {port}, protocol: {proto}}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+            node_port - 30000,
+            workload_ip(1, 0),
+            fleet::node(1),
+        )
+    };
+    f.write(
+        "20-services.yaml",
+        &(svc("echo", 30080, 8080, "TCP")
+            + &svc("who", 30081, 8081, "TCP")
+            + &svc("dgram", 30082, 8082, "UDP")),
+    );
+    felix("Tunnel");
+    tcp_echo_server(&f.w(1, 0).ns, 8080);
+    peer_server(&f.w(1, 0).ns, 8081);
+    let heard_from = udp_sources(&f.w(1, 0).ns, 8082);
+    // node-0's uplink is a veth: its XDP runs in generic mode, where XDP_TX always reaches
+    // the peer.
+    let link = weft_vm_tests::output_text(&f.hosts[0].host.ip(&["link", "show", "eth0"]));
+    assert!(link.contains("xdpgeneric"), "{link}");
+    let (node0, _) = fleet::underlay(0);
+    let client = fleet::outside_for(0);
+    for (round, mode) in ["Tunnel", "DSR"].into_iter().enumerate() {
+        felix(mode);
+        let before = counted(&f, 0, "xdp", "accept-xdp-forward");
+        let bytes = 4 << 20;
+        assert_eq!(
+            echo_upload(&f.underlay, node0, 30080, bytes, Duration::from_secs(20)),
+            bytes,
+            "{mode}: 4 MB up through node-0's NodePort to node-1's backend, and back"
+        );
+        // Generic XDP sees the client's TCP segments as the veth hands them over, coalesced
+        // beyond the underlay's MTU, and leaves those to tc; its ACKs it sends on.
+        assert!(
+            counted(&f, 0, "xdp", "accept-xdp-forward") > before,
+            "{mode}: some of the TCP flow went from XDP"
+        );
+        assert_eq!(
+            tcp_hello(&f.underlay, node0, 30081),
+            Some(client.to_string()),
+            "{mode}: the backend sees the client's own address"
+        );
+
+        // Datagrams of one flow: the first is tc's, the rest go from XDP.
+        let before = counted(&f, 0, "xdp", "accept-xdp-forward");
+        let sent = 400;
+        f.underlay.run(move || {
+            let s = std::net::UdpSocket::bind((client, 40000 + round as u16)).expect("bind");
+            for i in 0..sent {
+                s.send_to(&[0x42; 512], (node0, 30082)).expect("send");
+                if i % 20 == 19 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        let mut got = 0;
+        while let Ok(from) = heard_from.recv_timeout(PROBE_TIMEOUT) {
+            assert_eq!(from, client, "{mode}: the client's own address");
+            got += 1;
+            if got == sent {
+                break;
+            }
+        }
+        let by_xdp = counted(&f, 0, "xdp", "accept-xdp-forward") - before;
+        assert!(
+            got >= sent * 9 / 10,
+            "{mode}: {got} of {sent} datagrams arrived"
+        );
+        assert!(
+            by_xdp as usize >= got * 9 / 10,
+            "{mode}: {by_xdp} of the {got} datagrams that arrived went from XDP"
+        );
+    }
 }

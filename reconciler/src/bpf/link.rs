@@ -47,10 +47,22 @@ pub fn tcx_supported() -> bool {
 
 /// Attaches `prog` to the hook with a link pinned at `pin`: TCX for the tc hooks (`bpftool
 /// net` shows it as tcx), an XDP link for XDP (in the driver where it has XDP, as veth does,
-/// else generic).
-pub fn attach_tcx(prog: BorrowedFd<'_>, ifindex: u32, hook: Hook, pin: &Path) -> io::Result<()> {
+/// else generic; `generic` asks for generic mode whatever the driver has).
+pub fn attach_tcx(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    hook: Hook,
+    pin: &Path,
+    generic: bool,
+) -> io::Result<()> {
     let opts = libbpf_sys::bpf_link_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        // For an XDP link, the flags are XDP's attach flags.
+        flags: if hook == Hook::Xdp && generic {
+            libbpf_sys::XDP_FLAGS_SKB_MODE
+        } else {
+            0
+        },
         ..Default::default()
     };
     // SAFETY: plain syscall wrapper; opts is valid for the call.
@@ -104,6 +116,17 @@ pub fn detach_tcx(pin: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Whether the XDP program on interface `ifindex` runs in the kernel's generic (skb) mode.
+pub fn xdp_generic(ifindex: u32) -> io::Result<bool> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: plain syscall wrapper; opts is valid for the call.
+    check(unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) })?;
+    Ok(u32::from(opts.attach_mode) == libbpf_sys::XDP_ATTACHED_SKB)
 }
 
 /// A pinned TCX link, as the kernel describes it.

@@ -15,7 +15,7 @@ use super::skel::hep::WeftHepSkelBuilder;
 use super::skel::wep::{self, WeftWepSkelBuilder};
 use super::{BpfError, Pins};
 
-pub use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings, Rpf};
+pub use crate::objects::{EpToHost, Object, ProgramIdentity, ProgramSettings, Rpf, XdpAccel};
 
 /// The map definitions of the embedded objects, without loading anything into the kernel.
 pub fn object_map_defs() -> Result<Vec<MapDef>, BpfError> {
@@ -108,6 +108,14 @@ macro_rules! load_skel {
             rodata.weft_rpf = settings.rpf.code();
             rodata.weft_mss_clamp = settings.mss_clamp;
             rodata.weft_dsr = u8::from(settings.dsr);
+            let accel = settings.xdp_accel;
+            rodata.weft_xdp_accel = u8::from(accel.is_some());
+            if let Some(x) = accel {
+                rodata.weft_vxlan_vni = x.vni;
+                rodata.weft_vxlan_port = x.port;
+                rodata.weft_vtep_addr = super::maps::addr_be(x.vtep);
+                rodata.weft_vtep_mac = x.vtep_mac;
+            }
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {
@@ -240,6 +248,12 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 rpf,
                 mss_clamp: rodata.weft_mss_clamp,
                 dsr: rodata.weft_dsr != 0,
+                xdp_accel: (rodata.weft_xdp_accel != 0).then(|| XdpAccel {
+                    vni: rodata.weft_vxlan_vni,
+                    port: rodata.weft_vxlan_port,
+                    vtep: super::maps::ip(rodata.weft_vtep_addr),
+                    vtep_mac: rodata.weft_vtep_mac,
+                }),
             },
         }));
     }

@@ -25,12 +25,12 @@ pub use types::{
     weft_iface_value as IfaceValue, weft_nat_aff4_key as NatAffKey,
     weft_nat_aff4_value as NatAffValue, weft_nat_be4_value as NatBackend,
     weft_nat_be_key as NatBackendKey, weft_nat_fe4_key as NatFrontendKey,
-    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey, weft_route4_key as Route4Key,
-    weft_route_value as RouteValue, weft_scratch as Scratch, weft_trace_filter as TraceFilter,
-    weft_trace_host as TraceHost, weft_trace_port as TracePort, weft_tun_flow as TunFlow,
-    weft_vtep_key as VtepKey, weft_xdp_cache as XdpCache, weft_xdp_ctr as XdpCtr,
-    weft_xdp_host4_key as XdpHost4Key, weft_xdp_src4_key as XdpSrc4Key,
-    weft_xdp_src_value as XdpSrcValue,
+    weft_nat_fe_value as NatFrontend, weft_nat_src4_key as NatSrcKey,
+    weft_node4_value as Node4Value, weft_route4_key as Route4Key, weft_route_value as RouteValue,
+    weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
+    weft_trace_port as TracePort, weft_tun_flow as TunFlow, weft_vtep_key as VtepKey,
+    weft_xdp_cache as XdpCache, weft_xdp_ctr as XdpCtr, weft_xdp_host4_key as XdpHost4Key,
+    weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -62,6 +62,7 @@ pub const TRACE: &str = spec::TRACE.name;
 pub const RING_LOST: &str = spec::RING_LOST.name;
 pub const TRACE_FILTER: &str = spec::TRACE_FILTER.name;
 pub const VTEP4: &str = spec::VTEP4.name;
+pub const NODE4: &str = spec::NODE4.name;
 pub const TUN_FLOWS4: &str = spec::TUN_FLOWS4.name;
 pub const DSR_OPTOUT4: &str = spec::DSR_OPTOUT4.name;
 
@@ -166,6 +167,10 @@ pub mod spec {
     /// The other nodes' VTEP MACs -> their tunnel addresses (network order).
     pub const VTEP4: MapSpec<VtepKey, u32> =
         MapSpec::new("weft_vtep4", |_| 16_384).rendered(render_vtep);
+    /// The other nodes' tunnel addresses -> their underlay addresses and VTEP MACs (XDP's
+    /// NodePort acceleration writes the tunnel's headers itself).
+    pub const NODE4: MapSpec<u32, Node4Value> =
+        MapSpec::new("weft_node4", |_| 16_384).rendered(render_node);
     /// Flows from outside the fleet another node forwarded here -> that node.
     pub const TUN_FLOWS4: MapSpec<Ct4Key, TunFlow> = MapSpec::new("weft_tun_flows4", |_| 65_536);
 
@@ -174,7 +179,7 @@ pub mod spec {
         MapSpec::new("weft_dsr_optout4", |_| 1024).rendered(render_dsr_optout);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 30] = [
+    pub static ALL: [&dyn AnyMapSpec; 31] = [
         &CT4,
         &FRAGS4,
         &IFACE,
@@ -203,6 +208,7 @@ pub mod spec {
         &RING_LOST,
         &TRACE_FILTER,
         &VTEP4,
+        &NODE4,
         &TUN_FLOWS4,
         &DSR_OPTOUT4,
     ];
@@ -341,6 +347,7 @@ pub const RECONCILED: &[&str] = &[
     MAGLEV4,
     TRACE_FILTER,
     VTEP4,
+    NODE4,
     DSR_OPTOUT4,
 ];
 
@@ -445,6 +452,7 @@ unsafe impl Plain for XdpSrcValue {}
 unsafe impl Plain for XdpHost4Key {}
 unsafe impl Plain for XdpCtr {}
 unsafe impl Plain for XdpCache {}
+unsafe impl Plain for Node4Value {}
 unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}
@@ -590,7 +598,7 @@ pub fn from_c_name(name: &[i8; 16]) -> String {
         .collect()
 }
 
-fn ip(a: u32) -> Ipv4Addr {
+pub(crate) fn ip(a: u32) -> Ipv4Addr {
     // Map addresses are in network byte order, stored as the bytes of a native u32.
     Ipv4Addr::from(a.to_ne_bytes())
 }
@@ -724,6 +732,15 @@ fn fs_word_parts(word: u32) -> (u8, u8, u16) {
 
 fn render_dsr_optout(k: &DsrOptout4Key, _: &u32, _: &Names) -> String {
     format!("dsr opt-out {}/{}", ip(k.addr), k.prefixlen)
+}
+
+fn render_node(tunnel: &u32, v: &Node4Value, _: &Names) -> String {
+    format!(
+        "node {} -> underlay {} vtep {}",
+        ip(*tunnel),
+        ip(v.underlay),
+        crate::state::mac_string(&v.mac)
+    )
 }
 
 fn render_vtep(k: &VtepKey, tunnel: &u32, _: &Names) -> String {

@@ -84,6 +84,7 @@ const fn ep_to_host(ep_to_host: EpToHost) -> ProgramSettings {
         rpf: Rpf::Loose,
         mss_clamp: 0,
         dsr: false,
+        xdp_accel: None,
     }
 }
 
@@ -98,6 +99,12 @@ const TC_SETTINGS: &[ProgramSettings] = &[
         rpf: Rpf::Strict,
         mss_clamp: 1410,
         dsr: true,
+        xdp_accel: Some(crate::objects::XdpAccel {
+            vni: 4096,
+            port: 4789,
+            vtep: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            vtep_mac: [0x66, 0, 0, 0, 0, 1],
+        }),
         ..ep_to_host(EpToHost::Drop)
     },
     ProgramSettings {
@@ -116,6 +123,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         rpf: Rpf::Loose,
         mss_clamp: 0,
         dsr: false,
+        xdp_accel: None,
     },
     ProgramSettings {
         ep_to_host: EpToHost::Drop,
@@ -125,6 +133,7 @@ const CTLB_SETTINGS: &[ProgramSettings] = &[
         rpf: Rpf::Loose,
         mss_clamp: 0,
         dsr: false,
+        xdp_accel: None,
     },
 ];
 
@@ -206,9 +215,14 @@ fn describe(object: &str, s: &ProgramSettings) -> String {
             s.ep_to_host,
             if s.tunnel {
                 format!(
-                    " tunnel mss-clamp={}{}",
+                    " tunnel mss-clamp={}{}{}",
                     s.mss_clamp,
-                    if s.dsr { " dsr" } else { "" }
+                    if s.dsr { " dsr" } else { "" },
+                    if s.xdp_accel.is_some() {
+                        " xdp-accel"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 String::new()
@@ -535,6 +549,33 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
         std::mem::offset_of!(rodata, weft_dsr),
         &[u8::from(s.dsr)],
     );
+    put(
+        data,
+        std::mem::offset_of!(rodata, weft_xdp_accel),
+        &[u8::from(s.xdp_accel.is_some())],
+    );
+    if let Some(x) = s.xdp_accel {
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_vxlan_vni),
+            &x.vni.to_ne_bytes(),
+        );
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_vxlan_port),
+            &x.port.to_ne_bytes(),
+        );
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_vtep_addr),
+            &x.vtep.octets(),
+        );
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_vtep_mac),
+            &x.vtep_mac,
+        );
+    }
 }
 
 #[cfg(test)]

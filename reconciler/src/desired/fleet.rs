@@ -259,6 +259,27 @@ pub fn mss_clamp(
     u16::try_from(device_mtu(felix, facts, index).saturating_sub(40)).ok()
 }
 
+/// What XDP's NodePort acceleration writes the tunnel's headers from
+/// (bpfExternalServiceAcceleration XDP): vxlan.calico's VNI and port, this node's underlay
+/// address and VTEP MAC. None where this node has no underlay address (no tunnel either).
+pub fn xdp_accel(
+    cfg: &Config,
+    facts: &HostFacts,
+    felix: &weft_model::FelixConfigurationSpec,
+) -> Option<crate::objects::XdpAccel> {
+    let me = cfg
+        .nodes
+        .iter()
+        .find(|n| n.value.metadata.name == facts.node)
+        .and_then(|n| peer(&n.value))?;
+    Some(crate::objects::XdpAccel {
+        vni: felix.vxlan_vni(),
+        port: felix.vxlan_port(),
+        vtep: me.underlay,
+        vtep_mac: me.mac,
+    })
+}
+
 /// A remote workload's address, or a block of them, as weft_rt4 holds it.
 pub struct RemoteWorkload {
     /// The address, or the block (see the module's doc).
@@ -270,13 +291,22 @@ pub struct RemoteWorkload {
     pub tunneled: bool,
 }
 
+/// Another node's VTEP on the tunnel.
+pub struct Vtep {
+    pub mac: [u8; 6],
+    /// Its address on vxlan.calico.
+    pub tunnel: Ipv4Addr,
+    /// Its underlay address: where the tunnel's packets to it go.
+    pub underlay: Ipv4Addr,
+}
+
 /// What the fleet adds to this node's desired state, and what it leaves to the maps.
 #[derive(Default)]
 pub struct Fleet {
     /// Remote workloads' weft_rt4 entries, written where this node has maps.
     pub remote: Vec<RemoteWorkload>,
-    /// The other nodes' VTEP MACs and tunnel addresses: weft_vtep4 entries.
-    pub vteps: Vec<([u8; 6], Ipv4Addr)>,
+    /// The other nodes' VTEPs: weft_vtep4 and weft_node4 entries.
+    pub vteps: Vec<Vtep>,
     /// This node has the VXLAN device: flows may come in through it.
     pub tunnel: bool,
 }
@@ -284,12 +314,24 @@ pub struct Fleet {
 impl Fleet {
     /// The weft_vtep4 entries.
     pub fn vtep_entries(&self) -> impl Iterator<Item = maps::Entry> + '_ {
-        self.vteps.iter().map(|(mac, tunnel)| {
+        self.vteps.iter().map(|v| {
             let k = maps::VtepKey {
-                mac: *mac,
+                mac: v.mac,
                 pad: [0; 2],
             };
-            maps::spec::VTEP4.entry(&k, &maps::addr_be(*tunnel))
+            maps::spec::VTEP4.entry(&k, &maps::addr_be(v.tunnel))
+        })
+    }
+
+    /// The weft_node4 entries: what XDP's NodePort acceleration sends to each node by.
+    pub fn node_entries(&self) -> impl Iterator<Item = maps::Entry> + '_ {
+        self.vteps.iter().map(|v| {
+            let value = maps::Node4Value {
+                underlay: maps::addr_be(v.underlay),
+                mac: v.mac,
+                pad: [0; 2],
+            };
+            maps::spec::NODE4.entry(&maps::addr_be(v.tunnel), &value)
         })
     }
 
@@ -487,7 +529,11 @@ fn tunnel(
     fleet.tunnel = true;
     for p in peers.values() {
         let Some(t) = p.tunnel else { continue };
-        fleet.vteps.push((p.mac, t));
+        fleet.vteps.push(Vtep {
+            mac: p.mac,
+            tunnel: t,
+            underlay: p.underlay,
+        });
         d.state
             .neighbours
             .insert((VXLAN_DEV.into(), t), NeighbourState { lladdr: p.mac });
@@ -961,6 +1007,66 @@ mod tests {
                 .map(|e| e.len()),
             Some(0)
         );
+    }
+
+    #[test]
+    fn xdp_acceleration_attaches_xdp_to_the_data_interface_and_names_every_nodes_vtep() {
+        let accel = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {bpfExternalServiceAcceleration: XDP}\n";
+        // Data interfaces carry programs where there are services.
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  ports:\n    - {port: 80, targetPort: 8080, nodePort: 30080}\n";
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "Always"), svc, accel]));
+        assert_eq!(
+            d.settings.wep.xdp_accel,
+            Some(crate::objects::XdpAccel {
+                vni: 4096,
+                port: 4789,
+                vtep: Ipv4Addr::new(172, 16, 0, 11),
+                vtep_mac: vtep_mac("n1"),
+            })
+        );
+        let xdp: Vec<&str> = d
+            .state
+            .attachments
+            .iter()
+            .filter(|((_, hook), _)| *hook == crate::bpf::Hook::Xdp)
+            .map(|((dev, _), a)| {
+                assert_eq!(a.program, "weft_xdp");
+                dev.as_str()
+            })
+            .collect();
+        assert_eq!(xdp, ["eth0"], "the data interface, not the tunnel");
+        let nodes: BTreeMap<u32, maps::Node4Value> = maps::spec::NODE4
+            .decode_all(d.state.maps[maps::NODE4].entries.as_ref().unwrap())
+            .collect();
+        let want = |underlay: [u8; 4], name: &str| maps::Node4Value {
+            underlay: maps::addr_be(Ipv4Addr::from(underlay)),
+            mac: vtep_mac(name),
+            pad: [0; 2],
+        };
+        assert_eq!(nodes.len(), 2, "the other nodes, not this one");
+        for (tunnel, underlay, name) in [
+            ([10, 244, 2, 0], [172, 16, 0, 12], "n2"),
+            ([10, 244, 3, 0], [172, 17, 0, 13], "n3"),
+        ] {
+            let got = nodes[&maps::addr_be(Ipv4Addr::from(tunnel))];
+            let w = want(underlay, name);
+            assert_eq!((got.underlay, got.mac), (w.underlay, w.mac), "{name}");
+        }
+
+        // Off by default, and off without the tunnel it needs.
+        let d = state(&fleet(&[&pool("10.244.0.0/16", "Always"), svc]));
+        assert_eq!(d.settings.wep.xdp_accel, None);
+        assert!(!d
+            .state
+            .attachments
+            .keys()
+            .any(|(_, h)| *h == crate::bpf::Hook::Xdp));
+        assert_eq!(
+            d.state.maps[maps::NODE4].entries.as_ref().map(|e| e.len()),
+            Some(0)
+        );
+        let d = state(&fleet(&[svc, accel]));
+        assert_eq!(d.settings.wep.xdp_accel, None);
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl Settings {
                     .unwrap_or(0),
                 dsr: felix.bpf_external_service_mode() == weft_model::BpfExternalServiceMode::Dsr
                     && tunnel,
+                xdp_accel: (tunnel
+                    && felix.bpf_external_service_acceleration()
+                        == weft_model::BpfExternalServiceAcceleration::Xdp)
+                    .then(|| fleet::xdp_accel(cfg, facts, &felix))
+                    .flatten(),
                 rpf: match felix.bpf_enforce_rpf() {
                     weft_model::BpfEnforceRpf::Disabled => Rpf::Disabled,
                     weft_model::BpfEnforceRpf::Strict => Rpf::Strict,
@@ -747,6 +752,11 @@ fn desired_from(
     for kv in fleet.vtep_entries() {
         add(maps::VTEP4, kv);
     }
+    if settings.wep.xdp_accel.is_some() {
+        for kv in fleet.node_entries() {
+            add(maps::NODE4, kv);
+        }
+    }
     if fleet.tunnel {
         if let Some(&ifindex) = facts.links.get(fleet::VXLAN_DEV) {
             let iv = IfaceValue {
@@ -1076,12 +1086,23 @@ fn host_interfaces(
                     stage == Stage::Untracked && dir == Direction::Ingress && id != 0
                 })
         });
-        if settings.xdp && untracked {
+        // Known NodePort flows to remote backends are sent on from XDP, on the interfaces
+        // service traffic comes in by.
+        let accel = settings.wep.xdp_accel.is_some()
+            && flags & maps::IFACE_F_DATA != 0
+            && name != fleet::VXLAN_DEV;
+        if (settings.xdp && untracked) || accel {
+            // XDP_TX out of a veth needs generic mode (`AttachMode::XdpGeneric`).
+            let mode = if accel && facts.veths.contains(&ifindex) {
+                AttachMode::XdpGeneric
+            } else {
+                AttachMode::Tcx
+            };
             d.state.attachments.insert(
                 (name.to_string(), Hook::Xdp),
                 AttachmentState {
                     program: "weft_xdp".into(),
-                    mode: AttachMode::Tcx,
+                    mode,
                 },
             );
             program(d, "weft_xdp", settings);

@@ -40,6 +40,11 @@ pub async fn gather(
         })
         .collect();
     let link_mtus = all.iter().map(|l| (l.index, l.mtu)).collect();
+    let veths = all
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .map(|l| l.index)
+        .collect();
     let links = all.into_iter().map(|l| (l.name, l.index)).collect();
     let mut link_addrs: BTreeMap<u32, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     for (index, a, _) in nl.addresses_v4().await? {
@@ -58,6 +63,7 @@ pub async fn gather(
         host_addrs,
         link_addrs,
         link_mtus,
+        veths,
         tcx: crate::bpf::link::tcx_supported(),
         cgroup,
         netns_cookie: crate::bpf::link::netns_cookie(),

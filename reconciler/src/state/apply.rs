@@ -329,12 +329,12 @@ impl HostState {
                 };
                 match (self.attachments.get(&key).map(|a| a.mode), mode) {
                     // A tc program goes in front of a TCX one.
-                    (Some(AttachMode::Tcx), AttachMode::Tc) => {
+                    (Some(m), AttachMode::Tc) if m.is_link() => {
                         let tcx = self.attachments.insert(key.clone(), now).expect("there");
                         run.hidden_tcx.insert(key, tcx.program);
                     }
                     // A TCX one goes behind a tc one (or replaces the TCX one behind it).
-                    (Some(AttachMode::Tc), AttachMode::Tcx) => {
+                    (Some(AttachMode::Tc), m) if m.is_link() => {
                         run.hidden_tcx.insert(key, program.clone());
                     }
                     _ => {
@@ -357,13 +357,13 @@ impl HostState {
                             );
                         }
                     }
-                    (Some(AttachMode::Tcx), AttachMode::Tcx) => {
+                    (Some(a), b) if a.is_link() && b.is_link() => {
                         self.attachments.remove(&key);
                     }
-                    (_, AttachMode::Tcx) => {
+                    (_, m) if m.is_link() => {
                         run.hidden_tcx.remove(&key);
                     }
-                    (_, AttachMode::Tc) => {}
+                    (_, _) => {}
                 }
             }
             Op::AttachCgroup {
@@ -456,7 +456,7 @@ impl HostState {
         for hook in [Hook::Ingress, Hook::Egress, Hook::Xdp] {
             let key = (dev.to_string(), hook);
             let tcx = match self.attachments.remove(&key) {
-                Some(a) if a.mode == AttachMode::Tcx => Some(a),
+                Some(a) if a.mode.is_link() => Some(a),
                 _ => run.hidden_tcx.remove(&key).map(|_| AttachmentState {
                     program: String::new(),
                     mode: AttachMode::Tcx,

@@ -1,7 +1,9 @@
 //! FelixConfiguration: every field of Calico's FelixConfigurationSpec is accepted (so existing
 //! Calico files load), each optional so that a node's configuration can be laid over the
 //! cluster-wide one field by field. The settings weft acts on are typed and have accessors that
-//! return Calico's default when the field is unset; the rest are kept loosely typed.
+//! return Calico's default when the field is unset; the rest are kept loosely typed. One field
+//! is weft's own, for what Calico does not have: `bpfExternalServiceAcceleration` (a file that
+//! sets it is not Calico's any more).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -200,6 +202,11 @@ felix_spec! {
     bpf_host_networked_nat_without_ctlb: EnabledDisabled,
     /// Tunnel (default) or DSR: how traffic from outside to a service reaches a remote backend.
     bpf_external_service_mode: BpfExternalServiceMode,
+    /// Disabled (default) or XDP: a weft setting, not Calico's. With XDP, the packets of a known
+    /// NodePort, external or LoadBalancer flow whose backend is on another node are sent on
+    /// through the VXLAN tunnel from XDP on the data interface, before the host's stack sees
+    /// them; a flow's first packet still takes the tc path.
+    bpf_external_service_acceleration: BpfExternalServiceAcceleration,
     /// Clients in these networks are served in Tunnel mode even when the mode is DSR.
     #[serde(rename = "bpfDSROptoutCIDRs")]
     bpf_dsr_optout_cidrs: Vec<String>,
@@ -412,6 +419,14 @@ case_insensitive_enum! {
         Tunnel = "Tunnel",
         /// Direct server return: the backend's node replies to the client itself.
         Dsr = "DSR",
+    }
+}
+
+case_insensitive_enum! {
+    BpfExternalServiceAcceleration {
+        Disabled = "Disabled",
+        /// Known flows to remote backends are forwarded from XDP.
+        Xdp = "XDP",
     }
 }
 
@@ -910,6 +925,11 @@ impl FelixConfigurationSpec {
             .unwrap_or(BpfExternalServiceMode::Tunnel)
     }
 
+    pub fn bpf_external_service_acceleration(&self) -> BpfExternalServiceAcceleration {
+        self.bpf_external_service_acceleration
+            .unwrap_or(BpfExternalServiceAcceleration::Disabled)
+    }
+
     pub fn bpf_dsr_optout_cidrs(&self) -> Vec<Cidr> {
         cidrs(&self.bpf_dsr_optout_cidrs)
     }
@@ -1084,6 +1104,10 @@ mod tests {
             BpfExternalServiceMode::Tunnel
         );
         assert_eq!(s.bpf_enforce_rpf(), BpfEnforceRpf::Loose);
+        assert_eq!(
+            s.bpf_external_service_acceleration(),
+            BpfExternalServiceAcceleration::Disabled
+        );
         assert_eq!(s.bpf_psnat_ports(), (20_000, 29_999));
         assert_eq!(s.bpf_maglev_max_services(), 100);
         assert_eq!(s.bpf_maglev_max_endpoints_per_service(), 100);

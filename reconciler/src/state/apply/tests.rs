@@ -45,6 +45,7 @@ fn settings(rng: &mut Rng) -> ProgramSettings {
         rpf: *rng.pick(&[Rpf::Loose, Rpf::Strict]),
         mss_clamp: *rng.pick(&[0, 1410]),
         dsr: rng.chance(20),
+        xdp_accel: None,
     }
 }
 
