@@ -131,6 +131,8 @@ const TYPES: &[(&str, &str)] = &[
     ("XDP_CTR_SLOTS", "u32"),
     ("XDP_CACHE_SLOTS", "u32"),
     ("XDP_GEN_OFF", "u64"),
+    ("XDP_FIB_SLOTS", "u32"),
+    ("XDP_FIB_TTL_NS", "u64"),
     // struct weft_pkt4.frag (BPF-side only)
     ("FRAG_", "u8"),
     // the policy classifier's cells (reconciler/src/policy/tables.rs)

@@ -20,6 +20,7 @@ mod nat_packet;
 mod netns;
 mod services;
 mod svcgen;
+mod xdp_nodeport;
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -130,6 +131,11 @@ pub(crate) const COMMANDS: &[(&str, &str, Entry)] = &[
         "fleet",
         "a fleet's control plane at 1,000 nodes and 100,000 remote workloads: converge, one node added, RSS",
         fleet::run,
+    ),
+    (
+        "xdp-nodeport",
+        "a NodePort packet to a remote backend per packet: XDP acceleration against the tc path",
+        |common, _| xdp_nodeport::run(common),
     ),
     (
         "fleet-traffic",

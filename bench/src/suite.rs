@@ -57,6 +57,10 @@ const SUITE: &[(&str, &str)] = &[
         "fleet-traffic",
         "TCP between workloads on two hosts: weft's VXLAN against plain Linux VXLAN",
     ),
+    (
+        "xdp-nodeport",
+        "a NodePort packet to a remote backend: XDP acceleration against the tc path, per packet",
+    ),
 ];
 
 const USAGE: &str = "usage: weft-bench suite [--quick] [--out FILE] [--only NAME,NAME...]

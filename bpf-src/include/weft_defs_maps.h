@@ -41,6 +41,13 @@ struct {
 } weft_node4 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_XDP_FIB_SLOTS);
+	__type(key, __u32);
+	__type(value, struct weft_xdp_fib);
+} weft_xdp_fib SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct weft_ct4_key);

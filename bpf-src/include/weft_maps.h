@@ -337,6 +337,23 @@ struct weft_node4_value {
 };
 _Static_assert(sizeof(struct weft_node4_value) == 12, "weft_node4_value");
 
+/*
+ * weft_xdp_fib: per CPU, what the kernel's FIB said last of the way to a node's underlay
+ * address, by slot (a multiplicative hash of the address, % WEFT_XDP_FIB_SLOTS), so that XDP
+ * asks it at most every WEFT_XDP_FIB_TTL_NS per node and CPU rather than for every packet.
+ */
+#define WEFT_XDP_FIB_SLOTS 64
+#define WEFT_XDP_FIB_TTL_NS 1000000000ULL
+struct weft_xdp_fib {
+	__u64 at_ns;    /* when the FIB answered; 0: never */
+	__u32 underlay; /* the node's underlay address, network order */
+	__u32 ifindex;  /* the interface the way leaves by */
+	__u8 dmac[6];   /* the next hop's MAC */
+	__u8 smac[6];   /* the interface's */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct weft_xdp_fib) == 32, "weft_xdp_fib");
+
 /* ---- Policy classifier --------------------------------------------------------------------- */
 /*
  * Each endpoint direction's ordered tiers, policies, rules and profiles are compiled in

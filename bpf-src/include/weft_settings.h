@@ -33,11 +33,12 @@ const volatile __u16 weft_mss_clamp = 0;
 const volatile __u8 weft_dsr = 0;
 /* bpfExternalServiceAcceleration XDP: the packets of a known NodePort or external flow whose
  * backend is on another node are sent on from XDP, encapsulated there (xdp.h). The tunnel's
- * VNI and UDP port (host order) and this node's VTEP (address in network order, and MAC), as
- * vxlan.calico has them. */
+ * VNI, UDP port (host order) and MTU, and this node's VTEP (address in network order, and
+ * MAC), as vxlan.calico has them. */
 const volatile __u8 weft_xdp_accel = 0;
 const volatile __u32 weft_vxlan_vni = 0;
 const volatile __u16 weft_vxlan_port = 0;
+const volatile __u16 weft_vxlan_mtu = 0;
 const volatile __u32 weft_vtep_addr = 0;
 const volatile __u8 weft_vtep_mac[6] = {};
 /* bpfEnforceRPF: WEFT_RPF_*. */

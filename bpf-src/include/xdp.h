@@ -127,13 +127,26 @@ enum weft_xdp_untracked_verdict {
 	WEFT_XDP_UNTRACKED_DROP,  /* denied, counted */
 };
 
-WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p)
+/*
+ * The untracked stage. `*hep_out` is the interface's host endpoint, where it was looked up
+ * (always, under NodePort acceleration, which needs it too and would rather not pay the fast
+ * path's four lookups on an interface with no untracked policy; without it, the fast path
+ * comes first, so that a flood is decided in two array lookups).
+ */
+WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p, struct weft_hep_value **hep_out)
 {
 	struct weft_policy_result r = {};
 	struct weft_flow4 f = {};
-	struct weft_hep_value *hep;
+	struct weft_hep_value *hep = NULL;
 	const struct weft_xdp_src_value *sv;
 
+	*hep_out = NULL;
+	if (weft_xdp_accel) {
+		hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
+		*hep_out = hep;
+		if (!hep || !hep->ruleset_untracked_in)
+			return WEFT_XDP_UNTRACKED_NONE;
+	}
 	/* The fast path: a verdict by the source alone. */
 	sv = weft_xdp_by_source(ifindex, p->saddr);
 	if (sv) {
@@ -142,7 +155,8 @@ WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p)
 		return weft_xdp_deny(ifindex, p, sv->rule_id) == XDP_DROP ? WEFT_XDP_UNTRACKED_DROP
 									   : WEFT_XDP_UNTRACKED_ALLOW;
 	}
-	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
+	if (!weft_xdp_accel)
+		hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 	if (!hep || !hep->ruleset_untracked_in)
 		return WEFT_XDP_UNTRACKED_NONE;
 	weft_hep_flow(true, p, p->daddr, p->dport, &f);
@@ -169,7 +183,7 @@ WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p)
  *
  * Only what tc would merely pass on: a flow's first packet, and any TCP segment that changes
  * its state (SYN, FIN, RST), go the tc way, which makes and ends conntrack entries; so do
- * fragments, packets whose TTL runs out, packets the underlay's MTU cannot carry wrapped (the
+ * fragments, packets whose TTL runs out, packets larger than the tunnel's MTU (the
  * stack answers those), next hops the kernel has not resolved and underlay routes through
  * another interface. Conntrack stays the one tc keeps: XDP only marks the flow seen, on the
  * client's leg, as tc would. Replies come back through the tunnel to tc, as before.
@@ -279,14 +293,47 @@ WEFT_INLINE bool weft_xdp_fwd_of(const struct weft_pkt4 *p, struct weft_xdp_fwd 
 	return true;
 }
 
-WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p)
+/*
+ * The way to a node's underlay address: the interface and the next hop's MAC, as the kernel's
+ * FIB says, asked at most once a WEFT_XDP_FIB_TTL_NS per node and CPU (weft_xdp_fib). NULL
+ * where the FIB has no ready answer (no route, the next hop not resolved): the stack's way
+ * resolves it.
+ */
+WEFT_INLINE const struct weft_xdp_fib *weft_xdp_next_hop(struct xdp_md *ctx, __u32 underlay)
+{
+	__u32 slot = (underlay * 0x9e3779b1u) >> 26;
+	struct weft_xdp_fib *c = bpf_map_lookup_elem(&weft_xdp_fib, &slot);
+	struct bpf_fib_lookup fib = {};
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (!c)
+		return NULL;
+	if (c->at_ns && c->underlay == underlay && now - c->at_ns < WEFT_XDP_FIB_TTL_NS)
+		return c;
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.ipv4_src = weft_vtep_addr;
+	fib.ipv4_dst = underlay;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+		c->at_ns = 0;
+		return NULL;
+	}
+	c->at_ns = now;
+	c->underlay = underlay;
+	c->ifindex = fib.ifindex;
+	__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
+	return c;
+}
+
+WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const struct weft_hep_value *hep)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	__u32 ifindex = ctx->ingress_ifindex;
-	struct bpf_fib_lookup fib = {};
+	const struct weft_xdp_fib *nh;
 	struct weft_vxlan_outer *o;
 	struct weft_node4_value *node;
-	struct weft_hep_value *hep;
 	struct weft_xdp_fwd fw = {};
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -314,20 +361,17 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p)
 	if (!weft_xdp_fwd_of(p, &fw) || weft_ct_tcp_finished(fw.holder))
 		return XDP_PASS;
 	/* A host endpoint's policy approved the flow once, on tc's way (hep.h). */
-	hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
 	if (hep && !(fw.holder->flags & weft_hep_ct_flag(fw.client_is_a)))
 		return XDP_PASS;
 	node = bpf_map_lookup_elem(&weft_node4, &fw.node);
 	if (!node)
 		return XDP_PASS;
+	/* What vxlan.calico could not carry, the stack answers (fragmentation needed). */
+	if (bpf_ntohs(ip->tot_len) > weft_vxlan_mtu)
+		return XDP_PASS;
 	inner_len = (__u32)(end - data);
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.tot_len = inner_len + WEFT_VXLAN_ENCAP_LEN - sizeof(struct ethhdr);
-	fib.ifindex = ifindex;
-	fib.ipv4_src = weft_vtep_addr;
-	fib.ipv4_dst = node->underlay;
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != ifindex)
+	nh = weft_xdp_next_hop(ctx, node->underlay);
+	if (!nh || nh->ifindex != ifindex)
 		return XDP_PASS;
 
 	/* Known, and on its way: the flow's bookkeeping, as tc's would be. */
@@ -381,8 +425,8 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p)
 
 	/* The tunnel's headers. The UDP source port spreads flows over the underlay's paths, as
 	 * the kernel's VXLAN does; no UDP checksum, as vxlan.calico sends none. */
-	__builtin_memcpy(o->eth.h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(o->eth.h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(o->eth.h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(o->eth.h_source, nh->smac, ETH_ALEN);
 	o->eth.h_proto = bpf_htons(ETH_P_IP);
 	o->ip.version = 4;
 	o->ip.ihl = 5;
@@ -414,16 +458,17 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p)
  * on, NodePort acceleration. */
 WEFT_INLINE int weft_xdp_main(struct xdp_md *ctx)
 {
+	struct weft_hep_value *hep;
 	struct weft_pkt4 p = {};
 	int verdict;
 
 	if (!weft_xdp_parse4(ctx, &p))
 		return XDP_PASS;
-	verdict = weft_xdp_untracked(ctx->ingress_ifindex, &p);
+	verdict = weft_xdp_untracked(ctx->ingress_ifindex, &p, &hep);
 	if (verdict == WEFT_XDP_UNTRACKED_DROP)
 		return XDP_DROP;
 	if (weft_xdp_accel && verdict == WEFT_XDP_UNTRACKED_NONE)
-		return weft_xdp_forward(ctx, &p);
+		return weft_xdp_forward(ctx, &p, hep);
 	return XDP_PASS;
 }
 

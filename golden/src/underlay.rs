@@ -1,10 +1,20 @@
-//! An underlay for tests of XDP's NodePort acceleration, whose FIB lookup needs a real
-//! interface with a route and a neighbour: the calling thread moves to a network namespace of
-//! its own (gone with the thread) holding a veth pair, `up0` with this node's underlay address
-//! and a permanent neighbour entry for the backend node's.
+//! An underlay for tests and benchmarks of XDP's NodePort acceleration, whose FIB lookup needs
+//! a real interface with a route and a neighbour: the calling thread moves to a network
+//! namespace of its own (gone with the thread) holding a veth pair, `up0` with this node's
+//! underlay address and a permanent neighbour entry for the backend node's. And node A's maps
+//! as `weft apply` would fill them: a NodePort whose backend lives on node B.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+
+use libbpf_rs::MapCore;
+use weft::bpf::maps::{
+    self, spec, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Node4Value, Plain,
+};
+use weft::bpf::pinned::Pinned as _;
+use weft::objects::{Object, ProgramSettings, XdpAccel};
+
+use crate::harness::{Harness, IFINDEX};
 
 /// This node's underlay address (its VTEP) on `up0`, and the backend node's.
 pub const NODE_A_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -87,4 +97,109 @@ pub fn enter(mtu: u32) -> u32 {
     let index = unsafe { libc::if_nametoindex(c"up0".as_ptr()) };
     assert_ne!(index, 0, "up0 has no index");
     index
+}
+
+/// A client outside the fleet, and the NodePort's one backend, a workload on node B.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+/// The backend node's tunnel address, and both nodes' VTEP MACs on vxlan.calico.
+pub const NODE_B_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+pub const NODE_A_VTEP_MAC: [u8; 6] = [0x66, 0x0a, 0, 0, 0, 1];
+pub const NODE_B_VTEP_MAC: [u8; 6] = [0x66, 0x0b, 0, 0, 0, 2];
+/// vxlan.calico's index (never looked up: XDP writes the tunnel's headers itself).
+pub const TUNNEL: u32 = 77;
+/// The NodePort (TCP and UDP), and the tunnel's VNI and port.
+pub const NODE_PORT: u16 = 30080;
+pub const VNI: u32 = 4096;
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Node A's program settings: the tunnel, DSR or not, the acceleration on or not.
+pub fn settings(dsr: bool, accel: bool) -> ProgramSettings {
+    ProgramSettings {
+        tunnel: true,
+        dsr,
+        xdp_accel: accel.then_some(XdpAccel {
+            vni: VNI,
+            port: VXLAN_PORT,
+            mtu: 1450,
+            vtep: NODE_A_UNDERLAY,
+            vtep_mac: NODE_A_VTEP_MAC,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Node A as `weft apply` would fill its maps: a NodePort (TCP and UDP) on its underlay
+/// address whose one backend lives on node B, reached through the tunnel. Returns the harness
+/// and the underlay interface's index, the calling thread moved into the underlay's namespace.
+pub fn node_a(test: &str, settings: ProgramSettings) -> Option<(Harness, u32)> {
+    let mut h = Harness::load_with(test, settings)?;
+    h.load_also_with(Object::Hep, settings);
+    let up0 = enter(1500);
+    for ifindex in [IFINDEX, up0] {
+        h.iface_flags(ifindex, maps::IFACE_F_DATA, 0, 0);
+    }
+    h.route(NODE_A_UNDERLAY, 32, maps::RT_F_LOCAL_HOST, 0);
+    for (svc_id, proto) in [(9, 6), (10, 17)] {
+        frontend(&h, svc_id, proto);
+    }
+    remote_backend(&h);
+    let node = Node4Value {
+        underlay: maps::addr_be(NODE_B_UNDERLAY),
+        mac: NODE_B_VTEP_MAC,
+        pad: [0; 2],
+    };
+    spec::NODE4
+        .update(
+            &h.map(spec::NODE4.name),
+            &maps::addr_be(NODE_B_TUNNEL),
+            &node,
+        )
+        .expect("node entry");
+    Some((h, up0))
+}
+
+pub fn frontend(h: &Harness, svc_id: u32, proto: u8) {
+    let fe = NatFrontend {
+        svc_id,
+        count: 1,
+        local_count: 0,
+        affinity_timeout_s: 0,
+        flags: 0,
+        maglev_size: 0,
+    };
+    let fk = NatFrontendKey {
+        addr: maps::addr_be(NODE_A_UNDERLAY),
+        port: NODE_PORT,
+        proto,
+        pad: 0,
+    };
+    h.map(maps::NAT_FE4)
+        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("frontend");
+    let bk = NatBackendKey { svc_id, ordinal: 0 };
+    let be = NatBackend {
+        addr: maps::addr_be(BACKEND),
+        port: 8080,
+        pad: 0,
+    };
+    h.map(maps::NAT_BE4)
+        .update(bk.as_bytes(), be.as_bytes(), libbpf_rs::MapFlags::ANY)
+        .expect("backend");
+}
+
+pub fn remote_backend(h: &Harness) {
+    let k = maps::Route4Key {
+        prefixlen: 32,
+        addr: maps::addr_be(BACKEND),
+    };
+    let v = maps::RouteValue {
+        flags: maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
+        ifindex: TUNNEL,
+        next_hop: maps::addr_be(NODE_B_TUNNEL),
+        pad: 0,
+    };
+    spec::RT4
+        .update(&h.map(spec::RT4.name), &k, &v)
+        .expect("route");
 }

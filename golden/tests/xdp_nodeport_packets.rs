@@ -4,122 +4,19 @@
 //! vxlan.calico would give it, byte for byte; what tc must see (a flow's first packet, state
 //! changes, anything XDP cannot send whole) passes untouched.
 
-use std::net::Ipv4Addr;
-
 use libbpf_rs::MapCore;
-use weft::bpf::maps::{
-    self, spec, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Node4Value, Plain,
-};
-use weft::bpf::pinned::Pinned as _;
+use weft::bpf::maps::{self, spec};
 use weft::bpf::reasons;
-use weft::objects::{Object, ProgramSettings, XdpAccel};
-use weft_golden::harness::{ct4_key, Harness, IFINDEX, PASS};
+use weft_golden::harness::{ct4_key, Harness, PASS};
 use weft_golden::packet::{self, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use weft_golden::underlay::{self, NODE_A_UNDERLAY, NODE_B_UNDERLAY, NODE_B_UNDERLAY_MAC, UP0_MAC};
+use weft_golden::underlay::{
+    node_a, settings, BACKEND, CLIENT, NODE_A_UNDERLAY, NODE_A_VTEP_MAC, NODE_B_TUNNEL,
+    NODE_B_UNDERLAY, NODE_B_UNDERLAY_MAC, NODE_B_VTEP_MAC, NODE_PORT, UP0_MAC, VNI, VXLAN_PORT,
+};
 
 const XDP_PASS: i32 = 2;
 const XDP_TX: i32 = 3;
 const TC_ACT_REDIRECT: i32 = 7;
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
-/// The backend node's tunnel address, and both nodes' VTEP MACs on vxlan.calico.
-const NODE_B_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
-const NODE_A_VTEP_MAC: [u8; 6] = [0x66, 0x0a, 0, 0, 0, 1];
-const NODE_B_VTEP_MAC: [u8; 6] = [0x66, 0x0b, 0, 0, 0, 2];
-const TUNNEL: u32 = 77;
-const NODE_PORT: u16 = 30080;
-const VNI: u32 = 4096;
-const VXLAN_PORT: u16 = 4789;
-
-fn settings(dsr: bool, accel: bool) -> ProgramSettings {
-    ProgramSettings {
-        tunnel: true,
-        dsr,
-        xdp_accel: accel.then_some(XdpAccel {
-            vni: VNI,
-            port: VXLAN_PORT,
-            vtep: NODE_A_UNDERLAY,
-            vtep_mac: NODE_A_VTEP_MAC,
-        }),
-        ..Default::default()
-    }
-}
-
-/// Node A as `weft apply` would fill its maps: a NodePort (TCP and UDP) on its underlay
-/// address whose one backend lives on node B, reached through the tunnel. Returns the harness
-/// and the underlay interface's index, the calling thread moved into the underlay's namespace.
-fn node_a(test: &str, settings: ProgramSettings) -> Option<(Harness, u32)> {
-    let mut h = Harness::load_with(test, settings)?;
-    h.load_also_with(Object::Hep, settings);
-    let up0 = underlay::enter(1500);
-    for ifindex in [IFINDEX, up0] {
-        h.iface_flags(ifindex, maps::IFACE_F_DATA, 0, 0);
-    }
-    h.route(NODE_A_UNDERLAY, 32, maps::RT_F_LOCAL_HOST, 0);
-    for (svc_id, proto) in [(9, 6), (10, 17)] {
-        frontend(&h, svc_id, proto);
-    }
-    remote_backend(&h);
-    let node = Node4Value {
-        underlay: maps::addr_be(NODE_B_UNDERLAY),
-        mac: NODE_B_VTEP_MAC,
-        pad: [0; 2],
-    };
-    spec::NODE4
-        .update(
-            &h.map(spec::NODE4.name),
-            &maps::addr_be(NODE_B_TUNNEL),
-            &node,
-        )
-        .expect("node entry");
-    Some((h, up0))
-}
-
-fn frontend(h: &Harness, svc_id: u32, proto: u8) {
-    let fe = NatFrontend {
-        svc_id,
-        count: 1,
-        local_count: 0,
-        affinity_timeout_s: 0,
-        flags: 0,
-        maglev_size: 0,
-    };
-    let fk = NatFrontendKey {
-        addr: maps::addr_be(NODE_A_UNDERLAY),
-        port: NODE_PORT,
-        proto,
-        pad: 0,
-    };
-    h.map(maps::NAT_FE4)
-        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("frontend");
-    let bk = NatBackendKey { svc_id, ordinal: 0 };
-    let be = NatBackend {
-        addr: maps::addr_be(BACKEND),
-        port: 8080,
-        pad: 0,
-    };
-    h.map(maps::NAT_BE4)
-        .update(bk.as_bytes(), be.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("backend");
-}
-
-fn remote_backend(h: &Harness) {
-    let k = maps::Route4Key {
-        prefixlen: 32,
-        addr: maps::addr_be(BACKEND),
-    };
-    let v = maps::RouteValue {
-        flags: maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
-        ifindex: TUNNEL,
-        next_hop: maps::addr_be(NODE_B_TUNNEL),
-        pad: 0,
-    };
-    spec::RT4
-        .update(&h.map(spec::RT4.name), &k, &v)
-        .expect("route");
-}
 
 fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
@@ -276,11 +173,13 @@ fn what_tc_must_see_or_xdp_cannot_send_whole_passes_untouched() {
     );
     assert_eq!(forwarded(&h, up0), 1);
 
-    // A node whose underlay neighbour is not resolved, a node XDP has no entry for, a
-    // backend that is local after all: tc's way.
+    // A node whose underlay neighbour is no longer resolved (XDP asks the FIB again after
+    // at most a second per CPU), a node XDP has no entry for, a backend that is local after
+    // all: tc's way.
     let _ = std::process::Command::new("ip")
         .args(["neigh", "del", &NODE_B_UNDERLAY.to_string(), "dev", "up0"])
         .status();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     passes(&ack, "next hop unresolved");
     let node_key = maps::addr_be(NODE_B_TUNNEL);
     h.map(spec::NODE4.name)

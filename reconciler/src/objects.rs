@@ -188,6 +188,8 @@ pub struct ProgramSettings {
 pub struct XdpAccel {
     pub vni: u32,
     pub port: u16,
+    /// vxlan.calico's MTU: larger packets are the stack's to answer.
+    pub mtu: u16,
     pub vtep: std::net::Ipv4Addr,
     #[serde(serialize_with = "ser_mac")]
     pub vtep_mac: [u8; 6],
@@ -284,9 +286,10 @@ impl ProgramIdentity {
         }
         if let Some(x) = self.settings.xdp_accel {
             s += &format!(
-                " xdp-accel(vni={} port={} vtep={} {})",
+                " xdp-accel(vni={} port={} mtu={} vtep={} {})",
                 x.vni,
                 x.port,
+                x.mtu,
                 x.vtep,
                 crate::state::mac_string(&x.vtep_mac)
             );

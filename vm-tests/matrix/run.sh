@@ -97,13 +97,14 @@ tests=(
   "golden-ctgc ctgc"
   "golden-host host_packets"
   "golden-tunnel tunnel_packets"
+  "golden-xdp-nodeport xdp_nodeport_packets"
   "vm-quickstart-policy foundation policy_allows_what_it_says_and_denies_the_rest"
   "vm-cluster-ip services cluster_ip_tcp_reaches_every_ready_backend"
   "vm-restart restart kill_9_and_a_restart_lose_no_connection_and_detach_nothing"
   "vm-conntrack-gc conntrack_gc"
   "vm-host-endpoints host_endpoints host_endpoint_policy_polices_the_hosts_own_traffic_on_its_interfaces failsafe_ports_stay_open_under_deny_all_until_they_are_emptied pre_dnat_policy_denies_a_node_port_from_one_range_and_allows_it_from_another"
   "vm-fragments fragments"
-  "vm-fleet fleet workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_each_lives cross_subnet_encapsulates_only_to_the_other_subnet a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hosts a_node_port_reached_on_one_host under_dsr strict_rpf a_4_mb_transfer"
+  "vm-fleet fleet workloads_on_three_hosts_reach_each_other_over_vxlan_and_policy_holds_where_each_lives cross_subnet_encapsulates_only_to_the_other_subnet a_cluster_ip_spread_across_hosts_reaches_every_backend_from_workloads_and_hosts a_node_port_reached_on_one_host under_dsr strict_rpf a_4_mb_transfer with_xdp_acceleration"
 )
 # HOOK: `weft verifier` (being written on main) loads every program and variant; when the built
 # weft has it, each row's "programs loaded" comes from it.

@@ -113,6 +113,7 @@ macro_rules! load_skel {
             if let Some(x) = accel {
                 rodata.weft_vxlan_vni = x.vni;
                 rodata.weft_vxlan_port = x.port;
+                rodata.weft_vxlan_mtu = x.mtu;
                 rodata.weft_vtep_addr = super::maps::addr_be(x.vtep);
                 rodata.weft_vtep_mac = x.vtep_mac;
             }
@@ -251,6 +252,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                 xdp_accel: (rodata.weft_xdp_accel != 0).then(|| XdpAccel {
                     vni: rodata.weft_vxlan_vni,
                     port: rodata.weft_vxlan_port,
+                    mtu: rodata.weft_vxlan_mtu,
                     vtep: super::maps::ip(rodata.weft_vtep_addr),
                     vtep_mac: rodata.weft_vtep_mac,
                 }),

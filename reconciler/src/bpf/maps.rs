@@ -29,8 +29,9 @@ pub use types::{
     weft_node4_value as Node4Value, weft_route4_key as Route4Key, weft_route_value as RouteValue,
     weft_scratch as Scratch, weft_trace_filter as TraceFilter, weft_trace_host as TraceHost,
     weft_trace_port as TracePort, weft_tun_flow as TunFlow, weft_vtep_key as VtepKey,
-    weft_xdp_cache as XdpCache, weft_xdp_ctr as XdpCtr, weft_xdp_host4_key as XdpHost4Key,
-    weft_xdp_src4_key as XdpSrc4Key, weft_xdp_src_value as XdpSrcValue,
+    weft_xdp_cache as XdpCache, weft_xdp_ctr as XdpCtr, weft_xdp_fib as XdpFib,
+    weft_xdp_host4_key as XdpHost4Key, weft_xdp_src4_key as XdpSrc4Key,
+    weft_xdp_src_value as XdpSrcValue,
 };
 
 // The maps' names, for code that keys by name (HostState, pins); the specs are in `spec`.
@@ -44,6 +45,7 @@ pub const XDP_HOST4: &str = spec::XDP_HOST4.name;
 pub const XDP_CTRS: &str = spec::XDP_CTRS.name;
 pub const XDP_GEN: &str = spec::XDP_GEN.name;
 pub const XDP_CACHE: &str = spec::XDP_CACHE.name;
+pub const XDP_FIB: &str = spec::XDP_FIB.name;
 pub const FS_PORTS: &str = spec::FS_PORTS.name;
 pub const RT4: &str = spec::RT4.name;
 pub const WLADDR4: &str = spec::WLADDR4.name;
@@ -95,6 +97,10 @@ pub mod spec {
     /// Per CPU: the sources XDP decided last, with their verdicts and generation.
     pub const XDP_CACHE: MapSpec<u32, XdpCache> =
         MapSpec::new("weft_xdp_cache", |_| crate::abi::XDP_CACHE_SLOTS);
+    /// Per CPU: the FIB's last answer for the way to a node's underlay address (XDP's
+    /// NodePort acceleration asks it at most once a second per node).
+    pub const XDP_FIB: MapSpec<u32, XdpFib> =
+        MapSpec::new("weft_xdp_fib", |_| crate::abi::XDP_FIB_SLOTS);
     /// Per CPU: XDP's drops by (interface, rule), in slots the first pair to count claims.
     pub const XDP_CTRS: MapSpec<u32, XdpCtr> =
         MapSpec::new("weft_xdp_ctrs", |_| crate::abi::XDP_CTR_SLOTS);
@@ -179,7 +185,7 @@ pub mod spec {
         MapSpec::new("weft_dsr_optout4", |_| 1024).rendered(render_dsr_optout);
 
     /// Every map, once.
-    pub static ALL: [&dyn AnyMapSpec; 31] = [
+    pub static ALL: [&dyn AnyMapSpec; 32] = [
         &CT4,
         &FRAGS4,
         &IFACE,
@@ -190,6 +196,7 @@ pub mod spec {
         &XDP_CTRS,
         &XDP_GEN,
         &XDP_CACHE,
+        &XDP_FIB,
         &FS_PORTS,
         &RT4,
         &WLADDR4,
@@ -453,6 +460,7 @@ unsafe impl Plain for XdpHost4Key {}
 unsafe impl Plain for XdpCtr {}
 unsafe impl Plain for XdpCache {}
 unsafe impl Plain for Node4Value {}
+unsafe impl Plain for XdpFib {}
 unsafe impl Plain for Frag4Value {}
 unsafe impl Plain for Failsafe4Key {}
 unsafe impl Plain for Route4Key {}

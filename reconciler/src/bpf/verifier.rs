@@ -102,6 +102,7 @@ const TC_SETTINGS: &[ProgramSettings] = &[
         xdp_accel: Some(crate::objects::XdpAccel {
             vni: 4096,
             port: 4789,
+            mtu: 1450,
             vtep: std::net::Ipv4Addr::new(192, 0, 2, 1),
             vtep_mac: [0x66, 0, 0, 0, 0, 1],
         }),
@@ -564,6 +565,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
             data,
             std::mem::offset_of!(rodata, weft_vxlan_port),
             &x.port.to_ne_bytes(),
+        );
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_vxlan_mtu),
+            &x.mtu.to_ne_bytes(),
         );
         put(
             data,

@@ -260,8 +260,9 @@ pub fn mss_clamp(
 }
 
 /// What XDP's NodePort acceleration writes the tunnel's headers from
-/// (bpfExternalServiceAcceleration XDP): vxlan.calico's VNI and port, this node's underlay
-/// address and VTEP MAC. None where this node has no underlay address (no tunnel either).
+/// (bpfExternalServiceAcceleration XDP): vxlan.calico's VNI, port and MTU, this node's underlay
+/// address and VTEP MAC. None where the tunnel device cannot be made (no underlay address on
+/// this host).
 pub fn xdp_accel(
     cfg: &Config,
     facts: &HostFacts,
@@ -272,9 +273,11 @@ pub fn xdp_accel(
         .iter()
         .find(|n| n.value.metadata.name == facts.node)
         .and_then(|n| peer(&n.value))?;
+    let (_, index) = link_with(facts, me.underlay)?;
     Some(crate::objects::XdpAccel {
         vni: felix.vxlan_vni(),
         port: felix.vxlan_port(),
+        mtu: u16::try_from(device_mtu(felix, facts, index)).ok()?,
         vtep: me.underlay,
         vtep_mac: me.mac,
     })
@@ -1020,6 +1023,7 @@ mod tests {
             Some(crate::objects::XdpAccel {
                 vni: 4096,
                 port: 4789,
+                mtu: 9000 - VXLAN_OVERHEAD as u16,
                 vtep: Ipv4Addr::new(172, 16, 0, 11),
                 vtep_mac: vtep_mac("n1"),
             })
