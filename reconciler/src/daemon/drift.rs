@@ -7,9 +7,8 @@
 //! Pure: it compares three `HostState`s object by object.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
-use crate::state::{mac_string, HostState, Names};
+use crate::state::{mac_string, HostState};
 
 /// A kind of object weft owns, as drift metrics and logs name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -100,9 +99,9 @@ impl std::fmt::Display for Drift {
     }
 }
 
-/// Every object of a state: (kind, identity) -> value, both rendered.
+/// Every object of a state but the maps' entries and the rulesets (`entries_drifted`):
+/// (kind, identity) -> value, both rendered.
 fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
-    let rules = Names::default();
     let mut out = BTreeMap::new();
     for (dev, l) in &s.links {
         if let Some(o) = &l.owned {
@@ -143,37 +142,106 @@ fn objects(s: &HostState) -> BTreeMap<(Kind, String), String> {
             format!("{} ({})", a.program, a.mode.as_str()),
         );
     }
+    for (name, m) in &s.maps {
+        out.insert((Kind::Map, name.clone()), m.def.shape());
+    }
+    out
+}
+
+/// How an object's live value `h` differs from its desired value `w`, where weft last made it
+/// `m`; None where it does not, or where the desired value is not the one weft made.
+fn judge<V: PartialEq + ?Sized>(w: Option<&V>, h: Option<&V>, m: Option<&V>) -> Option<Change> {
+    if w == h || w != m {
+        return None;
+    }
+    Some(match (w, h) {
+        (Some(_), None) => Change::Missing,
+        (Some(_), Some(_)) => Change::Changed,
+        (None, _) => Change::Unexpected,
+    })
+}
+
+/// `judge` for every key of `w` or `h`, calling `f` with those that drifted.
+fn get<'a, K: Ord, V: ?Sized, B: std::ops::Deref<Target = V>>(
+    map: &'a BTreeMap<K, B>,
+    k: &K,
+) -> Option<&'a V> {
+    map.get(k).map(|v| &**v)
+}
+
+fn each_drifted<K: Ord, V: PartialEq + ?Sized, B: std::ops::Deref<Target = V>>(
+    w: &BTreeMap<K, B>,
+    h: &BTreeMap<K, B>,
+    m: &BTreeMap<K, B>,
+    mut f: impl FnMut(&K, Change),
+) {
+    for (k, wv) in w {
+        if let Some(c) = judge(Some(&**wv), get(h, k), get(m, k)) {
+            f(k, c);
+        }
+    }
+    for (k, hv) in h {
+        if !w.contains_key(k) {
+            if let Some(c) = judge(None, Some(&**hv), get(m, k)) {
+                f(k, c);
+            }
+        }
+    }
+}
+
+/// The drifted entries of the maps and rulesets, compared as they are held, not rendered: at
+/// 10,000 endpoints, policies and services there are over a hundred thousand, and rendering
+/// three states' worth of them took tens of megabytes on every resync. `maps_as_desired` are
+/// the maps whose desired and live definitions agree (an entry of a missing or replaced map is
+/// the map's drift, not its own).
+fn entries_drifted(
+    desired: &HostState,
+    observed: &HostState,
+    last: &HostState,
+    maps_as_desired: &BTreeSet<&str>,
+    out: &mut Vec<Drift>,
+) {
     // A ruleset is an entry of weft_pol_rs whose value is a frozen map of its own: it is told
     // apart by its cells, which nobody can edit, so a ruleset drifts only by going missing
     // or by another map put under its id.
-    for (id, cells) in &s.rulesets {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        cells.hash(&mut h);
-        out.insert(
-            (
-                Kind::MapEntry,
-                format!("{} key {id:08x}", crate::bpf::maps::POL_RS),
-            ),
-            format!(
-                "ruleset {id:#010x}: {} cells, digest {:016x}",
-                cells.len(),
-                h.finish()
-            ),
+    each_drifted(
+        &desired.rulesets,
+        &observed.rulesets,
+        &last.rulesets,
+        |id, change| {
+            out.push(Drift {
+                kind: Kind::MapEntry,
+                object: format!("{} key {id:08x}", crate::bpf::maps::POL_RS),
+                change,
+            })
+        },
+    );
+    let no_entries = crate::bpf::maps::Entries::new();
+    let entries =
+        |s: &HostState, name: &str| -> Option<std::sync::Arc<crate::bpf::maps::Entries>> {
+            s.maps.get(name).and_then(|m| m.entries.clone())
+        };
+    for name in maps_as_desired {
+        let (w, h) = (entries(desired, name), entries(observed, name));
+        // The same entries, as an unchanged map's are (one allocation): nothing drifted.
+        if w == h {
+            continue;
+        }
+        let m = entries(last, name);
+        each_drifted(
+            w.as_deref().unwrap_or(&no_entries),
+            h.as_deref().unwrap_or(&no_entries),
+            m.as_deref().unwrap_or(&no_entries),
+            |k, change| {
+                let key: String = k.iter().map(|b| format!("{b:02x}")).collect();
+                out.push(Drift {
+                    kind: Kind::MapEntry,
+                    object: format!("{name} key {key}"),
+                    change,
+                })
+            },
         );
     }
-    for (name, m) in &s.maps {
-        out.insert((Kind::Map, name.clone()), m.def.shape());
-        for (k, v) in m.entries.iter().flat_map(|e| e.iter()) {
-            // The rendering names the key first; the value is the rendering as a whole, so a
-            // changed value is a changed entry.
-            let key: String = k.iter().map(|b| format!("{b:02x}")).collect();
-            out.insert(
-                (Kind::MapEntry, format!("{name} key {key}")),
-                crate::bpf::maps::render(name, k, v, &rules),
-            );
-        }
-    }
-    out
 }
 
 /// The objects whose live value differs from the one weft last converged to, where that is
@@ -196,22 +264,9 @@ pub fn find(desired: &HostState, observed: &HostState, last: Option<&HostState>)
     let mut out = Vec::new();
     for key in keys {
         let (w, h, m) = (want.get(key), have.get(key), made.get(key));
-        if w == h || w != m {
+        let Some(change) = judge(w, h, m) else {
             continue;
-        }
-        let change = match (w, h) {
-            (Some(_), None) => Change::Missing,
-            (Some(_), Some(_)) => Change::Changed,
-            (None, _) => Change::Unexpected,
         };
-        // An entry in a missing or replaced map is the map's drift, not its own.
-        if key.0 == Kind::MapEntry {
-            let map = key.1.split(' ').next().unwrap_or_default();
-            let map_key = (Kind::Map, map.to_string());
-            if want.get(&map_key) != have.get(&map_key) {
-                continue;
-            }
-        }
         if key.0 == Kind::Attachment
             && w.is_some_and(|w| programs.iter().any(|p| w.starts_with(&format!("{p} ("))))
         {
@@ -223,6 +278,18 @@ pub fn find(desired: &HostState, observed: &HostState, last: Option<&HostState>)
             change,
         });
     }
+    let maps_as_desired: BTreeSet<&str> = desired
+        .maps
+        .keys()
+        .chain(observed.maps.keys())
+        .map(String::as_str)
+        .filter(|name| {
+            let map_key = (Kind::Map, name.to_string());
+            want.get(&map_key) == have.get(&map_key)
+        })
+        .collect();
+    entries_drifted(desired, observed, last, &maps_as_desired, &mut out);
+    out.sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
     out
 }
 
