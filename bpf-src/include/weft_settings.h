@@ -36,6 +36,9 @@ const volatile __u8 weft_dsr = 0;
  * VNI, UDP port (host order) and MTU, and this node's VTEP (address in network order, and
  * MAC), as vxlan.calico has them. */
 const volatile __u8 weft_xdp_accel = 0;
+/* Under the acceleration, whether XDP also runs a host endpoint's untracked ingress stage
+ * (xdpEnabled, default true); 0 leaves that stage to tc alone. */
+const volatile __u8 weft_xdp_untracked_on = 1;
 const volatile __u32 weft_vxlan_vni = 0;
 const volatile __u16 weft_vxlan_port = 0;
 const volatile __u16 weft_vxlan_mtu = 0;

@@ -464,6 +464,12 @@ WEFT_INLINE int weft_xdp_main(struct xdp_md *ctx)
 
 	if (!weft_xdp_parse4(ctx, &p))
 		return XDP_PASS;
+	if (weft_xdp_accel && !weft_xdp_untracked_on) {
+		__u32 ifindex = ctx->ingress_ifindex;
+
+		hep = bpf_map_lookup_elem(&weft_hep, &ifindex);
+		return weft_xdp_forward(ctx, &p, hep);
+	}
 	verdict = weft_xdp_untracked(ctx->ingress_ifindex, &p, &hep);
 	if (verdict == WEFT_XDP_UNTRACKED_DROP)
 		return XDP_DROP;

@@ -122,6 +122,7 @@ pub fn settings(dsr: bool, accel: bool) -> ProgramSettings {
             vni: VNI,
             port: VXLAN_PORT,
             mtu: 1450,
+            untracked: true,
             vtep: NODE_A_UNDERLAY,
             vtep_mac: NODE_A_VTEP_MAC,
         }),

@@ -5,15 +5,18 @@
 //! changes, anything XDP cannot send whole) passes untouched.
 
 use libbpf_rs::MapCore;
-use weft::bpf::maps::{self, spec};
+use weft::bpf::maps::{self, spec, HepValue};
+use weft::bpf::pinned::Pinned as _;
 use weft::bpf::reasons;
-use weft_golden::harness::{ct4_key, Harness, PASS};
+use weft::policy::flat::FlatAction;
+use weft_golden::harness::{allow_all, ct4_key, Harness, PASS};
 use weft_golden::packet::{self, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use weft_golden::underlay::{
     node_a, settings, BACKEND, CLIENT, NODE_A_UNDERLAY, NODE_A_VTEP_MAC, NODE_B_TUNNEL,
     NODE_B_UNDERLAY, NODE_B_UNDERLAY_MAC, NODE_B_VTEP_MAC, NODE_PORT, UP0_MAC, VNI, VXLAN_PORT,
 };
 
+const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
 const XDP_TX: i32 = 3;
 const TC_ACT_REDIRECT: i32 = 7;
@@ -220,4 +223,38 @@ fn under_dsr_xdp_sends_the_flow_on_unchanged_to_the_backends_node() {
         "not translated: node B does"
     );
     assert_eq!(forwarded(&h, up0), 1);
+}
+
+/// xdpEnabled: the untracked ingress stage of a host endpoint on the underlay interface runs
+/// in XDP beside the acceleration, or (false) is left to tc alone.
+#[test]
+fn xdp_enabled_decides_whether_xdp_also_runs_the_untracked_stage() {
+    for untracked in [true, false] {
+        let mut s = settings(false, true);
+        if let Some(x) = s.xdp_accel.as_mut() {
+            x.untracked = untracked;
+        }
+        let Some((h, up0)) = node_a("xdp-accel-untracked", s) else {
+            return;
+        };
+        let allow = h.ruleset(&allow_all());
+        let mut deny = allow_all();
+        deny.rules[0].action = FlatAction::Deny;
+        let v = HepValue {
+            ruleset_in: allow,
+            ruleset_out: allow,
+            ruleset_untracked_in: h.ruleset(&deny),
+            ..Default::default()
+        };
+        spec::HEP
+            .update(&h.map(spec::HEP.name), &up0, &v)
+            .expect("hep entry");
+        let ack = packet::tcp(CLIENT, 40400, NODE_A_UNDERLAY, NODE_PORT, TCP_ACK);
+        let want = if untracked { XDP_DROP } else { XDP_PASS };
+        assert_eq!(
+            h.run_xdp_at("weft_xdp", &ack, up0, 1).retval,
+            want,
+            "untracked stage in XDP: {untracked}"
+        );
+    }
 }

@@ -190,6 +190,8 @@ pub struct XdpAccel {
     pub port: u16,
     /// vxlan.calico's MTU: larger packets are the stack's to answer.
     pub mtu: u16,
+    /// xdpEnabled: XDP also runs host endpoints' untracked ingress stage (else tc alone).
+    pub untracked: bool,
     pub vtep: std::net::Ipv4Addr,
     #[serde(serialize_with = "ser_mac")]
     pub vtep_mac: [u8; 6],
@@ -286,12 +288,13 @@ impl ProgramIdentity {
         }
         if let Some(x) = self.settings.xdp_accel {
             s += &format!(
-                " xdp-accel(vni={} port={} mtu={} vtep={} {})",
+                " xdp-accel(vni={} port={} mtu={} vtep={} {}{})",
                 x.vni,
                 x.port,
                 x.mtu,
                 x.vtep,
-                crate::state::mac_string(&x.vtep_mac)
+                crate::state::mac_string(&x.vtep_mac),
+                if x.untracked { "" } else { " untracked-in-tc" }
             );
         }
         if self.settings.mss_clamp != 0 {

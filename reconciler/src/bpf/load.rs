@@ -114,6 +114,7 @@ macro_rules! load_skel {
                 rodata.weft_vxlan_vni = x.vni;
                 rodata.weft_vxlan_port = x.port;
                 rodata.weft_vxlan_mtu = x.mtu;
+                rodata.weft_xdp_untracked_on = u8::from(x.untracked);
                 rodata.weft_vtep_addr = super::maps::addr_be(x.vtep);
                 rodata.weft_vtep_mac = x.vtep_mac;
             }
@@ -253,6 +254,7 @@ pub fn program_identity(prog: BorrowedFd<'_>) -> Result<Option<ProgramIdentity>,
                     vni: rodata.weft_vxlan_vni,
                     port: rodata.weft_vxlan_port,
                     mtu: rodata.weft_vxlan_mtu,
+                    untracked: rodata.weft_xdp_untracked_on != 0,
                     vtep: super::maps::ip(rodata.weft_vtep_addr),
                     vtep_mac: rodata.weft_vtep_mac,
                 }),

@@ -103,6 +103,7 @@ const TC_SETTINGS: &[ProgramSettings] = &[
             vni: 4096,
             port: 4789,
             mtu: 1450,
+            untracked: true,
             vtep: std::net::Ipv4Addr::new(192, 0, 2, 1),
             vtep_mac: [0x66, 0, 0, 0, 0, 1],
         }),
@@ -580,6 +581,11 @@ fn write_settings(data: &mut [u8], s: ProgramSettings) {
             data,
             std::mem::offset_of!(rodata, weft_vtep_mac),
             &x.vtep_mac,
+        );
+        put(
+            data,
+            std::mem::offset_of!(rodata, weft_xdp_untracked_on),
+            &[u8::from(x.untracked)],
         );
     }
 }

@@ -278,6 +278,7 @@ pub fn xdp_accel(
         vni: felix.vxlan_vni(),
         port: felix.vxlan_port(),
         mtu: u16::try_from(device_mtu(felix, facts, index)).ok()?,
+        untracked: felix.xdp_enabled(),
         vtep: me.underlay,
         vtep_mac: me.mac,
     })
@@ -1024,6 +1025,7 @@ mod tests {
                 vni: 4096,
                 port: 4789,
                 mtu: 9000 - VXLAN_OVERHEAD as u16,
+                untracked: true,
                 vtep: Ipv4Addr::new(172, 16, 0, 11),
                 vtep_mac: vtep_mac("n1"),
             })
@@ -1071,6 +1073,14 @@ mod tests {
         );
         let d = state(&fleet(&[svc, accel]));
         assert_eq!(d.settings.wep.xdp_accel, None);
+        // xdpEnabled: false leaves host endpoints' untracked stage to tc.
+        let no_untracked = accel.replace("XDP}", "XDP, xdpEnabled: false}");
+        let d = state(&fleet(&[
+            &pool("10.244.0.0/16", "Always"),
+            svc,
+            &no_untracked,
+        ]));
+        assert_eq!(d.settings.wep.xdp_accel.map(|x| x.untracked), Some(false));
     }
 
     #[test]
