@@ -557,16 +557,19 @@ pub fn plan(desired: &HostState, observed: &HostState, sizes: MapSizes) -> Vec<O
         }
     }
 
-    // Attachments: a changed mode attaches the new way before detaching the old.
+    // Attachments: a changed mode attaches the new way before detaching the old. A link in
+    // one XDP mode is the same pin as in the other: the new one replaces it.
     for ((iface, hook), a) in &desired.attachments {
         match observed.attachments.get(&(iface.clone(), *hook)) {
             Some(o) if o == a => {}
-            Some(o) if o.mode == a.mode => ops.push(Op::Attach {
-                iface: iface.clone(),
-                hook: *hook,
-                program: a.program.clone(),
-                mode: a.mode,
-            }),
+            Some(o) if o.mode == a.mode || (o.mode.is_link() && a.mode.is_link()) => {
+                ops.push(Op::Attach {
+                    iface: iface.clone(),
+                    hook: *hook,
+                    program: a.program.clone(),
+                    mode: a.mode,
+                })
+            }
             Some(o) => {
                 ops.push(Op::Attach {
                     iface: iface.clone(),
@@ -1182,6 +1185,42 @@ mod tests {
             )
         });
         assert!(attach < detach, "{ops:#?}");
+    }
+
+    #[test]
+    fn an_xdp_link_changing_mode_is_replaced_not_detached_after() {
+        use crate::state::AttachmentState;
+        let xdp = |mode| {
+            let mut s = HostState::default();
+            s.attachments.insert(
+                ("eth0".to_string(), Hook::Xdp),
+                AttachmentState {
+                    program: "weft_xdp".into(),
+                    mode,
+                },
+            );
+            s
+        };
+        let (native, generic) = (xdp(AttachMode::Tcx), xdp(AttachMode::XdpGeneric));
+        for (from, to) in [(&native, &generic), (&generic, &native)] {
+            let ops = plan(to, from, MapSizes::default());
+            assert!(
+                matches!(ops.as_slice(), [Op::Attach { .. }]),
+                "one attach, which replaces the link: {ops:#?}"
+            );
+            let mut model = from.clone();
+            model.programs.insert(
+                "weft_xdp".into(),
+                crate::state::ProgramState {
+                    identity: crate::objects::ProgramIdentity::current(
+                        crate::objects::Object::Hep,
+                        Default::default(),
+                    ),
+                },
+            );
+            model.apply(&ops).expect("the model applies it");
+            assert_eq!(model.attachments, to.attachments);
+        }
     }
 
     #[test]
