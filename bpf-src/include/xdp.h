@@ -174,7 +174,8 @@ WEFT_INLINE int weft_xdp_untracked(__u32 ifindex, const struct weft_pkt4 *p, str
  * bpfExternalServiceAcceleration XDP, on the node a client outside the fleet reached: the
  * packets of a known NodePort or external flow whose backend lives on another node are sent on
  * from XDP, without an skb, routing or the tunnel device: translated as tc would translate them
- * (not under DSR, where they go on unchanged), their TTL counted down as the router's, and
+ * and their TTL counted down as routing would (not under DSR, where tc's way redirects them
+ * unchanged, and so does XDP's), and
  * wrapped in the VXLAN headers vxlan.calico would give them (outer Ethernet to the underlay's
  * next hop, which the kernel's FIB names; IPv4 from this node's VTEP to the backend node's; UDP
  * to the tunnel's port; the VNI; inner Ethernet between the two VTEPs' MACs, by which the
@@ -346,7 +347,7 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 		return XDP_PASS;
 	eth = data;
 	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > end || ip->ttl <= 1 || (ip->frag_off & bpf_htons(WEFT_IP_MF)))
+	if ((void *)(ip + 1) > end || (ip->frag_off & bpf_htons(WEFT_IP_MF)))
 		return XDP_PASS;
 	l4 = (void *)ip + ip->ihl * 4;
 	if (p->proto == IPPROTO_TCP) {
@@ -359,6 +360,10 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 		return XDP_PASS;
 	}
 	if (!weft_xdp_fwd_of(p, &fw) || weft_ct_tcp_finished(fw.holder))
+		return XDP_PASS;
+	/* Translated, the packet is routed on (its TTL counted down) where tc's way would be;
+	 * under DSR, tc's way redirects it as it came. A TTL that runs out is the stack's. */
+	if (fw.dnat && ip->ttl <= 1)
 		return XDP_PASS;
 	/* A host endpoint's policy approved the flow once, on tc's way (hep.h). */
 	if (hep && !(fw.holder->flags & weft_hep_ct_flag(fw.client_is_a)))
@@ -402,7 +407,7 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 			csum = &l4[3];
 	}
 
-	/* The inner packet: translated, one hop older, between the two VTEPs. */
+	/* The inner packet: translated and one hop older (not under DSR), between the VTEPs. */
 	if (fw.dnat) {
 		__u16 port = bpf_htons(fw.backend_port);
 
@@ -415,9 +420,9 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 		ip->check = weft_csum_replace4(ip->check, ip->daddr, fw.backend);
 		ip->daddr = fw.backend;
 		l4[1] = port;
+		ip->check = weft_csum_replace2(ip->check, bpf_htons(ip->ttl << 8), bpf_htons((ip->ttl - 1) << 8));
+		ip->ttl -= 1;
 	}
-	ip->check = weft_csum_replace2(ip->check, bpf_htons(ip->ttl << 8), bpf_htons((ip->ttl - 1) << 8));
-	ip->ttl -= 1;
 	__builtin_memcpy(eth->h_dest, node->mac, ETH_ALEN);
 	for (i = 0; i < ETH_ALEN; i++)
 		eth->h_source[i] = weft_vtep_mac[i];

@@ -32,17 +32,24 @@ fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// `frame` as node B's tunnel device must receive it from node A, the UDP source port (a hash
-/// of the flow) taken from what XDP sent.
+/// `frame` as node B's tunnel device must receive it from node A, translated and routed, the
+/// UDP source port (a hash of the flow) taken from what XDP sent.
 fn wrapped(frame: &[u8], sent: &[u8]) -> Vec<u8> {
-    // The inner frame: between the VTEPs, one hop older.
+    wrapped_as(frame, sent, true)
+}
+
+/// `wrapped`, one hop older (`routed`, as translated packets are) or not (under DSR).
+fn wrapped_as(frame: &[u8], sent: &[u8], routed: bool) -> Vec<u8> {
+    // The inner frame: between the VTEPs.
     let mut inner = frame.to_vec();
     inner[0..6].copy_from_slice(&NODE_B_VTEP_MAC);
     inner[6..12].copy_from_slice(&NODE_A_VTEP_MAC);
-    inner[14 + 8] -= 1;
-    inner[24..26].copy_from_slice(&[0, 0]);
-    let c = checksum(&inner[14..34]);
-    inner[24..26].copy_from_slice(&c.to_be_bytes());
+    if routed {
+        inner[14 + 8] -= 1;
+        inner[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&inner[14..34]);
+        inner[24..26].copy_from_slice(&c.to_be_bytes());
+    }
 
     let mut o = Vec::new();
     o.extend_from_slice(&NODE_B_UNDERLAY_MAC);
@@ -219,8 +226,8 @@ fn under_dsr_xdp_sends_the_flow_on_unchanged_to_the_backends_node() {
     assert_eq!(out.retval, XDP_TX);
     assert_eq!(
         out.data,
-        wrapped(&ack, &out.data),
-        "not translated: node B does"
+        wrapped_as(&ack, &out.data, false),
+        "not translated (node B does), nor one hop older: redirected, as tc's way does"
     );
     assert_eq!(forwarded(&h, up0), 1);
 }
