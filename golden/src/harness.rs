@@ -13,7 +13,8 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 use weft::bpf::load::{self, Object, ProgramSettings};
 use weft::bpf::maps::{
-    self, spec, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, Route4Key, RouteValue,
+    self, spec, Ct4Key, Ct4Value, Entries, Event, IfaceValue, MapSizes, NatBackend, NatBackendKey,
+    NatFrontend, NatFrontendKey, Route4Key, RouteValue,
 };
 use weft::bpf::pinned::Pinned as _;
 use weft::bpf::reasons::REASONS;
@@ -168,6 +169,12 @@ impl Harness {
     /// Adds a weft_rt4 entry; a local workload's address also goes into weft_wladdr4, as
     /// `weft apply` writes it, so that the workload's packets pass the anti-spoofing check.
     pub fn route(&self, addr: Ipv4Addr, len: u8, flags: u32, ifindex: u32) {
+        self.route_via(addr, len, flags, ifindex, Ipv4Addr::UNSPECIFIED);
+    }
+
+    /// `route` with a next hop: a remote workload's node (its tunnel address where the
+    /// route is the tunnel, `RT_F_TUNNELED` and the tunnel's index).
+    pub fn route_via(&self, addr: Ipv4Addr, len: u8, flags: u32, ifindex: u32, next_hop: Ipv4Addr) {
         if len == 32 && flags & maps::RT_F_LOCAL_WORKLOAD != 0 {
             spec::WLADDR4
                 .update(
@@ -184,12 +191,55 @@ impl Harness {
         let v = RouteValue {
             flags,
             ifindex,
-            next_hop: 0,
+            next_hop: maps::addr_be(next_hop),
             pad: 0,
         };
         spec::RT4
             .update(&self.map(spec::RT4.name), &k, &v)
             .expect("route entry");
+    }
+
+    /// A service port as `weft apply` writes it: frontend (`addr`, `port`, `proto`) of id
+    /// `svc_id` in weft_nat_fe4, its `backends` in weft_nat_be4, the first `local` of them
+    /// this node's.
+    pub fn service(
+        &self,
+        (addr, port, proto): (Ipv4Addr, u16, u8),
+        svc_id: u32,
+        local: u32,
+        backends: &[(Ipv4Addr, u16)],
+    ) {
+        let fk = NatFrontendKey {
+            addr: maps::addr_be(addr),
+            port,
+            proto,
+            pad: 0,
+        };
+        let fe = NatFrontend {
+            svc_id,
+            count: backends.len() as u32,
+            local_count: local,
+            affinity_timeout_s: 0,
+            flags: 0,
+            maglev_size: 0,
+        };
+        spec::NAT_FE4
+            .update(&self.map(spec::NAT_FE4.name), &fk, &fe)
+            .expect("frontend");
+        for (ordinal, &(addr, port)) in backends.iter().enumerate() {
+            let bk = NatBackendKey {
+                svc_id,
+                ordinal: ordinal as u32,
+            };
+            let be = NatBackend {
+                addr: maps::addr_be(addr),
+                port,
+                pad: 0,
+            };
+            spec::NAT_BE4
+                .update(&self.map(spec::NAT_BE4.name), &bk, &be)
+                .expect("backend");
+        }
     }
 
     /// Compiles and installs a ruleset; returns its id.

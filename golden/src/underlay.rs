@@ -7,10 +7,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use libbpf_rs::MapCore;
-use weft::bpf::maps::{
-    self, spec, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Node4Value, Plain,
-};
+use weft::bpf::maps::{self, spec, Node4Value};
 use weft::bpf::pinned::Pinned as _;
 use weft::objects::{Object, ProgramSettings, XdpAccel};
 
@@ -160,47 +157,23 @@ pub fn node_a(test: &str, settings: ProgramSettings) -> Option<(Harness, u32)> {
     Some((h, up0))
 }
 
+/// The NodePort, for `proto`, on node A's underlay address: its one backend on node B.
 pub fn frontend(h: &Harness, svc_id: u32, proto: u8) {
-    let fe = NatFrontend {
+    h.service(
+        (NODE_A_UNDERLAY, NODE_PORT, proto),
         svc_id,
-        count: 1,
-        local_count: 0,
-        affinity_timeout_s: 0,
-        flags: 0,
-        maglev_size: 0,
-    };
-    let fk = NatFrontendKey {
-        addr: maps::addr_be(NODE_A_UNDERLAY),
-        port: NODE_PORT,
-        proto,
-        pad: 0,
-    };
-    h.map(maps::NAT_FE4)
-        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("frontend");
-    let bk = NatBackendKey { svc_id, ordinal: 0 };
-    let be = NatBackend {
-        addr: maps::addr_be(BACKEND),
-        port: 8080,
-        pad: 0,
-    };
-    h.map(maps::NAT_BE4)
-        .update(bk.as_bytes(), be.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("backend");
+        0,
+        &[(BACKEND, 8080)],
+    );
 }
 
+/// Node B's workload, the backend, routed through the tunnel to node B.
 pub fn remote_backend(h: &Harness) {
-    let k = maps::Route4Key {
-        prefixlen: 32,
-        addr: maps::addr_be(BACKEND),
-    };
-    let v = maps::RouteValue {
-        flags: maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
-        ifindex: TUNNEL,
-        next_hop: maps::addr_be(NODE_B_TUNNEL),
-        pad: 0,
-    };
-    spec::RT4
-        .update(&h.map(spec::RT4.name), &k, &v)
-        .expect("route");
+    h.route_via(
+        BACKEND,
+        32,
+        maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
+        TUNNEL,
+        NODE_B_TUNNEL,
+    );
 }

@@ -5,11 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use libbpf_rs::MapCore;
-use weft::bpf::maps::{
-    self, spec, DsrOptout4Key, NatBackend, NatBackendKey, NatFrontend, NatFrontendKey, Plain,
-    TunFlow, VtepKey,
-};
+use weft::bpf::maps::{self, spec, DsrOptout4Key, TunFlow, VtepKey};
 use weft::bpf::pinned::Pinned as _;
 use weft::objects::{Object, ProgramSettings};
 use weft_golden::harness::{allow_all, ct4_key, Harness, IFINDEX, PASS};
@@ -219,35 +215,7 @@ const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
 const NODE_PORT: u16 = 30080;
 
 fn frontend(h: &Harness, addr: Ipv4Addr, local: u32) {
-    let fe = NatFrontend {
-        svc_id: 9,
-        count: 1,
-        local_count: local,
-        affinity_timeout_s: 0,
-        flags: 0,
-        maglev_size: 0,
-    };
-    let fk = NatFrontendKey {
-        addr: maps::addr_be(addr),
-        port: NODE_PORT,
-        proto: 6,
-        pad: 0,
-    };
-    h.map(maps::NAT_FE4)
-        .update(fk.as_bytes(), fe.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("frontend");
-    let bk = NatBackendKey {
-        svc_id: 9,
-        ordinal: 0,
-    };
-    let be = NatBackend {
-        addr: maps::addr_be(BACKEND),
-        port: 8080,
-        pad: 0,
-    };
-    h.map(maps::NAT_BE4)
-        .update(bk.as_bytes(), be.as_bytes(), libbpf_rs::MapFlags::ANY)
-        .expect("backend");
+    h.service((addr, NODE_PORT, 6), 9, local, &[(BACKEND, 8080)]);
 }
 
 /// A harness loaded with DSR: both objects, the tunnel at TUNNEL.
@@ -271,19 +239,13 @@ fn under_dsr_the_node_reached_sends_the_flow_on_unchanged_to_the_backends_node()
     h.iface_flags(IFINDEX, maps::IFACE_F_DATA, 0, 0);
     h.route(NODE_A_ADDR, 32, maps::RT_F_LOCAL_HOST, 0);
     frontend(&h, NODE_A_ADDR, 0);
-    let k = weft::bpf::maps::Route4Key {
-        prefixlen: 32,
-        addr: maps::addr_be(BACKEND),
-    };
-    let v = weft::bpf::maps::RouteValue {
-        flags: maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
-        ifindex: TUNNEL,
-        next_hop: maps::addr_be(NODE_B),
-        pad: 0,
-    };
-    spec::RT4
-        .update(&h.map(spec::RT4.name), &k, &v)
-        .expect("route");
+    h.route_via(
+        BACKEND,
+        32,
+        maps::RT_F_REMOTE_WORKLOAD | maps::RT_F_TUNNELED,
+        TUNNEL,
+        NODE_B,
+    );
     let syn = packet::tcp(CLIENT, 41000, NODE_A_ADDR, NODE_PORT, TCP_SYN);
     let out = h.run("weft_from_hep", &syn);
     assert_eq!(out.retval, TC_ACT_REDIRECT, "sent on through the tunnel");

@@ -136,6 +136,16 @@ impl Fleet {
         self.hosts[0].remove(name);
     }
 
+    /// The FelixConfiguration named `default` with `spec` (its fields as YAML lines, indented
+    /// by two), then `weft apply` on every host.
+    pub fn felix(&self, spec: &str) {
+        self.write(
+            "05-felix.yaml",
+            &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n{spec}"),
+        );
+        self.apply_all();
+    }
+
     /// `weft apply` on every host.
     pub fn apply_all(&self) {
         for h in &self.hosts {

@@ -177,21 +177,26 @@ fn bulk_fetch(ns: &Netns, to: Ipv4Addr, port: u16, within: Duration) -> usize {
         else {
             return 0;
         };
-        let end = Instant::now() + within;
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut n = 0;
-        let mut buf = vec![0u8; 65536];
-        while Instant::now() < end {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break,
-            }
-        }
-        n
+        read_up_to(&mut s, usize::MAX, within)
     })
+}
+
+/// How many bytes `s` gives, up to `most`, before it closes or `within` runs out.
+fn read_up_to(s: &mut TcpStream, most: usize, within: Duration) -> usize {
+    let end = Instant::now() + within;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut n = 0;
+    let mut buf = vec![0u8; 65536];
+    while n < most && Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    n
 }
 
 #[test]
@@ -417,6 +422,17 @@ fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
     assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
 }
 
+/// A Service of type NodePort `node_port` in namespace fleet (ClusterIP 10.96.0.<node_port -
+/// 30000>) whose one backend is node-1's first workload on `port`, with its EndpointSlice.
+fn node_port(name: &str, node_port: u16, port: u16, proto: &str, etp: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: {etp}\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: p, port: 80, targetPort: {port}, nodePort: {node_port}, protocol: {proto}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: p, port: {port}, protocol: {proto}}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+        node_port - 30000,
+        workload_ip(1, 0),
+        fleet::node(1),
+    )
+}
+
 /// A TCP server in `ns` on `port` that answers each connection with the address it came from.
 fn peer_server(ns: &Netns, port: u16) {
     answer_server(ns, port, |peer| peer.ip().to_string());
@@ -429,17 +445,10 @@ fn a_node_port_reached_on_one_host_is_served_by_a_backend_on_another_which_sees_
     };
     f.pool("Always");
     // One backend, on node-1; the port of each service is open on every host.
-    let svc = |name: &str, node_port: u16, etp: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: {etp}\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: http, port: 80, targetPort: 8080, nodePort: {node_port}, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-            node_port - 30000,
-            workload_ip(1, 0),
-            fleet::node(1),
-        )
-    };
     f.write(
         "20-services.yaml",
-        &(svc("cluster", 30080, "Cluster") + &svc("local", 30081, "Local")),
+        &(node_port("cluster", 30080, 8080, "TCP", "Cluster")
+            + &node_port("local", 30081, 8080, "TCP", "Local")),
     );
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
@@ -517,13 +526,7 @@ fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_o
         return;
     };
     f.pool("Always");
-    let felix = |mode: &str| {
-        f.write(
-            "05-felix.yaml",
-            &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfEnforceRPF: {mode}\n"),
-        );
-        f.apply_all();
-    };
+    let felix = |mode: &str| f.felix(&format!("  bpfEnforceRPF: {mode}\n"));
     felix("Strict");
     // The host routes what comes in on its uplink to its workloads, as routers do, and only
     // weft judges the sources: the kernel's own reverse-path filter is off there.
@@ -606,11 +609,7 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
     );
     f.write(
         "20-service.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.80\n  ports:\n    - {{name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports:\n  - {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-            workload_ip(1, 0),
-            fleet::node(1),
-        ),
+        &node_port("web", 30080, 8080, "TCP", "Cluster"),
     );
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
@@ -682,19 +681,7 @@ fn echo_upload(ns: &Netns, to: Ipv4Addr, port: u16, bytes: usize, within: Durati
             }
         });
         let mut s = s;
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-        let end = Instant::now() + within;
-        let mut n = 0;
-        let mut buf = vec![0u8; 65536];
-        while n < bytes && Instant::now() < end {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break,
-            }
-        }
+        let n = read_up_to(&mut s, bytes, within);
         let _ = sender.join();
         n
     })
@@ -707,27 +694,17 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
     };
     f.pool("Always");
     let felix = |mode: &str| {
-        f.write(
-            "05-felix.yaml",
-            &format!("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfExternalServiceAcceleration: XDP\n  bpfExternalServiceMode: {mode}\n"),
-        );
-        f.apply_all();
+        f.felix(&format!(
+            "  bpfExternalServiceAcceleration: XDP\n  bpfExternalServiceMode: {mode}\n"
+        ))
     };
     // NodePorts of node-1's workload: a TCP echo server, who the backend sees, and a UDP
     // receiver.
-    let svc = |name: &str, node_port: u16, port: u16, proto: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: p, port: 80, targetPort: {port}, nodePort: {node_port}, protocol: {proto}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: p, port: {port}, protocol: {proto}}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-            node_port - 30000,
-            workload_ip(1, 0),
-            fleet::node(1),
-        )
-    };
     f.write(
         "20-services.yaml",
-        &(svc("echo", 30080, 8080, "TCP")
-            + &svc("who", 30081, 8081, "TCP")
-            + &svc("dgram", 30082, 8082, "UDP")),
+        &(node_port("echo", 30080, 8080, "TCP", "Cluster")
+            + &node_port("who", 30081, 8081, "TCP", "Cluster")
+            + &node_port("dgram", 30082, 8082, "UDP", "Cluster")),
     );
     felix("Tunnel");
     tcp_echo_server(&f.w(1, 0).ns, 8080);

@@ -242,21 +242,32 @@ fn device_mtu(
     }
 }
 
-/// The MSS workloads' TCP handshakes are clamped to while this node has the tunnel (VXLAN
-/// on): the device's MTU less 40 (IPv4 and TCP headers). None when the device cannot be made
+/// This node as a VTEP, and the MTU of its tunnel device. None when the device cannot be made
 /// (no underlay address on this host).
-pub fn mss_clamp(
+fn this_vtep(
     cfg: &Config,
     facts: &HostFacts,
     felix: &weft_model::FelixConfigurationSpec,
-) -> Option<u16> {
+) -> Option<(Peer, u32)> {
     let me = cfg
         .nodes
         .iter()
         .find(|n| n.value.metadata.name == facts.node)
         .and_then(|n| peer(&n.value))?;
     let (_, index) = link_with(facts, me.underlay)?;
-    u16::try_from(device_mtu(felix, facts, index).saturating_sub(40)).ok()
+    let mtu = device_mtu(felix, facts, index);
+    Some((me, mtu))
+}
+
+/// The MSS workloads' TCP handshakes are clamped to while this node has the tunnel (VXLAN
+/// on): the device's MTU less 40 (IPv4 and TCP headers). None when the device cannot be made.
+pub fn mss_clamp(
+    cfg: &Config,
+    facts: &HostFacts,
+    felix: &weft_model::FelixConfigurationSpec,
+) -> Option<u16> {
+    let (_, mtu) = this_vtep(cfg, facts, felix)?;
+    u16::try_from(mtu.saturating_sub(40)).ok()
 }
 
 /// What XDP's NodePort acceleration writes the tunnel's headers from
@@ -268,16 +279,11 @@ pub fn xdp_accel(
     facts: &HostFacts,
     felix: &weft_model::FelixConfigurationSpec,
 ) -> Option<crate::objects::XdpAccel> {
-    let me = cfg
-        .nodes
-        .iter()
-        .find(|n| n.value.metadata.name == facts.node)
-        .and_then(|n| peer(&n.value))?;
-    let (_, index) = link_with(facts, me.underlay)?;
+    let (me, mtu) = this_vtep(cfg, facts, felix)?;
     Some(crate::objects::XdpAccel {
         vni: felix.vxlan_vni(),
         port: felix.vxlan_port(),
-        mtu: u16::try_from(device_mtu(felix, facts, index)).ok()?,
+        mtu: u16::try_from(mtu).ok()?,
         untracked: felix.xdp_enabled(),
         vtep: me.underlay,
         vtep_mac: me.mac,
