@@ -188,15 +188,6 @@ fn plain_vxlan(f: &Fleet) {
     }
 }
 
-/// The NodePort service on every host, its one backend node-1's workload.
-fn node_port_service() -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.80\n  ports:\n    - {{name: echo, port: 80, targetPort: {ECHO_PORT}, nodePort: {NODE_PORT}, protocol: TCP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: echo}}\naddressType: IPv4\nports:\n  - {{name: echo, port: {ECHO_PORT}, protocol: TCP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-        workload_ip(1, 0),
-        fleet::node(1)
-    )
-}
-
 /// Where the outside client connects to reach the NodePort: node-0's underlay address.
 fn node_port_addr() -> SocketAddr {
     SocketAddr::from((fleet::underlay(0).0, NODE_PORT))
@@ -208,7 +199,10 @@ fn rig(plain: bool) -> Rig {
         plain_vxlan(&f);
     } else {
         f.pool("Always");
-        f.write("20-service.yaml", &node_port_service());
+        f.write(
+            "20-service.yaml",
+            &fleet::node_port_service("echo", NODE_PORT, ECHO_PORT, "TCP", "Cluster"),
+        );
         f.apply_all();
     }
     let server = &f.w(1, 0).ns;

@@ -19,12 +19,9 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft_vm_tests::fleet::{self, workload_ip, Fleet};
-use weft_vm_tests::Netns;
+use weft_vm_tests::fleet::{self, Fleet};
 
 use weft_golden::harness::{Floor, Harness, PASS};
 use weft_golden::packet::{self, TCP_ACK, TCP_SYN};
@@ -123,59 +120,31 @@ fn measure_on(h: &Harness, up0: u32, floor: &Floor, dsr: bool, a: Amounts) -> Fi
 
 const FLOOD_PORT: u16 = 30082;
 
-/// Packets a namespace's `eth0` has received.
-fn rx_packets(ns: &Netns) -> u64 {
-    let out = weft_vm_tests::output_text(&ns.ip(&["-s", "-j", "link", "show", "eth0"]));
-    let v: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
-}
-
-/// Packets weft's XDP on host `i` sent on.
-fn xdp_forwarded(f: &Fleet, i: usize) -> u64 {
-    let h = &f.hosts[i];
-    let bpffs = h.bpffs.to_str().expect("utf-8 path").to_string();
-    let out = h.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    rows.as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["hook"] == "xdp")
-                .filter_map(|r| r["reasons"]["accept-xdp-forward"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// One flood of `secs`: (datagrams at the backend per second, per busy core-second, sent
 /// from XDP).
 fn flood(f: &Fleet, secs: f64) -> (f64, f64, u64) {
     let (node0, _) = fleet::underlay(0);
     let client = fleet::outside_for(0);
     let backend = &f.w(1, 0).ns;
-    let (rx0, fwd0) = (rx_packets(backend), xdp_forwarded(f, 0));
+    let forwarded = || f.hosts[0].counted("xdp", "accept-xdp-forward");
+    let (rx0, fwd0) = (backend.rx_packets("eth0"), forwarded());
     let stat = Stat::now(None);
     let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let stop = stop.clone();
-        f.underlay.spawn(move || {
-            let s = std::net::UdpSocket::bind((client, 40_000)).expect("bind");
-            let payload = [0x42u8; 64];
-            let end = Instant::now() + Duration::from_secs_f64(secs);
-            while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                for _ in 0..64 {
-                    let _ = s.send_to(&payload, (node0, FLOOD_PORT));
-                }
+    f.underlay.run(move || {
+        let s = std::net::UdpSocket::bind((client, 40_000)).expect("bind");
+        let payload = [0x42u8; 64];
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            for _ in 0..64 {
+                let _ = s.send_to(&payload, (node0, FLOOD_PORT));
             }
-        })
-    };
-    let _ = sender.join();
+        }
+    });
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = stat.since();
-    let got = rx_packets(backend) - rx0;
+    let got = backend.rx_packets("eth0") - rx0;
     let pps = got as f64 / elapsed;
-    (pps, pps / cpu.busy.max(1e-9), xdp_forwarded(f, 0) - fwd0)
+    (pps, pps / cpu.busy.max(1e-9), forwarded() - fwd0)
 }
 
 fn flood_rows(bin: &Path, runs: usize, secs: f64) -> Vec<Row> {
@@ -184,21 +153,13 @@ fn flood_rows(bin: &Path, runs: usize, secs: f64) -> Vec<Row> {
     f.pool("Always");
     f.write(
         "20-service.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: dgram, namespace: fleet}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.82\n  ports:\n    - {{name: p, port: 82, targetPort: 8082, nodePort: {FLOOD_PORT}, protocol: UDP}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: dgram-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: dgram}}\naddressType: IPv4\nports:\n  - {{name: p, port: 8082, protocol: UDP}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-            workload_ip(1, 0),
-            fleet::node(1)
-        ),
+        &fleet::node_port_service("dgram", FLOOD_PORT, 8082, "UDP", "Cluster"),
     );
     let set = |accel: bool| {
-        f.write(
-            "05-felix.yaml",
-            &format!(
-                "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfExternalServiceAcceleration: {}\n",
-                if accel { "XDP" } else { "Disabled" }
-            ),
-        );
-        f.apply_all();
+        f.felix(&format!(
+            "  bpfExternalServiceAcceleration: {}\n",
+            if accel { "XDP" } else { "Disabled" }
+        ))
     };
     // [accelerated, tc]: (pps, per core-second, from XDP) of each run.
     let mut got: [Vec<(f64, f64, u64)>; 2] = [vec![], vec![]];

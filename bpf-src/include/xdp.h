@@ -206,34 +206,25 @@ struct weft_vxlan_outer {
 } __attribute__((packed));
 _Static_assert(sizeof(struct weft_vxlan_outer) == WEFT_VXLAN_ENCAP_LEN, "weft_vxlan_outer");
 
-/* A one's complement sum folded to 16 bits. */
-WEFT_INLINE __u16 weft_csum_fold(__u64 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
-}
-
 /* A checksum after a 32-bit word it covers changed from `from` to `to` (RFC 1624: HC' = ~(~HC
  * + ~m + m')); either byte order, so long as all three are read alike. */
 WEFT_INLINE __u16 weft_csum_replace4(__u16 check, __u32 from, __u32 to)
 {
-	__u64 s = (__u16)~check;
+	__u32 s = (__u16)~check;
 
 	s += (__u16)~(from & 0xffff);
 	s += (__u16)~(from >> 16);
 	s += (to & 0xffff) + (to >> 16);
-	return (__u16)~weft_csum_fold(s);
+	return weft_fold_csum(s);
 }
 
 WEFT_INLINE __u16 weft_csum_replace2(__u16 check, __u16 from, __u16 to)
 {
-	__u64 s = (__u16)~check;
+	__u32 s = (__u16)~check;
 
 	s += (__u16)~from;
 	s += to;
-	return (__u16)~weft_csum_fold(s);
+	return weft_fold_csum(s);
 }
 
 /* Where a known service flow's packet from its client goes: its conntrack entry holding the
@@ -339,8 +330,7 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u16 *l4, *csum = NULL;
-	__u32 inner_len, h;
-	__u64 s = 0;
+	__u32 inner_len, h, s = 0;
 	int i;
 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
@@ -446,7 +436,7 @@ WEFT_INLINE int weft_xdp_forward(struct xdp_md *ctx, struct weft_pkt4 *p, const 
 	o->ip.daddr = node->underlay;
 	for (i = 0; i < (int)sizeof(struct iphdr) / 2; i++)
 		s += ((__u16 *)((void *)o + sizeof(struct ethhdr)))[i];
-	o->ip.check = (__u16)~weft_csum_fold(s);
+	o->ip.check = weft_fold_csum(s);
 	h = (p->saddr ^ p->daddr ^ ((__u32)p->sport << 16 | p->dport) ^ p->proto) * 0x9e3779b1u;
 	o->sport = bpf_htons(0xc000 | (h >> 18));
 	o->dport = bpf_htons(weft_vxlan_port);

@@ -63,6 +63,17 @@ pub fn workload_name(i: usize, j: usize) -> String {
     format!("h{i}w{j}")
 }
 
+/// A Service of type NodePort `node_port` in namespace fleet (ClusterIP 10.96.0.<node_port -
+/// 30000>) whose one backend is node-1's first workload on `port`, with its EndpointSlice.
+pub fn node_port_service(name: &str, node_port: u16, port: u16, proto: &str, etp: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: {etp}\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: p, port: 80, targetPort: {port}, nodePort: {node_port}, protocol: {proto}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: p, port: {port}, protocol: {proto}}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
+        node_port - 30000,
+        workload_ip(1, 0),
+        node(1),
+    )
+}
+
 impl Fleet {
     /// `hosts` hosts with `per_host` workloads each, their Node resources and the workloads'
     /// endpoints written (namespace "fleet", labelled app=<name> and host=<node>, profile

@@ -89,6 +89,16 @@ impl Netns {
         sh(&v)
     }
 
+    /// Packets interface `dev` of this namespace has received (`ip -s -j link show`).
+    pub fn rx_packets(&self, dev: &str) -> u64 {
+        let out = output_text(&self.ip(&["-s", "-j", "link", "show", dev]));
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .expect("rx packets")
+    }
+
     /// Runs `f` on a thread that has joined this namespace (setns affects one thread only, and
     /// a socket stays in the namespace it was created in).
     pub fn spawn<T: Send + 'static>(
@@ -365,6 +375,21 @@ impl Bed {
             bin.display()
         );
         bin
+    }
+
+    /// Packets counted for `reason` at `hook` (as `weft dump counters` names them), over
+    /// every interface.
+    pub fn counted(&self, hook: &str, reason: &str) -> u64 {
+        let bpffs = self.bpffs.to_str().expect("utf-8 path").to_string();
+        let out = self.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["hook"] == hook)
+            .map(|r| r["reasons"][reason].as_u64().unwrap_or(0))
+            .sum()
     }
 
     /// Runs `weft <args>` in the host namespace with this bed's node name and bpffs root.

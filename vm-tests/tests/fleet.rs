@@ -422,17 +422,6 @@ fn a_deleted_vxlan_device_and_fdb_entry_are_made_again_by_the_daemon() {
     assert!(tcp_ok(&f.w(0, 0).ns, to, TCP));
 }
 
-/// A Service of type NodePort `node_port` in namespace fleet (ClusterIP 10.96.0.<node_port -
-/// 30000>) whose one backend is node-1's first workload on `port`, with its EndpointSlice.
-fn node_port(name: &str, node_port: u16, port: u16, proto: &str, etp: &str) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: fleet}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: {etp}\n  clusterIP: 10.96.0.{}\n  ports:\n    - {{name: p, port: 80, targetPort: {port}, nodePort: {node_port}, protocol: {proto}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: fleet\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n  - {{name: p, port: {port}, protocol: {proto}}}\nendpoints:\n  - {{addresses: [{}], nodeName: {}}}\n",
-        node_port - 30000,
-        workload_ip(1, 0),
-        fleet::node(1),
-    )
-}
-
 /// A TCP server in `ns` on `port` that answers each connection with the address it came from.
 fn peer_server(ns: &Netns, port: u16) {
     answer_server(ns, port, |peer| peer.ip().to_string());
@@ -447,8 +436,8 @@ fn a_node_port_reached_on_one_host_is_served_by_a_backend_on_another_which_sees_
     // One backend, on node-1; the port of each service is open on every host.
     f.write(
         "20-services.yaml",
-        &(node_port("cluster", 30080, 8080, "TCP", "Cluster")
-            + &node_port("local", 30081, 8080, "TCP", "Local")),
+        &(fleet::node_port_service("cluster", 30080, 8080, "TCP", "Cluster")
+            + &fleet::node_port_service("local", 30081, 8080, "TCP", "Local")),
     );
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
@@ -505,21 +494,6 @@ fn heard(rx: &mpsc::Receiver<Ipv4Addr>, from: Ipv4Addr) -> bool {
     false
 }
 
-/// Packets counted for `reason` at `hook` on host `i`, over every interface.
-fn counted(f: &Fleet, i: usize, hook: &str, reason: &str) -> u64 {
-    let h = &f.hosts[i];
-    let bpffs = h.bpffs.to_str().expect("utf-8 path").to_string();
-    let out = h.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", weft_vm_tests::output_text(&out)));
-    rows.as_array()
-        .expect("rows")
-        .iter()
-        .filter(|r| r["hook"] == hook)
-        .map(|r| r["reasons"][reason].as_u64().unwrap_or(0))
-        .sum()
-}
-
 #[test]
 fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_ones() {
     let Some(f) = Fleet::new("fleet-rpf", 1, 2) else {
@@ -553,14 +527,14 @@ fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_o
 
     send_from(&f.underlay, fleet::OUTSIDE, target, 6000);
     assert!(heard(&rx, fleet::OUTSIDE), "a genuine source from outside");
-    let before = counted(&f, 0, "to-wep", "drop-rpf");
+    let before = f.hosts[0].counted("to-wep", "drop-rpf");
     send_from(&f.underlay, spoofed, target, 6000);
     assert!(
         !heard(&rx, spoofed),
         "Strict: h0w1's address coming in on eth0"
     );
     assert!(
-        counted(&f, 0, "to-wep", "drop-rpf") > before,
+        f.hosts[0].counted("to-wep", "drop-rpf") > before,
         "counted as drop-rpf"
     );
 
@@ -580,22 +554,6 @@ fn strict_rpf_drops_sources_whose_route_is_elsewhere_and_loose_only_unroutable_o
     assert!(heard(&rx, spoofed), "Loose: the source has a route");
 }
 
-/// Packets vxlan.calico of host `i` has received.
-fn tunnel_rx(f: &Fleet, i: usize) -> u64 {
-    let out = weft_vm_tests::output_text(&f.hosts[i].host.ip(&[
-        "-s",
-        "-j",
-        "link",
-        "show",
-        "vxlan.calico",
-    ]));
-    let v: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .expect("rx packets")
-}
-
 #[test]
 fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_go_back_through_the_host_they_reached(
 ) {
@@ -609,7 +567,7 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
     );
     f.write(
         "20-service.yaml",
-        &node_port("web", 30080, 8080, "TCP", "Cluster"),
+        &fleet::node_port_service("web", 30080, 8080, "TCP", "Cluster"),
     );
     f.apply_all();
     peer_server(&f.w(1, 0).ns, 8080);
@@ -631,7 +589,7 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
     ];
     f.underlay
         .ip(&route.iter().map(String::as_str).collect::<Vec<_>>());
-    let before = tunnel_rx(&f, 0);
+    let before = f.hosts[0].host.rx_packets("vxlan.calico");
     for _ in 0..3 {
         assert_eq!(
             ask(0),
@@ -640,7 +598,7 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
         );
     }
     assert_eq!(
-        tunnel_rx(&f, 0),
+        f.hosts[0].host.rx_packets("vxlan.calico"),
         before,
         "no reply came back through node-0"
     );
@@ -653,10 +611,10 @@ fn under_dsr_the_backends_host_answers_the_client_itself_and_opted_out_clients_g
 
     // An opted-out client is served as in Tunnel mode: its replies come back through node-0.
     f.underlay.ip(&["route", "del", &format!("{node0}/32")]);
-    let before = tunnel_rx(&f, 0);
+    let before = f.hosts[0].host.rx_packets("vxlan.calico");
     assert_eq!(ask(0), Some(fleet::OUTSIDE.to_string()));
     assert!(
-        tunnel_rx(&f, 0) > before,
+        f.hosts[0].host.rx_packets("vxlan.calico") > before,
         "the opted-out client's replies came back through node-0"
     );
 }
@@ -702,9 +660,9 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
     // receiver.
     f.write(
         "20-services.yaml",
-        &(node_port("echo", 30080, 8080, "TCP", "Cluster")
-            + &node_port("who", 30081, 8081, "TCP", "Cluster")
-            + &node_port("dgram", 30082, 8082, "UDP", "Cluster")),
+        &(fleet::node_port_service("echo", 30080, 8080, "TCP", "Cluster")
+            + &fleet::node_port_service("who", 30081, 8081, "TCP", "Cluster")
+            + &fleet::node_port_service("dgram", 30082, 8082, "UDP", "Cluster")),
     );
     felix("Tunnel");
     tcp_echo_server(&f.w(1, 0).ns, 8080);
@@ -718,7 +676,7 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
     let client = fleet::outside_for(0);
     for (round, mode) in ["Tunnel", "DSR"].into_iter().enumerate() {
         felix(mode);
-        let before = counted(&f, 0, "xdp", "accept-xdp-forward");
+        let before = f.hosts[0].counted("xdp", "accept-xdp-forward");
         let bytes = 4 << 20;
         assert_eq!(
             echo_upload(&f.underlay, node0, 30080, bytes, Duration::from_secs(20)),
@@ -728,7 +686,7 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
         // Generic XDP sees the client's TCP segments as the veth hands them over, coalesced
         // beyond the underlay's MTU, and leaves those to tc; its ACKs it sends on.
         assert!(
-            counted(&f, 0, "xdp", "accept-xdp-forward") > before,
+            f.hosts[0].counted("xdp", "accept-xdp-forward") > before,
             "{mode}: some of the TCP flow went from XDP"
         );
         assert_eq!(
@@ -738,7 +696,7 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
         );
 
         // Datagrams of one flow: the first is tc's, the rest go from XDP.
-        let before = counted(&f, 0, "xdp", "accept-xdp-forward");
+        let before = f.hosts[0].counted("xdp", "accept-xdp-forward");
         let sent = 400;
         f.underlay.run(move || {
             let s = std::net::UdpSocket::bind((client, 40000 + round as u16)).expect("bind");
@@ -757,7 +715,7 @@ fn with_xdp_acceleration_a_node_ports_remote_flow_is_forwarded_from_xdp_in_tunne
                 break;
             }
         }
-        let by_xdp = counted(&f, 0, "xdp", "accept-xdp-forward") - before;
+        let by_xdp = f.hosts[0].counted("xdp", "accept-xdp-forward") - before;
         assert!(
             got >= sent * 9 / 10,
             "{mode}: {got} of {sent} datagrams arrived"

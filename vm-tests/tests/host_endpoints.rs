@@ -341,7 +341,7 @@ spec:
         ok * 100 >= tried * 95,
         "{ok} of {tried} connections succeeded during the flood"
     );
-    let xdp_drops = untracked_drops(&bed, "xdp");
+    let xdp_drops = bed.counted("xdp", "drop-untracked");
     assert!(
         xdp_drops * 10 >= sent * 9,
         "the flood is dropped in XDP: {xdp_drops} of {sent} datagrams"
@@ -358,29 +358,19 @@ spec:
     bed.write("untracked.yaml", &drop_from("198.51.100.2/32"));
     bed.apply();
     assert!(!tcp_ok(&outside2, HOST2_IP, 8080), "denied again");
-    let xdp_drops = untracked_drops(&bed, "xdp");
+    let xdp_drops = bed.counted("xdp", "drop-untracked");
 
     // With XDP off, tc drops it instead.
     bed.write("felix.yaml", &felix("  xdpEnabled: false\n"));
     bed.apply();
     assert!(!udp_ok(&outside2, HOST2_IP, 5353));
     assert!(
-        untracked_drops(&bed, "from-hep") >= 1,
+        bed.counted("from-hep", "drop-untracked") >= 1,
         "tc's untracked stage drops it"
     );
-    assert_eq!(untracked_drops(&bed, "xdp"), xdp_drops, "XDP is detached");
-}
-
-/// Packets dropped by untracked policy at `hook`, over every interface.
-fn untracked_drops(bed: &Bed, hook: &str) -> u64 {
-    let bpffs = bed.bpffs.to_str().expect("utf-8 path").to_string();
-    let out = bed.weft(&["dump", "counters", "--bpffs", &bpffs, "--json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
-    rows.as_array()
-        .expect("rows")
-        .iter()
-        .filter(|r| r["hook"] == hook)
-        .map(|r| r["reasons"]["drop-untracked"].as_u64().unwrap_or(0))
-        .sum()
+    assert_eq!(
+        bed.counted("xdp", "drop-untracked"),
+        xdp_drops,
+        "XDP is detached"
+    );
 }

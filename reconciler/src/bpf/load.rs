@@ -78,6 +78,33 @@ pub struct Loaded {
     pub programs: BTreeMap<String, ProgramHandle>,
 }
 
+/// Writes `settings`, and `object_id`, into a skeleton's .rodata (weft_settings.h): the one
+/// list of them, for the loader and for `weft verifier`'s variants. The skeleton types differ
+/// per object but have these fields alike.
+macro_rules! write_rodata {
+    ($rodata:expr, $object_id:expr, $settings:expr) => {{
+        let (rodata, settings): (_, ProgramSettings) = ($rodata, $settings);
+        rodata.weft_object_id = $object_id;
+        rodata.weft_ep_to_host_action = settings.ep_to_host.code();
+        rodata.weft_ctlb_udp = u8::from(settings.ctlb_udp);
+        rodata.weft_netns_cookie = settings.netns_cookie;
+        rodata.weft_tunnel = u8::from(settings.tunnel);
+        rodata.weft_rpf = settings.rpf.code();
+        rodata.weft_mss_clamp = settings.mss_clamp;
+        rodata.weft_dsr = u8::from(settings.dsr);
+        rodata.weft_xdp_accel = u8::from(settings.xdp_accel.is_some());
+        if let Some(x) = settings.xdp_accel {
+            rodata.weft_vxlan_vni = x.vni;
+            rodata.weft_vxlan_port = x.port;
+            rodata.weft_vxlan_mtu = x.mtu;
+            rodata.weft_xdp_untracked_on = u8::from(x.untracked);
+            rodata.weft_vtep_addr = $crate::bpf::maps::addr_be(x.vtep);
+            rodata.weft_vtep_mac = x.vtep_mac;
+        }
+    }};
+}
+pub(crate) use write_rodata;
+
 /// The skeleton types differ per object but are used identically: one body for all of them.
 macro_rules! load_skel {
     ($builder:ty, $object:expr, $pins:expr, $sizes:expr, $settings:expr) => {{
@@ -100,24 +127,7 @@ macro_rules! load_skel {
                 .rodata_data
                 .as_deref_mut()
                 .expect("weft objects have .rodata");
-            rodata.weft_object_id = object.id();
-            rodata.weft_ep_to_host_action = settings.ep_to_host.code();
-            rodata.weft_ctlb_udp = u8::from(settings.ctlb_udp);
-            rodata.weft_netns_cookie = settings.netns_cookie;
-            rodata.weft_tunnel = u8::from(settings.tunnel);
-            rodata.weft_rpf = settings.rpf.code();
-            rodata.weft_mss_clamp = settings.mss_clamp;
-            rodata.weft_dsr = u8::from(settings.dsr);
-            let accel = settings.xdp_accel;
-            rodata.weft_xdp_accel = u8::from(accel.is_some());
-            if let Some(x) = accel {
-                rodata.weft_vxlan_vni = x.vni;
-                rodata.weft_vxlan_port = x.port;
-                rodata.weft_vxlan_mtu = x.mtu;
-                rodata.weft_xdp_untracked_on = u8::from(x.untracked);
-                rodata.weft_vtep_addr = super::maps::addr_be(x.vtep);
-                rodata.weft_vtep_mac = x.vtep_mac;
-            }
+            write_rodata!(rodata, object.id(), settings);
         }
         let mut fresh = Vec::new();
         for mut m in open.open_object_mut().maps_mut() {

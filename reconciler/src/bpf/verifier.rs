@@ -498,96 +498,29 @@ fn load(
     Ok(out)
 }
 
-/// Writes the settings into an object's .rodata at the offsets of the generated skeleton's
-/// layout. Every object includes weft_settings.h the same way and an instruction set does not
-/// move data, so one layout serves them all; `weft_object_id` marks the variant as not weft's.
+/// Writes the settings into an object's .rodata as the loader does (`load::write_rodata`),
+/// through the generated skeleton's layout. Every object includes weft_settings.h the same way
+/// and an instruction set does not move data, so one layout serves them all; an object id of
+/// 0 marks the variant as not weft's.
 fn write_settings(data: &mut [u8], s: ProgramSettings) {
     use super::skel::wep::types::rodata;
     if data.len() < std::mem::size_of::<u64>() {
         return;
     }
-    let put = |data: &mut [u8], off: usize, bytes: &[u8]| {
-        if let Some(dst) = data.get_mut(off..off + bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
+    // The section as compiled may be shorter than the generated struct (no tail padding).
+    let n = data.len().min(std::mem::size_of::<rodata>());
+    let mut r = std::mem::MaybeUninit::<rodata>::zeroed();
+    // SAFETY: rodata is repr(C) of integers, for which zero and any bytes are valid; n is
+    // within both buffers.
+    let mut r = unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), r.as_mut_ptr().cast::<u8>(), n);
+        r.assume_init()
     };
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_object_id),
-        &0u64.to_ne_bytes(),
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_ep_to_host_action),
-        &[s.ep_to_host.code()],
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_ctlb_udp),
-        &[u8::from(s.ctlb_udp)],
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_netns_cookie),
-        &s.netns_cookie.to_ne_bytes(),
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_tunnel),
-        &[u8::from(s.tunnel)],
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_rpf),
-        &[s.rpf.code()],
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_mss_clamp),
-        &s.mss_clamp.to_ne_bytes(),
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_dsr),
-        &[u8::from(s.dsr)],
-    );
-    put(
-        data,
-        std::mem::offset_of!(rodata, weft_xdp_accel),
-        &[u8::from(s.xdp_accel.is_some())],
-    );
-    if let Some(x) = s.xdp_accel {
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_vxlan_vni),
-            &x.vni.to_ne_bytes(),
-        );
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_vxlan_port),
-            &x.port.to_ne_bytes(),
-        );
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_vxlan_mtu),
-            &x.mtu.to_ne_bytes(),
-        );
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_vtep_addr),
-            &x.vtep.octets(),
-        );
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_vtep_mac),
-            &x.vtep_mac,
-        );
-        put(
-            data,
-            std::mem::offset_of!(rodata, weft_xdp_untracked_on),
-            &[u8::from(x.untracked)],
-        );
-    }
+    super::load::write_rodata!(&mut r, 0, s);
+    // SAFETY: as above, the other way.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&r as *const rodata).cast::<u8>(), data.as_mut_ptr(), n)
+    };
 }
 
 #[cfg(test)]
